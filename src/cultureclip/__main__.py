@@ -1,0 +1,3 @@
+from cultureclip.cli.main import main
+
+main()

@@ -1,0 +1,52 @@
+"""The ``cultureclip`` command. Each stage module adds its own subcommands."""
+
+from __future__ import annotations
+
+import typer
+
+from cultureclip import __version__
+from cultureclip.cli import eval as eval_cli
+from cultureclip.cli import quickstart as quickstart_cli
+from cultureclip.cli import retrieval as retrieval_cli
+from cultureclip.cli import synth as synth_cli
+from cultureclip.cli import train as train_cli
+
+app = typer.Typer(
+    name="cultureclip",
+    help="Culture-aware CLIP: synthesise CulTwin data, fine-tune, evaluate, retrieve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def models() -> None:
+    """List the registered model backends."""
+    from rich.table import Table
+
+    from cultureclip.cli.common import console
+    from cultureclip.models.registry import list_models
+
+    table = Table("backend", "description", title="model backends")
+    for name, description in list_models().items():
+        table.add_row(name, description)
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the cultureclip version."""
+    typer.echo(__version__)
+
+
+for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, quickstart_cli):
+    stage.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

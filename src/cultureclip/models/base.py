@@ -1,0 +1,307 @@
+"""The one interface every model backend implements.
+
+A backend is a two-tower (image, text) ``nn.Module``. Training, evaluation and
+retrieval only ever talk to this interface, so any registered backend (``hf:``,
+``open_clip:``, ``lite:``) can be fine-tuned, evaluated and indexed.
+
+Conventions:
+- ``encode_image`` / ``encode_text`` return L2-normalised features by default, as
+  CLIP does (the CultureCLIP reference code forgot to normalise; we do not).
+- ``logit_scale`` is the multiplier ``s = exp(t)`` (a tensor that carries grad when
+  the temperature trains).
+- Saving writes ``cultureclip_model.json`` plus the weights that differ from the
+  base checkpoint (everything that trained, LoRA adapters included), so a LoRA
+  fine-tune of a hub model is a few MB; :meth:`export` merges LoRA and writes the
+  backend's native format.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import Field
+from torch import Tensor, nn
+
+from cultureclip.config import Config
+from cultureclip.utils.io import atomic_path, atomic_write_json, read_json
+
+MODEL_CONFIG_NAME = "cultureclip_model.json"
+WEIGHTS_NAME = "weights.safetensors"
+TOWERS = ("image", "text")
+
+
+class TrainMode(StrEnum):
+    """How one tower trains."""
+
+    frozen = "frozen"  # nothing in the tower trains
+    heads = "heads"  # only the projection head(s) of the tower
+    lora = "lora"  # LoRA adapters on the tower's attention projections (peft)
+    full = "full"  # every parameter of the tower
+
+
+class LoraSettings(Config):
+    r: int = Field(4, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # None: the backend's defaults (q_proj/v_proj for CLIP-style transformers).
+    target_modules: list[str] | None = None
+
+
+class TrainingSetup(Config):
+    image: TrainMode = TrainMode.frozen
+    text: TrainMode = TrainMode.frozen
+    logit_scale: bool = False
+    lora: LoraSettings = LoraSettings()
+
+
+class BackendError(RuntimeError):
+    """A backend cannot do what was asked (unsupported mode, missing feature, bad spec)."""
+
+
+class VisionLanguageModel(nn.Module, ABC):
+    """Base class of model backends. Subclasses fill in the abstract members."""
+
+    #: registry prefix, e.g. ``"hf"``
+    backend: str = ""
+    #: default LoRA target module names per tower
+    default_lora_targets: Mapping[str, Sequence[str]] = {"image": ("q_proj", "v_proj"), "text": ("q_proj", "v_proj")}
+    #: training modes each tower supports
+    supported_modes: Mapping[str, Sequence[TrainMode]] = {
+        "image": tuple(TrainMode),
+        "text": tuple(TrainMode),
+    }
+
+    def __init__(self, spec: str, context_length: int = 77) -> None:
+        super().__init__()
+        self.spec = spec  # what create_model() was given; reloads the base weights
+        self.context_length = context_length
+        self.training_setup = TrainingSetup()
+        self.embed_dim = 0  # set by the subclass
+        self._lora_towers: set[str] = set()
+        # True once weights outside the heads may differ from the base checkpoint
+        # (full training, merged LoRA, WiSE-FT): save() then stores the whole state.
+        self.weights_diverged = False
+
+    # ---- abstract: what a backend must provide --------------------------------------
+    @abstractmethod
+    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
+        """PIL images → a float tensor batch ready for :meth:`encode_image`."""
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Texts → token tensors (truncated to ``context_length``)."""
+
+    @abstractmethod
+    def _encode_image(self, pixel_values: Tensor) -> Tensor:
+        """Unnormalised image embeddings ``[B, D]``."""
+
+    @abstractmethod
+    def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
+        """Unnormalised text embeddings ``[B, D]``."""
+
+    @abstractmethod
+    def tower(self, name: str) -> nn.Module:
+        """The module holding the ``image`` or ``text`` tower (LoRA is applied inside it)."""
+
+    @abstractmethod
+    def head_parameters(self, name: str) -> list[nn.Parameter]:
+        """Parameters of the projection head of tower ``name`` (trainable in ``heads`` mode)."""
+
+    @property
+    @abstractmethod
+    def logit_scale_param(self) -> nn.Parameter:
+        """The log-temperature parameter ``t`` (``s = exp(t)``)."""
+
+    # ---- optional -------------------------------------------------------------------
+    def _encode_image_patches(self, pixel_values: Tensor) -> Tensor:
+        raise BackendError(f"backend {self.backend!r} does not expose patch features")
+
+    def export(self, path: str | Path) -> Path:
+        """Writes a merged model in the backend's native format (default: cultureclip format)."""
+        self.merge_lora()
+        return self.save(path)
+
+    # ---- shared behaviour -----------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.logit_scale_param.exp()
+
+    def encode_image(self, pixel_values: Tensor, normalize: bool = True) -> Tensor:
+        features = self._encode_image(pixel_values.to(self.device))
+        return nn.functional.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: Mapping[str, Tensor], normalize: bool = True) -> Tensor:
+        features = self._encode_text({k: v.to(self.device) for k, v in tokens.items()})
+        return nn.functional.normalize(features, dim=-1) if normalize else features
+
+    def encode_image_patches(self, pixel_values: Tensor, normalize: bool = True) -> Tensor:
+        """Projected patch/token features ``[B, P, D]`` in the joint space (for local alignment)."""
+        features = self._encode_image_patches(pixel_values.to(self.device))
+        return nn.functional.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, pixel_values: Tensor, tokens: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        return self.encode_image(pixel_values), self.encode_text(tokens), self.logit_scale
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
+        """Normalised embeddings of PIL images, on the CPU, in inference mode."""
+        was_training = self.training
+        self.eval()
+        out = [
+            self.encode_image(self.preprocess(images[i : i + batch_size])).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.embed_dim)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        was_training = self.training
+        self.eval()
+        out = [
+            self.encode_text(self.tokenize(texts[i : i + batch_size])).float().cpu()
+            for i in range(0, len(texts), batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.embed_dim)
+
+    # ---- training modes -------------------------------------------------------------
+    def configure_training(self, setup: TrainingSetup | None = None, **kwargs: Any) -> TrainingSetup:
+        """Sets which parameters train; LoRA adapters are injected with peft where asked.
+
+        ``configure_training(image="lora", text="lora")`` or pass a :class:`TrainingSetup`.
+        Calling it again re-applies from scratch (LoRA layers already injected stay).
+        """
+        setup = setup or TrainingSetup.model_validate(kwargs)
+        for name in TOWERS:
+            mode = getattr(setup, name)
+            if mode not in self.supported_modes[name]:
+                allowed = ", ".join(m.value for m in self.supported_modes[name])
+                raise BackendError(
+                    f"backend {self.backend!r} cannot train its {name} tower in mode {mode.value!r}; "
+                    f"supported: {allowed}"
+                )
+        for param in self.parameters():
+            param.requires_grad_(False)
+        for name in TOWERS:
+            mode = getattr(setup, name)
+            if mode is TrainMode.full:
+                self.weights_diverged = True
+                for param in self.tower(name).parameters():
+                    param.requires_grad_(True)
+            elif mode is TrainMode.heads:
+                for param in self.head_parameters(name):
+                    param.requires_grad_(True)
+            elif mode is TrainMode.lora:
+                self._inject_lora(name, setup.lora)
+                for pname, param in self.tower(name).named_parameters():
+                    if "lora_" in pname:
+                        param.requires_grad_(True)
+        self.logit_scale_param.requires_grad_(setup.logit_scale)
+        self.training_setup = setup
+        return setup
+
+    def _inject_lora(self, tower_name: str, settings: LoraSettings) -> None:
+        if tower_name in self._lora_towers:
+            return
+        from peft import LoraConfig, inject_adapter_in_model
+
+        targets = settings.target_modules or list(self.default_lora_targets[tower_name])
+        config = LoraConfig(
+            r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
+        )
+        try:
+            inject_adapter_in_model(config, self.tower(tower_name))
+        except ValueError as exc:
+            raise BackendError(f"LoRA on the {tower_name} tower of {self.spec!r}: {exc}") from exc
+        self._lora_towers.add(tower_name)
+
+    def merge_lora(self) -> None:
+        """Folds LoRA adapters into the base weights and removes the adapter layers."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for tower_name in list(self._lora_towers):
+            tower = self.tower(tower_name)
+            for name, module in list(tower.named_modules()):
+                if isinstance(module, BaseTunerLayer):
+                    module.merge()
+                    parent_name, _, child = name.rpartition(".")
+                    parent = tower.get_submodule(parent_name) if parent_name else tower
+                    setattr(parent, child, module.get_base_layer())
+            self._lora_towers.discard(tower_name)
+            self.weights_diverged = True
+        setup = self.training_setup.model_copy()
+        for tower_name in TOWERS:
+            if getattr(setup, tower_name) is TrainMode.lora:
+                setattr(setup, tower_name, TrainMode.frozen)
+        self.training_setup = setup
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Every tensor that can differ from the base checkpoint: trained params + LoRA."""
+        if self.weights_diverged:
+            names = {n for n, _ in self.named_parameters()}
+        else:
+            names = {n for n, p in self.named_parameters() if p.requires_grad or "lora_" in n}
+            names |= self._head_names()
+            names.add(self._param_name(self.logit_scale_param))
+        return {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
+
+    def _head_names(self) -> set[str]:
+        ids = {id(p) for tower in TOWERS for p in self.head_parameters(tower)}
+        return {n for n, p in self.named_parameters() if id(p) in ids}
+
+    def _param_name(self, param: nn.Parameter) -> str:
+        for name, candidate in self.named_parameters():
+            if candidate is param:
+                return name
+        raise BackendError("parameter does not belong to this model")
+
+    # ---- persistence ----------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Saves to a directory loadable by ``create_model(path)`` (atomic per file)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / WEIGHTS_NAME) as tmp:
+            save_file(self.trainable_state_dict(), str(tmp))
+        atomic_write_json(
+            path / MODEL_CONFIG_NAME,
+            {
+                "backend": self.backend,
+                "base": self.spec,
+                "context_length": self.context_length,
+                "embed_dim": self.embed_dim,
+                "lora_towers": sorted(self._lora_towers),
+                "training_setup": self.training_setup.model_dump(mode="json"),
+            },
+        )
+        return path
+
+    def load_saved_weights(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        meta = read_json(Path(path) / MODEL_CONFIG_NAME)
+        setup = TrainingSetup.model_validate(meta["training_setup"])
+        for tower_name in meta.get("lora_towers", []):
+            self._inject_lora(tower_name, setup.lora)
+        state = load_file(str(Path(path) / WEIGHTS_NAME))
+        missing_in_model = set(state) - set(self.state_dict())
+        if missing_in_model:
+            raise BackendError(f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}")
+        self.load_state_dict(state, strict=False)
+        self.weights_diverged = len(state) == len(dict(self.named_parameters()))
+        self.configure_training(setup)

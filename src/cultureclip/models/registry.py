@@ -1,0 +1,79 @@
+"""Model backends by name: ``create_model("hf:openai/clip-vit-base-patch32")``.
+
+A spec is ``<backend>:<argument>`` (``hf:<hub id or dir>``,
+``open_clip:<arch>/<pretrained or path>``, ``lite:en``, ``lite:multi``) or the path
+of a directory written by :meth:`VisionLanguageModel.save`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cultureclip.models.base import MODEL_CONFIG_NAME, BackendError, VisionLanguageModel
+from cultureclip.registry import Registry
+from cultureclip.utils.io import read_json
+
+MODELS: Registry[type[VisionLanguageModel]] = Registry("model backend")
+
+# Built-in backends register themselves on import; importing lazily keeps
+# `cultureclip --help` fast and lets optional dependencies stay optional.
+_BUILTIN_MODULES = {
+    "hf": "cultureclip.models.hf",
+    "open_clip": "cultureclip.models.open_clip",
+    "lite": "cultureclip.models.lite",
+}
+
+
+def _ensure_registered(backend: str | None = None) -> None:
+    names = [backend] if backend in _BUILTIN_MODULES else list(_BUILTIN_MODULES)
+    for name in names:
+        if name not in MODELS:
+            importlib.import_module(_BUILTIN_MODULES[name])
+
+
+def list_models() -> dict[str, str]:
+    """Registered backends and a line of help each."""
+    _ensure_registered()
+    return MODELS.describe()
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    if ":" not in spec:
+        raise BackendError(
+            f"model spec {spec!r} needs a backend prefix (e.g. 'hf:openai/clip-vit-base-patch32', "
+            f"'lite:en') or must be a directory saved by cultureclip"
+        )
+    backend, _, argument = spec.partition(":")
+    if not argument:
+        raise BackendError(f"model spec {spec!r} has an empty argument after {backend!r}")
+    return backend, argument
+
+
+def create_model(
+    spec: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> VisionLanguageModel:
+    """Builds a backend from a spec or a saved directory, on ``device`` (default: CPU)."""
+    path = Path(spec)
+    if path.is_dir() and (path / MODEL_CONFIG_NAME).exists():
+        model = _load_saved(path, **kwargs)
+    else:
+        backend, argument = parse_spec(str(spec))
+        _ensure_registered(backend)
+        model = MODELS.create(backend, argument, **kwargs)
+    return model.to(device) if device is not None else model
+
+
+def _load_saved(path: Path, **kwargs: Any) -> VisionLanguageModel:
+    meta = read_json(path / MODEL_CONFIG_NAME)
+    base = meta["base"]
+    kwargs.setdefault("context_length", meta.get("context_length", 77))
+    model = create_model(base, **kwargs)
+    model.load_saved_weights(path)
+    return model

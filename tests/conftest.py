@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests never reach a model hub: tiny checkpoints are built here."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random clip / chinese_clip / siglip checkpoints written with save_pretrained."""
+    from cultureclip.testing import build_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("tiny_hf")
+    return {kind: build_tiny_hf_model(root / kind, kind) for kind in ("clip", "chinese_clip", "siglip")}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tiny_hf_dirs: dict[str, Path]) -> Path:
+    return tiny_hf_dirs["clip"]
+
+
+@pytest.fixture
+def tiny_model(tiny_clip_dir: Path):
+    """A fresh tiny hf CLIP backend (spec ``hf:<dir>``)."""
+    from cultureclip.models.registry import create_model
+
+    return create_model(f"hf:{tiny_clip_dir}")
+
+
+@pytest.fixture
+def toy_cultwin(tmp_path: Path) -> Path:
+    """A small synthetic CulTwin JSONL with images beside it."""
+    from cultureclip.testing import write_toy_cultwin
+
+    return write_toy_cultwin(tmp_path / "toy_cultwin", n_pairs=8)
