@@ -10,9 +10,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,9 @@ def tiny_hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from cultureclip.testing import build_tiny_hf_model
 
     root = tmp_path_factory.mktemp("tiny_hf")
-    return {kind: build_tiny_hf_model(root / kind, kind) for kind in ("clip", "chinese_clip", "siglip")}
+    return {
+        kind: build_tiny_hf_model(root / kind, kind) for kind in ("clip", "chinese_clip", "siglip")
+    }
 
 
 @pytest.fixture(scope="session")

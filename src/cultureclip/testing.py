@@ -11,7 +11,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 def minilm_dir() -> Path:
@@ -78,7 +83,10 @@ def build_tiny_hf_model(
             projection_dim=projection_dim,
         )
         model = CLIPModel(config)
-        processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+        processor = CLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
     elif model_type == "chinese_clip":
         config = ChineseCLIPConfig(
             text_config=dict(common_text, type_vocab_size=2, pad_token_id=0),
@@ -86,9 +94,14 @@ def build_tiny_hf_model(
             projection_dim=projection_dim,
         )
         model = ChineseCLIPModel(config)
-        processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+        processor = CLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
     elif model_type == "siglip":
-        config = SiglipConfig(text_config=dict(common_text, max_position_embeddings=16), vision_config=vision)
+        config = SiglipConfig(
+            text_config=dict(common_text, max_position_embeddings=16), vision_config=vision
+        )
         model = SiglipModel(config)
         processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
     else:
@@ -99,7 +112,9 @@ def build_tiny_hf_model(
     return path
 
 
-def write_toy_cultwin(directory: str | Path, n_pairs: int = 8, *, image_size: int = 48, seed: int = 0) -> Path:
+def write_toy_cultwin(
+    directory: str | Path, n_pairs: int = 8, *, image_size: int = 48, seed: int = 0
+) -> Path:
     """Writes a small synthetic CulTwin set (coloured shapes as images) and returns its JSONL path.
 
     Each pair differs in a visible way (colour and shape), so a model can learn it;

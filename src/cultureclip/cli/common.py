@@ -11,7 +11,9 @@ from rich.console import Console
 console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML or JSON config file.")
-OverrideOption = typer.Option(None, "--set", "-s", help="Override a config key: key.sub=value (repeatable).")
+OverrideOption = typer.Option(
+    None, "--set", "-s", help="Override a config key: key.sub=value (repeatable)."
+)
 
 
 def fail(message: str, code: int = 2) -> None:

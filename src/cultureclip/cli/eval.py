@@ -1,19 +1,172 @@
-"""CLI for the eval stage (placeholder until issue 4 lands)."""
+"""CLI of the eval stage: ``eval``, ``report``, ``build-benchmark``, ``benchmarks``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from cultureclip.cli.common import not_built
+from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _eval() -> None:
-        """Not built yet (issue 4)."""
-        not_built("eval", "issue 4")
+    @app.command("eval")
+    def eval_command(
+        model: str = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="Model spec (hf:…, saved dir, openai:<model>@<url>, hf-vlm:…).",
+        ),
+        benchmark: str = typer.Option(
+            None, "--benchmark", "-b", help="Benchmark name (see `cultureclip benchmarks`)."
+        ),
+        data: str = typer.Option(
+            None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
+        ),
+        split: str = typer.Option(
+            None, "--split", help="Split (hub datasets, retrieval collections)."
+        ),
+        out: str = typer.Option(
+            None, "--out", "-o", help="Results directory [default: runs/eval]."
+        ),
+        baseline: str = typer.Option(
+            None, "--baseline", help="Also evaluate this base model and store the delta."
+        ),
+        model_name: str = typer.Option(
+            None, "--model-name", help="Name of the model in results [default: spec]."
+        ),
+        baseline_name: str = typer.Option(
+            None, "--baseline-name", help="Name of the baseline in results."
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Recompute even if the result exists."
+        ),
+        device: str = typer.Option(
+            None, "--device", help="torch device of contrastive models [default: cpu]."
+        ),
+        config: Path = ConfigOption,
+        overrides: list[str] = OverrideOption,
+    ) -> None:
+        """Evaluate a model on a benchmark; writes result.json + predictions.jsonl (skip-existing)."""
+        from cultureclip.config import load_config, read_config_file
 
-    @app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _report() -> None:
-        """Not built yet (issue 4)."""
-        not_built("report", "issue 4")
+        with user_errors():
+            from cultureclip.eval.api import EvalConfig, evaluate
+
+            values = read_config_file(config) if config else {}
+            cli = dict(
+                model=model,
+                benchmark=benchmark,
+                data=data,
+                split=split,
+                out=out,
+                baseline=baseline,
+                model_name=model_name,
+                baseline_name=baseline_name,
+                device=device,
+            )
+            values.update({k: v for k, v in cli.items() if v is not None})
+            if overwrite:
+                values["overwrite"] = True
+            cfg = load_config(EvalConfig, None, overrides or [], **values)
+            result = evaluate(
+                cfg.model,
+                cfg.benchmark,
+                data=cfg.data,
+                split=cfg.split,
+                out_dir=cfg.out,
+                overwrite=cfg.overwrite,
+                model_name=cfg.model_name,
+                baseline=cfg.baseline,
+                baseline_name=cfg.baseline_name,
+                device=cfg.device,
+                generative=cfg.generative,
+                progress=True,
+                **cfg.options,
+            )
+            _print_result(result)
+
+    @app.command("report")
+    def report_command(
+        results: list[Path] = typer.Argument(..., help="Result directories or result.json files."),
+        out: Path = typer.Option(
+            Path("runs/report"), "--out", "-o", help="Where report.html and the CSVs go."
+        ),
+        resamples: int = typer.Option(
+            1000, "--resamples", help="Bootstrap resamples for the 95% CIs."
+        ),
+        seed: int = typer.Option(42, "--seed", help="Bootstrap seed."),
+    ) -> None:
+        """Merge results into results.csv, groups.csv and a self-contained report.html."""
+        with user_errors():
+            from cultureclip.eval.report import build_report
+
+            path = build_report(results, out, n_resamples=resamples, seed=seed)
+            console.print(f"report written to [bold]{path}[/]")
+            typer.echo(str(path))
+
+    @app.command("build-benchmark")
+    def build_command(
+        documents: str = typer.Option(
+            None, "--documents", help="Directory of <country>.txt/.md documents."
+        ),
+        llm: str = typer.Option(
+            None, "--llm", help="LLM as <model>@<base_url> (OpenAI-compatible)."
+        ),
+        out: str = typer.Option(
+            None, "--out", "-o", help="Output directory [default: runs/benchmark]."
+        ),
+        images: str = typer.Option(
+            None, "--images", help="Images named <concept id>.jpg [default: <out>/images]."
+        ),
+        config: Path = ConfigOption,
+        overrides: list[str] = OverrideOption,
+    ) -> None:
+        """Build a CultureVerse-style MCQ benchmark from documents with an LLM (items, review CSV, instruct data)."""
+        from cultureclip.config import load_config, read_config_file
+
+        with user_errors():
+            from cultureclip.eval.builder import BuilderConfig, build_benchmark
+            from cultureclip.eval.openai_client import ChatError
+
+            values = read_config_file(config) if config else {}
+            cli = dict(documents=documents, llm=llm, out=out, images=images)
+            values.update({k: v for k, v in cli.items() if v is not None})
+            cfg = load_config(BuilderConfig, None, overrides or [], **values)
+            try:
+                counts = build_benchmark(cfg)
+            except ChatError as exc:
+                raise ValueError(f"the LLM failed: {exc} (rerun to resume)") from exc
+            console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+            typer.echo(str(Path(cfg.out) / "items.jsonl"))
+
+    @app.command("benchmarks")
+    def benchmarks_command() -> None:
+        """List the registered benchmarks."""
+        from rich.table import Table
+
+        from cultureclip.eval.benchmarks import BENCHMARKS
+
+        table = Table("benchmark", "description", title="benchmarks")
+        for name, description in BENCHMARKS.describe().items():
+            table.add_row(name, description)
+        console.print(table)
+
+
+def _print_result(result: object) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")  # type: ignore[attr-defined]
+    for key, value in result.metrics.items():  # type: ignore[attr-defined]
+        delta = ""
+        if result.baseline is not None and key in result.baseline.delta:  # type: ignore[attr-defined]
+            delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"  # type: ignore[attr-defined]
+        table.add_row(key, f"{value:.2f}{delta}")
+    console.print(table)
+    if result.n_skipped:  # type: ignore[attr-defined]
+        console.print(
+            f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"
+        )  # type: ignore[attr-defined]
+    if result.path is not None:  # type: ignore[attr-defined]
+        typer.echo(str(result.path))  # type: ignore[attr-defined]

@@ -8,8 +8,9 @@ from cultureclip.cli.common import not_built
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("quickstart", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @app.command(
+        "quickstart", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )
     def _quickstart() -> None:
         """Not built yet (issue 7)."""
         not_built("quickstart", "issue 7")
-

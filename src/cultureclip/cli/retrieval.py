@@ -1,25 +1,259 @@
-"""CLI for the retrieval stage (placeholder until issue 6 lands)."""
+"""CLI of the retrieval stage: ``index``, ``search``, ``retrieval-eval`` and ``serve``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
-from cultureclip.cli.common import not_built
+from cultureclip.cli.common import ConfigOption, OverrideOption, console, fail, user_errors
+
+
+def _floats(raw: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers, got {raw!r}", param_hint=name
+        ) from None
+
+
+def _ranges(raw: str) -> list[tuple[float, float]]:
+    result = []
+    for item in raw.split(","):
+        low, sep, high = item.strip().partition("-")
+        try:
+            result.append((float(low), float(high)) if sep else (float(low), float(low)))
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected ranges like 0.25-0.75,0.5-1.0; got {item!r}", param_hint="--scales"
+            ) from None
+    return result
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("index", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _index() -> None:
-        """Not built yet (issue 6)."""
-        not_built("index", "issue 6")
+    @app.command("index")
+    def index_command(
+        model: str | None = typer.Option(None, "--model", "-m", help="Model spec or saved dir."),
+        data: str | None = typer.Option(
+            None, "--data", "-d", help="Collection: Chinese-CLIP dir, caption folder or CulTwin."
+        ),
+        out: str | None = typer.Option(None, "--out", "-o", help="Index directory to write."),
+        split: str | None = typer.Option(
+            None, "--split", help="Split to index (train/valid/test); see docs/retrieval.md."
+        ),
+        laclip: str | None = typer.Option(
+            None,
+            "--laclip",
+            help="Store LACLIP fused vectors: 'on' or 'k=8,scale=0.25-0.75,tau=0.05,"
+            "weighting=softmax,beta=0,mode=crops|patches,seed=0'.",
+        ),
+        faiss_kind: str | None = typer.Option(None, "--faiss", help="flat (exact), ivf or hnsw."),
+        batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
+        device: str | None = typer.Option(None, "--device", help="cpu (default), cuda, ..."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Discard chunks of an earlier, different run in --out."
+        ),
+        config: Path | None = ConfigOption,
+        overrides: list[str] | None = OverrideOption,
+    ) -> None:
+        """Encode a collection and write a searchable index (resumable: rerun to continue)."""
+        from cultureclip.config import load_config
+        from cultureclip.retrieval.index import IndexConfig, build_index
+        from cultureclip.retrieval.laclip import parse_laclip_option
 
-    @app.command("search", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _search() -> None:
-        """Not built yet (issue 6)."""
-        not_built("search", "issue 6")
+        with user_errors():
+            extra = list(overrides or [])
+            for key, value in (
+                ("model", model),
+                ("data", data),
+                ("out", out),
+                ("split", split),
+                ("faiss.kind", faiss_kind),
+                ("batch_size", batch_size),
+                ("device", device),
+            ):
+                if value is not None:
+                    extra.append(f"{key}={value}")
+            cfg = load_config(IndexConfig, config, extra)
+            if laclip is not None:
+                cfg.laclip = parse_laclip_option(laclip)
+            summary = build_index(
+                cfg,
+                overwrite=overwrite,
+                log=lambda message: console.print(f"[yellow]warning:[/] {message}"),
+            )
+        resumed = f", {summary.resumed_chunks} chunk(s) reused" if summary.resumed_chunks else ""
+        failed = f", [yellow]{len(summary.failed)} image(s) skipped[/]" if summary.failed else ""
+        console.print(
+            f"[green]indexed[/] {summary.n_images} images and {summary.n_texts} texts "
+            f"in {summary.timings['images_s'] + summary.timings['texts_s']:.1f}s{resumed}{failed} "
+            f"→ {summary.out}"
+        )
 
-    @app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _serve() -> None:
-        """Not built yet (issue 6)."""
-        not_built("serve", "issue 6")
+    @app.command("search")
+    def search_command(
+        index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+        text: str | None = typer.Option(None, "--text", "-t", help="Text query → images."),
+        image: Path | None = typer.Option(None, "--image", help="Image file query → texts."),
+        k: int = typer.Option(10, "-k", min=1, help="Number of results."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        device: str | None = typer.Option(None, "--device"),
+    ) -> None:
+        """Search an index with a text (→ images) or an image (→ texts)."""
+        import dataclasses
 
+        from rich.console import Console
+        from rich.table import Table
+
+        if (text is None) == (image is None):
+            fail("give exactly one of --text or --image")
+        from cultureclip.data.collections import decode_image
+        from cultureclip.retrieval.index import RetrievalIndex
+
+        with user_errors():
+            loaded = RetrievalIndex(index, device=device)
+            if text is not None:
+                hits = loaded.search_text(text, k)
+            else:
+                if not image.is_file():
+                    raise FileNotFoundError(f"image not found: {image}")
+                hits = loaded.search_image(decode_image(image), k)
+        if as_json:
+            query = {"text": text} if text is not None else {"image": str(image)}
+            typer.echo(
+                json.dumps(
+                    {**query, "results": [dataclasses.asdict(h) for h in hits]}, ensure_ascii=False
+                )
+            )
+            return
+        if text is not None:
+            table = Table("rank", "score", "image id", "caption", title=f"images for “{text}”")
+            for hit in hits:
+                table.add_row(
+                    str(hit.rank), f"{hit.score:.4f}", hit.image_id, (hit.captions or [""])[0]
+                )
+        else:
+            table = Table("rank", "score", "text id", "text", title=f"texts for {image}")
+            for hit in hits:
+                table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.text_id, hit.text)
+        Console().print(table)
+
+    @app.command("retrieval-eval")
+    def retrieval_eval_command(
+        model: str | None = typer.Option(None, "--model", "-m", help="Model spec or saved dir."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Collection to evaluate on."),
+        split: str | None = typer.Option(
+            None, "--split", help="Split (default test; 'all' for the whole collection)."
+        ),
+        ks: str | None = typer.Option(None, "--k", help="LACLIP crop counts, e.g. 4,8,16."),
+        scales: str | None = typer.Option(
+            None, "--scales", help="Crop area ranges, e.g. 0.25-0.75,0.5-1.0."
+        ),
+        taus: str | None = typer.Option(
+            None, "--tau", help="Softmax temperatures, e.g. 0.02,0.05."
+        ),
+        weightings: str | None = typer.Option(
+            None, "--weighting", help="softmax,uniform,relu,cosine (comma-separated)."
+        ),
+        betas: str | None = typer.Option(None, "--beta", help="Global blends, e.g. 0,0.3."),
+        patches: bool = typer.Option(False, "--patches", help="Add the patch-token variant."),
+        no_laclip: bool = typer.Option(False, "--global-only", help="Only the global row."),
+        published: bool = typer.Option(
+            False, "--published", help="Print the published CulTi rows below, for comparison."
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Write results.json, results.csv and config.yaml here."
+        ),
+        batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
+        device: str | None = typer.Option(None, "--device"),
+        config: Path | None = ConfigOption,
+        overrides: list[str] | None = OverrideOption,
+    ) -> None:
+        """Recall@1/5/10 both ways and MR: global-only next to a sweep of LACLIP settings."""
+        from rich.console import Console
+
+        from cultureclip.config import load_config
+        from cultureclip.data.collections import load_collection
+        from cultureclip.models.registry import create_model
+        from cultureclip.retrieval.evaluate import (
+            METRIC_KEYS,
+            SweepConfig,
+            evaluate_retrieval,
+            results_table,
+        )
+        from cultureclip.utils.io import atomic_write_json, atomic_write_text
+
+        with user_errors():
+            extra = list(overrides or [])
+            for key, value in (
+                ("model", model),
+                ("data", data),
+                ("batch_size", batch_size),
+                ("device", device),
+            ):
+                if value is not None:
+                    extra.append(f"{key}={value}")
+            cfg = load_config(SweepConfig, config, extra)
+            if split is not None:
+                cfg.split = None if split == "all" else split
+            if ks is not None:
+                cfg.ks = [int(v) for v in _floats(ks, "--k")]
+            if scales is not None:
+                cfg.scales = _ranges(scales)
+            if taus is not None:
+                cfg.taus = _floats(taus, "--tau")
+            if weightings is not None:
+                cfg.weightings = [w.strip() for w in weightings.split(",") if w.strip()]
+            if betas is not None:
+                cfg.betas = _floats(betas, "--beta")
+            if patches:
+                cfg.patches = True
+            collection = load_collection(cfg.data, cfg.split, seed=cfg.split_seed)
+            loaded_model = create_model(cfg.model, device=cfg.device)
+            result = evaluate_retrieval(
+                loaded_model,
+                collection,
+                [] if no_laclip else cfg.grid(),
+                batch_size=cfg.batch_size,
+                progress=True,
+            )
+        for bad in result.failed:
+            console.print(f"[yellow]warning:[/] skipped image {bad['image_id']}: {bad['reason']}")
+        Console().print(results_table(result, published=published))
+        if out is not None:
+            cfg.save(out)
+            rows = [row.as_dict() for row in result.rows]
+            atomic_write_json(
+                out / "results.json",
+                {
+                    "n_images": result.n_images,
+                    "n_texts": result.n_texts,
+                    "failed": result.failed,
+                    "rows": rows,
+                },
+            )
+            header = "label," + ",".join(METRIC_KEYS)
+            lines = [
+                f'"{r["label"]}",' + ",".join(f"{r[k]:.2f}" for k in METRIC_KEYS) for r in rows
+            ]
+            atomic_write_text(out / "results.csv", "\n".join([header, *lines]) + "\n")
+            console.print(f"results written to {out}")
+
+    @app.command("serve")
+    def serve_command(
+        index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port"),
+        max_upload_mb: float = typer.Option(8.0, "--max-upload-mb", help="Upload size limit."),
+        device: str | None = typer.Option(None, "--device"),
+    ) -> None:
+        """Serve the search page and JSON API over an index."""
+        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.server import serve
+
+        with user_errors():
+            loaded = RetrievalIndex(index, device=device)
+        console.print(f"search page on [bold]http://{host}:{port}/[/] (Ctrl-C to stop)")
+        serve(loaded, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024))

@@ -1,15 +1,99 @@
-"""CLI for the train stage (placeholder until issue 3 lands)."""
+"""CLI of the train stage: ``cultureclip train``, ``cultureclip wise-ft``, ``cultureclip export``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from cultureclip.cli.common import not_built
+from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _train() -> None:
-        """Not built yet (issue 3)."""
-        not_built("train", "issue 3")
+    @app.command("train")
+    def train_command(
+        config: Path | None = ConfigOption,
+        preset: str | None = typer.Option(
+            None, "--preset", "-p", help="A preset from configs/train (e.g. cultureclip-vitb32)."
+        ),
+        overrides: list[str] | None = OverrideOption,
+        data: str | None = typer.Option(
+            None, "--data", help="Training data (same as --set data.path=...)."
+        ),
+        out: str | None = typer.Option(
+            None, "--out", "-o", help="Output dir (same as --set output_dir=...)."
+        ),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'latest' (or a checkpoint file) to continue an interrupted run."
+        ),
+        list_presets: bool = typer.Option(
+            False, "--list-presets", help="Print the presets and exit."
+        ),
+    ) -> None:
+        """Fine-tune a model with the CultureCLIP (or clip/negclip) loss; also under torchrun."""
+        from cultureclip.train.config import list_presets as find_presets
+        from cultureclip.train.config import load_train_config
 
+        with user_errors():
+            if list_presets:
+                for name, path in find_presets().items():
+                    typer.echo(f"{name}\t{path}")
+                return
+            extra = list(overrides or [])
+            if data is not None:
+                extra.append(f"data.path={data}")
+            if out is not None:
+                extra.append(f"output_dir={out}")
+            if resume is not None:
+                extra.append(f"resume={resume}")
+            cfg = load_train_config(config, preset=preset, overrides=extra)
+            from cultureclip.train import train
+
+            result = train(cfg)
+        if not result.is_main:
+            return
+        if result.completed:
+            loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+            console.print(
+                f"[green]trained[/] {result.steps} steps, final loss {loss}; "
+                f"model: {result.final_model_dir}"
+                + (f"; export: {result.export_dir}" if result.export_dir else "")
+            )
+        else:
+            console.print(
+                f"[yellow]stopped[/] at step {result.steps}/{result.total_steps}; continue with "
+                f"--resume latest (checkpoint {result.last_checkpoint})"
+            )
+
+    @app.command("wise-ft")
+    def wise_ft_command(
+        base: str = typer.Argument(..., help="Base model: a spec (hf:...) or a saved dir."),
+        finetuned: str = typer.Argument(..., help="Fine-tuned model dir (e.g. runs/x/final)."),
+        alpha: float = typer.Option(
+            ..., "--alpha", "-a", help="Weight of the fine-tuned model, in [0, 1]."
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Where to save the interpolated model."),
+        export: bool = typer.Option(
+            False, "--export", help="Write the backend's native format instead."
+        ),
+    ) -> None:
+        """WiSE-FT: save (1-α)·base + α·fine-tuned as a new model."""
+        with user_errors():
+            from cultureclip.models.registry import create_model
+            from cultureclip.train.wise_ft import wise_ft
+
+            mixed = wise_ft(create_model(base), create_model(finetuned), alpha)
+            path = mixed.export(out) if export else mixed.save(out)
+        console.print(f"[green]saved[/] WiSE-FT α={alpha} model to {path}")
+
+    @app.command("export")
+    def export_command(
+        model: str = typer.Argument(..., help="A saved model dir or a spec."),
+        out: Path = typer.Argument(..., help="Output directory."),
+    ) -> None:
+        """Merge LoRA and write the model in its backend's native format (save_pretrained for hf)."""
+        with user_errors():
+            from cultureclip.models.registry import create_model
+
+            path = create_model(model).export(out)
+        console.print(f"[green]exported[/] {model} to {path}")

@@ -72,7 +72,10 @@ class TwinRecord(BaseModel):
         """The ``pos`` or ``neg`` half as ``{concept, context, features, captions, image}``."""
         if which not in ("pos", "neg"):
             raise ValueError("which must be 'pos' or 'neg'")
-        return {key: getattr(self, f"{which}_{key}") for key in ("concept", "context", "features", "captions", "image")}
+        return {
+            key: getattr(self, f"{which}_{key}")
+            for key in ("concept", "context", "features", "captions", "image")
+        }
 
 
 @dataclass
@@ -109,7 +112,9 @@ class CulTwinFormatError(ValueError):
 
 
 def _format_validation_error(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _resolve_file(path: Path) -> Path:
@@ -123,7 +128,9 @@ def _resolve_file(path: Path) -> Path:
     return path
 
 
-def read_cultwin(path: str | Path, *, strict: bool = False, check_images: bool = False) -> CulTwinLoad:
+def read_cultwin(
+    path: str | Path, *, strict: bool = False, check_images: bool = False
+) -> CulTwinLoad:
     """Loads and validates a CulTwin file (JSONL or Parquet) or a directory holding one.
 
     Bad records are collected in ``result.errors`` with their line number and the
@@ -155,7 +162,9 @@ def read_cultwin(path: str | Path, *, strict: bool = False, check_images: bool =
             errors.append(BadRecord(number, f"not valid JSON: {data}", raw[:200]))
             continue
         if not isinstance(data, dict):
-            errors.append(BadRecord(number, f"expected an object, got {type(data).__name__}", raw[:200]))
+            errors.append(
+                BadRecord(number, f"expected an object, got {type(data).__name__}", raw[:200])
+            )
             continue
         try:
             record = TwinRecord.model_validate(data)
@@ -169,10 +178,13 @@ def read_cultwin(path: str | Path, *, strict: bool = False, check_images: bool =
             missing = [
                 img
                 for img in (record.pos_image, record.neg_image)
-                if img is not None and not (Path(img) if Path(img).is_absolute() else root / img).exists()
+                if img is not None
+                and not (Path(img) if Path(img).is_absolute() else root / img).exists()
             ]
             if missing:
-                errors.append(BadRecord(number, f"image file(s) missing: {', '.join(missing)}", raw[:200]))
+                errors.append(
+                    BadRecord(number, f"image file(s) missing: {', '.join(missing)}", raw[:200])
+                )
                 continue
         seen.add(record.id)
         records.append(record)
@@ -199,4 +211,3 @@ def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any
             pq.write_table(pa.Table.from_pylist(rows), tmp)
         return path
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-

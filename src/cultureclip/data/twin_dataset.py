@@ -74,7 +74,10 @@ class TwinDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         rng = random.Random(f"{self.seed}:{self.epoch}:{record.id}")
-        images = [load_image(self.root.image_path(record.pos_image)), load_image(self.root.image_path(record.neg_image))]
+        images = [
+            load_image(self.root.image_path(record.pos_image)),
+            load_image(self.root.image_path(record.neg_image)),
+        ]
         pixels = self.transform(images)
         return {
             "id": record.id,

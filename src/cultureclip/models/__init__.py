@@ -1,6 +1,12 @@
 """Model backends behind one interface (:class:`VisionLanguageModel`), chosen by name."""
 
-from cultureclip.models.base import BackendError, LoraSettings, TrainingSetup, TrainMode, VisionLanguageModel
+from cultureclip.models.base import (
+    BackendError,
+    LoraSettings,
+    TrainingSetup,
+    TrainMode,
+    VisionLanguageModel,
+)
 from cultureclip.models.registry import MODELS, create_model, list_models, parse_spec
 
 __all__ = [

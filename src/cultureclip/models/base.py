@@ -70,7 +70,10 @@ class VisionLanguageModel(nn.Module, ABC):
     #: registry prefix, e.g. ``"hf"``
     backend: str = ""
     #: default LoRA target module names per tower
-    default_lora_targets: Mapping[str, Sequence[str]] = {"image": ("q_proj", "v_proj"), "text": ("q_proj", "v_proj")}
+    default_lora_targets: Mapping[str, Sequence[str]] = {
+        "image": ("q_proj", "v_proj"),
+        "text": ("q_proj", "v_proj"),
+    }
     #: training modes each tower supports
     supported_modes: Mapping[str, Sequence[TrainMode]] = {
         "image": tuple(TrainMode),
@@ -149,7 +152,9 @@ class VisionLanguageModel(nn.Module, ABC):
         features = self._encode_image_patches(pixel_values.to(self.device))
         return nn.functional.normalize(features, dim=-1) if normalize else features
 
-    def forward(self, pixel_values: Tensor, tokens: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, pixel_values: Tensor, tokens: Mapping[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         return self.encode_image(pixel_values), self.encode_text(tokens), self.logit_scale
 
     @torch.no_grad()
@@ -176,7 +181,9 @@ class VisionLanguageModel(nn.Module, ABC):
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
     # ---- training modes -------------------------------------------------------------
-    def configure_training(self, setup: TrainingSetup | None = None, **kwargs: Any) -> TrainingSetup:
+    def configure_training(
+        self, setup: TrainingSetup | None = None, **kwargs: Any
+    ) -> TrainingSetup:
         """Sets which parameters train; LoRA adapters are injected with peft where asked.
 
         ``configure_training(image="lora", text="lora")`` or pass a :class:`TrainingSetup`.
@@ -218,7 +225,10 @@ class VisionLanguageModel(nn.Module, ABC):
 
         targets = settings.target_modules or list(self.default_lora_targets[tower_name])
         config = LoraConfig(
-            r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=targets,
         )
         try:
             inject_adapter_in_model(config, self.tower(tower_name))
@@ -257,7 +267,9 @@ class VisionLanguageModel(nn.Module, ABC):
             names = {n for n, p in self.named_parameters() if p.requires_grad or "lora_" in n}
             names |= self._head_names()
             names.add(self._param_name(self.logit_scale_param))
-        return {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
+        return {
+            n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names
+        }
 
     def _head_names(self) -> set[str]:
         ids = {id(p) for tower in TOWERS for p in self.head_parameters(tower)}
@@ -301,7 +313,9 @@ class VisionLanguageModel(nn.Module, ABC):
         state = load_file(str(Path(path) / WEIGHTS_NAME))
         missing_in_model = set(state) - set(self.state_dict())
         if missing_in_model:
-            raise BackendError(f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}")
+            raise BackendError(
+                f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}"
+            )
         self.load_state_dict(state, strict=False)
         self.weights_diverged = len(state) == len(dict(self.named_parameters()))
         self.configure_training(setup)

@@ -35,7 +35,9 @@ def _pooled(output: object) -> Tensor:
 class HFBackend(VisionLanguageModel):
     backend = "hf"
 
-    def __init__(self, name_or_path: str, context_length: int | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, name_or_path: str, context_length: int | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         config = AutoConfig.from_pretrained(name_or_path)
@@ -45,15 +47,22 @@ class HFBackend(VisionLanguageModel):
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}"
             )
         max_positions = config.text_config.max_position_embeddings
-        super().__init__(f"hf:{name_or_path}", context_length=min(context_length or 77, max_positions))
+        super().__init__(
+            f"hf:{name_or_path}", context_length=min(context_length or 77, max_positions)
+        )
         self.model_type = config.model_type
         self.model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
-        self.embed_dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+        self.embed_dim = int(
+            getattr(config, "projection_dim", None) or config.text_config.hidden_size
+        )
         if self.model_type == "siglip":
             # SigLIP pools with an attention head and has no separate projection layers.
-            self.default_lora_targets = {"image": ("q_proj", "v_proj"), "text": ("q_proj", "v_proj")}
+            self.default_lora_targets = {
+                "image": ("q_proj", "v_proj"),
+                "text": ("q_proj", "v_proj"),
+            }
         elif self.model_type == "chinese_clip":
             self.default_lora_targets = {"image": ("q_proj", "v_proj"), "text": ("query", "value")}
         self.model.eval()
@@ -66,9 +75,17 @@ class HFBackend(VisionLanguageModel):
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         padding = "max_length" if self.model_type == "siglip" else "longest"
         tokens = self.tokenizer(
-            list(texts), padding=padding, truncation=True, max_length=self.context_length, return_tensors="pt"
+            list(texts),
+            padding=padding,
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
         )
-        return {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {
+            k: v
+            for k, v in tokens.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
 
     # ---- towers ---------------------------------------------------------------------
     def _encode_image(self, pixel_values: Tensor) -> Tensor:

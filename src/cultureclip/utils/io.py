@@ -40,7 +40,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n"
+    )
 
 
 @contextlib.contextmanager
@@ -48,7 +50,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary path to write with any library; renamed to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp"
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -76,7 +80,9 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = True) -> list[dict[str, Any]]:
+def read_jsonl(
+    path: str | os.PathLike[str], *, tolerate_torn_tail: bool = True
+) -> list[dict[str, Any]]:
     """Reads a JSONL file. A last line without newline (a write cut by a kill) is ignored."""
     path = Path(path)
     if not path.exists():

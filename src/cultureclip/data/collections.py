@@ -1,0 +1,481 @@
+"""Readers and writers of image–text collections, all returning a :class:`PairCollection`.
+
+Layouts understood by :func:`load_collection`:
+
+- **Chinese-CLIP / CulTi**: a directory with ``{split}_imgs.tsv`` (``image_id TAB base64``)
+  and ``{split}_texts.jsonl`` (``{"text_id": 1, "text": "...", "image_ids": [1]}``).
+  Images stay base64 bytes in memory and are decoded only when used.
+- **Caption folder**: a directory of images plus ``captions.jsonl``, ``captions.csv`` or
+  ``captions.tsv`` mapping a file name (relative to the directory) to a caption. A file may
+  have several captions (several rows, or a ``captions`` list in JSONL).
+- **CulTwin**: ``cultwin.jsonl`` / ``cultwin.parquet`` (or a directory holding one); each
+  side of each twin pair contributes its image with its captions.
+
+Collections without a split are split 7:1:2 (train/valid/test) with a fixed seed by
+:func:`split_collection`, grouping images that share a text so nothing leaks across splits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from cultureclip.data.pairs import ImageSource, PairCollection, open_image
+from cultureclip.utils.io import atomic_path, write_jsonl
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
+CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
+CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
+_RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
+
+
+class CollectionFormatError(ValueError):
+    """A collection file that does not follow its layout; the message names file and line."""
+
+
+class ImageDecodeError(ValueError):
+    """One image of a collection (or an upload) is not a decodable image."""
+
+
+def normalize_split(split: str) -> str:
+    """``val``/``validation``/``dev`` → ``valid`` (Chinese-CLIP's name); other names unchanged."""
+    return SPLIT_ALIASES.get(split.lower(), split.lower())
+
+
+# ---- Chinese-CLIP / CulTi -----------------------------------------------------------
+def chinese_clip_splits(root: str | Path) -> list[str]:
+    """Splits present in a Chinese-CLIP directory (those with both files)."""
+    root = Path(root)
+    found = []
+    for imgs in sorted(root.glob("*_imgs.tsv")):
+        split = imgs.name[: -len("_imgs.tsv")]
+        if (root / f"{split}_texts.jsonl").exists():
+            found.append(split)
+    return found
+
+
+def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
+    """Reads ``{split}_imgs.tsv`` and ``{split}_texts.jsonl`` from ``root``.
+
+    Image and text ids are kept as strings. A text that refers to an image id missing
+    from the TSV is a format error (the file pair is inconsistent).
+    """
+    root = Path(root)
+    split = normalize_split(split)
+    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
+    for path in (imgs_path, texts_path):
+        if not path.exists():
+            present = ", ".join(chinese_clip_splits(root)) or "none"
+            raise FileNotFoundError(f"{path} not found (splits present in {root}: {present})")
+
+    image_ids: list[str] = []
+    images: list[ImageSource] = []
+    position: dict[str, int] = {}
+    with open(imgs_path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            image_id, sep, payload = line.partition(b"\t")
+            if not sep or not payload:
+                raise CollectionFormatError(
+                    f"{imgs_path}:{number}: expected 'image_id<TAB>base64 image'"
+                )
+            key = image_id.decode("utf-8").strip()
+            if key in position:
+                raise CollectionFormatError(f"{imgs_path}:{number}: duplicate image id {key!r}")
+            position[key] = len(image_ids)
+            image_ids.append(key)
+            images.append(payload)
+
+    text_ids: list[str] = []
+    texts: list[str] = []
+    text_to_images: list[list[int]] = []
+    with open(texts_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text_id, text, refs = str(row["text_id"]), str(row["text"]), row["image_ids"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CollectionFormatError(
+                    f"{texts_path}:{number}: expected {{'text_id', 'text', 'image_ids'}} ({exc})"
+                ) from exc
+            missing = [str(i) for i in refs if str(i) not in position]
+            if missing:
+                raise CollectionFormatError(
+                    f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
+                    f"that are not in {imgs_path.name}"
+                )
+            text_ids.append(text_id)
+            texts.append(text)
+            text_to_images.append([position[str(i)] for i in refs])
+    return PairCollection(
+        image_ids,
+        images,
+        text_ids,
+        texts,
+        text_to_images,
+        name=f"{root.name}/{split}",
+        meta={"layout": "chinese_clip"},
+    )
+
+
+def _as_base64(source: ImageSource) -> bytes:
+    if isinstance(source, Path):
+        return base64.b64encode(source.read_bytes())
+    if source[:8].startswith(_RAW_IMAGE_MAGIC):
+        return base64.b64encode(source)
+    return source  # already base64 text
+
+
+def _json_id(value: str) -> int | str:
+    # Chinese-CLIP's own tools expect integer ids; keep other ids as strings.
+    return int(value) if value.isdigit() else value
+
+
+def write_chinese_clip(
+    root: str | Path, split: str, collection: PairCollection
+) -> tuple[Path, Path]:
+    """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically)."""
+    root = Path(root)
+    split = normalize_split(split)
+    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
+    with atomic_path(imgs_path) as tmp, open(tmp, "wb") as handle:
+        for image_id, source in zip(collection.image_ids, collection.images, strict=True):
+            if "\t" in image_id or "\n" in image_id:
+                raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
+            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source) + b"\n")
+    write_jsonl(
+        texts_path,
+        (
+            {
+                "text_id": _json_id(text_id),
+                "text": text,
+                "image_ids": [_json_id(collection.image_ids[i]) for i in refs],
+            }
+            for text_id, text, refs in zip(
+                collection.text_ids, collection.texts, collection.text_to_images, strict=True
+            )
+        ),
+    )
+    return imgs_path, texts_path
+
+
+# ---- caption folders ----------------------------------------------------------------
+_FILE_KEYS = ("image", "file", "file_name", "filename", "path")
+_TEXT_KEYS = ("caption", "text")
+
+
+def _pick(row: dict[str, Any], keys: Sequence[str], where: str) -> Any:
+    for key in keys:
+        if row.get(key) not in (None, ""):
+            return row[key]
+    raise CollectionFormatError(f"{where}: needs one of the columns {', '.join(keys)}")
+
+
+def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
+    """(file name, captions, location) per row of a captions file."""
+    rows: list[tuple[str, list[str], str]] = []
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CollectionFormatError(f"{where}: not valid JSON ({exc})") from exc
+                name = str(_pick(row, _FILE_KEYS, where))
+                captions = row.get("captions")
+                if captions is None:
+                    captions = [_pick(row, _TEXT_KEYS, where)]
+                if not isinstance(captions, list) or not captions:
+                    raise CollectionFormatError(f"{where}: 'captions' must be a non-empty list")
+                rows.append((name, [str(c) for c in captions], where))
+        return rows
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    with open(path, encoding="utf-8", newline="") as handle:
+        sample = handle.readline()
+        handle.seek(0)
+        header = [h.strip().lower() for h in sample.rstrip("\r\n").split(delimiter)]
+        has_header = any(h in _FILE_KEYS for h in header)
+        reader = csv.reader(handle, delimiter=delimiter)
+        if has_header:
+            next(reader)
+        for number, cells in enumerate(reader, start=2 if has_header else 1):
+            if not any(c.strip() for c in cells):
+                continue
+            where = f"{path}:{number}"
+            if has_header:
+                row = dict(zip(header, cells, strict=False))
+                rows.append(
+                    (
+                        str(_pick(row, _FILE_KEYS, where)),
+                        [str(_pick(row, _TEXT_KEYS, where))],
+                        where,
+                    )
+                )
+            elif len(cells) >= 2:
+                rows.append((cells[0], [delimiter.join(cells[1:])], where))
+            else:
+                raise CollectionFormatError(f"{where}: expected 'file{delimiter}caption'")
+    return rows
+
+
+def read_caption_folder(directory: str | Path) -> PairCollection:
+    """Reads a folder of images with a captions file (see module docstring).
+
+    Image ids are the file names relative to the folder; each caption is one text.
+    A caption row naming a file that does not exist is a format error.
+    """
+    directory = Path(directory)
+    captions_file = next((directory / n for n in CAPTION_FILES if (directory / n).exists()), None)
+    if captions_file is None:
+        raise FileNotFoundError(f"no {', '.join(CAPTION_FILES)} in {directory}")
+    root = directory.resolve()
+    image_ids: list[str] = []
+    images: list[ImageSource] = []
+    position: dict[str, int] = {}
+    texts: list[str] = []
+    text_to_images: list[list[int]] = []
+    for name, captions, where in _caption_rows(captions_file):
+        file = (directory / name).resolve()
+        if not file.is_relative_to(root):
+            raise CollectionFormatError(f"{where}: {name!r} points outside {directory}")
+        if not file.is_file():
+            raise CollectionFormatError(f"{where}: image file {name!r} not found in {directory}")
+        key = file.relative_to(root).as_posix()
+        if key not in position:
+            position[key] = len(image_ids)
+            image_ids.append(key)
+            images.append(file)
+        for caption in captions:
+            texts.append(caption)
+            text_to_images.append([position[key]])
+    text_ids = [str(i) for i in range(len(texts))]
+    return PairCollection(
+        image_ids,
+        images,
+        text_ids,
+        texts,
+        text_to_images,
+        name=directory.name,
+        meta={"layout": "caption_folder"},
+    )
+
+
+# ---- CulTwin --------------------------------------------------------------------------
+def read_cultwin_pairs(path: str | Path) -> PairCollection:
+    """Each side of each CulTwin pair: its image with its captions (the concept if none).
+
+    Image ids are ``{record id}:pos`` / ``{record id}:neg``. Records that fail validation
+    are skipped by :func:`read_cultwin`; their line numbers are in ``meta["bad_records"]``.
+    """
+    from cultureclip.data.cultwin import read_cultwin
+
+    load = read_cultwin(path)
+    image_ids: list[str] = []
+    images: list[ImageSource] = []
+    text_ids: list[str] = []
+    texts: list[str] = []
+    text_to_images: list[list[int]] = []
+    for record in load.records:
+        for side in ("pos", "neg"):
+            half = record.side(side)
+            image_path = load.image_path(half["image"])
+            if image_path is None:
+                continue
+            index = len(image_ids)
+            image_ids.append(f"{record.id}:{side}")
+            images.append(image_path)
+            for number, caption in enumerate(half["captions"] or [half["concept"]]):
+                text_ids.append(f"{record.id}:{side}:{number}")
+                texts.append(caption)
+                text_to_images.append([index])
+    return PairCollection(
+        image_ids,
+        images,
+        text_ids,
+        texts,
+        text_to_images,
+        name=Path(path).stem,
+        meta={"layout": "cultwin", "bad_records": [bad.line for bad in load.errors]},
+    )
+
+
+# ---- splitting and dispatch -----------------------------------------------------------
+def _image_groups(collection: PairCollection) -> list[list[int]]:
+    """Connected components of images linked by shared texts (union–find)."""
+    parent = list(range(len(collection.images)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for refs in collection.text_to_images:
+        for other in refs[1:]:
+            a, b = find(refs[0]), find(other)
+            if a != b:
+                parent[b] = a
+    groups: dict[int, list[int]] = {}
+    for image in range(len(collection.images)):
+        groups.setdefault(find(image), []).append(image)
+    return list(groups.values())
+
+
+def _take_images(collection: PairCollection, keep: Sequence[int], name: str) -> PairCollection:
+    remap = {old: new for new, old in enumerate(keep)}
+    text_indices = [
+        t for t, refs in enumerate(collection.text_to_images) if refs and refs[0] in remap
+    ]
+    return PairCollection(
+        image_ids=[collection.image_ids[i] for i in keep],
+        images=[collection.images[i] for i in keep],
+        text_ids=[collection.text_ids[t] for t in text_indices],
+        texts=[collection.texts[t] for t in text_indices],
+        text_to_images=[[remap[i] for i in collection.text_to_images[t]] for t in text_indices],
+        name=name,
+        meta=dict(collection.meta),
+    )
+
+
+def split_collection(
+    collection: PairCollection, ratios: Sequence[float] = (7, 1, 2), seed: int = 0
+) -> dict[str, PairCollection]:
+    """Splits by image into ``train``/``valid``/``test`` in the given proportions.
+
+    Images that share a text stay in the same split, so no image and no text appears in
+    two splits. Groups are shuffled with ``seed`` and dealt out by cumulative image count,
+    so the split sizes match the ratios to within one group.
+    """
+    if len(ratios) != len(SPLITS) or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(
+            f"ratios must be three non-negative numbers with a positive sum, got {ratios}"
+        )
+    groups = _image_groups(collection)
+    groups.sort(key=lambda g: g[0])  # independent of dict order, so the seed alone decides
+    random.Random(seed).shuffle(groups)
+    total = len(collection.images)
+    bounds, acc = [], 0.0
+    for ratio in ratios:
+        acc += ratio
+        bounds.append(total * acc / sum(ratios))
+    assigned: dict[str, list[int]] = {name: [] for name in SPLITS}
+    placed = 0
+    for group in groups:
+        # Put the group in the split whose interval holds the group's midpoint.
+        middle = placed + len(group) / 2
+        split = next((n for n, b in zip(SPLITS, bounds, strict=True) if middle <= b), SPLITS[-1])
+        assigned[split].extend(group)
+        placed += len(group)
+    base = collection.name or "collection"
+    return {
+        name: _take_images(collection, sorted(idx), f"{base}/{name}")
+        for name, idx in assigned.items()
+    }
+
+
+def detect_layout(path: str | Path) -> str:
+    """``chinese_clip``, ``caption_folder`` or ``cultwin`` for a path (file or directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"collection not found: {path}")
+    if path.is_file():
+        if path.name.endswith(("_texts.jsonl", "_imgs.tsv")):
+            return "chinese_clip"
+        if path.name in CAPTION_FILES:
+            return "caption_folder"
+        if path.suffix in (".jsonl", ".parquet"):
+            return "cultwin"
+        raise CollectionFormatError(f"cannot tell the layout of {path}; see docs/retrieval.md")
+    if chinese_clip_splits(path):
+        return "chinese_clip"
+    if any((path / n).exists() for n in CULTWIN_FILES):
+        return "cultwin"
+    if any((path / n).exists() for n in CAPTION_FILES):
+        return "caption_folder"
+    raise CollectionFormatError(
+        f"{path} holds none of: {{split}}_imgs.tsv + {{split}}_texts.jsonl (Chinese-CLIP), "
+        f"{' / '.join(CULTWIN_FILES)} (CulTwin), {' / '.join(CAPTION_FILES)} (caption folder)"
+    )
+
+
+def load_collection(
+    path: str | Path,
+    split: str | None = None,
+    *,
+    ratios: Sequence[float] = (7, 1, 2),
+    seed: int = 0,
+) -> PairCollection:
+    """Loads any supported layout; ``split`` picks a split (see below).
+
+    Chinese-CLIP directories have their own splits: ``split`` names one, and may be
+    omitted only when a single split is present. Other layouts have no split: without
+    ``split`` the whole collection is returned, with one it is cut 7:1:2 by
+    :func:`split_collection` (``seed``) and that part is returned.
+    """
+    path = Path(path)
+    layout = detect_layout(path)
+    if layout == "chinese_clip":
+        root = path.parent if path.is_file() else path
+        if path.is_file():
+            from_name = path.name.rsplit("_", 1)[0]
+            if split is not None and normalize_split(split) != normalize_split(from_name):
+                raise ValueError(
+                    f"{path.name} is split {from_name!r} but split {split!r} was asked for"
+                )
+            split = from_name
+        if split is None:
+            present = chinese_clip_splits(root)
+            if len(present) != 1:
+                raise ValueError(
+                    f"{root} holds splits {', '.join(present)}; choose one with --split"
+                )
+            split = present[0]
+        collection = read_chinese_clip(root, split)
+        collection.meta.update(source=str(root.resolve()), split=normalize_split(split))
+        return collection
+    if layout == "cultwin":
+        collection = read_cultwin_pairs(path)
+    else:
+        collection = read_caption_folder(path.parent if path.is_file() else path)
+    collection.meta["source"] = str(path.resolve())
+    if split is None:
+        return collection
+    split = normalize_split(split)
+    if split not in SPLITS:
+        raise ValueError(
+            f"unknown split {split!r}; a {layout} collection is cut into {', '.join(SPLITS)}"
+        )
+    part = split_collection(collection, ratios=ratios, seed=seed)[split]
+    part.meta.update(split=split, split_seed=seed, split_ratios=list(ratios))
+    return part
+
+
+def decode_image(source: ImageSource) -> Image.Image:
+    """Decodes one collection image; raises :class:`ImageDecodeError` with the reason if it cannot."""
+    try:
+        return open_image(source)
+    except (
+        OSError,
+        UnidentifiedImageError,
+        binascii.Error,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ImageDecodeError(f"cannot decode image: {reason}") from exc

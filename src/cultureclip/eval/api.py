@@ -1,0 +1,184 @@
+"""``evaluate(model, benchmark, data=...)``: the Python entry point of the eval stage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from cultureclip.config import Config
+from cultureclip.data.cultwin import CulTwinLoad
+from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
+from cultureclip.eval.results import (
+    PREDICTIONS_NAME,
+    BaselineComparison,
+    EvalResult,
+    compare,
+    load_result,
+    result_dir,
+)
+from cultureclip.utils.io import write_jsonl
+
+ModelLike = Any  # a VisionLanguageModel, a GenerativeModel, or a spec string
+
+
+class EvalConfig(Config):
+    """What ``cultureclip eval`` runs; written as ``config.yaml`` beside each result."""
+
+    model: str
+    benchmark: str
+    data: str
+    split: str | None = None
+    out: str = "runs/eval"
+    model_name: str | None = None
+    baseline: str | None = None
+    baseline_name: str | None = None
+    overwrite: bool = False
+    device: str | None = None
+    #: benchmark options (templates, seed, batch_size, …), checked by the benchmark
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: options of a generative model backend (timeout, max_retries, concurrency, …)
+    generative: dict[str, Any] = Field(default_factory=dict)
+
+
+def model_label(model: ModelLike, name: str | None = None) -> str:
+    if name:
+        return name
+    if isinstance(model, str | Path):
+        return str(model)
+    spec = getattr(model, "spec", "")
+    if not spec:
+        raise ValueError("cannot name this model; pass model_name=")
+    return str(spec)
+
+
+def resolve_model(
+    model: ModelLike, *, device: str | None = None, generative: dict[str, Any] | None = None
+) -> Any:
+    """Builds a model from a spec string; passes model objects through."""
+    if not isinstance(model, str | Path):
+        return model
+    from cultureclip.eval.generative import create_generative_model, is_generative_spec
+
+    if is_generative_spec(str(model)):
+        return create_generative_model(str(model), **(generative or {}))
+    from cultureclip.models.registry import create_model
+
+    return create_model(model, device=device)
+
+
+def create_benchmark(
+    name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
+) -> Benchmark:
+    """Instantiates a registered benchmark on its data (options are validated)."""
+    cls = BENCHMARKS.get(name)
+    return cls(data, split=split, **options)
+
+
+def evaluate(
+    model: ModelLike,
+    benchmark: str,
+    *,
+    data: str | Path | CulTwinLoad,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    model_name: str | None = None,
+    baseline: ModelLike | None = None,
+    baseline_name: str | None = None,
+    device: str | None = None,
+    generative: dict[str, Any] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> EvalResult:
+    """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
+
+    ``model`` is a model object or a spec (``hf:…``, a saved directory, ``openai:…@…``,
+    ``hf-vlm:…``). With ``out_dir``, an existing result for the same (benchmark, model)
+    is returned without recomputing unless ``overwrite``. ``baseline`` runs the same
+    benchmark on a second (e.g. base) model and stores its metrics and the delta in
+    ``result.baseline``: the forgetting check. ``options`` go to the benchmark.
+    """
+    name = model_label(model, model_name)
+    bench = create_benchmark(benchmark, data, split, **options)
+    directory = result_dir(out_dir, benchmark, name) if out_dir is not None else None
+    result: EvalResult | None = None
+    if directory is not None and (directory / "result.json").exists() and not overwrite:
+        result = load_result(directory)
+    if result is None:
+        result = _run(
+            bench,
+            resolve_model(model, device=device, generative=generative),
+            name,
+            directory,
+            progress,
+        )
+        if directory is not None:
+            EvalConfig(
+                model=str(model) if isinstance(model, str | Path) else name,
+                benchmark=benchmark,
+                data=str(data.root if isinstance(data, CulTwinLoad) else data),
+                split=split,
+                out=str(out_dir),
+                model_name=model_name,
+                overwrite=overwrite,
+                device=device,
+                options=options,
+                generative=generative or {},
+            ).save(directory)
+    if baseline is not None:
+        base_name = model_label(baseline, baseline_name)
+        if result.baseline is None or result.baseline.model != base_name or overwrite:
+            base = evaluate(
+                baseline,
+                benchmark,
+                data=data,
+                split=split,
+                out_dir=out_dir,
+                overwrite=overwrite,
+                model_name=base_name,
+                device=device,
+                generative=generative,
+                progress=progress,
+                **options,
+            )
+            result.baseline = BaselineComparison(
+                model=base_name, metrics=base.metrics, delta=compare(result.metrics, base.metrics)
+            )
+            if directory is not None:
+                result.save(directory)
+    return result
+
+
+def _run(
+    bench: Benchmark, model: Any, name: str, directory: Path | None, progress: bool
+) -> EvalResult:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    output = bench.run(model, work_dir=directory, progress=progress)
+    result = EvalResult(
+        benchmark=bench.name,
+        model=name,
+        task=bench.task,
+        metrics=output.metrics,
+        per_group=output.per_group,
+        n=output.n,
+        n_skipped=len(output.skipped),
+        skipped=output.skipped[:100],
+        config=bench.config(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if directory is not None:
+        write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
+        result.save(directory)  # last: a result file means a finished run
+        (directory / "predictions.partial.jsonl").unlink(missing_ok=True)
+    return result
+
+
+def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options: Any) -> float:
+    """Percent of CulTwin images that pick their own concept's text over their twin's."""
+    bench = create_benchmark("twins", cultwin_load, **options)
+    return bench.run(model, progress=False).metrics["accuracy"]

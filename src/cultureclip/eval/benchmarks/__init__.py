@@ -1,0 +1,20 @@
+"""Built-in benchmarks, registered in :data:`BENCHMARKS` on import."""
+
+from cultureclip.eval.benchmarks import crope, cultureverse, globalrg, retrieval, twins, zeroshot  # noqa: F401
+from cultureclip.eval.benchmarks.base import (
+    Benchmark,
+    BenchmarkOptions,
+    BenchmarkOutput,
+    MCQBenchmark,
+    MCQOptions,
+)
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "BenchmarkOptions",
+    "BenchmarkOutput",
+    "MCQBenchmark",
+    "MCQOptions",
+]

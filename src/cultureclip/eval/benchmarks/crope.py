@@ -1,0 +1,128 @@
+"""CROPE as contrastive two-way choices, following the CultureCLIP evaluation protocol.
+
+CROPE asks "Is there a {concept} in the image?" about culture-specific concepts, with
+*definition images* showing the asked-about concept. Only items whose answer is "no" are
+used: their main image shows a different (target) concept. Each becomes two-option
+choices between ``"There is {target} in the image."`` and ``"There is {definition
+concept} in the image."``:
+
+- the **main image** must pick the target concept;
+- **each definition image** must pick the definition concept.
+
+Metrics: ``accuracy`` (main images), ``definition_accuracy`` (definition images) and
+``both_accuracy`` (items whose main image *and* every definition image are right).
+
+Layout accepted: an annotation file (or a directory holding one, ``crope.json`` preferred)
+with, per record, the main ``image`` (aliases ``image, image_path, img``), the ``answer``
+(``yes``/``no``), the asked-about concept (``concept, definition_concept, query_concept,
+question_concept``), the depicted concept (``target_concept, target, image_concept,
+depicted_concept``) and the definition images (``definition_images, context_images,
+definition_image``, a list or one path). Country/category (``country, culture``;
+``category``) are used for grouping when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cultureclip.eval.benchmarks.base import (
+    BenchmarkOptions,
+    MCQBenchmark,
+    MCQOptions,
+    is_local,
+    items_from_rows,
+    load_hub_rows,
+)
+from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.items import ItemSet
+from cultureclip.eval.metrics import accuracy
+
+
+class CropeOptions(MCQOptions):
+    templates: dict[str, str] = Field(
+        default_factory=lambda: {"recognition": "There is {option} in the image."}
+    )
+
+
+@BENCHMARKS.register(
+    "crope", help="CROPE 'no' items: main image picks the target, definition images their concept"
+)
+class CropeBenchmark(MCQBenchmark):
+    name = "crope"
+    Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
+
+    def load_items(self) -> ItemSet:
+        if is_local(self.data):
+            file = find_annotation_file(Path(self.data), ("crope.json", "crope.jsonl"))
+            records, root = read_records(file), file.parent
+        else:
+            records, root = load_hub_rows(str(self.data), self.split), Path(".")
+        rows: list[dict[str, Any]] = []
+        for index, record in enumerate(records):
+            item_id = str(record.get("id") or f"crope-{index:06d}")
+            if str(record.get("answer", "")).strip().lower() != "no":
+                continue
+            try:
+                image = pick(record, ("image", "image_path", "img"), "image")
+                asked = str(
+                    pick(
+                        record,
+                        ("concept", "definition_concept", "query_concept", "question_concept"),
+                        "concept",
+                    )
+                )
+                target = str(
+                    pick(
+                        record,
+                        ("target_concept", "target", "image_concept", "depicted_concept"),
+                        "target concept",
+                    )
+                )
+                definitions = pick(
+                    record,
+                    ("definition_images", "context_images", "definition_image"),
+                    "definition images",
+                )
+            except ValueError as exc:
+                rows.append({"id": item_id, "_error": str(exc)})
+                continue
+            if isinstance(definitions, str):
+                definitions = [definitions]
+            common = {
+                "options": [target, asked],
+                "question": f"Is there a {asked} in the image?",
+                "country": str(record.get("country") or record.get("culture") or ""),
+                "category": str(record.get("category") or ""),
+                "question_type": "recognition",
+                "group_id": item_id,
+            }
+            rows.append(
+                {**common, "id": f"{item_id}/main", "image": image, "answer": 0, "role": "main"}
+            )
+            for number, definition in enumerate(definitions):
+                rows.append(
+                    {
+                        **common,
+                        "id": f"{item_id}/def{number}",
+                        "image": definition,
+                        "answer": 1,
+                        "role": "definition",
+                    }
+                )
+        return items_from_rows(rows, root, self.name)
+
+    def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
+        main = [p["correct"] for p in predictions if p.get("role") == "main"]
+        definition = [p["correct"] for p in predictions if p.get("role") == "definition"]
+        by_item: dict[str, bool] = {}
+        for p in predictions:
+            by_item[p["group_id"]] = by_item.get(p["group_id"], True) and bool(p["correct"])
+        return {
+            "accuracy": accuracy(main),
+            "definition_accuracy": accuracy(definition),
+            "both_accuracy": accuracy(list(by_item.values())),
+        }

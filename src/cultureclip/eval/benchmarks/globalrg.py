@@ -1,0 +1,175 @@
+"""GlobalRG as 4-way multiple choice, following the CultureCLIP evaluation protocol.
+
+**Grounding** (culture-specific concepts of 15 regions): each image shows a ``concept``
+of a ``region``; the options are that concept and 3 distractor concepts drawn from the
+*same region* (regions with at least 4 distinct concepts only; seed 42); text
+``"The item in the picture is {option} in {region}."``.
+
+**Retrieval** (universals across 50 regions): each image shows a ``universal`` (e.g.
+"wedding") in a ``region``; the options are the same universal in its region and in 3
+distractor regions; text ``"The picture depicts a kind of {universal} in {option}."``.
+
+Layout accepted: an annotation file (JSON list / ``{"data": [...]}`` / JSONL / CSV /
+Parquet), or a directory holding exactly one (or ``grounding.json`` / ``retrieval.json``),
+with image paths relative to it. Key aliases: image ``image, image_path, img, file_name,
+filename, path``; concept ``concept, keyword, label, name``; region ``region, country,
+culture``; universal ``universal, concept, category``. Distractors are drawn with a
+generator seeded by ``(seed, record id)``, so an item's options do not depend on which
+other records are present. The correct option's position is shuffled with the same
+generator (it matters to generative models).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cultureclip.eval.benchmarks.base import (
+    BenchmarkOptions,
+    MCQBenchmark,
+    MCQOptions,
+    is_local,
+    items_from_rows,
+    load_hub_rows,
+    seeded_rng,
+)
+from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.items import ItemSet
+
+IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
+REGION_KEYS = ("region", "country", "culture")
+
+
+class GroundingOptions(MCQOptions):
+    templates: dict[str, str] = Field(
+        default_factory=lambda: {"recognition": "The item in the picture is {option} in {region}."}
+    )
+    n_options: int = Field(4, ge=2)
+
+
+class RetrievalOptions(MCQOptions):
+    templates: dict[str, str] = Field(
+        default_factory=lambda: {
+            "recognition": "The picture depicts a kind of {universal} in {option}."
+        }
+    )
+    n_options: int = Field(4, ge=2)
+
+
+class _GlobalRGBenchmark(MCQBenchmark):
+    preferred_files: ClassVar[tuple[str, ...]] = ()
+
+    def raw_records(self) -> tuple[list[dict[str, Any]], Path]:
+        if is_local(self.data):
+            file = find_annotation_file(Path(self.data), self.preferred_files)
+            return read_records(file), file.parent
+        return load_hub_rows(str(self.data), self.split), Path(".")
+
+    def _base(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        region = str(pick(record, REGION_KEYS, "region"))
+        return {
+            "id": str(record.get("id") or record.get("image_id") or f"{self.name}-{index:06d}"),
+            "image": pick(record, IMAGE_KEYS, "image"),
+            "country": region,
+            "region": region,
+            "category": str(record.get("category") or ""),
+            "question_type": "recognition",
+            "language": "en",
+        }
+
+
+@BENCHMARKS.register(
+    "globalrg-grounding", help="GlobalRG grounding: 4-way, distractor concepts of the same region"
+)
+class GlobalRGGrounding(_GlobalRGBenchmark):
+    name = "globalrg-grounding"
+    Options: ClassVar[type[BenchmarkOptions]] = GroundingOptions
+    preferred_files = ("grounding.json", "grounding.jsonl", "annotations.json")
+
+    def load_items(self) -> ItemSet:
+        options: GroundingOptions = self.options  # type: ignore[assignment]
+        records, root = self.raw_records()
+        rows: list[dict[str, Any]] = []
+        concepts_by_region: dict[str, set[str]] = defaultdict(set)
+        parsed = []
+        for index, record in enumerate(records):
+            try:
+                base = self._base(index, record)
+                concept = str(pick(record, ("concept", "keyword", "label", "name"), "concept"))
+            except ValueError as exc:
+                rows.append(
+                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
+                )
+                continue
+            concepts_by_region[base["region"]].add(concept)
+            parsed.append((base, concept))
+        for base, concept in parsed:
+            pool = sorted(concepts_by_region[base["region"]] - {concept})
+            if len(pool) < options.n_options - 1:
+                continue  # the protocol keeps only regions with enough concepts
+            rng = seeded_rng(options.seed, base["id"])
+            choices = [concept, *rng.sample(pool, options.n_options - 1)]
+            rng.shuffle(choices)
+            rows.append(
+                {
+                    **base,
+                    "question": "Which item is in the picture?",
+                    "options": choices,
+                    "answer": choices.index(concept),
+                    "concept": concept,
+                }
+            )
+        return items_from_rows(rows, root, self.name)
+
+
+@BENCHMARKS.register(
+    "globalrg-retrieval", help="GlobalRG retrieval: 4-way, the universal in 3 distractor regions"
+)
+class GlobalRGRetrieval(_GlobalRGBenchmark):
+    name = "globalrg-retrieval"
+    Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
+    preferred_files = ("retrieval.json", "retrieval.jsonl", "annotations.json")
+
+    def load_items(self) -> ItemSet:
+        options: RetrievalOptions = self.options  # type: ignore[assignment]
+        records, root = self.raw_records()
+        rows: list[dict[str, Any]] = []
+        parsed = []
+        for index, record in enumerate(records):
+            try:
+                base = self._base(index, record)
+                universal = str(pick(record, ("universal", "concept", "category"), "universal"))
+            except ValueError as exc:
+                rows.append(
+                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
+                )
+                continue
+            parsed.append((base, universal))
+        regions = sorted({base["region"] for base, _ in parsed})
+        if len(regions) < options.n_options:
+            raise ValueError(
+                f"{self.name} needs at least {options.n_options} regions for {options.n_options}-way items; "
+                f"{self.data} has {len(regions)}"
+            )
+        for base, universal in parsed:
+            rng = seeded_rng(options.seed, base["id"])
+            distractors = rng.sample(
+                [r for r in regions if r != base["region"]], options.n_options - 1
+            )
+            choices = [base["region"], *distractors]
+            rng.shuffle(choices)
+            rows.append(
+                {
+                    **base,
+                    "category": base["category"] or universal,
+                    "question": f"In which region was this picture of a {universal} taken?",
+                    "options": choices,
+                    "answer": choices.index(base["region"]),
+                    "universal": universal,
+                }
+            )
+        return items_from_rows(rows, root, self.name)

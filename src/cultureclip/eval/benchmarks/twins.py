@@ -1,0 +1,116 @@
+"""Twin accuracy on a CulTwin set: does each image pick its own concept over its twin?
+
+For every pair with both images, the ``pos`` image chooses between the texts of its
+concept and of the twin concept, and so does the ``neg`` image. Metrics (percent):
+``accuracy`` over all images, ``pos_accuracy``, ``neg_accuracy`` and ``both_accuracy``
+(pairs whose two images are both right). Ties count as wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
+from cultureclip.eval.benchmarks.base import (
+    Benchmark,
+    BenchmarkOptions,
+    BenchmarkOutput,
+    TextFeatureCache,
+    embed_images,
+)
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.items import load_image
+from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decision
+from cultureclip.models.base import VisionLanguageModel
+
+
+class TwinOptions(BenchmarkOptions):
+    template: str = Field(
+        "a photo of {concept}.", description="text of a concept; {concept}, {country}, {category}"
+    )
+
+
+@BENCHMARKS.register(
+    "twins", help="twin accuracy on a CulTwin set (image picks its concept over its twin)"
+)
+class TwinBenchmark(Benchmark):
+    name = "twins"
+    task = "twin_accuracy"
+    Options: ClassVar[type[BenchmarkOptions]] = TwinOptions
+
+    def __init__(
+        self, data: str | Path | CulTwinLoad, *, split: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(
+            data if not isinstance(data, CulTwinLoad) else str(data.root), split=split, **options
+        )
+        self._load = data if isinstance(data, CulTwinLoad) else None
+
+    def run(
+        self, model: Any, *, work_dir: Path | None = None, progress: bool = True
+    ) -> BenchmarkOutput:
+        if not isinstance(model, VisionLanguageModel):
+            raise TypeError("twin accuracy scores contrastive models only")
+        options: TwinOptions = self.options  # type: ignore[assignment]
+        load = self._load or read_cultwin(self.data)
+        records = [r for r in load.records if r.pos_image and r.neg_image]
+        if not records:
+            raise ValueError(f"no twin pair with both images in {self.data}")
+        cache = TextFeatureCache(model)
+        images = {}
+        for record in records:
+            for side in ("pos", "neg"):
+                images[f"{record.id}/{side}"] = load.image_path(getattr(record, f"{side}_image"))
+        features = embed_images(
+            model,
+            list(images),
+            lambda key: load_image(str(images[key])),
+            batch_size=options.batch_size,
+            progress=progress,
+            description="twins: images",
+        )
+        from cultureclip.data.taxonomy import continent_of
+
+        scale = float(model.logit_scale.detach())
+        predictions = []
+        for record in records:
+            fields = {"country": record.country, "category": record.category}
+            texts = [
+                options.template.format(concept=record.pos_concept, **fields),
+                options.template.format(concept=record.neg_concept, **fields),
+            ]
+            text_features = cache.encode(texts)
+            for answer, side in enumerate(("pos", "neg")):
+                scores = scale * (text_features @ features[f"{record.id}/{side}"])
+                predicted, correct = mcq_decision(scores, answer)
+                predictions.append(
+                    {
+                        "id": f"{record.id}/{side}",
+                        "group_id": record.id,
+                        "role": side,
+                        "answer": answer,
+                        "prediction": predicted,
+                        "correct": correct,
+                        "continent": continent_of(record.country),
+                        **fields,
+                    }
+                )
+        pairs: dict[str, bool] = {}
+        for p in predictions:
+            pairs[p["group_id"]] = pairs.get(p["group_id"], True) and p["correct"]
+        metrics = {
+            "accuracy": accuracy([p["correct"] for p in predictions]),
+            "pos_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "pos"]),
+            "neg_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "neg"]),
+            "both_accuracy": accuracy(list(pairs.values())),
+        }
+        return BenchmarkOutput(
+            metrics=metrics,
+            predictions=predictions,
+            per_group=group_accuracy(predictions),
+            n=len(predictions),
+            skipped=[f"line {bad.line}: {bad.error}" for bad in load.errors],
+        )

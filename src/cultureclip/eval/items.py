@@ -1,0 +1,278 @@
+"""The multiple-choice item format every MCQ benchmark reads (JSONL or Parquet).
+
+One item per line::
+
+    {"id": "jp-0001", "image": "images/jp-0001.jpg",
+     "question": "What is shown in the picture?",
+     "options": ["Kimono", "Hanbok", "Qipao", "Ao dai"], "answer": 0,
+     "country": "JP", "continent": "Asia", "category": "Traditional Clothing",
+     "question_type": "recognition", "language": "en"}
+
+- ``answer`` is stored as the **0-based index** of the correct option. On load it may also
+  be the option text (exact, then case-insensitive match) or a letter ``"A"``… when no
+  option has that text.
+- ``image`` is a path relative to the items file (or absolute), a ``data:`` URL, or an
+  in-memory encoded image (hub datasets). ``continent`` is filled from ``country`` with
+  :func:`cultureclip.data.taxonomy.continent_of` when missing.
+- Malformed items are reported by id (or line) and skipped; they never stop a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cultureclip.utils.io import atomic_path, atomic_write_text
+
+QUESTION_TYPES = ("recognition", "knowledge", "scene")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class MCQItem(BaseModel):
+    """One multiple-choice item; extra keys (``reason``, ``concept``…) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    image: str | bytes
+    question: str = ""
+    options: list[str] = Field(min_length=2)
+    answer: int
+    country: str = ""
+    continent: str = ""
+    category: str = ""
+    question_type: str = "recognition"
+    language: str = "en"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("id") is not None and not isinstance(data["id"], str):
+            data["id"] = str(data["id"])
+        options = data.get("options")
+        if isinstance(options, str):
+            # Parquet/CSV exports sometimes store the list as a JSON string.
+            try:
+                data["options"] = options = json.loads(options)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"options is a string that is not a JSON list: {options[:60]!r}"
+                ) from exc
+        if "answer" in data and isinstance(options, list):
+            data["answer"] = resolve_answer(data["answer"], [str(o) for o in options])
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> MCQItem:
+        if not 0 <= self.answer < len(self.options):
+            raise ValueError(f"answer index {self.answer} outside 0..{len(self.options) - 1}")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError(f"options are not distinct: {self.options}")
+        if self.question_type not in QUESTION_TYPES:
+            raise ValueError(
+                f"question_type {self.question_type!r} is not one of {', '.join(QUESTION_TYPES)}"
+            )
+        return self
+
+    @property
+    def answer_text(self) -> str:
+        return self.options[self.answer]
+
+    def group_fields(self) -> dict[str, str]:
+        return {
+            "country": self.country,
+            "continent": self.continent,
+            "category": self.category,
+            "question_type": self.question_type,
+        }
+
+
+def resolve_answer(answer: Any, options: Sequence[str]) -> int:
+    """Index of ``answer`` given as an int index, the option text, or a letter (A, B, …)."""
+    if isinstance(answer, bool):
+        raise ValueError("answer must be an option index, text or letter, not a boolean")
+    if isinstance(answer, int):
+        return answer
+    if isinstance(answer, float) and answer.is_integer():
+        return int(answer)
+    if not isinstance(answer, str):
+        raise ValueError(
+            f"answer must be an index, option text or letter, got {type(answer).__name__}"
+        )
+    text = answer.strip()
+    if text in options:
+        return list(options).index(text)
+    lowered = [o.strip().lower() for o in options]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if len(text) == 1 and text.upper() in LETTERS[: len(options)]:
+        return LETTERS.index(text.upper())
+    if text.isdigit():
+        return int(text)
+    raise ValueError(
+        f"answer {answer!r} is neither an option, a letter nor an index of {list(options)}"
+    )
+
+
+@dataclass
+class BadItem:
+    """A skipped item: its id when it had one, else only the line/row number."""
+
+    line: int
+    id: str | None
+    error: str
+
+    def __str__(self) -> str:
+        where = f"item {self.id!r} (line {self.line})" if self.id else f"line {self.line}"
+        return f"{where}: {self.error}"
+
+
+@dataclass
+class ItemSet:
+    """Valid items plus the ones skipped, and the directory relative image paths start from."""
+
+    items: list[MCQItem]
+    errors: list[BadItem] = field(default_factory=list)
+    root: Path = Path(".")
+    name: str = ""
+
+    def __iter__(self) -> Iterator[MCQItem]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_image(self, item: MCQItem) -> Image.Image:
+        return load_image(item.image, self.root)
+
+    def error_report(self) -> str:
+        return "\n".join(str(bad) for bad in self.errors)
+
+
+def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Image:
+    """Opens an item image: a path (relative to ``root``), a ``data:`` URL, or encoded bytes."""
+    if isinstance(source, bytes):
+        with Image.open(io.BytesIO(source)) as image:
+            return image.convert("RGB")
+    text = str(source)
+    if text.startswith("data:"):
+        _, _, payload = text.partition(",")
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+            return image.convert("RGB")
+    path = Path(text)
+    path = path if path.is_absolute() else root / path
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _fill_continent(item: MCQItem) -> None:
+    if item.continent or not item.country:
+        return
+    from cultureclip.data.taxonomy import continent_of
+
+    item.continent = continent_of(item.country)
+
+
+def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "") -> ItemSet:
+    """Validates ``(line, raw)`` rows into an :class:`ItemSet`; bad rows become :class:`BadItem`."""
+    items: list[MCQItem] = []
+    errors: list[BadItem] = []
+    seen: set[str] = set()
+    for line, raw in rows:
+        raw_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
+        if isinstance(raw, Exception):
+            errors.append(BadItem(line, None, f"not valid JSON: {raw}"))
+            continue
+        if not isinstance(raw, dict):
+            errors.append(BadItem(line, None, f"expected an object, got {type(raw).__name__}"))
+            continue
+        if "_error" in raw:  # a benchmark loader could not build this item from its source record
+            errors.append(BadItem(line, raw_id, str(raw["_error"])))
+            continue
+        try:
+            item = MCQItem.model_validate(raw)
+        except (ValidationError, ValueError) as exc:
+            message = (
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<item>'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            errors.append(BadItem(line, raw_id, message))
+            continue
+        if item.id in seen:
+            errors.append(BadItem(line, item.id, "duplicate id"))
+            continue
+        _fill_continent(item)
+        seen.add(item.id)
+        items.append(item)
+    return ItemSet(items=items, errors=errors, root=root, name=name)
+
+
+def read_items(path: str | Path) -> ItemSet:
+    """Reads an MCQ items file (``.jsonl``, ``.json`` list or ``.parquet``) or a directory with ``items.*``."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("items.jsonl", "items.parquet", "items.json"):
+            if (path / candidate).exists():
+                path = path / candidate
+                break
+        else:
+            raise FileNotFoundError(f"no items.jsonl / items.parquet / items.json in {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"items file not found: {path}")
+    rows: list[tuple[int, Any]] = []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise ValueError(f"{path} must hold a JSON list of items")
+        rows = list(enumerate(data, start=1))
+    else:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    rows.append((number, exc))
+    return validate_items(rows, root=path.parent, name=path.stem)
+
+
+def write_items(path: str | Path, items: Sequence[MCQItem | dict[str, Any]]) -> Path:
+    """Writes items atomically as JSONL or Parquet (by suffix), answers as indices."""
+    path = Path(path)
+    rows = []
+    for entry in items:
+        item = entry if isinstance(entry, MCQItem) else MCQItem.model_validate(entry)
+        row = item.model_dump()
+        if isinstance(row["image"], bytes):  # in-memory images travel inline
+            row["image"] = "data:image/png;base64," + base64.b64encode(row["image"]).decode("ascii")
+        rows.append(row)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        return path
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -1,0 +1,145 @@
+"""Metric code shared by every benchmark: retrieval recall, grouped accuracy, bootstrap CIs.
+
+Conventions (documented in ``docs/eval.md``):
+
+- Every metric is a **percentage** (0–100), as in the papers' tables.
+- **Ties are pessimistic.** A wrong candidate that scores exactly as high as the right one
+  is ranked ahead of it (retrieval) or wins the item (multiple choice). A degenerate model
+  that gives every option the same score therefore scores 0, never "chance by luck of
+  index order".
+- A retrieval query with several correct targets (a CulTi text describing several images)
+  is a hit at K when *any* correct target is in the top K; the other correct targets do
+  not push each other down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RECALL_KS = (1, 5, 10)
+GROUP_KEYS = ("continent", "country", "category", "question_type")
+
+
+def best_correct_rank(scores: Tensor, correct: Sequence[Sequence[int]]) -> Tensor:
+    """0-based rank of the best-scoring correct candidate of each query (pessimistic ties).
+
+    ``scores`` is ``[Q, C]`` (query × candidate); ``correct[q]`` lists the correct
+    candidates of query ``q`` (at least one). The rank counts the *wrong* candidates whose
+    score is greater than or equal to the best correct score.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [queries, candidates], got shape {tuple(scores.shape)}")
+    if len(correct) != scores.shape[0]:
+        raise ValueError(f"{len(correct)} answer lists for {scores.shape[0]} queries")
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    for query, targets in enumerate(correct):
+        if not targets:
+            raise ValueError(f"query {query} has no correct candidate")
+        mask[query, list(targets)] = True
+    best = scores.masked_fill(~mask, float("-inf")).max(dim=1, keepdim=True).values
+    wrong_ahead = ((scores >= best) & ~mask).sum(dim=1)
+    return wrong_ahead
+
+
+def retrieval_metrics(
+    sim: Tensor | np.ndarray, text_to_images: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
+) -> dict[str, float]:
+    """Recall@K both ways and MR (mean of the six recalls), in percent.
+
+    ``sim`` is the ``[n_images, n_texts]`` similarity matrix; ``text_to_images[t]`` lists the
+    images text ``t`` describes (several allowed). Image→text treats every text that lists
+    an image as a correct answer for it. Images no text refers to are candidates only
+    (never queries). Keys: ``t2i_R@1 … t2i_R@10, i2t_R@1 … i2t_R@10, MR``.
+    """
+    sim_t = torch.as_tensor(sim, dtype=torch.float64)
+    n_images, n_texts = sim_t.shape
+    if len(text_to_images) != n_texts:
+        raise ValueError(
+            f"sim has {n_texts} text columns but text_to_images has {len(text_to_images)} rows"
+        )
+    for t, images in enumerate(text_to_images):
+        bad = [i for i in images if not 0 <= i < n_images]
+        if bad:
+            raise ValueError(f"text {t} refers to image index(es) {bad} outside 0..{n_images - 1}")
+    image_to_texts: list[list[int]] = [[] for _ in range(n_images)]
+    for t, images in enumerate(text_to_images):
+        for i in images:
+            image_to_texts[i].append(t)
+    queried_images = [i for i in range(n_images) if image_to_texts[i]]
+
+    t2i_rank = best_correct_rank(sim_t.T, text_to_images)
+    i2t_rank = best_correct_rank(sim_t[queried_images], [image_to_texts[i] for i in queried_images])
+    metrics: dict[str, float] = {}
+    for direction, ranks in (("t2i", t2i_rank), ("i2t", i2t_rank)):
+        for k in ks:
+            metrics[f"{direction}_R@{k}"] = 100.0 * float((ranks < k).double().mean())
+    metrics["MR"] = float(np.mean([metrics[f"{d}_R@{k}"] for d in ("t2i", "i2t") for k in ks]))
+    return metrics
+
+
+def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
+    """Prediction and correctness of one multiple-choice item under pessimistic ties.
+
+    The item is correct only if the answer's score is strictly above every other option's;
+    otherwise the prediction is the best *other* option.
+    """
+    values = torch.as_tensor(scores, dtype=torch.float64)
+    others = values.clone()
+    others[answer] = float("-inf")
+    best_other = int(torch.argmax(others))
+    correct = bool(values[answer] > values[best_other]) if len(values) > 1 else True
+    return (answer if correct else best_other), correct
+
+
+def accuracy(correct: Sequence[bool]) -> float:
+    """Percentage of true values (0.0 for an empty list)."""
+    return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
+
+
+def bootstrap_ci(
+    correct: Sequence[bool] | np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 42,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of an accuracy (percent), seeded."""
+    values = np.asarray(correct, dtype=np.float64)
+    if values.size == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, values.size, size=(n_resamples, values.size))
+    means = values[samples].mean(axis=1) * 100.0
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def group_accuracy(
+    predictions: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] = GROUP_KEYS,
+    correct_key: str = "correct",
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{key: {value: {n, correct, accuracy}}}`` over prediction records.
+
+    Records with no (or an empty) value for a key are counted under ``"unknown"`` so the
+    counts of every key sum to the number of records.
+    """
+    grouped: dict[str, dict[str, dict[str, float]]] = {}
+    for key in keys:
+        if not any(record.get(key) for record in predictions):
+            continue
+        buckets: dict[str, list[bool]] = {}
+        for record in predictions:
+            value = str(record.get(key) or "unknown")
+            buckets.setdefault(value, []).append(bool(record[correct_key]))
+        grouped[key] = {
+            value: {"n": len(flags), "correct": sum(flags), "accuracy": accuracy(flags)}
+            for value, flags in sorted(buckets.items())
+        }
+    return grouped

@@ -1,0 +1,110 @@
+"""Result files: one ``result.json`` per (model, benchmark), with per-item predictions beside it.
+
+Layout under an output directory::
+
+    <out>/<benchmark>/<model slug>/result.json        # EvalResult
+    <out>/<benchmark>/<model slug>/predictions.jsonl  # one record per scored unit
+    <out>/<benchmark>/<model slug>/config.yaml        # the resolved EvalConfig
+
+``result.json`` follows CLIP_benchmark in spirit (``benchmark, model, task, metrics``)
+and adds ``per_group`` (continent / country / category / question type → n, correct,
+accuracy), ``n``, the benchmark ``config``, the ``predictions_file`` and, for a
+forgetting check, ``baseline`` (the base model's metrics and the delta).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cultureclip.utils.io import atomic_write_json, read_json, read_jsonl
+
+RESULT_NAME = "result.json"
+PREDICTIONS_NAME = "predictions.jsonl"
+
+
+class BaselineComparison(BaseModel):
+    """The same benchmark on the base model: its metrics and ``delta = model − baseline``."""
+
+    model: str
+    metrics: dict[str, float]
+    delta: dict[str, float]
+
+
+class EvalResult(BaseModel):
+    benchmark: str
+    model: str
+    task: str
+    metrics: dict[str, float]
+    per_group: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    n: int
+    n_skipped: int = 0
+    skipped: list[str] = Field(default_factory=list, description="malformed items (first 100)")
+    config: dict[str, Any] = Field(default_factory=dict)
+    predictions_file: str = PREDICTIONS_NAME
+    baseline: BaselineComparison | None = None
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    seconds: float = 0.0
+
+    # where the result was read from / written to (not serialised)
+    _path: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def predictions(self) -> list[dict[str, Any]]:
+        """The per-item prediction records (needs a result loaded from or saved to disk)."""
+        if self._path is None:
+            raise ValueError("this result has no file; save it first")
+        return read_jsonl(self._path.parent / self.predictions_file)
+
+    def save(self, directory: Path) -> Path:
+        path = atomic_write_json(directory / RESULT_NAME, self.model_dump(mode="json"))
+        self._path = path
+        return path
+
+
+def load_result(path: str | Path) -> EvalResult:
+    """Reads a ``result.json`` (or a directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no result file at {path}")
+    result = EvalResult.model_validate(read_json(path))
+    result._path = path
+    return result
+
+
+def find_results(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """Every ``result.json`` under the given directories (or the files themselves), sorted."""
+    found: list[Path] = []
+    for entry in paths:
+        entry = Path(entry)
+        if entry.is_file():
+            found.append(entry)
+        elif entry.is_dir():
+            found.extend(sorted(entry.rglob(RESULT_NAME)))
+        else:
+            raise FileNotFoundError(f"results path not found: {entry}")
+    return sorted(dict.fromkeys(found))
+
+
+def slugify(name: str) -> str:
+    """A file-system-safe, readable slug of a model spec or name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return slug[-120:] or "model"
+
+
+def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
+    return Path(out_dir) / benchmark / slugify(model_name)
+
+
+def compare(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """``metrics − baseline`` for the metrics both have."""
+    return {key: metrics[key] - baseline[key] for key in metrics if key in baseline}

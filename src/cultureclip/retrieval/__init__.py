@@ -1,0 +1,49 @@
+"""Retrieval: index a collection, search it, re-score with LACLIP local alignment, serve a page.
+
+- :mod:`cultureclip.retrieval.laclip`: LACLIP views, weights and fused vectors.
+- :mod:`cultureclip.retrieval.index`: :func:`build_index` and :class:`RetrievalIndex`.
+- :mod:`cultureclip.retrieval.evaluate`: Recall@K / MR, global-only next to LACLIP sweeps.
+- :mod:`cultureclip.retrieval.server`: the FastAPI search page (``create_app``).
+"""
+
+from cultureclip.retrieval.evaluate import SweepConfig, SweepResult, evaluate_retrieval
+from cultureclip.retrieval.index import (
+    FaissSettings,
+    IndexConfig,
+    IndexSummary,
+    RetrievalIndex,
+    RetrievalIndexError,
+    build_faiss,
+    build_index,
+    write_index,
+)
+from cultureclip.retrieval.laclip import (
+    LaclipConfig,
+    LaclipEncoder,
+    agreement_weights,
+    crop_boxes,
+    explicit_scores,
+    fuse,
+    parse_laclip_option,
+)
+
+__all__ = [
+    "FaissSettings",
+    "IndexConfig",
+    "IndexSummary",
+    "LaclipConfig",
+    "LaclipEncoder",
+    "RetrievalIndex",
+    "RetrievalIndexError",
+    "SweepConfig",
+    "SweepResult",
+    "agreement_weights",
+    "build_faiss",
+    "build_index",
+    "crop_boxes",
+    "evaluate_retrieval",
+    "explicit_scores",
+    "fuse",
+    "parse_laclip_option",
+    "write_index",
+]

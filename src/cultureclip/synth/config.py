@@ -1,0 +1,118 @@
+"""Config of the synth stage: one pydantic tree, saved as ``config.yaml`` next to the output."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cultureclip.config import Config
+
+STAGES = ("concepts", "twins", "captions", "images", "filter")
+
+
+class LLMSettings(Config):
+    """Which chat model answers the prompts, and how hard to try."""
+
+    backend: str = "openai"  # a name in ``cultureclip.synth.llm.LLMS``
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    # The key is read from this environment variable, never written into a config.
+    api_key_env: str = "OPENAI_API_KEY"
+    # json_schema: ``response_format`` with the pydantic schema (vLLM, OpenAI, llama.cpp);
+    # json_object: plain JSON mode (Ollama, most servers); none: rely on the prompt.
+    json_mode: Literal["json_schema", "json_object", "none"] = "json_object"
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(
+        4, ge=0
+    )  # transport retries: HTTP 429/5xx, timeouts, refused connections
+    backoff_s: float = Field(1.0, ge=0)
+    max_attempts: int = Field(
+        3, ge=1
+    )  # answer attempts; a malformed answer is fed back with the error
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(1024, ge=16)
+    # local transformers backend only
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+class ConceptSettings(Config):
+    # topdown: an LLM writes concepts per country x category;
+    # bottomup: an LLM judges the titles of an existing image-text corpus (strict yes/no);
+    # corpus: a labelled corpus is taken as is (no LLM), e.g. for the twin miner.
+    source: Literal["topdown", "bottomup", "corpus"] = "topdown"
+    countries: list[str] | None = None  # ISO 3166-1 alpha-2 codes; None = the whole taxonomy
+    categories: list[str] | None = None  # None = the 8 CulTwin categories
+    per_pair: int = Field(3, ge=1)  # concepts per (country, category), top-down
+    corpus: str | None = None  # JSONL or CSV for bottomup/corpus
+    prompt: str = "concepts"
+    bottomup_prompt: str = "bottomup"
+    temperature: float | None = 0.7
+
+
+class TwinSettings(Config):
+    method: Literal["llm", "mine"] = "llm"
+    prompt: str = "twins"
+    temperature: float | None = 0.7
+    # twin miner: model spec for image embeddings (any ``create_model`` spec)
+    mine_model: str = "lite:en"
+    mine_batch_size: int = Field(32, ge=1)
+
+
+class CaptionSettings(Config):
+    n: int = Field(10, ge=1)
+    max_words: int = Field(15, ge=2)  # every caption must have fewer words than this
+    # Each caption must mention at least one word of the key visual features.
+    require_features: bool = True
+    prompt: str = "captions"
+    temperature: float | None = 0.9
+
+
+class ImageSettings(Config):
+    backend: str = "diffusers"  # a name in ``cultureclip.synth.images.IMAGE_BACKENDS``
+    per: Literal["caption", "concept"] = "caption"
+    model: str = "stabilityai/stable-diffusion-3.5-large-turbo"
+    size: int = Field(512, ge=8)
+    steps: int = Field(4, ge=1)
+    guidance: float = 0.0
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"  # auto: cuda (fp16) when present, else cpu (fp32)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    negative_prompt: str | None = None
+
+
+class FilterSettings(Config):
+    backend: str = "vlm"  # vlm | clipscore | none
+    # vlm judge: its own chat model (None: the main llm settings)
+    llm: LLMSettings | None = None
+    prompt: str = "judge"
+    # clipscore: any ``create_model`` spec and a threshold on 2.5 * max(cos, 0)
+    model: str = "hf:openai/clip-vit-base-patch32"
+    threshold: float = 0.5
+    batch_size: int = Field(32, ge=1)
+
+
+class SynthConfig(Config):
+    """The whole synth pipeline; ``cultureclip synth --config F --set key=value``."""
+
+    out_dir: str = "runs/cultwin"
+    seed: int = 0
+    stages: list[str] = Field(default_factory=lambda: list(STAGES))
+    llm: LLMSettings = LLMSettings()
+    concepts: ConceptSettings = ConceptSettings()
+    twins: TwinSettings = TwinSettings()
+    captions: CaptionSettings = CaptionSettings()
+    images: ImageSettings = ImageSettings()
+    filter: FilterSettings = FilterSettings()
+    progress: bool = True
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        # Stages always run in pipeline order, whatever order they were listed in.
+        return [s for s in STAGES if s in value]

@@ -1,0 +1,74 @@
+"""Reading labelled or titled image-text corpora (JSONL or CSV) for the concepts stage.
+
+One row per record. Columns (all optional but the name):
+
+- ``concept`` or ``title``: the name (bottom-up: the title an LLM judges);
+- ``caption``: the record's own caption; ``image``: path relative to the file (or absolute);
+- ``country`` (ISO2 or name), ``category``, ``context``, ``features``;
+- ``emoji`` or ``glyph``: an emoji/flag sequence that draws the concept (glyph backend).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CorpusRow:
+    line: int
+    name: str
+    caption: str = ""
+    image: str | None = None  # absolute path
+    country: str = ""
+    category: str = ""
+    context: str = ""
+    features: str = ""
+    glyph: str | None = None
+
+
+def read_corpus(path: str | Path) -> list[CorpusRow]:
+    """Reads a corpus file; a row without a name is an error that names its line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    if path.suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            raw_rows = list(enumerate(csv.DictReader(handle), start=2))
+    elif path.suffix in (".jsonl", ".json"):
+        raw_rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    raw_rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not valid JSON: {exc}") from None
+    else:
+        raise ValueError(f"corpus {path} must be .jsonl or .csv")
+    rows = []
+    for number, raw in raw_rows:
+        name = str(raw.get("concept") or raw.get("title") or "").strip()
+        if not name:
+            raise ValueError(f"{path}:{number}: a corpus row needs 'concept' or 'title'")
+        image = raw.get("image") or None
+        if image is not None:
+            image_path = Path(image)
+            image = str(
+                image_path if image_path.is_absolute() else (path.parent / image_path).resolve()
+            )
+        rows.append(
+            CorpusRow(
+                line=number,
+                name=name,
+                caption=str(raw.get("caption") or "").strip(),
+                image=image,
+                country=str(raw.get("country") or "").strip(),
+                category=str(raw.get("category") or "").strip(),
+                context=str(raw.get("context") or "").strip(),
+                features=str(raw.get("features") or "").strip(),
+                glyph=(raw.get("emoji") or raw.get("glyph") or None),
+            )
+        )
+    return rows

@@ -1,0 +1,207 @@
+"""Running the stages in order, and merging what they stored into a CulTwin dataset.
+
+``run_synth`` runs the configured stages for one shard (all of it by default) and,
+when it ran unsharded, merges. ``merge`` needs nothing but the stores on disk, so it
+builds the same manifest whether the work was done in one process, by ``--shard i/n``
+jobs, by accelerate processes or by Ray tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cultureclip.data.cultwin import TwinRecord, write_cultwin
+from cultureclip.synth.config import SynthConfig
+from cultureclip.synth.stages import (
+    STAGE_FUNCTIONS,
+    ImageUnit,
+    StageReport,
+    SynthContext,
+    _image_backend,
+    console,
+    image_units,
+    load_twins,
+    side_captions,
+    verdict_key,
+)
+from cultureclip.synth.store import ResultStore, Shard, write_failure_report
+from cultureclip.utils.io import atomic_write_bytes, stable_hash
+
+MANIFEST = "cultwin.parquet"
+
+
+@dataclass
+class MergeReport:
+    records: int
+    twins: int
+    incomplete: int  # twin pairs (or caption slots) missing a caption, image or verdict
+    rejected: int  # dropped by the quality filter
+    manifest: Path
+    failures: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"merge: {self.records} records from {self.twins} twins ({self.rejected} rejected by the filter, "
+            f"{self.incomplete} incomplete) -> {self.manifest}; open failures: {self.failures.get('open_failures', 0)}"
+        )
+
+
+@dataclass
+class SynthReport:
+    stages: list[StageReport]
+    merge: MergeReport | None = None
+
+
+def run_synth(
+    config: SynthConfig,
+    *,
+    stages: list[str] | None = None,
+    shard: Shard | None = None,
+    writer: str | None = None,
+    merge_after: bool | None = None,
+) -> SynthReport:
+    """Runs ``stages`` (default: ``config.stages``) for ``shard``; merges unless sharded.
+
+    Under ``accelerate launch`` only the images stage uses every process; the LLM stages
+    and the merge run on the main process while the others wait.
+    """
+    from accelerate import PartialState
+
+    shard = shard or Shard()
+    ctx = SynthContext(config, shard, writer or shard.tag)
+    state = PartialState()
+    if state.is_main_process:
+        config.save(ctx.out_dir)
+    reports = []
+    for stage in stages or config.stages:
+        if stage == "images" or state.is_main_process:
+            report = STAGE_FUNCTIONS[stage](ctx)
+            reports.append(report)
+            if state.is_main_process:
+                console.print(report.line())
+        state.wait_for_everyone()
+    if merge_after is None:
+        merge_after = shard.count == 1
+    merged = merge(config) if merge_after and state.is_main_process else None
+    if merged is not None:
+        console.print(merged.line())
+    return SynthReport(reports, merged)
+
+
+def _copy_given(out_dir: Path, source: str) -> str:
+    """Copies a corpus image into the dataset so the dataset directory stands alone."""
+    path = Path(source)
+    target = (
+        out_dir / "images" / f"given-{stable_hash('given', source)}{path.suffix.lower() or '.png'}"
+    )
+    if not target.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"corpus image not found: {path}")
+        atomic_write_bytes(target, path.read_bytes())
+    return target.relative_to(out_dir).as_posix()
+
+
+def merge(config: SynthConfig) -> MergeReport:
+    """Builds ``cultwin.parquet`` (+ ``cultwin.jsonl``) and the failure report from all stores.
+
+    One record per twin and caption slot (``images.per=caption``) or per twin
+    (``images.per=concept``); a record is kept only if both sides have an image and, unless
+    ``filter.backend=none``, both images passed the judge.
+    """
+    from cultureclip.synth.judges import create_judge
+
+    ctx = SynthContext(config)
+    out_dir = ctx.out_dir
+    identity = _image_backend(ctx, config.images.device).identity()
+    judge_identity = create_judge(config.filter, config.llm).identity()
+    use_filter = config.filter.backend != "none"
+    captions = ResultStore(ctx.work_dir, "captions")
+    images = ResultStore(ctx.work_dir, "images")
+    verdicts = ResultStore(ctx.work_dir, "filter")
+    twins = load_twins(ctx)
+    records: list[TwinRecord] = []
+    incomplete = rejected = 0
+
+    def unit_state(unit: ImageUnit) -> tuple[str | None, dict[str, Any] | None]:
+        """(image path in the dataset, verdict) of a unit; None where not there yet."""
+        if unit.given is not None:
+            path: str | None = _copy_given(out_dir, unit.given)
+        else:
+            stored = images.get(unit.key)
+            path = stored["path"] if stored else None
+        verdict = (
+            verdicts.get(verdict_key(unit, judge_identity))
+            if use_filter
+            else {"passed": True, "scores": {}}
+        )
+        return path, verdict
+
+    for twin in twins:
+        sides = []
+        for side in (twin.pos, twin.neg):
+            texts = side_captions(ctx, side, captions)
+            sides.append((texts, image_units(ctx, side, texts, identity) if texts else []))
+        (pos_texts, pos_units), (neg_texts, neg_units) = sides
+        if not pos_units or not neg_units:
+            incomplete += 1
+            continue
+        for slot in range(min(len(pos_units), len(neg_units))):
+            pos_unit, neg_unit = pos_units[slot], neg_units[slot]
+            (pos_path, pos_verdict), (neg_path, neg_verdict) = (
+                unit_state(pos_unit),
+                unit_state(neg_unit),
+            )
+            if pos_path is None or neg_path is None or pos_verdict is None or neg_verdict is None:
+                incomplete += 1
+                continue
+            if not (pos_verdict["passed"] and neg_verdict["passed"]):
+                rejected += 1
+                continue
+            # per=caption: the record holds the caption its image was drawn from;
+            # per=concept (or a given image): every caption of the concept.
+            per_caption = (
+                config.images.per == "caption" and pos_unit.given is None and neg_unit.given is None
+            )
+            pos_captions = [pos_unit.caption] if per_caption else pos_texts
+            neg_captions = [neg_unit.caption] if per_caption else neg_texts
+            provenance = {
+                **twin.provenance,
+                "images": identity,
+                "pos_image_seed": pos_unit.seed,
+                "neg_image_seed": neg_unit.seed,
+                "method": twin.method,
+                "similarity": twin.similarity,
+            }
+            records.append(
+                TwinRecord(
+                    id=f"{twin.key}-{slot:02d}",
+                    country=twin.pos.country,
+                    category=twin.pos.category,
+                    pos_concept=twin.pos.concept,
+                    pos_context=twin.pos.context,
+                    pos_features=twin.pos.features,
+                    pos_captions=list(pos_captions),
+                    pos_image=pos_path,
+                    neg_concept=twin.neg.concept,
+                    neg_context=twin.neg.context,
+                    neg_features=twin.neg.features,
+                    neg_captions=list(neg_captions),
+                    neg_image=neg_path,
+                    neg_country=twin.neg.country,
+                    quality={
+                        "judge": judge_identity,
+                        "pos": pos_verdict["scores"],
+                        "neg": neg_verdict["scores"],
+                    },
+                    source=f"cultureclip-synth:{twin.provenance.get('source', '')}+{twin.method}",
+                    provenance=json.dumps(provenance, sort_keys=True, ensure_ascii=False),
+                )
+            )
+    records.sort(key=lambda r: r.id)
+    manifest = write_cultwin(out_dir / MANIFEST, records)
+    write_cultwin(out_dir / "cultwin.jsonl", records)
+    failures = write_failure_report(ctx.work_dir, out_dir)
+    return MergeReport(len(records), len(twins), incomplete, rejected, manifest, failures)

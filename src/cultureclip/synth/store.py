@@ -1,0 +1,175 @@
+"""Resumable work: per-stage JSONL result stores, the failure log, and shard assignment.
+
+Every work item has a key, a hash of everything that determines its result (inputs,
+prompt id, model, seed). A stage appends one fsynced JSON line per finished item to
+``work/<stage>[.<writer>].jsonl``; on restart it reads every file of that stage
+(a line torn by a kill is skipped) and does only the keys not yet there. Each writer
+(a shard, an accelerate process, a Ray task) appends to its own file, so concurrent
+writers never interleave bytes; readers take the union.
+
+Failures go to ``failures[.<writer>].jsonl`` and are never results: a failed item is
+retried by the next run, and the failure report lists only failures still open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cultureclip.utils.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: a work item belongs to it iff hash(root key) % count == index."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        if not text:
+            return cls()
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"--shard {text}: need 0 <= i < n")
+        return cls(index, count)
+
+    @property
+    def tag(self) -> str | None:
+        return None if self.count == 1 else f"shard-{self.index}-of-{self.count}"
+
+    def owns(self, root_key: str) -> bool:
+        # Sharding by the root item (the country x category cell or corpus record) keeps a
+        # concept's whole lineage (twin, captions, images, judgement) in one shard.
+        return self.count == 1 or int(stable_hash("shard", root_key), 16) % self.count == self.index
+
+
+def _files(work_dir: Path, stem: str) -> list[Path]:
+    return sorted({*work_dir.glob(f"{stem}.jsonl"), *work_dir.glob(f"{stem}.*.jsonl")})
+
+
+class ResultStore:
+    """Finished items of one stage, keyed by item key; appends go to this writer's own file."""
+
+    def __init__(self, work_dir: str | Path, stage: str, writer: str | None = None) -> None:
+        self.work_dir = Path(work_dir)
+        self.stage = stage
+        self.path = self.work_dir / (f"{stage}.{writer}.jsonl" if writer else f"{stage}.jsonl")
+        self._records: dict[str, dict[str, Any]] = {}
+        # Stages append from worker threads (so an fsync never stalls the event loop).
+        self._lock = threading.Lock()
+        self.reload()
+
+    def reload(self) -> None:
+        self._records = {}
+        for path in _files(self.work_dir, self.stage):
+            for record in read_jsonl(path):
+                # The first copy wins: a key written twice (two shards sharing a side) is one item.
+                self._records.setdefault(record["key"], record)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._records.get(key)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [self._records[k] for k in sorted(self._records)]
+
+    def add(self, record: dict[str, Any]) -> None:
+        if "key" not in record:
+            raise ValueError("a stored record needs a 'key'")
+        with self._lock:
+            append_jsonl(self.path, [record])
+            self._records.setdefault(record["key"], record)
+
+
+class FailureLog:
+    """Append-only log of items that failed (bad answers with their raw text, render errors)."""
+
+    def __init__(self, work_dir: str | Path, writer: str | None = None) -> None:
+        self.work_dir = Path(work_dir)
+        self.path = self.work_dir / (f"failures.{writer}.jsonl" if writer else "failures.jsonl")
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        stage: str,
+        key: str,
+        error: str,
+        *,
+        raw: Iterable[str] = (),
+        item: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            self._append(stage, key, error, list(raw), item or {})
+
+    def _append(
+        self, stage: str, key: str, error: str, raw: list[str], item: dict[str, Any]
+    ) -> None:
+        append_jsonl(
+            self.path,
+            [
+                {
+                    "stage": stage,
+                    "key": key,
+                    "error": error,
+                    "raw": list(raw),
+                    "item": item or {},
+                    "time": time.time(),
+                }
+            ],
+        )
+
+
+def open_failures(work_dir: str | Path) -> list[dict[str, Any]]:
+    """The latest failure of every item that has not succeeded since."""
+    work_dir = Path(work_dir)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in _files(work_dir, "failures"):
+        for record in read_jsonl(path):
+            latest[(record["stage"], record["key"])] = record
+    stores: dict[str, ResultStore] = {}
+    still_open = []
+    for (stage, key), record in sorted(latest.items()):
+        store = stores.setdefault(stage, ResultStore(work_dir, stage))
+        if key not in store:
+            still_open.append(record)
+    return still_open
+
+
+def write_failure_report(work_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Writes ``failures.jsonl`` (open failures, raw answers included) and ``failures_summary.json``."""
+    from cultureclip.utils.io import write_jsonl
+
+    failures = open_failures(work_dir)
+    by_stage: dict[str, int] = {}
+    for failure in failures:
+        by_stage[failure["stage"]] = by_stage.get(failure["stage"], 0) + 1
+    summary = {
+        "open_failures": len(failures),
+        "by_stage": by_stage,
+        "items": [
+            {
+                "stage": f["stage"],
+                "key": f["key"],
+                "error": f["error"][:500],
+                "item": f.get("item", {}),
+            }
+            for f in failures
+        ],
+    }
+    write_jsonl(Path(out_dir) / "failures.jsonl", failures)
+    atomic_write_json(Path(out_dir) / "failures_summary.json", summary)
+    return summary

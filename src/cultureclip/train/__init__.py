@@ -1,0 +1,28 @@
+"""CultureCLIP fine-tuning: twin hard-negative losses, LoRA or full, one process or many.
+
+- :func:`train` runs a :class:`TrainConfig` and returns a :class:`TrainResult`.
+- :data:`LOSSES` / :func:`create_loss`: ``clip``, ``negclip``, ``cultureclip`` and its ablations.
+- :func:`wise_ft` interpolates fine-tuned and base weights.
+- :func:`contrastive_backward` is gradient caching for contrastive losses.
+"""
+
+from cultureclip.train.config import TrainConfig, list_presets, load_train_config
+from cultureclip.train.gradcache import contrastive_backward
+from cultureclip.train.losses import LOSSES, LossError, LossOutput, create_loss
+from cultureclip.train.trainer import TrainResult, TrainStep, train
+from cultureclip.train.wise_ft import wise_ft
+
+__all__ = [
+    "LOSSES",
+    "LossError",
+    "LossOutput",
+    "TrainConfig",
+    "TrainResult",
+    "TrainStep",
+    "contrastive_backward",
+    "create_loss",
+    "list_presets",
+    "load_train_config",
+    "train",
+    "wise_ft",
+]

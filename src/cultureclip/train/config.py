@@ -1,0 +1,199 @@
+"""The training config and its presets (``configs/train/*.yaml``).
+
+``batch_size`` is the *global contrastive batch*: the number of examples whose
+features meet in one loss, summed over all processes. Under ``torchrun
+--nproc_per_node N`` each process loads ``batch_size / N`` examples and the features
+are gathered, so the same config trains the same way on 1 or N processes.
+``grad_cache_chunk`` bounds how many examples one process encodes with a graph
+at once (gradient caching), which is what lets a 2048 batch fit in memory;
+``grad_accum_steps`` is plain accumulation and does *not* add in-batch negatives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from cultureclip.config import Config, ConfigError, load_config
+from cultureclip.models.base import TrainingSetup, TrainMode
+
+PRESET_DIR_NAME = Path("configs") / "train"
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class DataConfig(Config):
+    #: a CulTwin file/dir (``cultwin.jsonl``/``.parquet``) or an image–text collection
+    #: readable by ``cultureclip.data.collections.load_collection``
+    path: str
+    #: ``auto`` detects CulTwin sets; ``pairs`` forces plain image–text pairs
+    kind: Literal["auto", "twin", "pairs"] = "auto"
+    #: split of an image–text collection (e.g. ``train`` of a Chinese-CLIP/CulTi layout)
+    split: str | None = None
+    #: how a bare concept name becomes the text of the concept term
+    concept_template: str = "{concept}"
+    shuffle: bool = True
+
+
+class OptimConfig(Config):
+    lr: float = Field(3e-6, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    #: clip the global gradient norm to this value (None: no clipping)
+    max_grad_norm: float | None = Field(None, gt=0)
+
+
+class ScheduleConfig(Config):
+    kind: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = Field(100, ge=0)
+
+
+def _lora_setup() -> TrainingSetup:
+    return TrainingSetup(image=TrainMode.lora, text=TrainMode.lora)
+
+
+class TrainConfig(Config):
+    """Everything one fine-tuning run needs; saved as ``config.yaml`` in the output dir."""
+
+    model: str = "hf:openai/clip-vit-base-patch32"
+    context_length: int | None = Field(None, ge=1)
+    data: DataConfig
+    loss: str = "cultureclip"
+    loss_kwargs: dict[str, float] = Field(default_factory=dict)
+    training: TrainingSetup = Field(default_factory=_lora_setup)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    epochs: int = Field(10, ge=1)
+    #: stop after this many optimiser steps (overrides ``epochs`` for the schedule length)
+    max_steps: int | None = Field(None, ge=1)
+    #: global contrastive batch (all processes together) per micro-step
+    batch_size: int = Field(128, ge=2)
+    grad_accum_steps: int = Field(1, ge=1)
+    #: examples encoded with a graph at once per process; None: the whole batch (no caching)
+    grad_cache_chunk: int | None = Field(None, ge=1)
+    precision: Precision = "auto"
+    #: None: cuda (the local rank's GPU) when available, else cpu
+    device: str | None = None
+    seed: int = 42
+
+    output_dir: str = "runs/train"
+    checkpoint_every: int = Field(500, ge=1)
+    keep_last: int = Field(3, ge=1)
+    #: ``latest`` or the path of a checkpoint file to continue from
+    resume: str | None = None
+    #: end the run after this step as if interrupted (time-boxed jobs, tests); resume continues
+    stop_at_step: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    progress: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "cultureclip"
+
+    #: interpolate the final weights with the base model (WiSE-FT); None: off
+    wise_ft_alpha: float | None = Field(None, ge=0.0, le=1.0)
+    #: also write a merged model in the backend's native format to ``<output_dir>/export``
+    export: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        setup = self.training
+        if (
+            setup.image is TrainMode.frozen
+            and setup.text is TrainMode.frozen
+            and not setup.logit_scale
+        ):
+            raise ValueError(
+                "training.image and training.text are both frozen: nothing would train"
+            )
+        if self.grad_cache_chunk is not None and self.grad_cache_chunk >= self.batch_size:
+            # Caching a batch that fits in one chunk only costs a second forward pass.
+            raise ValueError(
+                f"grad_cache_chunk={self.grad_cache_chunk} is not smaller than batch_size="
+                f"{self.batch_size}; leave it unset (null) to train without gradient caching"
+            )
+        return self
+
+    #: fields that may change between an interrupted run and its resumption
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "resume",
+            "stop_at_step",
+            "num_workers",
+            "log_every",
+            "progress",
+            "tensorboard",
+            "wandb",
+            "wandb_project",
+            "checkpoint_every",
+            "keep_last",
+            "export",
+            "wise_ft_alpha",
+            "output_dir",
+            "device",
+        }
+    )
+
+    def run_identity(self) -> dict[str, Any]:
+        """The fields that define the training trajectory (must match on resume)."""
+        return {
+            k: v for k, v in self.model_dump(mode="json").items() if k not in self.RESUMABLE_CHANGES
+        }
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets are looked up: ``./configs/train`` then the source checkout's ``configs/train``."""
+    repo_root = Path(__file__).resolve().parents[3]
+    dirs = [Path.cwd() / PRESET_DIR_NAME, repo_root / PRESET_DIR_NAME]
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory.is_dir() and directory.resolve() not in [u.resolve() for u in unique]:
+            unique.append(directory)
+    return unique
+
+
+def list_presets() -> dict[str, Path]:
+    presets: dict[str, Path] = {}
+    for directory in preset_dirs():
+        for file in sorted(directory.glob("*.yaml")):
+            presets.setdefault(file.stem, file)
+    return presets
+
+
+def preset_path(name: str) -> Path:
+    presets = list_presets()
+    if name not in presets:
+        known = ", ".join(sorted(presets)) or f"none found (looked in ./{PRESET_DIR_NAME})"
+        raise ConfigError(f"unknown training preset {name!r}; available: {known}")
+    return presets[name]
+
+
+def load_train_config(
+    config: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainConfig:
+    """A preset, then a config file, then ``key=value`` overrides (last wins)."""
+    from cultureclip.config import read_config_file
+
+    data: dict[str, Any] = {}
+    if preset is not None:
+        data = read_config_file(preset_path(preset))
+    if config is not None:
+        data = _deep_merge(data, read_config_file(config))
+    return load_config(TrainConfig, None, list(overrides), **data)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

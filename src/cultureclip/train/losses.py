@@ -1,0 +1,282 @@
+"""Contrastive losses for fine-tuning: ``clip``, ``negclip`` and the CultureCLIP twin loss.
+
+Every loss takes L2-normalised features and the logit multiplier ``s = exp(t)``.
+The plain formulas are available as functions (:func:`clip_loss`,
+:func:`negclip_loss`) and as ``nn.Module`` s in the :data:`LOSSES` registry::
+
+    loss = create_loss("cultureclip", caption_weight=0.7, concept_weight=0.3)
+    out = loss.compute(features, scale)  # features: dict of named [B, D] tensors
+    out.loss.backward()
+
+The trainer hands each loss a dict of named features. A CulTwin batch yields
+:data:`TWIN_FEATURES` (images, one caption and the bare concept name of both halves
+of every pair); an image–text collection yields :data:`PAIR_FEATURES`. A loss says
+which of them it needs (:meth:`ContrastiveLoss.required_features`), so unused
+towers are never run.
+
+On twin data, ``clip`` and ``negclip`` are defined so the comparisons of the paper are
+fair (same images, same captions, same steps):
+
+- ``clip``: symmetric InfoNCE over the 2B images ``[I⁺; I⁻]`` and their 2B captions
+  ``[C⁺; C⁻]`` (twins are ordinary in-batch negatives).
+- ``negclip``: ``negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺)``, i.e. the caption term
+  of CultureCLIP alone with weight 1 (twin captions are the extra hard negatives).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cultureclip.registry import Registry
+
+DataKind = Literal["twin", "pairs"]
+
+#: Feature names of a CulTwin batch (what the trainer encodes for twin data).
+TWIN_FEATURES = (
+    "pos_image",
+    "neg_image",
+    "pos_caption",
+    "neg_caption",
+    "pos_concept",
+    "neg_concept",
+)
+#: Feature names of an image–text pair batch.
+PAIR_FEATURES = ("image", "text")
+
+
+class LossError(ValueError):
+    """A loss cannot be used as configured (wrong data kind, bad weights)."""
+
+
+@dataclass
+class LossOutput:
+    """The scalar to backpropagate and its named parts (for logging)."""
+
+    loss: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _targets(rows: int, device: torch.device) -> Tensor:
+    return torch.arange(rows, device=device)
+
+
+def clip_loss(image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
+    """Symmetric InfoNCE: ½ [CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)]; row i of I matches row i of T."""
+    if image.shape != text.shape:
+        raise LossError(f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ")
+    logits = scale * image @ text.T
+    targets = _targets(image.shape[0], image.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def negclip_loss(image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
+    """½ [CE(s·[I Tᵀ | I T⁻ᵀ], diag) + CE(s·T Iᵀ, diag)]: image→text logits are B×2B."""
+    if not image.shape == text.shape == hard_negatives.shape:
+        raise LossError(
+            f"negclip needs equal shapes, got image {tuple(image.shape)}, text {tuple(text.shape)}, "
+            f"hard negatives {tuple(hard_negatives.shape)}"
+        )
+    image_to_text = scale * image @ torch.cat([text, hard_negatives]).T
+    text_to_image = scale * text @ image.T
+    targets = _targets(image.shape[0], image.device)
+    return 0.5 * (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets))
+
+
+class ContrastiveLoss(nn.Module, ABC):
+    """Base of registered losses: says which features it reads and computes from a dict of them."""
+
+    name: str = ""
+
+    @abstractmethod
+    def required_features(self, kind: DataKind) -> tuple[str, ...]:
+        """Feature names needed from a batch of ``kind``; raises :class:`LossError` if unsupported."""
+
+    @abstractmethod
+    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+        """The loss from named normalised features (``kind`` is inferred from the names)."""
+
+    @staticmethod
+    def kind_of(features: Mapping[str, Tensor]) -> DataKind:
+        if "pos_image" in features:
+            return "twin"
+        if "image" in features:
+            return "pairs"
+        raise LossError(f"features {sorted(features)} are neither a twin nor a pair batch")
+
+
+LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss")
+
+
+@LOSSES.register(
+    "clip", help="symmetric InfoNCE (CLIP); on twin data: 2B images vs their 2B captions"
+)
+class ClipLoss(ContrastiveLoss):
+    """Symmetric InfoNCE. ``forward(image, text, scale)`` is the bare formula."""
+
+    name = "clip"
+
+    def forward(self, image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
+        return clip_loss(image, text, scale)
+
+    def required_features(self, kind: DataKind) -> tuple[str, ...]:
+        return (
+            ("pos_image", "neg_image", "pos_caption", "neg_caption")
+            if kind == "twin"
+            else PAIR_FEATURES
+        )
+
+    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+        if self.kind_of(features) == "twin":
+            image = torch.cat([features["pos_image"], features["neg_image"]])
+            text = torch.cat([features["pos_caption"], features["neg_caption"]])
+        else:
+            image, text = features["image"], features["text"]
+        loss = self(image, text, scale)
+        return LossOutput(loss, {"clip": loss.detach()})
+
+
+@LOSSES.register(
+    "negclip", help="InfoNCE with the twins' captions as extra hard negatives (twin data)"
+)
+class NegClipLoss(ContrastiveLoss):
+    """negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺). ``forward(image, text, hard_negatives, scale)``."""
+
+    name = "negclip"
+
+    def forward(self, image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
+        return negclip_loss(image, text, hard_negatives, scale)
+
+    def required_features(self, kind: DataKind) -> tuple[str, ...]:
+        if kind != "twin":
+            raise LossError(
+                "loss 'negclip' needs hard negatives, which only CulTwin data provides; "
+                "train image–text pairs with loss=clip"
+            )
+        return ("pos_image", "neg_image", "pos_caption", "neg_caption")
+
+    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+        if self.kind_of(features) != "twin":
+            self.required_features("pairs")  # raises the explanatory error
+        f = features
+        loss = self(f["pos_image"], f["pos_caption"], f["neg_caption"], scale) + self(
+            f["neg_image"], f["neg_caption"], f["pos_caption"], scale
+        )
+        return LossOutput(loss, {"negclip": loss.detach()})
+
+
+@LOSSES.register(
+    "cultureclip", help="CultureCLIP: λ_cap·L_cap + λ_con·L_con with twin hard negatives"
+)
+class CultureClipLoss(ContrastiveLoss):
+    """L = λ_cap·L_cap + λ_con·L_con (design.md §1).
+
+    L_cap = negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺) over captions C,
+    L_con = negclip(I⁺, K⁺, K⁻) + negclip(I⁻, K⁻, K⁺) over bare concept names K.
+    A term whose weight is 0 is not computed (and its text features are not encoded).
+    """
+
+    name = "cultureclip"
+
+    def __init__(self, caption_weight: float = 0.7, concept_weight: float = 0.3) -> None:
+        super().__init__()
+        if caption_weight < 0 or concept_weight < 0:
+            raise LossError(f"loss weights must be ≥ 0, got {caption_weight=} {concept_weight=}")
+        if caption_weight == 0 and concept_weight == 0:
+            raise LossError("caption_weight and concept_weight are both 0: nothing to train")
+        self.caption_weight = float(caption_weight)
+        self.concept_weight = float(concept_weight)
+
+    def extra_repr(self) -> str:
+        return f"caption_weight={self.caption_weight}, concept_weight={self.concept_weight}"
+
+    def forward(
+        self,
+        pos_image: Tensor,
+        neg_image: Tensor,
+        pos_caption: Tensor | None,
+        neg_caption: Tensor | None,
+        pos_concept: Tensor | None,
+        neg_concept: Tensor | None,
+        scale: Tensor,
+    ) -> Tensor:
+        return self.compute(
+            {
+                name: value
+                for name, value in zip(
+                    TWIN_FEATURES,
+                    (pos_image, neg_image, pos_caption, neg_caption, pos_concept, neg_concept),
+                    strict=True,
+                )
+                if value is not None
+            },
+            scale,
+        ).loss
+
+    def required_features(self, kind: DataKind) -> tuple[str, ...]:
+        if kind != "twin":
+            raise LossError(
+                f"loss {self.name!r} needs CulTwin data (twin images, captions and concept names); "
+                "train image–text pairs with loss=clip"
+            )
+        names = ["pos_image", "neg_image"]
+        if self.caption_weight > 0:
+            names += ["pos_caption", "neg_caption"]
+        if self.concept_weight > 0:
+            names += ["pos_concept", "neg_concept"]
+        return tuple(names)
+
+    @staticmethod
+    def _twin_term(f: Mapping[str, Tensor], text: str, scale: Tensor) -> Tensor:
+        pos, neg = f[f"pos_{text}"], f[f"neg_{text}"]
+        return negclip_loss(f["pos_image"], pos, neg, scale) + negclip_loss(
+            f["neg_image"], neg, pos, scale
+        )
+
+    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+        if self.kind_of(features) != "twin":
+            self.required_features("pairs")
+        parts: dict[str, Tensor] = {}
+        total = features["pos_image"].new_zeros(())
+        if self.caption_weight > 0:
+            caption = self._twin_term(features, "caption", scale)
+            parts["caption"] = caption.detach()
+            total = total + self.caption_weight * caption
+        if self.concept_weight > 0:
+            concept = self._twin_term(features, "concept", scale)
+            parts["concept"] = concept.detach()
+            total = total + self.concept_weight * concept
+        return LossOutput(total, parts)
+
+
+@LOSSES.register(
+    "cultureclip_caption_only", help="ablation: CultureCLIP without the concept-name term"
+)
+def cultureclip_caption_only(caption_weight: float = 0.7) -> CultureClipLoss:
+    """CultureCLIP with λ_con = 0 (the paper code's caption-only ablation)."""
+    loss = CultureClipLoss(caption_weight=caption_weight, concept_weight=0.0)
+    loss.name = "cultureclip_caption_only"
+    return loss
+
+
+@LOSSES.register("cultureclip_concept_only", help="ablation: CultureCLIP without the caption term")
+def cultureclip_concept_only(concept_weight: float = 0.3) -> CultureClipLoss:
+    """CultureCLIP with λ_cap = 0 (the paper code's concept-only ablation)."""
+    loss = CultureClipLoss(caption_weight=0.0, concept_weight=concept_weight)
+    loss.name = "cultureclip_concept_only"
+    return loss
+
+
+def create_loss(name: str, **kwargs: Any) -> ContrastiveLoss:
+    """Builds a registered loss by name: ``create_loss("cultureclip", concept_weight=0.5)``."""
+    factory = LOSSES.get(name)
+    try:
+        return factory(**kwargs)  # type: ignore[operator]
+    except TypeError as exc:
+        raise LossError(f"loss {name!r} does not accept {sorted(kwargs)}: {exc}") from exc

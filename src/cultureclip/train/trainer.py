@@ -1,0 +1,601 @@
+"""The fine-tuning loop: plain PyTorch, one function, readable top to bottom.
+
+``train(config)`` builds the model (``create_model`` + ``configure_training``), the
+loss (``create_loss``), the data (CulTwin or image–text pairs), AdamW and a
+warmup + linear/cosine schedule, then runs :class:`TrainStep` until the step budget
+is spent, checkpointing every ``checkpoint_every`` steps. One step is:
+
+    for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered
+    average_gradients(...)                           # across processes, if any
+    clip, optimiser.step(), scheduler.step()
+
+Resuming (``resume="latest"``) restores weights, optimiser, scheduler, every RNG
+and the position inside the epoch, so the continued run is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from cultureclip.config import ConfigError
+from cultureclip.data.pairs import PairCollection
+from cultureclip.data.twin_dataset import TwinBatch
+from cultureclip.models.base import VisionLanguageModel
+from cultureclip.train import distributed
+from cultureclip.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cultureclip.train.config import OptimConfig, ScheduleConfig, TrainConfig
+from cultureclip.train.data import (
+    EncoderInputs,
+    PairBatch,
+    ResumableSampler,
+    build_dataset,
+    encoder_inputs,
+)
+from cultureclip.train.distributed import DistInfo
+from cultureclip.train.gradcache import contrastive_backward
+from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
+from cultureclip.utils.io import append_jsonl, read_jsonl, write_jsonl
+
+AutocastFactory = Callable[[], AbstractContextManager[object]]
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    #: ``create_model(final_model_dir)`` loads the trained model; None if the run stopped early
+    final_model_dir: Path | None
+    export_dir: Path | None
+    metrics_path: Path
+    last_checkpoint: Path | None
+    steps: int
+    total_steps: int
+    final_loss: float | None
+    completed: bool
+    #: False on the non-zero ranks of a distributed run (which write nothing)
+    is_main: bool = True
+    model: VisionLanguageModel | None = field(default=None, repr=False)
+
+
+# ---- set-up helpers -------------------------------------------------------------------
+def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
+    if requested is None:
+        return (
+            torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        )
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={requested!r} but CUDA is not available; use device=cpu or leave it unset"
+        )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, AutocastFactory, bool]:
+    """(resolved name, autocast factory, needs a GradScaler). fp32 on CPU, bf16 autocast on CUDA."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return precision, contextlib.nullcontext, False
+    if device.type != "cuda":
+        raise ConfigError(
+            f"precision={precision} needs a CUDA device but this run is on {device.type}; "
+            "use precision=fp32 (or auto, which picks fp32 on CPU)"
+        )
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            "precision=bf16 but this GPU has no bf16 support; use precision=fp16 or fp32"
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return precision, lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
+
+
+def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; biases, norms and the temperature get no weight decay (as in open_clip)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or name.endswith(".bias") or "logit_scale" in name
+        (no_decay if exempt else decay).append(param)
+    if not decay and not no_decay:
+        raise ConfigError("no parameter trains: check the training modes of both towers")
+    groups = [
+        {"params": params, "weight_decay": wd}
+        for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
+        if params
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
+    """Multiplier of the base lr before optimiser step ``step`` (0-based)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.kind == "constant":
+        return 1.0
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, progress)
+    if config.kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config, total_steps)
+    )
+
+
+# ---- one optimiser step ---------------------------------------------------------------
+@dataclass
+class StepOutput:
+    loss: float
+    parts: dict[str, float]
+    lr: float
+
+
+class TrainStep:
+    """Micro-batches → gradients (cached, gathered) → averaged → one optimiser update."""
+
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        loss_fn: ContrastiveLoss,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        *,
+        kind: DataKind,
+        chunk_size: int | None = None,
+        precision: str = "fp32",
+        dist_info: DistInfo | None = None,
+        grad_accum_steps: int = 1,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.features = loss_fn.required_features(kind)
+        self.chunk_size = chunk_size
+        self.dist = dist_info or DistInfo()
+        self.grad_accum_steps = grad_accum_steps
+        self.max_grad_norm = max_grad_norm
+        self.precision, self.autocast, needs_scaler = resolve_precision(precision, model.device)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+        self.parameters = model.trainable_parameters()
+
+    def backward(
+        self, batch: TwinBatch | PairBatch | EncoderInputs
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``)."""
+        inputs = batch if isinstance(batch, EncoderInputs) else encoder_inputs(batch)
+        inputs = inputs.select(self.features).to(self.model.device)
+        out = contrastive_backward(
+            self.model,
+            self.loss_fn,
+            inputs,
+            chunk_size=self.chunk_size,
+            autocast=self.autocast,
+            gather=distributed.gather_features if self.dist.enabled else None,
+            loss_multiplier=1.0 / self.grad_accum_steps,
+            backward=(lambda t: self.scaler.scale(t).backward()) if self.scaler else None,
+        )
+        return out.loss, out.parts
+
+    def update(self) -> float:
+        """Averages gradients over processes, clips, steps optimiser and schedule; returns the lr used."""
+        if self.dist.enabled:
+            distributed.average_gradients(self.parameters, self.dist.world_size)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def __call__(self, batches: Sequence[TwinBatch | PairBatch | EncoderInputs]) -> StepOutput:
+        """One optimiser step over ``grad_accum_steps`` micro-batches."""
+        if len(batches) != self.grad_accum_steps:
+            raise ValueError(f"expected {self.grad_accum_steps} micro-batches, got {len(batches)}")
+        losses: list[Tensor] = []
+        parts: dict[str, float] = {}
+        for batch in batches:
+            loss, batch_parts = self.backward(batch)
+            losses.append(loss)
+            for name, value in batch_parts.items():
+                parts[name] = parts.get(name, 0.0) + float(value) / len(batches)
+        lr = self.update()
+        return StepOutput(float(torch.stack(losses).mean()), parts, lr)
+
+
+# ---- logging --------------------------------------------------------------------------
+class MetricsLogger:
+    """metrics.jsonl always; TensorBoard and W&B when asked (an error if not installed)."""
+
+    def __init__(self, config: TrainConfig, output_dir: Path, enabled: bool) -> None:
+        self.path = output_dir / METRICS_NAME
+        self.enabled = enabled
+        self.tensorboard: Any = None
+        self.wandb: Any = None
+        if not enabled:
+            return
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError(
+                    "tensorboard=true but tensorboard is not installed: pip install tensorboard"
+                ) from exc
+            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+        if config.wandb:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise ConfigError(
+                    "wandb=true but wandb is not installed: pip install wandb"
+                ) from exc
+            self.wandb = wandb.init(
+                project=config.wandb_project,
+                dir=str(output_dir),
+                config=config.model_dump(mode="json"),
+            )
+
+    def truncate(self, last_step: int) -> None:
+        """Drops records after ``last_step`` (written after the checkpoint a run resumes from)."""
+        if self.enabled and self.path.exists():
+            write_jsonl(
+                self.path, [r for r in read_jsonl(self.path) if r.get("step", 0) <= last_step]
+            )
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, [record])
+        step = record["step"]
+        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
+        if self.tensorboard is not None:
+            for key, value in scalars.items():
+                self.tensorboard.add_scalar(f"train/{key}", value, step)
+        if self.wandb is not None:
+            self.wandb.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _progress(enabled: bool, total: int, completed: int) -> tuple[Any, Any]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+    task = progress.add_task("train", total=total, completed=completed, stats="")
+    return progress, task
+
+
+# ---- the loop ---------------------------------------------------------------------------
+def train(config: TrainConfig, *, collection: PairCollection | None = None) -> TrainResult:
+    """Fine-tunes ``config.model`` on ``config.data`` (or on ``collection``, an in-memory
+    image–text collection) and returns where everything was written.
+
+    Under ``torchrun``/``accelerate launch`` every process calls this; only rank 0
+    writes files. ``config.batch_size`` is the global batch over all processes.
+    """
+    dist_info = distributed.init_distributed("cuda" if _wants_cuda(config) else "cpu")
+    try:
+        device = resolve_device(config.device, dist_info.local_rank)
+        return _train(config, device, dist_info, collection)
+    finally:
+        if dist_info.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _wants_cuda(config: TrainConfig) -> bool:
+    if config.device is None:
+        return torch.cuda.is_available()
+    return torch.device(config.device).type == "cuda"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _load_resume_state(
+    config: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo
+) -> tuple[Path, dict[str, Any]]:
+    path = resolve_checkpoint(config.resume or "latest", checkpoint_dir)
+    state = load_checkpoint(path)
+    saved = TrainConfig.model_validate(state["config"]).run_identity()
+    changed = sorted(k for k, v in config.run_identity().items() if saved.get(k) != v)
+    if changed:
+        raise CheckpointError(
+            f"{path} was written by a run with different settings for {changed}; resuming would not "
+            "continue that run (start a new output_dir, or restore those settings)"
+        )
+    if len(state["rng"]) != dist_info.world_size:
+        raise CheckpointError(
+            f"{path} was written by {len(state['rng'])} process(es); resume with the same number "
+            f"(now {dist_info.world_size})"
+        )
+    return path, state
+
+
+def _train(
+    config: TrainConfig,
+    device: torch.device,
+    dist_info: DistInfo,
+    collection: PairCollection | None,
+) -> TrainResult:
+    from cultureclip.models.registry import create_model
+
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    world, rank = dist_info.world_size, dist_info.rank
+    if config.batch_size % world:
+        raise ConfigError(
+            f"batch_size={config.batch_size} does not split evenly over {world} processes"
+        )
+    per_rank_batch = config.batch_size // world
+    if config.grad_cache_chunk is not None and config.grad_cache_chunk >= per_rank_batch:
+        raise ConfigError(
+            f"grad_cache_chunk={config.grad_cache_chunk} ≥ the per-process batch {per_rank_batch}: "
+            "unset it, or lower it below the per-process batch"
+        )
+    resolve_precision(config.precision, device)  # fail before loading anything
+
+    resume_path, state = (
+        _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
+    )
+    if dist_info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir)
+
+    # Same seed → same LoRA initialisation on every rank and in every (re)start.
+    _seed_everything(config.seed)
+    model_kwargs = {"context_length": config.context_length} if config.context_length else {}
+    model = create_model(config.model, **model_kwargs)
+    model.configure_training(config.training)
+    model.to(device)
+    if dist_info.enabled:
+        distributed.broadcast_parameters(model.trainable_parameters())
+
+    loss_fn = create_loss(config.loss, **config.loss_kwargs)
+    kind, dataset, collate = build_dataset(
+        config.data,
+        transform=model.preprocess,
+        tokenize=model.tokenize,
+        seed=config.seed,
+        collection=collection,
+    )
+    loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
+    sampler = ResumableSampler(
+        len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
+    )
+    micro_per_epoch = sampler.shard_length // per_rank_batch
+    steps_per_epoch = micro_per_epoch // config.grad_accum_steps
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{len(dataset)} training examples do not fill one step of batch_size={config.batch_size} × "
+            f"grad_accum_steps={config.grad_accum_steps}; lower the batch size or add data"
+        )
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.schedule, total_steps)
+    stepper = TrainStep(
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        kind=kind,
+        chunk_size=config.grad_cache_chunk,
+        precision=config.precision,
+        dist_info=dist_info,
+        grad_accum_steps=config.grad_accum_steps,
+        max_grad_norm=config.optim.max_grad_norm,
+    )
+    logger = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
+
+    step, epoch, micro_in_epoch = 0, 0, 0
+    if state is not None:
+        _restore(model, optimizer, scheduler, stepper, state)
+        step, epoch, micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
+        logger.truncate(step)
+        set_rng_state(state["rng"][rank], device)
+    else:
+        # Dropout differs per rank, as independent data-parallel workers would have it.
+        torch.manual_seed(config.seed + rank)
+
+    def checkpoint() -> Path | None:
+        states = distributed.all_gather_object(rng_state(device), dist_info)
+        path = None
+        if dist_info.is_main:
+            payload = {
+                "epoch": epoch,
+                "micro_in_epoch": micro_in_epoch,
+                "model": {
+                    n: p.detach().cpu().clone()
+                    for n, p in model.named_parameters()
+                    if p.requires_grad
+                },
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "grad_scaler": stepper.scaler.state_dict() if stepper.scaler else None,
+                "rng": states,
+                "config": config.model_dump(mode="json"),
+            }
+            path = save_checkpoint(checkpoint_dir, step, payload, config.keep_last)
+        distributed.barrier(dist_info)
+        return path
+
+    last_checkpoint = resume_path
+    last_loss: float | None = None
+    stop_step = min(total_steps, config.stop_at_step or total_steps)
+    model.train()
+    progress, task = _progress(config.progress and dist_info.is_main, total_steps, step)
+    last_time = time.perf_counter()
+    with progress:
+        while step < stop_step:
+            sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
+            dataset.set_epoch(epoch)
+            loader = DataLoader(
+                dataset,
+                batch_size=per_rank_batch,
+                sampler=sampler,
+                drop_last=True,
+                collate_fn=collate,
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+                # A private generator: worker seeds must not consume the global RNG,
+                # or a run resumed mid-epoch would draw different dropout masks.
+                generator=torch.Generator().manual_seed(config.seed + epoch),
+            )
+            micro_batches: list[TwinBatch | PairBatch] = []
+            for batch in loader:
+                micro_batches.append(batch)
+                micro_in_epoch += 1
+                if len(micro_batches) < config.grad_accum_steps:
+                    continue
+                out = stepper(micro_batches)
+                micro_batches = []
+                step += 1
+                last_loss = out.loss
+                now = time.perf_counter()
+                samples_per_s = (
+                    config.batch_size * config.grad_accum_steps / max(now - last_time, 1e-9)
+                )
+                last_time = now
+                epoch_done = micro_in_epoch >= steps_per_epoch * config.grad_accum_steps
+                if epoch_done:
+                    epoch, micro_in_epoch = epoch + 1, 0
+                if step % config.log_every == 0 or step == stop_step:
+                    logger.log(
+                        {
+                            "step": step,
+                            "epoch": round(epoch + micro_in_epoch / max(1, micro_per_epoch), 4),
+                            "loss": out.loss,
+                            **{f"loss_{k}": v for k, v in out.parts.items()},
+                            "lr": out.lr,
+                            "samples_per_s": round(samples_per_s, 3),
+                        }
+                    )
+                progress.update(
+                    task,
+                    completed=step,
+                    stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  {samples_per_s:.1f} samples/s",
+                )
+                if step % config.checkpoint_every == 0 or step == stop_step:
+                    last_checkpoint = checkpoint() or last_checkpoint
+                if epoch_done or step >= stop_step:
+                    break
+    logger.close()
+
+    completed = step >= total_steps
+    final_dir = export_dir = None
+    final_model = model
+    if completed and dist_info.is_main:
+        model.eval()
+        if config.wise_ft_alpha is not None:
+            model.save(output_dir / "finetuned")
+            base = create_model(config.model, **model_kwargs).to(device)
+            final_model = _wise_ft(base, model, config.wise_ft_alpha)
+        final_dir = final_model.save(output_dir / "final")
+        if config.export:
+            export_dir = copy.deepcopy(final_model).export(output_dir / "export")
+    distributed.barrier(dist_info)
+    return TrainResult(
+        output_dir=output_dir,
+        final_model_dir=final_dir,
+        export_dir=export_dir,
+        metrics_path=output_dir / METRICS_NAME,
+        last_checkpoint=last_checkpoint,
+        steps=step,
+        total_steps=total_steps,
+        final_loss=last_loss,
+        completed=completed,
+        is_main=dist_info.is_main,
+        model=final_model,
+    )
+
+
+def _wise_ft(
+    base: VisionLanguageModel, model: VisionLanguageModel, alpha: float
+) -> VisionLanguageModel:
+    from cultureclip.train.wise_ft import wise_ft
+
+    return wise_ft(base, model, alpha)
+
+
+def _restore(
+    model: VisionLanguageModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    stepper: TrainStep,
+    state: dict[str, Any],
+) -> None:
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    saved = set(state["model"])
+    if saved != trainable:
+        raise CheckpointError(
+            f"checkpoint holds {len(saved)} trainable tensors, the model {len(trainable)}; "
+            f"first differences: {sorted(saved ^ trainable)[:5]}"
+        )
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if stepper.scaler is not None and state.get("grad_scaler") is not None:
+        stepper.scaler.load_state_dict(state["grad_scaler"])

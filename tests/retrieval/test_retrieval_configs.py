@@ -1,0 +1,23 @@
+"""The shipped retrieval configs load into their config classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cultureclip.config import load_config
+from cultureclip.retrieval import IndexConfig, SweepConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "retrieval"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_loads(path: Path) -> None:
+    cls = IndexConfig if "index" in path.name else SweepConfig
+    config = load_config(cls, path, ["model=runs/x/final"])
+    assert config.model == "runs/x/final"
+    if isinstance(config, SweepConfig):
+        assert len(config.grid()) > 1
+    else:
+        assert config.laclip is not None and config.laclip.k == 8

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from cultureclip.synth.config import LLMSettings
+from cultureclip.synth.llm import LLMError, ask, create_llm
+from cultureclip.synth.prompts import load_prompt
+from cultureclip.synth.schemas import TwinAnswer
+from cultureclip.synth.standin import Reply, StandInLLMServer
+
+TWIN = {
+    "neg_concept": "Guzheng",
+    "neg_country": "CN",
+    "neg_context": "zither",
+    "neg_features": "long board",
+}
+VARIABLES = {
+    "category": "Art",
+    "concept": "Erhu",
+    "country_name": "China",
+    "context": "fiddle",
+    "features": "two strings",
+}
+
+
+def settings(server: StandInLLMServer, **kw: Any) -> LLMSettings:
+    return LLMSettings(base_url=server.base_url, model="m", backoff_s=0.01, **kw)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def ask_twin(config: LLMSettings) -> Any:
+    async with create_llm(config) as llm:
+        return await ask(llm, load_prompt("twins"), VARIABLES, TwinAnswer)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("json_schema", "json_schema"), ("json_object", "json_object"), ("none", None)],
+)
+def test_json_mode_is_configurable(mode: str, expected: str | None) -> None:
+    with StandInLLMServer(lambda r: json.dumps(TWIN)) as server:
+        outcome = run(ask_twin(settings(server, json_mode=mode)))
+    assert outcome.ok and outcome.value.neg_concept == "Guzheng"
+    request = server.requests[0]
+    assert request.get("response_format", {}).get("type") == expected
+    if expected == "json_schema":
+        assert "neg_features" in request["response_format"]["json_schema"]["schema"]["properties"]
+
+
+def test_malformed_answer_is_retried_with_the_error_fed_back() -> None:
+    answers = iter(["not json at all", json.dumps({**TWIN, "neg_features": ""}), json.dumps(TWIN)])
+    with StandInLLMServer(lambda r: next(answers)) as server:
+        outcome = run(ask_twin(settings(server, max_attempts=3)))
+    assert outcome.ok and len(outcome.raw) == 3
+    feedback = server.requests[2]["messages"][-1]["content"]
+    assert "rejected" in feedback and "neg_features" in feedback
+    # The rejected answer is replayed as the assistant's turn before the feedback.
+    assert server.requests[2]["messages"][-2] == {"role": "assistant", "content": outcome.raw[1]}
+
+
+def test_answers_that_never_validate_fail_with_every_raw_text() -> None:
+    with StandInLLMServer(lambda r: '{"neg_concept": "x"}') as server:
+        outcome = run(ask_twin(settings(server, max_attempts=2)))
+    assert not outcome.ok and outcome.value is None
+    assert outcome.raw == ['{"neg_concept": "x"}'] * 2 and "neg_features" in outcome.error
+
+
+def test_http_errors_are_retried_then_reported() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: dict[str, Any]) -> Reply:
+        calls["n"] += 1
+        return Reply("busy", 503) if calls["n"] < 3 else Reply(json.dumps(TWIN))
+
+    with StandInLLMServer(flaky) as server:
+        assert run(ask_twin(settings(server, max_retries=3))).ok
+    with StandInLLMServer(lambda r: Reply("down", 500)) as server:
+        outcome = run(ask_twin(settings(server, max_retries=1)))
+    assert not outcome.ok and "HTTP 500" in outcome.error and len(server.requests) == 2
+    with StandInLLMServer(lambda r: Reply("bad model", 404)) as server:
+
+        async def direct() -> None:
+            async with create_llm(settings(server)) as llm:
+                await llm.complete([{"role": "user", "content": "hi"}])
+
+        with pytest.raises(LLMError, match="HTTP 404"):
+            run(direct())
+        assert len(server.requests) == 1  # a 4xx is a configuration error: not retried
+
+
+def test_timeouts_are_retried_and_reported() -> None:
+    with StandInLLMServer(lambda r: json.dumps(TWIN), delay_s=0.5) as server:
+        outcome = run(ask_twin(settings(server, timeout_s=0.1, max_retries=1)))
+    assert not outcome.ok and "Timeout" in outcome.error
+
+
+def test_concurrency_limit_is_respected_and_reached() -> None:
+    with StandInLLMServer(lambda r: json.dumps(TWIN), delay_s=0.1) as server:
+
+        async def many() -> list[Any]:
+            async with create_llm(settings(server, concurrency=3)) as llm:
+                from cultureclip.synth.stages import run_pool
+
+                results: list[Any] = []
+
+                async def handle(batch: list[int]) -> None:
+                    results.append(await ask(llm, load_prompt("twins"), VARIABLES, TwinAnswer))
+
+                await run_pool(list(range(9)), handle, concurrency=3)
+                return results
+
+        results = run(many())
+    assert len(results) == 9 and all(r.ok for r in results)
+    assert server.peak_in_flight == 3

@@ -1,0 +1,93 @@
+"""Validated configs: defaults < file < overrides, unknown keys are errors, resolved config is saved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import Field
+
+from cultureclip.config import Config, ConfigError, apply_overrides, load_config
+
+
+class Optimiser(Config):
+    lr: float = 1e-5
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.98])
+
+
+class RunConfig(Config):
+    model: str = "lite:en"
+    epochs: int = Field(1, ge=1)
+    optimiser: Optimiser = Optimiser()
+    tags: list[str] = Field(default_factory=list)
+
+
+def test_defaults_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: hf:openai/clip-vit-base-patch32\nepochs: 3\noptimiser:\n  lr: 3.0e-6\n")
+    config = load_config(
+        RunConfig,
+        path,
+        ["optimiser.lr=1e-4", "tags=[a, b]", "epochs=5"],
+        model="ignored: the file wins",
+    )
+    assert config.model == "hf:openai/clip-vit-base-patch32"
+    assert config.epochs == 5
+    assert config.optimiser.lr == pytest.approx(1e-4)
+    assert config.optimiser.betas == [0.9, 0.98]
+    assert config.tags == ["a", "b"]
+
+
+def test_json_files_load(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"epochs": 2, "optimiser": {"betas": [0.5, 0.6]}}))
+    assert load_config(RunConfig, path).optimiser.betas == [0.5, 0.6]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimiser.lrr=1"], r"optimiser\.lrr: Extra inputs are not permitted"),
+        (["epochs=0"], r"epochs: Input should be greater than or equal to 1"),
+        (["epochs"], "must look like key.path=value"),
+        (["model.name=x"], "'model' is not a section"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, None, overrides, model="lite:en")
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(RunConfig, tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(RunConfig, listing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: [1,\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(RunConfig, broken)
+
+
+def test_save_writes_the_resolved_config_that_reloads(tmp_path: Path) -> None:
+    config = load_config(RunConfig, None, ["optimiser.lr=2e-5", "tags=[文化]"])
+    written = config.save(tmp_path / "out")
+    assert written == tmp_path / "out" / "config.yaml"
+    assert yaml.safe_load(written.read_text(encoding="utf-8"))["tags"] == ["文化"]
+    assert load_config(RunConfig, written) == config
+
+
+def test_overrides_do_not_mutate_their_input() -> None:
+    data = {"optimiser": {"lr": 1.0}}
+    assert apply_overrides(data, ["optimiser.lr=2"]) == {"optimiser": {"lr": 2}}
+    assert data == {"optimiser": {"lr": 1.0}}
+
+
+def test_assignment_is_validated() -> None:
+    config = RunConfig()
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        config.epochs = 0

@@ -1,0 +1,140 @@
+"""Two gloo processes under torchrun train exactly like one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from cultureclip.utils.io import read_jsonl
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    from cultureclip.data.cultwin import read_cultwin
+    from cultureclip.data.twin_dataset import TwinCollator, TwinDataset
+    from cultureclip.models.registry import create_model
+    from cultureclip.train import distributed, train
+    from cultureclip.train.data import encoder_inputs
+    from cultureclip.train.gradcache import contrastive_backward
+    from cultureclip.train.losses import create_loss
+    from cultureclip.train.config import TrainConfig
+
+    model_dir, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    info = distributed.init_distributed("cpu")
+    assert info.world_size == 2, info
+
+    # 1. One step's loss and gradients, this rank holding half of the global batch.
+    model = create_model(f"hf:{model_dir}")
+    torch.manual_seed(0)
+    model.configure_training(image="lora", text="lora", logit_scale=True, lora={"dropout": 0.0})
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.train()
+    dataset = TwinDataset(read_cultwin(data), model.preprocess, seed=0)
+    batch = TwinCollator(model.tokenize)([dataset[i] for i in range(len(dataset))])
+    loss = create_loss("cultureclip")
+    half = len(batch) // 2
+    inputs = encoder_inputs(batch).select(loss.required_features("twin"))
+    local = inputs.slice(info.rank * half, (info.rank + 1) * half)
+    result = contrastive_backward(model, loss, local, chunk_size=3, gather=distributed.gather_features)
+    distributed.average_gradients(model.trainable_parameters(), info.world_size)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.save({"loss": float(result.loss), "grads": grads}, out / f"step_rank{info.rank}.pt")
+
+    # 2. A whole training run (the trainer reuses the group initialised above).
+    config = TrainConfig.model_validate_json(Path(out / "config.json").read_text())
+    train(config)
+    dist.destroy_process_group()
+    """
+)
+
+
+def _single_process_step(
+    tiny_clip_dir: Path, toy_cultwin: Path
+) -> tuple[float, dict[str, torch.Tensor]]:
+    from cultureclip.data.cultwin import read_cultwin
+    from cultureclip.data.twin_dataset import TwinCollator, TwinDataset
+    from cultureclip.models.registry import create_model
+    from cultureclip.train.data import encoder_inputs
+    from cultureclip.train.gradcache import contrastive_backward
+    from cultureclip.train.losses import create_loss
+
+    model = create_model(f"hf:{tiny_clip_dir}")
+    torch.manual_seed(0)
+    model.configure_training(image="lora", text="lora", logit_scale=True, lora={"dropout": 0.0})
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.train()
+    dataset = TwinDataset(read_cultwin(toy_cultwin), model.preprocess, seed=0)
+    batch = TwinCollator(model.tokenize)([dataset[i] for i in range(len(dataset))])
+    loss = create_loss("cultureclip")
+    result = contrastive_backward(
+        model, loss, encoder_inputs(batch).select(loss.required_features("twin"))
+    )
+    return float(result.loss), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(
+    tiny_clip_dir, toy_cultwin, tmp_path, make_config
+) -> None:
+    from safetensors.torch import load_file
+
+    from cultureclip.train import train
+
+    lora = {"image": "lora", "text": "lora", "logit_scale": True, "lora": {"dropout": 0.0}}
+    distributed_config = make_config(
+        training=lora, output_dir=str(tmp_path / "two"), grad_cache_chunk=1, checkpoint_every=3
+    )
+    (tmp_path / "config.json").write_text(distributed_config.model_dump_json())
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(tiny_clip_dir), str(toy_cultwin), str(tmp_path),
+    ]  # fmt: skip
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    # Step level: every rank holds the single-process loss and gradients.
+    loss, grads = _single_process_step(tiny_clip_dir, toy_cultwin)
+    assert any("lora_A" in n for n in grads) and any("logit_scale" in n for n in grads)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"step_rank{rank}.pt")
+        assert got["loss"] == pytest.approx(loss, rel=1e-5)
+        assert set(got["grads"]) == set(grads)
+        for name, grad in grads.items():
+            torch.testing.assert_close(got["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+    # Run level: same loss curve and same final weights as one process with the same global batch.
+    single = train(make_config(training=lora, output_dir=str(tmp_path / "one")))
+    curve_one = [r["loss"] for r in read_jsonl(single.metrics_path)]
+    curve_two = [r["loss"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")]
+    assert len(curve_one) == len(curve_two) == 4
+    assert curve_two == pytest.approx(curve_one, rel=1e-4)
+    assert len(set(curve_one)) > 1  # the weights moved
+    weights_one = load_file(str(single.final_model_dir / "weights.safetensors"))
+    weights_two = load_file(str(tmp_path / "two" / "final" / "weights.safetensors"))
+    for name, value in weights_one.items():
+        torch.testing.assert_close(weights_two[name], value, rtol=1e-4, atol=1e-5, msg=name)

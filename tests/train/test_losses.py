@@ -1,0 +1,164 @@
+"""Every loss against a slow, loop-based re-computation of its formula (design.md §1)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cultureclip.train.losses import (
+    LOSSES,
+    PAIR_FEATURES,
+    TWIN_FEATURES,
+    LossError,
+    create_loss,
+)
+
+B, D = 5, 7
+
+
+def _unit(rows: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(rows, D, generator=generator, dtype=torch.float64), dim=-1)
+
+
+@pytest.fixture
+def twin() -> dict[str, torch.Tensor]:
+    return {name: _unit(B, seed) for seed, name in enumerate(TWIN_FEATURES)}
+
+
+SCALE = torch.tensor(7.5, dtype=torch.float64)
+
+
+def slow_ce(
+    query: torch.Tensor, candidates: list[torch.Tensor], target: int, scale: float
+) -> float:
+    """-log softmax of the target among ``scale · query·candidate``, with python loops."""
+    logits = [
+        scale * sum(float(q) * float(c) for q, c in zip(query, cand, strict=True))
+        for cand in candidates
+    ]
+    top = max(logits)
+    log_sum = top + math.log(sum(math.exp(v - top) for v in logits))
+    return log_sum - logits[target]
+
+
+def slow_clip(image: torch.Tensor, text: torch.Tensor, scale: float) -> float:
+    n = image.shape[0]
+    i2t = sum(slow_ce(image[i], list(text), i, scale) for i in range(n)) / n
+    t2i = sum(slow_ce(text[i], list(image), i, scale) for i in range(n)) / n
+    return 0.5 * (i2t + t2i)
+
+
+def slow_negclip(
+    image: torch.Tensor, text: torch.Tensor, negatives: torch.Tensor, scale: float
+) -> float:
+    n = image.shape[0]
+    i2t = sum(slow_ce(image[i], [*text, *negatives], i, scale) for i in range(n)) / n
+    t2i = sum(slow_ce(text[i], list(image), i, scale) for i in range(n)) / n
+    return 0.5 * (i2t + t2i)
+
+
+def slow_cultureclip(f: dict[str, torch.Tensor], cap: float, con: float, scale: float) -> float:
+    l_cap = slow_negclip(f["pos_image"], f["pos_caption"], f["neg_caption"], scale) + slow_negclip(
+        f["neg_image"], f["neg_caption"], f["pos_caption"], scale
+    )
+    l_con = slow_negclip(f["pos_image"], f["pos_concept"], f["neg_concept"], scale) + slow_negclip(
+        f["neg_image"], f["neg_concept"], f["pos_concept"], scale
+    )
+    return cap * l_cap + con * l_con
+
+
+def test_clip_on_pairs_matches_formula() -> None:
+    image, text = _unit(B, 1), _unit(B, 2)
+    got = create_loss("clip").compute({"image": image, "text": text}, SCALE).loss
+    assert float(got) == pytest.approx(slow_clip(image, text, 7.5), rel=1e-10)
+
+
+def test_clip_on_twins_uses_all_2b_images_and_captions(twin) -> None:
+    got = create_loss("clip").compute(twin, SCALE).loss
+    image = torch.cat([twin["pos_image"], twin["neg_image"]])
+    text = torch.cat([twin["pos_caption"], twin["neg_caption"]])
+    assert float(got) == pytest.approx(slow_clip(image, text, 7.5), rel=1e-10)
+
+
+def test_negclip_forward_matches_formula() -> None:
+    image, text, negatives = _unit(B, 1), _unit(B, 2), _unit(B, 3)
+    got = create_loss("negclip")(image, text, negatives, SCALE)
+    assert float(got) == pytest.approx(slow_negclip(image, text, negatives, 7.5), rel=1e-10)
+
+
+def test_negclip_on_twins_is_both_caption_terms(twin) -> None:
+    got = create_loss("negclip").compute(twin, SCALE).loss
+    assert float(got) == pytest.approx(slow_cultureclip(twin, 1.0, 0.0, 7.5), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "cap", "con"),
+    [
+        ("cultureclip", {}, 0.7, 0.3),
+        ("cultureclip", {"caption_weight": 0.5, "concept_weight": 2.0}, 0.5, 2.0),
+        ("cultureclip_caption_only", {}, 0.7, 0.0),
+        ("cultureclip_concept_only", {}, 0.0, 0.3),
+    ],
+)
+def test_cultureclip_matches_formula(twin, name, kwargs, cap, con) -> None:
+    loss = create_loss(name, **kwargs)
+    out = loss.compute(twin, SCALE)
+    assert float(out.loss) == pytest.approx(slow_cultureclip(twin, cap, con, 7.5), rel=1e-10)
+    assert set(out.parts) == {p for p, w in (("caption", cap), ("concept", con)) if w > 0}
+
+
+def test_cultureclip_forward_signature_matches_compute(twin) -> None:
+    loss = create_loss("cultureclip")
+    direct = loss(*(twin[n] for n in TWIN_FEATURES), scale=SCALE)
+    assert float(direct) == pytest.approx(float(loss.compute(twin, SCALE).loss))
+
+
+def test_twin_hard_negatives_raise_the_loss_of_a_confusable_batch() -> None:
+    """If the twin caption sits close to the image, negclip must punish it; clip barely sees it."""
+    image = _unit(B, 1)
+    text = F.normalize(image + 0.3 * _unit(B, 2), dim=-1)
+    twin_text = F.normalize(image + 0.35 * _unit(B, 3), dim=-1)
+    far = _unit(B, 4)
+    confusable = create_loss("negclip")(image, text, twin_text, SCALE)
+    harmless = create_loss("negclip")(image, text, far, SCALE)
+    assert confusable > 2 * harmless
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_registered_loss_trains_on_twins(name, twin) -> None:
+    loss = create_loss(name)
+    features = {n: t.float().clone().requires_grad_(True) for n, t in twin.items()}
+    needed = loss.required_features("twin")
+    assert set(needed) <= set(TWIN_FEATURES)
+    scale = torch.tensor(10.0, requires_grad=True)
+    out = loss.compute({n: features[n] for n in needed}, scale)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert scale.grad is not None
+    for n in needed:
+        assert features[n].grad is not None and features[n].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_pairs_support_is_explicit(name) -> None:
+    loss = create_loss(name)
+    if name == "clip":
+        assert loss.required_features("pairs") == PAIR_FEATURES
+    else:
+        with pytest.raises(LossError, match="loss=clip"):
+            loss.required_features("pairs")
+
+
+def test_bad_loss_arguments_are_explained() -> None:
+    with pytest.raises(LossError, match="both 0"):
+        create_loss("cultureclip", caption_weight=0.0, concept_weight=0.0)
+    with pytest.raises(LossError, match="does not accept"):
+        create_loss("clip", temperature=0.1)
+    with pytest.raises(KeyError, match="registered"):
+        create_loss("infonce")
+    with pytest.raises(LossError, match="differ"):
+        create_loss("clip")(_unit(3, 0), _unit(4, 1), SCALE)
