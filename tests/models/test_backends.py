@@ -199,3 +199,17 @@ def test_unknown_spec_errors() -> None:
         create_model("no-prefix-and-not-a-dir")
     with pytest.raises(KeyError, match="unknown model backend 'nope'"):
         create_model("nope:thing")
+
+
+def test_loaded_lora_model_has_no_dropout(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    """Loading injects adapters into an eval-mode model: they must not drop out."""
+    from cultureclip.models.base import LoraSettings, TrainingSetup
+
+    model = create_model(f"hf:{tiny_clip_dir}")
+    model.configure_training(
+        TrainingSetup(image=TrainMode.lora, text=TrainMode.lora, lora=LoraSettings(dropout=0.9))
+    )
+    loaded = create_model(str(model.save(tmp_path / "saved")))
+    assert not any(m.training for m in loaded.modules())
+    first = loaded.embed_texts(["a red circle", "a blue square"])
+    assert torch.equal(first, loaded.embed_texts(["a red circle", "a blue square"]))

@@ -8,36 +8,15 @@ percentage of images that pick their own. Computed inline here (the eval stage o
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from cultureclip.data.cultwin import CulTwinLoad, TwinRecord, read_cultwin, write_cultwin
+from cultureclip.data.cultwin import CulTwinLoad, read_cultwin, write_cultwin
 from cultureclip.data.twin_dataset import load_image
 from cultureclip.models.registry import create_model
 from cultureclip.train import TrainConfig, train
-
-# Visually similar, culturally different emoji (OpenMoji artwork): real visual twins.
-EMOJI_TWINS = [
-    ("JP", "Architecture", "🏯", "Japanese castle", "🏰", "European castle"),
-    ("JP", "Clothing", "👘", "kimono", "🥻", "sari"),
-    ("ID", "Symbol", "🇮🇩", "flag of Indonesia", "🇲🇨", "flag of Monaco"),
-    ("CN", "Cuisine", "🥟", "dumpling", "🥠", "fortune cookie"),
-    ("TD", "Symbol", "🇹🇩", "flag of Chad", "🇷🇴", "flag of Romania"),
-    ("IE", "Symbol", "🇮🇪", "flag of Ireland", "🇨🇮", "flag of Côte d'Ivoire"),
-    ("JP", "Cuisine", "🍣", "sushi", "🍙", "rice ball"),
-    ("JP", "Festival", "🎎", "Japanese dolls", "🪆", "nesting dolls"),
-    ("MX", "Cuisine", "🌮", "taco", "🌯", "burrito"),
-    ("FR", "Cuisine", "🥐", "croissant", "🥯", "bagel"),
-    ("NL", "Symbol", "🇳🇱", "flag of the Netherlands", "🇱🇺", "flag of Luxembourg"),
-    ("JP", "Daily Life", "🍵", "green tea cup", "☕", "hot coffee"),
-    ("NZ", "Symbol", "🇳🇿", "flag of New Zealand", "🇦🇺", "flag of Australia"),
-    ("JP", "Architecture", "⛩️", "shinto shrine", "🕌", "mosque"),
-    ("CN", "Daily Life", "🥢", "chopsticks", "🍴", "fork and knife"),
-    ("NO", "Symbol", "🇳🇴", "flag of Norway", "🇮🇸", "flag of Iceland"),
-]
 
 
 def twin_accuracy(model, load: CulTwinLoad) -> float:
@@ -55,36 +34,18 @@ def twin_accuracy(model, load: CulTwinLoad) -> float:
     return 100.0 * float((own_score > twin_score).float().mean())
 
 
-def write_emoji_twins(directory: Path, size: int = 96) -> Path:
-    from cultureclip.data.glyphs import render_glyph
-
-    (directory / "images").mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, (country, category, pos_glyph, pos, neg_glyph, neg) in enumerate(EMOJI_TWINS):
-        names = []
-        for side, glyph in (("pos", pos_glyph), ("neg", neg_glyph)):
-            name = f"images/{i:02d}_{side}.png"
-            render_glyph(glyph, size=size).convert("RGB").save(directory / name)
-            names.append(name)
-        records.append(
-            TwinRecord(
-                id=f"emoji-{i:02d}",
-                country=country,
-                category=category,
-                pos_concept=pos,
-                pos_captions=[f"an emoji of a {pos}", f"a {pos} icon"],
-                pos_image=names[0],
-                neg_concept=neg,
-                neg_captions=[f"an emoji of a {neg}", f"a {neg} icon"],
-                neg_image=names[1],
-                source="openmoji",
-            )
-        )
-    return write_cultwin(directory / "cultwin.jsonl", records)
-
-
-def _compare_losses(spec: str, data: Path, out: Path, *, steps: int, lr: float) -> dict[str, float]:
-    load = read_cultwin(data)
+def _compare_losses(
+    spec: str,
+    data: Path,
+    out: Path,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 8,
+    load: CulTwinLoad | None = None,
+) -> dict[str, float]:
+    """Twin accuracy (on ``load``, default: the training twins) before and after training."""
+    load = load or read_cultwin(data)
     scores = {"untrained": twin_accuracy(create_model(spec), load)}
     for loss in ("cultureclip", "clip"):
         config = TrainConfig(
@@ -92,7 +53,7 @@ def _compare_losses(spec: str, data: Path, out: Path, *, steps: int, lr: float) 
             data={"path": str(data)},
             loss=loss,
             training={"image": "heads", "text": "heads"},
-            batch_size=8,
+            batch_size=batch_size,
             max_steps=steps,
             optim={"lr": lr, "weight_decay": 0.0},
             schedule={"kind": "constant", "warmup_steps": 0},
@@ -116,18 +77,48 @@ def test_cultureclip_beats_clip_on_toy_twins_tiny_clip(tiny_clip_dir, tmp_path) 
     assert scores["cultureclip"] > scores["clip"]
 
 
-_LITE_READY = all(
-    importlib.util.find_spec(m) is not None
-    for m in ("cultureclip.models.lite", "cultureclip.data.glyphs")
-)
+def _without_concept_names(source: Path, target: Path) -> Path:
+    """The same twins, captioned by context and key features only (names left out)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    records = []
+    for record in read_cultwin(target).records:
+        row = record.model_dump()
+        for side in ("pos", "neg"):
+            features, place = row[f"{side}_features"], row[f"{side}_context"].split(", from ")[-1]
+            row[f"{side}_captions"] = [features, f"an emoji from {place}: {features}"]
+        records.append(row)
+    return write_cultwin(target / "cultwin.jsonl", records)
 
 
-@pytest.mark.skipif(
-    not _LITE_READY, reason="lite backend / glyph renderer (models stage) not built yet"
-)
+@pytest.mark.slow
 def test_cultureclip_beats_clip_on_emoji_twins_lite_en(tmp_path) -> None:
-    """The issue's must-show: real pretrained lite:en towers, real OpenMoji twin glyphs."""
-    data = write_emoji_twins(tmp_path / "emoji")
-    scores = _compare_losses("lite:en", data, tmp_path, steps=60, lr=1e-3)
+    """The issue's must-show: real pretrained lite:en towers, real OpenMoji twins.
+
+    Twins are mined from OpenMoji culture emoji and flags (the quickstart world, small).
+    Their captions carry context and key visual features but not the concept's name, as
+    long LLM captions often do not; the concept term of the CultureCLIP loss is what
+    ties the bare name to the image. Twin accuracy is scored on new renderings of the
+    trained twins (other size, angle, position and background).
+    """
+    from cultureclip.quickstart.world import WorldSettings, build_world
+
+    world = build_world(
+        tmp_path / "world",
+        WorldSettings(max_culture=40, max_flags=60, max_general=10),
+        progress=False,
+    )
+    data = _without_concept_names(world.twins_train, tmp_path / "twins")
+    views = read_cultwin(world.twins_train_views)
+    scores = _compare_losses(
+        "lite:en?image_size=128&cache=100000",
+        data,
+        tmp_path,
+        steps=40,
+        lr=1e-3,
+        batch_size=16,
+        load=views,
+    )
     assert scores["cultureclip"] > scores["untrained"]
     assert scores["cultureclip"] > scores["clip"]

@@ -1,16 +1,77 @@
-"""CLI for the quickstart stage (placeholder until issue 7 lands)."""
+"""CLI of the quickstart: ``cultureclip quickstart [--out DIR]``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from cultureclip.cli.common import not_built
+from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "quickstart", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-    )
-    def _quickstart() -> None:
-        """Not built yet (issue 7)."""
-        not_built("quickstart", "issue 7")
+    @app.command("quickstart")
+    def quickstart_command(
+        out: str | None = typer.Option(
+            None, "--out", "-o", help="Output directory [default: runs/quickstart]."
+        ),
+        model: str | None = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="Model to start from [default: lite:en, offline]; e.g. hf:openai/clip-vit-base-patch32 "
+            "(add --set align.epochs=0 to skip aligning an already aligned model).",
+        ),
+        small: bool = typer.Option(
+            False, "--small", help="A small world and short training (about a minute; for tests)."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        config: Path | None = ConfigOption,
+        overrides: list[str] | None = OverrideOption,
+    ) -> None:
+        """Run the whole workflow offline: world → align → fine-tune → eval → index → report."""
+        from cultureclip.config import load_config
+
+        with user_errors():
+            from cultureclip.quickstart.pipeline import (
+                SMALL_SETTINGS,
+                QuickstartConfig,
+                run_quickstart,
+                summary_rows,
+            )
+
+            extra = list(SMALL_SETTINGS if small else []) + list(overrides or [])
+            if out is not None:
+                extra.append(f"out={out}")
+            if model is not None:
+                extra.append(f"model={model}")
+            if quiet:
+                extra.append("progress=false")
+            cfg = load_config(QuickstartConfig, config, extra)
+            result = run_quickstart(cfg)
+
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="cultureclip quickstart (held-out data)")
+        table.add_column("model")
+        table.add_column("twins, new views", justify="right")
+        table.add_column("twins, unseen concepts", justify="right")
+        table.add_column("general zero-shot top-1", justify="right")
+        for role, seen, unseen, general in summary_rows(result):
+            table.add_row(role, f"{seen:.1f}", f"{unseen:.1f}", f"{general:.1f}")
+        stdout = Console()
+        stdout.print(table)
+        stdout.print(
+            f"CultureCLIP twin gain over base [bold]{result.twin_gain('seen'):+.1f}[/] points on "
+            f"new views, {result.twin_gain('unseen'):+.1f} on unseen concepts (over CLIP-tuned "
+            f"{result.twin_gain_over_clip('seen'):+.1f} / {result.twin_gain_over_clip('unseen'):+.1f}"
+            "); general change vs "
+            f"CLIP-tuned [bold]{result.general_change_vs_clip:+.1f}[/] points"
+        )
+        for search in result.searches:
+            hits = ", ".join(
+                f"{h['caption'] or h['image']} ({h['score']:.2f})" for h in search["hits"]
+            )
+            stdout.print(f"search [italic]{search['query']}[/] → {hits}")
+        console.print(f"report: {result.report}   summary: {result.out / 'summary.json'}")

@@ -235,6 +235,9 @@ class VisionLanguageModel(nn.Module, ABC):
         except ValueError as exc:
             raise BackendError(f"LoRA on the {tower_name} tower of {self.spec!r}: {exc}") from exc
         self._lora_towers.add(tower_name)
+        # New adapter modules start in training mode; an eval-mode model would otherwise
+        # apply LoRA dropout at inference (e.g. right after loading a saved LoRA model).
+        self.train(self.training)
 
     def merge_lora(self) -> None:
         """Folds LoRA adapters into the base weights and removes the adapter layers."""

@@ -83,6 +83,12 @@ class LiteOptions(Config):
     image_size: int = Field(224, ge=32, le=1024, description="square input side in pixels")
     dim: int = Field(256, ge=8, le=4096, description="joint embedding size (projection heads)")
     seed: int = Field(0, ge=0, description="seed of the projection heads' initialisation")
+    cache: int = Field(
+        0,
+        ge=0,
+        description="remember up to this many outputs of each frozen tower (0: off); "
+        "speeds up heads-only training, whose towers see the same inputs every epoch",
+    )
 
 
 def parse_lite_spec(argument: str) -> tuple[str, LiteOptions]:
@@ -169,6 +175,58 @@ def load_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
     return model.eval()
 
 
+# ----------------------------------------------------------------------- frozen-tower cache
+class FrozenOutputCache:
+    """LRU of a frozen tower's outputs, keyed by the exact bytes of each input row.
+
+    Heads-only training runs the same images and captions through unchanging towers
+    every epoch; remembering the pooled tower outputs makes an epoch cost little more
+    than the heads. Rows are stored on the CPU; keys include the input's dtype and
+    shape, so nothing is reused across preprocessing settings.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: OrderedDict[bytes, Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def __call__(self, keys: Sequence[bytes], compute: Any) -> Tensor:
+        """Rows for ``keys``; ``compute(indices)`` encodes the rows not cached yet."""
+        first_index: dict[bytes, int] = {}
+        for index, key in enumerate(keys):
+            first_index.setdefault(key, index)
+        missing = [key for key in first_index if key not in self._rows]
+        if missing:
+            fresh = compute([first_index[key] for key in missing])
+            for key, row in zip(missing, fresh, strict=True):
+                self._rows[key] = row.detach().to("cpu", torch.float32)
+        rows = []
+        for key in keys:
+            self._rows.move_to_end(key)
+            rows.append(self._rows[key])
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return torch.stack(rows)
+
+
+def _row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[bytes]:
+    import hashlib
+
+    prefix = f"{tensor.dtype}:{tuple(tensor.shape[1:])}".encode()
+    rows = tensor.detach().cpu()
+    keep = mask.detach().cpu().bool() if mask is not None else None
+    keys = []
+    for i, row in enumerate(rows):
+        data = row[keep[i]] if keep is not None else row
+        keys.append(prefix + hashlib.blake2b(data.numpy().tobytes(), digest_size=16).digest())
+    return keys
+
+
 # ----------------------------------------------------------------------------- text towers
 class MiniLMTower(nn.Module):
     """all-MiniLM-L6-v2 (BERT, 6 layers) with mean pooling over the attention mask."""
@@ -176,8 +234,16 @@ class MiniLMTower(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
-        self.model = AutoModel.from_pretrained(str(minilm_dir()), dtype=torch.float32)
+        # Loading packaged weights from disk takes milliseconds; its progress bar is noise.
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = AutoModel.from_pretrained(str(minilm_dir()), dtype=torch.float32)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **_: Tensor) -> Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -303,6 +369,8 @@ class LiteBackend(VisionLanguageModel):
             "text": ("query", "value"),
         }
         self._preprocess = image_transform(options.image_size)
+        self._image_cache = FrozenOutputCache(options.cache)
+        self._text_cache = FrozenOutputCache(options.cache)
         self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
@@ -328,8 +396,22 @@ class LiteBackend(VisionLanguageModel):
     def _image_feature_map(self, pixel_values: Tensor) -> Tensor:
         return self.image_tower.forward_features(pixel_values)  # [B, 1280, h, w]
 
+    def _pooled_image(self, pixel_values: Tensor) -> Tensor:
+        return self._image_feature_map(pixel_values).mean(dim=(2, 3))
+
+    def _tower_is_fixed(self, name: str) -> bool:
+        mode = getattr(self.training_setup, name)
+        return self.options.cache > 0 and mode in (TrainMode.frozen, TrainMode.heads)
+
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
-        pooled = self._image_feature_map(pixel_values).mean(dim=(2, 3))
+        if self._tower_is_fixed("image") and len(pixel_values):
+            with torch.no_grad():
+                pooled = self._image_cache(
+                    _row_keys(pixel_values),
+                    lambda rows: self._pooled_image(pixel_values[rows]),
+                ).to(pixel_values.device)
+        else:
+            pooled = self._pooled_image(pixel_values)
         return self.image_head(pooled)
 
     def _encode_image_patches(self, pixel_values: Tensor) -> Tensor:
@@ -339,7 +421,17 @@ class LiteBackend(VisionLanguageModel):
         return self.image_head(cells)
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
-        return self.text_head(self.text_tower(**tokens))
+        # The multilingual tower caches by text itself; MiniLM's outputs are cached here.
+        if self.variant == "en" and self._tower_is_fixed("text") and len(tokens["input_ids"]):
+            ids, mask = tokens["input_ids"], tokens["attention_mask"]
+            with torch.no_grad():
+                pooled = self._text_cache(
+                    _row_keys(ids, mask),
+                    lambda rows: self.text_tower(input_ids=ids[rows], attention_mask=mask[rows]),
+                ).to(ids.device)
+        else:
+            pooled = self.text_tower(**tokens)
+        return self.text_head(pooled)
 
     def tower(self, name: str) -> nn.Module:
         return {"image": self.image_tower, "text": self.text_tower}[name]
@@ -373,6 +465,8 @@ class LiteBackend(VisionLanguageModel):
         self, setup: TrainingSetup | None = None, **kwargs: Any
     ) -> TrainingSetup:
         result = super().configure_training(setup, **kwargs)
+        self._image_cache.clear()
+        self._text_cache.clear()
         self.train(self.training)  # re-apply the per-tower eval rule for the new modes
         return result
 
@@ -381,6 +475,8 @@ class LiteBackend(VisionLanguageModel):
         from safetensors import safe_open
 
         super().load_saved_weights(path)
+        self._image_cache.clear()
+        self._text_cache.clear()
         with safe_open(str(Path(path) / WEIGHTS_NAME), framework="pt") as saved:
             saved_names = set(saved.keys())
         self.weights_diverged = {name for name, _ in self.named_parameters()} <= saved_names

@@ -67,6 +67,7 @@ def create_model(
         backend, argument = parse_spec(str(spec))
         _ensure_registered(backend)
         model = MODELS.create(backend, argument, **kwargs)
+    model.eval()  # like from_pretrained: inference mode until a trainer says otherwise
     return model.to(device) if device is not None else model
 
 

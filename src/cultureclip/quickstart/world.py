@@ -21,8 +21,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from PIL import Image
+from pydantic import Field
+
+from cultureclip.config import Config
+from cultureclip.data.cultwin import TwinRecord, write_cultwin
+from cultureclip.utils.io import atomic_path, atomic_write_json, read_json, write_jsonl
 
 REGIONAL_INDICATOR_A = 0x1F1E6
 # A colour no flag uses, so the flag's own white survives background removal.
@@ -107,16 +114,21 @@ def describe_flag(image: Image.Image, max_colours: int = 3) -> str:
     flag_mask = ~background
     if flag_mask.sum() == 0:
         return "a flag"
+    # The inner part of the flag: OpenMoji's black outline would count as a colour and
+    # read as a band on every side.
+    ys, xs = np.nonzero(flag_mask)
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    inset_y, inset_x = (bottom - top) // 8, (right - left) // 8
+    box = pixels[top + inset_y : bottom - inset_y, left + inset_x : right - inset_x]
+    inner = ~background[top + inset_y : bottom - inset_y, left + inset_x : right - inset_x]
     names = np.array(list(BASIC_COLOURS))
     palette = np.array(list(BASIC_COLOURS.values()))
-    flat = pixels[flag_mask]
+    flat = box[inner]
     nearest = ((flat[:, None, :] - palette[None, :, :]) ** 2).sum(-1).argmin(1)
     counts = Counter(names[nearest].tolist())
-    counts.pop("black", None)  # OpenMoji draws a black outline around every flag
     total = sum(counts.values()) or 1
     colours = [name for name, n in counts.most_common(max_colours) if n / total > 0.08]
-    ys, xs = np.nonzero(flag_mask)
-    box = pixels[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
+    box = box.astype(np.float32)
     row_change = np.abs(np.diff(box.mean(axis=1), axis=0)).sum()
     col_change = np.abs(np.diff(box.mean(axis=0), axis=0)).sum()
     if len(colours) <= 1:
@@ -199,22 +211,334 @@ def general_concepts(exclude: set[str]) -> list[Concept]:
 
 
 def write_captions(concept: Concept, n: int = 5, seed: int = 0) -> list[str]:
-    """Template captions (< 15 words each) that keep the key visual features."""
-    name, features = concept.name, concept.features
-    place = concept.country_name
-    templates = [
-        "{name}",
-        "an emoji of {name}",
-        "{name}: {features}" if features else "a picture of {name}",
-        "{features}, the {name}" if features else "the {name}, drawn simply",
-        "{name} from {place}" if place else "a drawing of {name}",
-        "a {name} typical of {place}, {features}"
-        if place and features
-        else "an icon showing {name}",
-    ]
+    """Template captions (< 15 words each) that keep the key visual features.
+
+    Culture concepts and flags get contextual sentences only (name, features, country),
+    as CulTwin's LLM captions are: the bare concept name is what the concept term of the
+    CultureCLIP loss adds. General emoji also get their bare name, as alt-text would.
+    """
+    name, features, place = concept.name, concept.features, concept.country_name
+    if concept.kind == "general":
+        templates = [
+            "{name}",
+            "an emoji of {name}",
+            "{name}: {features}" if features else "a picture of {name}",
+            "{features}, the {name}" if features else "the {name}, drawn simply",
+            "an icon showing {name}",
+        ]
+    elif concept.kind == "flag":
+        templates = [
+            "an emoji of the {name}",
+            "the {name}: {features}",
+            "{features}, the national {name}",
+            "a drawing of the {name}, {features}",
+            "the {name}, a national symbol",
+            "an icon of the {name}",
+        ]
+    else:
+        templates = [
+            "an emoji of {name} from {place}",
+            "{name}: {features}",
+            "{features}, the {name} of {place}",
+            "a drawing of {name}, typical of {place}",
+            "{name} from {place}, with {features}",
+            "an icon of {name}, {features}",
+        ]
     captions = [t.format(name=name, features=features, place=place) for t in templates]
     captions = [" ".join(c.split()[:14]) for c in captions]
     rng = random.Random(f"{seed}:{concept.key}")
-    head, tail = captions[:2], captions[2:]
-    rng.shuffle(tail)
-    return (head + tail)[:n]
+    rng.shuffle(captions)
+    return captions[:n]
+
+
+# ------------------------------------------------------------------------ world building
+WORLD_MANIFEST = "world.json"
+#: bump when the world's content changes for the same settings (captions, mining, split)
+WORLD_VERSION = 5
+
+
+class WorldSettings(Config):
+    """How the emoji-and-flag world is drawn, mined and split (part of the quickstart config)."""
+
+    image_size: int = Field(128, ge=32, description="side of the rendered glyph images")
+    #: model whose image features mine the twins (pretrained towers, before any tuning)
+    mining_model: str = "lite:en?image_size=128"
+    #: fraction of twin pairs held out for evaluation (whole connected groups of twins)
+    twin_test_fraction: float = Field(0.3, gt=0, lt=1)
+    #: fraction of general emoji held out for the zero-shot check
+    general_test_fraction: float = Field(0.2, gt=0, lt=1)
+    captions_per_concept: int = Field(5, ge=1)
+    #: keep at most this many concepts of each kind (None: all) — for small test runs
+    max_general: int | None = Field(None, ge=10)
+    max_flags: int | None = Field(None, ge=4)
+    max_culture: int | None = Field(None, ge=4)
+    seed: int = 0
+
+
+@dataclass
+class World:
+    """Paths and counts of a built world (``world.json`` in its directory)."""
+
+    root: Path
+    twins_train: Path  # CulTwin directory
+    twins_test: Path  # CulTwin directory: pairs of concepts never seen in fine-tuning
+    twins_train_views: Path  # CulTwin directory: the training pairs in new renderings
+    #: each twin directory's ``images/`` is also a caption folder (unique images) to index
+    general_train: Path  # caption folder
+    general_test: Path  # labelled list (image,label CSV)
+    counts: dict[str, int]
+
+    @classmethod
+    def load(cls, root: Path) -> World:
+        manifest = read_json(root / WORLD_MANIFEST)
+        return cls(
+            root=root,
+            twins_train=root / "twins-train",
+            twins_test=root / "twins-test",
+            twins_train_views=root / "twins-train-views",
+            general_train=root / "general-train",
+            general_test=root / "general-test" / "labels.csv",
+            counts=manifest["counts"],
+        )
+
+
+def _file_name(concept: Concept) -> str:
+    return "-".join(f"{ord(c):x}" for c in concept.key if c != "\ufe0f") + ".png"
+
+
+def render_view(key: str, size: int, seed: int | str) -> Image.Image:
+    """Another look at a glyph: smaller, slightly rotated, off-centre, on a pastel ground.
+
+    The held-out views of training concepts test recognition of a fine-tuned concept
+    in a rendering the model never saw.
+    """
+    from cultureclip.data.glyphs import render_glyph
+
+    rng = random.Random(f"view:{seed}:{key}")
+    glyph = render_glyph(key, size=size, background=(0, 0, 0, 0))
+    glyph = glyph.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BICUBIC)
+    side = round(size * rng.uniform(0.7, 0.85))
+    glyph = glyph.resize((side, side), Image.Resampling.LANCZOS)
+    ground = tuple(rng.randint(200, 250) for _ in range(3))
+    view = Image.new("RGBA", (size, size), (*ground, 255))
+    offset = (rng.randint(0, size - side), rng.randint(0, size - side))
+    view.alpha_composite(glyph, offset)
+    return view.convert("RGB")
+
+
+def _subsample(concepts: list[Concept], limit: int | None, seed: int) -> list[Concept]:
+    if limit is None or len(concepts) <= limit:
+        return concepts
+    chosen = random.Random(seed).sample(range(len(concepts)), limit)
+    return [concepts[i] for i in sorted(chosen)]
+
+
+def _twin_groups(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Indices into ``pairs`` grouped by connected component of the concept graph."""
+    parent: dict[int, int] = {}
+
+    def find(node: int) -> int:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for index, (a, _) in enumerate(pairs):
+        groups.setdefault(find(a), []).append(index)
+    return sorted(groups.values(), key=lambda group: group[0])
+
+
+def split_twins(
+    pairs: Sequence[tuple[int, int]], test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(train, test) indices into ``pairs`` such that no concept is in both splits.
+
+    Whole connected groups of twins go to one side, so a held-out concept was never
+    seen in fine-tuning, not even as somebody else's twin.
+    """
+    groups = _twin_groups(pairs)
+    random.Random(seed).shuffle(groups)
+    target = round(test_fraction * len(pairs))
+    train: list[int] = []
+    test: list[int] = []
+    for group in groups:
+        (test if len(test) + len(group) <= target else train).extend(group)
+    return sorted(train), sorted(test)
+
+
+def _twin_record(
+    pos: Concept, neg: Concept, similarity: float, images: dict[str, str]
+) -> TwinRecord:
+    return TwinRecord(
+        id=f"{_file_name(pos)[:-4]}~{_file_name(neg)[:-4]}",
+        country=pos.country,
+        category=pos.category,
+        pos_concept=pos.name,
+        pos_context=f"{pos.name}, from {pos.country_name}",
+        pos_features=pos.features,
+        pos_captions=pos.captions,
+        pos_image=images[pos.key],
+        neg_concept=neg.name,
+        neg_context=f"{neg.name}, from {neg.country_name}",
+        neg_features=neg.features,
+        neg_captions=neg.captions,
+        neg_image=images[neg.key],
+        neg_country=neg.country,
+        quality={"visual_similarity": round(similarity, 4)},
+        source="openmoji",
+    )
+
+
+def build_world(
+    directory: str | Path, settings: WorldSettings | None = None, *, progress: bool = True
+) -> World:
+    """Renders, mines, captions and splits the world into ``directory``; returns its paths.
+
+    Resumable: a finished world with the same settings is reused as it is; anything
+    else is rebuilt (it takes seconds). ``world.json`` is written last, so its presence
+    means a complete world.
+    """
+    import shutil
+
+    from cultureclip.data.glyphs import render_glyph
+    from cultureclip.models.registry import create_model
+    from cultureclip.synth.mining import embed_concepts, mine_twins
+
+    settings = settings or WorldSettings()
+    root = Path(directory)
+    manifest_path = root / WORLD_MANIFEST
+    wanted = {"version": WORLD_VERSION, "settings": settings.model_dump(mode="json")}
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        if {k: manifest.get(k) for k in wanted} == wanted:
+            return World.load(root)
+    if root.exists():
+        shutil.rmtree(root)
+    staging = root.with_name(root.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    glyph_dir = staging / "glyphs"
+    glyph_dir.mkdir(parents=True)
+
+    culture = _subsample(culture_concepts(), settings.max_culture, settings.seed)
+    flags = _subsample(flag_concepts(settings.image_size), settings.max_flags, settings.seed)
+    general = _subsample(
+        general_concepts({c.key for c in culture_concepts()}), settings.max_general, settings.seed
+    )
+    concepts = culture + flags + general
+    with _progress(progress) as bar:
+        task = bar.add_task("rendering OpenMoji glyphs", total=len(concepts))
+        for concept in concepts:
+            concept.image = _file_name(concept)
+            render_glyph(concept.key, size=settings.image_size).save(glyph_dir / concept.image)
+            concept.captions = write_captions(
+                concept, n=settings.captions_per_concept, seed=settings.seed
+            )
+            bar.advance(task)
+
+    # Twins: nearest concept of another country in the same category, by image features.
+    candidates = culture + flags
+    model = create_model(settings.mining_model)
+    embeddings = embed_concepts(
+        model, [[lambda c=c: Image.open(glyph_dir / c.image).convert("RGB")] for c in candidates]
+    )
+    mined = mine_twins(candidates, embeddings)
+    similarity: dict[tuple[int, int], float] = {}
+    for twin in mined:
+        pair = (min(twin.pos, twin.neg), max(twin.pos, twin.neg))
+        similarity[pair] = max(similarity.get(pair, -1.0), twin.similarity)
+    pairs = sorted(similarity)
+    train_pairs, test_pairs = split_twins(pairs, settings.twin_test_fraction, settings.seed)
+
+    def write_twins(name: str, indices: list[int], views: bool = False) -> int:
+        out = staging / name
+        (out / "images").mkdir(parents=True)
+        images: dict[str, str] = {}
+        records = []
+        for index in indices:
+            a, b = pairs[index]
+            for concept in (candidates[a], candidates[b]):
+                if concept.key not in images:
+                    images[concept.key] = f"images/{concept.image}"
+                    if views:
+                        render_view(concept.key, settings.image_size, settings.seed).save(
+                            out / images[concept.key]
+                        )
+                    else:
+                        shutil.copyfile(glyph_dir / concept.image, out / images[concept.key])
+            records.append(
+                _twin_record(candidates[a], candidates[b], similarity[pairs[index]], images)
+            )
+        write_cultwin(out / "cultwin.jsonl", records)
+        # The same images once each, with their captions: a caption folder to index.
+        by_key = {c.key: c for c in candidates}
+        write_jsonl(
+            out / "images" / "captions.jsonl",
+            [
+                {"image": Path(image).name, "captions": by_key[key].captions}
+                for key, image in images.items()
+            ],
+        )
+        return len(records)
+
+    # General emoji: the culture-neutral part, split by concept for the zero-shot check.
+    order = list(range(len(general)))
+    random.Random(settings.seed).shuffle(order)
+    n_test = round(settings.general_test_fraction * len(general))
+    test_ids = set(order[:n_test])
+    general_train = [c for i, c in enumerate(general) if i not in test_ids]
+    general_test = [c for i, c in enumerate(general) if i in test_ids]
+    for name, part in (("general-train", general_train), ("general-test", general_test)):
+        (staging / name / "images").mkdir(parents=True)
+        for concept in part:
+            shutil.copyfile(glyph_dir / concept.image, staging / name / "images" / concept.image)
+    write_jsonl(
+        staging / "general-train" / "captions.jsonl",
+        [{"image": f"images/{c.image}", "captions": c.captions} for c in general_train],
+    )
+    with (
+        atomic_path(staging / "general-test" / "labels.csv") as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label"])
+        writer.writerows([f"images/{c.image}", c.name] for c in general_test)
+
+    split_of = {candidates[i].key: "train" for p in train_pairs for i in pairs[p]}
+    split_of.update({candidates[i].key: "test" for p in test_pairs for i in pairs[p]})
+    split_of.update({c.key: "train" for c in general_train})
+    split_of.update({c.key: "test" for c in general_test})
+    write_jsonl(
+        staging / "concepts.jsonl",
+        [{**c.to_dict(), "split": split_of.get(c.key, "unused")} for c in concepts],
+    )
+    counts = {
+        "culture_concepts": len(culture),
+        "flag_concepts": len(flags),
+        "general_concepts": len(general),
+        "twin_pairs": len(pairs),
+        "twin_pairs_train": write_twins("twins-train", train_pairs),
+        "twin_pairs_test": write_twins("twins-test", test_pairs),
+        "twin_pairs_train_views": write_twins("twins-train-views", train_pairs, views=True),
+        "general_train": len(general_train),
+        "general_test": len(general_test),
+    }
+    atomic_write_json(staging / WORLD_MANIFEST, {**wanted, "counts": counts})
+    staging.rename(root)
+    return World.load(root)
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        disable=not enabled,
+        transient=True,
+    )

@@ -1,0 +1,414 @@
+"""The quickstart: the whole CultureCLIP workflow, offline, in minutes on two CPU cores.
+
+1. build an emoji-and-flag CulTwin world (OpenMoji artwork, twins mined by pixels);
+2. align the ``lite:en`` towers on the culture-neutral emoji (``clip`` loss, heads);
+3. fine-tune that base on the twin training split, once with plain ``clip`` and once
+   with the ``cultureclip`` loss (same data, steps and seed);
+4. evaluate base, CLIP-tuned and CultureCLIP-tuned models on held-out twins (twin
+   accuracy) and on held-out general emoji (zero-shot top-1), the forgetting check;
+5. index the held-out twins for retrieval and run example searches;
+6. write ``report.html`` and ``summary.json`` and print the summary table.
+
+Every step is skipped when its output exists (same settings), so an interrupted run
+continues where it stopped. The same flow runs on real CLIP with
+``--model hf:openai/clip-vit-base-patch32`` (alignment off: ``align.epochs=0``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from cultureclip.config import Config
+from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSetup, TrainMode
+from cultureclip.quickstart.world import WorldSettings, build_world
+from cultureclip.utils.io import atomic_write_json, atomic_write_text
+
+SUMMARY_NAME = "summary.json"
+MODEL_ORDER = ("base", "clip", "cultureclip")
+
+
+def _heads() -> TrainingSetup:
+    return TrainingSetup(image=TrainMode.heads, text=TrainMode.heads)
+
+
+class StageSettings(Config):
+    """One training stage (alignment or fine-tuning)."""
+
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+
+
+class AlignSettings(StageSettings):
+    """Aligning the towers on general emoji (``epochs=0`` skips it: an aligned model)."""
+
+    epochs: int = Field(6, ge=0)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+
+
+class FinetuneSettings(StageSettings):
+    """Fine-tuning on the twin training split, once per compared loss."""
+
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(5e-4, gt=0)
+
+
+class QuickstartConfig(Config):
+    """Everything the quickstart does; saved as ``config.yaml`` in the output directory."""
+
+    out: str = "runs/quickstart"
+    #: the model to start from; ``cache`` keeps frozen-tower outputs (heads-only training)
+    model: str = "lite:en?image_size=128&cache=100000"
+    world: WorldSettings = Field(default_factory=WorldSettings)
+    #: which parts train in alignment and fine-tuning (heads: the projection layers)
+    training: TrainingSetup = Field(default_factory=_heads)
+    align: AlignSettings = Field(default_factory=AlignSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    #: the losses compared in fine-tuning (the first is the baseline of the gain)
+    losses: tuple[str, str] = ("clip", "cultureclip")
+    #: text of a concept in twin evaluation (the paper scores bare concept names)
+    twin_template: str = "{concept}"
+    zeroshot_templates: list[str] = Field(
+        default_factory=lambda: ["{c}", "an emoji of {c}", "a picture of {c}"]
+    )
+    example_searches: int = Field(4, ge=0, description="text queries run on the index")
+    seed: int = 42
+    progress: bool = True
+
+
+#: ``--small``: a few dozen concepts and short training, for tests and smoke runs
+SMALL_SETTINGS = (
+    "world.max_culture=40",
+    "world.max_flags=60",
+    "world.max_general=160",
+    "align.epochs=3",
+    "align.batch_size=64",
+    "finetune.epochs=10",
+    "finetune.batch_size=16",
+    "example_searches=2",
+)
+
+
+@dataclass
+class QuickstartResult:
+    """Accuracies in percent, per model role (``base``, ``clip``, ``cultureclip``).
+
+    ``twin_accuracy["seen"]``: training twin pairs in renderings never trained on;
+    ``twin_accuracy["unseen"]``: twin pairs whose concepts never appeared in fine-tuning.
+    """
+
+    out: Path
+    twin_accuracy: dict[str, dict[str, float]]
+    general_accuracy: dict[str, float]
+    model_dirs: dict[str, str]
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def twin_gain(self, kind: str = "seen") -> float:
+        return self.twin_accuracy[kind]["cultureclip"] - self.twin_accuracy[kind]["base"]
+
+    def twin_gain_over_clip(self, kind: str = "seen") -> float:
+        return self.twin_accuracy[kind]["cultureclip"] - self.twin_accuracy[kind]["clip"]
+
+    @property
+    def general_change_vs_clip(self) -> float:
+        return self.general_accuracy["cultureclip"] - self.general_accuracy["clip"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "twin_accuracy": self.twin_accuracy,
+            "general_accuracy": self.general_accuracy,
+            "twin_gain_over_base": {k: round(self.twin_gain(k), 3) for k in self.twin_accuracy},
+            "twin_gain_over_clip": {
+                k: round(self.twin_gain_over_clip(k), 3) for k in self.twin_accuracy
+            },
+            "general_change_vs_clip": round(self.general_change_vs_clip, 3),
+            "general_change_vs_base": round(
+                self.general_accuracy["cultureclip"] - self.general_accuracy["base"], 3
+            ),
+            "model_dirs": self.model_dirs,
+            "searches": self.searches,
+            "report": str(self.report) if self.report else None,
+            "seconds": self.seconds,
+        }
+
+
+def _log(config: QuickstartConfig, message: str) -> None:
+    if config.progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold cyan]quickstart[/] {message}")
+
+
+def _train_stage(
+    config: QuickstartConfig,
+    *,
+    model: str,
+    data: str,
+    loss: str,
+    stage: StageSettings,
+    output_dir: Path,
+) -> Path:
+    """Trains (or resumes, or reuses) one stage and returns the final model directory."""
+    from cultureclip.train import TrainConfig, train
+
+    train_config = TrainConfig(
+        model=model,
+        data={"path": data},
+        loss=loss,
+        training=config.training,
+        epochs=stage.epochs,
+        batch_size=stage.batch_size,
+        optim={"lr": stage.lr, "weight_decay": stage.weight_decay},
+        schedule={
+            "kind": "linear" if stage.warmup_steps else "constant",
+            "warmup_steps": stage.warmup_steps,
+        },
+        seed=config.seed,
+        output_dir=str(output_dir),
+        checkpoint_every=50,
+        keep_last=1,
+        log_every=5,
+        progress=config.progress,
+    )
+    final = output_dir / "final"
+    if _same_run(output_dir, train_config):
+        if (final / MODEL_CONFIG_NAME).exists():  # written last by ``save``: stage finished
+            return final
+        if (output_dir / "checkpoints" / "latest").exists():
+            train_config = train_config.model_copy(update={"resume": "latest"})
+    elif output_dir.exists():
+        shutil.rmtree(output_dir)  # a run with other settings: start that stage afresh
+    result = train(train_config)
+    if result.final_model_dir is None:
+        raise RuntimeError(f"training in {output_dir} stopped before its last step")
+    return result.final_model_dir
+
+
+def _same_run(output_dir: Path, config: Any) -> bool:
+    from cultureclip.config import read_config_file
+
+    saved = output_dir / "config.yaml"
+    if not saved.exists():
+        return False
+    previous = type(config).model_validate(read_config_file(saved))
+    return previous.run_identity() == config.run_identity()
+
+
+def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
+    """Runs (or resumes) the whole quickstart; returns the measured accuracies."""
+    from cultureclip.eval.api import evaluate
+    from cultureclip.eval.report import build_report
+    from cultureclip.models.registry import create_model
+
+    config = config or QuickstartConfig()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    _log(config, "1/6 building the emoji-and-flag CulTwin world")
+    world_manifest = out / "world" / "world.json"
+    before = world_manifest.read_bytes() if world_manifest.exists() else None
+    world = build_world(out / "world", config.world, progress=config.progress)
+    if before is not None and world_manifest.read_bytes() != before:
+        for stale in ("train", "eval", "index"):  # built from the previous world
+            shutil.rmtree(out / stale, ignore_errors=True)
+    counts = world.counts
+    _log(
+        config,
+        f"    {counts['twin_pairs']} mined twin pairs ({counts['twin_pairs_train']} train / "
+        f"{counts['twin_pairs_test']} held out), {counts['general_train']} general emoji to align "
+        f"on, {counts['general_test']} held out",
+    )
+    seconds["world"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    if config.align.epochs > 0:
+        _log(config, "2/6 aligning the towers on general emoji (clip loss, heads)")
+        base = str(
+            _train_stage(
+                config,
+                model=config.model,
+                data=str(world.general_train),
+                loss="clip",
+                stage=config.align,
+                output_dir=out / "train" / "align",
+            )
+        )
+    else:
+        base = config.model
+    seconds["align"] = time.perf_counter() - mark
+
+    model_dirs = {"base": base}
+    for loss in config.losses:
+        mark = time.perf_counter()
+        _log(config, f"3/6 fine-tuning on {counts['twin_pairs_train']} twin pairs with loss {loss}")
+        model_dirs[loss] = str(
+            _train_stage(
+                config,
+                model=base,
+                data=str(world.twins_train),
+                loss=loss,
+                stage=config.finetune,
+                output_dir=out / "train" / loss,
+            )
+        )
+        seconds[f"finetune_{loss}"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    _log(config, "4/6 evaluating on held-out twins and held-out general emoji")
+    labels = dict(zip(MODEL_ORDER, ("base", *config.losses), strict=True))
+    eval_dir = out / "eval"
+    twin_sets = {"seen": world.twins_train_views, "unseen": world.twins_test}
+    twin_accuracy: dict[str, dict[str, float]] = {kind: {} for kind in twin_sets}
+    general_accuracy: dict[str, float] = {}
+    base_model = create_model(base)
+    for role, key in labels.items():
+        model = base_model if role == "base" else create_model(model_dirs[key])
+        name = "base" if role == "base" else f"{key}-tuned"
+        baseline = None if role == "base" else base_model
+        common = {"model_name": name, "baseline": baseline, "baseline_name": "base"}
+        for kind, data in twin_sets.items():
+            twins = evaluate(
+                model,
+                "twins",
+                data=data,
+                out_dir=eval_dir / f"twins-{kind}",
+                template=config.twin_template,
+                **common,
+            )
+            twin_accuracy[kind][role] = round(twins.metrics["accuracy"], 3)
+        general = evaluate(
+            model,
+            "zeroshot",
+            data=world.general_test,
+            out_dir=eval_dir / "general",
+            templates=config.zeroshot_templates,
+            **common,
+        )
+        general_accuracy[role] = round(general.metrics["acc1"], 3)
+    seconds["eval"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    _log(config, "5/6 indexing the new views of the twins for retrieval")
+    searches = _example_searches(
+        config, model_dirs[config.losses[-1]], world.twins_train_views, out
+    )
+    seconds["retrieval"] = time.perf_counter() - mark
+
+    _log(config, "6/6 writing the report")
+    report = build_report([eval_dir], out)
+    seconds["total"] = time.perf_counter() - started
+    result = QuickstartResult(
+        out=out,
+        twin_accuracy=twin_accuracy,
+        general_accuracy=general_accuracy,
+        model_dirs=model_dirs,
+        searches=searches,
+        report=report,
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+    )
+    atomic_write_json(out / SUMMARY_NAME, {"counts": counts, **result.to_dict()})
+    atomic_write_text(out / "summary.md", summary_markdown(result, counts))
+    return result
+
+
+#: queries tried first, when the world holds them (the classic cultural twins)
+FAVOURITE_QUERIES = ("Japanese castle", "kimono", "flag of Indonesia", "dumpling", "sari")
+
+
+def _example_searches(
+    config: QuickstartConfig, model_dir: str, twins: Path, out: Path
+) -> list[dict[str, Any]]:
+    """Indexes the twin images of ``twins`` and runs a few concept-name queries on them."""
+    from cultureclip.data.cultwin import read_cultwin
+    from cultureclip.retrieval.index import IndexConfig, RetrievalIndex, build_index
+
+    index_dir = out / "index"
+    build_index(
+        IndexConfig(model=model_dir, data=str(twins / "images"), out=str(index_dir)),
+        progress=False,
+    )
+    if config.example_searches == 0:
+        return []
+    index = RetrievalIndex(index_dir)
+    names = [r.pos_concept for r in read_cultwin(twins).records]
+    queries = [q for q in FAVOURITE_QUERIES if q in names] + names
+    searches = []
+    for query in list(dict.fromkeys(queries))[: config.example_searches]:
+        hits = index.search_text(query, k=3)
+        searches.append(
+            {
+                "query": query,
+                "hits": [
+                    {
+                        "rank": h.rank,
+                        "image": h.image_id,
+                        "score": round(h.score, 4),
+                        "caption": h.captions[0] if h.captions else "",
+                    }
+                    for h in hits
+                ],
+            }
+        )
+    return searches
+
+
+TWIN_SET_TITLES = {
+    "seen": "twins, new views",
+    "unseen": "twins, unseen concepts",
+}
+
+
+def summary_rows(result: QuickstartResult) -> list[tuple[str, float, float, float]]:
+    """(model, twin accuracy on new views, on unseen concepts, general top-1) per model."""
+    return [
+        (
+            role,
+            result.twin_accuracy["seen"][role],
+            result.twin_accuracy["unseen"][role],
+            result.general_accuracy[role],
+        )
+        for role in MODEL_ORDER
+    ]
+
+
+def summary_markdown(result: QuickstartResult, counts: dict[str, int]) -> str:
+    lines = [
+        "# cultureclip quickstart",
+        "",
+        f"Twin accuracy (%) on the {counts['twin_pairs_train']} training twin pairs drawn anew "
+        f"(new views) and on {counts['twin_pairs_test']} held-out pairs of concepts never seen "
+        f"in fine-tuning (unseen concepts); zero-shot top-1 (%) over {counts['general_test']} "
+        "held-out general emoji.",
+        "",
+        "| model | twins, new views | twins, unseen concepts | general zero-shot top-1 |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {role} | {seen:.1f} | {unseen:.1f} | {general:.1f} |"
+        for role, seen, unseen, general in summary_rows(result)
+    ]
+    lines += [
+        "",
+        f"CultureCLIP twin gain over base: {result.twin_gain('seen'):+.1f} points on new views, "
+        f"{result.twin_gain('unseen'):+.1f} on unseen concepts (over CLIP-tuned: "
+        f"{result.twin_gain_over_clip('seen'):+.1f} / {result.twin_gain_over_clip('unseen'):+.1f}); "
+        f"general change vs CLIP-tuned: {result.general_change_vs_clip:+.1f} points.",
+        "",
+    ]
+    return "\n".join(lines)
