@@ -31,7 +31,3 @@ def user_errors() -> Iterator[None]:
         yield
     except (ConfigError, BackendError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc).strip("'\""))
-
-
-def not_built(stage: str, issue: str) -> None:
-    fail(f"`cultureclip {stage}` is not built yet (tracked in {issue}).", code=3)

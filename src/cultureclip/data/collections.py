@@ -399,12 +399,14 @@ def detect_layout(path: str | Path) -> str:
             return "chinese_clip"
         if path.name in CAPTION_FILES:
             return "caption_folder"
-        if path.suffix in (".jsonl", ".parquet"):
+        if path.suffix in (".jsonl", ".parquet", ".tar"):
             return "cultwin"
         raise CollectionFormatError(f"cannot tell the layout of {path}; see docs/retrieval.md")
     if chinese_clip_splits(path):
         return "chinese_clip"
-    if any((path / n).exists() for n in CULTWIN_FILES):
+    from cultureclip.data.cultwin import is_cultwin_path
+
+    if is_cultwin_path(path):  # JSONL, Parquet or tar shards
         return "cultwin"
     if any((path / n).exists() for n in CAPTION_FILES):
         return "caption_folder"

@@ -10,13 +10,22 @@ captions and one image::
      quality{...}, source}
 
 Stored as JSONL (``cultwin.jsonl``) or Parquet (``cultwin.parquet``) with images
-beside it (paths are relative to the file's directory). :func:`read_cultwin`
-validates every record and collects bad ones by line number instead of stopping.
+beside it (paths are relative to the file's directory), or as WebDataset-style tar
+shards (``cultwin-000000.tar``, ... plus ``cultwin-shards.json``) that carry the images
+inside them (:func:`write_cultwin_shards`). :func:`read_cultwin` validates every record
+and collects bad ones by line number instead of stopping.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +33,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cultureclip.utils.io import atomic_path, atomic_write_text
+from cultureclip.utils.io import atomic_path, atomic_write_json, atomic_write_text, stable_hash
+
+SHARD_GLOB = "cultwin-*.tar"
+SHARD_MANIFEST = "cultwin-shards.json"
+SHARD_CACHE = ".cultwin-cache"
 
 
 class TwinRecord(BaseModel):
@@ -80,16 +93,26 @@ class TwinRecord(BaseModel):
 
 @dataclass
 class BadRecord:
-    line: int  # 1-based line (JSONL) or row (Parquet) number
+    line: int  # 1-based line (JSONL), row (Parquet) or sample number (shards, across all shards)
     error: str
     raw: str = ""
+    where: str = ""  # ``shard:member`` for shards (also named at the start of ``error``)
 
 
 @dataclass
 class CulTwinLoad:
+    """Loaded records. For shards, ``shard_images`` maps an image field value (a member
+    name such as ``abc.pos.png``) to its ``(shard, member)``; :meth:`image_path` extracts
+    that shard's images into ``cache_dir`` on first use and returns a path there."""
+
     records: list[TwinRecord]
     errors: list[BadRecord] = field(default_factory=list)
     root: Path = Path(".")
+    shard_images: dict[str, tuple[Path, str]] = field(default_factory=dict, repr=False)
+    cache_dir: Path | None = None
+    _extracted: dict[Path, Path] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __iter__(self) -> Iterator[TwinRecord]:
         return iter(self.records)
@@ -100,6 +123,15 @@ class CulTwinLoad:
     def image_path(self, relative: str | None) -> Path | None:
         if relative is None:
             return None
+        if relative in self.shard_images:
+            shard, member = self.shard_images[relative]
+            directory = self._extracted.get(shard)
+            if directory is None:
+                directory = _extract_shard_images(
+                    shard, self.cache_dir or _cache_root(shard.parent)
+                )
+                self._extracted[shard] = directory
+            return directory / member
         path = Path(relative)
         return path if path.is_absolute() else self.root / path
 
@@ -108,7 +140,23 @@ class CulTwinLoad:
 
 
 class CulTwinFormatError(ValueError):
-    """Raised only when ``strict=True`` and some records are bad; the message names the lines."""
+    """Raised when ``strict=True`` and some records are bad; the message names the lines."""
+
+
+class CulTwinShardError(CulTwinFormatError):
+    """A shard file is unreadable (truncated, corrupt) or disagrees with ``cultwin-shards.json``.
+
+    Raised whatever ``strict`` says: the records lost with a damaged shard cannot be
+    named, so loading the rest would silently shrink the set."""
+
+
+def is_cultwin_path(path: str | Path) -> bool:
+    """Whether ``path`` is a CulTwin file, shard, or a directory holding one (by name)."""
+    path = Path(path)
+    if path.is_dir():
+        names = ("cultwin.jsonl", "cultwin.parquet", SHARD_MANIFEST)
+        return any((path / n).exists() for n in names) or any(path.glob(SHARD_GLOB))
+    return path.suffix == ".tar" or path.name in ("cultwin.jsonl", "cultwin.parquet")
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -118,77 +166,127 @@ def _format_validation_error(exc: ValidationError) -> str:
 
 
 def _resolve_file(path: Path) -> Path:
+    """The file to read, or the directory itself when it holds tar shards."""
     if path.is_dir():
         for name in ("cultwin.parquet", "cultwin.jsonl", "manifest.parquet"):
             if (path / name).exists():
                 return path / name
-        raise FileNotFoundError(f"no cultwin.jsonl or cultwin.parquet in {path}")
+        if (path / SHARD_MANIFEST).exists() or any(path.glob(SHARD_GLOB)):
+            return path
+        raise FileNotFoundError(
+            f"no cultwin.jsonl, cultwin.parquet or {SHARD_GLOB} shards in {path}"
+        )
     if not path.exists():
         raise FileNotFoundError(f"CulTwin file not found: {path}")
     return path
 
 
-def read_cultwin(
-    path: str | Path, *, strict: bool = False, check_images: bool = False
-) -> CulTwinLoad:
-    """Loads and validates a CulTwin file (JSONL or Parquet) or a directory holding one.
+@dataclass
+class _Row:
+    number: int
+    data: Any  # the parsed object, or the exception / message that stopped parsing
+    raw: str = ""
+    where: str = ""  # ``shard:member`` for shards
+    shard: Path | None = None
+    members: frozenset[str] = frozenset()  # the sample's other members (its images)
 
-    Bad records are collected in ``result.errors`` with their line number and the
-    good ones still load. ``strict=True`` raises :class:`CulTwinFormatError` instead.
-    ``check_images=True`` also flags records whose image files are missing.
+
+class _Problem(str):
+    """A parse problem already worded (a shard sample without its record, a duplicate key)."""
+
+
+def read_cultwin(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    check_images: bool = False,
+    cache_dir: str | Path | None = None,
+) -> CulTwinLoad:
+    """Loads and validates a CulTwin set: a JSONL or Parquet file, a directory holding
+    one, a directory of ``cultwin-*.tar`` shards, or a single shard.
+
+    Bad records are collected in ``result.errors`` with their line number (for shards:
+    the sample's running number, and ``shard:member`` in the error) and the good ones
+    still load. ``strict=True`` raises :class:`CulTwinFormatError` instead.
+    ``check_images=True`` also flags records whose image files (or members) are missing.
+    A shard that cannot be read raises :class:`CulTwinShardError` naming it. Shard
+    images are extracted on first use into ``cache_dir`` (default
+    ``<shard dir>/.cultwin-cache``), see :meth:`CulTwinLoad.image_path`.
     """
     file = _resolve_file(Path(path))
-    root = file.parent
-    rows: list[tuple[int, Any, str]] = []
-    if file.suffix == ".parquet":
+    sharded = file.is_dir() or file.suffix == ".tar"
+    root = file if file.is_dir() else file.parent
+    rows: list[_Row] = []
+    if sharded:
+        rows = _read_shard_rows(file)
+    elif file.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         for number, row in enumerate(pq.read_table(file).to_pylist(), start=1):
-            rows.append((number, row, ""))
+            rows.append(_Row(number, row))
     else:
         with open(file, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    rows.append((number, json.loads(line), line.strip()))
+                    rows.append(_Row(number, json.loads(line), line.strip()))
                 except json.JSONDecodeError as exc:
-                    rows.append((number, exc, line.strip()))
+                    rows.append(_Row(number, exc, line.strip()))
     records: list[TwinRecord] = []
     errors: list[BadRecord] = []
+    shard_images: dict[str, tuple[Path, str]] = {}
     seen: set[str] = set()
-    for number, data, raw in rows:
+
+    def bad(row: _Row, message: str) -> None:
+        prefix = f"{row.where}: " if row.where else ""
+        errors.append(BadRecord(row.number, prefix + message, row.raw[:200], row.where))
+
+    for row in rows:
+        data = row.data
+        if isinstance(data, _Problem):
+            bad(row, data)
+            continue
         if isinstance(data, Exception):
-            errors.append(BadRecord(number, f"not valid JSON: {data}", raw[:200]))
+            bad(row, f"not valid JSON: {data}")
             continue
         if not isinstance(data, dict):
-            errors.append(
-                BadRecord(number, f"expected an object, got {type(data).__name__}", raw[:200])
-            )
+            bad(row, f"expected an object, got {type(data).__name__}")
             continue
         try:
             record = TwinRecord.model_validate(data)
         except ValidationError as exc:
-            errors.append(BadRecord(number, _format_validation_error(exc), raw[:200]))
+            bad(row, _format_validation_error(exc))
             continue
         if record.id in seen:
-            errors.append(BadRecord(number, f"duplicate id {record.id!r}", raw[:200]))
+            bad(row, f"duplicate id {record.id!r}")
             continue
+        images = [img for img in (record.pos_image, record.neg_image) if img is not None]
+        # Only names of this sample's own members point into the shard; any other
+        # value is an ordinary path, relative to the shard directory.
+        inside = [img for img in images if row.shard is not None and img in row.members]
         if check_images:
             missing = [
                 img
-                for img in (record.pos_image, record.neg_image)
-                if img is not None
+                for img in images
+                if img not in inside
                 and not (Path(img) if Path(img).is_absolute() else root / img).exists()
             ]
             if missing:
-                errors.append(
-                    BadRecord(number, f"image file(s) missing: {', '.join(missing)}", raw[:200])
-                )
+                bad(row, f"image file(s) missing: {', '.join(missing)}")
                 continue
+        for img in inside:
+            assert row.shard is not None
+            shard_images[img] = (row.shard, img)
         seen.add(record.id)
         records.append(record)
-    result = CulTwinLoad(records=records, errors=errors, root=root)
+    result = CulTwinLoad(
+        records=records,
+        errors=errors,
+        root=root,
+        shard_images=shard_images,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
     if strict and errors:
         raise CulTwinFormatError(f"{len(errors)} bad record(s) in {file}:\n{result.error_report()}")
     return result
@@ -211,3 +309,294 @@ def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any
             pq.write_table(pa.Table.from_pylist(rows), tmp)
         return path
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# ---- tar shards (WebDataset layout) -----------------------------------------------------
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def shard_name(index: int) -> str:
+    return f"cultwin-{index:06d}.tar"
+
+
+def sample_key(record_id: str) -> str:
+    """The WebDataset key of a record: its id with every character outside
+    ``[A-Za-z0-9_-]`` replaced by ``_``, since WebDataset splits key from field at the
+    first dot and a slash would make a directory."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", record_id) or "_"
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """(key, field) the WebDataset way: the key ends at the first dot of the basename."""
+    directory, _, base = name.rpartition("/")
+    stem, _, suffix = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), suffix
+
+
+def _normalised_info(name: str, size: int) -> tarfile.TarInfo:
+    # Fixed metadata makes a shard a pure function of its records, so rewriting the same
+    # set gives byte-identical files (cheap to compare, dedupe and cache).
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info
+
+
+def write_cultwin_shards(
+    records: Sequence[TwinRecord | dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    image_root: str | Path | CulTwinLoad,
+    shard_size: int = 1000,
+) -> list[Path]:
+    """Writes records as WebDataset-style tar shards ``out_dir/cultwin-000000.tar``, ...
+
+    A record becomes the sample ``{key}.json`` (the record, its image fields rewritten to
+    the member names) + ``{key}.pos.<ext>`` / ``{key}.neg.<ext>`` (the image bytes, read
+    from ``image_root / record.pos_image``; ``image_root`` may also be a loaded set, e.g.
+    to re-shard shards). ``key`` is :func:`sample_key` of the id, suffixed ``_1``, ``_2``,
+    ... when two ids sanitise alike. Each shard is written atomically;
+    ``cultwin-shards.json`` (shards with record counts and sizes) is written last, so it
+    only ever lists complete shards, and shards of an earlier, larger write are removed
+    after it.
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    validated = [r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r) for r in records]
+    duplicates = [i for i, n in Counter(r.id for r in validated).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
+
+    def source(relative: str) -> Path:
+        if isinstance(image_root, CulTwinLoad):
+            found = image_root.image_path(relative)
+            assert found is not None
+            return found
+        return Path(image_root) / relative
+
+    keys: set[str] = set()
+    shards: list[Path] = []
+    entries: list[dict[str, Any]] = []
+    for start in range(0, len(validated), shard_size):
+        target = out / shard_name(len(shards))
+        chunk = validated[start : start + shard_size]
+        with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for record in chunk:
+                    key = base = sample_key(record.id)
+                    number = 0
+                    while key in keys:
+                        number += 1
+                        key = f"{base}_{number}"
+                    keys.add(key)
+                    row = record.model_dump(mode="json")
+                    members: list[tuple[str, bytes]] = []
+                    for side in ("pos", "neg"):
+                        relative = row[f"{side}_image"]
+                        if relative is None:
+                            continue
+                        path = source(relative)
+                        try:
+                            data = path.read_bytes()
+                        except OSError as exc:
+                            raise FileNotFoundError(
+                                f"record {record.id!r}: cannot read {side} image {path}: {exc}"
+                            ) from exc
+                        member = f"{key}.{side}{Path(relative).suffix.lower() or '.bin'}"
+                        row[f"{side}_image"] = member
+                        members.append((member, data))
+                    text = json.dumps(row, ensure_ascii=False).encode("utf-8")
+                    # The record goes first so a streaming reader meets it before the images.
+                    for member, data in [(f"{key}.json", text), *members]:
+                        tar.addfile(_normalised_info(member, len(data)), io.BytesIO(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        shards.append(target)
+        entries.append({"name": target.name, "records": len(chunk), "bytes": target.stat().st_size})
+    atomic_write_json(
+        out / SHARD_MANIFEST,
+        {"format": "cultwin-shards", "version": 1, "records": len(validated), "shards": entries},
+    )
+    names = {s.name for s in shards}
+    for stale in out.glob(SHARD_GLOB):
+        if stale.name not in names:
+            stale.unlink()
+    # Extracted images of the shards just replaced are keyed by their size and mtime and
+    # so never reused; dropping them only frees the disk.
+    shutil.rmtree(out / SHARD_CACHE, ignore_errors=True)
+    return shards
+
+
+def _shard_manifest(directory: Path) -> dict[str, dict[str, Any]] | None:
+    """The manifest's entries by shard name, in shard order; None if there is none."""
+    path = directory / SHARD_MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return {entry["name"]: entry for entry in manifest["shards"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CulTwinShardError(f"{path}: not a valid shard manifest: {exc}") from exc
+
+
+def _read_shard_rows(source: Path) -> list[_Row]:
+    if source.is_dir():
+        manifest = _shard_manifest(source)
+        # The manifest is written last, so it is the list of complete shards; any other
+        # cultwin-*.tar is a leftover of an interrupted rewrite.
+        shards = (
+            [source / name for name in manifest]
+            if manifest is not None
+            else sorted(source.glob(SHARD_GLOB))
+        )
+    else:
+        manifest = _shard_manifest(source.parent)
+        shards = [source]
+    rows: list[_Row] = []
+    first_shard_of_key: dict[str, str] = {}
+    for shard in shards:
+        if not shard.exists():
+            raise CulTwinShardError(f"{shard}: listed in {SHARD_MANIFEST} but missing")
+        entry = (manifest or {}).get(shard.name)
+        if entry is not None and entry.get("bytes") not in (None, shard.stat().st_size):
+            raise CulTwinShardError(
+                f"{shard}: {shard.stat().st_size} bytes but {SHARD_MANIFEST} says "
+                f"{entry['bytes']}: truncated or replaced (rewrite the shards, or delete "
+                f"{SHARD_MANIFEST} if the change is intended)"
+            )
+        samples = _read_shard_samples(shard)
+        if entry is not None and entry.get("records") not in (None, len(samples)):
+            raise CulTwinShardError(
+                f"{shard}: {len(samples)} samples but {SHARD_MANIFEST} says {entry['records']}"
+            )
+        for key, members in samples:
+            where = f"{shard.name}:{key}.json"
+            number = len(rows) + 1
+            others = frozenset(name for name in members if name != f"{key}.json")
+            if key in first_shard_of_key:
+                problem = _Problem(
+                    f"duplicate sample key {key!r} (first in {first_shard_of_key[key]})"
+                )
+                rows.append(_Row(number, problem, where=where))
+                continue
+            first_shard_of_key[key] = shard.name
+            if f"{key}.json" not in members:
+                listed = ", ".join(sorted(members))
+                rows.append(
+                    _Row(
+                        number,
+                        _Problem(f"sample has no {key}.json record (members: {listed})"),
+                        where=f"{shard.name}:{key}",
+                    )
+                )
+                continue
+            raw = members[f"{key}.json"]
+            try:
+                text = raw.decode("utf-8")
+                data: Any = json.loads(text)
+            except UnicodeDecodeError as exc:
+                text, data = raw[:200].decode("utf-8", "replace"), _Problem(f"not UTF-8: {exc}")
+            except json.JSONDecodeError as exc:
+                data = exc
+            rows.append(_Row(number, data, text.strip(), where, shard, others))
+    return rows
+
+
+def _read_shard_samples(shard: Path) -> list[tuple[str, dict[str, bytes]]]:
+    """The samples of one shard in order: ``(key, {member: bytes for .json, b"" for others})``.
+
+    Raises :class:`CulTwinShardError` naming the shard when it is not a complete tar.
+    """
+    samples: list[tuple[str, dict[str, bytes]]] = []
+    try:
+        with open(shard, "rb") as handle:
+            end = 0
+            with tarfile.open(fileobj=handle, mode="r:") as tar:
+                for member in tar:
+                    end = member.offset_data + -(-member.size // _BLOCK) * _BLOCK
+                    if not member.isfile():
+                        continue
+                    key, suffix = _split_member(member.name)
+                    if not samples or samples[-1][0] != key:
+                        samples.append((key, {}))
+                    # Only the record is read now; images stay in the shard until used.
+                    content = b""
+                    if suffix == "json":
+                        extracted = tar.extractfile(member)
+                        assert extracted is not None
+                        content = extracted.read()
+                    samples[-1][1][member.name] = content
+            # tarfile stops quietly at a cut or garbled header; a complete archive ends
+            # with a zero block right after its last member.
+            handle.seek(end)
+            block = handle.read(_BLOCK)
+            if len(block) < _BLOCK or block.count(0) != _BLOCK:
+                raise tarfile.ReadError(
+                    f"no end-of-archive marker at byte {end} (file has {shard.stat().st_size})"
+                )
+    except (tarfile.TarError, EOFError) as exc:
+        raise CulTwinShardError(
+            f"{shard}: not a readable tar shard (truncated or corrupt): {exc}"
+        ) from exc
+    return samples
+
+
+def _cache_root(directory: Path) -> Path:
+    cache = directory / SHARD_CACHE
+    try:
+        cache.mkdir(exist_ok=True)
+        return cache
+    except OSError:
+        # A read-only dataset directory: keep the cache in the temp dir, one per dataset.
+        key = stable_hash(str(directory.resolve()), length=12)
+        return Path(tempfile.gettempdir()) / "cultwin-cache" / key
+
+
+def _safe_member(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
+def _extract_shard_images(shard: Path, cache: Path) -> Path:
+    """Extracts every non-record member of ``shard`` once and returns the directory.
+
+    The directory is named after the shard's size and mtime so a rewritten shard never
+    reuses stale images, and it appears by one rename of a fully written temp directory,
+    so a killed extraction leaves nothing under the final name and concurrent readers
+    (DataLoader workers) cannot see a half one: the first rename wins, the rest discard
+    their copy.
+    """
+    stat = shard.stat()
+    target = cache / f"{shard.stem}-{stable_hash(stat.st_size, stat.st_mtime_ns, length=10)}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{shard.stem}.", suffix=".tmp"))
+    try:
+        try:
+            with tarfile.open(shard, mode="r:") as tar:
+                for member in tar:
+                    is_record = _split_member(member.name)[1] == "json"
+                    if is_record or not member.isfile() or not _safe_member(member.name):
+                        continue
+                    dest = tmp / member.name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    with extracted, open(dest, "wb") as out:
+                        shutil.copyfileobj(extracted, out)
+        except (tarfile.TarError, EOFError) as exc:
+            raise CulTwinShardError(
+                f"{shard}: not a readable tar shard (truncated or corrupt): {exc}"
+            ) from exc
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

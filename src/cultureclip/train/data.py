@@ -133,10 +133,12 @@ class PairCollator:
 
 
 def _is_cultwin(path: Path) -> bool:
+    from cultureclip.data.cultwin import is_cultwin_path
+
     if path.is_dir():
-        return any(
-            (path / n).exists() for n in ("cultwin.jsonl", "cultwin.parquet", "manifest.parquet")
-        )
+        return is_cultwin_path(path) or (path / "manifest.parquet").exists()
+    if path.suffix == ".tar":
+        return True
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for line in handle:
