@@ -38,7 +38,10 @@ def test_small_quickstart_runs_reports_and_resumes(tmp_path: Path) -> None:
     assert summary["searches"] and summary["searches"][0]["hits"]
     for name in ("report.html", "config.yaml", "summary.md", "world/world.json"):
         assert (out / name).exists(), name
-    assert (out / "eval" / "general").is_dir()
+    for label in ("twins-seen", "twins-unseen", "general-zeroshot"):
+        assert (out / "eval" / label).is_dir(), label
+    report = (out / "report.html").read_text()
+    assert "twins-seen" in report and "twins-unseen" in report
 
     # A rerun with the same settings reuses every stage: nothing is trained again.
     trained = _model_files(out)

@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
                 out_dir=cfg.out,
                 overwrite=cfg.overwrite,
                 model_name=cfg.model_name,
+                label=cfg.label,
                 baseline=cfg.baseline,
                 baseline_name=cfg.baseline_name,
                 device=cfg.device,

@@ -33,6 +33,8 @@ class EvalConfig(Config):
     split: str | None = None
     out: str = "runs/eval"
     model_name: str | None = None
+    #: name of the results in reports (e.g. two twin sets); default: the benchmark's name
+    label: str | None = None
     baseline: str | None = None
     baseline_name: str | None = None
     overwrite: bool = False
@@ -91,6 +93,7 @@ def evaluate(
     device: str | None = None,
     generative: dict[str, Any] | None = None,
     progress: bool = False,
+    label: str | None = None,
     **options: Any,
 ) -> EvalResult:
     """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
@@ -99,11 +102,13 @@ def evaluate(
     ``hf-vlm:…``). With ``out_dir``, an existing result for the same (benchmark, model)
     is returned without recomputing unless ``overwrite``. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
-    ``result.baseline``: the forgetting check. ``options`` go to the benchmark.
+    ``result.baseline``: the forgetting check. ``label`` names the results in place of the
+    benchmark (two datasets of one benchmark in one report). ``options`` go to the benchmark.
     """
     name = model_label(model, model_name)
     bench = create_benchmark(benchmark, data, split, **options)
-    directory = result_dir(out_dir, benchmark, name) if out_dir is not None else None
+    shown_as = label or benchmark
+    directory = result_dir(out_dir, shown_as, name) if out_dir is not None else None
     result: EvalResult | None = None
     if directory is not None and (directory / "result.json").exists() and not overwrite:
         result = load_result(directory)
@@ -114,6 +119,7 @@ def evaluate(
             name,
             directory,
             progress,
+            shown_as,
         )
         if directory is not None:
             EvalConfig(
@@ -123,6 +129,7 @@ def evaluate(
                 split=split,
                 out=str(out_dir),
                 model_name=model_name,
+                label=label,
                 overwrite=overwrite,
                 device=device,
                 options=options,
@@ -142,6 +149,7 @@ def evaluate(
                 device=device,
                 generative=generative,
                 progress=progress,
+                label=label,
                 **options,
             )
             result.baseline = BaselineComparison(
@@ -153,14 +161,19 @@ def evaluate(
 
 
 def _run(
-    bench: Benchmark, model: Any, name: str, directory: Path | None, progress: bool
+    bench: Benchmark,
+    model: Any,
+    name: str,
+    directory: Path | None,
+    progress: bool,
+    shown_as: str | None = None,
 ) -> EvalResult:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     output = bench.run(model, work_dir=directory, progress=progress)
     result = EvalResult(
-        benchmark=bench.name,
+        benchmark=shown_as or bench.name,
         model=name,
         task=bench.task,
         metrics=output.metrics,

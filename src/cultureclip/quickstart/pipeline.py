@@ -287,7 +287,8 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
                 model,
                 "twins",
                 data=data,
-                out_dir=eval_dir / f"twins-{kind}",
+                out_dir=eval_dir,
+                label=f"twins-{kind}",
                 template=config.twin_template,
                 **common,
             )
@@ -296,7 +297,8 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
             model,
             "zeroshot",
             data=world.general_test,
-            out_dir=eval_dir / "general",
+            out_dir=eval_dir,
+            label="general-zeroshot",
             templates=config.zeroshot_templates,
             **common,
         )
