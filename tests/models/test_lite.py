@@ -180,3 +180,51 @@ def test_lite_models_deep_copy(lite_multi) -> None:
     clone = copy.deepcopy(lite_multi)
     texts = ["宝塔", "castle"]
     torch.testing.assert_close(clone.embed_texts(texts), lite_multi.embed_texts(texts))
+
+
+def _glyphs() -> list[Image.Image]:
+    from cultureclip.data.glyphs import render_glyph
+
+    return [render_glyph(e, size=96) for e in "🏯🏰👘🥻"]
+
+
+def test_frozen_output_cache_gives_the_same_features_and_only_for_fixed_towers() -> None:
+    plain = create_model("lite:en?image_size=96")
+    cached = create_model("lite:en?image_size=96&cache=3")
+    texts = ["kimono", "sari", "a castle", "kimono"]
+    for _ in range(2):  # the second pass is served from the cache
+        assert torch.allclose(plain.embed_images(_glyphs()), cached.embed_images(_glyphs()))
+        assert torch.allclose(plain.embed_texts(texts), cached.embed_texts(texts))
+    assert len(cached._image_cache) == 3  # bounded: the oldest entry was dropped
+    assert len(cached._text_cache) == 3  # "kimono" twice is one entry
+
+    # A tower whose weights may change must never be served stale outputs.
+    cached.configure_training(image=TrainMode.lora, text=TrainMode.heads)
+    assert len(cached._image_cache) == 0
+    cached.embed_images(_glyphs())
+    assert len(cached._image_cache) == 0
+
+
+def test_heads_training_with_cache_matches_training_without(tmp_path) -> None:
+    from cultureclip.testing import write_toy_cultwin
+    from cultureclip.train import TrainConfig, train
+
+    data = write_toy_cultwin(tmp_path / "toy", n_pairs=8)
+    finals = []
+    for spec in ("lite:en?image_size=64", "lite:en?image_size=64&cache=1000"):
+        config = TrainConfig(
+            model=spec,
+            data={"path": str(data)},
+            loss="cultureclip",
+            training={"image": "heads", "text": "heads"},
+            batch_size=4,
+            max_steps=4,
+            optim={"lr": 1e-3},
+            schedule={"kind": "constant", "warmup_steps": 0},
+            output_dir=str(tmp_path / spec.split("&")[-1].replace("?", "_")),
+            progress=False,
+        )
+        finals.append(train(config).model.trainable_state_dict())
+    assert finals[0].keys() == finals[1].keys()
+    for name in finals[0]:
+        assert torch.allclose(finals[0][name], finals[1][name], atol=1e-5), name
