@@ -370,12 +370,6 @@ def _example_searches(
     return searches
 
 
-TWIN_SET_TITLES = {
-    "seen": "twins, new views",
-    "unseen": "twins, unseen concepts",
-}
-
-
 def summary_rows(result: QuickstartResult) -> list[tuple[str, float, float, float]]:
     """(model, twin accuracy on new views, on unseen concepts, general top-1) per model."""
     return [
