@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 TOKENIZER_FILES = (
     "vocab.txt",
@@ -163,3 +164,19 @@ def write_toy_cultwin(
             )
         )
     return write_cultwin(directory / "cultwin.jsonl", records)
+
+
+def perturb_lora_b(model: Any, std: float = 0.05, seed: int | None = None) -> None:
+    """Draws the LoRA ``B`` matrices from N(0, std²) (seeded when ``seed`` is given).
+
+    peft initialises ``B`` to zero, so fresh adapters change nothing and their ``A``
+    matrices get no gradient; tests give them values so every path is non-trivial.
+    """
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, std)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cultureclip.models import BackendError, create_model
 from cultureclip.models.open_clip import parse_open_clip_spec
+from cultureclip.testing import perturb_lora_b
 
 
 def _pixels(model) -> torch.Tensor:
@@ -73,10 +74,8 @@ def test_export_is_an_open_clip_local_dir(tiny_open_clip: str, tmp_path: Path) -
 
     model = create_model(f"open_clip:{tiny_open_clip}")
     model.configure_training(image="lora", text="lora")
+    perturb_lora_b(model)  # make the adapters matter
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.05)  # make the adapters matter
         expected = model.encode_image(_pixels(model))
         expected_text = model.encode_text(model.tokenize(["a pagoda"]))
     export_dir = model.export(tmp_path / "export")
@@ -104,9 +103,7 @@ def test_default_lora_targets_change_the_output(tiny_open_clip: str) -> None:
     with torch.no_grad():
         before = model.encode_image(pixels)
         model.configure_training(image="lora")
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.1)
+        perturb_lora_b(model, std=0.1)
         after = model.encode_image(pixels)
     assert (after - before).abs().max() > 1e-3
 

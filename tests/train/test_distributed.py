@@ -25,6 +25,7 @@ WORKER = textwrap.dedent(
     from cultureclip.data.cultwin import read_cultwin
     from cultureclip.data.twin_dataset import TwinCollator, TwinDataset
     from cultureclip.models.registry import create_model
+    from cultureclip.testing import perturb_lora_b
     from cultureclip.train import distributed, train
     from cultureclip.train.data import encoder_inputs
     from cultureclip.train.gradcache import contrastive_backward
@@ -39,11 +40,7 @@ WORKER = textwrap.dedent(
     model = create_model(f"hf:{model_dir}")
     torch.manual_seed(0)
     model.configure_training(image="lora", text="lora", logit_scale=True, lora={"dropout": 0.0})
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    perturb_lora_b(model, seed=1)
     model.train()
     dataset = TwinDataset(read_cultwin(data), model.preprocess, seed=0)
     batch = TwinCollator(model.tokenize)([dataset[i] for i in range(len(dataset))])
@@ -70,6 +67,7 @@ def _single_process_step(
     from cultureclip.data.cultwin import read_cultwin
     from cultureclip.data.twin_dataset import TwinCollator, TwinDataset
     from cultureclip.models.registry import create_model
+    from cultureclip.testing import perturb_lora_b
     from cultureclip.train.data import encoder_inputs
     from cultureclip.train.gradcache import contrastive_backward
     from cultureclip.train.losses import create_loss
@@ -77,11 +75,7 @@ def _single_process_step(
     model = create_model(f"hf:{tiny_clip_dir}")
     torch.manual_seed(0)
     model.configure_training(image="lora", text="lora", logit_scale=True, lora={"dropout": 0.0})
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    perturb_lora_b(model, seed=1)
     model.train()
     dataset = TwinDataset(read_cultwin(toy_cultwin), model.preprocess, seed=0)
     batch = TwinCollator(model.tokenize)([dataset[i] for i in range(len(dataset))])

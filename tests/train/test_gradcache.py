@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cultureclip.testing import perturb_lora_b
 from cultureclip.train.data import encoder_inputs
 from cultureclip.train.gradcache import contrastive_backward, encode_features
 from cultureclip.train.losses import create_loss
@@ -20,12 +21,7 @@ def _configure(model, dropout: float) -> None:
     model.configure_training(
         image="lora", text="lora", logit_scale=True, lora={"r": 4, "alpha": 8, "dropout": dropout}
     )
-    # peft initialises LoRA B to zero; give it values so every gradient path is non-trivial.
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    perturb_lora_b(model, seed=1)
     model.train()
 
 

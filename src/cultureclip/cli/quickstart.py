@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
             from cultureclip.quickstart.pipeline import (
                 SMALL_SETTINGS,
                 QuickstartConfig,
+                gain_summary,
                 run_quickstart,
                 summary_rows,
             )
@@ -62,13 +63,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(role, f"{seen:.1f}", f"{unseen:.1f}", f"{general:.1f}")
         stdout = Console()
         stdout.print(table)
-        stdout.print(
-            f"CultureCLIP twin gain over base [bold]{result.twin_gain('seen'):+.1f}[/] points on "
-            f"new views, {result.twin_gain('unseen'):+.1f} on unseen concepts (over CLIP-tuned "
-            f"{result.twin_gain_over_clip('seen'):+.1f} / {result.twin_gain_over_clip('unseen'):+.1f}"
-            "); general change vs "
-            f"CLIP-tuned [bold]{result.general_change_vs_clip:+.1f}[/] points"
-        )
+        stdout.print(gain_summary(result), highlight=False)
         for search in result.searches:
             hits = ", ".join(
                 f"{h['caption'] or h['image']} ({h['score']:.2f})" for h in search["hits"]

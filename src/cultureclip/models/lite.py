@@ -177,12 +177,13 @@ def load_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
 
 # ----------------------------------------------------------------------- frozen-tower cache
 class FrozenOutputCache:
-    """LRU of a frozen tower's outputs, keyed by the exact bytes of each input row.
+    """LRU of a frozen tower's outputs, keyed by bytes that identify each input exactly.
 
     Heads-only training runs the same images and captions through unchanging towers
     every epoch; remembering the pooled tower outputs makes an epoch cost little more
-    than the heads. Rows are stored on the CPU; keys include the input's dtype and
-    shape, so nothing is reused across preprocessing settings.
+    than the heads. Rows are stored on the CPU. Keys are input rows hashed with their
+    dtype and shape (:func:`_row_keys`, so nothing is reused across preprocessing
+    settings) or, for the multilingual engine, the texts' UTF-8 bytes.
     """
 
     def __init__(self, size: int) -> None:
@@ -304,27 +305,19 @@ class E5Tower(nn.Module):
 
     def __init__(self, cache_size: int = TEXT_CACHE_SIZE) -> None:
         super().__init__()
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._cache = FrozenOutputCache(cache_size)
         # A buffer gives the tower a device and dtype to return embeddings on.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
     def forward(self, utf8: Tensor, utf8_length: Tensor, **_: Tensor) -> Tensor:
         texts = decode_utf8({"utf8": utf8, "utf8_length": utf8_length})
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            embedded = torch.from_numpy(_e5_engine().passage(missing).copy())
-            for text, row in zip(missing, embedded, strict=True):
-                self._cache[text] = row
-        rows = []
-        for text in texts:
-            self._cache.move_to_end(text)
-            rows.append(self._cache[text])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        if not rows:
+        if not texts:
             return self._anchor.new_zeros(0, TEXT_FEATURES)
-        return torch.stack(rows).to(device=self._anchor.device, dtype=self._anchor.dtype)
+        rows = self._cache(
+            [text.encode("utf-8") for text in texts],
+            lambda rows: torch.from_numpy(_e5_engine().passage([texts[i] for i in rows]).copy()),
+        )
+        return rows.to(device=self._anchor.device, dtype=self._anchor.dtype)
 
 
 # ---------------------------------------------------------------------------- the backend

@@ -399,12 +399,15 @@ def summary_markdown(result: QuickstartResult, counts: dict[str, int]) -> str:
         f"| {role} | {seen:.1f} | {unseen:.1f} | {general:.1f} |"
         for role, seen, unseen, general in summary_rows(result)
     ]
-    lines += [
-        "",
+    lines += ["", gain_summary(result), ""]
+    return "\n".join(lines)
+
+
+def gain_summary(result: QuickstartResult) -> str:
+    """The headline sentence: CultureCLIP's twin gains and its general-accuracy change."""
+    return (
         f"CultureCLIP twin gain over base: {result.twin_gain('seen'):+.1f} points on new views, "
         f"{result.twin_gain('unseen'):+.1f} on unseen concepts (over CLIP-tuned: "
         f"{result.twin_gain_over_clip('seen'):+.1f} / {result.twin_gain_over_clip('unseen'):+.1f}); "
-        f"general change vs CLIP-tuned: {result.general_change_vs_clip:+.1f} points.",
-        "",
-    ]
-    return "\n".join(lines)
+        f"general change vs CLIP-tuned: {result.general_change_vs_clip:+.1f} points."
+    )

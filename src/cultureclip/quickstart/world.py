@@ -424,10 +424,12 @@ def build_world(
     glyph_dir = staging / "glyphs"
     glyph_dir.mkdir(parents=True)
 
-    culture = _subsample(culture_concepts(), settings.max_culture, settings.seed)
+    all_culture = culture_concepts()
+    culture = _subsample(all_culture, settings.max_culture, settings.seed)
     flags = _subsample(flag_concepts(settings.image_size), settings.max_flags, settings.seed)
+    # Culture emoji left out of a small world stay out of the general part too.
     general = _subsample(
-        general_concepts({c.key for c in culture_concepts()}), settings.max_general, settings.seed
+        general_concepts({c.key for c in all_culture}), settings.max_general, settings.seed
     )
     concepts = culture + flags + general
     with _progress(progress) as bar:
