@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cultureclip.core.errors import InputError
 from cultureclip.utils.io import atomic_write_text
 
 C = TypeVar("C", bound="Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that cannot be used; the message says which key and why."""
 
 

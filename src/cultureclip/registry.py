@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from cultureclip.core.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -37,7 +39,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         factory = self.get(name)

@@ -128,6 +128,7 @@ def register(app: typer.Typer) -> None:
         from cultureclip.config import load_config, read_config_file
 
         with user_errors():
+            from cultureclip.core.errors import UserError
             from cultureclip.eval.builder import BuilderConfig, build_benchmark
             from cultureclip.eval.openai_client import ChatError
 
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
             try:
                 counts = build_benchmark(cfg)
             except ChatError as exc:
-                raise ValueError(f"the LLM failed: {exc} (rerun to resume)") from exc
+                raise UserError(f"the LLM failed: {exc} (rerun to resume)") from exc
             console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
             typer.echo(str(Path(cfg.out) / "items.jsonl"))
 

@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
                 hits = loaded.search_text(text, k)
             else:
                 if not image.is_file():
-                    raise FileNotFoundError(f"image not found: {image}")
+                    fail(f"image not found: {image}")
                 hits = loaded.search_image(decode_image(image), k)
         if as_json:
             query = {"text": text} if text is not None else {"image": str(image)}

@@ -28,6 +28,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import ImageSource, PairCollection, open_image
 from cultureclip.utils.io import atomic_path, write_jsonl
 
@@ -38,11 +39,11 @@ CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 _RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
 
 
-class CollectionFormatError(ValueError):
+class CollectionFormatError(InputError):
     """A collection file that does not follow its layout; the message names file and line."""
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """One image of a collection (or an upload) is not a decodable image."""
 
 
@@ -75,7 +76,7 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     for path in (imgs_path, texts_path):
         if not path.exists():
             present = ", ".join(chinese_clip_splits(root)) or "none"
-            raise FileNotFoundError(f"{path} not found (splits present in {root}: {present})")
+            raise MissingInputError(f"{path} not found (splits present in {root}: {present})")
 
     image_ids: list[str] = []
     images: list[ImageSource] = []
@@ -243,7 +244,7 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     directory = Path(directory)
     captions_file = next((directory / n for n in CAPTION_FILES if (directory / n).exists()), None)
     if captions_file is None:
-        raise FileNotFoundError(f"no {', '.join(CAPTION_FILES)} in {directory}")
+        raise MissingInputError(f"no {', '.join(CAPTION_FILES)} in {directory}")
     root = directory.resolve()
     image_ids: list[str] = []
     images: list[ImageSource] = []
@@ -363,7 +364,7 @@ def split_collection(
     so the split sizes match the ratios to within one group.
     """
     if len(ratios) != len(SPLITS) or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise ValueError(
+        raise InputError(
             f"ratios must be three non-negative numbers with a positive sum, got {ratios}"
         )
     groups = _image_groups(collection)
@@ -393,7 +394,7 @@ def detect_layout(path: str | Path) -> str:
     """``chinese_clip``, ``caption_folder`` or ``cultwin`` for a path (file or directory)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"collection not found: {path}")
+        raise MissingInputError(f"collection not found: {path}")
     if path.is_file():
         if path.name.endswith(("_texts.jsonl", "_imgs.tsv")):
             return "chinese_clip"
@@ -437,14 +438,14 @@ def load_collection(
         if path.is_file():
             from_name = path.name.rsplit("_", 1)[0]
             if split is not None and normalize_split(split) != normalize_split(from_name):
-                raise ValueError(
+                raise InputError(
                     f"{path.name} is split {from_name!r} but split {split!r} was asked for"
                 )
             split = from_name
         if split is None:
             present = chinese_clip_splits(root)
             if len(present) != 1:
-                raise ValueError(
+                raise InputError(
                     f"{root} holds splits {', '.join(present)}; choose one with --split"
                 )
             split = present[0]
@@ -460,7 +461,7 @@ def load_collection(
         return collection
     split = normalize_split(split)
     if split not in SPLITS:
-        raise ValueError(
+        raise InputError(
             f"unknown split {split!r}; a {layout} collection is cut into {', '.join(SPLITS)}"
         )
     part = split_collection(collection, ratios=ratios, seed=seed)[split]

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import atomic_path, atomic_write_json, atomic_write_text, stable_hash
 
 SHARD_GLOB = "cultwin-*.tar"
@@ -139,7 +140,7 @@ class CulTwinLoad:
         return "\n".join(f"line {bad.line}: {bad.error}" for bad in self.errors)
 
 
-class CulTwinFormatError(ValueError):
+class CulTwinFormatError(InputError):
     """Raised when ``strict=True`` and some records are bad; the message names the lines."""
 
 
@@ -173,11 +174,11 @@ def _resolve_file(path: Path) -> Path:
                 return path / name
         if (path / SHARD_MANIFEST).exists() or any(path.glob(SHARD_GLOB)):
             return path
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no cultwin.jsonl, cultwin.parquet or {SHARD_GLOB} shards in {path}"
         )
     if not path.exists():
-        raise FileNotFoundError(f"CulTwin file not found: {path}")
+        raise MissingInputError(f"CulTwin file not found: {path}")
     return path
 
 
@@ -362,13 +363,13 @@ def write_cultwin_shards(
     after it.
     """
     if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
+        raise InputError("shard_size must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     validated = [r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r) for r in records]
     duplicates = [i for i, n in Counter(r.id for r in validated).items() if n > 1]
     if duplicates:
-        raise ValueError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
+        raise InputError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
 
     def source(relative: str) -> Path:
         if isinstance(image_root, CulTwinLoad):
@@ -402,7 +403,7 @@ def write_cultwin_shards(
                         try:
                             data = path.read_bytes()
                         except OSError as exc:
-                            raise FileNotFoundError(
+                            raise MissingInputError(
                                 f"record {record.id!r}: cannot read {side} image {path}: {exc}"
                             ) from exc
                         member = f"{key}.{side}{Path(relative).suffix.lower() or '.bin'}"

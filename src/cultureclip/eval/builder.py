@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cultureclip.config import Config
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -102,13 +103,13 @@ class Question(BaseModel):
     @classmethod
     def _distinct(cls, options: list[str]) -> list[str]:
         if len({o.strip().lower() for o in options}) != len(options):
-            raise ValueError("options must be distinct")
+            raise InputError("options must be distinct")
         return options
 
     @model_validator(mode="after")
     def _answer_in_range(self) -> Question:
         if not 0 <= self.answer < len(self.options):
-            raise ValueError(f"answer {self.answer} is not an option index")
+            raise InputError(f"answer {self.answer} is not an option index")
         return self
 
 
@@ -172,7 +173,7 @@ def build_benchmark(config: BuilderConfig, *, client: ChatClient | None = None) 
         else []
     )
     if not documents:
-        raise FileNotFoundError(f"no .txt or .md documents in {documents_dir}")
+        raise MissingInputError(f"no .txt or .md documents in {documents_dir}")
     if config.categories is None:
         from cultureclip.data.taxonomy import categories
 

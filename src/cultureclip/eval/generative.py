@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from cultureclip.core.errors import InputError
 from cultureclip.eval.items import LETTERS
 from cultureclip.eval.openai_client import ChatClient, ChatError, user_message
 from cultureclip.registry import Registry
@@ -122,7 +123,7 @@ class OpenAIChatModel(GenerativeModel):
     def __init__(self, argument: str, **client_options: Any) -> None:
         model, _, base_url = argument.partition("@")
         if not model:
-            raise ValueError(
+            raise InputError(
                 f"openai spec needs a model name: 'openai:<model>@<base_url>', got {argument!r}"
             )
         client_options.setdefault("max_tokens", 16)
@@ -195,5 +196,5 @@ def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
     """Builds a generative model from ``openai:<model>@<url>`` or ``hf-vlm:<id or dir>``."""
     backend, _, argument = spec.partition(":")
     if not argument:
-        raise ValueError(f"generative model spec {spec!r} must look like <backend>:<argument>")
+        raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
     return GENERATIVE_MODELS.create(backend, argument, **options)

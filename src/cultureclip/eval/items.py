@@ -30,6 +30,7 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import atomic_path, atomic_write_text
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
@@ -66,7 +67,7 @@ class MCQItem(BaseModel):
             try:
                 data["options"] = options = json.loads(options)
             except json.JSONDecodeError as exc:
-                raise ValueError(
+                raise InputError(
                     f"options is a string that is not a JSON list: {options[:60]!r}"
                 ) from exc
         if "answer" in data and isinstance(options, list):
@@ -76,11 +77,11 @@ class MCQItem(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> MCQItem:
         if not 0 <= self.answer < len(self.options):
-            raise ValueError(f"answer index {self.answer} outside 0..{len(self.options) - 1}")
+            raise InputError(f"answer index {self.answer} outside 0..{len(self.options) - 1}")
         if len(set(self.options)) != len(self.options):
-            raise ValueError(f"options are not distinct: {self.options}")
+            raise InputError(f"options are not distinct: {self.options}")
         if self.question_type not in QUESTION_TYPES:
-            raise ValueError(
+            raise InputError(
                 f"question_type {self.question_type!r} is not one of {', '.join(QUESTION_TYPES)}"
             )
         return self
@@ -101,13 +102,13 @@ class MCQItem(BaseModel):
 def resolve_answer(answer: Any, options: Sequence[str]) -> int:
     """Index of ``answer`` given as an int index, the option text, or a letter (A, B, …)."""
     if isinstance(answer, bool):
-        raise ValueError("answer must be an option index, text or letter, not a boolean")
+        raise InputError("answer must be an option index, text or letter, not a boolean")
     if isinstance(answer, int):
         return answer
     if isinstance(answer, float) and answer.is_integer():
         return int(answer)
     if not isinstance(answer, str):
-        raise ValueError(
+        raise InputError(
             f"answer must be an index, option text or letter, got {type(answer).__name__}"
         )
     text = answer.strip()
@@ -120,7 +121,7 @@ def resolve_answer(answer: Any, options: Sequence[str]) -> int:
         return LETTERS.index(text.upper())
     if text.isdigit():
         return int(text)
-    raise ValueError(
+    raise InputError(
         f"answer {answer!r} is neither an option, a letter nor an index of {list(options)}"
     )
 
@@ -173,7 +174,7 @@ def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Imag
     path = Path(text)
     path = path if path.is_absolute() else root / path
     if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingInputError(f"image not found: {path}")
     with Image.open(path) as image:
         return image.convert("RGB")
 
@@ -233,9 +234,9 @@ def read_items(path: str | Path) -> ItemSet:
                 path = path / candidate
                 break
         else:
-            raise FileNotFoundError(f"no items.jsonl / items.parquet / items.json in {path}")
+            raise MissingInputError(f"no items.jsonl / items.parquet / items.json in {path}")
     if not path.exists():
-        raise FileNotFoundError(f"items file not found: {path}")
+        raise MissingInputError(f"items file not found: {path}")
     rows: list[tuple[int, Any]] = []
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -244,7 +245,7 @@ def read_items(path: str | Path) -> ItemSet:
     elif path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list of items")
+            raise InputError(f"{path} must hold a JSON list of items")
         rows = list(enumerate(data, start=1))
     else:
         with open(path, encoding="utf-8") as handle:

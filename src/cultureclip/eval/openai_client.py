@@ -31,6 +31,8 @@ import httpx
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
+from cultureclip.core.errors import InputError
+
 Message = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
 
@@ -99,7 +101,7 @@ class ChatClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InputError("concurrency must be at least 1")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"

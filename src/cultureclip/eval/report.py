@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cultureclip.core.errors import MissingInputError
 from cultureclip.eval.metrics import GROUP_KEYS, bootstrap_ci
 from cultureclip.eval.results import EvalResult, find_results, load_result
 from cultureclip.utils.io import atomic_write_text
@@ -254,7 +255,7 @@ def build_report(
     matplotlib.use("Agg")
     files = find_results(list(result_paths))
     if not files:
-        raise FileNotFoundError(f"no result.json under {', '.join(map(str, result_paths))}")
+        raise MissingInputError(f"no result.json under {', '.join(map(str, result_paths))}")
     results = [load_result(f) for f in files]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cultureclip.core.errors import MissingInputError
 from cultureclip.utils.io import atomic_write_json, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
@@ -75,7 +76,7 @@ def load_result(path: str | Path) -> EvalResult:
     if path.is_dir():
         path = path / RESULT_NAME
     if not path.exists():
-        raise FileNotFoundError(f"no result file at {path}")
+        raise MissingInputError(f"no result file at {path}")
     result = EvalResult.model_validate(read_json(path))
     result._path = path
     return result
@@ -91,7 +92,7 @@ def find_results(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]
         elif entry.is_dir():
             found.extend(sorted(entry.rglob(RESULT_NAME)))
         else:
-            raise FileNotFoundError(f"results path not found: {entry}")
+            raise MissingInputError(f"results path not found: {entry}")
     return sorted(dict.fromkeys(found))
 
 

@@ -29,6 +29,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from cultureclip.config import Config
+from cultureclip.core.errors import UserError
 from cultureclip.utils.io import atomic_path, atomic_write_json, read_json
 
 MODEL_CONFIG_NAME = "cultureclip_model.json"
@@ -60,7 +61,7 @@ class TrainingSetup(Config):
     lora: LoraSettings = LoraSettings()
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend cannot do what was asked (unsupported mode, missing feature, bad spec)."""
 
 

@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 
 from cultureclip.config import Config
+from cultureclip.core.errors import InputError
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.base import VisionLanguageModel
@@ -124,7 +125,7 @@ def _encode_views(
             kept.extend(rows)
         advance(len(rows))
     if not parts:
-        raise ValueError(f"no image of {collection.name or 'the collection'} could be decoded")
+        raise InputError(f"no image of {collection.name or 'the collection'} could be decoded")
     views = LaclipViews(
         torch.cat([p.global_emb for p in parts]),
         torch.cat([p.local for p in parts]),
@@ -148,7 +149,7 @@ def _encode_global(
             kept.extend(rows)
         advance(len(rows))
     if not parts:
-        raise ValueError(f"no image of {collection.name or 'the collection'} could be decoded")
+        raise InputError(f"no image of {collection.name or 'the collection'} could be decoded")
     return kept, torch.cat(parts)
 
 

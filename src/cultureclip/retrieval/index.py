@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from cultureclip.config import Config
+from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
 from cultureclip.data.pairs import PairCollection
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
@@ -69,7 +70,7 @@ _MANIFEST_KEYS = (
 )
 
 
-class RetrievalIndexError(ValueError):
+class RetrievalIndexError(InputError):
     """An index directory that cannot be built or used as asked; the message says what to do."""
 
 
@@ -552,7 +553,7 @@ class RetrievalIndex:
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{self.directory} is not a cultureclip index (no {MANIFEST}); build one with `cultureclip index`"
             )
         self.manifest: dict[str, Any] = read_json(manifest_path)
@@ -623,7 +624,7 @@ class RetrievalIndex:
     def image_source(self, image_id: str) -> Any:
         """The stored bytes or path of an indexed image, looked up by id only."""
         if image_id not in self.image_row:
-            raise KeyError(f"no image {image_id!r} in this index")
+            raise UnknownNameError(f"no image {image_id!r} in this index")
         collection = self.collection()
         position = self._positions.get(image_id)
         if position is None:
@@ -658,7 +659,7 @@ class RetrievalIndex:
     def search_text(self, text: str, k: int = 10) -> list[ImageHit]:
         """Images for a text query, best first."""
         if not text.strip():
-            raise ValueError("the text query is empty")
+            raise InputError("the text query is empty")
         scores, rows = self.search_vectors(self.encode_text(text), k, "images")
         return [
             ImageHit(

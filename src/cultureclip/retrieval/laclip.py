@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from cultureclip.config import Config, ConfigError
+from cultureclip.core.errors import InputError
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import stable_hash
 
@@ -64,9 +65,9 @@ class LaclipConfig(Config):
     def _check_ranges(self) -> LaclipConfig:
         low, high = self.scale
         if not 0 < low <= high <= 1:
-            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+            raise InputError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
         if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < low <= high, got {self.ratio}")
+            raise InputError(f"ratio must satisfy 0 < low <= high, got {self.ratio}")
         return self
 
     def crop_key(self) -> tuple[object, ...]:
@@ -207,7 +208,7 @@ def agreement_weights(
         return torch.where(total > 0, positive / total.clamp_min(1e-12), torch.zeros_like(positive))
     if weighting == "cosine":
         return cos / cos.abs().sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    raise ValueError(
+    raise InputError(
         f"unknown LACLIP weighting {weighting!r}; choose softmax, uniform, relu or cosine"
     )
 

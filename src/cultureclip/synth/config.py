@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cultureclip.config import Config
+from cultureclip.core.errors import InputError
 
 STAGES = ("concepts", "twins", "captions", "images", "filter")
 
@@ -113,6 +114,6 @@ class SynthConfig(Config):
     def _known_stages(cls, value: list[str]) -> list[str]:
         unknown = [s for s in value if s not in STAGES]
         if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+            raise InputError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
         # Stages always run in pipeline order, whatever order they were listed in.
         return [s for s in STAGES if s in value]

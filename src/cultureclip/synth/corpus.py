@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cultureclip.core.errors import InputError, MissingInputError
+
 
 @dataclass(frozen=True)
 class CorpusRow:
@@ -33,7 +35,7 @@ def read_corpus(path: str | Path) -> list[CorpusRow]:
     """Reads a corpus file; a row without a name is an error that names its line."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+        raise MissingInputError(f"corpus file not found: {path}")
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
             raw_rows = list(enumerate(csv.DictReader(handle), start=2))
@@ -44,14 +46,14 @@ def read_corpus(path: str | Path) -> list[CorpusRow]:
                 try:
                     raw_rows.append((number, json.loads(line)))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {exc}") from None
+                    raise InputError(f"{path}:{number}: not valid JSON: {exc}") from None
     else:
-        raise ValueError(f"corpus {path} must be .jsonl or .csv")
+        raise InputError(f"corpus {path} must be .jsonl or .csv")
     rows = []
     for number, raw in raw_rows:
         name = str(raw.get("concept") or raw.get("title") or "").strip()
         if not name:
-            raise ValueError(f"{path}:{number}: a corpus row needs 'concept' or 'title'")
+            raise InputError(f"{path}:{number}: a corpus row needs 'concept' or 'title'")
         image = raw.get("image") or None
         if image is not None:
             image_path = Path(image)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cultureclip.core.errors import InputError
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.pipeline import MergeReport, merge, run_synth
 from cultureclip.synth.store import Shard
@@ -39,7 +40,7 @@ def run_with_ray(
     import ray
 
     if shards < 1:
-        raise ValueError("shards must be at least 1")
+        raise InputError("shards must be at least 1")
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, log_to_driver=False)

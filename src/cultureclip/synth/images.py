@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from cultureclip.core.errors import InputError
 from cultureclip.registry import Registry
 from cultureclip.synth.config import ImageSettings
 
@@ -151,7 +152,7 @@ def _emoji_names() -> dict[str, str]:
 def flag_sequence(iso2: str) -> str:
     """'JP' → '🇯🇵' (two regional indicator symbols)."""
     if len(iso2) != 2 or not iso2.isalpha():
-        raise ValueError(f"not an ISO 3166-1 alpha-2 code: {iso2!r}")
+        raise InputError(f"not an ISO 3166-1 alpha-2 code: {iso2!r}")
     return "".join(chr(0x1F1E6 + ord(c) - ord("A")) for c in iso2.upper())
 
 

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from cultureclip.core.errors import InputError
+
 
 class Labelled(Protocol):
     key: str  # stable identity; breaks similarity ties deterministically
@@ -93,7 +95,7 @@ def embed_concepts(
         (concept, image) for concept, images in enumerate(images_per_concept) for image in images
     ]
     if any(len(images) == 0 for images in images_per_concept):
-        raise ValueError("every concept needs at least one image to be mined")
+        raise InputError("every concept needs at least one image to be mined")
     sums: np.ndarray | None = None
     for start in range(0, len(flat), batch_size):
         chunk = flat[start : start + batch_size]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cultureclip.core.errors import MissingInputError
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.stages import (
@@ -99,7 +100,7 @@ def _copy_given(out_dir: Path, source: str) -> str:
     )
     if not target.exists():
         if not path.exists():
-            raise FileNotFoundError(f"corpus image not found: {path}")
+            raise MissingInputError(f"corpus image not found: {path}")
         atomic_write_bytes(target, path.read_bytes())
     return target.relative_to(out_dir).as_posix()
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from cultureclip.core.errors import InputError
+
 Message = dict[str, Any]
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     """A prompt file is missing, malformed, or a variable it needs was not given."""
 
 

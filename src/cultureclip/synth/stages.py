@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cultureclip.core.errors import InputError
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow, read_corpus
 from cultureclip.synth.llm import LLMBackend, Outcome, ask, create_llm
@@ -234,10 +235,10 @@ def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concep
     concepts: list[Concept] = []
     if settings.source == "corpus":
         if not settings.corpus:
-            raise ValueError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
+            raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
         for row in read_corpus(settings.corpus):
             if not row.country or not row.category:
-                raise ValueError(
+                raise InputError(
                     f"{settings.corpus}:{row.line}: a labelled corpus row needs country and category"
                 )
             root = _corpus_root(row)
@@ -369,7 +370,7 @@ def run_concepts(ctx: SynthContext) -> StageReport:
         codes = [c.upper() for c in settings.countries] if settings.countries else sorted(names)
         unknown = [c for c in codes if c not in names]
         if unknown:
-            raise ValueError(f"concepts.countries: unknown ISO 3166-1 alpha-2 code(s) {unknown}")
+            raise InputError(f"concepts.countries: unknown ISO 3166-1 alpha-2 code(s) {unknown}")
         for code in codes:
             for category in categories:
                 root = stable_hash("cell", code, category)
@@ -390,7 +391,7 @@ def run_concepts(ctx: SynthContext) -> StageReport:
                 )
     else:
         if not settings.corpus:
-            raise ValueError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
+            raise InputError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
         prompt = load_prompt(settings.bottomup_prompt)
         for row in read_corpus(settings.corpus):
             root = _corpus_root(row)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cultureclip.core.errors import InputError
 from cultureclip.utils.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
 
 
@@ -37,9 +38,9 @@ class Shard:
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+            raise InputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"--shard {text}: need 0 <= i < n")
+            raise InputError(f"--shard {text}: need 0 <= i < n")
         return cls(index, count)
 
     @property

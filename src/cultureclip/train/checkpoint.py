@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cultureclip.core.errors import InputError
 from cultureclip.utils.io import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = 1
@@ -29,7 +30,7 @@ LATEST_NAME = "latest"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, or belongs to a different run."""
 
 

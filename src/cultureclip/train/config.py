@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from cultureclip.config import Config, ConfigError, load_config
+from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSetup, TrainMode
 
 PRESET_DIR_NAME = Path("configs") / "train"
@@ -107,12 +108,12 @@ class TrainConfig(Config):
             and setup.text is TrainMode.frozen
             and not setup.logit_scale
         ):
-            raise ValueError(
+            raise InputError(
                 "training.image and training.text are both frozen: nothing would train"
             )
         if self.grad_cache_chunk is not None and self.grad_cache_chunk >= self.batch_size:
             # Caching a batch that fits in one chunk only costs a second forward pass.
-            raise ValueError(
+            raise InputError(
                 f"grad_cache_chunk={self.grad_cache_chunk} is not smaller than batch_size="
                 f"{self.batch_size}; leave it unset (null) to train without gradient caching"
             )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import PairCollection
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
 from cultureclip.train.config import DataConfig
@@ -157,7 +158,7 @@ def detect_kind(config: DataConfig) -> DataKind:
         return config.kind
     path = Path(config.path)
     if not path.exists():
-        raise FileNotFoundError(f"training data not found: {path}")
+        raise MissingInputError(f"training data not found: {path}")
     return "twin" if _is_cultwin(path) else "pairs"
 
 
@@ -178,13 +179,13 @@ def build_dataset(
 
         load = read_cultwin(config.path)
         if load.errors:
-            raise ValueError(
+            raise InputError(
                 f"{len(load.errors)} bad record(s) in {config.path}; fix or drop them first:\n"
                 f"{load.error_report()}"
             )
         dataset = TwinDataset(load, transform, seed=seed, concept_template=config.concept_template)
         if len(dataset) < len(load):
-            raise ValueError(
+            raise InputError(
                 f"{len(load) - len(dataset)} of {len(load)} records in {config.path} lack pos_image or "
                 "neg_image; training needs both images of every pair"
             )

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cultureclip.core.errors import InputError
 from cultureclip.registry import Registry
 
 DataKind = Literal["twin", "pairs"]
@@ -51,7 +52,7 @@ TWIN_FEATURES = (
 PAIR_FEATURES = ("image", "text")
 
 
-class LossError(ValueError):
+class LossError(InputError):
     """A loss cannot be used as configured (wrong data kind, bad weights)."""
 
 

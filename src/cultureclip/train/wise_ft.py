@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from cultureclip.core.errors import InputError
 from cultureclip.models.base import BackendError, VisionLanguageModel
 
 
@@ -23,7 +24,7 @@ def wise_ft(
     with its base like a full one. Both models must share an architecture.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"WiSE-FT alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"WiSE-FT alpha must be in [0, 1], got {alpha}")
     base = copy.deepcopy(base_model)
     result = copy.deepcopy(finetuned_model)
     base.merge_lora()

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import Tensor
 
 from cultureclip.config import Config
+from cultureclip.core.errors import InputError
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -237,7 +238,7 @@ class MCQBenchmark(Benchmark):
         options: MCQOptions = self.options  # type: ignore[assignment]
         template = options.templates.get(item.question_type)
         if template is None:
-            raise ValueError(
+            raise InputError(
                 f"no template for question type {item.question_type!r}; set templates.{item.question_type}"
             )
         fields = {k: v for k, v in item.model_dump().items() if k not in ("image", "options")}
@@ -246,7 +247,7 @@ class MCQBenchmark(Benchmark):
             try:
                 texts.append(template.format_map({**fields, "option": option}).strip())
             except KeyError as exc:
-                raise ValueError(
+                raise InputError(
                     f"template {template!r} uses field {exc} that item {item.id!r} does not have"
                 ) from None
         return texts
@@ -261,7 +262,7 @@ class MCQBenchmark(Benchmark):
                 if item_set.errors
                 else ""
             )
-            raise ValueError(
+            raise InputError(
                 f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
             )
         if isinstance(model, VisionLanguageModel):

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.base import (
     BenchmarkOptions,
     MCQBenchmark,
@@ -151,7 +152,7 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
             parsed.append((base, universal))
         regions = sorted({base["region"] for base, _ in parsed})
         if len(regions) < options.n_options:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} needs at least {options.n_options} regions for {options.n_options}-way items; "
                 f"{self.data} has {len(regions)}"
             )

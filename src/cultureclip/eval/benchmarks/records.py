@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cultureclip.core.errors import InputError, MissingInputError
+
 RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
@@ -21,7 +23,7 @@ def find_annotation_file(path: Path, preferred: Sequence[str] = ()) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"benchmark data not found: {path}")
+        raise MissingInputError(f"benchmark data not found: {path}")
     for name in preferred:
         if (path / name).exists():
             return path / name
@@ -31,7 +33,7 @@ def find_annotation_file(path: Path, preferred: Sequence[str] = ()) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     names = ", ".join(p.name for p in candidates) or "none"
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"cannot tell which annotation file in {path} to use (found: {names}); pass the file itself"
     )
 
@@ -58,7 +60,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                 return data[key]
         if all(isinstance(v, dict) for v in data.values()):
             return [{"id": key, **value} for key, value in data.items()]
-    raise ValueError(f"{path}: expected a list of records (or {{'data': [...]}} / {{id: record}})")
+    raise InputError(f"{path}: expected a list of records (or {{'data': [...]}} / {{id: record}})")
 
 
 def pick(
@@ -70,7 +72,7 @@ def pick(
         if value not in (None, ""):
             return value
     if required:
-        raise ValueError(
+        raise InputError(
             f"record has no {what} (looked for keys {', '.join(aliases)}): {str(record)[:160]}"
         )
     return None

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.base import (
     Benchmark,
     BenchmarkOutput,
@@ -40,7 +41,7 @@ class RetrievalBenchmark(Benchmark):
             raise TypeError("retrieval scores contrastive models only")
         collection = load_collection(self.data, self.split)
         if not collection.texts:
-            raise ValueError(f"no texts in {self.data} (split {self.split})")
+            raise InputError(f"no texts in {self.data} (split {self.split})")
         keys = [str(i) for i in range(len(collection.images))]
         features = embed_images(
             model,

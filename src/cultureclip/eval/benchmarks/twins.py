@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from cultureclip.core.errors import InputError
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
 from cultureclip.eval.benchmarks.base import (
     Benchmark,
@@ -58,7 +59,7 @@ class TwinBenchmark(Benchmark):
         load = self._load or read_cultwin(self.data)
         records = [r for r in load.records if r.pos_image and r.neg_image]
         if not records:
-            raise ValueError(f"no twin pair with both images in {self.data}")
+            raise InputError(f"no twin pair with both images in {self.data}")
         cache = TextFeatureCache(model)
         images = {}
         for record in records:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
+from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.base import (
     Benchmark,
     BenchmarkOptions,
@@ -81,7 +82,7 @@ class ZeroShotBenchmark(Benchmark):
             folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             classnames = _read_classnames(path) or [p.name.replace("_", " ") for p in folders]
             if len(classnames) != len(folders):
-                raise ValueError(
+                raise InputError(
                     f"classnames.txt in {path} lists {len(classnames)} names for {len(folders)} folders"
                 )
             images: list[str | bytes] = []
@@ -111,7 +112,7 @@ class ZeroShotBenchmark(Benchmark):
                 elif text.lstrip("-").isdigit() and 0 <= int(text) < len(classnames):
                     labels.append(int(text))
                 else:
-                    raise ValueError(f"label {label!r} in {file} is not in classnames.txt")
+                    raise InputError(f"label {label!r} in {file} is not in classnames.txt")
         return images, labels, classnames, file.parent
 
     def run(
@@ -122,7 +123,7 @@ class ZeroShotBenchmark(Benchmark):
         options: ZeroShotOptions = self.options  # type: ignore[assignment]
         images, labels, classnames, root = self.load()
         if not images:
-            raise ValueError(f"no images found in {self.data}")
+            raise InputError(f"no images found in {self.data}")
         cache = TextFeatureCache(model)
         class_features = []
         for name in classnames:
