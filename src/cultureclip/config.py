@@ -30,6 +30,12 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {type(self).__name__}.{name}: {describe(exc)}") from exc
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
@@ -89,8 +95,11 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid {cls.__name__}: {problems}") from exc
+        raise ConfigError(f"invalid {cls.__name__}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``key.path: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )

@@ -26,10 +26,17 @@ def test_training_writes_config_metrics_final_and_export(make_config, toy_cultwi
     records = read_jsonl(result.metrics_path)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for record in records:
-        assert {"loss", "loss_caption", "loss_concept", "lr", "samples_per_s", "epoch"} <= set(
-            record
-        )
-        assert record["samples_per_s"] > 0
+        assert {
+            "loss",
+            "loss_caption",
+            "loss_concept",
+            "lr",
+            "examples_per_s",
+            "images_per_s",
+            "epoch",
+        } <= set(record)
+        assert record["examples_per_s"] > 0
+        assert record["images_per_s"] == pytest.approx(2 * record["examples_per_s"], rel=1e-3)
     assert records[0]["lr"] == pytest.approx(1e-3)  # warmup of 1 step, then linear decay
     assert records[-1]["lr"] < records[0]["lr"]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

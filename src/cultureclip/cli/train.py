@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(
             None, "--resume", help="'latest' (or a checkpoint file) to continue an interrupted run."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Start over in an output dir that holds another run."
+        ),
         list_presets: bool = typer.Option(
             False, "--list-presets", help="Print the presets and exit."
         ),
@@ -46,12 +49,16 @@ def register(app: typer.Typer) -> None:
                 extra.append(f"output_dir={out}")
             if resume is not None:
                 extra.append(f"resume={resume}")
+            if overwrite:
+                extra.append("overwrite=true")
             cfg = load_train_config(config, preset=preset, overrides=extra)
             from cultureclip.train import train
 
             result = train(cfg)
         if not result.is_main:
             return
+        if result.resumed_from_step is not None:
+            console.print(f"resumed from step {result.resumed_from_step}")
         if result.completed:
             loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
             console.print(

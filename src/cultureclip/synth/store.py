@@ -72,7 +72,8 @@ class ResultStore:
     def reload(self) -> None:
         self._records = {}
         for path in _files(self.work_dir, self.stage):
-            for record in read_jsonl(path):
+            # A line another version or a cut write corrupted is reported and redone.
+            for record in read_jsonl(path, on_error="skip"):
                 # The first copy wins: a key written twice (two shards sharing a side) is one item.
                 self._records.setdefault(record["key"], record)
 
@@ -139,7 +140,7 @@ def open_failures(work_dir: str | Path) -> list[dict[str, Any]]:
     work_dir = Path(work_dir)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for path in _files(work_dir, "failures"):
-        for record in read_jsonl(path):
+        for record in read_jsonl(path, on_error="skip"):
             latest[(record["stage"], record["key"])] = record
     stores: dict[str, ResultStore] = {}
     still_open = []

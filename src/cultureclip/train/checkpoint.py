@@ -8,11 +8,14 @@ pruned only after that, so ``latest`` always names a complete checkpoint.
 
 Contents: the trainable tensors (LoRA, heads, logit scale, or everything for full
 fine-tuning), optimiser, scheduler and grad-scaler state, every rank's RNG states,
-the step, the epoch and the position inside it, and the run-defining config.
+the step, the epoch and the position inside it, and the run-defining config. Everything
+is stored as tensors and plain Python values, so a checkpoint loads with
+``torch.load(weights_only=True)``: a run directory someone hands you cannot run code.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -25,7 +28,9 @@ import torch
 from cultureclip.core.errors import InputError
 from cultureclip.utils.io import atomic_path, atomic_write_text
 
-CHECKPOINT_FORMAT = 1
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 2
 LATEST_NAME = "latest"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -40,9 +45,17 @@ def checkpoint_name(step: int) -> str:
 
 def rng_state(device: torch.device) -> dict[str, Any]:
     """Every random state a training step can read (python, numpy, torch CPU and CUDA)."""
+    numpy_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # numpy arrays are not weights_only-loadable; the MT19937 key is 624 uint32 words.
+        "numpy": {
+            **numpy_state,
+            "state": {
+                "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                "pos": int(numpy_state["state"]["pos"]),
+            },
+        },
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":
@@ -52,7 +65,12 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {
+        "key": numpy_state["state"]["key"].numpy().astype(np.uint32),
+        "pos": numpy_state["state"]["pos"],
+    }
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -67,9 +85,18 @@ def save_checkpoint(
     with atomic_path(target) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, tmp)
     atomic_write_text(directory / LATEST_NAME, target.name + "\n")
-    for old in list_checkpoints(directory)[:-keep_last]:
+    # Only checkpoints older than this one are pruned, so ``latest`` never loses its file.
+    older = [p for p in list_checkpoints(directory) if checkpoint_step(p) < step]
+    for old in older[: max(0, len(older) - (keep_last - 1))]:
         old.unlink(missing_ok=True)
     return target
+
+
+def checkpoint_step(path: Path) -> int:
+    match = _STEP_FILE.match(path.name)
+    if match is None:
+        raise CheckpointError(f"{path.name} is not a checkpoint file name (step_NNNNNNNN.pt)")
+    return int(match.group(1))
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
@@ -82,7 +109,11 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> Path:
-    """``latest`` → the file the pointer names; anything else is taken as a checkpoint path."""
+    """``latest`` → the file the pointer names; anything else is taken as a checkpoint path.
+
+    The pointer may only name a checkpoint file inside ``checkpoint_dir``: a pointer to
+    ``../../elsewhere.pt`` is refused, not followed.
+    """
     checkpoint_dir = Path(checkpoint_dir)
     if resume != LATEST_NAME:
         path = Path(resume)
@@ -95,7 +126,13 @@ def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> P
             f"resume=latest but {pointer} does not exist: no checkpoint was written in this output "
             "directory yet (start without --resume, or point output_dir at the interrupted run)"
         )
-    path = checkpoint_dir / pointer.read_text(encoding="utf-8").strip()
+    name = pointer.read_text(encoding="utf-8").strip()
+    if not _STEP_FILE.match(name):
+        raise CheckpointError(
+            f"{pointer} names {name!r}, which is not a checkpoint file of {checkpoint_dir}; "
+            "refusing to follow it (resume from a checkpoint file instead)"
+        )
+    path = checkpoint_dir / name
     if not path.is_file():
         raise CheckpointError(
             f"{pointer} names {path.name}, which is missing; resume from a file instead"
@@ -103,12 +140,38 @@ def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> P
     return path
 
 
+def load_latest_intact(checkpoint_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``latest`` names, or, when that file is unreadable (a truncated copy,
+    a disk error), the newest checkpoint of the folder that reads, with a warning."""
+    checkpoint_dir = Path(checkpoint_dir)
+    path = resolve_checkpoint(LATEST_NAME, checkpoint_dir)
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError as exc:
+        first_error = exc
+    for candidate in reversed(list_checkpoints(checkpoint_dir)):
+        if candidate == path:
+            continue
+        try:
+            state = load_checkpoint(candidate)
+        except CheckpointError:
+            continue
+        logger.warning(
+            "%s is unreadable (%s); resuming from %s, the newest intact checkpoint",
+            path,
+            first_error,
+            candidate.name,
+        )
+        return candidate, state
+    raise CheckpointError(f"{first_error}; no other intact checkpoint in {checkpoint_dir}")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
-        # RNG states hold numpy arrays and python tuples, so this is not weights_only.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a cultureclip training checkpoint (format {CHECKPOINT_FORMAT})"

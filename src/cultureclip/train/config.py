@@ -86,6 +86,9 @@ class TrainConfig(Config):
     keep_last: int = Field(3, ge=1)
     #: ``latest`` or the path of a checkpoint file to continue from
     resume: str | None = None
+    #: start over in an output directory that holds another run (its checkpoints, final
+    #: model and metrics are deleted); without it such a directory is refused
+    overwrite: bool = False
     #: end the run after this step as if interrupted (time-boxed jobs, tests); resume continues
     stop_at_step: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -111,6 +114,10 @@ class TrainConfig(Config):
             raise InputError(
                 "training.image and training.text are both frozen: nothing would train"
             )
+        if self.resume is not None and self.overwrite:
+            raise InputError(
+                "resume and overwrite exclude each other: continue the run, or replace it"
+            )
         if self.grad_cache_chunk is not None and self.grad_cache_chunk >= self.batch_size:
             # Caching a batch that fits in one chunk only costs a second forward pass.
             raise InputError(
@@ -123,6 +130,7 @@ class TrainConfig(Config):
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
         {
             "resume",
+            "overwrite",
             "stop_at_step",
             "num_workers",
             "log_every",

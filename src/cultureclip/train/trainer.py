@@ -11,14 +11,18 @@ is spent, checkpointing every ``checkpoint_every`` steps. One step is:
 
 Resuming (``resume="latest"``) restores weights, optimiser, scheduler, every RNG
 and the position inside the epoch, so the continued run is the uninterrupted one.
+An output directory that already holds a run is never trained into from scratch: the
+run is resumed (``resume``), replaced (``overwrite``), or refused with a message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -37,8 +41,12 @@ from cultureclip.data.twin_dataset import TwinBatch
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.train import distributed
 from cultureclip.train.checkpoint import (
+    LATEST_NAME,
     CheckpointError,
+    checkpoint_step,
+    list_checkpoints,
     load_checkpoint,
+    load_latest_intact,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
@@ -55,7 +63,14 @@ from cultureclip.train.data import (
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
-from cultureclip.utils.io import append_jsonl, read_jsonl, write_jsonl
+from cultureclip.utils.io import (
+    append_jsonl,
+    read_jsonl,
+    remove_stale_temp_files,
+    write_jsonl,
+)
+
+logger = logging.getLogger(__name__)
 
 AutocastFactory = Callable[[], AbstractContextManager[object]]
 METRICS_NAME = "metrics.jsonl"
@@ -75,6 +90,8 @@ class TrainResult:
     completed: bool
     #: False on the non-zero ranks of a distributed run (which write nothing)
     is_main: bool = True
+    #: the step this run continued from (None: started from scratch)
+    resumed_from_step: int | None = None
     model: VisionLanguageModel | None = field(default=None, repr=False)
 
 
@@ -357,8 +374,12 @@ def _seed_everything(seed: int) -> None:
 def _load_resume_state(
     config: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo
 ) -> tuple[Path, dict[str, Any]]:
-    path = resolve_checkpoint(config.resume or "latest", checkpoint_dir)
-    state = load_checkpoint(path)
+    resume = config.resume or LATEST_NAME
+    if resume == LATEST_NAME:
+        path, state = load_latest_intact(checkpoint_dir)
+    else:
+        path = resolve_checkpoint(resume, checkpoint_dir)
+        state = load_checkpoint(path)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
     changed = sorted(k for k, v in config.run_identity().items() if saved.get(k) != v)
     if changed:
@@ -401,8 +422,12 @@ def _train(
         _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
     )
     if dist_info.is_main:
+        if state is None:
+            _claim_output_dir(config, output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(checkpoint_dir, "step_*.pt")
         config.save(output_dir)
+    distributed.barrier(dist_info)
 
     # Same seed → same LoRA initialisation on every rank and in every (re)start.
     _seed_everything(config.seed)
@@ -448,13 +473,14 @@ def _train(
         grad_accum_steps=config.grad_accum_steps,
         max_grad_norm=config.optim.max_grad_norm,
     )
-    logger = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
+    metrics = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
 
     step, epoch, micro_in_epoch = 0, 0, 0
     if state is not None:
         _restore(model, optimizer, scheduler, stepper, state)
         step, epoch, micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
-        logger.truncate(step)
+        logger.info("resumed from step %d (%s)", step, resume_path)
+        metrics.truncate(step)
         set_rng_state(state["rng"][rank], device)
     else:
         # Dropout differs per rank, as independent data-parallel workers would have it.
@@ -483,6 +509,7 @@ def _train(
         return path
 
     last_checkpoint = resume_path
+    images_per_example = 2 if kind == "twin" else 1
     last_loss: float | None = None
     stop_step = min(total_steps, config.stop_at_step or total_steps)
     model.train()
@@ -515,7 +542,9 @@ def _train(
                 step += 1
                 last_loss = out.loss
                 now = time.perf_counter()
-                samples_per_s = (
+                # An example is one training record: a twin record holds two images
+                # (and four texts), a pair record one image.
+                examples_per_s = (
                     config.batch_size * config.grad_accum_steps / max(now - last_time, 1e-9)
                 )
                 last_time = now
@@ -523,26 +552,28 @@ def _train(
                 if epoch_done:
                     epoch, micro_in_epoch = epoch + 1, 0
                 if step % config.log_every == 0 or step == stop_step:
-                    logger.log(
+                    metrics.log(
                         {
                             "step": step,
                             "epoch": round(epoch + micro_in_epoch / max(1, micro_per_epoch), 4),
                             "loss": out.loss,
                             **{f"loss_{k}": v for k, v in out.parts.items()},
                             "lr": out.lr,
-                            "samples_per_s": round(samples_per_s, 3),
+                            "examples_per_s": round(examples_per_s, 3),
+                            "images_per_s": round(examples_per_s * images_per_example, 3),
                         }
                     )
                 progress.update(
                     task,
                     completed=step,
-                    stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  {samples_per_s:.1f} samples/s",
+                    stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  "
+                    f"{examples_per_s * images_per_example:.1f} images/s",
                 )
                 if step % config.checkpoint_every == 0 or step == stop_step:
                     last_checkpoint = checkpoint() or last_checkpoint
                 if epoch_done or step >= stop_step:
                     break
-    logger.close()
+    metrics.close()
 
     completed = step >= total_steps
     final_dir = export_dir = None
@@ -569,7 +600,44 @@ def _train(
         completed=completed,
         is_main=dist_info.is_main,
         model=final_model,
+        resumed_from_step=None if state is None else state["step"],
     )
+
+
+#: what a training run writes in its output directory (all removed by ``overwrite``)
+RUN_OUTPUTS = ("checkpoints", "final", "finetuned", "export", "tensorboard", METRICS_NAME)
+
+
+def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
+    """Makes sure a fresh run never mixes with another run's files in ``output_dir``."""
+    checkpoints = list_checkpoints(output_dir / "checkpoints")
+    finished = (output_dir / "final").exists()
+    if config.overwrite:
+        for name in RUN_OUTPUTS:
+            target = output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return
+    if checkpoints or finished:
+        held = (
+            f"a finished run ({output_dir / 'final'})"
+            if finished
+            else f"a run checkpointed at step {checkpoint_step(checkpoints[-1])}"
+        )
+        raise ConfigError(
+            f"{output_dir} already holds {held}; continue it with --resume latest, start over "
+            "with --overwrite, or choose another output directory"
+        )
+    if (output_dir / METRICS_NAME).exists():
+        # Killed before its first checkpoint: nothing to resume, and its log must not mix
+        # with this run's.
+        logger.warning(
+            "%s holds the log of a run killed before its first checkpoint; starting over",
+            output_dir,
+        )
+        (output_dir / METRICS_NAME).unlink()
 
 
 def _wise_ft(

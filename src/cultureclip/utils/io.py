@@ -1,37 +1,134 @@
 """Atomic, crash-safe file writes and small JSON/JSONL helpers.
 
-Every output that a long stage writes goes through :func:`atomic_write_bytes`: the
-data lands in a temporary file in the same directory, is fsynced, and is renamed
-over the target, so a process killed at any moment leaves either the old file or
-the new one, never a torn one.
+Every output that a long stage writes goes through :func:`atomic_write_bytes` or
+:func:`atomic_path`: the data lands in a temporary file in the same directory, is
+fsynced, and is renamed over the target, so a process killed at any moment leaves either
+the old file or the new one, never a torn one. Files get the permissions the umask asks
+for (``mkstemp`` alone would make them 0600, unreadable in a shared lab directory).
+
+Append-only JSONL files (result stores, failure logs, metrics) cannot be renamed into
+place; :func:`append_jsonl` instead repairs a torn last line (a write cut by a kill or a
+full disk) before it appends, so one cut write never corrupts the next record.
+
+A full disk is reported as :class:`~cultureclip.core.errors.DiskFullError` naming the file
+and the space left, instead of a bare ``OSError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from cultureclip.core.errors import DiskFullError, InputError
+
+logger = logging.getLogger(__name__)
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(fd: int) -> None:
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
+def free_space(path: str | os.PathLike[str]) -> str:
+    """Free space of the file system holding ``path``, human-readable."""
+    try:
+        free = float(shutil.disk_usage(Path(path)).free)
+    except OSError:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1024
+    return "unknown"
+
+
+@contextlib.contextmanager
+def disk_full_as_user_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turns ENOSPC/EDQUOT/EFBIG while writing ``path`` into a one-line :class:`DiskFullError`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL or isinstance(exc, DiskFullError):
+            raise
+        reason = (
+            "file size limit reached" if exc.errno == errno.EFBIG else "no space left on device"
+        )
+        raise DiskFullError(
+            f"{reason} while writing {path} ({free_space(Path(path).parent)} free there); "
+            "free some space and rerun: finished work is kept"
+        ) from exc
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
+    """Deletes temp files that :func:`atomic_path` / :func:`atomic_write_bytes` left behind when
+    a process was killed mid-write, for targets matching ``name_glob`` in ``directory``.
+
+    Call it at the start of a stage that is the only writer of ``directory``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for candidate in directory.glob(f".{name_glob}.*"):
+        if candidate.is_file() and _looks_like_temp(candidate):
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+    if removed:
+        logger.info("removed %d stale temp file(s) in %s", len(removed), directory)
+    return removed
+
+
+# mkstemp names: .<target>.<8 random characters><suffix>
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+def _looks_like_temp(path: Path) -> bool:
+    return bool(_TEMP_NAME.match(path.name))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_full_as_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+        try:
+            _apply_umask(fd)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return path
 
 
@@ -49,55 +146,165 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary path to write with any library; renamed to ``path`` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp"
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+    with disk_full_as_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix or ".tmp"
+        )
+        try:
+            _apply_umask(fd)
+        finally:
+            os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            # Libraries that write by name (torch.save, np.savez) skip our fsync.
+            with contextlib.suppress(FileNotFoundError), open(tmp_path, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def repair_torn_tail(path: str | os.PathLike[str]) -> int:
+    """Cuts a last line that has no newline (a write cut short); returns the bytes removed."""
+    path = Path(path)
+    try:
+        handle = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline in blocks; records are small, files may be large.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut != -1:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    removed = size - keep
+    logger.warning(
+        "%s: dropped a torn last line (%d bytes) left by an interrupted write", path, removed
+    )
+    return removed
 
 
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
-    """Appends whole lines and fsyncs; a reader skips a torn final line (see :func:`read_jsonl`)."""
+    """Appends whole lines and fsyncs, after cutting a torn last line an earlier cut write left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
     if not payload:
         return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with disk_full_as_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(path)
+        existed = path.exists()
+        with open(path, "a", encoding="utf-8") as handle:
+            if not existed:
+                _apply_umask(handle.fileno())
+            try:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                # Leave no half record behind for the next append (best effort: the disk
+                # may be full, but truncation frees space rather than needing it).
+                with contextlib.suppress(OSError):
+                    handle.close()
+                    repair_torn_tail(path)
+                raise
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    tolerate_torn_tail: bool = True,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line_number, record)`` of a JSONL file, reading line by line.
+
+    A line that is not UTF-8 or not a JSON object raises :class:`InputError` naming the
+    file and line (``on_error="raise"``), or is logged and skipped (``"skip"``). A last
+    line without newline that does not parse (a write cut by a kill) is ignored.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        previous: tuple[int, bytes] | None = None
+        for number, raw in enumerate(handle, start=1):
+            if previous is not None:
+                yield from _parse_line(path, *previous, on_error=on_error, last=False)
+            previous = (number, raw)
+        if previous is not None:
+            number, raw = previous
+            torn = not raw.endswith(b"\n") and tolerate_torn_tail
+            yield from _parse_line(
+                path, number, raw, on_error="skip" if torn else on_error, last=torn
+            )
+
+
+def _parse_line(
+    path: Path, number: int, raw: bytes, *, on_error: str, last: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not raw.strip():
+        return
+    try:
+        record = json.loads(raw.decode("utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 (byte {exc.start} of the line)"
+    except ValueError as exc:
+        problem = f"not valid JSON: {exc}"
+    else:
+        yield number, record
+        return
+    if last:
+        logger.warning("%s:%d: ignored a torn last line (%s)", path, number, problem)
+    elif on_error == "skip":
+        logger.warning("%s:%d: skipped, %s", path, number, problem)
+    else:
+        raise InputError(f"{path}:{number}: {problem}")
 
 
 def read_jsonl(
-    path: str | os.PathLike[str], *, tolerate_torn_tail: bool = True
+    path: str | os.PathLike[str],
+    *,
+    tolerate_torn_tail: bool = True,
+    on_error: Literal["raise", "skip"] = "raise",
 ) -> list[dict[str, Any]]:
-    """Reads a JSONL file. A last line without newline (a write cut by a kill) is ignored."""
+    """Reads a JSONL file (see :func:`iter_jsonl`); a missing file reads as empty."""
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete, tail = lines[:-1], lines[-1]
-    records = [json.loads(line) for line in complete if line.strip()]
-    if tail.strip():
-        try:
-            records.append(json.loads(tail))
-        except json.JSONDecodeError:
-            if not tolerate_torn_tail:
-                raise
-    return records
+    return [
+        record
+        for _, record in iter_jsonl(path, on_error=on_error, tolerate_torn_tail=tolerate_torn_tail)
+    ]
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
@@ -109,3 +316,21 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     """A short deterministic hash of JSON-serialisable parts (the key of resumable work items)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identity of a file or folder's contents for result reuse: resolved path, size and mtime
+    of every file (cheap; a changed file changes its size or mtime)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if path.is_dir():
+        entries = sorted(p for p in resolved.rglob("*") if p.is_file())
+        stats = [
+            (str(p.relative_to(resolved)), p.stat().st_size, p.stat().st_mtime_ns) for p in entries
+        ]
+    elif path.is_file():
+        stat = resolved.stat()
+        stats = [("", stat.st_size, stat.st_mtime_ns)]
+    else:
+        stats = []
+    return {"path": str(resolved), "files": len(stats), "hash": stable_hash(stats)}
