@@ -223,21 +223,20 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]
     with disk_full_as_user_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(path)
-        existed = path.exists()
-        with open(path, "a", encoding="utf-8") as handle:
-            if not existed:
-                _apply_umask(handle.fileno())
-            try:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError:
-                # Leave no half record behind for the next append (best effort: the disk
-                # may be full, but truncation frees space rather than needing it).
-                with contextlib.suppress(OSError):
-                    handle.close()
-                    repair_torn_tail(path)
-                raise
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            data = memoryview(payload.encode("utf-8"))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError:
+            # Leave no half record behind for the next append: truncation frees space
+            # rather than needing it, so this works on a full disk too.
+            with contextlib.suppress(OSError):
+                repair_torn_tail(path)
+            raise
+        finally:
+            os.close(fd)
 
 
 def iter_jsonl(
