@@ -114,3 +114,13 @@ def test_twin_dataset_and_collator_shapes(toy_cultwin: Path) -> None:
     assert [again[i]["pos_caption"] for i in range(8)] == [
         dataset[i]["pos_caption"] for i in range(8)
     ]
+
+
+def test_an_invalid_utf8_byte_costs_one_record_not_the_file(toy_cultwin: Path) -> None:
+    lines = toy_cultwin.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"pos_concept": "', b'"pos_concept": "\xff', 1)
+    toy_cultwin.write_bytes(b"".join(lines))
+    load = read_cultwin(toy_cultwin)
+    assert len(load) == len(lines) - 1
+    assert [e.line for e in load.errors] == [3]
+    assert load.errors[0].error.startswith("not UTF-8 (byte ")

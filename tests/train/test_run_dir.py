@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
 from cultureclip.config import ConfigError
+from cultureclip.core.errors import InputError
 from cultureclip.train import train
 from cultureclip.train.checkpoint import (
     CheckpointError,
@@ -194,3 +195,15 @@ def test_checkpoint_files_respect_the_umask(make_config, tmp_path) -> None:
         out / "config.yaml",
     ]:
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_missing_image_stops_training_before_it_starts_naming_the_line(
+    make_config, toy_cultwin: Path, tmp_path
+) -> None:
+    from cultureclip.data.cultwin import read_cultwin
+
+    record = read_cultwin(toy_cultwin).records[4]
+    (toy_cultwin.parent / record.neg_image).unlink()
+    with pytest.raises(InputError, match=r"line 5.*image file\(s\) missing"):
+        train(make_config(output_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -226,9 +226,16 @@ def read_cultwin(
         for number, row in enumerate(pq.read_table(file).to_pylist(), start=1):
             rows.append(_Row(number, row))
     else:
-        with open(file, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
+        # Line by line in bytes: one bad byte costs its own record, not the whole file.
+        with open(file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problem = _Problem(f"not UTF-8 (byte {exc.start} of the line)")
+                    rows.append(_Row(number, problem, raw.decode("utf-8", "replace").strip()))
                     continue
                 try:
                     rows.append(_Row(number, json.loads(line), line.strip()))

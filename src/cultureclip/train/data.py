@@ -177,7 +177,8 @@ def build_dataset(
     if kind == "twin":
         from cultureclip.data.cultwin import read_cultwin
 
-        load = read_cultwin(config.path)
+        # Images are checked now: a missing one would otherwise stop the run many steps in.
+        load = read_cultwin(config.path, check_images=True)
         if load.errors:
             raise InputError(
                 f"{len(load.errors)} bad record(s) in {config.path}; fix or drop them first:\n"
