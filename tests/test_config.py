@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,3 +92,40 @@ def test_assignment_is_validated() -> None:
     config = RunConfig()
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         config.epochs = 0
+
+
+class Templates(Config):
+    recognition: str = "{option}."
+    extra: dict[str, Any] = Field(default_factory=dict)
+    retries: int | None = None
+
+
+class EvalLike(Config):
+    name: str | None = None
+    templates: Templates = Templates()
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # As the shell delivers `--set options.templates.recognition='{option}'`.
+        ("templates.recognition={option}", ("templates", "recognition", "{option}")),
+        ("templates.recognition=3", ("templates", "recognition", "3")),
+        ("name=yes", ("name", None, "yes")),
+        ("options.template={option}", ("options", "template", "{option}")),
+        (
+            "options.template={concept} in {region}",
+            ("options", "template", "{concept} in {region}"),
+        ),
+        ("options.seed=7", ("options", "seed", 7)),
+        ("options.pair={a: 1}", ("options", "pair", {"a": 1})),
+        ("templates.retries=2", ("templates", "retries", 2)),
+    ],
+)
+def test_a_value_for_a_text_field_stays_text(override: str, expected: tuple) -> None:
+    config = load_config(EvalLike, None, [override])
+    section, key, value = expected
+    node = getattr(config, section)
+    got = node if key is None else (node[key] if isinstance(node, dict) else getattr(node, key))
+    assert got == value and type(got) is type(value)

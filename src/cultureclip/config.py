@@ -8,9 +8,10 @@ with ``--config that/config.yaml``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -59,19 +60,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``)."""
+def apply_overrides(
+    data: dict[str, Any],
+    overrides: Sequence[str],
+    *,
+    is_text: Callable[[Sequence[str]], bool] = lambda key: False,
+) -> dict[str, Any]:
+    """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``).
+
+    A value whose target is a text field (``is_text(key parts)``) stays the string as
+    typed, so ``--set template={concept}`` is the template, not a YAML mapping. Where the
+    target is untyped, a value that only YAML's flow syntax would turn into a mapping of
+    empty keys (``{option}``, ``{concept} in {region}``) is also kept as text.
+    """
     result = json.loads(json.dumps(data))
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.path=value")
         key, raw = override.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse value of override {override!r}: {exc}") from exc
-        node = result
         parts = key.strip().split(".")
+        value = raw if is_text(parts) else _parse_value(override, raw)
+        node = result
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -79,6 +88,56 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = child
         node[parts[-1]] = value
     return result
+
+
+def _parse_value(override: str, raw: str) -> Any:
+    if raw == "":
+        return ""
+    looks_like_template = "{" in raw and "}" in raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        if looks_like_template:
+            return raw
+        raise ConfigError(f"cannot parse value of override {override!r}: {exc}") from exc
+    if looks_like_template and isinstance(value, dict) and all(v is None for v in value.values()):
+        return raw
+    return value
+
+
+def _text_field(cls: type[BaseModel]) -> Callable[[Sequence[str]], bool]:
+    """Whether a key path of ``cls`` ends at a field typed as text."""
+
+    def is_text(parts: Sequence[str]) -> bool:
+        model: Any = cls
+        annotation: Any = None
+        for part in parts:
+            fields = getattr(model, "model_fields", None)
+            if fields is None or part not in fields:
+                return False
+            annotation = fields[part].annotation
+            model = _model_in(annotation)
+        return _is_str(annotation)
+
+    return is_text
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) in (Union, UnionType):
+        return tuple(a for a in get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _model_in(annotation: Any) -> Any:
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _is_str(annotation: Any) -> bool:
+    members = _members(annotation)
+    return bool(members) and all(member is str for member in members)
 
 
 def load_config(
@@ -91,7 +150,7 @@ def load_config(
     data: dict[str, Any] = dict(defaults)
     if path is not None:
         data.update(read_config_file(path))
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(data, overrides, is_text=_text_field(cls))
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -213,3 +213,27 @@ def test_loaded_lora_model_has_no_dropout(tiny_clip_dir: Path, tmp_path: Path) -
     assert not any(m.training for m in loaded.modules())
     first = loaded.embed_texts(["a red circle", "a blue square"])
     assert torch.equal(first, loaded.embed_texts(["a red circle", "a blue square"]))
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("hf:/no/such/dir", "no such directory /no/such/dir"),
+        ("hf:./typo/model", "no such directory ./typo/model"),
+        ("hf:nobody/not-a-cached-model", "HF_HUB_OFFLINE is set"),
+    ],
+)
+def test_a_spec_that_does_not_resolve_is_one_line(
+    spec: str, expected: str, monkeypatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cultureclip.cli.main import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackendError, match=expected):
+        create_model(spec)
+    args = ["train", "--data", "d.jsonl", "-o", str(tmp_path / "run"), "--set", f"model={spec}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "cannot load model" in result.output

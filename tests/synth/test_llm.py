@@ -119,3 +119,39 @@ def test_concurrency_limit_is_respected_and_reached() -> None:
         results = run(many())
     assert len(results) == 9 and all(r.ok for r in results)
     assert server.peak_in_flight == 3
+
+
+def test_retry_after_is_capped_and_uses_the_retry_budget() -> None:
+    import time
+
+    from cultureclip.synth.llm import create_llm
+
+    with StandInLLMServer(
+        lambda r: Reply('{"error": "slow down"}', 429, {"Retry-After": "120"})
+    ) as server:
+        config = settings(server, max_retries=2, max_retry_wait_s=0.2, timeout_s=2)
+
+        async def one() -> Any:
+            async with create_llm(config) as llm:
+                return await llm.complete([{"role": "user", "content": "hi"}])
+
+        start = time.monotonic()
+        with pytest.raises(LLMError, match="after 3 tries: HTTP 429"):
+            run(one())
+        elapsed = time.monotonic() - start
+    assert len(server.requests) == 3
+    assert elapsed < 5, f"waited {elapsed:.1f}s: Retry-After was not capped"
+
+
+def test_retry_after_dates_and_seconds_parse() -> None:
+    from email.utils import formatdate
+
+    from cultureclip.core.retry import backoff_delay, parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    when = formatdate(1_000_030, usegmt=True)
+    assert parse_retry_after(when, now=1_000_000) == pytest.approx(30.0)
+    common = dict(base_s=1.0, max_backoff_s=30.0, max_wait_s=5.0, jitter=False)
+    assert backoff_delay(1, retry_after="120", **common) == 5.0
+    assert backoff_delay(3, **common) == 4.0

@@ -32,12 +32,12 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.retry import RETRY_STATUS, backoff_delay
 
 Message = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class ChatError(RuntimeError):
@@ -142,10 +142,21 @@ class ChatClient:
         }
         url = f"{self.base_url}/chat/completions"
         last_error = ""
+        retry_after: str | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self._count("retries")
-                self._sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+                self._sleep(
+                    backoff_delay(
+                        attempt,
+                        base_s=self.backoff,
+                        max_backoff_s=self.max_backoff,
+                        retry_after=retry_after,
+                        max_wait_s=self.max_backoff,
+                        jitter=False,
+                    )
+                )
+            retry_after = None
             self._count("requests")
             try:
                 response = self._client().post(url, json=payload)
@@ -157,6 +168,7 @@ class ChatClient:
                 continue
             if response.status_code in RETRY_STATUS:
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+                retry_after = response.headers.get("retry-after")
                 continue
             if response.status_code >= 400:
                 self._count("failures")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from cultureclip.models.base import MODEL_CONFIG_NAME, BackendError, VisionLanguageModel
+from cultureclip.models.hub import check_local, loading
 from cultureclip.registry import Registry
 from cultureclip.utils.io import read_json
 
@@ -66,7 +67,11 @@ def create_model(
     else:
         backend, argument = parse_spec(str(spec))
         _ensure_registered(backend)
-        model = MODELS.create(backend, argument, **kwargs)
+        factory = MODELS.get(backend)
+        if backend == "hf":
+            check_local(str(spec), argument)
+        with loading(str(spec)):
+            model = factory(argument, **kwargs)
     model.eval()  # like from_pretrained: inference mode until a trainer says otherwise
     return model.to(device) if device is not None else model
 

@@ -29,6 +29,8 @@ class LLMSettings(Config):
         4, ge=0
     )  # transport retries: HTTP 429/5xx, timeouts, refused connections
     backoff_s: float = Field(1.0, ge=0)
+    #: the longest wait between two tries, a server's Retry-After included
+    max_retry_wait_s: float = Field(30.0, ge=0)
     max_attempts: int = Field(
         3, ge=1
     )  # answer attempts; a malformed answer is fed back with the error

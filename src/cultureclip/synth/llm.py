@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from cultureclip.core.retry import RETRY_STATUS, backoff_delay
 from cultureclip.registry import Registry
 from cultureclip.synth.config import LLMSettings
 from cultureclip.synth.prompts import Message, PromptTemplate
@@ -75,9 +75,6 @@ LLMS: Registry[type[LLMBackend]] = Registry("LLM backend")
 
 def create_llm(settings: LLMSettings) -> LLMBackend:
     return LLMS.create(settings.backend, settings)
-
-
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 @LLMS.register("openai")
@@ -138,8 +135,19 @@ class OpenAICompatibleLLM(LLMBackend):
 
         payload = self._payload(messages, schema, temperature, seed)
         last_error = ""
+        retry_after: str | None = None
         for attempt in range(self.settings.max_retries + 1):
-            delay = self.settings.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+            if attempt:
+                await asyncio.sleep(
+                    backoff_delay(
+                        attempt,
+                        base_s=self.settings.backoff_s,
+                        max_backoff_s=self.settings.max_retry_wait_s,
+                        retry_after=retry_after,
+                        max_wait_s=self.settings.max_retry_wait_s,
+                    )
+                )
+            retry_after = None
             try:
                 response = await self._client.post("/chat/completions", json=payload)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -155,11 +163,7 @@ class OpenAICompatibleLLM(LLMBackend):
                     raise LLMError(
                         f"{self.settings.base_url} refused the request: {last_error}{hint}"
                     )
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    delay = max(delay, float(retry_after))
-            if attempt < self.settings.max_retries:
-                await asyncio.sleep(delay)
+                retry_after = response.headers.get("retry-after")
         raise LLMError(
             f"no answer from {self.settings.base_url} after {self.settings.max_retries + 1} tries: {last_error}"
         )

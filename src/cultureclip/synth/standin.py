@@ -31,6 +31,8 @@ class Reply:
 
     content: str
     status: int = 200
+    #: extra response headers (e.g. ``{"Retry-After": "120"}``)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -168,9 +170,11 @@ class StandInLLMServer:
             def log_message(self, *args: Any) -> None:  # quiet test output
                 pass
 
-            def _send(self, status: int, body: str) -> None:
+            def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
                 data = body.encode("utf-8")
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -211,7 +215,7 @@ class StandInLLMServer:
                 if isinstance(reply, str):
                     reply = Reply(reply)
                 if reply.status != 200:
-                    self._send(reply.status, reply.content)
+                    self._send(reply.status, reply.content, reply.headers)
                     return
                 body = {
                     "id": f"chatcmpl-{len(server.requests)}",
