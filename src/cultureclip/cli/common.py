@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,6 +21,89 @@ OverrideOption = typer.Option(
 
 #: set by ``cultureclip --debug``: user errors then show their traceback too
 DEBUG = False
+
+
+def setup_logging(debug: bool = False) -> None:
+    """Library code logs; the CLI shows its records on stderr (INFO, or DEBUG with --debug)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("cultureclip")
+    for handler in list(root.handlers):
+        if getattr(handler, "_cultureclip_cli", False):
+            root.removeHandler(handler)
+    handler = RichHandler(
+        console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False
+    )
+    handler._cultureclip_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+class RichSink:
+    """Progress bars on a terminal: one live display shared by every open task."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._open = 0
+
+    def open(self, description: str, total: float | None, completed: float) -> Any:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=console,
+                transient=False,
+            )
+            self._progress.start()
+        self._open += 1
+        task_id = self._progress.add_task(description, total=total, completed=completed, stats="")
+        return _RichTask(self._progress, task_id)
+
+    def close(self, task: Any) -> None:
+        self._open -= 1
+        if self._open <= 0 and self._progress is not None:
+            self._progress.stop()
+            self._progress, self._open = None, 0
+
+
+class _RichTask:
+    def __init__(self, progress: Any, task_id: Any) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def update(
+        self, *, advance: float = 0, completed: float | None = None, stats: str = ""
+    ) -> None:
+        fields: dict[str, Any] = {"stats": stats} if stats else {}
+        if completed is not None:
+            self.progress.update(self.task_id, completed=completed, **fields)
+        else:
+            self.progress.update(self.task_id, advance=advance, **fields)
+
+    def set_total(self, total: float | None) -> None:
+        self.progress.update(self.task_id, total=total)
+
+
+def setup_progress() -> None:
+    """Bars on a terminal; plain periodic log lines otherwise (the library default)."""
+    from cultureclip.core.progress import set_sink
+
+    if console.is_terminal:
+        set_sink(RichSink())
 
 
 def fail(message: str, code: int = 2) -> None:

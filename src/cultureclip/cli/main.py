@@ -20,6 +20,22 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _setup(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of user errors too, and debug logs."
+    ),
+) -> None:
+    """Culture-aware CLIP: synthesise CulTwin data, fine-tune, evaluate, retrieve."""
+    from cultureclip.cli import common
+    from cultureclip.core.threads import configure_threads
+
+    common.DEBUG = debug
+    common.setup_logging(debug)
+    common.setup_progress()
+    configure_threads()
+
+
 @app.command()
 def models() -> None:
     """List the registered model backends."""

@@ -16,6 +16,7 @@ continues where it stopped. The same flow runs on real CLIP with
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from cultureclip.config import Config
 from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSetup, TrainMode
 from cultureclip.quickstart.world import WorldSettings, build_world
 from cultureclip.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
 MODEL_ORDER = ("base", "clip", "cultureclip")
@@ -147,9 +150,7 @@ class QuickstartResult:
 
 def _log(config: QuickstartConfig, message: str) -> None:
     if config.progress:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold cyan]quickstart[/] {message}")
+        logger.info("quickstart: %s", message)
 
 
 def _train_stage(

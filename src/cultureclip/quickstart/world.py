@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from pydantic import Field
 
 from cultureclip.config import Config
+from cultureclip.core.progress import progress as task_progress
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.utils.io import atomic_path, atomic_write_json, read_json, write_jsonl
 
@@ -432,15 +432,14 @@ def build_world(
         general_concepts({c.key for c in all_culture}), settings.max_general, settings.seed
     )
     concepts = culture + flags + general
-    with _progress(progress) as bar:
-        task = bar.add_task("rendering OpenMoji glyphs", total=len(concepts))
+    with task_progress("rendering OpenMoji glyphs", len(concepts), enabled=progress) as task:
         for concept in concepts:
             concept.image = _file_name(concept)
             render_glyph(concept.key, size=settings.image_size).save(glyph_dir / concept.image)
             concept.captions = write_captions(
                 concept, n=settings.captions_per_concept, seed=settings.seed
             )
-            bar.advance(task)
+            task.update(advance=1)
 
     # Twins: nearest concept of another country in the same category, by image features.
     candidates = culture + flags
@@ -532,15 +531,3 @@ def build_world(
     atomic_write_json(staging / WORLD_MANIFEST, {**wanted, "counts": counts})
     staging.rename(root)
     return World.load(root)
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        disable=not enabled,
-        transient=True,
-    )

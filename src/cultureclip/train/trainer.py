@@ -36,6 +36,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cultureclip.config import ConfigError
+from cultureclip.core.progress import progress
+from cultureclip.core.threads import worker_init
 from cultureclip.data.pairs import PairCollection
 from cultureclip.data.twin_dataset import TwinBatch
 from cultureclip.models.base import VisionLanguageModel
@@ -317,29 +319,6 @@ class MetricsLogger:
             self.wandb.finish()
 
 
-def _progress(enabled: bool, total: int, completed: int) -> tuple[Any, Any]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    task = progress.add_task("train", total=total, completed=completed, stats="")
-    return progress, task
-
-
 # ---- the loop ---------------------------------------------------------------------------
 def train(config: TrainConfig, *, collection: PairCollection | None = None) -> TrainResult:
     """Fine-tunes ``config.model`` on ``config.data`` (or on ``collection``, an in-memory
@@ -513,9 +492,9 @@ def _train(
     last_loss: float | None = None
     stop_step = min(total_steps, config.stop_at_step or total_steps)
     model.train()
-    progress, task = _progress(config.progress and dist_info.is_main, total_steps, step)
     last_time = time.perf_counter()
-    with progress:
+    enabled = config.progress and dist_info.is_main
+    with progress("train", total_steps, completed=step, enabled=enabled) as task:
         while step < stop_step:
             sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
             dataset.set_epoch(epoch)
@@ -526,6 +505,7 @@ def _train(
                 drop_last=True,
                 collate_fn=collate,
                 num_workers=config.num_workers,
+                worker_init_fn=worker_init if config.num_workers else None,
                 pin_memory=device.type == "cuda",
                 # A private generator: worker seeds must not consume the global RNG,
                 # or a run resumed mid-epoch would draw different dropout masks.
@@ -563,8 +543,7 @@ def _train(
                             "images_per_s": round(examples_per_s * images_per_example, 3),
                         }
                     )
-                progress.update(
-                    task,
+                task.update(
                     completed=step,
                     stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  "
                     f"{examples_per_s * images_per_example:.1f} images/s",
