@@ -21,9 +21,11 @@ def test_plain_lines_are_logged_periodically_and_at_the_end(caplog) -> None:
 
 
 def test_a_disabled_task_says_nothing(caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="cultureclip.progress"):
-        with progress("quiet", 5, enabled=False) as task:
-            task.update(advance=5, stats="loss 1")
+    with (
+        caplog.at_level(logging.INFO, logger="cultureclip.progress"),
+        progress("quiet", 5, enabled=False) as task,
+    ):
+        task.update(advance=5, stats="loss 1")
     assert caplog.records == []
 
 
