@@ -122,3 +122,37 @@ def test_killed_run_leaves_a_loadable_checkpoint(make_config, tmp_path) -> None:
     assert resumed.steps == state["step"] + 2
     steps = [r["step"] for r in read_jsonl(resumed.metrics_path)]
     assert steps == list(range(1, state["step"] + 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cache", "tolerance"), [("", 0.0), ("&cache=4096", 1e-5)])
+def test_lite_heads_resume_is_exact_without_cache_and_close_with_it(
+    toy_cultwin, tmp_path, cache: str, tolerance: float
+) -> None:
+    from cultureclip.train import TrainConfig
+
+    def config(out: str, **changes):
+        return TrainConfig.model_validate(
+            dict(
+                model=f"lite:en?image_size=64&dim=32{cache}",
+                data={"path": str(toy_cultwin)},
+                batch_size=4,
+                epochs=2,
+                output_dir=str(tmp_path / out),
+                log_every=1,
+                progress=False,
+                optim={"lr": 1e-3},
+                schedule={"warmup_steps": 1},
+                training={"image": "heads", "text": "heads"},
+                checkpoint_every=1,
+                **changes,
+            )
+        )
+
+    straight = train(config("straight"))
+    train(config("resumed", stop_at_step=3))
+    resumed = train(config("resumed", resume="latest"))
+    expected, got = _curve(straight.metrics_path), _curve(resumed.metrics_path)
+    assert [s for s, _, _ in got] == [s for s, _, _ in expected] == [1, 2, 3, 4]
+    worst = max(abs(a[1] - b[1]) for a, b in zip(expected, got, strict=True))
+    assert worst <= tolerance, worst
