@@ -18,10 +18,13 @@ from cultureclip.models.hub import check_local, loading
 from cultureclip.registry import Registry
 from cultureclip.utils.io import read_json
 
-MODELS: Registry[type[VisionLanguageModel]] = Registry("model backend")
+MODELS: Registry[type[VisionLanguageModel]] = Registry(
+    "model backend", package="cultureclip.models", entry_point_group="cultureclip.models"
+)
 
-# Built-in backends register themselves on import; importing lazily keeps
-# `cultureclip --help` fast and lets optional dependencies stay optional.
+# Built-in backends register themselves on import. A spec names its backend, so only that
+# module is imported (fast start, optional dependencies stay optional); any other name
+# makes MODELS scan this package and the ``cultureclip.models`` entry points.
 _BUILTIN_MODULES = {
     "hf": "cultureclip.models.hf",
     "open_clip": "cultureclip.models.open_clip",
@@ -30,10 +33,10 @@ _BUILTIN_MODULES = {
 
 
 def _ensure_registered(backend: str | None = None) -> None:
-    names = [backend] if backend in _BUILTIN_MODULES else list(_BUILTIN_MODULES)
-    for name in names:
-        if name not in MODELS:
-            importlib.import_module(_BUILTIN_MODULES[name])
+    if backend in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[backend])
+    else:
+        MODELS.discover()
 
 
 def list_models() -> dict[str, str]:

@@ -70,7 +70,7 @@ class LLMBackend(ABC):
         await self.aclose()
 
 
-LLMS: Registry[type[LLMBackend]] = Registry("LLM backend")
+LLMS: Registry[type[LLMBackend]] = Registry("LLM backend", entry_point_group="cultureclip.llms")
 
 
 def create_llm(settings: LLMSettings) -> LLMBackend:

@@ -112,7 +112,7 @@ class ContrastiveLoss(nn.Module, ABC):
         raise LossError(f"features {sorted(features)} are neither a twin nor a pair batch")
 
 
-LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss")
+LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss", entry_point_group="cultureclip.losses")
 
 
 @LOSSES.register(
