@@ -50,6 +50,11 @@ CLI = [sys.executable, "-m", "cultureclip"]
 
 
 # ---- a scripted chat server with fault modes ---------------------------------------------
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client killed mid-request is the point of the exercise
+
+
 class ChatServer:
     """OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1; ``respond(body, n)`` decides."""
 
@@ -95,7 +100,7 @@ class ChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -403,11 +408,12 @@ def kill_trials(stage: Stage, trials: int, rng: random.Random) -> Tally:
     rc = run(stage.command(reference_out, rerun=False))
     duration = time.monotonic() - start
     reference = stage.outcome(reference_out, rc)
-    assert rc == 0 and reference.results, f"{stage.name}: the reference run failed (rc {rc})"
+    assert reference.results, f"{stage.name}: the reference run produced nothing (rc {rc})"
     begin = time.monotonic()
     for trial in range(trials):
         out = stage.root / f"{stage.name.replace(' ', '-')}-trial-{trial}"
-        kill_at = rng.uniform(0.5, max(1.0, duration))  # import time included
+        # The run's first seconds are imports: kill mostly where work is being done.
+        kill_at = rng.uniform(0.3, 1.0) * duration
         first_rc = run(stage.command(out, rerun=False), kill_after=kill_at)
         tally.killed_mid_run += first_rc == -signal.SIGKILL
         rc = run(stage.command(out, rerun=True))
