@@ -166,6 +166,11 @@ def _print_result(result: object) -> None:
             delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"  # type: ignore[attr-defined]
         table.add_row(key, f"{value:.2f}{delta}")
     console.print(table)
+    if result.reused:  # type: ignore[attr-defined]
+        console.print(
+            "reused the stored result (same model, data fingerprint, split, options and "
+            "protocol); pass --overwrite to recompute"
+        )
     if result.n_skipped:  # type: ignore[attr-defined]
         console.print(
             f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,20 @@ from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
+    PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
     compare,
+    data_identity,
+    key_differences,
     load_result,
+    model_identity,
     result_dir,
+    reuse_key,
 )
 from cultureclip.utils.io import write_jsonl
+
+logger = logging.getLogger(__name__)
 
 ModelLike = Any  # a VisionLanguageModel, a GenerativeModel, or a spec string
 
@@ -99,8 +108,11 @@ def evaluate(
     """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
 
     ``model`` is a model object or a spec (``hf:…``, a saved directory, ``openai:…@…``,
-    ``hf-vlm:…``). With ``out_dir``, an existing result for the same (benchmark, model)
-    is returned without recomputing unless ``overwrite``. ``baseline`` runs the same
+    ``hf-vlm:…``). With ``out_dir``, an existing result is returned without recomputing
+    (``result.reused`` is then true) only when everything that decides it is the same:
+    model identity, data path and content fingerprint, split, options and protocol
+    version (``result.key``); otherwise, or with ``overwrite``, it is recomputed. The data
+    is read and validated before the model is loaded. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
     ``result.baseline``: the forgetting check. ``label`` names the results in place of the
     benchmark (two datasets of one benchmark in one report). ``options`` go to the benchmark.
@@ -109,10 +121,22 @@ def evaluate(
     bench = create_benchmark(benchmark, data, split, **options)
     shown_as = label or benchmark
     directory = result_dir(out_dir, shown_as, name) if out_dir is not None else None
+    data_text = str(data.root if isinstance(data, CulTwinLoad) else data)
+    key = _result_key(bench, model, name, data_text, split, directory)
     result: EvalResult | None = None
     if directory is not None and (directory / "result.json").exists() and not overwrite:
-        result = load_result(directory)
+        stored = load_result(directory)
+        differences = key_differences(stored.key, key)
+        if not differences:
+            result = stored
+            result._reused = True
+            logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
+        else:
+            logger.info(
+                "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
+            )
     if result is None:
+        bench.prepare()  # read and validate the data before loading the model
         result = _run(
             bench,
             resolve_model(model, device=device, generative=generative),
@@ -120,6 +144,8 @@ def evaluate(
             directory,
             progress,
             shown_as,
+            data=data_text,
+            key=key,
         )
         if directory is not None:
             EvalConfig(
@@ -160,6 +186,27 @@ def evaluate(
     return result
 
 
+def _result_key(
+    bench: Benchmark,
+    model: ModelLike,
+    name: str,
+    data: str,
+    split: str | None,
+    directory: Path | None = None,
+) -> dict[str, Any]:
+    # an object is known by the name it is given (pass a spec to fingerprint saved weights)
+    identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
+    key = reuse_key(
+        benchmark=bench.name,
+        model=identity,
+        data=data_identity(data, exclude=directory),
+        split=split,
+        options=bench.options.model_dump(mode="json"),
+        protocol=PROTOCOL_VERSION * 1000 + bench.protocol_version,
+    )
+    return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
+
+
 def _run(
     bench: Benchmark,
     model: Any,
@@ -167,6 +214,9 @@ def _run(
     directory: Path | None,
     progress: bool,
     shown_as: str | None = None,
+    *,
+    data: str = "",
+    key: dict[str, Any] | None = None,
 ) -> EvalResult:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -183,6 +233,8 @@ def _run(
         skipped=output.skipped[:100],
         config=bench.config(),
         seconds=round(time.perf_counter() - started, 3),
+        data=data,
+        key=key or {},
     )
     if directory is not None:
         write_jsonl(directory / PREDICTIONS_NAME, output.predictions)

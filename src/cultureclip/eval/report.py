@@ -270,11 +270,14 @@ def build_report(
                     "benchmark": r.benchmark,
                     "task": r.task,
                     "metric": metric,
-                    "value": value,
+                    "value": round(value, 4),
                     "n": r.n,
+                    "n_skipped": r.n_skipped,
                     "baseline_model": r.baseline.model if r.baseline else "",
-                    "baseline_value": "" if base is None else base,
-                    "delta": "" if base is None else value - base,
+                    "baseline_value": "" if base is None else round(base, 4),
+                    "delta": "" if base is None else round(value - base, 4),
+                    "data": r.data or r.config.get("data", ""),
+                    "seconds": r.seconds,
                 }
             )
     _write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
@@ -291,12 +294,40 @@ def build_report(
         f"{n_resamples}-sample percentile bootstrap, seed {seed}.</p>",
     ]
     summary = [
-        (r.model, r.benchmark, r.task, r.n, *[f"{k}={v:.2f}" for k, v in r.metrics.items()][:1])
+        (
+            r.model,
+            r.benchmark,
+            r.task,
+            r.data or r.config.get("data", ""),
+            r.n,
+            r.n_skipped,
+            f"{r.seconds:.1f}",
+            *[f"{k}={v:.2f}" for k, v in r.metrics.items()][:1],
+        )
         for r in results
     ]
     sections.append(
-        "<h2>Summary</h2>" + _table(["model", "benchmark", "task", "n", "main metric"], summary)
+        "<h2>Summary</h2>"
+        + _table(
+            ["model", "benchmark", "task", "data", "n", "skipped", "wall s", "main metric"],
+            summary,
+        )
     )
+    skipped = [r for r in results if r.n_skipped]
+    if skipped:
+        parts = []
+        for r in skipped:
+            shown = "".join(f"<li>{html.escape(s)}</li>" for s in r.skipped[:20])
+            more = r.n_skipped - min(20, len(r.skipped))
+            tail = f"<li>… and {more} more (see result.json)</li>" if more > 0 else ""
+            parts.append(
+                f"<details><summary>{html.escape(r.model)} · {html.escape(r.benchmark)}: "
+                f"{r.n_skipped} skipped of {r.n + r.n_skipped}</summary><ul>{shown}{tail}</ul></details>"
+            )
+        sections.append(
+            "<h2>Skipped items</h2><p class='note'>Malformed items and unreadable images are "
+            "left out of every metric.</p>" + "".join(parts)
+        )
     before_after = _before_after(results)
     if before_after:
         sections.append("<h2>Before / after fine-tuning</h2>" + before_after)

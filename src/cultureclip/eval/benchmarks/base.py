@@ -60,6 +60,8 @@ class Benchmark(ABC):
     Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
     #: whether generative chat models can be scored (multiple-choice benchmarks)
     supports_generative: ClassVar[bool] = False
+    #: bumped when this benchmark's scoring changes (part of the result's reuse key)
+    protocol_version: ClassVar[int] = 1
 
     def __init__(self, data: str | Path, *, split: str | None = None, **options: Any) -> None:
         self.data = data
@@ -71,6 +73,10 @@ class Benchmark(ABC):
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         """Scores ``model`` (a :class:`VisionLanguageModel`, or a generative model if supported)."""
+
+    def prepare(self) -> None:
+        """Reads and validates the data (called before the model loads; errors come early)."""
+        return None
 
     def config(self) -> dict[str, Any]:
         return {"data": str(self.data), "split": self.split, **self.options.model_dump(mode="json")}
@@ -159,6 +165,16 @@ class TextFeatureCache:
         return torch.stack([self._features[t] for t in texts])
 
 
+#: what an unreadable image raises: missing file, truncated or non-image data, bad data: URL
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError)
+
+
+def describe_image_error(exc: BaseException) -> str:
+    """One line for a skipped image (``UnidentifiedImageError`` says ``cannot identify …``)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
 @torch.no_grad()
 def embed_images(
     model: VisionLanguageModel,
@@ -168,11 +184,15 @@ def embed_images(
     batch_size: int,
     progress: bool,
     description: str = "images",
+    failed: dict[str, str] | None = None,
 ) -> dict[str, Tensor]:
     """Embeds each distinct image key once: ``{key: normalised feature}``.
 
     The next batch is decoded on a background thread while the model encodes the current
     one (PIL releases the GIL while decoding), so disk and decode time overlap compute.
+    Only one batch is held decoded at a time. With ``failed`` given, an image that cannot
+    be read (missing, truncated, not an image) is left out of the result and ``failed[key]``
+    says why; without it, the error propagates.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -182,18 +202,30 @@ def embed_images(
     if not chunks:
         return features
 
-    def load_chunk(chunk: Sequence[str]) -> list[Any]:
-        return [load(key) for key in chunk]
+    def load_chunk(chunk: Sequence[str]) -> list[tuple[str, Any]]:
+        loaded = []
+        for key in chunk:
+            if failed is None:
+                loaded.append((key, load(key)))
+                continue
+            try:
+                loaded.append((key, load(key)))
+            except IMAGE_ERRORS as exc:
+                failed[key] = describe_image_error(exc)
+        return loaded
 
     with ThreadPoolExecutor(max_workers=1) as loader:
         pending = loader.submit(load_chunk, chunks[0])
         for index in progress_iter(range(len(chunks)), len(chunks), description, progress):
-            images = pending.result()
+            loaded = pending.result()
             if index + 1 < len(chunks):
                 pending = loader.submit(load_chunk, chunks[index + 1])
-            embedded = model.embed_images(images, batch_size=batch_size)
-            for key, feature in zip(chunks[index], embedded, strict=True):
+            if not loaded:
+                continue
+            embedded = model.embed_images([image for _, image in loaded], batch_size=batch_size)
+            for (key, _), feature in zip(loaded, embedded, strict=True):
                 features[key] = feature
+            del loaded
     return features
 
 
@@ -230,6 +262,25 @@ class MCQBenchmark(Benchmark):
     def load_items(self) -> ItemSet:
         """The benchmark's data as validated items (malformed ones in ``errors``)."""
 
+    def items(self) -> ItemSet:
+        """:meth:`load_items`, read once and kept."""
+        cached = getattr(self, "_items", None)
+        if cached is None:
+            cached = self._items = self.load_items()
+        return cached
+
+    def prepare(self) -> None:
+        item_set = self.items()
+        if not item_set.items:
+            problems = (
+                f"; {len(item_set.errors)} malformed: {item_set.errors[0]}"
+                if item_set.errors
+                else ""
+            )
+            raise InputError(
+                f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
+            )
+
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""
         return {"accuracy": accuracy([p["correct"] for p in predictions])}
@@ -255,18 +306,11 @@ class MCQBenchmark(Benchmark):
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        item_set = self.load_items()
-        if not item_set.items:
-            problems = (
-                f"; {len(item_set.errors)} malformed: {item_set.errors[0]}"
-                if item_set.errors
-                else ""
-            )
-            raise InputError(
-                f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
-            )
+        self.prepare()
+        item_set = self.items()
+        unreadable: list[str] = []
         if isinstance(model, VisionLanguageModel):
-            predictions = self._run_contrastive(model, item_set, progress)
+            predictions = self._run_contrastive(model, item_set, progress, unreadable)
         else:
             from cultureclip.eval.generative import GenerativeModel
 
@@ -274,7 +318,12 @@ class MCQBenchmark(Benchmark):
                 raise TypeError(
                     f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
                 )
-            predictions = self._run_generative(model, item_set, work_dir, progress)
+            predictions = self._run_generative(model, item_set, work_dir, progress, unreadable)
+        if not predictions:
+            raise InputError(
+                f"benchmark {self.name!r}: no item of {self.data} has a readable image"
+                + (f"; e.g. {unreadable[0]}" if unreadable else "")
+            )
         metrics = self.summarize(predictions)
         if not isinstance(model, VisionLanguageModel):
             # Generative runs say how many answers were lost, so nobody mistakes them for wrong guesses.
@@ -287,7 +336,7 @@ class MCQBenchmark(Benchmark):
             predictions=predictions,
             per_group=group_accuracy(predictions),
             n=len(predictions),
-            skipped=[str(bad) for bad in item_set.errors],
+            skipped=[str(bad) for bad in item_set.errors] + unreadable,
         )
 
     def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
@@ -305,16 +354,15 @@ class MCQBenchmark(Benchmark):
         return record
 
     def _run_contrastive(
-        self, model: VisionLanguageModel, item_set: ItemSet, progress: bool
+        self,
+        model: VisionLanguageModel,
+        item_set: ItemSet,
+        progress: bool,
+        unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         items = item_set.items
-        texts_per_item = [self.option_texts(item) for item in items]
-        # Every distinct option text is encoded once, every distinct image once.
-        text_index = {
-            text: i for i, text in enumerate(dict.fromkeys(t for ts in texts_per_item for t in ts))
-        }
-        text_features = TextFeatureCache(model).encode(list(text_index))
         by_key = {image_key(item): item for item in items}
+        failed: dict[str, str] = {}
         image_features = embed_images(
             model,
             list(by_key),
@@ -322,7 +370,25 @@ class MCQBenchmark(Benchmark):
             batch_size=self.options.batch_size,
             progress=progress,
             description=f"{self.name}: images",
+            failed=failed,
         )
+        if failed:
+            kept = []
+            for item in items:
+                error = failed.get(image_key(item))
+                if error is None:
+                    kept.append(item)
+                elif unreadable is not None:
+                    unreadable.append(f"item {item.id!r}: unreadable image: {error}")
+            items = kept
+        if not items:
+            return []
+        texts_per_item = [self.option_texts(item) for item in items]
+        # Every distinct option text is encoded once, every distinct image once.
+        text_index = {
+            text: i for i, text in enumerate(dict.fromkeys(t for ts in texts_per_item for t in ts))
+        }
+        text_features = TextFeatureCache(model).encode(list(text_index))
         # Score all items at once: options padded to the widest item and masked out.
         width = max(len(ts) for ts in texts_per_item)
         option_ids = torch.zeros(len(items), width, dtype=torch.long)
@@ -353,7 +419,12 @@ class MCQBenchmark(Benchmark):
         ]
 
     def _run_generative(
-        self, model: Any, item_set: ItemSet, work_dir: Path | None, progress: bool
+        self,
+        model: Any,
+        item_set: ItemSet,
+        work_dir: Path | None,
+        progress: bool,
+        unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         from cultureclip.eval.generative import MCQPrompt, parse_answer_letter
 
@@ -368,12 +439,23 @@ class MCQBenchmark(Benchmark):
         for chunk in progress_iter(
             chunks, len(chunks), f"{self.name}: asking {model.spec}", progress
         ):
-            prompts = [
-                MCQPrompt(
-                    item_set.load_image(i), i.question or "What is shown in the picture?", i.options
+            prompts, asked = [], []
+            for i in chunk:
+                try:
+                    image = item_set.load_image(i)
+                except IMAGE_ERRORS as exc:
+                    if unreadable is not None:
+                        unreadable.append(
+                            f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
+                        )
+                    continue
+                prompts.append(
+                    MCQPrompt(image, i.question or "What is shown in the picture?", i.options)
                 )
-                for i in chunk
-            ]
+                asked.append(i)
+            chunk = asked
+            if not chunk:
+                continue
             outcomes = model.generate(prompts)
             records = []
             for item, outcome in zip(chunk, outcomes, strict=True):
@@ -395,7 +477,7 @@ class MCQBenchmark(Benchmark):
             if partial is not None:
                 append_jsonl(partial, records)
             done.update({r["id"]: r for r in records})
-        return [done[item.id] for item in item_set.items]
+        return [done[item.id] for item in item_set.items if item.id in done]
 
 
 def items_from_rows(rows: Sequence[dict[str, Any]], root: Path, name: str) -> ItemSet:
