@@ -25,16 +25,18 @@ def register(app: typer.Typer) -> None:
             None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
         ),
         split: str = typer.Option(
-            None, "--split", help="Split (hub datasets, retrieval collections)."
+            None,
+            "--split",
+            help="Split of hub datasets and retrieval collections (default: test).",
         ),
         out: str = typer.Option(
-            None, "--out", "-o", help="Results directory [default: runs/eval]."
+            None, "--out", "-o", help="Results directory (default: runs/eval)."
         ),
         baseline: str = typer.Option(
             None, "--baseline", help="Also evaluate this base model and store the delta."
         ),
         model_name: str = typer.Option(
-            None, "--model-name", help="Name of the model in results [default: spec]."
+            None, "--model-name", help="Name of the model in results (default: spec)."
         ),
         baseline_name: str = typer.Option(
             None, "--baseline-name", help="Name of the baseline in results."
@@ -43,7 +45,7 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Recompute even if the result exists."
         ),
         device: str = typer.Option(
-            None, "--device", help="torch device of contrastive models [default: cpu]."
+            None, "--device", help="torch device of contrastive models (default: cpu)."
         ),
         config: Path = ConfigOption,
         overrides: list[str] = OverrideOption,
@@ -70,6 +72,9 @@ def register(app: typer.Typer) -> None:
             if overwrite:
                 values["overwrite"] = True
             cfg = load_config(EvalConfig, None, overrides or [], **values)
+            options = dict(cfg.options)
+            if cfg.columns:
+                options["columns"] = {**cfg.columns, **options.get("columns", {})}
             result = evaluate(
                 cfg.model,
                 cfg.benchmark,
@@ -84,7 +89,7 @@ def register(app: typer.Typer) -> None:
                 device=cfg.device,
                 generative=cfg.generative,
                 progress=True,
-                **cfg.options,
+                **options,
             )
             _print_result(result)
 
@@ -116,10 +121,10 @@ def register(app: typer.Typer) -> None:
             None, "--llm", help="LLM as <model>@<base_url> (OpenAI-compatible)."
         ),
         out: str = typer.Option(
-            None, "--out", "-o", help="Output directory [default: runs/benchmark]."
+            None, "--out", "-o", help="Output directory (default: runs/benchmark)."
         ),
         images: str = typer.Option(
-            None, "--images", help="Images named <concept id>.jpg [default: <out>/images]."
+            None, "--images", help="Images named <concept id>.jpg (default: <out>/images)."
         ),
         config: Path = ConfigOption,
         overrides: list[str] = OverrideOption,

@@ -50,6 +50,9 @@ class EvalConfig(Config):
     device: str | None = None
     #: benchmark options (templates, seed, batch_size, …), checked by the benchmark
     options: dict[str, Any] = Field(default_factory=dict)
+    #: our item field -> the data's column (``--set columns.answer=Label``); same as
+    #: ``options.columns``
+    columns: dict[str, str] = Field(default_factory=dict)
     #: options of a generative model backend (timeout, max_retries, concurrency, …)
     generative: dict[str, Any] = Field(default_factory=dict)
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
-from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import append_jsonl, read_jsonl, stable_hash
 
@@ -108,30 +108,10 @@ def is_local(data: str | Path) -> bool:
 
 
 def load_hub_rows(name: str, split: str | None) -> list[dict[str, Any]]:
-    """Rows of a hub dataset (``datasets.load_dataset``); images become encoded bytes."""
-    try:
-        import datasets
-    except ImportError as exc:  # optional extra
-        raise ImportError(
-            "loading a hub dataset needs `pip install cultureclip[datasets]`"
-        ) from exc
-    dataset = datasets.load_dataset(name, split=split or "test")
-    rows = []
-    for row in dataset:
-        rows.append({key: _encode_if_image(value) for key, value in row.items()})
-    return rows
+    """Rows of a hub dataset (``datasets.load_dataset``); images keep their original bytes."""
+    from cultureclip.eval.benchmarks.source import load_dataset_rows
 
-
-def _encode_if_image(value: Any) -> Any:
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        import io
-
-        buffer = io.BytesIO()
-        value.convert("RGB").save(buffer, format="PNG")
-        return buffer.getvalue()
-    return value
+    return load_dataset_rows(name, split, local=False)
 
 
 def seeded_rng(seed: int, *key: Any) -> random.Random:
@@ -249,6 +229,9 @@ class MCQOptions(BenchmarkOptions):
     )
     #: generative models: how many items are sent per checkpointed chunk
     chunk_size: int = Field(64, ge=1)
+    #: our field -> the data's column, for released files with other names
+    #: (``--set columns.answer=Label``)
+    columns: dict[str, str] = Field(default_factory=dict)
 
 
 class MCQBenchmark(Benchmark):
@@ -257,6 +240,8 @@ class MCQBenchmark(Benchmark):
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
     supports_generative = True
+    #: the fields results are grouped by (``language`` too for multilingual sets)
+    group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 
     @abstractmethod
     def load_items(self) -> ItemSet:
@@ -334,7 +319,7 @@ class MCQBenchmark(Benchmark):
         return BenchmarkOutput(
             metrics=metrics,
             predictions=predictions,
-            per_group=group_accuracy(predictions),
+            per_group=group_accuracy(predictions, keys=self.group_keys),
             n=len(predictions),
             skipped=[str(bad) for bad in item_set.errors] + unreadable,
         )
@@ -347,6 +332,8 @@ class MCQBenchmark(Benchmark):
             "correct": correct,
             **item.group_fields(),
         }
+        if "language" in self.group_keys:
+            record["language"] = item.language
         for key in ("role", "group_id"):
             if key in (item.model_extra or {}):
                 record[key] = item.model_extra[key]

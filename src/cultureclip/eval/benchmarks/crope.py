@@ -23,7 +23,6 @@ definition_image``, a list or one path). Country/category (``country, culture``;
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -32,12 +31,11 @@ from cultureclip.eval.benchmarks.base import (
     BenchmarkOptions,
     MCQBenchmark,
     MCQOptions,
-    is_local,
     items_from_rows,
-    load_hub_rows,
 )
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import accuracy
 
@@ -56,11 +54,9 @@ class CropeBenchmark(MCQBenchmark):
     Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
 
     def load_items(self) -> ItemSet:
-        if is_local(self.data):
-            file = find_annotation_file(Path(self.data), ("crope.json", "crope.jsonl"))
-            records, root = read_records(file), file.parent
-        else:
-            records, root = load_hub_rows(str(self.data), self.split), Path(".")
+        options: MCQOptions = self.options  # type: ignore[assignment]
+        records, root = read_rows(self.data, self.split, ("crope.json", "crope.jsonl"))
+        records = [apply_columns(record, options.columns) for record in records]
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
             item_id = str(record.get("id") or f"crope-{index:06d}")

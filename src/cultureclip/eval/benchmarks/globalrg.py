@@ -32,13 +32,12 @@ from cultureclip.eval.benchmarks.base import (
     BenchmarkOptions,
     MCQBenchmark,
     MCQOptions,
-    is_local,
     items_from_rows,
-    load_hub_rows,
     seeded_rng,
 )
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 
 IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
@@ -65,15 +64,17 @@ class _GlobalRGBenchmark(MCQBenchmark):
     preferred_files: ClassVar[tuple[str, ...]] = ()
 
     def raw_records(self) -> tuple[list[dict[str, Any]], Path]:
-        if is_local(self.data):
-            file = find_annotation_file(Path(self.data), self.preferred_files)
-            return read_records(file), file.parent
-        return load_hub_rows(str(self.data), self.split), Path(".")
+        options: MCQOptions = self.options  # type: ignore[assignment]
+        rows, root = read_rows(self.data, self.split, self.preferred_files)
+        return [apply_columns(row, options.columns) for row in rows], root
 
     def _base(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        if "_error" in record:
+            raise InputError(str(record["_error"]))
         region = str(pick(record, REGION_KEYS, "region"))
+        record_id = record.get("id") or record.get("u_id") or record.get("image_id")
         return {
-            "id": str(record.get("id") or record.get("image_id") or f"{self.name}-{index:06d}"),
+            "id": str(record_id or f"{self.name}-{index:06d}"),
             "image": pick(record, IMAGE_KEYS, "image"),
             "country": region,
             "region": region,

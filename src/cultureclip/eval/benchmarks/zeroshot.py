@@ -36,11 +36,10 @@ from cultureclip.eval.benchmarks.base import (
     BenchmarkOutput,
     TextFeatureCache,
     embed_images,
-    is_local,
-    load_hub_rows,
 )
 from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -82,8 +81,9 @@ class ZeroShotBenchmark(Benchmark):
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
         """Images, label indices, class names and the image root (skips in ``self.skipped``)."""
         self.skipped: list[str] = []
-        if not is_local(self.data):
-            rows = load_hub_rows(str(self.data), self.split)
+        path = Path(str(self.data))
+        if not path.exists() or is_hub_layout(path):
+            rows, _ = read_rows(self.data, self.split)
             images = [pick(r, ("image", "img"), "image") for r in rows]
             labels_raw = [pick(r, ("label", "class", "classname"), "label") for r in rows]
             classnames = sorted({str(label) for label in labels_raw})
@@ -93,7 +93,6 @@ class ZeroShotBenchmark(Benchmark):
                 classnames,
                 Path("."),
             )
-        path = Path(self.data)
         labelled_list = path.is_dir() and any((path / name).is_file() for name in LABEL_FILES)
         if path.is_dir() and not labelled_list and any(p.is_dir() for p in path.iterdir()):
             return self._load_folder(path)
