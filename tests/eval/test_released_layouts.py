@@ -312,3 +312,29 @@ def test_eval_help_shows_defaults() -> None:
     shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
     assert shown.exit_code == 0
     assert "runs/eval" in shown.output
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, monkeypatch) -> None:
+    import cultureclip.eval.benchmarks.base as base
+
+    monkeypatch.setattr(base, "PROGRESS_INTERVAL_S", 0.0)
+    lines = [
+        json.dumps({"id": f"m{i}", "image": f"i{i}.jpg", "options": ["red", "blue"], "answer": 0})
+        for i in range(3)
+    ]
+    for i in range(3):
+        (tmp_path / f"i{i}.jpg").write_bytes(jpeg("red"))
+    (tmp_path / "items.jsonl").write_text("\n".join(lines) + "\n")
+    args = [
+        "eval",
+        "-m",
+        "colour:oracle",
+        "-b",
+        "cultureverse",
+        "-d",
+        str(tmp_path / "items.jsonl"),
+    ]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o"), "--set", "options.batch_size=1"])
+    assert result.exit_code == 0, result.output
+    for done in (1, 2, 3):
+        assert f"cultureverse: images: {done}/3" in result.output

@@ -15,7 +15,9 @@ contrastive model (each option becomes a text through a template; softmax over
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -83,18 +85,47 @@ class Benchmark(ABC):
 
 
 # ---- progress -----------------------------------------------------------------------
+#: seconds between plain progress lines when stderr is not a terminal (CI, nohup, SLURM)
+PROGRESS_INTERVAL_S = float(os.environ.get("CULTURECLIP_PROGRESS_INTERVAL", "30"))
+
+
 def progress_iter(
     items: Iterable[T], total: int, description: str, enabled: bool = True
 ) -> Iterator[T]:
-    """Iterates with a rich progress bar on stderr when ``enabled``."""
+    """Iterates with a rich progress bar on stderr when ``enabled`` (the CLI asks for it).
+
+    When stderr is not a terminal, a bar would print nothing until the end; plain lines
+    ``description: done/total (pct) elapsed, eta`` are written every
+    ``CULTURECLIP_PROGRESS_INTERVAL`` seconds (default 30) and once at the end instead.
+    """
     if not enabled:
         yield from items
         return
-    from rich.progress import track
-
     from cultureclip.cli.common import console
 
-    yield from track(items, total=total, description=description, console=console, transient=True)
+    if console.is_terminal:
+        from rich.progress import track
+
+        yield from track(
+            items, total=total, description=description, console=console, transient=True
+        )
+        return
+    started = last = time.monotonic()
+    done = 0
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S or done == total:
+            last = now
+            elapsed = now - started
+            eta = elapsed / done * (total - done) if done else 0.0
+            percent = 100.0 * done / total if total else 100.0
+            console.print(
+                f"{description}: {done}/{total} ({percent:.0f}%) {elapsed:.0f}s elapsed, "
+                f"eta {eta:.0f}s",
+                markup=False,
+                highlight=False,
+            )
 
 
 def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
