@@ -32,8 +32,6 @@ PALETTE = {
 }
 NAMES = list(PALETTE)
 WORD = re.compile(r"\b(" + "|".join(NAMES) + r")\b", re.IGNORECASE)
-#: images the oracle sees as magenta; option texts never name magenta in the tests
-# unless they mean to
 
 
 class ColourOracle(VisionLanguageModel):
@@ -62,6 +60,8 @@ class ColourOracle(VisionLanguageModel):
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
         palette = torch.tensor(list(PALETTE.values()), dtype=torch.float32)
         nearest = torch.cdist(pixel_values.float(), palette).argmin(dim=1)
+        if self.spec == "colour:weak":  # a weaker model: sees blue as green
+            nearest = torch.where(nearest == NAMES.index("blue"), NAMES.index("green"), nearest)
         return nn.functional.one_hot(nearest, self.embed_dim).float()
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
@@ -104,7 +104,7 @@ def write_hub_layout(
     (folder / "data").mkdir(parents=True, exist_ok=True)
     dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     info = dataset.info._to_yaml_dict()
-    info["splits"] = [{"name": split, "num_examples": len(rows)}]
+    info["splits"] = [{"name": split, "num_bytes": 0, "num_examples": len(rows)}]
     card = {
         "dataset_info": info,
         "configs": [

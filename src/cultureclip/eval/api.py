@@ -238,6 +238,7 @@ def _run(
         seconds=round(time.perf_counter() - started, 3),
         data=data,
         key=key or {},
+        chance=output.chance,
     )
     if directory is not None:
         write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
@@ -250,3 +251,140 @@ def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options:
     """Percent of CulTwin images that pick their own concept's text over their twin's."""
     bench = create_benchmark("twins", cultwin_load, **options)
     return bench.run(model, progress=False).metrics["accuracy"]
+
+
+# ---- suites: several benchmarks × several models, one report -----------------------------
+class SuiteEntry(Config):
+    """One benchmark of a suite: what ``cultureclip eval -b … -d …`` would be given."""
+
+    benchmark: str
+    data: str
+    split: str | None = None
+    #: name of the results (default: the benchmark); two entries of one benchmark need two
+    label: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def shown_as(self) -> str:
+        return self.label or self.benchmark
+
+
+class Suite(Config):
+    """A named list of benchmarks, stored as YAML (``cultureclip/eval/suites/<name>.yaml``)."""
+
+    name: str
+    description: str = ""
+    benchmarks: list[SuiteEntry] = Field(min_length=1)
+
+
+def suite_names() -> list[str]:
+    """The suites that ship with cultureclip."""
+    from importlib import resources
+
+    folder = resources.files("cultureclip.eval").joinpath("suites")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A shipped suite by name (``culture-contrastive``, ``culture-generative``, ``general``)
+    or a suite YAML file of your own (local data paths, other options)."""
+    from importlib import resources
+
+    from cultureclip.config import read_config_file
+    from cultureclip.core.errors import UnknownNameError
+
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            from cultureclip.core.errors import MissingInputError
+
+            raise MissingInputError(f"suite file not found: {path}")
+        return Suite.model_validate(read_config_file(path))
+    shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
+    if not shipped.is_file():
+        raise UnknownNameError(
+            f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "
+            "(or pass a suite .yaml file)"
+        )
+    import yaml
+
+    return Suite.model_validate(yaml.safe_load(shipped.read_text(encoding="utf-8")))
+
+
+class SuiteRun(Config):
+    """What a suite run did: one entry per (model, benchmark)."""
+
+    results: list[str] = Field(default_factory=list)  # result.json paths
+    reused: list[str] = Field(default_factory=list)  # "model · benchmark" reused from disk
+    computed: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)  # "model · benchmark" -> error
+    report: str | None = None
+
+
+def run_suite(
+    suite: Suite | str | Path,
+    models: list[str],
+    *,
+    out_dir: str | Path = "runs/eval",
+    model_names: list[str] | None = None,
+    report_dir: str | Path | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    generative: dict[str, Any] | None = None,
+    progress: bool = False,
+    n_resamples: int = 1000,
+    on_result: Any = None,
+) -> SuiteRun:
+    """Evaluates every model on every benchmark of ``suite``, then writes one report.
+
+    Each (model, benchmark) is skipped when its stored result has the same key (model
+    identity, data fingerprint, split, options, protocol): rerunning a suite computes
+    only what is missing or changed. A benchmark whose data cannot be read (no hub access,
+    a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
+    result)`` is called after each one (the CLI prints a line).
+    """
+    from cultureclip.core.errors import UserError
+
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    names = model_names or []
+    if names and len(names) != len(models):
+        raise ValueError("model_names must name every model")
+    run = SuiteRun()
+    for index, model in enumerate(models):
+        name = names[index] if names else None
+        for entry in suite.benchmarks:
+            shown = f"{name or model} · {entry.shown_as}"
+            try:
+                result = evaluate(
+                    model,
+                    entry.benchmark,
+                    data=entry.data,
+                    split=entry.split,
+                    out_dir=out_dir,
+                    overwrite=overwrite,
+                    model_name=name,
+                    label=entry.label,
+                    device=device,
+                    generative=generative,
+                    progress=progress,
+                    **entry.options,
+                )
+            except UserError as exc:
+                logger.warning("%s failed: %s", shown, exc)
+                run.failed[shown] = str(exc)
+                if on_result is not None:
+                    on_result(shown, exc)
+                continue
+            (run.reused if result.reused else run.computed).append(shown)
+            if result.path is not None:
+                run.results.append(str(result.path))
+            if on_result is not None:
+                on_result(shown, result)
+    if run.results:
+        from cultureclip.eval.report import build_report
+
+        target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+        run.report = str(build_report(run.results, target, n_resamples=n_resamples))
+    return run

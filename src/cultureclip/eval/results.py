@@ -62,6 +62,8 @@ class EvalResult(BaseModel):
     seconds: float = 0.0
     #: the benchmark's data (path or hub name) as given
     data: str = ""
+    #: the main metric of a uniform random guess (percent); None where it has none
+    chance: float | None = None
     #: what decides the result (see :func:`reuse_key`); a stored result is reused only on equality
     key: dict[str, Any] = Field(default_factory=dict)
 

@@ -52,6 +52,8 @@ class BenchmarkOutput:
     per_group: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     n: int = 0
     skipped: list[str] = field(default_factory=list)
+    #: the main metric of a uniform random guess (percent), when it has one
+    chance: float | None = None
 
 
 class Benchmark(ABC):
@@ -353,7 +355,14 @@ class MCQBenchmark(Benchmark):
             per_group=group_accuracy(predictions, keys=self.group_keys),
             n=len(predictions),
             skipped=[str(bad) for bad in item_set.errors] + unreadable,
+            chance=self.chance(item_set, predictions),
         )
+
+    def chance(self, item_set: ItemSet, predictions: list[dict[str, Any]]) -> float | None:
+        """Expected accuracy of a uniform guess over each scored item's options (percent)."""
+        widths = {item.id: len(item.options) for item in item_set.items}
+        scored = [widths[p["id"]] for p in predictions if p["id"] in widths]
+        return round(100.0 * sum(1.0 / w for w in scored) / len(scored), 4) if scored else None
 
     def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
         record = {

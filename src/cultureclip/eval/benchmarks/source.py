@@ -116,8 +116,14 @@ def _undecoded_features(features: Any) -> Any:
     return datasets.Features({key: visit(value) for key, value in features.items()})
 
 
-def load_dataset_rows(source: str, split: str | None, *, local: bool) -> list[dict[str, Any]]:
-    """Rows of ``datasets.load_dataset(source, split=…)`` with images kept as original bytes."""
+def load_dataset_rows(
+    source: str, split: str | None, *, local: bool, label_names: bool = False
+) -> list[dict[str, Any]]:
+    """Rows of ``datasets.load_dataset(source, split=…)`` with images kept as original bytes.
+
+    With ``label_names``, ``ClassLabel`` columns give the class name instead of its index
+    (zero-shot classification needs the names).
+    """
     try:
         import datasets
     except ImportError as exc:  # optional extra
@@ -137,7 +143,19 @@ def load_dataset_rows(source: str, split: str | None, *, local: bool) -> list[di
     undecoded = _undecoded_features(dataset.features)
     if undecoded != dataset.features:  # keep the encoded bytes: no decode, no PNG re-encode
         dataset = dataset.cast(undecoded)
-    return [{key: image_cell(value) for key, value in row.items()} for row in dataset]
+    names = {
+        key: feature.names
+        for key, feature in dataset.features.items()
+        if label_names and isinstance(feature, datasets.ClassLabel)
+    }
+    rows = []
+    for row in dataset:
+        cells = {key: image_cell(value) for key, value in row.items()}
+        for key, classes in names.items():
+            if isinstance(cells.get(key), int) and 0 <= cells[key] < len(classes):
+                cells[key] = classes[cells[key]]
+        rows.append(cells)
+    return rows
 
 
 def image_cell(value: Any) -> Any:
@@ -147,7 +165,11 @@ def image_cell(value: Any) -> Any:
 
 
 def read_rows(
-    data: str | Path, split: str | None = None, preferred: Sequence[str] = ()
+    data: str | Path,
+    split: str | None = None,
+    preferred: Sequence[str] = (),
+    *,
+    label_names: bool = False,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Rows of a benchmark's data and the folder relative image paths start from."""
     text = str(data)
@@ -155,7 +177,7 @@ def read_rows(
     if path.exists():
         own_file = any((path / name).is_file() for name in preferred)
         if path.is_dir() and not own_file and is_hub_layout(path):
-            return load_dataset_rows(str(path), split, local=True), path
+            return load_dataset_rows(str(path), split, local=True, label_names=label_names), path
         file = find_annotation_file(path, preferred) if path.is_dir() else path
         rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
         return [{key: image_cell(value) for key, value in row.items()} for row in rows], file.parent
@@ -164,7 +186,7 @@ def read_rows(
             f"benchmark data not found: {text} (it looks like a local path, so it was not "
             "tried as a hub dataset name)"
         )
-    return load_dataset_rows(text, split, local=False), Path(".")
+    return load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
 
 
 def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:

@@ -136,4 +136,5 @@ class TwinBenchmark(Benchmark):
             per_group=group_accuracy(predictions),
             n=len(predictions),
             skipped=skipped,
+            chance=50.0,
         )

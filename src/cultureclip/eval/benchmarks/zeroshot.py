@@ -83,7 +83,7 @@ class ZeroShotBenchmark(Benchmark):
         self.skipped: list[str] = []
         path = Path(str(self.data))
         if not path.exists() or is_hub_layout(path):
-            rows, _ = read_rows(self.data, self.split)
+            rows, _ = read_rows(self.data, self.split, label_names=True)
             images = [pick(r, ("image", "img"), "image") for r in rows]
             labels_raw = [pick(r, ("label", "class", "classname"), "label") for r in rows]
             classnames = sorted({str(label) for label in labels_raw})
@@ -218,4 +218,5 @@ class ZeroShotBenchmark(Benchmark):
             per_group=per_class,
             n=len(images),
             skipped=skipped,
+            chance=round(100.0 / len(classnames), 4),
         )
