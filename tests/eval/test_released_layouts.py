@@ -188,7 +188,7 @@ def test_crope_with_embedded_definition_images(tmp_path: Path) -> None:
 
     # 3 "no" items: main image shows the target; 2 definition images show the asked concept.
     # item 0: all right; item 1: main image magenta (tie -> wrong); item 2: one definition
-    # image magenta. main 2/3, definition 5/6, both 1/3.
+    # image magenta. main 2/3, definition 5/6, both 1/3; pooled (authors' accuracy) 7/9.
     spec = [
         ("red hat", "blue hat", "red", ["blue", "blue"]),
         ("green fan", "yellow fan", "magenta", ["yellow", "yellow"]),
@@ -221,7 +221,8 @@ def test_crope_with_embedded_definition_images(tmp_path: Path) -> None:
     for index, data in enumerate(both_layouts(tmp_path, "crope", rows, features)):
         result = run_eval("crope", data, tmp_path / f"out{index}")
         metrics = result["metrics"]
-        assert metrics["accuracy"] == pytest.approx(200 / 3)
+        assert metrics["main_accuracy"] == pytest.approx(200 / 3)
+        assert metrics["accuracy"] == pytest.approx(700 / 9)  # authors: 7 of 9 images pooled
         assert metrics["definition_accuracy"] == pytest.approx(500 / 6)
         assert metrics["both_accuracy"] == pytest.approx(100 / 3)
 

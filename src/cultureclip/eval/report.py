@@ -94,10 +94,10 @@ def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> t
     predictions = _predictions(result)
     if metric not in ("accuracy", "acc1") or not predictions:
         return (math.nan, math.nan)
-    if any("role" in p for p in predictions) and metric == "accuracy" and result.task == "mcq":
-        roles = {p.get("role") for p in predictions}
-        if "main" in roles:  # CROPE: accuracy counts the main images
-            predictions = [p for p in predictions if p.get("role") == "main"]
+    if result.config.get("protocol") == "cultureclip" and any(
+        p.get("role") == "main" for p in predictions
+    ):  # CROPE, our protocol: accuracy counts the main images only
+        predictions = [p for p in predictions if p.get("role") == "main"]
     flags = [bool(p.get("correct")) for p in predictions]
     return bootstrap_ci(flags, n_resamples=n_resamples, seed=seed)
 

@@ -9,8 +9,11 @@ concept} in the image."``:
 - the **main image** must pick the target concept;
 - **each definition image** must pick the definition concept.
 
-Metrics: ``accuracy`` (main images), ``definition_accuracy`` (definition images) and
-``both_accuracy`` (items whose main image *and* every definition image are right).
+Metrics: ``accuracy``, ``main_accuracy`` (main images), ``definition_accuracy``
+(definition images) and ``both_accuracy`` (items whose main image *and* every definition
+image are right). With ``protocol=authors`` (the default, as the CultureCLIP authors'
+evaluator computes it) ``accuracy`` pools main and definition images; with
+``protocol=cultureclip`` it is the main-image accuracy.
 
 Layout accepted: an annotation file (or a directory holding one, ``crope.json`` preferred)
 with, per record, the main ``image`` (aliases ``image, image_path, img``), the ``answer``
@@ -23,7 +26,7 @@ definition_image``, a list or one path). Country/category (``country, culture``;
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -44,6 +47,9 @@ class CropeOptions(MCQOptions):
     templates: dict[str, str] = Field(
         default_factory=lambda: {"recognition": "There is {option} in the image."}
     )
+    #: ``authors``: ``accuracy`` pools main and definition images (the CultureCLIP authors'
+    #: evaluator); ``cultureclip``: ``accuracy`` counts the main images only
+    protocol: Literal["authors", "cultureclip"] = "authors"
 
 
 @BENCHMARKS.register(
@@ -117,8 +123,11 @@ class CropeBenchmark(MCQBenchmark):
         by_item: dict[str, bool] = {}
         for p in predictions:
             by_item[p["group_id"]] = by_item.get(p["group_id"], True) and bool(p["correct"])
+        options: CropeOptions = self.options  # type: ignore[assignment]
+        pooled = main + definition
         return {
-            "accuracy": accuracy(main),
+            "accuracy": accuracy(pooled if options.protocol == "authors" else main),
+            "main_accuracy": accuracy(main),
             "definition_accuracy": accuracy(definition),
             "both_accuracy": accuracy(list(by_item.values())),
         }

@@ -3,11 +3,15 @@
 **Grounding** (culture-specific concepts of 15 regions): each image shows a ``concept``
 of a ``region``; the options are that concept and 3 distractor concepts drawn from the
 *same region* (regions with at least 4 distinct concepts only; seed 42); text
-``"The item in the picture is {option} in {region}."``.
+``"The item in the picture is {option} in {region}"``.
 
 **Retrieval** (universals across 50 regions): each image shows a ``universal`` (e.g.
 "wedding") in a ``region``; the options are the same universal in its region and in 3
-distractor regions; text ``"The picture depicts a kind of {universal} in {option}."``.
+distractor regions; text ``"The picture depicts a kind of {universal} in {option}"``.
+
+``protocol=authors`` (the default) uses these templates without a final period, as the
+CultureCLIP authors' evaluator does; ``protocol=cultureclip`` adds the period the paper
+prints. Setting ``templates`` overrides both.
 
 Layout accepted: an annotation file (JSON list / ``{"data": [...]}`` / JSONL / CSV /
 Parquet), or a directory holding exactly one (or ``grounding.json`` / ``retrieval.json``),
@@ -23,9 +27,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.base import (
@@ -44,20 +48,35 @@ IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
 REGION_KEYS = ("region", "country", "culture")
 
 
-class GroundingOptions(MCQOptions):
-    templates: dict[str, str] = Field(
-        default_factory=lambda: {"recognition": "The item in the picture is {option} in {region}."}
-    )
-    n_options: int = Field(4, ge=2)
+#: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
+#: ``cultureclip``: the templates as the paper prints them (with the period)
+PROTOCOLS = ("authors", "cultureclip")
+GROUNDING_TEMPLATE = "The item in the picture is {option} in {region}"
+RETRIEVAL_TEMPLATE = "The picture depicts a kind of {universal} in {option}"
 
 
-class RetrievalOptions(MCQOptions):
-    templates: dict[str, str] = Field(
-        default_factory=lambda: {
-            "recognition": "The picture depicts a kind of {universal} in {option}."
-        }
-    )
+class _ProtocolOptions(MCQOptions):
+    protocol: Literal["authors", "cultureclip"] = "authors"
+    #: empty: the protocol's template
+    templates: dict[str, str] = Field(default_factory=dict)
     n_options: int = Field(4, ge=2)
+    template: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _protocol_templates(self) -> _ProtocolOptions:
+        if not self.templates:
+            period = "" if self.protocol == "authors" else "."
+            # validate_assignment would recurse into this validator: set the field directly
+            object.__setattr__(self, "templates", {"recognition": self.template + period})
+        return self
+
+
+class GroundingOptions(_ProtocolOptions):
+    template: ClassVar[str] = GROUNDING_TEMPLATE
+
+
+class RetrievalOptions(_ProtocolOptions):
+    template: ClassVar[str] = RETRIEVAL_TEMPLATE
 
 
 class _GlobalRGBenchmark(MCQBenchmark):
