@@ -339,3 +339,47 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, monk
     assert result.exit_code == 0, result.output
     for done in (1, 2, 3):
         assert f"cultureverse: images: {done}/3" in result.output
+
+
+def test_globalrg_retrieval_precision_and_diversity(tmp_path: Path) -> None:
+    import math
+
+    import datasets
+
+    # universals named by colour so the oracle can rank: each query finds its 3 images first
+    rows = [
+        {"image": image_struct(u, f"{r}{u}.jpg"), "region": region, "universal": u}
+        for r, region in enumerate(["Kenya", "Peru", "Japan"])
+        for u in ("red", "blue")
+    ]
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "region": datasets.Value("string"),
+            "universal": datasets.Value("string"),
+        }
+    )
+    data = write_plain_parquet(tmp_path / "grr.parquet", rows, features)
+    result = run_eval(
+        "globalrg-retrieval",
+        data,
+        tmp_path / "out",
+        "--set",
+        "options.n_options=3",
+        "--set",
+        "options.retrieval_ks=[3, 6]",
+        "--set",
+        "options.query_template='{universal}'",
+    )
+    metrics = result["metrics"]
+    assert metrics["precision@3"] == pytest.approx(100.0)
+    assert metrics["diversity@3"] == pytest.approx(100.0)  # 3 regions in the top 3
+    assert metrics["precision@6"] == pytest.approx(50.0)
+    assert metrics["diversity@6"] == pytest.approx(100.0 * math.log(3) / math.log(6))
+
+
+def test_unknown_benchmark_option_is_one_line(tmp_path: Path) -> None:
+    args = ["eval", "-m", "colour:oracle", "-b", "cvqa", "-d", str(tmp_path)]
+    bad = runner.invoke(app, [*args, "--set", "options.no_such_option=1"])
+    assert bad.exit_code == 2 and "no_such_option" in bad.output
+    assert "Traceback" not in bad.output

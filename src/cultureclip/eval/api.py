@@ -87,8 +87,24 @@ def create_benchmark(
     name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
 ) -> Benchmark:
     """Instantiates a registered benchmark on its data (options are validated)."""
+    from pydantic import ValidationError
+
+    from cultureclip.core.errors import InputError
+
     cls = BENCHMARKS.get(name)
-    return cls(data, split=split, **options)
+    try:
+        return cls(data, split=split, **options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
+            + (
+                "unknown option (extra inputs are not permitted)"
+                if e["type"] == "extra_forbidden"
+                else e["msg"]
+            )
+            for e in exc.errors()
+        )
+        raise InputError(f"benchmark {name!r} options: {problems}") from None
 
 
 def evaluate(

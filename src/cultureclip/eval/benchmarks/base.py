@@ -399,6 +399,7 @@ class MCQBenchmark(Benchmark):
             description=f"{self.name}: images",
             failed=failed,
         )
+        self._image_features = image_features  # for subclasses' extra metrics (GlobalRG)
         if failed:
             kept = []
             for item in items:

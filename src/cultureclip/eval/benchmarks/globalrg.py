@@ -77,6 +77,9 @@ class GroundingOptions(_ProtocolOptions):
 
 class RetrievalOptions(_ProtocolOptions):
     template: ClassVar[str] = RETRIEVAL_TEMPLATE
+    #: the benchmark's own retrieval metrics: the query text per universal and the cut-offs
+    query_template: str = "a photo of {universal}"
+    retrieval_ks: list[int] = Field(default_factory=lambda: [5, 10], min_length=1)
 
 
 class _GlobalRGBenchmark(MCQBenchmark):
@@ -154,6 +157,66 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
     name = "globalrg-retrieval"
     Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
     preferred_files = ("retrieval.json", "retrieval.jsonl", "annotations.json")
+
+    def run(self, model: Any, *, work_dir: Path | None = None, progress: bool = True) -> Any:
+        output = super().run(model, work_dir=work_dir, progress=progress)
+        features = getattr(self, "_image_features", None)
+        if features:
+            metrics, _ = self.retrieval_metrics(model, features)
+            output.metrics.update(metrics)
+        return output
+
+    def retrieval_metrics(
+        self, model: Any, features: dict[str, Any]
+    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """GlobalRG's retrieval view: per universal, rank every image by the query text.
+
+        ``precision@k``: the share of the top k images that show the queried universal;
+        ``diversity@k``: the normalised Shannon entropy of the regions among the top k
+        (1 = all different regions, 0 = one region), both averaged over universals.
+        """
+        import math
+
+        import torch
+
+        from cultureclip.eval.benchmarks.base import TextFeatureCache, image_key
+
+        options: RetrievalOptions = self.options  # type: ignore[assignment]
+        items = [i for i in self.items().items if image_key(i) in features]
+        if not items:
+            return {}, {}
+        universals = sorted({str(i.model_extra["universal"]) for i in items})
+        queries = [options.query_template.format(universal=u) for u in universals]
+        texts = TextFeatureCache(model).encode(queries)
+        images = torch.stack([features[image_key(i)] for i in items])
+        sim = texts @ images.T  # [universals, images]
+        metrics: dict[str, float] = {}
+        per: dict[str, dict[str, float]] = {}
+        for k in options.retrieval_ks:
+            top = min(k, len(items))
+            precisions, diversities = [], []
+            for row, universal in enumerate(universals):
+                order = torch.argsort(sim[row], descending=True, stable=True)[:top].tolist()
+                hits = [items[j] for j in order]
+                precision = (
+                    100.0 * sum(str(h.model_extra["universal"]) == universal for h in hits) / top
+                )
+                counts: dict[str, int] = {}
+                for h in hits:
+                    counts[h.country] = counts.get(h.country, 0) + 1
+                entropy = -sum(c / top * math.log(c / top) for c in counts.values())
+                diversity = 100.0 * entropy / math.log(top) if top > 1 else 0.0
+                precisions.append(precision)
+                diversities.append(diversity)
+                if k == options.retrieval_ks[0]:
+                    per[universal] = {
+                        "n": float(top),
+                        "correct": precision * top / 100.0,
+                        "accuracy": precision,
+                    }
+            metrics[f"precision@{k}"] = sum(precisions) / len(precisions)
+            metrics[f"diversity@{k}"] = sum(diversities) / len(diversities)
+        return metrics, per
 
     def load_items(self) -> ItemSet:
         options: RetrievalOptions = self.options  # type: ignore[assignment]
