@@ -383,3 +383,40 @@ def test_unknown_benchmark_option_is_one_line(tmp_path: Path) -> None:
     bad = runner.invoke(app, [*args, "--set", "options.no_such_option=1"])
     assert bad.exit_code == 2 and "no_such_option" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_globalrg_grounding_scores_box_crops_when_boxes_exist(tmp_path: Path) -> None:
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from .layouts import PALETTE
+
+    image = Image.new("RGB", (40, 20), PALETTE["red"])
+    image.paste(Image.new("RGB", (20, 20), PALETTE["blue"]), (20, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    split = {"bytes": buffer.getvalue(), "path": "split.png"}
+    right = [20.0, 0.0, 20.0, 20.0]  # xywh: the blue half
+    # whole image reads red, the right-half crop blue:
+    # boxes on: r0 ok (red), r1 ok (blue crop), r2 wrong, r3 wrong -> 50; boxes off: 25
+    rows = [
+        {"image": split, "region": "Peru", "concept": "red a", "bbox": None},
+        {"image": split, "region": "Peru", "concept": "blue b", "bbox": right},
+        {"image": split, "region": "Peru", "concept": "green c", "bbox": right},
+        {"image": split, "region": "Peru", "concept": "yellow d", "bbox": None},
+    ]
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "region": datasets.Value("string"),
+            "concept": datasets.Value("string"),
+            "bbox": datasets.List(datasets.Value("float32")),
+        }
+    )
+    data = write_plain_parquet(tmp_path / "grounding.parquet", rows, features)
+    boxed = run_eval("globalrg-grounding", data, tmp_path / "a", "--set", "options.use_boxes=true")
+    assert boxed["metrics"]["accuracy"] == pytest.approx(50.0)
+    whole = run_eval("globalrg-grounding", data, tmp_path / "b")
+    assert whole["metrics"]["accuracy"] == pytest.approx(25.0)

@@ -163,7 +163,21 @@ class ItemSet:
         return len(self.items)
 
     def load_image(self, item: MCQItem) -> Image.Image:
-        return load_image(item.image, self.root)
+        """The item's image, cropped to its ``crop_box`` ``[x0, y0, x1, y1]`` (pixels) if any."""
+        image = load_image(item.image, self.root)
+        box = (item.model_extra or {}).get("crop_box")
+        if box:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            clamped = (
+                max(0.0, x0),
+                max(0.0, y0),
+                min(float(image.width), x1),
+                min(float(image.height), y1),
+            )
+            if clamped[2] - clamped[0] < 1 or clamped[3] - clamped[1] < 1:
+                raise ValueError(f"crop box {list(box)} is outside the {image.size} image")
+            image = image.crop(tuple(round(v) for v in clamped))
+        return image
 
     def error_report(self) -> str:
         return "\n".join(str(bad) for bad in self.errors)

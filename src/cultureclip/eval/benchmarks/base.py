@@ -243,8 +243,13 @@ def embed_images(
 
 
 def image_key(item: MCQItem) -> str:
+    """One key per distinct image (and crop box): each is decoded and encoded once."""
+    import hashlib
+
     image = item.image
-    return image if isinstance(image, str) else "bytes:" + stable_hash(image.hex())
+    key = image if isinstance(image, str) else "bytes:" + hashlib.sha256(image).hexdigest()[:32]
+    box = (item.model_extra or {}).get("crop_box")
+    return f"{key}#{','.join(str(v) for v in box)}" if box else key
 
 
 # ---- multiple-choice benchmarks ------------------------------------------------------------

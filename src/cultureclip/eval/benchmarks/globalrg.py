@@ -73,6 +73,11 @@ class _ProtocolOptions(MCQOptions):
 
 class GroundingOptions(_ProtocolOptions):
     template: ClassVar[str] = GROUNDING_TEMPLATE
+    #: score on the box crop when a record has a box (``bbox``, ``box``, ``bounding_box``):
+    #: the grounding view; without boxes (the public test set) the whole image is used
+    use_boxes: bool = False
+    #: ``xywh`` (COCO: x, y, width, height) or ``xyxy`` (corners), in pixels
+    box_format: Literal["xywh", "xyxy"] = "xywh"
 
 
 class RetrievalOptions(_ProtocolOptions):
@@ -129,6 +134,19 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
                     {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
                 )
                 continue
+            if options.use_boxes:
+                box = next(
+                    (record[k] for k in ("bbox", "box", "bounding_box") if record.get(k)), None
+                )
+                if box is not None:
+                    try:
+                        x0, y0, a, b = (float(v) for v in box)
+                    except (TypeError, ValueError):
+                        rows.append({"id": base["id"], "_error": f"box {box!r} is not 4 numbers"})
+                        continue
+                    base["crop_box"] = (
+                        [x0, y0, x0 + a, y0 + b] if options.box_format == "xywh" else [x0, y0, a, b]
+                    )
             concepts_by_region[base["region"]].add(concept)
             parsed.append((base, concept))
         for base, concept in parsed:
