@@ -202,3 +202,16 @@ def test_suite_report_in_headless_chromium(tmp_path: Path) -> None:
         assert len(colours) > 3  # more than background + one fill
     finally:
         driver.quit()
+
+
+def test_suite_with_a_baseline_reports_before_after(tmp_path: Path) -> None:
+    suite = build_suite(tmp_path / "data")
+    out = tmp_path / "runs"
+    args = ["eval", "--suite", str(suite), "-o", str(out), "-m", "colour:oracle"]
+    result = runner.invoke(app, [*args, "--baseline", "colour:weak"])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((out / "cvqa" / "colour_oracle" / "result.json").read_text())
+    assert stored["baseline"]["model"] == "colour:weak"
+    assert stored["baseline"]["delta"]["accuracy"] == pytest.approx(400 / 6 - 50.0)
+    page = (out / "report" / "report.html").read_text()
+    assert "Before / after fine-tuning" in page

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
                         "--suite takes its benchmarks, data and options from the suite file; "
                         "drop --benchmark/--data/--set/--config (or write your own suite .yaml)"
                     )
-                _run_suite(suite, model or [], out, report, model_name, overwrite, device)
+                _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
                 return
             models = list(model or [])
             if len(models) > 1:
@@ -213,6 +213,7 @@ def _run_suite(
     model_name: str | None,
     overwrite: bool,
     device: str | None,
+    baseline: str | None = None,
 ) -> None:
     from cultureclip.core.errors import InputError
     from cultureclip.eval.api import load_suite, run_suite
@@ -244,6 +245,7 @@ def _run_suite(
         device=device,
         progress=True,
         on_result=said,
+        baseline=baseline,
     )
     console.print(
         f"{len(run.computed)} computed, {len(run.reused)} reused, {len(run.failed)} failed"

@@ -352,6 +352,8 @@ def run_suite(
     progress: bool = False,
     n_resamples: int = 1000,
     on_result: Any = None,
+    baseline: str | None = None,
+    baseline_name: str | None = None,
 ) -> SuiteRun:
     """Evaluates every model on every benchmark of ``suite``, then writes one report.
 
@@ -359,7 +361,9 @@ def run_suite(
     identity, data fingerprint, split, options, protocol): rerunning a suite computes
     only what is missing or changed. A benchmark whose data cannot be read (no hub access,
     a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
-    result)`` is called after each one (the CLI prints a line).
+    result)`` is called after each one (the CLI prints a line). With ``baseline``, every
+    result also stores the delta against that model on the same benchmark (the report's
+    before/after section).
     """
     from cultureclip.core.errors import UserError
 
@@ -385,6 +389,8 @@ def run_suite(
                     device=device,
                     generative=generative,
                     progress=progress,
+                    baseline=baseline,
+                    baseline_name=baseline_name,
                     **entry.options,
                 )
             except UserError as exc:
