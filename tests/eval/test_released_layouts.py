@@ -420,3 +420,17 @@ def test_globalrg_grounding_scores_box_crops_when_boxes_exist(tmp_path: Path) ->
     assert boxed["metrics"]["accuracy"] == pytest.approx(50.0)
     whole = run_eval("globalrg-grounding", data, tmp_path / "b")
     assert whole["metrics"]["accuracy"] == pytest.approx(25.0)
+
+
+def test_several_models_on_one_benchmark(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a", "image": "a.jpg", "options": ["blue", "green"], "answer": 0}),
+    ]
+    (tmp_path / "a.jpg").write_bytes(jpeg("blue"))
+    (tmp_path / "items.jsonl").write_text("\n".join(lines) + "\n")
+    args = ["eval", "-m", "colour:oracle", "-m", "colour:weak", "-b", "cultureverse"]
+    result = runner.invoke(app, [*args, "-d", str(tmp_path / "items.jsonl"), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    oracle = json.loads((tmp_path / "cultureverse" / "colour_oracle" / "result.json").read_text())
+    weak = json.loads((tmp_path / "cultureverse" / "colour_weak" / "result.json").read_text())
+    assert oracle["metrics"]["accuracy"] == 100.0 and weak["metrics"]["accuracy"] == 0.0

@@ -135,7 +135,10 @@ def load_dataset_rows(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where = "local dataset folder" if local else "hub dataset"
         hint = (
-            "" if local else " (offline? set HF_HUB_OFFLINE=0 with network, or pass a local path)"
+            ""
+            if local
+            else " (no local file or folder of that name either; offline? unset HF_HUB_OFFLINE "
+            "with network access, or pass a local path)"
         )
         raise InputError(
             f"cannot load {where} {source!r}, split {wanted!r}: {type(exc).__name__}: {first}{hint}"
