@@ -69,3 +69,20 @@ def test_crope_accuracy_pools_main_and_definition_images_by_default(tmp_path: Pa
     ours = evaluate(model, "crope", data=data, protocol="cultureclip")
     assert ours.metrics["accuracy"] == pytest.approx(50.0)
     assert ours.metrics["definition_accuracy"] == pytest.approx(100.0)
+
+
+def test_every_eval_config_and_suite_file_validates() -> None:
+    from cultureclip.config import read_config_file
+    from cultureclip.eval.api import EvalConfig, load_suite, suite_names
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "eval"
+    for path in sorted(root.glob("*.yaml")):
+        cfg = EvalConfig.model_validate(read_config_file(path))
+        create_benchmark(
+            cfg.benchmark,
+            "unused",
+            **{**cfg.options, **({"columns": cfg.columns} if cfg.columns else {})},
+        )
+    for name in suite_names():
+        for entry in load_suite(name).benchmarks:
+            create_benchmark(entry.benchmark, entry.data, entry.split, **entry.options)
