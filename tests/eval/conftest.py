@@ -196,6 +196,37 @@ def chinese_clip_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def cvqa_file(tmp_path: Path) -> Path:
+    """CVQA as released (one parquet, images as the datasets.Image {bytes, path} struct)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for i, country in enumerate(["Japan", "Japan", "South Korea", "Nigeria"]):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), COLOURS[i]).save(buffer, format="JPEG")
+        rows.append(
+            {
+                "image": {"bytes": buffer.getvalue(), "path": f"{i}.jpg"},
+                "ID": f"c{i}",
+                "Subset": f"('Lang{i % 2}', '{country}')",
+                "Question": "What is this?",
+                "Translated Question": "What is this?",
+                "Options": [f"thing {i}", f"thing {i + 1}", f"thing {i + 2}", f"thing {i + 3}"],
+                "Translated Options": [f"a {i}", f"b {i}", f"c {i}", f"d {i}"],
+                "Label": i % 4,
+                "Category": "Food",
+            }
+        )
+    path = tmp_path / "cvqa" / "test.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture
 def benchmark_data(
     request: pytest.FixtureRequest,
     mcq_file: Path,
@@ -205,6 +236,7 @@ def benchmark_data(
     zeroshot_dir: Path,
     chinese_clip_dir: Path,
     toy_cultwin: Path,
+    cvqa_file: Path,
 ) -> dict[str, tuple[Path, dict]]:
     """Data path and expected unit count of every built-in benchmark."""
     return {
@@ -215,4 +247,5 @@ def benchmark_data(
         "zeroshot": (zeroshot_dir, {"n": 6}),
         "retrieval": (chinese_clip_dir, {"n": 3}),
         "twins": (toy_cultwin, {"n": 16}),
+        "cvqa": (cvqa_file, {"n": 4}),
     }

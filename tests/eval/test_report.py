@@ -54,8 +54,8 @@ def test_report_tables(results_dir: Path, tmp_path: Path) -> None:
         assert float(g["ci_low"]) <= float(g["accuracy"]) <= float(g["ci_high"])
     page = html_path.read_text()
     assert "http://" not in page and "https://" not in page  # self-contained
-    assert page.count("data:image/png;base64,") >= 6
-    assert "accuracy by country" in page
+    assert page.count("data:image/png;base64,") >= 5  # the map is inline SVG
+    assert "accuracy by country" in page and "class='worldmap'" in page
 
 
 def test_report_needs_results(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_report_renders_in_headless_chromium(results_dir: Path, tmp_path: Path) 
     try:
         driver.get(html_path.as_uri())
         images = driver.find_elements(By.CSS_SELECTOR, "img.figure")
-        assert len(images) >= 6
+        assert len(images) >= 5
         for image in images:
             loaded = driver.execute_script(
                 "return arguments[0].complete && arguments[0].naturalWidth > 0", image
@@ -95,7 +95,8 @@ def test_report_renders_in_headless_chromium(results_dir: Path, tmp_path: Path) 
         assert any("per country" in a for a in alts)
         assert any("per category" in a for a in alts)
         assert any("per question_type" in a for a in alts)
-        assert any("accuracy by country" in a for a in alts)
+        maps = driver.find_elements(By.CSS_SELECTOR, "svg.worldmap")
+        assert maps and "accuracy by country" in maps[0].get_attribute("aria-label")
         assert any("before and after" in a for a in alts)
         artifacts = Path("test-artifacts")
         artifacts.mkdir(exist_ok=True)

@@ -12,11 +12,20 @@ from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_e
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
-        model: str = typer.Option(
+        model: list[str] = typer.Option(
             None,
             "--model",
             "-m",
-            help="Model spec (hf:…, saved dir, openai:<model>@<url>, hf-vlm:…).",
+            help="Model spec (hf:…, saved dir, openai:<model>@<url>, hf-vlm:…); repeat for several.",
+        ),
+        suite: str = typer.Option(
+            None,
+            "--suite",
+            help="Run a suite (culture-contrastive, culture-generative, general, or a .yaml) "
+            "on every --model, then write one report.",
+        ),
+        report: str = typer.Option(
+            None, "--report", help="Report directory of a suite run (default: <out>/report)."
         ),
         benchmark: str = typer.Option(
             None, "--benchmark", "-b", help="Benchmark name (see `cultureclip benchmarks`)."
@@ -25,16 +34,18 @@ def register(app: typer.Typer) -> None:
             None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
         ),
         split: str = typer.Option(
-            None, "--split", help="Split (hub datasets, retrieval collections)."
+            None,
+            "--split",
+            help="Split of hub datasets and retrieval collections (default: test).",
         ),
         out: str = typer.Option(
-            None, "--out", "-o", help="Results directory [default: runs/eval]."
+            None, "--out", "-o", help="Results directory (default: runs/eval)."
         ),
         baseline: str = typer.Option(
             None, "--baseline", help="Also evaluate this base model and store the delta."
         ),
         model_name: str = typer.Option(
-            None, "--model-name", help="Name of the model in results [default: spec]."
+            None, "--model-name", help="Name of the model in results (default: spec)."
         ),
         baseline_name: str = typer.Option(
             None, "--baseline-name", help="Name of the baseline in results."
@@ -43,20 +54,55 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Recompute even if the result exists."
         ),
         device: str = typer.Option(
-            None, "--device", help="torch device of contrastive models [default: cpu]."
+            None, "--device", help="torch device of contrastive models (default: cpu)."
         ),
         config: Path = ConfigOption,
         overrides: list[str] = OverrideOption,
     ) -> None:
-        """Evaluate a model on a benchmark; writes result.json + predictions.jsonl (skip-existing)."""
+        """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
+
+        A stored result is reused only when model, data fingerprint, split, options and
+        protocol are the same ("reused" is printed); --overwrite recomputes.
+        """
         from cultureclip.config import load_config, read_config_file
 
         with user_errors():
+            from cultureclip.core.errors import InputError
             from cultureclip.eval.api import EvalConfig, evaluate
 
+            if suite:
+                if benchmark or data or overrides or config:
+                    raise InputError(
+                        "--suite takes its benchmarks, data and options from the suite file; "
+                        "drop --benchmark/--data/--set/--config (or write your own suite .yaml)"
+                    )
+                _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
+                return
+            models = list(model or [])
+            if len(models) > 1:
+                if model_name or baseline:
+                    raise InputError("--model-name/--baseline go with a single --model")
+                for spec in models:
+                    eval_command(
+                        model=[spec],
+                        suite=None,
+                        report=None,
+                        benchmark=benchmark,
+                        data=data,
+                        split=split,
+                        out=out,
+                        baseline=None,
+                        model_name=None,
+                        baseline_name=None,
+                        overwrite=overwrite,
+                        device=device,
+                        config=config,
+                        overrides=overrides,
+                    )
+                return
             values = read_config_file(config) if config else {}
             cli = dict(
-                model=model,
+                model=models[0] if models else None,
                 benchmark=benchmark,
                 data=data,
                 split=split,
@@ -70,6 +116,9 @@ def register(app: typer.Typer) -> None:
             if overwrite:
                 values["overwrite"] = True
             cfg = load_config(EvalConfig, None, overrides or [], **values)
+            options = dict(cfg.options)
+            if cfg.columns:
+                options["columns"] = {**cfg.columns, **options.get("columns", {})}
             result = evaluate(
                 cfg.model,
                 cfg.benchmark,
@@ -84,7 +133,7 @@ def register(app: typer.Typer) -> None:
                 device=cfg.device,
                 generative=cfg.generative,
                 progress=True,
-                **cfg.options,
+                **options,
             )
             _print_result(result)
 
@@ -116,10 +165,10 @@ def register(app: typer.Typer) -> None:
             None, "--llm", help="LLM as <model>@<base_url> (OpenAI-compatible)."
         ),
         out: str = typer.Option(
-            None, "--out", "-o", help="Output directory [default: runs/benchmark]."
+            None, "--out", "-o", help="Output directory (default: runs/benchmark)."
         ),
         images: str = typer.Option(
-            None, "--images", help="Images named <concept id>.jpg [default: <out>/images]."
+            None, "--images", help="Images named <concept id>.jpg (default: <out>/images)."
         ),
         config: Path = ConfigOption,
         overrides: list[str] = OverrideOption,
@@ -156,6 +205,58 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
 
+def _run_suite(
+    suite: str,
+    models: list[str],
+    out: str | None,
+    report: str | None,
+    model_name: str | None,
+    overwrite: bool,
+    device: str | None,
+    baseline: str | None = None,
+) -> None:
+    from cultureclip.core.errors import InputError
+    from cultureclip.eval.api import load_suite, run_suite
+
+    if not models:
+        raise InputError("--suite needs at least one --model")
+    loaded = load_suite(suite)
+    if model_name and len(models) > 1:
+        raise InputError("--model-name names a single --model")
+    console.print(
+        f"suite [bold]{loaded.name}[/]: {len(loaded.benchmarks)} benchmark(s) × {len(models)} model(s)"
+    )
+
+    def said(shown: str, outcome: object) -> None:
+        if isinstance(outcome, Exception):
+            console.print(f"[red]failed[/] {shown}: {outcome}")
+            return
+        main = next(iter(outcome.metrics.items()), ("", float("nan")))  # type: ignore[attr-defined]
+        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"  # type: ignore[attr-defined]
+        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")  # type: ignore[attr-defined]
+
+    run = run_suite(
+        loaded,
+        models,
+        out_dir=out or "runs/eval",
+        model_names=[model_name] if model_name else None,
+        report_dir=report,
+        overwrite=overwrite,
+        device=device,
+        progress=True,
+        on_result=said,
+        baseline=baseline,
+    )
+    console.print(
+        f"{len(run.computed)} computed, {len(run.reused)} reused, {len(run.failed)} failed"
+    )
+    if run.report:
+        console.print(f"report written to [bold]{run.report}[/]")
+        typer.echo(run.report)
+    if run.failed:
+        raise typer.Exit(1)
+
+
 def _print_result(result: object) -> None:
     from rich.table import Table
 
@@ -166,6 +267,11 @@ def _print_result(result: object) -> None:
             delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"  # type: ignore[attr-defined]
         table.add_row(key, f"{value:.2f}{delta}")
     console.print(table)
+    if result.reused:  # type: ignore[attr-defined]
+        console.print(
+            "reused the stored result (same model, data fingerprint, split, options and "
+            "protocol); pass --overwrite to recompute"
+        )
     if result.n_skipped:  # type: ignore[attr-defined]
         console.print(
             f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"

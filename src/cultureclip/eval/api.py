@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,20 @@ from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
+    PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
     compare,
+    data_identity,
+    key_differences,
     load_result,
+    model_identity,
     result_dir,
+    reuse_key,
 )
 from cultureclip.utils.io import write_jsonl
+
+logger = logging.getLogger(__name__)
 
 ModelLike = Any  # a VisionLanguageModel, a GenerativeModel, or a spec string
 
@@ -41,6 +50,9 @@ class EvalConfig(Config):
     device: str | None = None
     #: benchmark options (templates, seed, batch_size, …), checked by the benchmark
     options: dict[str, Any] = Field(default_factory=dict)
+    #: our item field -> the data's column (``--set columns.answer=Label``); same as
+    #: ``options.columns``
+    columns: dict[str, str] = Field(default_factory=dict)
     #: options of a generative model backend (timeout, max_retries, concurrency, …)
     generative: dict[str, Any] = Field(default_factory=dict)
 
@@ -75,8 +87,24 @@ def create_benchmark(
     name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
 ) -> Benchmark:
     """Instantiates a registered benchmark on its data (options are validated)."""
+    from pydantic import ValidationError
+
+    from cultureclip.core.errors import InputError
+
     cls = BENCHMARKS.get(name)
-    return cls(data, split=split, **options)
+    try:
+        return cls(data, split=split, **options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
+            + (
+                "unknown option (extra inputs are not permitted)"
+                if e["type"] == "extra_forbidden"
+                else e["msg"]
+            )
+            for e in exc.errors()
+        )
+        raise InputError(f"benchmark {name!r} options: {problems}") from None
 
 
 def evaluate(
@@ -99,8 +127,11 @@ def evaluate(
     """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
 
     ``model`` is a model object or a spec (``hf:…``, a saved directory, ``openai:…@…``,
-    ``hf-vlm:…``). With ``out_dir``, an existing result for the same (benchmark, model)
-    is returned without recomputing unless ``overwrite``. ``baseline`` runs the same
+    ``hf-vlm:…``). With ``out_dir``, an existing result is returned without recomputing
+    (``result.reused`` is then true) only when everything that decides it is the same:
+    model identity, data path and content fingerprint, split, options and protocol
+    version (``result.key``); otherwise, or with ``overwrite``, it is recomputed. The data
+    is read and validated before the model is loaded. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
     ``result.baseline``: the forgetting check. ``label`` names the results in place of the
     benchmark (two datasets of one benchmark in one report). ``options`` go to the benchmark.
@@ -109,10 +140,22 @@ def evaluate(
     bench = create_benchmark(benchmark, data, split, **options)
     shown_as = label or benchmark
     directory = result_dir(out_dir, shown_as, name) if out_dir is not None else None
+    data_text = str(data.root if isinstance(data, CulTwinLoad) else data)
+    key = _result_key(bench, model, name, data_text, split, directory)
     result: EvalResult | None = None
     if directory is not None and (directory / "result.json").exists() and not overwrite:
-        result = load_result(directory)
+        stored = load_result(directory)
+        differences = key_differences(stored.key, key)
+        if not differences:
+            result = stored
+            result._reused = True
+            logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
+        else:
+            logger.info(
+                "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
+            )
     if result is None:
+        bench.prepare()  # read and validate the data before loading the model
         result = _run(
             bench,
             resolve_model(model, device=device, generative=generative),
@@ -120,6 +163,8 @@ def evaluate(
             directory,
             progress,
             shown_as,
+            data=data_text,
+            key=key,
         )
         if directory is not None:
             EvalConfig(
@@ -160,6 +205,27 @@ def evaluate(
     return result
 
 
+def _result_key(
+    bench: Benchmark,
+    model: ModelLike,
+    name: str,
+    data: str,
+    split: str | None,
+    directory: Path | None = None,
+) -> dict[str, Any]:
+    # an object is known by the name it is given (pass a spec to fingerprint saved weights)
+    identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
+    key = reuse_key(
+        benchmark=bench.name,
+        model=identity,
+        data=data_identity(data, exclude=directory),
+        split=split,
+        options=bench.options.model_dump(mode="json"),
+        protocol=PROTOCOL_VERSION * 1000 + bench.protocol_version,
+    )
+    return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
+
+
 def _run(
     bench: Benchmark,
     model: Any,
@@ -167,6 +233,9 @@ def _run(
     directory: Path | None,
     progress: bool,
     shown_as: str | None = None,
+    *,
+    data: str = "",
+    key: dict[str, Any] | None = None,
 ) -> EvalResult:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -183,6 +252,9 @@ def _run(
         skipped=output.skipped[:100],
         config=bench.config(),
         seconds=round(time.perf_counter() - started, 3),
+        data=data,
+        key=key or {},
+        chance=output.chance,
     )
     if directory is not None:
         write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
@@ -195,3 +267,146 @@ def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options:
     """Percent of CulTwin images that pick their own concept's text over their twin's."""
     bench = create_benchmark("twins", cultwin_load, **options)
     return bench.run(model, progress=False).metrics["accuracy"]
+
+
+# ---- suites: several benchmarks × several models, one report -----------------------------
+class SuiteEntry(Config):
+    """One benchmark of a suite: what ``cultureclip eval -b … -d …`` would be given."""
+
+    benchmark: str
+    data: str
+    split: str | None = None
+    #: name of the results (default: the benchmark); two entries of one benchmark need two
+    label: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def shown_as(self) -> str:
+        return self.label or self.benchmark
+
+
+class Suite(Config):
+    """A named list of benchmarks, stored as YAML (``cultureclip/eval/suites/<name>.yaml``)."""
+
+    name: str
+    description: str = ""
+    benchmarks: list[SuiteEntry] = Field(min_length=1)
+
+
+def suite_names() -> list[str]:
+    """The suites that ship with cultureclip."""
+    from importlib import resources
+
+    folder = resources.files("cultureclip.eval").joinpath("suites")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A shipped suite by name (``culture-contrastive``, ``culture-generative``, ``general``)
+    or a suite YAML file of your own (local data paths, other options)."""
+    from importlib import resources
+
+    from cultureclip.config import read_config_file
+    from cultureclip.core.errors import UnknownNameError
+
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            from cultureclip.core.errors import MissingInputError
+
+            raise MissingInputError(f"suite file not found: {path}")
+        return Suite.model_validate(read_config_file(path))
+    shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
+    if not shipped.is_file():
+        raise UnknownNameError(
+            f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "
+            "(or pass a suite .yaml file)"
+        )
+    import yaml
+
+    return Suite.model_validate(yaml.safe_load(shipped.read_text(encoding="utf-8")))
+
+
+class SuiteRun(Config):
+    """What a suite run did: one entry per (model, benchmark)."""
+
+    results: list[str] = Field(default_factory=list)  # result.json paths
+    reused: list[str] = Field(default_factory=list)  # "model · benchmark" reused from disk
+    computed: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)  # "model · benchmark" -> error
+    report: str | None = None
+
+
+def run_suite(
+    suite: Suite | str | Path,
+    models: list[str],
+    *,
+    out_dir: str | Path = "runs/eval",
+    model_names: list[str] | None = None,
+    report_dir: str | Path | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    generative: dict[str, Any] | None = None,
+    progress: bool = False,
+    n_resamples: int = 1000,
+    on_result: Any = None,
+    baseline: str | None = None,
+    baseline_name: str | None = None,
+) -> SuiteRun:
+    """Evaluates every model on every benchmark of ``suite``, then writes one report.
+
+    Each (model, benchmark) is skipped when its stored result has the same key (model
+    identity, data fingerprint, split, options, protocol): rerunning a suite computes
+    only what is missing or changed. A benchmark whose data cannot be read (no hub access,
+    a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
+    result)`` is called after each one (the CLI prints a line). With ``baseline``, every
+    result also stores the delta against that model on the same benchmark (the report's
+    before/after section).
+    """
+    from cultureclip.core.errors import UserError
+
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    names = model_names or []
+    if names and len(names) != len(models):
+        raise ValueError("model_names must name every model")
+    run = SuiteRun()
+    for index, model in enumerate(models):
+        name = names[index] if names else None
+        for entry in suite.benchmarks:
+            shown = f"{name or model} · {entry.shown_as}"
+            try:
+                result = evaluate(
+                    model,
+                    entry.benchmark,
+                    data=entry.data,
+                    split=entry.split,
+                    out_dir=out_dir,
+                    overwrite=overwrite,
+                    model_name=name,
+                    label=entry.label,
+                    device=device,
+                    generative=generative,
+                    progress=progress,
+                    baseline=baseline,
+                    baseline_name=baseline_name,
+                    **entry.options,
+                )
+            except UserError as exc:
+                logger.warning("%s failed: %s", shown, exc)
+                run.failed[shown] = str(exc)
+                if on_result is not None:
+                    on_result(shown, exc)
+                continue
+            (run.reused if result.reused else run.computed).append(shown)
+            if result.path is not None:
+                run.results.append(str(result.path))
+            if on_result is not None:
+                on_result(shown, result)
+    if run.results:
+        from cultureclip.eval.report import build_report
+
+        target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+        run.report = str(build_report(run.results, target, n_resamples=n_resamples))
+    return run

@@ -61,6 +61,11 @@ class MCQItem(BaseModel):
         data = dict(data)
         if data.get("id") is not None and not isinstance(data["id"], str):
             data["id"] = str(data["id"])
+        if isinstance(data.get("image"), dict | bytearray | memoryview):
+            # the {bytes, path} struct of a datasets.Image column (parquet, arrow, hub)
+            from cultureclip.eval.benchmarks.source import image_value
+
+            data["image"] = image_value(data["image"])
         options = data.get("options")
         if isinstance(options, str):
             # Parquet/CSV exports sometimes store the list as a JSON string.
@@ -78,6 +83,9 @@ class MCQItem(BaseModel):
     def _check(self) -> MCQItem:
         if not 0 <= self.answer < len(self.options):
             raise InputError(f"answer index {self.answer} outside 0..{len(self.options) - 1}")
+        blank = [i for i, option in enumerate(self.options) if not option.strip()]
+        if blank:
+            raise InputError(f"option(s) {blank} are blank: {self.options}")
         if len(set(self.options)) != len(self.options):
             raise InputError(f"options are not distinct: {self.options}")
         if self.question_type not in QUESTION_TYPES:
@@ -155,7 +163,21 @@ class ItemSet:
         return len(self.items)
 
     def load_image(self, item: MCQItem) -> Image.Image:
-        return load_image(item.image, self.root)
+        """The item's image, cropped to its ``crop_box`` ``[x0, y0, x1, y1]`` (pixels) if any."""
+        image = load_image(item.image, self.root)
+        box = (item.model_extra or {}).get("crop_box")
+        if box:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            clamped = (
+                max(0.0, x0),
+                max(0.0, y0),
+                min(float(image.width), x1),
+                min(float(image.height), y1),
+            )
+            if clamped[2] - clamped[0] < 1 or clamped[3] - clamped[1] < 1:
+                raise ValueError(f"crop box {list(box)} is outside the {image.size} image")
+            image = image.crop(tuple(round(v) for v in clamped))
+        return image
 
     def error_report(self) -> str:
         return "\n".join(str(bad) for bad in self.errors)
@@ -225,8 +247,11 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
     return ItemSet(items=items, errors=errors, root=root, name=name)
 
 
-def read_items(path: str | Path) -> ItemSet:
-    """Reads an MCQ items file (``.jsonl``, ``.json`` list or ``.parquet``) or a directory with ``items.*``."""
+def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemSet:
+    """Reads an MCQ items file (``.jsonl``, ``.json`` list or ``.parquet``) or a directory with ``items.*``.
+
+    ``columns`` maps item fields to the file's column names (``{"answer": "Label"}``).
+    """
     path = Path(path)
     if path.is_dir():
         for candidate in ("items.jsonl", "items.parquet", "items.json"):
@@ -256,6 +281,10 @@ def read_items(path: str | Path) -> ItemSet:
                     rows.append((number, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     rows.append((number, exc))
+    if columns:
+        from cultureclip.eval.benchmarks.source import apply_columns
+
+        rows = [(n, apply_columns(r, columns) if isinstance(r, dict) else r) for n, r in rows]
     return validate_items(rows, root=path.parent, name=path.stem)
 
 

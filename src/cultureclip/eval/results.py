@@ -10,10 +10,16 @@ Layout under an output directory::
 and adds ``per_group`` (continent / country / category / question type → n, correct,
 accuracy), ``n``, the benchmark ``config``, the ``predictions_file`` and, for a
 forgetting check, ``baseline`` (the base model's metrics and the delta).
+
+``key`` records everything that decides a result: the model identity (spec plus a
+fingerprint of a local model directory), the data path and a fingerprint of its
+content, the split, the benchmark options and the protocol version. An existing
+result is reused only when its key equals the new run's (:func:`reuse_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +32,10 @@ from cultureclip.utils.io import atomic_write_json, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.jsonl"
+#: bumped whenever scoring changes so that results computed before are not reused
+PROTOCOL_VERSION = 2
+_FULL_HASH_BYTES = 1 << 20  # files up to 1 MiB are hashed whole, larger ones sampled
+_SAMPLE_BYTES = 1 << 16
 
 
 class BaselineComparison(BaseModel):
@@ -50,9 +60,21 @@ class EvalResult(BaseModel):
     baseline: BaselineComparison | None = None
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     seconds: float = 0.0
+    #: the benchmark's data (path or hub name) as given
+    data: str = ""
+    #: the main metric of a uniform random guess (percent); None where it has none
+    chance: float | None = None
+    #: what decides the result (see :func:`reuse_key`); a stored result is reused only on equality
+    key: dict[str, Any] = Field(default_factory=dict)
 
-    # where the result was read from / written to (not serialised)
+    # where the result was read from / written to, and whether it was reused (not serialised)
     _path: Path | None = None
+    _reused: bool = False
+
+    @property
+    def reused(self) -> bool:
+        """True when :func:`~cultureclip.eval.api.evaluate` returned a stored result."""
+        return self._reused
 
     @property
     def path(self) -> Path | None:
@@ -109,3 +131,90 @@ def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
 def compare(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """``metrics − baseline`` for the metrics both have."""
     return {key: metrics[key] - baseline[key] for key in metrics if key in baseline}
+
+
+def _file_digest(path: Path, digest: Any) -> None:
+    size = path.stat().st_size
+    digest.update(f"{size}:".encode())
+    with open(path, "rb") as handle:
+        if size <= _FULL_HASH_BYTES:
+            digest.update(handle.read())
+        else:  # large files (weights, videos): head, middle and tail plus the size
+            for offset in (0, size // 2, size - _SAMPLE_BYTES):
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE_BYTES))
+
+
+def fingerprint(path: str | Path, exclude: Path | None = None) -> str:
+    """A content fingerprint of a file or a directory tree (names, sizes and bytes).
+
+    Files up to 1 MiB are hashed whole, larger ones by size plus three 64 KiB samples, so
+    fingerprinting a model or a dataset of thousands of images takes seconds at most.
+    Hidden files and folders (``.cache``, ``.git``) are ignored, and so is ``exclude`` (a
+    results directory inside the data).
+    """
+    path = Path(path)
+    excluded = exclude.resolve() if exclude is not None else None
+    digest = hashlib.sha256()
+    if path.is_file():
+        _file_digest(path, digest)
+        return digest.hexdigest()[:20]
+    if not path.is_dir():
+        return ""
+    for file in sorted(path.rglob("*")):
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
+            continue
+        if excluded is not None and file.resolve().is_relative_to(excluded):
+            continue
+        digest.update(relative.as_posix().encode("utf-8") + b"\0")
+        _file_digest(file, digest)
+    return digest.hexdigest()[:20]
+
+
+def model_identity(spec: str) -> dict[str, str]:
+    """The spec plus, when it names a local directory or file, that content's fingerprint."""
+    identity = {"spec": spec}
+    _, _, argument = spec.partition(":")
+    for candidate in (spec, argument.split("@", 1)[0]):
+        if candidate and Path(candidate).exists():
+            identity["path"] = str(Path(candidate).resolve())
+            identity["fingerprint"] = fingerprint(candidate)
+            break
+    return identity
+
+
+def data_identity(data: str | Path, exclude: Path | None = None) -> dict[str, str]:
+    """A local data path (resolved) and its content fingerprint, or a hub name."""
+    path = Path(data)
+    if path.exists():
+        return {"path": str(path.resolve()), "fingerprint": fingerprint(path, exclude)}
+    return {"hub": str(data)}
+
+
+def reuse_key(
+    *,
+    benchmark: str,
+    model: dict[str, str],
+    data: dict[str, str],
+    split: str | None,
+    options: dict[str, Any],
+    protocol: int,
+) -> dict[str, Any]:
+    """Everything that decides a result, as stored in ``result.json``'s ``key``."""
+    return {
+        "benchmark": benchmark,
+        "model": model,
+        "data": data,
+        "split": split,
+        "options": options,
+        "protocol": protocol,
+    }
+
+
+def key_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The top-level key fields two results disagree on (all of them for an unkeyed result)."""
+    if not stored:
+        return ["no key (written by an older version)"]
+    fields = sorted(set(stored) | set(wanted))
+    return [name for name in fields if stored.get(name) != wanted.get(name)]

@@ -1,6 +1,14 @@
 """Built-in benchmarks, registered in :data:`BENCHMARKS` on import."""
 
-from cultureclip.eval.benchmarks import crope, cultureverse, globalrg, retrieval, twins, zeroshot  # noqa: F401
+from cultureclip.eval.benchmarks import (  # noqa: F401
+    crope,
+    cultureverse,
+    cvqa,
+    globalrg,
+    retrieval,
+    twins,
+    zeroshot,
+)
 from cultureclip.eval.benchmarks.base import (
     Benchmark,
     BenchmarkOptions,

@@ -15,7 +15,9 @@ contrastive model (each option becomes a text through a template; softmax over
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from torch import Tensor
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
-from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import append_jsonl, read_jsonl, stable_hash
 
@@ -50,6 +52,8 @@ class BenchmarkOutput:
     per_group: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     n: int = 0
     skipped: list[str] = field(default_factory=list)
+    #: the main metric of a uniform random guess (percent), when it has one
+    chance: float | None = None
 
 
 class Benchmark(ABC):
@@ -60,6 +64,8 @@ class Benchmark(ABC):
     Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
     #: whether generative chat models can be scored (multiple-choice benchmarks)
     supports_generative: ClassVar[bool] = False
+    #: bumped when this benchmark's scoring changes (part of the result's reuse key)
+    protocol_version: ClassVar[int] = 1
 
     def __init__(self, data: str | Path, *, split: str | None = None, **options: Any) -> None:
         self.data = data
@@ -72,23 +78,56 @@ class Benchmark(ABC):
     ) -> BenchmarkOutput:
         """Scores ``model`` (a :class:`VisionLanguageModel`, or a generative model if supported)."""
 
+    def prepare(self) -> None:
+        """Reads and validates the data (called before the model loads; errors come early)."""
+        return None
+
     def config(self) -> dict[str, Any]:
         return {"data": str(self.data), "split": self.split, **self.options.model_dump(mode="json")}
 
 
 # ---- progress -----------------------------------------------------------------------
+#: seconds between plain progress lines when stderr is not a terminal (CI, nohup, SLURM)
+PROGRESS_INTERVAL_S = float(os.environ.get("CULTURECLIP_PROGRESS_INTERVAL", "30"))
+
+
 def progress_iter(
     items: Iterable[T], total: int, description: str, enabled: bool = True
 ) -> Iterator[T]:
-    """Iterates with a rich progress bar on stderr when ``enabled``."""
+    """Iterates with a rich progress bar on stderr when ``enabled`` (the CLI asks for it).
+
+    When stderr is not a terminal, a bar would print nothing until the end; plain lines
+    ``description: done/total (pct) elapsed, eta`` are written every
+    ``CULTURECLIP_PROGRESS_INTERVAL`` seconds (default 30) and once at the end instead.
+    """
     if not enabled:
         yield from items
         return
-    from rich.progress import track
-
     from cultureclip.cli.common import console
 
-    yield from track(items, total=total, description=description, console=console, transient=True)
+    if console.is_terminal:
+        from rich.progress import track
+
+        yield from track(
+            items, total=total, description=description, console=console, transient=True
+        )
+        return
+    started = last = time.monotonic()
+    done = 0
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S or done == total:
+            last = now
+            elapsed = now - started
+            eta = elapsed / done * (total - done) if done else 0.0
+            percent = 100.0 * done / total if total else 100.0
+            console.print(
+                f"{description}: {done}/{total} ({percent:.0f}%) {elapsed:.0f}s elapsed, "
+                f"eta {eta:.0f}s",
+                markup=False,
+                highlight=False,
+            )
 
 
 def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -102,30 +141,10 @@ def is_local(data: str | Path) -> bool:
 
 
 def load_hub_rows(name: str, split: str | None) -> list[dict[str, Any]]:
-    """Rows of a hub dataset (``datasets.load_dataset``); images become encoded bytes."""
-    try:
-        import datasets
-    except ImportError as exc:  # optional extra
-        raise ImportError(
-            "loading a hub dataset needs `pip install cultureclip[datasets]`"
-        ) from exc
-    dataset = datasets.load_dataset(name, split=split or "test")
-    rows = []
-    for row in dataset:
-        rows.append({key: _encode_if_image(value) for key, value in row.items()})
-    return rows
+    """Rows of a hub dataset (``datasets.load_dataset``); images keep their original bytes."""
+    from cultureclip.eval.benchmarks.source import load_dataset_rows
 
-
-def _encode_if_image(value: Any) -> Any:
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        import io
-
-        buffer = io.BytesIO()
-        value.convert("RGB").save(buffer, format="PNG")
-        return buffer.getvalue()
-    return value
+    return load_dataset_rows(name, split, local=False)
 
 
 def seeded_rng(seed: int, *key: Any) -> random.Random:
@@ -159,6 +178,16 @@ class TextFeatureCache:
         return torch.stack([self._features[t] for t in texts])
 
 
+#: what an unreadable image raises: missing file, truncated or non-image data, bad data: URL
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError)
+
+
+def describe_image_error(exc: BaseException) -> str:
+    """One line for a skipped image (``UnidentifiedImageError`` says ``cannot identify …``)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
 @torch.no_grad()
 def embed_images(
     model: VisionLanguageModel,
@@ -168,11 +197,15 @@ def embed_images(
     batch_size: int,
     progress: bool,
     description: str = "images",
+    failed: dict[str, str] | None = None,
 ) -> dict[str, Tensor]:
     """Embeds each distinct image key once: ``{key: normalised feature}``.
 
     The next batch is decoded on a background thread while the model encodes the current
     one (PIL releases the GIL while decoding), so disk and decode time overlap compute.
+    Only one batch is held decoded at a time. With ``failed`` given, an image that cannot
+    be read (missing, truncated, not an image) is left out of the result and ``failed[key]``
+    says why; without it, the error propagates.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -182,24 +215,41 @@ def embed_images(
     if not chunks:
         return features
 
-    def load_chunk(chunk: Sequence[str]) -> list[Any]:
-        return [load(key) for key in chunk]
+    def load_chunk(chunk: Sequence[str]) -> list[tuple[str, Any]]:
+        loaded = []
+        for key in chunk:
+            if failed is None:
+                loaded.append((key, load(key)))
+                continue
+            try:
+                loaded.append((key, load(key)))
+            except IMAGE_ERRORS as exc:
+                failed[key] = describe_image_error(exc)
+        return loaded
 
     with ThreadPoolExecutor(max_workers=1) as loader:
         pending = loader.submit(load_chunk, chunks[0])
         for index in progress_iter(range(len(chunks)), len(chunks), description, progress):
-            images = pending.result()
+            loaded = pending.result()
             if index + 1 < len(chunks):
                 pending = loader.submit(load_chunk, chunks[index + 1])
-            embedded = model.embed_images(images, batch_size=batch_size)
-            for key, feature in zip(chunks[index], embedded, strict=True):
+            if not loaded:
+                continue
+            embedded = model.embed_images([image for _, image in loaded], batch_size=batch_size)
+            for (key, _), feature in zip(loaded, embedded, strict=True):
                 features[key] = feature
+            del loaded
     return features
 
 
 def image_key(item: MCQItem) -> str:
+    """One key per distinct image (and crop box): each is decoded and encoded once."""
+    import hashlib
+
     image = item.image
-    return image if isinstance(image, str) else "bytes:" + stable_hash(image.hex())
+    key = image if isinstance(image, str) else "bytes:" + hashlib.sha256(image).hexdigest()[:32]
+    box = (item.model_extra or {}).get("crop_box")
+    return f"{key}#{','.join(str(v) for v in box)}" if box else key
 
 
 # ---- multiple-choice benchmarks ------------------------------------------------------------
@@ -217,6 +267,9 @@ class MCQOptions(BenchmarkOptions):
     )
     #: generative models: how many items are sent per checkpointed chunk
     chunk_size: int = Field(64, ge=1)
+    #: our field -> the data's column, for released files with other names
+    #: (``--set columns.answer=Label``)
+    columns: dict[str, str] = Field(default_factory=dict)
 
 
 class MCQBenchmark(Benchmark):
@@ -225,10 +278,31 @@ class MCQBenchmark(Benchmark):
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
     supports_generative = True
+    #: the fields results are grouped by (``language`` too for multilingual sets)
+    group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 
     @abstractmethod
     def load_items(self) -> ItemSet:
         """The benchmark's data as validated items (malformed ones in ``errors``)."""
+
+    def items(self) -> ItemSet:
+        """:meth:`load_items`, read once and kept."""
+        cached = getattr(self, "_items", None)
+        if cached is None:
+            cached = self._items = self.load_items()
+        return cached
+
+    def prepare(self) -> None:
+        item_set = self.items()
+        if not item_set.items:
+            problems = (
+                f"; {len(item_set.errors)} malformed: {item_set.errors[0]}"
+                if item_set.errors
+                else ""
+            )
+            raise InputError(
+                f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
+            )
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""
@@ -255,18 +329,11 @@ class MCQBenchmark(Benchmark):
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        item_set = self.load_items()
-        if not item_set.items:
-            problems = (
-                f"; {len(item_set.errors)} malformed: {item_set.errors[0]}"
-                if item_set.errors
-                else ""
-            )
-            raise InputError(
-                f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
-            )
+        self.prepare()
+        item_set = self.items()
+        unreadable: list[str] = []
         if isinstance(model, VisionLanguageModel):
-            predictions = self._run_contrastive(model, item_set, progress)
+            predictions = self._run_contrastive(model, item_set, progress, unreadable)
         else:
             from cultureclip.eval.generative import GenerativeModel
 
@@ -274,7 +341,12 @@ class MCQBenchmark(Benchmark):
                 raise TypeError(
                     f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
                 )
-            predictions = self._run_generative(model, item_set, work_dir, progress)
+            predictions = self._run_generative(model, item_set, work_dir, progress, unreadable)
+        if not predictions:
+            raise InputError(
+                f"benchmark {self.name!r}: no item of {self.data} has a readable image"
+                + (f"; e.g. {unreadable[0]}" if unreadable else "")
+            )
         metrics = self.summarize(predictions)
         if not isinstance(model, VisionLanguageModel):
             # Generative runs say how many answers were lost, so nobody mistakes them for wrong guesses.
@@ -285,10 +357,17 @@ class MCQBenchmark(Benchmark):
         return BenchmarkOutput(
             metrics=metrics,
             predictions=predictions,
-            per_group=group_accuracy(predictions),
+            per_group=group_accuracy(predictions, keys=self.group_keys),
             n=len(predictions),
-            skipped=[str(bad) for bad in item_set.errors],
+            skipped=[str(bad) for bad in item_set.errors] + unreadable,
+            chance=self.chance(item_set, predictions),
         )
+
+    def chance(self, item_set: ItemSet, predictions: list[dict[str, Any]]) -> float | None:
+        """Expected accuracy of a uniform guess over each scored item's options (percent)."""
+        widths = {item.id: len(item.options) for item in item_set.items}
+        scored = [widths[p["id"]] for p in predictions if p["id"] in widths]
+        return round(100.0 * sum(1.0 / w for w in scored) / len(scored), 4) if scored else None
 
     def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
         record = {
@@ -298,6 +377,8 @@ class MCQBenchmark(Benchmark):
             "correct": correct,
             **item.group_fields(),
         }
+        if "language" in self.group_keys:
+            record["language"] = item.language
         for key in ("role", "group_id"):
             if key in (item.model_extra or {}):
                 record[key] = item.model_extra[key]
@@ -305,16 +386,15 @@ class MCQBenchmark(Benchmark):
         return record
 
     def _run_contrastive(
-        self, model: VisionLanguageModel, item_set: ItemSet, progress: bool
+        self,
+        model: VisionLanguageModel,
+        item_set: ItemSet,
+        progress: bool,
+        unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         items = item_set.items
-        texts_per_item = [self.option_texts(item) for item in items]
-        # Every distinct option text is encoded once, every distinct image once.
-        text_index = {
-            text: i for i, text in enumerate(dict.fromkeys(t for ts in texts_per_item for t in ts))
-        }
-        text_features = TextFeatureCache(model).encode(list(text_index))
         by_key = {image_key(item): item for item in items}
+        failed: dict[str, str] = {}
         image_features = embed_images(
             model,
             list(by_key),
@@ -322,7 +402,26 @@ class MCQBenchmark(Benchmark):
             batch_size=self.options.batch_size,
             progress=progress,
             description=f"{self.name}: images",
+            failed=failed,
         )
+        self._image_features = image_features  # for subclasses' extra metrics (GlobalRG)
+        if failed:
+            kept = []
+            for item in items:
+                error = failed.get(image_key(item))
+                if error is None:
+                    kept.append(item)
+                elif unreadable is not None:
+                    unreadable.append(f"item {item.id!r}: unreadable image: {error}")
+            items = kept
+        if not items:
+            return []
+        texts_per_item = [self.option_texts(item) for item in items]
+        # Every distinct option text is encoded once, every distinct image once.
+        text_index = {
+            text: i for i, text in enumerate(dict.fromkeys(t for ts in texts_per_item for t in ts))
+        }
+        text_features = TextFeatureCache(model).encode(list(text_index))
         # Score all items at once: options padded to the widest item and masked out.
         width = max(len(ts) for ts in texts_per_item)
         option_ids = torch.zeros(len(items), width, dtype=torch.long)
@@ -353,7 +452,12 @@ class MCQBenchmark(Benchmark):
         ]
 
     def _run_generative(
-        self, model: Any, item_set: ItemSet, work_dir: Path | None, progress: bool
+        self,
+        model: Any,
+        item_set: ItemSet,
+        work_dir: Path | None,
+        progress: bool,
+        unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         from cultureclip.eval.generative import MCQPrompt, parse_answer_letter
 
@@ -368,12 +472,23 @@ class MCQBenchmark(Benchmark):
         for chunk in progress_iter(
             chunks, len(chunks), f"{self.name}: asking {model.spec}", progress
         ):
-            prompts = [
-                MCQPrompt(
-                    item_set.load_image(i), i.question or "What is shown in the picture?", i.options
+            prompts, asked = [], []
+            for i in chunk:
+                try:
+                    image = item_set.load_image(i)
+                except IMAGE_ERRORS as exc:
+                    if unreadable is not None:
+                        unreadable.append(
+                            f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
+                        )
+                    continue
+                prompts.append(
+                    MCQPrompt(image, i.question or "What is shown in the picture?", i.options)
                 )
-                for i in chunk
-            ]
+                asked.append(i)
+            chunk = asked
+            if not chunk:
+                continue
             outcomes = model.generate(prompts)
             records = []
             for item, outcome in zip(chunk, outcomes, strict=True):
@@ -395,7 +510,7 @@ class MCQBenchmark(Benchmark):
             if partial is not None:
                 append_jsonl(partial, records)
             done.update({r["id"]: r for r in records})
-        return [done[item.id] for item in item_set.items]
+        return [done[item.id] for item in item_set.items if item.id in done]
 
 
 def items_from_rows(rows: Sequence[dict[str, Any]], root: Path, name: str) -> ItemSet:

@@ -9,8 +9,11 @@ concept} in the image."``:
 - the **main image** must pick the target concept;
 - **each definition image** must pick the definition concept.
 
-Metrics: ``accuracy`` (main images), ``definition_accuracy`` (definition images) and
-``both_accuracy`` (items whose main image *and* every definition image are right).
+Metrics: ``accuracy``, ``main_accuracy`` (main images), ``definition_accuracy``
+(definition images) and ``both_accuracy`` (items whose main image *and* every definition
+image are right). With ``protocol=authors`` (the default, as the CultureCLIP authors'
+evaluator computes it) ``accuracy`` pools main and definition images; with
+``protocol=cultureclip`` it is the main-image accuracy.
 
 Layout accepted: an annotation file (or a directory holding one, ``crope.json`` preferred)
 with, per record, the main ``image`` (aliases ``image, image_path, img``), the ``answer``
@@ -23,8 +26,7 @@ definition_image``, a list or one path). Country/category (``country, culture``;
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -32,12 +34,11 @@ from cultureclip.eval.benchmarks.base import (
     BenchmarkOptions,
     MCQBenchmark,
     MCQOptions,
-    is_local,
     items_from_rows,
-    load_hub_rows,
 )
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import accuracy
 
@@ -46,6 +47,9 @@ class CropeOptions(MCQOptions):
     templates: dict[str, str] = Field(
         default_factory=lambda: {"recognition": "There is {option} in the image."}
     )
+    #: ``authors``: ``accuracy`` pools main and definition images (the CultureCLIP authors'
+    #: evaluator); ``cultureclip``: ``accuracy`` counts the main images only
+    protocol: Literal["authors", "cultureclip"] = "authors"
 
 
 @BENCHMARKS.register(
@@ -56,11 +60,9 @@ class CropeBenchmark(MCQBenchmark):
     Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
 
     def load_items(self) -> ItemSet:
-        if is_local(self.data):
-            file = find_annotation_file(Path(self.data), ("crope.json", "crope.jsonl"))
-            records, root = read_records(file), file.parent
-        else:
-            records, root = load_hub_rows(str(self.data), self.split), Path(".")
+        options: MCQOptions = self.options  # type: ignore[assignment]
+        records, root = read_rows(self.data, self.split, ("crope.json", "crope.jsonl"))
+        records = [apply_columns(record, options.columns) for record in records]
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
             item_id = str(record.get("id") or f"crope-{index:06d}")
@@ -121,8 +123,11 @@ class CropeBenchmark(MCQBenchmark):
         by_item: dict[str, bool] = {}
         for p in predictions:
             by_item[p["group_id"]] = by_item.get(p["group_id"], True) and bool(p["correct"])
+        options: CropeOptions = self.options  # type: ignore[assignment]
+        pooled = main + definition
         return {
-            "accuracy": accuracy(main),
+            "accuracy": accuracy(pooled if options.protocol == "authors" else main),
+            "main_accuracy": accuracy(main),
             "definition_accuracy": accuracy(definition),
             "both_accuracy": accuracy(list(by_item.values())),
         }

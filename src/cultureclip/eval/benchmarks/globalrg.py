@@ -3,11 +3,15 @@
 **Grounding** (culture-specific concepts of 15 regions): each image shows a ``concept``
 of a ``region``; the options are that concept and 3 distractor concepts drawn from the
 *same region* (regions with at least 4 distinct concepts only; seed 42); text
-``"The item in the picture is {option} in {region}."``.
+``"The item in the picture is {option} in {region}"``.
 
 **Retrieval** (universals across 50 regions): each image shows a ``universal`` (e.g.
 "wedding") in a ``region``; the options are the same universal in its region and in 3
-distractor regions; text ``"The picture depicts a kind of {universal} in {option}."``.
+distractor regions; text ``"The picture depicts a kind of {universal} in {option}"``.
+
+``protocol=authors`` (the default) uses these templates without a final period, as the
+CultureCLIP authors' evaluator does; ``protocol=cultureclip`` adds the period the paper
+prints. Setting ``templates`` overrides both.
 
 Layout accepted: an annotation file (JSON list / ``{"data": [...]}`` / JSONL / CSV /
 Parquet), or a directory holding exactly one (or ``grounding.json`` / ``retrieval.json``),
@@ -23,57 +27,81 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.base import (
     BenchmarkOptions,
     MCQBenchmark,
     MCQOptions,
-    is_local,
     items_from_rows,
-    load_hub_rows,
     seeded_rng,
 )
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
+from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 
 IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
 REGION_KEYS = ("region", "country", "culture")
 
 
-class GroundingOptions(MCQOptions):
-    templates: dict[str, str] = Field(
-        default_factory=lambda: {"recognition": "The item in the picture is {option} in {region}."}
-    )
-    n_options: int = Field(4, ge=2)
+#: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
+#: ``cultureclip``: the templates as the paper prints them (with the period)
+PROTOCOLS = ("authors", "cultureclip")
+GROUNDING_TEMPLATE = "The item in the picture is {option} in {region}"
+RETRIEVAL_TEMPLATE = "The picture depicts a kind of {universal} in {option}"
 
 
-class RetrievalOptions(MCQOptions):
-    templates: dict[str, str] = Field(
-        default_factory=lambda: {
-            "recognition": "The picture depicts a kind of {universal} in {option}."
-        }
-    )
+class _ProtocolOptions(MCQOptions):
+    protocol: Literal["authors", "cultureclip"] = "authors"
+    #: empty: the protocol's template
+    templates: dict[str, str] = Field(default_factory=dict)
     n_options: int = Field(4, ge=2)
+    template: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _protocol_templates(self) -> _ProtocolOptions:
+        if not self.templates:
+            period = "" if self.protocol == "authors" else "."
+            # validate_assignment would recurse into this validator: set the field directly
+            object.__setattr__(self, "templates", {"recognition": self.template + period})
+        return self
+
+
+class GroundingOptions(_ProtocolOptions):
+    template: ClassVar[str] = GROUNDING_TEMPLATE
+    #: score on the box crop when a record has a box (``bbox``, ``box``, ``bounding_box``):
+    #: the grounding view; without boxes (the public test set) the whole image is used
+    use_boxes: bool = False
+    #: ``xywh`` (COCO: x, y, width, height) or ``xyxy`` (corners), in pixels
+    box_format: Literal["xywh", "xyxy"] = "xywh"
+
+
+class RetrievalOptions(_ProtocolOptions):
+    template: ClassVar[str] = RETRIEVAL_TEMPLATE
+    #: the benchmark's own retrieval metrics: the query text per universal and the cut-offs
+    query_template: str = "a photo of {universal}"
+    retrieval_ks: list[int] = Field(default_factory=lambda: [5, 10], min_length=1)
 
 
 class _GlobalRGBenchmark(MCQBenchmark):
     preferred_files: ClassVar[tuple[str, ...]] = ()
 
     def raw_records(self) -> tuple[list[dict[str, Any]], Path]:
-        if is_local(self.data):
-            file = find_annotation_file(Path(self.data), self.preferred_files)
-            return read_records(file), file.parent
-        return load_hub_rows(str(self.data), self.split), Path(".")
+        options: MCQOptions = self.options  # type: ignore[assignment]
+        rows, root = read_rows(self.data, self.split, self.preferred_files)
+        return [apply_columns(row, options.columns) for row in rows], root
 
     def _base(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        if "_error" in record:
+            raise InputError(str(record["_error"]))
         region = str(pick(record, REGION_KEYS, "region"))
+        record_id = record.get("id") or record.get("u_id") or record.get("image_id")
         return {
-            "id": str(record.get("id") or record.get("image_id") or f"{self.name}-{index:06d}"),
+            "id": str(record_id or f"{self.name}-{index:06d}"),
             "image": pick(record, IMAGE_KEYS, "image"),
             "country": region,
             "region": region,
@@ -106,6 +134,19 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
                     {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
                 )
                 continue
+            if options.use_boxes:
+                box = next(
+                    (record[k] for k in ("bbox", "box", "bounding_box") if record.get(k)), None
+                )
+                if box is not None:
+                    try:
+                        x0, y0, a, b = (float(v) for v in box)
+                    except (TypeError, ValueError):
+                        rows.append({"id": base["id"], "_error": f"box {box!r} is not 4 numbers"})
+                        continue
+                    base["crop_box"] = (
+                        [x0, y0, x0 + a, y0 + b] if options.box_format == "xywh" else [x0, y0, a, b]
+                    )
             concepts_by_region[base["region"]].add(concept)
             parsed.append((base, concept))
         for base, concept in parsed:
@@ -134,6 +175,66 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
     name = "globalrg-retrieval"
     Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
     preferred_files = ("retrieval.json", "retrieval.jsonl", "annotations.json")
+
+    def run(self, model: Any, *, work_dir: Path | None = None, progress: bool = True) -> Any:
+        output = super().run(model, work_dir=work_dir, progress=progress)
+        features = getattr(self, "_image_features", None)
+        if features:
+            metrics, _ = self.retrieval_metrics(model, features)
+            output.metrics.update(metrics)
+        return output
+
+    def retrieval_metrics(
+        self, model: Any, features: dict[str, Any]
+    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """GlobalRG's retrieval view: per universal, rank every image by the query text.
+
+        ``precision@k``: the share of the top k images that show the queried universal;
+        ``diversity@k``: the normalised Shannon entropy of the regions among the top k
+        (1 = all different regions, 0 = one region), both averaged over universals.
+        """
+        import math
+
+        import torch
+
+        from cultureclip.eval.benchmarks.base import TextFeatureCache, image_key
+
+        options: RetrievalOptions = self.options  # type: ignore[assignment]
+        items = [i for i in self.items().items if image_key(i) in features]
+        if not items:
+            return {}, {}
+        universals = sorted({str(i.model_extra["universal"]) for i in items})
+        queries = [options.query_template.format(universal=u) for u in universals]
+        texts = TextFeatureCache(model).encode(queries)
+        images = torch.stack([features[image_key(i)] for i in items])
+        sim = texts @ images.T  # [universals, images]
+        metrics: dict[str, float] = {}
+        per: dict[str, dict[str, float]] = {}
+        for k in options.retrieval_ks:
+            top = min(k, len(items))
+            precisions, diversities = [], []
+            for row, universal in enumerate(universals):
+                order = torch.argsort(sim[row], descending=True, stable=True)[:top].tolist()
+                hits = [items[j] for j in order]
+                precision = (
+                    100.0 * sum(str(h.model_extra["universal"]) == universal for h in hits) / top
+                )
+                counts: dict[str, int] = {}
+                for h in hits:
+                    counts[h.country] = counts.get(h.country, 0) + 1
+                entropy = -sum(c / top * math.log(c / top) for c in counts.values())
+                diversity = 100.0 * entropy / math.log(top) if top > 1 else 0.0
+                precisions.append(precision)
+                diversities.append(diversity)
+                if k == options.retrieval_ks[0]:
+                    per[universal] = {
+                        "n": float(top),
+                        "correct": precision * top / 100.0,
+                        "accuracy": precision,
+                    }
+            metrics[f"precision@{k}"] = sum(precisions) / len(precisions)
+            metrics[f"diversity@{k}"] = sum(diversities) / len(diversities)
+        return metrics, per
 
     def load_items(self) -> ItemSet:
         options: RetrievalOptions = self.options  # type: ignore[assignment]

@@ -3,7 +3,8 @@
 For every pair with both images, the ``pos`` image chooses between the texts of its
 concept and of the twin concept, and so does the ``neg`` image. Metrics (percent):
 ``accuracy`` over all images, ``pos_accuracy``, ``neg_accuracy`` and ``both_accuracy``
-(pairs whose two images are both right). Ties count as wrong.
+(pairs whose two images are both right). Ties count as wrong. A pair with a missing or unreadable image is skipped and reported
+by record id (``skipped``), never aborts the run.
 """
 
 from __future__ import annotations
@@ -50,21 +51,28 @@ class TwinBenchmark(Benchmark):
         )
         self._load = data if isinstance(data, CulTwinLoad) else None
 
+    def prepare(self) -> None:
+        if self._load is None:
+            self._load = read_cultwin(self.data)
+        if not any(r.pos_image and r.neg_image for r in self._load.records):
+            raise InputError(f"no twin pair with both images in {self.data}")
+
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("twin accuracy scores contrastive models only")
         options: TwinOptions = self.options  # type: ignore[assignment]
-        load = self._load or read_cultwin(self.data)
+        self.prepare()
+        load = self._load
+        assert load is not None
         records = [r for r in load.records if r.pos_image and r.neg_image]
-        if not records:
-            raise InputError(f"no twin pair with both images in {self.data}")
         cache = TextFeatureCache(model)
         images = {}
         for record in records:
             for side in ("pos", "neg"):
                 images[f"{record.id}/{side}"] = load.image_path(getattr(record, f"{side}_image"))
+        failed: dict[str, str] = {}
         features = embed_images(
             model,
             list(images),
@@ -72,7 +80,21 @@ class TwinBenchmark(Benchmark):
             batch_size=options.batch_size,
             progress=progress,
             description="twins: images",
+            failed=failed,
         )
+        skipped = [f"line {bad.line}: {bad.error}" for bad in load.errors]
+        if failed:
+            # A pair is scored only when both of its images read; the others are reported.
+            for key, error in failed.items():
+                skipped.append(
+                    f"record {key.rsplit('/', 1)[0]!r} ({key}): unreadable image: {error}"
+                )
+            broken = {key.rsplit("/", 1)[0] for key in failed}
+            records = [r for r in records if r.id not in broken]
+            if not records:
+                raise InputError(
+                    f"no twin pair with two readable images in {self.data}; {skipped[-1]}"
+                )
         from cultureclip.data.taxonomy import continent_of
 
         scale = float(model.logit_scale.detach())
@@ -113,5 +135,6 @@ class TwinBenchmark(Benchmark):
             predictions=predictions,
             per_group=group_accuracy(predictions),
             n=len(predictions),
-            skipped=[f"line {bad.line}: {bad.error}" for bad in load.errors],
+            skipped=skipped,
+            chance=50.0,
         )

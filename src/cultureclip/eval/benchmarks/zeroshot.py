@@ -2,17 +2,23 @@
 
 Data, either:
 
-- an **image folder**: ``root/<class name>/<image>`` (``_`` in folder names reads as a
-  space), optionally with ``classnames.txt`` (one display name per line, in sorted
-  folder order) to override the folder names;
+- an **image folder**: ``root/<class name>/…/<image>`` (``_`` in folder names reads as a
+  space; images in nested folders of a class belong to it; every extension Pillow
+  opens counts, ``.jfif`` included), optionally with ``classnames.txt`` (one display name
+  per line, in sorted folder order) to override the folder names. Files that are not
+  images are reported as skipped; a folder with a single class is refused (it is
+  almost always a labelled list or a wrong level);
 - a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column
   (``image, image_path, filepath, file_name, path``) and a label column (``label,
   class, classname, category``); a ``classnames.txt`` beside it, if present, fixes the
-  class list (integer labels index into it).
+  class list (integer labels index into it). A directory holding ``labels.csv`` (or
+  ``labels.jsonl``, ``labels.tsv``, ``labels.parquet``, ``test.csv``) is read as a
+  labelled list even when its images sit in a sub-folder.
 
 Each class text is the mean of its normalised template features (CLIP's prompt
 ensembling), re-normalised. Metrics: ``acc1``, ``acc5`` (top-5 with pessimistic ties) and
-``mean_per_class_recall``, in percent.
+``mean_per_class_recall`` (the mean recall over the classes that have images, as
+CLIP_benchmark and scikit-learn's balanced accuracy compute it), in percent.
 """
 
 from __future__ import annotations
@@ -30,16 +36,24 @@ from cultureclip.eval.benchmarks.base import (
     BenchmarkOutput,
     TextFeatureCache,
     embed_images,
-    is_local,
-    load_hub_rows,
 )
 from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+LABEL_FILES = ("labels.csv", "labels.jsonl", "labels.tsv", "labels.parquet", "test.csv")
+NOT_IMAGES = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".md", ".yaml", ".yml"}
+
+
+def image_suffixes() -> set[str]:
+    """Every file extension Pillow can open (``.jpg``, ``.jfif``, ``.png``, ``.tif``…)."""
+    from PIL import Image
+
+    Image.init()
+    return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
 class ZeroShotOptions(BenchmarkOptions):
@@ -65,9 +79,11 @@ class ZeroShotBenchmark(Benchmark):
     Options: ClassVar[type[BenchmarkOptions]] = ZeroShotOptions
 
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
-        """Images, label indices, class names and the image root."""
-        if not is_local(self.data):
-            rows = load_hub_rows(str(self.data), self.split)
+        """Images, label indices, class names and the image root (skips in ``self.skipped``)."""
+        self.skipped: list[str] = []
+        path = Path(str(self.data))
+        if not path.exists() or is_hub_layout(path):
+            rows, _ = read_rows(self.data, self.split, label_names=True)
             images = [pick(r, ("image", "img"), "image") for r in rows]
             labels_raw = [pick(r, ("label", "class", "classname"), "label") for r in rows]
             classnames = sorted({str(label) for label in labels_raw})
@@ -77,23 +93,10 @@ class ZeroShotBenchmark(Benchmark):
                 classnames,
                 Path("."),
             )
-        path = Path(self.data)
-        if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
-            folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            classnames = _read_classnames(path) or [p.name.replace("_", " ") for p in folders]
-            if len(classnames) != len(folders):
-                raise InputError(
-                    f"classnames.txt in {path} lists {len(classnames)} names for {len(folders)} folders"
-                )
-            images: list[str | bytes] = []
-            labels: list[int] = []
-            for index, folder in enumerate(folders):
-                for file in sorted(folder.iterdir()):
-                    if file.suffix.lower() in IMAGE_SUFFIXES:
-                        images.append(str(file.relative_to(path)))
-                        labels.append(index)
-            return images, labels, classnames, path
-        file = find_annotation_file(path, ("labels.csv", "labels.jsonl", "test.csv"))
+        labelled_list = path.is_dir() and any((path / name).is_file() for name in LABEL_FILES)
+        if path.is_dir() and not labelled_list and any(p.is_dir() for p in path.iterdir()):
+            return self._load_folder(path)
+        file = find_annotation_file(path, LABEL_FILES)
         rows = read_records(file)
         images = [
             pick(r, ("image", "image_path", "filepath", "file_name", "path"), "image") for r in rows
@@ -115,15 +118,49 @@ class ZeroShotBenchmark(Benchmark):
                     raise InputError(f"label {label!r} in {file} is not in classnames.txt")
         return images, labels, classnames, file.parent
 
+    def _load_folder(self, path: Path) -> tuple[list[str | bytes], list[int], list[str], Path]:
+        folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if len(folders) == 1:
+            raise InputError(
+                f"{path} is an image folder with a single class ({folders[0].name!r}): "
+                "zero-shot needs one sub-folder per class; for a labelled list pass the "
+                "labels file (labels.csv) itself"
+            )
+        classnames = _read_classnames(path) or [p.name.replace("_", " ") for p in folders]
+        if len(classnames) != len(folders):
+            raise InputError(
+                f"classnames.txt in {path} lists {len(classnames)} names for {len(folders)} folders"
+            )
+        suffixes = image_suffixes()
+        images: list[str | bytes] = []
+        labels: list[int] = []
+        for index, folder in enumerate(folders):
+            for file in sorted(folder.rglob("*")):
+                relative = file.relative_to(path)
+                if not file.is_file() or any(part.startswith(".") for part in relative.parts):
+                    continue
+                if file.suffix.lower() in suffixes:
+                    images.append(str(relative))
+                    labels.append(index)
+                elif file.suffix.lower() not in NOT_IMAGES:
+                    self.skipped.append(f"{relative}: not an image file Pillow reads")
+        return images, labels, classnames, path
+
+    def prepare(self) -> None:
+        if getattr(self, "_loaded", None) is None:
+            self._loaded = self.load()
+        if not self._loaded[0]:
+            detail = f"; skipped: {self.skipped[0]}" if self.skipped else ""
+            raise InputError(f"no images found in {self.data}{detail}")
+
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("zero-shot classification scores contrastive models only")
         options: ZeroShotOptions = self.options  # type: ignore[assignment]
-        images, labels, classnames, root = self.load()
-        if not images:
-            raise InputError(f"no images found in {self.data}")
+        self.prepare()
+        images, labels, classnames, root = self._loaded
         cache = TextFeatureCache(model)
         class_features = []
         for name in classnames:
@@ -131,6 +168,7 @@ class ZeroShotBenchmark(Benchmark):
             class_features.append(torch.nn.functional.normalize(features, dim=0))
         weights = torch.stack(class_features)
         keys = [str(i) for i in range(len(images))]
+        failed: dict[str, str] = {}
         features = embed_images(
             model,
             keys,
@@ -138,7 +176,19 @@ class ZeroShotBenchmark(Benchmark):
             batch_size=options.batch_size,
             progress=progress,
             description="zeroshot: images",
+            failed=failed,
         )
+        skipped = list(self.skipped)
+        if failed:
+            for key, error in failed.items():
+                name = images[int(key)] if isinstance(images[int(key)], str) else f"row {key}"
+                skipped.append(f"{name}: unreadable image: {error}")
+            keep = [i for i in range(len(images)) if str(i) not in failed]
+            if not keep:
+                raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
+            images = [images[i] for i in keep]
+            labels = [labels[i] for i in keep]
+            keys = [str(i) for i in keep]
         logits = torch.stack([features[k] for k in keys]) @ weights.T
         ranks = best_correct_rank(logits, [[label] for label in labels])
         predictions = [
@@ -156,11 +206,17 @@ class ZeroShotBenchmark(Benchmark):
         metrics = {
             "acc1": accuracy([r == 0 for r in ranks.tolist()]),
             "acc5": accuracy([r < 5 for r in ranks.tolist()]),
+            # over the classes that have images (CLIP_benchmark, sklearn balanced accuracy)
             "mean_per_class_recall": float(
                 sum(g["accuracy"] for g in per_class.get("class", {}).values())
-                / max(1, len(classnames))
+                / max(1, len(per_class.get("class", {})))
             ),
         }
         return BenchmarkOutput(
-            metrics=metrics, predictions=predictions, per_group=per_class, n=len(images)
+            metrics=metrics,
+            predictions=predictions,
+            per_group=per_class,
+            n=len(images),
+            skipped=skipped,
+            chance=round(100.0 / len(classnames), 4),
         )

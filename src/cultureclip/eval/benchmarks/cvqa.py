@@ -1,0 +1,103 @@
+"""CVQA (``afaji/cvqa``) as released: culturally diverse multilingual VQA, 4 options.
+
+Columns as published: ``image`` (a ``datasets.Image``), ``ID``, ``Subset`` (a string
+such as ``"('Japanese', 'Japan')"``: language and country), ``Question``, ``Translated
+Question``, ``Options`` (4 strings), ``Translated Options``, ``Label`` (the 0-based index
+of the answer), ``Category``, ``Image Type``, ``Image Source``, ``License``.
+
+The two published settings are ``language=local`` (question and options in the
+subset's language, the default) and ``language=english`` (the translated columns).
+Results are grouped by country (normalised to ISO codes through
+:mod:`cultureclip.data.taxonomy`), continent, language and category. Contrastive models
+score ``"{question} {option}"`` per option (``templates.knowledge``); generative models
+answer the lettered options.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from cultureclip.eval.benchmarks.base import (
+    BenchmarkOptions,
+    MCQBenchmark,
+    MCQOptions,
+    items_from_rows,
+)
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
+from cultureclip.eval.items import ItemSet
+from cultureclip.eval.metrics import GROUP_KEYS
+
+
+class CVQAOptions(MCQOptions):
+    templates: dict[str, str] = Field(default_factory=lambda: {"knowledge": "{question} {option}"})
+    #: ``local``: the subset's own language; ``english``: the translated question and options
+    language: Literal["local", "english"] = "local"
+
+
+def parse_subset(subset: Any) -> tuple[str, str]:
+    """``"('Japanese', 'Japan')"`` (or a list/tuple) -> ``("Japanese", "Japan")``."""
+    value = subset
+    if isinstance(subset, str):
+        try:
+            value = ast.literal_eval(subset)  # literals only: never executes code
+        except (ValueError, SyntaxError):
+            value = subset
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return str(value[0]).strip(), str(value[1]).strip()
+    text = str(subset).strip()
+    return "", text
+
+
+def country_code(name: str) -> str:
+    """The ISO code of a country name when the taxonomy knows it, else the name itself."""
+    from cultureclip.data.taxonomy import country
+
+    # CVQA subsets like "Indonesia-Javanese" or "China-Mandarin" keep the country first
+    for candidate in (name, name.split("-")[0].strip(), name.split("(")[0].strip()):
+        found = country(candidate) if candidate else None
+        if found is not None:
+            return found.iso2
+    return name
+
+
+@BENCHMARKS.register(
+    "cvqa", help="CVQA as released (afaji/cvqa): 4-way VQA, local language or English"
+)
+class CVQABenchmark(MCQBenchmark):
+    name = "cvqa"
+    Options: ClassVar[type[BenchmarkOptions]] = CVQAOptions
+    group_keys: ClassVar[tuple[str, ...]] = (*GROUP_KEYS, "language")
+
+    def load_items(self) -> ItemSet:
+        options: CVQAOptions = self.options  # type: ignore[assignment]
+        records, root = read_rows(self.data, self.split, ("cvqa.parquet", "test.parquet"))
+        english = options.language == "english"
+        rows: list[dict[str, Any]] = []
+        for index, raw in enumerate(records):
+            record = apply_columns(raw, options.columns)
+            item_id = str(record.get("ID") or record.get("id") or f"cvqa-{index:06d}")
+            if "_error" in record:
+                rows.append({"id": item_id, "_error": record["_error"]})
+                continue
+            language, country = parse_subset(record.get("Subset", ""))
+            question = record.get("Translated Question" if english else "Question")
+            choices = record.get("Translated Options" if english else "Options")
+            rows.append(
+                {
+                    "id": item_id,
+                    "image": record.get("image"),
+                    "question": question if question is not None else "",
+                    "options": list(choices) if isinstance(choices, list | tuple) else choices,
+                    "answer": record.get("Label"),
+                    "country": country_code(country),
+                    "category": str(record.get("Category") or ""),
+                    "question_type": "knowledge",
+                    "language": "English" if english else (language or "unknown"),
+                    "subset": str(record.get("Subset") or ""),
+                }
+            )
+        return items_from_rows(rows, root, self.name)

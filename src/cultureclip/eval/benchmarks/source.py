@@ -1,0 +1,208 @@
+"""Where benchmark rows come from: local files, local hub-layout folders, or the hub.
+
+:func:`read_rows` gives every benchmark the same reader:
+
+- a **local annotation file**: JSON / JSONL / CSV / TSV / Parquet / Arrow (see
+  :mod:`~cultureclip.eval.benchmarks.records`); image columns may hold a path, a
+  ``data:`` URL, or the ``{bytes, path}`` struct a ``datasets.Image`` feature stores;
+- a **local folder in the Hugging Face layout** (``README.md`` with ``dataset_info`` or
+  ``configs``, or parquet/arrow files under ``data/``), read with
+  ``datasets.load_dataset(folder)``, exactly as a downloaded hub snapshot;
+- a folder holding one annotation file (or one of the benchmark's preferred names);
+- a **hub dataset name** (``owner/name``), read with ``datasets.load_dataset``.
+
+Images are never decoded or re-encoded here: ``datasets.Image`` columns are cast to
+``decode=False`` so each row keeps the original encoded bytes (a JPEG stays a JPEG), and
+images are decoded one batch at a time while scoring. A path that looks like a local
+path but does not exist is reported as missing (never sent to the hub), and a hub
+dataset that cannot be loaded (offline, unknown name, gated) is a one-line error.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.eval.benchmarks.records import RECORD_SUFFIXES, find_annotation_file, read_records
+
+logger = logging.getLogger(__name__)
+
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DATA_SUFFIXES = (*RECORD_SUFFIXES, ".arrow")
+
+
+def looks_like_local_path(data: str) -> bool:
+    """A string a user meant as a local path: a file suffix, ``./``, ``/``, ``~``, or 2+ slashes."""
+    if data.startswith((".", "/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", data):
+        return True
+    if Path(data).suffix.lower() in DATA_SUFFIXES or data.count("/") >= 2 or "\\" in data:
+        return True
+    return not HUB_NAME.match(data)
+
+
+def is_hub_layout(path: Path) -> bool:
+    """A folder laid out like a hub dataset repo (as ``snapshot_download`` writes it)."""
+    if not path.is_dir():
+        return False
+    data = path / "data"
+    if data.is_dir() and any(p.suffix in (".parquet", ".arrow") for p in data.rglob("*")):
+        return True
+    readme = path / "README.md"
+    if readme.is_file():
+        head = readme.read_text(encoding="utf-8", errors="replace")[:20000]
+        return head.startswith("---") and ("dataset_info:" in head or "configs:" in head)
+    return False
+
+
+def image_value(value: Any) -> Any:
+    """An image cell as items store it: encoded bytes or a path / ``data:`` URL.
+
+    Accepts the ``{bytes, path}`` struct of ``datasets.Image`` (bytes win when present), a
+    PIL image (encoded once, in its own format when known) and passes anything else on.
+    """
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        if value.get("path"):
+            return str(value["path"])
+        return None
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        import io
+
+        buffer = io.BytesIO()
+        value.save(buffer, format=value.format or "PNG")
+        return buffer.getvalue()
+    return value
+
+
+def _read_arrow(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+
+    with open(path, "rb") as handle:
+        try:
+            table = pa.ipc.open_stream(handle).read_all()
+        except pa.ArrowInvalid:
+            handle.seek(0)
+            table = pa.ipc.open_file(handle).read_all()
+    return table.to_pylist()
+
+
+def _undecoded_features(features: Any) -> Any:
+    """A copy of ``features`` with every ``datasets.Image`` (nested too) set to ``decode=False``."""
+    import datasets
+
+    def visit(feature: Any) -> Any:
+        if isinstance(feature, datasets.Image):
+            return datasets.Image(decode=False)
+        if isinstance(feature, dict):
+            return {key: visit(value) for key, value in feature.items()}
+        if isinstance(feature, list):
+            return [visit(value) for value in feature]
+        if hasattr(feature, "feature"):
+            clone = copy.copy(feature)
+            clone.feature = visit(feature.feature)
+            return clone
+        return feature
+
+    return datasets.Features({key: visit(value) for key, value in features.items()})
+
+
+def load_dataset_rows(
+    source: str, split: str | None, *, local: bool, label_names: bool = False
+) -> list[dict[str, Any]]:
+    """Rows of ``datasets.load_dataset(source, split=…)`` with images kept as original bytes.
+
+    With ``label_names``, ``ClassLabel`` columns give the class name instead of its index
+    (zero-shot classification needs the names).
+    """
+    try:
+        import datasets
+    except ImportError as exc:  # optional extra
+        raise InputError("loading a hub dataset needs `pip install cultureclip[datasets]`") from exc
+    wanted = split or "test"
+    try:
+        dataset = datasets.load_dataset(source, split=wanted)
+    except Exception as exc:  # network, offline mode, unknown name, wrong split: say it in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        where = "local dataset folder" if local else "hub dataset"
+        hint = (
+            ""
+            if local
+            else " (no local file or folder of that name either; offline? unset HF_HUB_OFFLINE "
+            "with network access, or pass a local path)"
+        )
+        raise InputError(
+            f"cannot load {where} {source!r}, split {wanted!r}: {type(exc).__name__}: {first}{hint}"
+        ) from exc
+    undecoded = _undecoded_features(dataset.features)
+    if undecoded != dataset.features:  # keep the encoded bytes: no decode, no PNG re-encode
+        dataset = dataset.cast(undecoded)
+    names = {
+        key: feature.names
+        for key, feature in dataset.features.items()
+        if label_names and isinstance(feature, datasets.ClassLabel)
+    }
+    rows = []
+    for row in dataset:
+        cells = {key: image_cell(value) for key, value in row.items()}
+        for key, classes in names.items():
+            if isinstance(cells.get(key), int) and 0 <= cells[key] < len(classes):
+                cells[key] = classes[cells[key]]
+        rows.append(cells)
+    return rows
+
+
+def image_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return [image_value(v) for v in value]
+    return image_value(value)
+
+
+def read_rows(
+    data: str | Path,
+    split: str | None = None,
+    preferred: Sequence[str] = (),
+    *,
+    label_names: bool = False,
+) -> tuple[list[dict[str, Any]], Path]:
+    """Rows of a benchmark's data and the folder relative image paths start from."""
+    text = str(data)
+    path = Path(text).expanduser()
+    if path.exists():
+        own_file = any((path / name).is_file() for name in preferred)
+        if path.is_dir() and not own_file and is_hub_layout(path):
+            return load_dataset_rows(str(path), split, local=True, label_names=label_names), path
+        file = find_annotation_file(path, preferred) if path.is_dir() else path
+        rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
+        return [{key: image_cell(value) for key, value in row.items()} for row in rows], file.parent
+    if looks_like_local_path(text):
+        raise MissingInputError(
+            f"benchmark data not found: {text} (it looks like a local path, so it was not "
+            "tried as a hub dataset name)"
+        )
+    return load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+
+
+def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """``row`` with each of our fields filled from the user's column (``columns.answer=Label``)."""
+    if not columns:
+        return row
+    mapped = dict(row)
+    for ours, theirs in columns.items():
+        if theirs in row:
+            mapped[ours] = row[theirs]
+        else:
+            mapped["_error"] = (
+                f"column {theirs!r} (mapped to {ours!r}) is not in the data; "
+                f"columns are: {', '.join(map(str, row))}"
+            )
+    return mapped
