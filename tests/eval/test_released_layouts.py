@@ -316,9 +316,7 @@ def test_eval_help_shows_defaults() -> None:
 
 
 def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, monkeypatch) -> None:
-    import cultureclip.eval.benchmarks.base as base
-
-    monkeypatch.setattr(base, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setenv("CULTURECLIP_PROGRESS_INTERVAL", "0")
     lines = [
         json.dumps({"id": f"m{i}", "image": f"i{i}.jpg", "options": ["red", "blue"], "answer": 0})
         for i in range(3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
@@ -77,25 +78,37 @@ class LogTask:
         elapsed = time.monotonic() - self.start
         done = self.completed - self._start_count
         rate = f", {done / elapsed:.1f}/s" if elapsed > 0 and done else ""
+        eta = ""
         if self.total:
             amount = f"{self.completed:g}/{self.total:g} ({100 * self.completed / self.total:.0f}%)"
+            if done and self.completed < self.total:
+                eta = f", eta {elapsed / done * (self.total - self.completed):.0f}s"
         else:
             amount = f"{self.completed:g}"
         stats = f", {self.stats}" if self.stats else ""
-        return f"{self.description}: {amount}{rate}{stats}, {elapsed:.0f}s"
+        return f"{self.description}: {amount}{rate}{stats}, {elapsed:.0f}s elapsed{eta}"
 
     def log(self) -> None:
         logger.info("%s", self.line())
 
 
 class LogSink:
-    """The default: plain periodic log lines (readable in CI logs and files)."""
+    """The default: plain periodic log lines (readable in CI logs and files), every
+    ``interval_s`` seconds (``CULTURECLIP_PROGRESS_INTERVAL``, default 10)."""
 
-    def __init__(self, interval_s: float = 10.0) -> None:
+    def __init__(self, interval_s: float | None = None) -> None:
         self.interval_s = interval_s
 
+    def interval(self) -> float:
+        if self.interval_s is not None:
+            return self.interval_s
+        try:
+            return float(os.environ.get("CULTURECLIP_PROGRESS_INTERVAL", "10"))
+        except ValueError:
+            return 10.0
+
     def open(self, description: str, total: float | None, completed: float) -> Task:
-        return LogTask(description, total, completed, self.interval_s)
+        return LogTask(description, total, completed, self.interval())
 
     def close(self, task: Task) -> None:
         if isinstance(task, LogTask):

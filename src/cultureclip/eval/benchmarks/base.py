@@ -15,9 +15,7 @@ contrastive model (each option becomes a text through a template; softmax over
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from torch import Tensor
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError
+from cultureclip.core.progress import track
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -88,46 +87,14 @@ class Benchmark(ABC):
 
 # ---- progress -----------------------------------------------------------------------
 #: seconds between plain progress lines when stderr is not a terminal (CI, nohup, SLURM)
-PROGRESS_INTERVAL_S = float(os.environ.get("CULTURECLIP_PROGRESS_INTERVAL", "30"))
 
 
 def progress_iter(
     items: Iterable[T], total: int, description: str, enabled: bool = True
 ) -> Iterator[T]:
-    """Iterates with a rich progress bar on stderr when ``enabled`` (the CLI asks for it).
-
-    When stderr is not a terminal, a bar would print nothing until the end; plain lines
-    ``description: done/total (pct) elapsed, eta`` are written every
-    ``CULTURECLIP_PROGRESS_INTERVAL`` seconds (default 30) and once at the end instead.
-    """
-    if not enabled:
-        yield from items
-        return
-    from cultureclip.cli.common import console
-
-    if console.is_terminal:
-        from rich.progress import track
-
-        yield from track(
-            items, total=total, description=description, console=console, transient=True
-        )
-        return
-    started = last = time.monotonic()
-    done = 0
-    for done, item in enumerate(items, start=1):
-        yield item
-        now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL_S or done == total:
-            last = now
-            elapsed = now - started
-            eta = elapsed / done * (total - done) if done else 0.0
-            percent = 100.0 * done / total if total else 100.0
-            console.print(
-                f"{description}: {done}/{total} ({percent:.0f}%) {elapsed:.0f}s elapsed, "
-                f"eta {eta:.0f}s",
-                markup=False,
-                highlight=False,
-            )
+    """Iterates ``items`` as one task of :mod:`cultureclip.core.progress` (a bar on a
+    terminal, plain periodic lines elsewhere)."""
+    yield from track(items, description, total=total, enabled=enabled)
 
 
 def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
