@@ -180,3 +180,233 @@ def perturb_lora_b(model: Any, std: float = 0.05, seed: int | None = None) -> No
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, std)
+
+
+# ---- tiny generative models (VLM and chat LM) -----------------------------------------------
+#: ChatML-style template used by the tiny chat models; images become the processor's
+#: ``<image>`` placeholder, which the processor expands to one token per image patch.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ("<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>")
+
+_TINY_CORPUS = (
+    "user assistant system Which country is this flag from? What is shown in the picture?",
+    "Answer with the option's letter from the given choices directly.",
+    "A. B. C. D. E. Japan France India China Mexico Nigeria Egypt Brazil Germany Italy",
+    "Korea Kenya Peru Chile Canada Spain Greece Turkey Vietnam Thailand Indonesia Ghana",
+    "kimono hanbok sari dumpling festival temple castle food clothing architecture",
+    'The answer is {"concepts": [{"name": "x", "country": "JP"}], "captions": ["a photo"]}',
+    "a photo of the red white blue green yellow black flag with stripes and a circle",
+)
+
+
+def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
+    """A byte-level BPE tokenizer trained on the fly, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TINY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(_TINY_CORPUS) + list(extra_text), trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>", "<image>"],
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    return wrapped
+
+
+def _tiny_llama(tokenizer: Any, hidden: int, layers: int) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_vlm(
+    path: str | Path,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden: int = 32,
+    hidden: int = 64,
+    layers: int = 2,
+    vocab_size: int = 400,
+    seed: int = 0,
+) -> Path:
+    """Writes a tiny random LLaVA (CLIP vision tower + Llama text model) to ``path``.
+
+    The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template; the
+    processor is a real :class:`~transformers.LlavaProcessor`. Everything is saved with
+    ``save_pretrained`` and loads back with ``AutoProcessor`` /
+    ``AutoModelForImageTextToText`` — the path ``hf-vlm:<dir>`` takes for hub models.
+    """
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer(vocab_size)
+    vision = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden,
+        intermediate_size=vision_hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=_tiny_llama(tokenizer, hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_chat_lm(
+    path: str | Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 400, seed: int = 0
+) -> Path:
+    """Writes a tiny random Llama chat model (BPE tokenizer + ChatML template) to ``path``.
+
+    Loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` like a hub chat model.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer(vocab_size)
+    model = LlamaForCausalLM(_tiny_llama(tokenizer, hidden, layers))
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+FLAG_COUNTRIES = {
+    "JP": "Japan",
+    "FR": "France",
+    "BR": "Brazil",
+    "DE": "Germany",
+    "IN": "India",
+    "IT": "Italy",
+    "NG": "Nigeria",
+    "SE": "Sweden",
+}
+
+
+def flag_key(iso2: str) -> str:
+    """The regional-indicator pair that draws a country's flag ('JP' → '🇯🇵')."""
+    return "".join(chr(0x1F1E6 + ord(c) - ord("A")) for c in iso2.upper())
+
+
+def write_flag_mcq(
+    directory: str | Path,
+    *,
+    countries: tuple[str, ...] = ("JP", "FR", "BR", "DE"),
+    views: int = 4,
+    seed: int = 0,
+    image_size: int = 32,
+    shuffle_options: bool = False,
+    prefix: str = "flag",
+) -> Path:
+    """Writes a CultureVerse items file "Which country is this flag from?" and returns it.
+
+    Each country's flag (OpenMoji, offline) is drawn in ``views`` renderings (rotation,
+    scale, position, background drawn from ``seed``), one item per rendering. The options
+    are the country names, in a fixed order unless ``shuffle_options``. Different seeds
+    give renderings never seen before: held-out items for learning tests.
+    """
+    import random
+
+    from cultureclip.data.taxonomy import continent_of
+    from cultureclip.quickstart.world import render_view
+    from cultureclip.utils.io import write_jsonl
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    names = [FLAG_COUNTRIES[c] for c in countries]
+    rng = random.Random(f"flags:{seed}")
+    rows = []
+    for view in range(views):
+        for iso2 in countries:
+            item_id = f"{prefix}-{seed}-{iso2.lower()}-{view}"
+            image = render_view(flag_key(iso2), image_size, f"{seed}:{view}")
+            image.save(directory / "images" / f"{item_id}.png")
+            options = list(names)
+            if shuffle_options:
+                rng.shuffle(options)
+            rows.append(
+                {
+                    "id": item_id,
+                    "image": f"images/{item_id}.png",
+                    "question": "Which country is this flag from?",
+                    "options": options,
+                    "answer": options.index(FLAG_COUNTRIES[iso2]),
+                    "country": iso2,
+                    "continent": continent_of(iso2) or "",
+                    "category": "Flag",
+                    "question_type": "recognition",
+                }
+            )
+    return write_jsonl(directory / "items.jsonl", rows)
