@@ -233,7 +233,7 @@ def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
     return wrapped
 
 
-def _tiny_llama(tokenizer: Any, hidden: int, layers: int) -> Any:
+def _tiny_llama(tokenizer: Any, hidden: int, layers: int, max_positions: int = 512) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -243,7 +243,7 @@ def _tiny_llama(tokenizer: Any, hidden: int, layers: int) -> Any:
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
@@ -320,12 +320,22 @@ def build_tiny_vlm(
     return path
 
 
+def _synth_prompt_texts() -> tuple[str, ...]:
+    from importlib import resources
+
+    folder = resources.files("cultureclip.synth") / "prompts"
+    return tuple(
+        f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".yaml")
+    )
+
+
 def build_tiny_chat_lm(
-    path: str | Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 400, seed: int = 0
+    path: str | Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 1000, seed: int = 0
 ) -> Path:
     """Writes a tiny random Llama chat model (BPE tokenizer + ChatML template) to ``path``.
 
-    Loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` like a hub chat model.
+    The tokenizer is trained on the synth prompts too, so their prompts stay a few hundred
+    tokens. Loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` like a hub chat model.
     """
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
@@ -333,14 +343,55 @@ def build_tiny_chat_lm(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = _tiny_tokenizer(vocab_size)
-    model = LlamaForCausalLM(_tiny_llama(tokenizer, hidden, layers))
+    tokenizer = _tiny_tokenizer(vocab_size, _synth_prompt_texts())
+    model = LlamaForCausalLM(_tiny_llama(tokenizer, hidden, layers, max_positions=4096))
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def teach_fixed_answer(
+    path: str | Path,
+    conversations: list[list[dict[str, Any]]],
+    answer: str,
+    *,
+    steps: int = 60,
+    lr: float = 3e-3,
+) -> Path:
+    """Trains the chat LM in ``path`` to answer ``answer`` to these conversations; saves it.
+
+    A few seconds on a CPU turn the random tiny model into one that emits a known (e.g.
+    valid JSON) answer, so tests can reach the success path of a real local backend.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.train()
+    examples = []
+    for conversation in conversations:
+        prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True)
+        if isinstance(prompt, dict) or hasattr(prompt, "keys"):
+            prompt = prompt["input_ids"]
+        target = tokenizer.encode(answer + "<|im_end|>", add_special_tokens=False)
+        ids = torch.tensor([list(prompt) + target])
+        labels = ids.clone()
+        labels[0, : len(prompt)] = -100
+        examples.append((ids, labels))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    for step in range(steps):
+        ids, labels = examples[step % len(examples)]
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
+    model.save_pretrained(path)
+    return Path(path)
 
 
 FLAG_COUNTRIES = {
