@@ -461,3 +461,56 @@ def write_flag_mcq(
                 }
             )
     return write_jsonl(directory / "items.jsonl", rows)
+
+
+#: culture-neutral emoji for a general-ability MCQ set (the forgetting check)
+GENERAL_EMOJI = {
+    "🍎": "apple",
+    "🚗": "car",
+    "⚽": "soccer ball",
+    "🌙": "moon",
+    "🐶": "dog",
+    "🔑": "key",
+    "🌲": "tree",
+    "⏰": "alarm clock",
+}
+
+
+def write_general_mcq(
+    directory: str | Path, *, views: int = 2, seed: int = 0, image_size: int = 32
+) -> Path:
+    """Writes a culture-neutral MCQ items file ("What is shown in the picture?") and returns it.
+
+    Everyday emoji (OpenMoji, offline), four shuffled options each: the general set the
+    VLM forgetting check compares a fine-tuned model and its base on.
+    """
+    import random
+
+    from cultureclip.quickstart.world import render_view
+    from cultureclip.utils.io import write_jsonl
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    names = list(GENERAL_EMOJI.values())
+    rng = random.Random(f"general:{seed}")
+    rows = []
+    for view in range(views):
+        for index, (glyph, name) in enumerate(GENERAL_EMOJI.items()):
+            item_id = f"general-{seed}-{index}-{view}"
+            render_view(glyph, image_size, f"{seed}:{view}").save(
+                directory / "images" / f"{item_id}.png"
+            )
+            options = [name, *rng.sample([n for n in names if n != name], 3)]
+            rng.shuffle(options)
+            rows.append(
+                {
+                    "id": item_id,
+                    "image": f"images/{item_id}.png",
+                    "question": "What is shown in the picture?",
+                    "options": options,
+                    "answer": options.index(name),
+                    "category": "General",
+                    "question_type": "recognition",
+                }
+            )
+    return write_jsonl(directory / "items.jsonl", rows)

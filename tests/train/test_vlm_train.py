@@ -12,7 +12,7 @@ from cultureclip.cli.main import app
 from cultureclip.core.errors import InputError, UserError
 from cultureclip.eval.builder import export_instruction_data
 from cultureclip.eval.items import read_items
-from cultureclip.testing import build_tiny_vlm, write_flag_mcq
+from cultureclip.testing import build_tiny_vlm, write_flag_mcq, write_general_mcq
 from cultureclip.vlm.train import (
     AnswerOnlyCollator,
     ChatDataset,
@@ -184,3 +184,21 @@ def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
         assert base["metrics"]["accuracy"] <= 40.0
         assert tuned["metrics"]["accuracy"] >= 50.0
         assert tuned["baseline"]["delta"]["accuracy"] >= 20.0
+
+    # forgetting check: the same before/after delta on a general (culture-neutral) MCQ set
+    general = write_general_mcq(tmp_path / "general", views=2)
+    result = runner.invoke(
+        app,
+        [
+            "eval", "-m", f"hf-vlm:{tmp_path / 'run' / 'model'}", "-b", "cultureverse",
+            "-d", str(general), "--set", "label=general", "-o", str(evals), "--model-name", "tuned",
+            "--baseline", f"hf-vlm:{tiny_vlm}", "--baseline-name", "base",
+            "--set", "generative.mode=likelihood",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((evals / "general" / "tuned" / "result.json").read_text())
+    assert saved["n"] == 16 and saved["baseline"]["model"] == "base"
+    delta = saved["baseline"]["delta"]["accuracy"]
+    assert delta == saved["metrics"]["accuracy"] - saved["baseline"]["metrics"]["accuracy"]
+    print(f"general (forgetting check): delta {delta:+.2f}")

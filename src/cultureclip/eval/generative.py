@@ -31,11 +31,16 @@ from cultureclip.eval.openai_client import ChatClient, ChatError, user_message
 from cultureclip.registry import Registry
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+#: open-ended questions (no options), as in VQA-style evaluations
+OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
 @dataclass
 class MCQPrompt:
-    """What a generative model is asked: one image, a question, the options."""
+    """What a generative model is asked: one image, a question, the options.
+
+    With no options the question is open-ended and the prompt asks for a short answer.
+    """
 
     image: Image.Image
     question: str
@@ -44,7 +49,7 @@ class MCQPrompt:
     def text(self) -> str:
         lines = [self.question.strip()] if self.question.strip() else []
         lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(self.options)]
-        lines.append(ANSWER_INSTRUCTION)
+        lines.append(ANSWER_INSTRUCTION if self.options else OPEN_INSTRUCTION)
         return "\n".join(lines)
 
 
@@ -213,6 +218,8 @@ class HFVisionChatModel(GenerativeModel):
         ]
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
+        if self.mode == "likelihood" and any(not p.options for p in prompts):
+            raise InputError("likelihood scoring needs options; use generative.mode=generate")
         outcomes: list[GenerationOutcome] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start : start + self.batch_size])
