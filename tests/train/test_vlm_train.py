@@ -202,3 +202,21 @@ def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
     delta = saved["baseline"]["delta"]["accuracy"]
     assert delta == saved["metrics"]["accuracy"] - saved["baseline"]["metrics"]["accuracy"]
     print(f"general (forgetting check): delta {delta:+.2f}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[2] / "configs" / "vlm").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_vlm_configs_validate(path: Path) -> None:
+    from cultureclip.config import load_config, read_config_file
+    from cultureclip.eval.api import EvalConfig
+
+    values = read_config_file(path)
+    if "benchmark" in values:
+        cfg = load_config(EvalConfig, path)
+        assert cfg.model.startswith("hf-vlm:") and cfg.generative["mode"] == "likelihood"
+    else:
+        cfg = load_vlm_train_config(path)
+        assert cfg.method == "lora" and cfg.gradient_checkpointing
