@@ -305,8 +305,6 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -319,6 +317,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
         ddp_find_unused_parameters=False,
         disable_tqdm=True,
         **precision,
+        **_checkpointing(config.gradient_checkpointing),
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=dataset, data_collator=AnswerOnlyCollator(processor)
@@ -339,6 +338,20 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
         is_main=trainer.is_world_process_zero(),
         log=list(trainer.state.log_history),
     )
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Gradient (activation) checkpointing arguments under the installed transformers' names."""
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    new = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    prefix = "activation" if new else "gradient"
+    return {
+        f"{prefix}_checkpointing": True,
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False},
+    }
 
 
 def _warmup_steps(config: VLMTrainConfig, n_examples: int) -> int:
