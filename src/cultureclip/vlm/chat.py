@@ -95,15 +95,22 @@ def encode(
 
 
 def first_token_ids(tokenizer: Any, text: str) -> list[int]:
-    """The token ids a reply starting with ``text`` may begin with (with/without a space)."""
-    ids = []
+    """The token ids a reply starting with ``text`` may begin with (with/without a space).
+
+    ``"A"`` and ``" A"`` tokenise differently per family (``A``, ``ĠA``, ``▁A``, or
+    ``▁`` + ``A``); the ids kept are those of the piece that carries the letter.
+    """
+    ids = set()
     for variant in (text, " " + text):
-        tokens = tokenizer.encode(variant, add_special_tokens=False)
-        if tokens:
-            # sentencepiece may give ["▁", "A"]: the letter is then the last piece
-            token = tokens[0] if len(tokens) == 1 else tokens[-1] if variant == text else tokens[0]
-            ids.append(token)
-    return sorted(set(ids))
+        for token in tokenizer.encode(variant, add_special_tokens=False):
+            if tokenizer.decode([token]).strip() == text.strip():
+                ids.add(token)
+                break
+    if not ids:
+        raise InputError(
+            f"the tokenizer has no single token for {text!r}; use likelihood_target=text"
+        )
+    return sorted(ids)
 
 
 def n_tokens(tokenizer: Any, text: str) -> int:

@@ -73,6 +73,9 @@ class VLMTrainConfig(Config):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = Field(1.0, gt=0)
+    #: dtype the weights are loaded in: float32 (mixed-precision master weights) or
+    #: bfloat16 (half the memory; for LoRA on large models)
+    load_dtype: Literal["float32", "bfloat16"] = "float32"
     #: ``auto``: bf16 mixed precision on a GPU that has it, fp32 elsewhere
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = False
@@ -290,7 +293,9 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     dataset = ChatDataset(examples, root)
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
     precision = _precision(config, on_cuda)
-    processor, model = load_vlm(config.model, device="cpu", dtype=torch.float32, train=True)
+    processor, model = load_vlm(
+        config.model, device="cpu", dtype=getattr(torch, config.load_dtype), train=True
+    )
     model = _prepare_model(config, model)
     out = Path(config.output_dir)
     checkpoints = out / "checkpoints"
