@@ -254,6 +254,7 @@ def _tiny_llama(tokenizer: Any, hidden: int, layers: int, max_positions: int = 5
 def build_tiny_vlm(
     path: str | Path,
     *,
+    family: str = "llava",
     image_size: int = 32,
     patch_size: int = 8,
     vision_hidden: int = 32,
@@ -262,27 +263,54 @@ def build_tiny_vlm(
     vocab_size: int = 400,
     seed: int = 0,
 ) -> Path:
-    """Writes a tiny random LLaVA (CLIP vision tower + Llama text model) to ``path``.
+    """Writes a tiny random image-text-to-text model of a real family to ``path``.
 
-    The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template; the
-    processor is a real :class:`~transformers.LlavaProcessor`. Everything is saved with
-    ``save_pretrained`` and loads back with ``AutoProcessor`` /
+    - ``llava``: LLaVA (CLIP vision tower + Llama text model) with a real
+      :class:`~transformers.LlavaProcessor` (``<image>`` expanded to one token per patch);
+    - ``qwen2_vl``: Qwen2-VL (its own vision tower with patch merging, M-RoPE Qwen2 text
+      model) with a real :class:`~transformers.Qwen2VLProcessor` (dynamic resolution,
+      ``<|vision_start|><|image_pad|>…<|vision_end|>``).
+
+    The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
+    Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
     ``AutoModelForImageTextToText`` — the path ``hf-vlm:<dir>`` takes for hub models.
     """
     import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        GenerationConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import GenerationConfig
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = _tiny_tokenizer(vocab_size)
+    if family == "llava":
+        model, processor = _tiny_llava(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "qwen2_vl":
+        model, processor = _tiny_qwen2_vl(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    else:
+        raise ValueError(f"unknown tiny VLM family {family!r}; use llava or qwen2_vl")
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _tiny_llava(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
     vision = CLIPVisionConfig(
         image_size=image_size,
         patch_size=patch_size,
@@ -299,10 +327,6 @@ def build_tiny_vlm(
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
     )
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
@@ -315,9 +339,83 @@ def build_tiny_vlm(
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
         chat_template=TINY_CHAT_TEMPLATE,
     )
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return LlavaForConditionalGeneration(config), processor
+
+
+def _tiny_qwen2_vl(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    vision_tokens = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", *vision_tokens]}
+    )
+    template = TINY_CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+    tokenizer.chat_template = template
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in vision_tokens}
+    head_dim = hidden // 4
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                # temporal / height / width sections of the rotary half-dimension
+                "mrope_section": [
+                    head_dim // 2 - 2 * (head_dim // 6),
+                    head_dim // 6,
+                    head_dim // 6,
+                ],
+            },
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=layers,
+            embed_dim=vision_hidden,
+            hidden_size=hidden,
+            num_heads=2,
+            patch_size=patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=pixels,
+        max_pixels=pixels,
+        patch_size=patch_size,
+        merge_size=2,
+        temporal_patch_size=2,
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        patch_size=patch_size, merge_size=2, temporal_patch_size=2
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=template,
+    )
+    return Qwen2VLForConditionalGeneration(config), processor
 
 
 def _synth_prompt_texts() -> tuple[str, ...]:

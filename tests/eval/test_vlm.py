@@ -31,6 +31,12 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-llava")
 
 
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def any_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny VLM of each family (their processors expand images differently)."""
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / request.param, family=request.param)
+
+
 @pytest.fixture(scope="module")
 def flags(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_flag_mcq(tmp_path_factory.mktemp("flags"), views=2, shuffle_options=True)
@@ -67,8 +73,8 @@ def test_tiny_vlm_is_a_real_llava_loaded_the_users_way(tiny_vlm: Path) -> None:
     assert text.endswith("<|im_start|>assistant\n")
 
 
-def test_generation_is_batched_with_left_padding(tiny_vlm: Path) -> None:
-    model = create_generative_model(f"hf-vlm:{tiny_vlm}", batch_size=8, max_new_tokens=3)
+def test_generation_is_batched_with_left_padding(any_vlm: Path) -> None:
+    model = create_generative_model(f"hf-vlm:{any_vlm}", batch_size=8, max_new_tokens=3)
     assert isinstance(model, HFVisionChatModel)
     calls = []
     original = model.model.generate
@@ -85,8 +91,8 @@ def test_generation_is_batched_with_left_padding(tiny_vlm: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["letter", "text"])
-def test_likelihood_scores_do_not_depend_on_batching(tiny_vlm: Path, target: str) -> None:
-    spec = f"hf-vlm:{tiny_vlm}"
+def test_likelihood_scores_do_not_depend_on_batching(any_vlm: Path, target: str) -> None:
+    spec = f"hf-vlm:{any_vlm}"
     batched = create_generative_model(spec, mode="likelihood", likelihood_target=target)
     single = create_generative_model(
         spec, mode="likelihood", likelihood_target=target, batch_size=1
