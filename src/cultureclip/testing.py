@@ -612,3 +612,38 @@ def write_general_mcq(
                 }
             )
     return write_jsonl(directory / "items.jsonl", rows)
+
+
+#: (id, question, reference answers, country, category) of :func:`write_open_items`
+OPEN_QUESTIONS = [
+    ("q1", "What is this dish called?", ["jollof rice", "jollof"], "NG", "Cuisine"),
+    ("q2", "What is this garment?", ["kimono"], "JP", "Clothing"),
+    ("q3", "Which festival is shown?", ["Diwali", "Deepavali"], "IN", "Festival"),
+    ("q4", "What instrument is this?", ["erhu"], "CN", "Art"),
+]
+
+
+def write_open_items(directory: str | Path) -> Path:
+    """Writes four open-ended questions (plus one malformed line) for the ``openended`` benchmark."""
+    import json
+
+    from PIL import Image
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, (item_id, question, answers, country, category) in enumerate(OPEN_QUESTIONS):
+        Image.new("RGB", (24, 24), (40 * index, 80, 120)).save(directory / f"{item_id}.png")
+        row = {
+            "id": item_id,
+            "image": f"{item_id}.png",
+            "question": question,
+            "answers": answers,
+            "country": country,
+            "category": category,
+        }
+        lines.append(json.dumps(row))
+    lines.append(json.dumps({"id": "bad", "image": "x.png", "question": "?", "answers": []}))
+    path = directory / "items.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

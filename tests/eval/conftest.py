@@ -196,9 +196,18 @@ def chinese_clip_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def openended_file(tmp_path: Path) -> Path:
+    """Four open-ended questions with reference answers (the ``openended`` benchmark)."""
+    from cultureclip.testing import write_open_items
+
+    return write_open_items(tmp_path / "openended")
+
+
+@pytest.fixture
 def benchmark_data(
     request: pytest.FixtureRequest,
     mcq_file: Path,
+    openended_file: Path,
     grounding_dir: Path,
     globalrg_retrieval_dir: Path,
     crope_dir: Path,
@@ -215,4 +224,5 @@ def benchmark_data(
         "zeroshot": (zeroshot_dir, {"n": 6}),
         "retrieval": (chinese_clip_dir, {"n": 3}),
         "twins": (toy_cultwin, {"n": 16}),
+        "openended": (openended_file, {"n": 4}),
     }

@@ -7,24 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cultureclip.cli.main import app
 from cultureclip.eval import evaluate
 from cultureclip.eval.openended import match_scores, normalize_answer, read_open_items
-from cultureclip.testing import build_tiny_vlm
+from cultureclip.testing import OPEN_QUESTIONS as ITEMS
+from cultureclip.testing import build_tiny_vlm, write_open_items
 from tests.eval.chat_server import chat_server
 
 runner = CliRunner()
-FAST = {"backoff": 0.0, "timeout": 5.0, "max_retries": 1}
-ITEMS = [
-    ("q1", "What is this dish called?", ["jollof rice", "jollof"], "NG", "Cuisine"),
-    ("q2", "What is this garment?", ["kimono"], "JP", "Clothing"),
-    ("q3", "Which festival is shown?", ["Diwali", "Deepavali"], "IN", "Festival"),
-    ("q4", "What instrument is this?", ["erhu"], "CN", "Art"),
-]
 # the model's reply per question: exact, normalised-only, contained, wrong
 REPLIES = {
     "What is this dish called?": "jollof rice",
@@ -32,29 +25,7 @@ REPLIES = {
     "Which festival is shown?": "It is Diwali, the festival of lights",
     "What instrument is this?": "a violin",
 }
-
-
-def write_open_items(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for index, (item_id, question, answers, country, category) in enumerate(ITEMS):
-        Image.new("RGB", (24, 24), (40 * index, 80, 120)).save(directory / f"{item_id}.png")
-        lines.append(
-            json.dumps(
-                {
-                    "id": item_id,
-                    "image": f"{item_id}.png",
-                    "question": question,
-                    "answers": answers,
-                    "country": country,
-                    "category": category,
-                }
-            )
-        )
-    lines.append(json.dumps({"id": "bad", "image": "x.png", "question": "?", "answers": []}))
-    path = directory / "items.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+FAST = {"backoff": 0.0, "timeout": 5.0, "max_retries": 1}
 
 
 @pytest.mark.parametrize(
@@ -141,3 +112,19 @@ def test_hf_vlm_answers_open_questions(tmp_path: Path) -> None:
     assert saved["n"] == 4 and saved["metrics"]["n_failed"] == 0
     bad = runner.invoke(app, [*args[:-1], "lik", "--set", "generative.mode=likelihood"])
     assert bad.exit_code == 2 and "likelihood scoring needs options" in bad.output
+
+
+def test_a_contrastive_model_picks_among_the_reference_answers(tiny_model, tmp_path: Path) -> None:
+    items = write_open_items(tmp_path / "data")
+    result = evaluate(
+        tiny_model, "openended", data=items, out_dir=tmp_path / "runs", model_name="clip"
+    )
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "runs" / "openended" / "clip" / "predictions.jsonl").open()
+    ]
+    vocabulary = {a for _, _, answers, _, _ in ITEMS for a in answers}
+    assert len(rows) == 4 and all(r["reply"] in vocabulary for r in rows)
+    # a picked reference answer is exactly right or plainly wrong: the three matches agree
+    assert all(r["exact"] == r["normalized"] == r["correct"] for r in rows)
+    assert result.metrics["accuracy"] == 25.0 * sum(r["correct"] for r in rows)

@@ -6,7 +6,10 @@ One item per line of a JSONL file (or a directory holding ``items.jsonl``)::
      "answers": ["jollof rice", "jollof"], "country": "NG", "category": "Cuisine"}
 
 A generative model (``openai:…``, ``hf-vlm:…`` in ``generate`` mode) answers each
-question in a short phrase. Scores per item, averaged as percentages:
+question in a short phrase. A contrastive model picks, for each image, the most similar
+text among all distinct reference answers of the benchmark (closed vocabulary; each
+answer turned into a text by ``options.template``), and that answer is scored as its
+reply. Scores per item, averaged as percentages:
 
 - ``exact``: the reply equals a reference answer (case and surrounding space ignored);
 - ``normalized``: equal after VQA-style normalisation (lowercase, punctuation and the
@@ -140,6 +143,8 @@ JUDGE_PROMPT = (
 
 
 class OpenEndedOptions(BenchmarkOptions):
+    #: contrastive models: how a candidate answer becomes a text (``{answer}``)
+    template: str = "a photo of {answer}."
     #: items sent to the model per checkpointed chunk
     chunk_size: int = Field(64, ge=1)
     #: an LLM judge ``<model>@<base_url>`` (OpenAI-compatible); None: string matching only
@@ -160,15 +165,82 @@ class OpenEndedBenchmark(Benchmark):
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        from cultureclip.eval.generative import GenerativeModel, MCQPrompt
+        from cultureclip.eval.generative import GenerativeModel
+        from cultureclip.models.base import VisionLanguageModel
 
-        if not isinstance(model, GenerativeModel):
-            raise InputError("the openended benchmark scores generative models only")
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         items, errors, root = read_open_items(self.data)
         if not items:
             raise InputError(f"no valid open-ended items in {self.data}")
         judge = _judge_client(options) if options.judge else None
+        if isinstance(model, VisionLanguageModel):
+            predictions = self._run_contrastive(model, items, root, progress)
+            if judge is not None:
+                self._judge(judge, items, predictions)
+        elif isinstance(model, GenerativeModel):
+            predictions = self._run_generative(model, items, root, judge, work_dir, progress)
+        else:
+            raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
+        metrics = {
+            key: accuracy([bool(p.get(key)) for p in predictions])
+            for key in ("exact", "normalized", "contains")
+        }
+        if judge is not None:
+            metrics["judge"] = accuracy([bool(p.get("judge")) for p in predictions])
+            metrics["n_judge_failed"] = float(sum(p.get("judge") is None for p in predictions))
+        metrics["accuracy"] = metrics["judge" if judge is not None else "normalized"]
+        metrics["n_failed"] = float(sum(p.get("error") is not None for p in predictions))
+        return BenchmarkOutput(
+            metrics=metrics,
+            predictions=predictions,
+            per_group=group_accuracy(predictions),
+            n=len(predictions),
+            skipped=[str(bad) for bad in errors],
+        )
+
+    def _run_contrastive(
+        self, model: Any, items: list[OpenItem], root: Path, progress: bool
+    ) -> list[dict[str, Any]]:
+        import torch
+
+        from cultureclip.eval.benchmarks.base import TextFeatureCache, embed_images
+
+        options: OpenEndedOptions = self.options  # type: ignore[assignment]
+        vocabulary = list(dict.fromkeys(a.strip() for item in items for a in item.answers))
+        try:
+            texts = [options.template.format(answer=a) for a in vocabulary]
+        except (KeyError, IndexError) as exc:
+            raise InputError(f"options.template may only use {{answer}}: {exc}") from None
+        text_features = TextFeatureCache(model).encode(texts)
+        keys = {str(i.image) if isinstance(i.image, str) else i.id: i for i in items}
+        image_features = embed_images(
+            model,
+            list(keys),
+            lambda key: load_image(keys[key].image, root),
+            batch_size=options.batch_size,
+            progress=progress,
+            description=f"{self.name}: images",
+        )
+        images = torch.stack(
+            [image_features[str(i.image) if isinstance(i.image, str) else i.id] for i in items]
+        )
+        best = (images @ text_features.T).argmax(dim=1)
+        return [
+            self._record(item, vocabulary[int(best[row])], None) for row, item in enumerate(items)
+        ]
+
+    def _run_generative(
+        self,
+        model: Any,
+        items: list[OpenItem],
+        root: Path,
+        judge: Any,
+        work_dir: Path | None,
+        progress: bool,
+    ) -> list[dict[str, Any]]:
+        from cultureclip.eval.generative import MCQPrompt
+
+        options: OpenEndedOptions = self.options  # type: ignore[assignment]
         partial = work_dir / "predictions.partial.jsonl" if work_dir else None
         done = (
             {r["id"]: r for r in read_jsonl(partial) if r.get("error") is None}
@@ -191,23 +263,7 @@ class OpenEndedBenchmark(Benchmark):
             if partial is not None:
                 append_jsonl(partial, records)
             done.update({r["id"]: r for r in records})
-        predictions = [done[item.id] for item in items]
-        metrics = {
-            key: accuracy([bool(p.get(key)) for p in predictions])
-            for key in ("exact", "normalized", "contains")
-        }
-        if judge is not None:
-            metrics["judge"] = accuracy([bool(p.get("judge")) for p in predictions])
-            metrics["n_judge_failed"] = float(sum(p.get("judge") is None for p in predictions))
-        metrics["accuracy"] = metrics["judge" if judge is not None else "normalized"]
-        metrics["n_failed"] = float(sum(p.get("error") is not None for p in predictions))
-        return BenchmarkOutput(
-            metrics=metrics,
-            predictions=predictions,
-            per_group=group_accuracy(predictions),
-            n=len(predictions),
-            skipped=[str(bad) for bad in errors],
-        )
+        return [done[item.id] for item in items]
 
     def _record(self, item: OpenItem, reply: str | None, error: str | None) -> dict[str, Any]:
         scores = (
