@@ -252,3 +252,12 @@ def test_letter_token_ids_follow_the_piece_that_carries_the_letter() -> None:
     assert first_token_ids(_PieceTokenizer(), "A") == [2, 3]
     with pytest.raises(InputError, match="no single token"):
         first_token_ids(_PieceTokenizer(), "Z")
+
+
+def test_options_a_backend_does_not_take_are_user_errors(tiny_vlm: Path) -> None:
+    with pytest.raises(InputError, match=r"no option generative\.concurrency"):
+        create_generative_model(f"hf-vlm:{tiny_vlm}", concurrency=4)
+    with pytest.raises(InputError, match="hf-vlm"):
+        create_generative_model("openai:m@http://127.0.0.1:9/v1", mode="likelihood")
+    with pytest.raises(InputError, match=r"no option generative\.colour"):
+        create_generative_model("openai:m@http://127.0.0.1:9/v1", colour="red")

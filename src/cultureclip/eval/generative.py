@@ -128,7 +128,11 @@ GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry("generative model 
 class OpenAIChatModel(GenerativeModel):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
-    def __init__(self, argument: str, **client_options: Any) -> None:
+    def __init__(self, argument: str, *, mode: str = "generate", **client_options: Any) -> None:
+        if mode != "generate":
+            raise InputError(
+                f"generative.mode={mode} needs the model's weights; score a local model with hf-vlm:"
+            )
         model, _, base_url = argument.partition("@")
         if not model:
             raise InputError(
@@ -310,4 +314,10 @@ def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    return GENERATIVE_MODELS.create(backend, argument, **options)
+    try:
+        return GENERATIVE_MODELS.create(backend, argument, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        name = str(exc).rsplit("argument", 1)[-1].strip(" '\"")
+        raise InputError(f"the {backend} backend has no option generative.{name}") from None
