@@ -261,3 +261,13 @@ def test_options_a_backend_does_not_take_are_user_errors(tiny_vlm: Path) -> None
         create_generative_model("openai:m@http://127.0.0.1:9/v1", mode="likelihood")
     with pytest.raises(InputError, match=r"no option generative\.colour"):
         create_generative_model("openai:m@http://127.0.0.1:9/v1", colour="red")
+
+
+def test_unloadable_models_are_user_errors(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="LoRA adapters"):
+        create_generative_model(f"hf-vlm:{adapter}")
+    with pytest.raises(UserError, match="cannot load the VLM"):  # offline: not in the cache
+        create_generative_model("hf-vlm:nobody/no-such-vlm-anywhere")

@@ -63,13 +63,23 @@ def load_vlm(
     if (local.exists() or source.startswith((".", "/", "~"))) and not (
         local / "config.json"
     ).exists():
-        raise MissingInputError(f"{source} is not a saved transformers model (no config.json)")
-    processor = AutoProcessor.from_pretrained(source)
-    if getattr(processor, "chat_template", None) is None:
-        raise InputError(
-            f"{source}: the processor has no chat template; use an instruct/chat model"
+        hint = (
+            "; it holds LoRA adapters: use the merged model train-vlm saved beside it (model/)"
+            if (local / "adapter_config.json").exists()
+            else ""
         )
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+        raise MissingInputError(
+            f"{source} is not a saved transformers model (no config.json){hint}"
+        )
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        if getattr(processor, "chat_template", None) is None:
+            raise InputError(
+                f"{source}: the processor has no chat template; use an instruct/chat model"
+            )
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    except OSError as exc:  # not on the hub, offline, no access
+        raise MissingInputError(f"cannot load the VLM {source!r}: {exc}") from exc
     model.to(device)
     model.train(train)
     return processor, model
