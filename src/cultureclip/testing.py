@@ -180,3 +180,470 @@ def perturb_lora_b(model: Any, std: float = 0.05, seed: int | None = None) -> No
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, std)
+
+
+# ---- tiny generative models (VLM and chat LM) -----------------------------------------------
+#: ChatML-style template used by the tiny chat models; images become the processor's
+#: ``<image>`` placeholder, which the processor expands to one token per image patch.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ("<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>")
+
+_TINY_CORPUS = (
+    "user assistant system Which country is this flag from? What is shown in the picture?",
+    "Answer with the option's letter from the given choices directly.",
+    "A. B. C. D. E. Japan France India China Mexico Nigeria Egypt Brazil Germany Italy",
+    "Korea Kenya Peru Chile Canada Spain Greece Turkey Vietnam Thailand Indonesia Ghana",
+    "kimono hanbok sari dumpling festival temple castle food clothing architecture",
+    'The answer is {"concepts": [{"name": "x", "country": "JP"}], "captions": ["a photo"]}',
+    "a photo of the red white blue green yellow black flag with stripes and a circle",
+)
+
+
+def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
+    """A byte-level BPE tokenizer trained on the fly, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TINY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(_TINY_CORPUS) + list(extra_text), trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>", "<image>"],
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    return wrapped
+
+
+def _tiny_llama(tokenizer: Any, hidden: int, layers: int, max_positions: int = 512) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_vlm(
+    path: str | Path,
+    *,
+    family: str = "llava",
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden: int = 32,
+    hidden: int = 64,
+    layers: int = 2,
+    vocab_size: int = 400,
+    seed: int = 0,
+) -> Path:
+    """Writes a tiny random image-text-to-text model of a real family to ``path``.
+
+    - ``llava``: LLaVA (CLIP vision tower + Llama text model) with a real
+      :class:`~transformers.LlavaProcessor` (``<image>`` expanded to one token per patch);
+    - ``qwen2_vl``: Qwen2-VL (its own vision tower with patch merging, M-RoPE Qwen2 text
+      model) with a real :class:`~transformers.Qwen2VLProcessor` (dynamic resolution,
+      ``<|vision_start|><|image_pad|>…<|vision_end|>``).
+
+    The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
+    Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
+    ``AutoModelForImageTextToText`` — the path ``hf-vlm:<dir>`` takes for hub models.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer(vocab_size)
+    if family == "llava":
+        model, processor = _tiny_llava(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "qwen2_vl":
+        model, processor = _tiny_qwen2_vl(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    else:
+        raise ValueError(f"unknown tiny VLM family {family!r}; use llava or qwen2_vl")
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _tiny_llava(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    vision = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden,
+        intermediate_size=vision_hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=_tiny_llama(tokenizer, hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    return LlavaForConditionalGeneration(config), processor
+
+
+def _tiny_qwen2_vl(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    vision_tokens = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", *vision_tokens]}
+    )
+    template = TINY_CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+    tokenizer.chat_template = template
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in vision_tokens}
+    head_dim = hidden // 4
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                # temporal / height / width sections of the rotary half-dimension
+                "mrope_section": [
+                    head_dim // 2 - 2 * (head_dim // 6),
+                    head_dim // 6,
+                    head_dim // 6,
+                ],
+            },
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=layers,
+            embed_dim=vision_hidden,
+            hidden_size=hidden,
+            num_heads=2,
+            patch_size=patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=pixels,
+        max_pixels=pixels,
+        patch_size=patch_size,
+        merge_size=2,
+        temporal_patch_size=2,
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        patch_size=patch_size, merge_size=2, temporal_patch_size=2
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=template,
+    )
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _synth_prompt_texts() -> tuple[str, ...]:
+    from importlib import resources
+
+    folder = resources.files("cultureclip.synth") / "prompts"
+    return tuple(
+        f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".yaml")
+    )
+
+
+def build_tiny_chat_lm(
+    path: str | Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 1000, seed: int = 0
+) -> Path:
+    """Writes a tiny random Llama chat model (BPE tokenizer + ChatML template) to ``path``.
+
+    The tokenizer is trained on the synth prompts too, so their prompts stay a few hundred
+    tokens. Loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` like a hub chat model.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer(vocab_size, _synth_prompt_texts())
+    model = LlamaForCausalLM(_tiny_llama(tokenizer, hidden, layers, max_positions=4096))
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def teach_fixed_answer(
+    path: str | Path,
+    conversations: list[list[dict[str, Any]]],
+    answer: str,
+    *,
+    steps: int = 60,
+    lr: float = 3e-3,
+) -> Path:
+    """Trains the chat LM in ``path`` to answer ``answer`` to these conversations; saves it.
+
+    A few seconds on a CPU turn the random tiny model into one that emits a known (e.g.
+    valid JSON) answer, so tests can reach the success path of a real local backend.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.train()
+    examples = []
+    for conversation in conversations:
+        prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True)
+        if isinstance(prompt, dict) or hasattr(prompt, "keys"):
+            prompt = prompt["input_ids"]
+        target = tokenizer.encode(answer + "<|im_end|>", add_special_tokens=False)
+        ids = torch.tensor([list(prompt) + target])
+        labels = ids.clone()
+        labels[0, : len(prompt)] = -100
+        examples.append((ids, labels))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    for step in range(steps):
+        ids, labels = examples[step % len(examples)]
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
+    model.save_pretrained(path)
+    return Path(path)
+
+
+FLAG_COUNTRIES = {
+    "JP": "Japan",
+    "FR": "France",
+    "BR": "Brazil",
+    "DE": "Germany",
+    "IN": "India",
+    "IT": "Italy",
+    "NG": "Nigeria",
+    "SE": "Sweden",
+}
+
+
+def flag_key(iso2: str) -> str:
+    """The regional-indicator pair that draws a country's flag ('JP' → '🇯🇵')."""
+    return "".join(chr(0x1F1E6 + ord(c) - ord("A")) for c in iso2.upper())
+
+
+def write_flag_mcq(
+    directory: str | Path,
+    *,
+    countries: tuple[str, ...] = ("JP", "FR", "BR", "DE"),
+    views: int = 4,
+    seed: int = 0,
+    image_size: int = 32,
+    shuffle_options: bool = False,
+    prefix: str = "flag",
+) -> Path:
+    """Writes a CultureVerse items file "Which country is this flag from?" and returns it.
+
+    Each country's flag (OpenMoji, offline) is drawn in ``views`` renderings (rotation,
+    scale, position, background drawn from ``seed``), one item per rendering. The options
+    are the country names, in a fixed order unless ``shuffle_options``. Different seeds
+    give renderings never seen before: held-out items for learning tests.
+    """
+    import random
+
+    from cultureclip.data.taxonomy import continent_of
+    from cultureclip.quickstart.world import render_view
+    from cultureclip.utils.io import write_jsonl
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    names = [FLAG_COUNTRIES[c] for c in countries]
+    rng = random.Random(f"flags:{seed}")
+    rows = []
+    for view in range(views):
+        for iso2 in countries:
+            item_id = f"{prefix}-{seed}-{iso2.lower()}-{view}"
+            image = render_view(flag_key(iso2), image_size, f"{seed}:{view}")
+            image.save(directory / "images" / f"{item_id}.png")
+            options = list(names)
+            if shuffle_options:
+                rng.shuffle(options)
+            rows.append(
+                {
+                    "id": item_id,
+                    "image": f"images/{item_id}.png",
+                    "question": "Which country is this flag from?",
+                    "options": options,
+                    "answer": options.index(FLAG_COUNTRIES[iso2]),
+                    "country": iso2,
+                    "continent": continent_of(iso2) or "",
+                    "category": "Flag",
+                    "question_type": "recognition",
+                }
+            )
+    return write_jsonl(directory / "items.jsonl", rows)
+
+
+#: culture-neutral emoji for a general-ability MCQ set (the forgetting check)
+GENERAL_EMOJI = {
+    "🍎": "apple",
+    "🚗": "car",
+    "⚽": "soccer ball",
+    "🌙": "moon",
+    "🐶": "dog",
+    "🔑": "key",
+    "🌲": "tree",
+    "⏰": "alarm clock",
+}
+
+
+def write_general_mcq(
+    directory: str | Path, *, views: int = 2, seed: int = 0, image_size: int = 32
+) -> Path:
+    """Writes a culture-neutral MCQ items file ("What is shown in the picture?") and returns it.
+
+    Everyday emoji (OpenMoji, offline), four shuffled options each: the general set the
+    VLM forgetting check compares a fine-tuned model and its base on.
+    """
+    import random
+
+    from cultureclip.quickstart.world import render_view
+    from cultureclip.utils.io import write_jsonl
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    names = list(GENERAL_EMOJI.values())
+    rng = random.Random(f"general:{seed}")
+    rows = []
+    for view in range(views):
+        for index, (glyph, name) in enumerate(GENERAL_EMOJI.items()):
+            item_id = f"general-{seed}-{index}-{view}"
+            render_view(glyph, image_size, f"{seed}:{view}").save(
+                directory / "images" / f"{item_id}.png"
+            )
+            options = [name, *rng.sample([n for n in names if n != name], 3)]
+            rng.shuffle(options)
+            rows.append(
+                {
+                    "id": item_id,
+                    "image": f"images/{item_id}.png",
+                    "question": "What is shown in the picture?",
+                    "options": options,
+                    "answer": options.index(name),
+                    "category": "General",
+                    "question_type": "recognition",
+                }
+            )
+    return write_jsonl(directory / "items.jsonl", rows)
+
+
+#: (id, question, reference answers, country, category) of :func:`write_open_items`
+OPEN_QUESTIONS = [
+    ("q1", "What is this dish called?", ["jollof rice", "jollof"], "NG", "Cuisine"),
+    ("q2", "What is this garment?", ["kimono"], "JP", "Clothing"),
+    ("q3", "Which festival is shown?", ["Diwali", "Deepavali"], "IN", "Festival"),
+    ("q4", "What instrument is this?", ["erhu"], "CN", "Art"),
+]
+
+
+def write_open_items(directory: str | Path) -> Path:
+    """Writes four open-ended questions (plus one malformed line) for the ``openended`` benchmark."""
+    import json
+
+    from PIL import Image
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, (item_id, question, answers, country, category) in enumerate(OPEN_QUESTIONS):
+        Image.new("RGB", (24, 24), (40 * index, 80, 120)).save(directory / f"{item_id}.png")
+        row = {
+            "id": item_id,
+            "image": f"{item_id}.png",
+            "question": question,
+            "answers": answers,
+            "country": country,
+            "category": category,
+        }
+        lines.append(json.dumps(row))
+    lines.append(json.dumps({"id": "bad", "image": "x.png", "question": "?", "answers": []}))
+    path = directory / "items.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

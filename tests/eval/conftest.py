@@ -227,9 +227,18 @@ def cvqa_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def openended_file(tmp_path: Path) -> Path:
+    """Four open-ended questions with reference answers (the ``openended`` benchmark)."""
+    from cultureclip.testing import write_open_items
+
+    return write_open_items(tmp_path / "openended")
+
+
+@pytest.fixture
 def benchmark_data(
     request: pytest.FixtureRequest,
     mcq_file: Path,
+    openended_file: Path,
     grounding_dir: Path,
     globalrg_retrieval_dir: Path,
     crope_dir: Path,
@@ -248,4 +257,5 @@ def benchmark_data(
         "retrieval": (chinese_clip_dir, {"n": 3}),
         "twins": (toy_cultwin, {"n": 16}),
         "cvqa": (cvqa_file, {"n": 4}),
+        "openended": (openended_file, {"n": 4}),
     }

@@ -10,6 +10,7 @@ from cultureclip.cli import quickstart as quickstart_cli
 from cultureclip.cli import retrieval as retrieval_cli
 from cultureclip.cli import synth as synth_cli
 from cultureclip.cli import train as train_cli
+from cultureclip.cli import vlm as vlm_cli
 
 app = typer.Typer(
     name="cultureclip",
@@ -56,7 +57,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, quickstart_cli):
+for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, quickstart_cli, vlm_cli):
     stage.register(app)
 
 

@@ -5,10 +5,12 @@
 - :func:`twin_accuracy` scores a CulTwin set.
 - :mod:`cultureclip.eval.metrics` has the metric code (``retrieval_metrics``, bootstrap CIs).
 - :mod:`cultureclip.eval.report` merges results into CSV + a self-contained HTML report.
-- :mod:`cultureclip.eval.generative` scores chat VLMs; :mod:`cultureclip.eval.builder` builds
+- :mod:`cultureclip.eval.generative` scores chat VLMs (:mod:`cultureclip.eval.openended`:
+  open-ended questions with reference answers); :mod:`cultureclip.eval.builder` builds
   CultureVerse-style benchmarks from documents with an LLM.
 """
 
+from cultureclip.eval import openended  # noqa: F401  (registers the openended benchmark)
 from cultureclip.eval.api import EvalConfig, create_benchmark, evaluate, twin_accuracy
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.items import ItemSet, MCQItem, read_items, write_items

@@ -6,7 +6,8 @@ Specs, in the :data:`GENERATIVE_MODELS` registry:
   server, hosted APIs); ``@<base_url>`` may be left out to use ``$OPENAI_BASE_URL``.
   The key comes from ``$OPENAI_API_KEY`` (optional for local servers).
 - ``hf-vlm:<hub id or dir>`` — a local transformers image-text-to-text model
-  (``AutoModelForImageTextToText`` + its processor's chat template), greedy decoding.
+  (``AutoModelForImageTextToText`` + its processor's chat template): batched greedy
+  decoding, or option likelihood with ``generative.mode=likelihood``.
 
 The prompt shows the question and lettered options (A, B, C, …) and asks for the letter;
 :func:`parse_answer_letter` reads the reply robustly ("B", "(B)", "Answer: B", "The
@@ -30,11 +31,16 @@ from cultureclip.eval.openai_client import ChatClient, ChatError, user_message
 from cultureclip.registry import Registry
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+#: open-ended questions (no options), as in VQA-style evaluations
+OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
 @dataclass
 class MCQPrompt:
-    """What a generative model is asked: one image, a question, the options."""
+    """What a generative model is asked: one image, a question, the options.
+
+    With no options the question is open-ended and the prompt asks for a short answer.
+    """
 
     image: Image.Image
     question: str
@@ -43,7 +49,7 @@ class MCQPrompt:
     def text(self) -> str:
         lines = [self.question.strip()] if self.question.strip() else []
         lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(self.options)]
-        lines.append(ANSWER_INSTRUCTION)
+        lines.append(ANSWER_INSTRUCTION if self.options else OPEN_INSTRUCTION)
         return "\n".join(lines)
 
 
@@ -53,6 +59,8 @@ class GenerationOutcome:
 
     reply: str | None
     error: str | None = None
+    #: likelihood scoring: the log-probability score of each option
+    scores: list[float] | None = None
 
 
 _PATTERNS = [
@@ -120,7 +128,11 @@ GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry("generative model 
 class OpenAIChatModel(GenerativeModel):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
-    def __init__(self, argument: str, **client_options: Any) -> None:
+    def __init__(self, argument: str, *, mode: str = "generate", **client_options: Any) -> None:
+        if mode != "generate":
+            raise InputError(
+                f"generative.mode={mode} needs the model's weights; score a local model with hf-vlm:"
+            )
         model, _, base_url = argument.partition("@")
         if not model:
             raise InputError(
@@ -139,53 +151,158 @@ class OpenAIChatModel(GenerativeModel):
         ]
 
 
+SCORING_MODES = ("generate", "likelihood")
+LIKELIHOOD_TARGETS = ("letter", "text")
+
+
 @GENERATIVE_MODELS.register(
     "hf-vlm", help="local transformers image-text-to-text model: hf-vlm:<hub id or dir>"
 )
 class HFVisionChatModel(GenerativeModel):
-    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics, …) on CPU or GPU.
+    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics3/SmolVLM, …).
 
-    Uses the processor's chat template with one image and the lettered prompt, greedy
-    decoding of ``max_new_tokens`` tokens, one prompt at a time (chat VLM processors
-    differ in how they batch images; correctness first).
+    The prompt is the API path's lettered prompt in one user turn with the image, rendered
+    by the processor's chat template. Two scoring modes (``generative.mode``):
+
+    - ``generate`` (default): batched greedy decoding (left padding) of
+      ``max_new_tokens``; the reply is parsed like an API reply;
+    - ``likelihood``: no decoding and no parsing. ``likelihood_target=letter`` compares
+      the next-token log-probability of each option letter right after the generation
+      prompt (with and without a leading space); ``text`` compares the mean per-token
+      log-probability of each option's text as the reply. The reply recorded is the
+      winning letter, so both modes are scored and resumed by the same code.
+
+    ``device`` defaults to CUDA when present; ``dtype=auto`` is bfloat16 on CUDA and
+    float32 elsewhere.
     """
 
     def __init__(
-        self, argument: str, *, device: str | None = None, max_new_tokens: int = 8
+        self,
+        argument: str,
+        *,
+        mode: str = "generate",
+        likelihood_target: str = "letter",
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = 8,
     ) -> None:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from cultureclip.vlm.chat import load_vlm, pick_device, pick_dtype
 
-        self.spec = f"hf-vlm:{argument}"
-        self.processor = AutoProcessor.from_pretrained(argument)
-        self.model = AutoModelForImageTextToText.from_pretrained(argument, dtype=torch.float32)
-        self.model.to(device or "cpu").eval()
+        if mode not in SCORING_MODES:
+            raise InputError(f"generative.mode must be one of {SCORING_MODES}, got {mode!r}")
+        if likelihood_target not in LIKELIHOOD_TARGETS:
+            raise InputError(
+                f"generative.likelihood_target must be one of {LIKELIHOOD_TARGETS}, "
+                f"got {likelihood_target!r}"
+            )
+        if batch_size < 1 or max_new_tokens < 1:
+            raise InputError("generative.batch_size and max_new_tokens must be at least 1")
+        self.mode = mode
+        self.likelihood_target = likelihood_target
+        self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.device = pick_device(device)
+        self.processor, self.model = load_vlm(
+            argument, device=self.device, dtype=pick_dtype(dtype, self.device)
+        )
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # generation continues every row at the end
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.spec = f"hf-vlm:{argument}"
+        if mode == "likelihood":
+            self.spec += f"?likelihood={likelihood_target}"
+
+    def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
+        from cultureclip.vlm.chat import render, user_turn
+
+        return [
+            render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in prompts
+        ]
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
+        if self.mode == "likelihood" and any(not p.options for p in prompts):
+            raise InputError("likelihood scoring needs options; use generative.mode=generate")
+        outcomes: list[GenerationOutcome] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[start : start + self.batch_size])
+            if self.mode == "generate":
+                outcomes += self._decode(batch)
+            elif self.likelihood_target == "letter":
+                outcomes += self._letter_likelihood(batch)
+            else:
+                outcomes += self._text_likelihood(batch)
+        return outcomes
+
+    def _decode(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
         import torch
 
+        from cultureclip.vlm.chat import encode
+
+        inputs = encode(
+            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
+        )
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        replies = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [GenerationOutcome(reply.strip()) for reply in replies]
+
+    def _letter_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
+        import torch
+
+        from cultureclip.vlm.chat import encode, first_token_ids
+
+        inputs = encode(
+            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
+        )
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[:, -1, :].float()
+        log_probs = torch.log_softmax(logits, dim=-1)
         outcomes = []
-        for prompt in prompts:
-            messages = [
-                {
-                    "role": "user",
-                    "content": [{"type": "image"}, {"type": "text", "text": prompt.text()}],
-                }
+        for row, prompt in enumerate(prompts):
+            scores = [
+                float(torch.logsumexp(log_probs[row, first_token_ids(self.tokenizer, letter)], 0))
+                for letter in LETTERS[: len(prompt.options)]
             ]
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-            inputs = self.processor(images=[prompt.image], text=text, return_tensors="pt").to(
-                self.model.device
-            )
-            with torch.no_grad():
-                output = self.model.generate(
-                    **inputs, max_new_tokens=self.max_new_tokens, do_sample=False
-                )
-            new_tokens = output[0, inputs["input_ids"].shape[1] :]
-            outcomes.append(
-                GenerationOutcome(self.processor.decode(new_tokens, skip_special_tokens=True))
-            )
+            outcomes.append(_best_letter(scores))
         return outcomes
+
+    def _text_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
+        import torch
+
+        from cultureclip.vlm.chat import encode, n_tokens
+
+        prefixes = self._prompt_texts(prompts)
+        texts, images, lengths, owners = [], [], [], []
+        for index, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
+            for option in prompt.options:
+                texts.append(prefix + option)
+                images.append(prompt.image)
+                lengths.append(max(1, n_tokens(self.tokenizer, option)))
+                owners.append(index)
+        inputs = encode(self.processor, texts, images, self.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = inputs["input_ids"][:, 1:]
+        token_scores = log_probs.gather(2, targets[..., None]).squeeze(2)
+        scores: list[list[float]] = [[] for _ in prompts]
+        for row, (n, owner) in enumerate(zip(lengths, owners, strict=True)):
+            # left padding: the option's tokens are the last n of the row
+            scores[owner].append(float(token_scores[row, -n:].mean()))
+        return [_best_letter(s) for s in scores]
+
+
+def _best_letter(scores: Sequence[float]) -> GenerationOutcome:
+    best = max(range(len(scores)), key=lambda k: scores[k])
+    return GenerationOutcome(LETTERS[best], scores=[round(s, 4) for s in scores])
 
 
 def is_generative_spec(spec: object) -> bool:
@@ -197,4 +314,10 @@ def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    return GENERATIVE_MODELS.create(backend, argument, **options)
+    try:
+        return GENERATIVE_MODELS.create(backend, argument, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        name = str(exc).rsplit("argument", 1)[-1].strip(" '\"")
+        raise InputError(f"the {backend} backend has no option generative.{name}") from None

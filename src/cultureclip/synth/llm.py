@@ -187,8 +187,12 @@ def _message_text(response: Any) -> str:
 class TransformersLLM(LLMBackend):
     """A local causal LM (``AutoModelForCausalLM``) prompted through its chat template.
 
-    Requests run one at a time in a worker thread; use a serving engine (vLLM) with the
-    ``openai`` backend for throughput. ``model`` is a hub id or a local directory.
+    ``model`` is a hub id or a local directory. Requests run one at a time in a worker
+    thread (greedy when the temperature is 0, seeded sampling otherwise); use a serving
+    engine (vLLM) with the ``openai`` backend for throughput. There is no JSON mode: the
+    answer is parsed and validated by :func:`ask` like any other backend's. Text parts of
+    multi-part messages are joined (a text-only model sees no images). ``dtype=auto``
+    is bfloat16 on CUDA and float32 elsewhere.
     """
 
     def __init__(self, settings: LLMSettings) -> None:
@@ -203,34 +207,42 @@ class TransformersLLM(LLMBackend):
             "bfloat16": torch.bfloat16,
         }[settings.dtype]
         if dtype is None:
-            dtype = torch.float16 if settings.device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
+            dtype = torch.bfloat16 if settings.device.startswith("cuda") else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
+            model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise LLMError(f"cannot load the local chat model {settings.model!r}: {exc}") from exc
         if not getattr(self.tokenizer, "chat_template", None):
             raise LLMError(
                 f"tokenizer of {settings.model} has no chat template; use an instruction-tuned model"
             )
-        self.model = (
-            AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
-            .to(settings.device)
-            .eval()
-        )
+        self.model = model.to(settings.device).eval()
         self._lock = asyncio.Lock()
 
     def _generate(self, messages: list[Message], temperature: float, seed: int | None) -> str:
         import torch
 
         inputs = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            [_text_only(m) for m in messages],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
         ).to(self.model.device)
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.no_grad():
+        sampling = {"do_sample": temperature > 0}
+        if temperature > 0:
+            sampling["temperature"] = temperature
+        else:  # greedy: drop sampling defaults a hub generation_config may carry
+            sampling.update(temperature=None, top_p=None, top_k=None)
+        pad = self.tokenizer.pad_token_id
+        with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=self.settings.max_tokens,
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.eos_token_id if pad is None else pad,
+                **sampling,
             )
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
@@ -245,7 +257,20 @@ class TransformersLLM(LLMBackend):
     ) -> str:
         temp = self.settings.temperature if temperature is None else temperature
         async with self._lock:  # one generate at a time on one model
-            return await asyncio.to_thread(self._generate, messages, temp, seed)
+            try:
+                return await asyncio.to_thread(self._generate, messages, temp, seed)
+            except RuntimeError as exc:  # e.g. CUDA out of memory, a too-long prompt
+                raise LLMError(f"local generation failed: {exc}") from exc
+
+
+def _text_only(message: Message) -> Message:
+    content = message.get("content")
+    if isinstance(content, list):
+        text = "\n".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict)
+        ).strip()
+        return {**message, "content": text}
+    return message
 
 
 FEEDBACK_PREFIX = "Your answer was rejected"

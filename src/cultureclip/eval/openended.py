@@ -1,0 +1,321 @@
+"""Open-ended questions with reference answers (CulturalVQA style): the ``openended`` benchmark.
+
+One item per line of a JSONL file (or a directory holding ``items.jsonl``)::
+
+    {"id": "q1", "image": "images/q1.jpg", "question": "What is this dish called?",
+     "answers": ["jollof rice", "jollof"], "country": "NG", "category": "Cuisine"}
+
+A generative model (``openai:…``, ``hf-vlm:…`` in ``generate`` mode) answers each
+question in a short phrase. A contrastive model picks, for each image, the most similar
+text among all distinct reference answers of the benchmark (closed vocabulary; each
+answer turned into a text by ``options.template``), and that answer is scored as its
+reply. Scores per item, averaged as percentages:
+
+- ``exact``: the reply equals a reference answer (case and surrounding space ignored);
+- ``normalized``: equal after VQA-style normalisation (lowercase, punctuation and the
+  articles a/an/the removed, spaces collapsed);
+- ``contains``: a normalised reference appears as whole words in the normalised reply;
+- ``judge`` (with ``options.judge=<model>@<base_url>``): an LLM, asked through the same
+  OpenAI-compatible client, says whether the reply means the same as a reference.
+
+``correct`` (what groups and the report count) is the judge's verdict when a judge is
+set, else ``normalized``. Runs resume from ``predictions.partial.jsonl`` like the MCQ
+benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import string
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.eval.benchmarks.base import (
+    Benchmark,
+    BenchmarkOptions,
+    BenchmarkOutput,
+    batched,
+    progress_iter,
+)
+from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.items import BadItem, load_image
+from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.utils.io import append_jsonl, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, punctuation → space, articles dropped, whitespace collapsed."""
+    text = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def match_scores(reply: str, references: list[str]) -> dict[str, bool]:
+    """``exact`` / ``normalized`` / ``contains`` of one reply against its references."""
+    stripped = reply.strip().lower()
+    normal = normalize_answer(reply)
+    refs = [normalize_answer(r) for r in references]
+    padded = f" {normal} "
+    return {
+        "exact": any(stripped == r.strip().lower() for r in references),
+        "normalized": normal in refs,
+        "contains": any(r and f" {r} " in padded for r in refs),
+    }
+
+
+class OpenItem(BaseModel):
+    """One open-ended question; extra keys are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    image: str | bytes
+    question: str = Field(min_length=1)
+    answers: list[str] = Field(min_length=1)
+    country: str = ""
+    continent: str = ""
+    category: str = ""
+    question_type: str = "open"
+
+    @field_validator("answers", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def group_fields(self) -> dict[str, str]:
+        continent = self.continent
+        if not continent and self.country:
+            from cultureclip.data.taxonomy import continent_of
+
+            continent = continent_of(self.country)
+        return {
+            "country": self.country,
+            "continent": continent,
+            "category": self.category,
+            "question_type": self.question_type,
+        }
+
+
+def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Path]:
+    """Valid items, skipped ones (with the reason), and the folder images are relative to."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "items.jsonl"
+    if not path.exists():
+        raise MissingInputError(f"open-ended items not found: {path}")
+    items, errors = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            if isinstance(raw, dict) and raw.get("id") is not None:
+                raw["id"] = str(raw["id"])
+            items.append(OpenItem.model_validate(raw))
+        except json.JSONDecodeError as exc:
+            errors.append(BadItem(number, None, f"not JSON: {exc}"))
+        except ValidationError as exc:
+            item_id = raw.get("id") if isinstance(raw, dict) else None
+            reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            errors.append(BadItem(number, item_id, reason))
+    return items, errors, path.parent
+
+
+class JudgeVerdict(BaseModel):
+    correct: bool
+
+
+JUDGE_PROMPT = (
+    "You grade answers to questions about images of cultural content.\n"
+    "Question: {question}\nReference answers: {references}\nCandidate answer: {reply}\n"
+    "Does the candidate answer mean the same as one of the reference answers? "
+    'Reply with JSON only: {{"correct": true}} or {{"correct": false}}.'
+)
+
+
+class OpenEndedOptions(BenchmarkOptions):
+    #: contrastive models: how a candidate answer becomes a text (``{answer}``)
+    template: str = "a photo of {answer}."
+    #: items sent to the model per checkpointed chunk
+    chunk_size: int = Field(64, ge=1)
+    #: an LLM judge ``<model>@<base_url>`` (OpenAI-compatible); None: string matching only
+    judge: str | None = None
+    #: options of the judge's client (timeout, max_retries, concurrency, …)
+    judge_options: dict[str, Any] = Field(default_factory=dict)
+
+
+@BENCHMARKS.register(
+    "openended", help="open-ended questions with reference answers (CulturalVQA style)"
+)
+class OpenEndedBenchmark(Benchmark):
+    name = "openended"
+    task = "openended"
+    Options: ClassVar[type[BenchmarkOptions]] = OpenEndedOptions
+    supports_generative = True
+
+    def run(
+        self, model: Any, *, work_dir: Path | None = None, progress: bool = True
+    ) -> BenchmarkOutput:
+        from cultureclip.eval.generative import GenerativeModel
+        from cultureclip.models.base import VisionLanguageModel
+
+        options: OpenEndedOptions = self.options  # type: ignore[assignment]
+        items, errors, root = read_open_items(self.data)
+        if not items:
+            raise InputError(f"no valid open-ended items in {self.data}")
+        judge = _judge_client(options) if options.judge else None
+        if isinstance(model, VisionLanguageModel):
+            predictions = self._run_contrastive(model, items, root, progress)
+            if judge is not None:
+                self._judge(judge, items, predictions)
+        elif isinstance(model, GenerativeModel):
+            predictions = self._run_generative(model, items, root, judge, work_dir, progress)
+        else:
+            raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
+        metrics = {
+            key: accuracy([bool(p.get(key)) for p in predictions])
+            for key in ("exact", "normalized", "contains")
+        }
+        if judge is not None:
+            metrics["judge"] = accuracy([bool(p.get("judge")) for p in predictions])
+            metrics["n_judge_failed"] = float(sum(p.get("judge") is None for p in predictions))
+        metrics["accuracy"] = metrics["judge" if judge is not None else "normalized"]
+        metrics["n_failed"] = float(sum(p.get("error") is not None for p in predictions))
+        return BenchmarkOutput(
+            metrics=metrics,
+            predictions=predictions,
+            per_group=group_accuracy(predictions),
+            n=len(predictions),
+            skipped=[str(bad) for bad in errors],
+        )
+
+    def _run_contrastive(
+        self, model: Any, items: list[OpenItem], root: Path, progress: bool
+    ) -> list[dict[str, Any]]:
+        import torch
+
+        from cultureclip.eval.benchmarks.base import TextFeatureCache, embed_images
+
+        options: OpenEndedOptions = self.options  # type: ignore[assignment]
+        vocabulary = list(dict.fromkeys(a.strip() for item in items for a in item.answers))
+        try:
+            texts = [options.template.format(answer=a) for a in vocabulary]
+        except (KeyError, IndexError) as exc:
+            raise InputError(f"options.template may only use {{answer}}: {exc}") from None
+        text_features = TextFeatureCache(model).encode(texts)
+        keys = {str(i.image) if isinstance(i.image, str) else i.id: i for i in items}
+        image_features = embed_images(
+            model,
+            list(keys),
+            lambda key: load_image(keys[key].image, root),
+            batch_size=options.batch_size,
+            progress=progress,
+            description=f"{self.name}: images",
+        )
+        images = torch.stack(
+            [image_features[str(i.image) if isinstance(i.image, str) else i.id] for i in items]
+        )
+        best = (images @ text_features.T).argmax(dim=1)
+        return [
+            self._record(item, vocabulary[int(best[row])], None) for row, item in enumerate(items)
+        ]
+
+    def _run_generative(
+        self,
+        model: Any,
+        items: list[OpenItem],
+        root: Path,
+        judge: Any,
+        work_dir: Path | None,
+        progress: bool,
+    ) -> list[dict[str, Any]]:
+        from cultureclip.eval.generative import MCQPrompt
+
+        options: OpenEndedOptions = self.options  # type: ignore[assignment]
+        partial = work_dir / "predictions.partial.jsonl" if work_dir else None
+        done = (
+            {r["id"]: r for r in read_jsonl(partial) if r.get("error") is None}
+            if partial and partial.exists()
+            else {}
+        )
+        todo = [item for item in items if item.id not in done]
+        chunks = list(batched(todo, options.chunk_size))
+        for chunk in progress_iter(
+            chunks, len(chunks), f"{self.name}: asking {model.spec}", progress
+        ):
+            prompts = [MCQPrompt(load_image(i.image, root), i.question, []) for i in chunk]
+            outcomes = model.generate(prompts)
+            records = [
+                self._record(item, outcome.reply, outcome.error)
+                for item, outcome in zip(chunk, outcomes, strict=True)
+            ]
+            if judge is not None:
+                self._judge(judge, chunk, records)
+            if partial is not None:
+                append_jsonl(partial, records)
+            done.update({r["id"]: r for r in records})
+        return [done[item.id] for item in items]
+
+    def _record(self, item: OpenItem, reply: str | None, error: str | None) -> dict[str, Any]:
+        scores = (
+            match_scores(reply, item.answers)
+            if reply is not None
+            else dict.fromkeys(("exact", "normalized", "contains"), False)
+        )
+        return {
+            "id": item.id,
+            "answers": item.answers,
+            "reply": reply,
+            "error": error,
+            **scores,
+            "correct": scores["normalized"],
+            **item.group_fields(),
+        }
+
+    def _judge(self, client: Any, items: list[OpenItem], records: list[dict[str, Any]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from cultureclip.eval.openai_client import ChatError
+
+        def verdict(pair: tuple[OpenItem, dict[str, Any]]) -> bool | ChatError | None:
+            item, record = pair
+            if record["reply"] is None:
+                return None
+            prompt = JUDGE_PROMPT.format(
+                question=item.question, references="; ".join(item.answers), reply=record["reply"]
+            )
+            try:
+                answer = client.complete_json([{"role": "user", "content": prompt}], JudgeVerdict)
+            except ChatError as exc:
+                return exc
+            return answer.correct
+
+        with ThreadPoolExecutor(max_workers=client.concurrency) as pool:
+            verdicts = list(pool.map(verdict, zip(items, records, strict=True)))
+        for item, record, result in zip(items, records, verdicts, strict=True):
+            if isinstance(result, ChatError):
+                # no verdict: counted as wrong, reported, and asked again on resume
+                logger.warning("judge failed on %s: %s", item.id, result)
+                record["judge"], record["error"] = None, f"judge: {result}"
+            else:
+                record["judge"] = bool(result)
+            record["correct"] = bool(record["judge"])
+
+
+def _judge_client(options: OpenEndedOptions) -> Any:
+    from cultureclip.eval.openai_client import ChatClient
+
+    model, _, base_url = (options.judge or "").partition("@")
+    if not model:
+        raise InputError(f"options.judge must be <model>@<base_url>, got {options.judge!r}")
+    settings = {"max_tokens": 32, **options.judge_options}
+    return ChatClient(model, base_url or None, **settings)

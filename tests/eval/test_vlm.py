@@ -1,0 +1,273 @@
+"""``hf-vlm:`` scoring on a tiny real LLaVA (CLIP vision + Llama text) built offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cultureclip.cli.main import app
+from cultureclip.core.errors import InputError, UserError
+from cultureclip.eval.generative import (
+    HFVisionChatModel,
+    MCQPrompt,
+    create_generative_model,
+)
+from cultureclip.testing import build_tiny_vlm, write_flag_mcq
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-llava")
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def any_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny VLM of each family (their processors expand images differently)."""
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / request.param, family=request.param)
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_flag_mcq(tmp_path_factory.mktemp("flags"), views=2, shuffle_options=True)
+
+
+def _prompts(n: int = 3) -> list[MCQPrompt]:
+    colours = [(200, 30, 40), (20, 60, 160), (30, 140, 60), (250, 210, 40)]
+    return [
+        MCQPrompt(
+            Image.new("RGB", (40, 40), colours[i % 4]),
+            "Which country is this flag from?" + " Look closely." * i,
+            ["Japan", "France", "Brazil", "Germany"][: 2 + i % 3],
+        )
+        for i in range(n)
+    ]
+
+
+def test_tiny_vlm_is_a_real_llava_loaded_the_users_way(tiny_vlm: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert type(processor).__name__ == "LlavaProcessor"
+    assert (tiny_vlm / "model.safetensors").exists()
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    batch = processor(text=[text], images=[[Image.new("RGB", (50, 40))]], return_tensors="pt")
+    # 32x32 image, 8x8 patches: 16 image tokens (CLS dropped by the "default" strategy)
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 16
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_generation_is_batched_with_left_padding(any_vlm: Path) -> None:
+    model = create_generative_model(f"hf-vlm:{any_vlm}", batch_size=8, max_new_tokens=3)
+    assert isinstance(model, HFVisionChatModel)
+    calls = []
+    original = model.model.generate
+
+    def spy(**inputs):
+        calls.append(inputs["input_ids"].shape)
+        assert (inputs["attention_mask"][:, -1] == 1).all()  # padded on the left
+        return original(**inputs)
+
+    model.model.generate = spy
+    outcomes = model.generate(_prompts(5))
+    assert len(outcomes) == 5 and all(o.reply is not None for o in outcomes)
+    assert len(calls) == 1 and calls[0][0] == 5  # one call for the whole batch
+
+
+@pytest.mark.parametrize("target", ["letter", "text"])
+def test_likelihood_scores_do_not_depend_on_batching(any_vlm: Path, target: str) -> None:
+    spec = f"hf-vlm:{any_vlm}"
+    batched = create_generative_model(spec, mode="likelihood", likelihood_target=target)
+    single = create_generative_model(
+        spec, mode="likelihood", likelihood_target=target, batch_size=1
+    )
+    prompts = _prompts(4)
+    together, alone = batched.generate(prompts), single.generate(prompts)
+    for a, b, prompt in zip(together, alone, prompts, strict=True):
+        assert a.scores is not None and len(a.scores) == len(prompt.options)
+        assert a.scores == pytest.approx(b.scores, abs=1e-3)
+        best = max(range(len(a.scores)), key=lambda k: a.scores[k])
+        assert a.reply == "ABCD"[best]
+
+
+def test_letter_likelihood_is_the_next_token_log_prob(tiny_vlm: Path) -> None:
+    import torch
+
+    model = create_generative_model(f"hf-vlm:{tiny_vlm}", mode="likelihood")
+    prompt = _prompts(1)[0]
+    (outcome,) = model.generate([prompt])
+    text = model._prompt_texts([prompt])[0]
+    inputs = model.processor(text=[text], images=[[prompt.image]], return_tensors="pt")
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model.model(**inputs).logits[0, -1], -1)
+    tokenizer = model.tokenizer
+    ids = sorted(
+        {
+            t
+            for variant in ("A", " A")
+            for t in tokenizer.encode(variant, add_special_tokens=False)
+            if tokenizer.decode([t]).strip() == "A"
+        }
+    )
+    assert ids  # the byte-level BPE has a piece for the letter
+    expected = torch.logsumexp(log_probs[ids], 0)
+    assert outcome.scores is not None and outcome.scores[0] == pytest.approx(
+        float(expected), abs=1e-3
+    )
+
+
+def test_bad_options_are_user_errors(tiny_vlm: Path) -> None:
+    with pytest.raises(InputError, match=r"generative\.mode"):
+        create_generative_model(f"hf-vlm:{tiny_vlm}", mode="vibes")
+    with pytest.raises(InputError, match="likelihood_target"):
+        create_generative_model(f"hf-vlm:{tiny_vlm}", likelihood_target="logits")
+    with pytest.raises(UserError, match=r"config\.json"):
+        create_generative_model(f"hf-vlm:{tiny_vlm.parent / 'missing'}")
+
+
+def _eval_args(vlm: Path, items: Path, out: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "eval", "-m", f"hf-vlm:{vlm}", "-b", "cultureverse", "-d", str(items),
+        "-o", str(out), "--model-name", name, *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_eval_in_both_modes(tiny_vlm: Path, flags: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    for name, extra in [
+        ("gen", ["--set", "generative.max_new_tokens=4"]),
+        ("lik", ["--set", "generative.mode=likelihood"]),
+        ("lik-text", ["--set", "generative.mode=likelihood", "--set", "generative.likelihood_target=text"]),
+    ]:  # fmt: skip
+        result = runner.invoke(app, _eval_args(tiny_vlm, flags, out, name, *extra))
+        assert result.exit_code == 0, result.output
+        saved = json.loads((out / "cultureverse" / name / "result.json").read_text())
+        assert saved["n"] == 8 and saved["metrics"]["n_failed"] == 0
+        rows = [
+            json.loads(line) for line in (out / "cultureverse" / name / "predictions.jsonl").open()
+        ]
+        assert len(rows) == 8 and all("reply" in r for r in rows)
+        if name.startswith("lik"):
+            # likelihood always picks an option: nothing to parse, nothing unreadable
+            assert saved["metrics"]["n_unparsed"] == 0
+            assert all(0 <= r["prediction"] < 4 for r in rows)
+        assert saved["per_group"]  # grouped like the API path
+    bad = runner.invoke(app, _eval_args(tiny_vlm, flags, out, "bad", "--set", "generative.mode=x"))
+    assert bad.exit_code == 2 and "generative.mode" in bad.output
+
+
+@pytest.mark.slow
+def test_kill_then_rerun_resumes(tiny_vlm: Path, tmp_path: Path) -> None:
+    """SIGKILL a real ``cultureclip eval`` mid-run; the rerun asks only what was not answered."""
+    items = write_flag_mcq(tmp_path / "many", views=16, shuffle_options=True)  # 64 items
+    out = tmp_path / "runs"
+    partial = out / "cultureverse" / "tiny" / "predictions.partial.jsonl"
+    args = _eval_args(
+        tiny_vlm, items, out, "tiny",
+        "--set", "options.chunk_size=1", "--set", "generative.batch_size=1",
+        "--set", "generative.max_new_tokens=24",
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cultureclip", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if partial.exists() and len(partial.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (partial.parent / "result.json").exists()
+    kept = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in partial.read_text().splitlines()
+        if line.strip()
+    }
+    assert 3 <= len(kept) < 64
+
+    asked: list[int] = []
+    original = HFVisionChatModel.generate
+
+    def counting(self, prompts):
+        asked.append(len(prompts))
+        return original(self, prompts)
+
+    HFVisionChatModel.generate = counting  # type: ignore[method-assign]
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        HFVisionChatModel.generate = original  # type: ignore[method-assign]
+    assert result.exit_code == 0, result.output
+    assert sum(asked) == 64 - len(kept)
+    rows = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (partial.parent / "predictions.jsonl").open()
+    }
+    assert len(rows) == 64
+    assert all(rows[i] == kept[i] for i in kept)  # answers from before the kill are kept
+    assert not partial.exists()
+
+
+class _PieceTokenizer:
+    """Sentencepiece-like: "A" → [▁A]; " A" → [▁, A]; "Z" has no single piece."""
+
+    pieces = {1: "▁", 2: "▁A", 3: "A", 4: "Zq"}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return {"A": [2], " A": [1, 3], "Z": [4], " Z": [1, 4]}[text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.pieces[i] for i in ids).replace("▁", " ")
+
+
+def test_letter_token_ids_follow_the_piece_that_carries_the_letter() -> None:
+    from cultureclip.vlm.chat import first_token_ids
+
+    assert first_token_ids(_PieceTokenizer(), "A") == [2, 3]
+    with pytest.raises(InputError, match="no single token"):
+        first_token_ids(_PieceTokenizer(), "Z")
+
+
+def test_options_a_backend_does_not_take_are_user_errors(tiny_vlm: Path) -> None:
+    with pytest.raises(InputError, match=r"no option generative\.concurrency"):
+        create_generative_model(f"hf-vlm:{tiny_vlm}", concurrency=4)
+    with pytest.raises(InputError, match="hf-vlm"):
+        create_generative_model("openai:m@http://127.0.0.1:9/v1", mode="likelihood")
+    with pytest.raises(InputError, match=r"no option generative\.colour"):
+        create_generative_model("openai:m@http://127.0.0.1:9/v1", colour="red")
+
+
+def test_unloadable_models_are_user_errors(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="LoRA adapters"):
+        create_generative_model(f"hf-vlm:{adapter}")
+    with pytest.raises(UserError, match="cannot load the VLM"):  # offline: not in the cache
+        create_generative_model("hf-vlm:nobody/no-such-vlm-anywhere")

@@ -1,0 +1,152 @@
+"""The ``transformers`` LLM backend of synth on a tiny real Llama chat model, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from cultureclip.data.cultwin import read_cultwin
+from cultureclip.synth.config import LLMSettings, SynthConfig
+from cultureclip.synth.llm import LLMError, TransformersLLM, ask, create_llm
+from cultureclip.synth.pipeline import run_synth
+from cultureclip.synth.prompts import load_prompt
+from cultureclip.synth.schemas import CaptionsAnswer
+from cultureclip.testing import build_tiny_chat_lm, teach_fixed_answer
+from cultureclip.utils.io import read_jsonl
+
+CAPTIONS = {"captions": ["a photo of it with wide sleeves", "a close photo of it in the light"]}
+VARIABLES = {
+    "concept": "Kimono",
+    "country_name": "Japan",
+    "category": "Clothing",
+    "context": "a robe",
+    "features": "wide sleeves",
+    "n": 2,
+    "max_words": 15,
+}
+
+
+@pytest.fixture(scope="module")
+def random_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_chat_lm(tmp_path_factory.mktemp("lm") / "random")
+
+
+@pytest.fixture(scope="module")
+def taught_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after a few seconds of learning to answer the captions prompt."""
+    path = build_tiny_chat_lm(tmp_path_factory.mktemp("lm") / "taught")
+    prompt = load_prompt("captions")
+    conversations = [
+        prompt.messages({**VARIABLES, "concept": name, "country_name": country})
+        for name, country in [("Kimono", "Japan"), ("Sari", "India"), ("Hanbok", "Korea")]
+    ]
+    return teach_fixed_answer(path, conversations, json.dumps(CAPTIONS), steps=60)
+
+
+def _settings(model: Path, **kw: Any) -> LLMSettings:
+    return LLMSettings(backend="transformers", model=str(model), temperature=0, max_tokens=64, **kw)
+
+
+def test_loads_the_users_way_and_answers_through_the_chat_template(random_lm: Path) -> None:
+    async def run() -> tuple[str, str]:
+        async with create_llm(_settings(random_lm)) as llm:
+            assert isinstance(llm, TransformersLLM)
+            messages = [
+                {"role": "system", "content": "Answer with JSON only."},
+                {"role": "user", "content": [{"type": "text", "text": "Which country?"}]},
+            ]
+            return await llm.complete(messages), await llm.complete(messages)
+
+    first, second = asyncio.run(run())
+    assert isinstance(first, str) and first == second  # greedy: deterministic
+
+
+def test_an_unusable_answer_is_a_recorded_failure(random_lm: Path) -> None:
+    async def run() -> Any:
+        async with create_llm(_settings(random_lm, max_attempts=2)) as llm:
+            return await ask(llm, load_prompt("captions"), VARIABLES, CaptionsAnswer)
+
+    outcome = asyncio.run(run())
+    assert not outcome.ok and outcome.value is None
+    assert "invalid answer after 2 attempt(s)" in outcome.error
+    assert len(outcome.raw) == 2  # every raw answer is kept for the failure report
+
+
+def test_a_missing_model_is_an_llm_error(tmp_path: Path) -> None:
+    with pytest.raises(LLMError, match="cannot load"):
+        create_llm(_settings(tmp_path / "nothing"))
+
+
+def test_a_valid_answer_is_validated_like_any_backend(taught_lm: Path) -> None:
+    async def run() -> Any:
+        async with create_llm(_settings(taught_lm)) as llm:
+            variables = {**VARIABLES, "concept": "Qipao", "country_name": "China"}
+            return await ask(llm, load_prompt("captions"), variables, CaptionsAnswer)
+
+    outcome = asyncio.run(run())
+    assert outcome.ok, outcome.error
+    assert outcome.value.captions == CAPTIONS["captions"]
+
+
+@pytest.mark.slow
+def test_synth_with_the_transformers_backend_end_to_end(
+    taught_lm: Path, random_lm: Path, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    """Corpus concepts → mined twins → captions from the local chat model → records."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [
+        ("Kimono", "JP", (200, 40, 100)),
+        ("Hanbok", "KR", (220, 60, 120)),
+        ("Sari", "IN", (240, 120, 30)),
+        ("Qipao", "CN", (200, 30, 40)),
+    ]
+    lines = []
+    for index, (name, country, colour) in enumerate(rows):
+        Image.new("RGB", (32, 32), colour).save(corpus / f"{index}.png")
+        lines.append(
+            {
+                "concept": name,
+                "country": country,
+                "category": "Clothing",
+                "context": "traditional dress",
+                "features": "wide sleeves",
+                "image": f"{index}.png",
+            }
+        )
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    def config(model: Path, out: Path) -> SynthConfig:
+        return SynthConfig.model_validate(
+            {
+                "out_dir": str(out),
+                "progress": False,
+                "llm": {"backend": "transformers", "model": str(model), "temperature": 0,
+                        "max_tokens": 64, "max_attempts": 2},
+                "concepts": {"source": "corpus", "corpus": str(corpus / "corpus.jsonl")},
+                "twins": {"method": "mine", "mine_model": f"hf:{tiny_clip_dir}"},
+                "captions": {"n": 2, "require_features": False},
+                "images": {"backend": "glyph", "size": 32},
+                "filter": {"backend": "clipscore", "model": f"hf:{tiny_clip_dir}", "threshold": 0.0},
+            }
+        )  # fmt: skip
+
+    report = run_synth(config(taught_lm, tmp_path / "taught"))
+    captions = {r.stage: r for r in report.stages}["captions"]
+    assert captions.done > 0 and captions.failed == 0
+    data = read_cultwin(tmp_path / "taught", strict=True, check_images=True)
+    assert len(data) == 4
+    for record in data:  # what the local model wrote, validated like an API answer
+        assert len(record.pos_captions) == 2 and len(record.neg_captions) == 2
+        assert all(c.startswith("a ") and len(c.split()) < 15 for c in record.pos_captions)
+
+    report = run_synth(config(random_lm, tmp_path / "random"))
+    captions = {r.stage: r for r in report.stages}["captions"]
+    assert captions.failed > 0 and captions.done == 0
+    failures = read_jsonl(tmp_path / "random" / "failures.jsonl")
+    assert failures and all(f["stage"] == "captions" and len(f["raw"]) == 2 for f in failures)

@@ -1,0 +1,236 @@
+"""``cultureclip train-vlm`` on a tiny real LLaVA: labels, LoRA, resuming, and learning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cultureclip.cli.main import app
+from cultureclip.core.errors import InputError, UserError
+from cultureclip.eval.builder import export_instruction_data
+from cultureclip.eval.items import read_items
+from cultureclip.testing import build_tiny_vlm, write_flag_mcq, write_general_mcq
+from cultureclip.vlm.train import (
+    AnswerOnlyCollator,
+    ChatDataset,
+    load_vlm_train_config,
+    read_chat_export,
+    train_vlm,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-llava")
+
+
+def _flag_export(directory: Path, views: int, seed: int = 0) -> Path:
+    items = write_flag_mcq(directory, views=views, seed=seed)
+    return export_instruction_data(read_items(items), directory / "instruct.jsonl")
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def any_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / request.param, family=request.param)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _flag_export(tmp_path_factory.mktemp("flags"), views=2)
+
+
+def test_loss_covers_only_the_answer_turn(any_vlm: Path, export: Path) -> None:
+    from transformers import AutoConfig, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(any_vlm)
+    image_id = AutoConfig.from_pretrained(any_vlm).image_token_id
+    examples, root = read_chat_export(export)
+    dataset = ChatDataset(examples, root)
+    batch = AnswerOnlyCollator(processor)([dataset[0], dataset[5]])
+    for row, index in enumerate((0, 5)):
+        labels = batch["labels"][row]
+        kept = labels[labels != -100]
+        text = processor.tokenizer.decode(kept)
+        assert text == examples[index].answer + "<|im_end|>\n"
+        assert not (labels == image_id).any()
+        # every labelled token is the input token at that place (no shift here)
+        where = labels != -100
+        assert (batch["input_ids"][row][where] == labels[where]).all()
+        assert (batch["attention_mask"][row][where] == 1).all()
+    assert "pixel_values" in batch and (batch["input_ids"] == image_id).any()
+
+
+def test_chat_export_errors_are_user_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "instruct.jsonl"
+    bad.write_text('{"id": 1, "image": "a.png", "conversations": [{"from": "gpt"}]}\n')
+    with pytest.raises(InputError, match=r"instruct\.jsonl:1"):
+        read_chat_export(tmp_path)
+    with pytest.raises(UserError, match="chat export not found"):
+        read_chat_export(tmp_path / "nothing.jsonl")
+    with pytest.raises(InputError, match="precision"):
+        cfg = load_vlm_train_config(model="x", data="y", precision="bf16", device="cpu")
+        from cultureclip.vlm.train import _precision
+
+        _precision(cfg, on_cuda=False)
+
+
+def test_lora_trains_merges_and_loads_with_hf_vlm(
+    any_vlm: Path, export: Path, tmp_path: Path
+) -> None:
+    tiny_vlm = any_vlm
+    from safetensors.torch import load_file
+
+    from cultureclip.eval.generative import create_generative_model
+
+    out = tmp_path / "lora"
+    cfg = load_vlm_train_config(
+        model=str(tiny_vlm), data=str(export), output_dir=str(out), method="lora",
+        max_steps=3, batch_size=4, lr=5e-2, save_steps=100, logging_steps=1,
+        gradient_checkpointing=True,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0},
+    )  # fmt: skip
+    result = train_vlm(cfg)
+    assert result.steps == 3 and result.model_dir == out / "model"
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert (out / "train_vlm.yaml").exists()
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("language_model" in k for k in adapter)  # text model only
+    before, after = (
+        load_file(tiny_vlm / "model.safetensors"),
+        load_file(out / "model" / "model.safetensors"),
+    )
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert any("q_proj" in k for k in changed)
+    assert not any("vision_tower" in k or "visual" in k for k in changed)
+    model = create_generative_model(f"hf-vlm:{out / 'model'}", mode="likelihood")
+    assert model.model.config.model_type == any_vlm.name
+
+
+def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
+    tiny_vlm: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    out = tmp_path / "full"
+    base = dict(
+        model=str(tiny_vlm), data=str(export), output_dir=str(out), method="full",
+        batch_size=2, lr=1e-3, save_steps=2, logging_steps=1, save_total_limit=None,
+    )  # fmt: skip
+    first = train_vlm(load_vlm_train_config(**base, max_steps=4))
+    assert first.steps == 4
+    assert {p.name for p in (out / "checkpoints").iterdir()} >= {"checkpoint-2", "checkpoint-4"}
+    assert (out / "checkpoints" / "checkpoint-4" / "model.safetensors").exists()
+
+    real_load = torch.load
+    loads = []
+
+    def safe_only(*args, **kwargs):
+        assert kwargs.get("weights_only") is True, "a checkpoint was unpickled"
+        loads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", safe_only)
+    second = train_vlm(load_vlm_train_config(**base, max_steps=6, resume="latest"))
+    assert second.steps == 6
+    assert loads  # optimizer / scheduler / rng state were read back
+    logged_steps = [e["step"] for e in second.log if "loss" in e]
+    assert logged_steps == [1, 2, 3, 4, 5, 6]  # steps 1-4 come from the checkpoint, not rerun
+
+    with pytest.raises(UserError, match="trainer_state"):
+        train_vlm(load_vlm_train_config(**base, max_steps=6, resume=str(tmp_path)))
+
+
+def _accuracy(out: Path, name: str) -> dict:
+    return json.loads((out / "cultureverse" / name / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
+    tiny_vlm: Path, tmp_path: Path
+) -> None:
+    """Chance (25%) → ≥ 50% on flag renderings never trained on; fails if learning breaks.
+
+    Options are in a fixed order, so the test measures that the image reaches the answer
+    through the whole chat/vision path (processor, labels, Trainer, saving, hf-vlm).
+    """
+    train = _flag_export(tmp_path / "train", views=16, seed=0)  # 64 items
+    held_out = write_flag_mcq(tmp_path / "test", views=8, seed=1)  # 32 new renderings
+    trained = runner.invoke(
+        app,
+        [
+            "train-vlm", "-m", str(tiny_vlm), "--data", str(train), "-o", str(tmp_path / "run"),
+            "--set", "method=full", "--set", "train_vision_tower=true", "--set", "lr=3e-3",
+            "--set", "epochs=20", "--set", "batch_size=8", "--set", "save_steps=100000",
+        ],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    evals = tmp_path / "evals"
+    for mode in ("generate", "likelihood"):
+        result = runner.invoke(
+            app,
+            [
+                "eval", "-m", f"hf-vlm:{tmp_path / 'run' / 'model'}", "-b", "cultureverse",
+                "-d", str(held_out), "-o", str(evals), "--model-name", f"tuned-{mode}",
+                "--baseline", f"hf-vlm:{tiny_vlm}", "--baseline-name", f"base-{mode}",
+                "--set", f"generative.mode={mode}",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        tuned = _accuracy(evals, f"tuned-{mode}")
+        base = _accuracy(evals, f"base-{mode}")
+        print(
+            f"{mode}: base {base['metrics']['accuracy']:.2f} → tuned {tuned['metrics']['accuracy']:.2f}"
+        )
+        assert base["metrics"]["accuracy"] <= 40.0
+        assert tuned["metrics"]["accuracy"] >= 50.0
+        assert tuned["baseline"]["delta"]["accuracy"] >= 20.0
+
+    # forgetting check: the same before/after delta on a general (culture-neutral) MCQ set
+    general = write_general_mcq(tmp_path / "general", views=2)
+    result = runner.invoke(
+        app,
+        [
+            "eval", "-m", f"hf-vlm:{tmp_path / 'run' / 'model'}", "-b", "cultureverse",
+            "-d", str(general), "--set", "label=general", "-o", str(evals), "--model-name", "tuned",
+            "--baseline", f"hf-vlm:{tiny_vlm}", "--baseline-name", "base",
+            "--set", "generative.mode=likelihood",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((evals / "general" / "tuned" / "result.json").read_text())
+    assert saved["n"] == 16 and saved["baseline"]["model"] == "base"
+    delta = saved["baseline"]["delta"]["accuracy"]
+    assert delta == saved["metrics"]["accuracy"] - saved["baseline"]["metrics"]["accuracy"]
+    print(f"general (forgetting check): delta {delta:+.2f}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[2] / "configs" / "vlm").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_vlm_configs_validate(path: Path) -> None:
+    from cultureclip.config import load_config, read_config_file
+    from cultureclip.eval.api import EvalConfig
+
+    values = read_config_file(path)
+    if "benchmark" in values:
+        cfg = load_config(EvalConfig, path)
+        assert cfg.model.startswith("hf-vlm:") and cfg.generative["mode"] == "likelihood"
+    else:
+        cfg = load_vlm_train_config(path)
+        assert cfg.method == "lora" and cfg.gradient_checkpointing
+
+
+def test_cli_reports_a_missing_export_as_a_user_error(tiny_vlm: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train-vlm", "-m", str(tiny_vlm), "--data", str(tmp_path / "none.jsonl")]
+    )
+    assert result.exit_code == 2 and "chat export not found" in result.output
+    result = runner.invoke(app, ["train-vlm", "--data", "x", "--set", "method=qlora"])
+    assert result.exit_code == 2 and "method" in result.output
