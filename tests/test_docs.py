@@ -37,6 +37,7 @@ CONFIG_CLASSES = {
     ("index",): "cultureclip.retrieval.index:IndexConfig",
     ("retrieval-eval",): "cultureclip.retrieval.evaluate:SweepConfig",
     ("build-benchmark",): "cultureclip.eval.builder:BuilderConfig",
+    ("train-vlm",): "cultureclip.vlm.train:VLMTrainConfig",
 }
 
 
