@@ -221,7 +221,9 @@ def merge(config: SynthConfig) -> MergeReport:
             neg_captions = [neg_unit.caption] if per_caption else neg_texts
             provenance = {
                 **twin.provenance,
-                "images": identity,
+                "images": identity
+                if pos_unit.given is None or neg_unit.given is None
+                else {"backend": "given"},
                 "pos_image_seed": pos_unit.seed,
                 "neg_image_seed": neg_unit.seed,
                 "method": twin.method,

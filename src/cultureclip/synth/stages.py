@@ -983,7 +983,7 @@ def run_images(ctx: SynthContext) -> StageReport:
     given = sum(1 for u in units if u.given is not None)
     units = [u for u in units if u.given is None]
     if given:
-        report.notes.append(f"{given} image(s) given by the input, nothing to render for them")
+        report.notes.append("given images are the input's own, nothing to render for them")
     writer = (
         ctx.writer
         if state.num_processes == 1
@@ -992,12 +992,13 @@ def run_images(ctx: SynthContext) -> StageReport:
     store = ResultStore(ctx.work_dir, "images", writer)
     failures = FailureLog(ctx.work_dir, writer)
     pending = [u for u in units if u.key not in store]
-    report.total, report.cached = len(units), len(units) - len(pending)
+    report.total, report.cached = len(units) + given, len(units) - len(pending)
+    report.given = given
     batch_size = ctx.config.images.batch_size
     # Every process sees the same sorted list, so split_between_processes gives disjoint parts.
     with (
         state.split_between_processes(pending) as mine,
-        progress_bar(ctx.config.progress and state.is_main_process) as bar,
+        progress_bar(ctx.config.progress and state.is_main_process and bool(pending)) as bar,
     ):
         task = bar.add_task("images", total=len(mine))
         for start in range(0, len(mine), batch_size):
