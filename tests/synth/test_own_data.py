@@ -196,3 +196,78 @@ def test_unreachable_llm_exits_non_zero_with_a_summary(tmp_path: Path, make_conf
     not_synth = runner.invoke(app, ["synth", "failures", str(tmp_path)])
     assert not_synth.exit_code == 2
     assert "not a synth output directory" in " ".join(not_synth.output.split())
+
+
+def write_folder(root: Path) -> Path:
+    for group, (_, colour) in GROUPS.items():
+        (root / group).mkdir(parents=True)
+        for index in range(2):
+            Image.new("RGB", (32, 32), tuple(c // (index + 1) for c in colour)).save(
+                root / group / f"{index}.png"
+            )
+    (root / "yi" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "groups.yaml").write_text(
+        "country: CN\ncategory: Clothing\ngroups:\n"
+        "  miao: {concept: Miao costume, features: silver horn headdress}\n"
+        "  dong: {concept: Dong costume, context: indigo dress of the Dong people}\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_from_folder_keeps_every_readable_photo_and_says_what_it_left_out(
+    tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    photos = write_folder(tmp_path / "photos")
+    out = tmp_path / "run"
+    mine = f"twins.mine_model=hf:{tiny_clip_dir}"
+    args = [
+        "synth",
+        "--from-folder",
+        str(photos),
+        "-o",
+        str(out),
+        "-s",
+        mine,
+        "-s",
+        "progress=false",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "concepts: 7 items (6 given, 1 skipped)" in output and "unreadable photo" in output
+    load = read_cultwin(out, strict=True, check_images=True)
+    assert len(load) == 6 and len({r.pos_image for r in load}) == 6
+    by_concept = {r.pos_concept: r for r in load}
+    assert set(by_concept) == {"Miao costume", "Dong costume", "yi"}  # no text: the folder name
+    assert by_concept["Miao costume"].pos_captions == [
+        "a photo of Miao costume",
+        "Miao costume, with silver horn headdress",
+        "Miao costume from China",
+    ]  # the context template names an empty field: left out
+    assert all(r.country == "CN" and r.category == "Clothing" for r in load)
+    summary = read_json(out / "summary.json")
+    assert summary["reasons"] == {"left out: not a readable image": 1}
+    assert summary["records"] == summary["concepts"] == 6
+
+    again = runner.invoke(app, args)  # a rerun: everything cached or given
+    assert again.exit_code == 0 and "twins: 6 items (6 cached)" in " ".join(again.output.split())
+
+
+def test_from_folder_with_a_labels_file_and_a_grouping_column(
+    tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    corpus = write_photos(tmp_path / "photos")
+    corpus.rename(tmp_path / "photos" / "labels.csv")
+    text = (tmp_path / "photos" / "labels.csv").read_text(encoding="utf-8")
+    (tmp_path / "photos" / "labels.csv").write_text(text.replace(",group,", ",people,"))
+    args = ["synth", "--from-folder", str(tmp_path / "photos"), "-o", str(tmp_path / "run")]
+    args += ["-s", f"twins.mine_model=hf:{tiny_clip_dir}", "-s", "progress=false"]
+    missing = runner.invoke(app, args)
+    assert missing.exit_code == 2 and "'group'" in missing.output  # names the line and column
+    result = runner.invoke(app, [*args, "-s", "concepts.group_by=people"])
+    assert result.exit_code == 0, result.output
+    load = read_cultwin(tmp_path / "run", strict=True)
+    assert len(load) == 9
+    assert all(r.pos_captions == [f"a photo of {r.pos_concept.lower()}"] for r in load)  # own
+    assert {(r.model_extra or {})["group"] for r in load} == set(GROUPS)

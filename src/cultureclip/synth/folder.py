@@ -26,6 +26,7 @@ name with ``_`` read as a space. Every photo becomes its own concept record.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,35 @@ def _photo_rows(root: Path, settings: ConceptSettings) -> list[tuple[str, Path, 
     return photos
 
 
-def read_folder(settings: ConceptSettings) -> list[CorpusRow]:
-    """One :class:`CorpusRow` per photo of ``settings.folder``."""
+def unreadable(path: Path) -> str | None:
+    """Why a photo cannot be used (not an image, truncated), or None if it reads."""
+    stat = path.stat()
+    return _check_image(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _check_image(path: str, mtime_ns: int, size: int) -> str | None:
+    # Keyed by modification time and size: every stage reads the folder, each photo is
+    # checked once per process unless it changes.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))  # JPEG: decode at a fraction of the size, still whole
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def read_folder(
+    settings: ConceptSettings, left_out: list[tuple[str, str]] | None = None
+) -> list[CorpusRow]:
+    """One :class:`CorpusRow` per readable photo of ``settings.folder``.
+
+    A photo that does not read as an image is left out with a warning and, if
+    ``left_out`` is given, appended to it as ``(path, why)``.
+    """
     if not settings.folder:
         raise InputError("concepts.source=folder needs concepts.folder (a photo folder)")
     root = Path(settings.folder)
@@ -123,6 +151,12 @@ def read_folder(settings: ConceptSettings) -> list[CorpusRow]:
     rows = []
     by_country = settings.group_column() == "country"
     for number, (group, path, raw) in enumerate(photos, start=1):
+        problem = unreadable(path)
+        if problem is not None:
+            logger.warning("left out %s: not a readable image (%s)", path, problem)
+            if left_out is not None:
+                left_out.append((str(path), problem))
+            continue
         entry = entries.get(group, {})
 
         def value(name: str, fallback: str = "", raw: dict = raw, entry: dict = entry) -> str:

@@ -23,6 +23,7 @@ from cultureclip.synth.stages import (
     SynthContext,
     _image_backend,
     console,
+    corpus_rows,
     image_units,
     load_concepts,
     load_twins,
@@ -280,6 +281,11 @@ def merge(config: SynthConfig) -> MergeReport:
 
 def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
     """(concepts mined, concepts without a twin) of a mining run; (0, 0) otherwise."""
+    if ctx.config.concepts.source == "folder":
+        left_out: list[tuple[str, str]] = []
+        corpus_rows(ctx, left_out)
+        for _ in left_out:
+            count("left out: not a readable image")
     if ctx.config.twins.method != "mine":
         return 0, 0
     concepts = load_concepts(ctx, all_shards=True)

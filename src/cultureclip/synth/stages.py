@@ -264,14 +264,17 @@ def _side_from_row(
     )
 
 
-def corpus_rows(ctx: SynthContext) -> list[CorpusRow]:
-    """The labelled rows of ``concepts.source=corpus`` or ``folder``, checked."""
+def corpus_rows(
+    ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
+) -> list[CorpusRow]:
+    """The labelled rows of ``concepts.source=corpus`` or ``folder``, checked; unreadable
+    photos of a folder are left out (and listed in ``left_out``)."""
     settings = ctx.config.concepts
     column = settings.group_column()
     if settings.source == "folder":
         from cultureclip.synth.folder import read_folder
 
-        rows, where = read_folder(settings), str(settings.folder)
+        rows, where = read_folder(settings, left_out), str(settings.folder)
     else:
         if not settings.corpus:
             raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
@@ -448,10 +451,17 @@ def run_concepts(ctx: SynthContext) -> StageReport:
     """Top-down concept writing per country × category, or the bottom-up corpus filter."""
     settings, report = ctx.config.concepts, StageReport("concepts")
     if settings.source in ("corpus", "folder"):
-        report.total = report.given = len(load_concepts(ctx))  # labelled input needs no LLM
+        left_out: list[tuple[str, str]] = []
+        report.total = report.given = len(corpus_rows(ctx, left_out))  # no LLM needed
         report.notes.append(
             f"read from {settings.folder if settings.source == 'folder' else settings.corpus}"
         )
+        if left_out:
+            report.skipped = len(left_out)
+            report.total += len(left_out)
+            report.notes.append(
+                f"{len(left_out)} unreadable photo(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
+            )
         return report
     seed, model = ctx.config.seed, ctx.llm_id()
     categories = category_list(ctx.config)
