@@ -271,3 +271,16 @@ def test_from_folder_with_a_labels_file_and_a_grouping_column(
     assert len(load) == 9
     assert all(r.pos_captions == [f"a photo of {r.pos_concept.lower()}"] for r in load)  # own
     assert {(r.model_extra or {})["group"] for r in load} == set(GROUPS)
+
+
+def test_from_folder_defaults_under_a_config_file_key_by_key(tmp_path: Path) -> None:
+    from cultureclip.cli.synth import _load
+
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("filter: {backend: clipscore, threshold: 0.3}\n", encoding="utf-8")
+    config = _load(config_file, ["captions.n=4"], tmp_path / "out", tmp_path / "photos")
+    assert config.concepts.source == "folder" and config.concepts.folder == str(tmp_path / "photos")
+    assert config.twins.method == "mine" and config.captions.templates  # folder defaults kept
+    assert config.filter.backend == "clipscore" and config.filter.threshold == 0.3
+    assert config.filter.model == "lite:en" and config.captions.n == 4
+    assert config.out_dir == str(tmp_path / "out")

@@ -101,9 +101,8 @@ class StageReport:
             if count
         ]
         text = f"{self.stage}: {self.total} items" + (f" ({', '.join(parts)})" if parts else "")
-        if not self.total and not self.waiting and not self.notes:
-            self.notes.append("nothing to do")
-        return text + "".join(f"; {note}" for note in self.notes)
+        notes = self.notes or ([] if self.total or self.waiting else ["nothing to do"])
+        return text + "".join(f"; {note}" for note in notes)
 
 
 def progress_bar(enabled: bool) -> Progress:
