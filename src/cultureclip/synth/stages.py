@@ -263,6 +263,9 @@ def _side_from_row(
     )
 
 
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
 def corpus_rows(
     ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
 ) -> list[CorpusRow]:
@@ -304,7 +307,8 @@ def corpus_rows(
                 f"{where}:{row.line}: a labelled corpus row needs country and category"
             )
     unknown = sorted({r.country for r in rows if r.country and country_code(r.country) is None})
-    if unknown:
+    if unknown and (where, tuple(unknown)) not in _WARNED:
+        _WARNED.add((where, tuple(unknown)))  # every stage reads the rows: warn once
         hint = (
             " If they name groups within a country (ethnic groups, regions, periods), put them in "
             "their own column, set concepts.group_by to it and keep the ISO code in 'country'."
@@ -677,7 +681,7 @@ def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any
         )
         rendered = backend.render([request])[0]
         if isinstance(rendered, Exception):
-            raise ValueError(
+            raise InputError(
                 f"twin mining needs an image of every concept: {rendered}"
             ) from rendered
         images.append([rendered])
