@@ -284,3 +284,31 @@ def test_from_folder_defaults_under_a_config_file_key_by_key(tmp_path: Path) -> 
     assert config.filter.backend == "clipscore" and config.filter.threshold == 0.3
     assert config.filter.model == "lite:en" and config.captions.n == 4
     assert config.out_dir == str(tmp_path / "out")
+
+
+def test_llm_captions_for_a_folder_are_one_request_per_group(
+    tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    from cultureclip.config import load_config
+    from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig
+    from cultureclip.synth.standin import StandInLLMServer, SynthScript, prompt_name
+
+    photos = write_folder(tmp_path / "photos")
+    with StandInLLMServer(SynthScript()) as server:
+        overrides = [
+            f"out_dir={tmp_path / 'run'}",
+            f"concepts.folder={photos}",
+            f"twins.mine_model=hf:{tiny_clip_dir}",
+            "captions.templates=null",
+            "captions.n=3",
+            f"llm.base_url={server.base_url}",
+            "llm.model=stand-in",
+            "progress=false",
+        ]
+        config = load_config(SynthConfig, None, overrides, **FOLDER_DEFAULTS)
+        report = run_synth(config)
+        names = [prompt_name(r) for r in server.requests]
+    assert names == ["captions"] * 3  # three groups, six photos
+    assert report.merge is not None and report.merge.records == 6
+    for record in read_cultwin(tmp_path / "run", strict=True):
+        assert len(record.pos_captions) == 3 and record.pos_concept in record.pos_captions[0]
