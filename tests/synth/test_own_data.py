@@ -235,7 +235,7 @@ def test_from_folder_keeps_every_readable_photo_and_says_what_it_left_out(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
-    assert "concepts: 7 items (6 given, 1 skipped)" in output and "unreadable photo" in output
+    assert "concepts: 7 items (6 given, 1 skipped)" in output and "unreadable image" in output
     load = read_cultwin(out, strict=True, check_images=True)
     assert len(load) == 6 and len({r.pos_image for r in load}) == 6
     by_concept = {r.pos_concept: r for r in load}
@@ -312,3 +312,19 @@ def test_llm_captions_for_a_folder_are_one_request_per_group(
     assert report.merge is not None and report.merge.records == 6
     for record in read_cultwin(tmp_path / "run", strict=True):
         assert len(record.pos_captions) == 3 and record.pos_concept in record.pos_captions[0]
+
+
+def test_a_corpus_image_that_does_not_read_is_left_out_and_a_missing_one_named(
+    tmp_path: Path, tiny_clip_dir: Path, make_config: Any
+) -> None:
+    corpus = write_photos(tmp_path / "corpus")
+    (tmp_path / "corpus" / "yi-2.png").write_bytes(b"truncated")
+    config = corpus_config(make_config, tmp_path, corpus, f"hf:{tiny_clip_dir}", group_by="group")
+    config.filter.backend = "none"
+    report = run_synth(config)
+    assert report.stages[0].skipped == 1 and "unreadable image" in report.stages[0].line()
+    assert report.merge is not None and report.merge.records == 8
+    assert report.merge.reasons == {"left out: not a readable image": 1}
+    (tmp_path / "corpus" / "yi-2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"corpus.csv:10: image not found"):
+        run_synth(config)

@@ -281,7 +281,7 @@ def merge(config: SynthConfig) -> MergeReport:
 
 def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
     """(concepts mined, concepts without a twin) of a mining run; (0, 0) otherwise."""
-    if ctx.config.concepts.source == "folder":
+    if ctx.config.concepts.source in ("corpus", "folder"):
         left_out: list[tuple[str, str]] = []
         corpus_rows(ctx, left_out)
         for _ in left_out:

@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cultureclip.core.errors import InputError
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow, read_corpus
+from cultureclip.synth.folder import read_folder, unreadable
 from cultureclip.synth.llm import LLMBackend, Outcome, ask, create_llm
 from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import (
@@ -266,6 +267,28 @@ def _side_from_row(
 _WARNED: set[tuple[str, tuple[str, ...]]] = set()
 
 
+def _readable(
+    rows: list[CorpusRow], where: str, left_out: list[tuple[str, str]] | None
+) -> list[CorpusRow]:
+    """Rows whose image reads; a missing image is an error, an unreadable one is left out."""
+    kept = []
+    for row in rows:
+        if row.image is not None:
+            path = Path(row.image)
+            if not path.exists():
+                raise MissingInputError(f"{where}:{row.line}: image not found: {path}")
+            problem = unreadable(path)
+            if problem is not None:
+                logger.warning(
+                    "left out %s:%d: not a readable image (%s)", where, row.line, problem
+                )
+                if left_out is not None:
+                    left_out.append((str(path), problem))
+                continue
+        kept.append(row)
+    return kept
+
+
 def corpus_rows(
     ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
 ) -> list[CorpusRow]:
@@ -274,8 +297,6 @@ def corpus_rows(
     settings = ctx.config.concepts
     column = settings.group_column()
     if settings.source == "folder":
-        from cultureclip.synth.folder import read_folder
-
         rows, where = read_folder(settings, left_out), str(settings.folder)
     else:
         if not settings.corpus:
@@ -296,6 +317,7 @@ def corpus_rows(
                 r if r.category else dataclasses.replace(r, category=settings.category)
                 for r in rows
             ]
+        rows = _readable(rows, where, left_out)
     for row in rows:
         if not row.group:
             raise InputError(
@@ -463,7 +485,7 @@ def run_concepts(ctx: SynthContext) -> StageReport:
             report.skipped = len(left_out)
             report.total += len(left_out)
             report.notes.append(
-                f"{len(left_out)} unreadable photo(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
+                f"{len(left_out)} unreadable image(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
             )
         return report
     seed, model = ctx.config.seed, ctx.llm_id()
