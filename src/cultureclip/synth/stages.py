@@ -635,6 +635,10 @@ def run_twins(ctx: SynthContext) -> StageReport:
             settings.temperature,
         )
         items.append((key, functools.partial(_write_twin, ctx, prompt, concept)))
+    if not items:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
     asyncio.run(_llm_stage(ctx, "twins", items, report))
     return report
 
@@ -743,6 +747,11 @@ def _mine_twins_stage(ctx: SynthContext) -> StageReport:
     # Mining compares every concept with every other, so it sees all shards' concepts
     # and keeps the pairs whose concept belongs to this shard.
     concepts = load_concepts(ctx, all_shards=True)
+    if not concepts:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
+        return report
     store = ctx.store("twins")
     owned = [i for i, c in enumerate(concepts) if ctx.shard.owns(c.root)]
     every_key = mine_keys(ctx, concepts)
@@ -862,6 +871,8 @@ def run_captions(ctx: SynthContext, sides: list[Side] | None = None) -> StageRep
         sides = [s for s in every if not s.captions]
         if len(sides) < len(every):
             report.notes.append(f"{len(every) - len(sides)} side(s) have captions of their own")
+    if not sides and not report.notes:
+        report.notes.append("no twins stored yet (the twins stage has none)")
     templates = ctx.config.captions.templates
     if templates:
         report.total = report.given = len(sides)
@@ -1029,6 +1040,8 @@ def run_images(ctx: SynthContext) -> StageReport:
     pending = [u for u in units if u.key not in store]
     report.total, report.cached = len(units) + given, len(units) - len(pending)
     report.given = given
+    if not report.total and not report.waiting:
+        report.notes.append("no twins with captions yet")
     batch_size = ctx.config.images.batch_size
     # Every process sees the same sorted list, so split_between_processes gives disjoint parts.
     with (
@@ -1121,6 +1134,8 @@ def run_filter(ctx: SynthContext) -> StageReport:
     judge = create_judge(ctx.config.filter, ctx.config.llm)
     identity = judge.identity()
     ready, report.waiting = judged_units(ctx)
+    if not ready and not report.waiting:
+        report.notes.append("no images yet")
     if ctx.config.filter.backend == "none":
         report.total = report.given = len(ready)
         report.notes.append("filter.backend=none: every image is kept unjudged")
