@@ -76,3 +76,27 @@ def test_embed_concepts_averages_images_with_a_registered_model(tiny_model) -> N
     assert np.allclose(embeddings[0], single_red / np.linalg.norm(single_red), atol=1e-5)
     with pytest.raises(ValueError, match="at least one image"):
         embed_concepts(tiny_model, [[red], []])
+
+
+def test_mining_across_another_grouping_field() -> None:
+    """Twins differ in the field named by ``across`` (a group within one country)."""
+    concepts = [
+        {"key": "miao-1", "country": "CN", "group": "miao", "category": "Clothing"},
+        {"key": "miao-2", "country": "CN", "group": "miao", "category": "Clothing"},
+        {"key": "dong-1", "country": "CN", "group": "dong", "category": "Clothing"},
+    ]
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.01], [0.6, 0.8]])
+    assert mine_twins(concepts, embeddings) == []  # one country: no candidate at all
+    pairs = {
+        concepts[t.pos]["key"]: concepts[t.neg]["key"]
+        for t in mine_twins(concepts, embeddings, across="group")
+    }
+    assert pairs == {"miao-1": "dong-1", "miao-2": "dong-1", "dong-1": "miao-2"}
+
+
+def test_embed_concepts_reports_progress_against_a_total(tiny_model) -> None:
+    """The mining bar had no total: progress now counts images, batch by batch."""
+    red = Image.new("RGB", (32, 32), (220, 20, 20))
+    seen: list[int] = []
+    embed_concepts(tiny_model, [[red], [red, red], [red]], batch_size=3, on_progress=seen.append)
+    assert seen == [3, 1]

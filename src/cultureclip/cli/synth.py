@@ -14,14 +14,60 @@ STAGES_HELP = (
 )
 
 
-def _load(config: Path | None, overrides: list[str] | None, out: Path | None):  # -> SynthConfig
-    from cultureclip.config import load_config
-    from cultureclip.synth.config import SynthConfig
+def _load(
+    config: Path | None,
+    overrides: list[str] | None,
+    out: Path | None,
+    from_folder: Path | None = None,
+):  # -> SynthConfig
+    from cultureclip.config import load_config, read_config_file
+    from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig, deep_merge
 
     settings = list(overrides or [])
     if out is not None:
         settings.append(f"out_dir={out}")
-    return load_config(SynthConfig, config, settings)
+    if from_folder is None:
+        return load_config(SynthConfig, config, settings)
+    # The folder defaults, then the config file key by key, then --set.
+    data = deep_merge(FOLDER_DEFAULTS, read_config_file(config) if config else {})
+    data = deep_merge(data, {"concepts": {"source": "folder", "folder": str(from_folder)}})
+    return load_config(SynthConfig, None, settings, **data)
+
+
+def _summary(reports: list, failures: dict) -> int:  # -> exit code
+    """Prints what each stage did; 1 (and how to see them) when failures remain open."""
+    from rich.table import Table
+
+    table = Table("stage", "items", "given", "cached", "done", "skipped", "failed", title="synth")
+    for report in reports:
+        table.add_row(
+            report.stage,
+            *(
+                str(getattr(report, name))
+                for name in ("total", "given", "cached", "done", "skipped", "failed")
+            ),
+        )
+    if reports:
+        console.print(table)
+    open_count = failures.get("open_failures", 0)
+    if not open_count:
+        return 0
+    by_stage = ", ".join(f"{stage}: {n}" for stage, n in sorted(failures["by_stage"].items()))
+    console.print(
+        f"[bold red]{open_count} open failure(s)[/] ({by_stage}); they are retried by the next "
+        f"run. See them with: cultureclip synth failures {failures['out_dir']}",
+        highlight=False,
+    )
+    return 1
+
+
+def _open_failures(out_dir: Path) -> dict:
+    from cultureclip.synth.store import open_failures
+
+    by_stage: dict[str, int] = {}
+    for failure in open_failures(out_dir / "work"):
+        by_stage[failure["stage"]] = by_stage.get(failure["stage"], 0) + 1
+    return {"open_failures": sum(by_stage.values()), "by_stage": by_stage}
 
 
 def register(app: typer.Typer) -> None:
@@ -43,24 +89,46 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output directory (sets out_dir)."
         ),
+        from_folder: Path | None = typer.Option(
+            None,
+            "--from-folder",
+            help="A folder of labelled photos (<group>/<image> or labels.csv): every photo "
+            "a record, twins mined across groups, template captions, no LLM (docs/own-data.md).",
+        ),
     ) -> None:
-        """Run the stages in order (resumable); merges into cultwin.parquet unless sharded."""
+        """Run the stages in order (resumable); merges into cultwin.parquet unless sharded.
+
+        Exits 1 when failures remain open (after a per-stage summary), 2 on bad input."""
         if ctx.invoked_subcommand is not None:
             return
         with user_errors():
             from cultureclip.synth.pipeline import run_synth
             from cultureclip.synth.store import Shard
 
-            cfg = _load(config, overrides, out)
+            cfg = _load(config, overrides, out, from_folder)
             selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
             if selected is not None:
-                cfg.stages = selected  # validated against the known stages
+                from cultureclip.core.errors import InputError
+                from cultureclip.synth.config import STAGES
+
+                unknown = [name for name in selected if name not in STAGES]
+                if unknown:
+                    raise InputError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+                cfg.stages = selected
             parsed = Shard.parse(shard)
-            run_synth(cfg, shard=parsed)
+            report = run_synth(cfg, shard=parsed)
             if parsed.count > 1:
                 console.print(
                     f"shard {shard} done; run `cultureclip synth merge` once every shard has finished"
                 )
+            failures = (
+                report.merge.failures
+                if report.merge is not None
+                else _open_failures(Path(cfg.out_dir))
+            )
+            code = _summary(report.stages, {**failures, "out_dir": cfg.out_dir})
+        if code:
+            raise typer.Exit(code)
 
     @synth.command("merge")
     def merge_command(
@@ -70,11 +138,18 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="Output directory (sets out_dir)."
         ),
     ) -> None:
-        """Build cultwin.parquet and the failure report from every shard's stores."""
+        """Build cultwin.parquet and the failure report from every shard's stores.
+
+        Exits 1 when failures remain open."""
         with user_errors():
             from cultureclip.synth.pipeline import merge
 
-            console.print(merge(_load(config, overrides, out)).line())
+            cfg = _load(config, overrides, out)
+            merged = merge(cfg)
+            console.print(merged.line(), markup=False, highlight=False)
+            code = _summary([], {**merged.failures, "out_dir": cfg.out_dir})
+        if code:
+            raise typer.Exit(code)
 
     @synth.command("ray")
     def ray_command(
@@ -95,10 +170,12 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             from cultureclip.synth.distributed import run_with_ray
 
-            _, merged = run_with_ray(
-                _load(config, overrides, out), shards=shards, address=address, num_gpus=gpus
-            )
-            console.print(merged.line())
+            cfg = _load(config, overrides, out)
+            _, merged = run_with_ray(cfg, shards=shards, address=address, num_gpus=gpus)
+            console.print(merged.line(), markup=False, highlight=False)
+            code = _summary([], {**merged.failures, "out_dir": cfg.out_dir})
+        if code:
+            raise typer.Exit(code)
 
     @synth.command("failures")
     def failures_command(
@@ -109,8 +186,13 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             from rich.table import Table
 
+            from cultureclip.core.errors import InputError, MissingInputError
             from cultureclip.synth.store import open_failures
 
+            if not out.exists():
+                raise MissingInputError(f"synth output directory not found: {out}")
+            if not (out / "work").is_dir():
+                raise InputError(f"{out} is not a synth output directory (it has no work/)")
             failures = open_failures(out / "work")
             table = Table("stage", "key", "error", title=f"{len(failures)} open failure(s)")
             for failure in failures[:show]:

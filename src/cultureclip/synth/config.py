@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -44,15 +44,33 @@ class LLMSettings(Config):
 class ConceptSettings(Config):
     # topdown: an LLM writes concepts per country x category;
     # bottomup: an LLM judges the titles of an existing image-text corpus (strict yes/no);
-    # corpus: a labelled corpus is taken as is (no LLM), e.g. for the twin miner.
-    source: Literal["topdown", "bottomup", "corpus"] = "topdown"
+    # corpus: a labelled corpus is taken as is (no LLM), e.g. for the twin miner;
+    # folder: a folder of labelled photos (``<group>/<image>`` or a labels file), each photo
+    # its own concept record (``cultureclip synth --from-folder DIR``).
+    source: Literal["topdown", "bottomup", "corpus", "folder"] = "topdown"
     countries: list[str] | None = None  # ISO 3166-1 alpha-2 codes; None = the whole taxonomy
     categories: list[str] | None = None  # None = the 8 CulTwin categories
     per_pair: int = Field(3, ge=1)  # concepts per (country, category), top-down
     corpus: str | None = None  # JSONL or CSV for bottomup/corpus
+    folder: str | None = None  # photo folder for source=folder
+    # The column whose values twins must differ in (mining): ``country``, or any column of
+    # the corpus / labels file naming a culture, group, region or period. None: ``country``
+    # for a corpus, ``group`` for a folder (of ``<group>/<image>`` sub-folders: their names).
+    group_by: str | None = None
+    # YAML with per-group text (concept, context, features, country, category); for a
+    # folder, ``groups.yaml`` inside it is read when this is not set.
+    groups: str | None = None
+    country: str | None = None  # corpus/folder: country of rows that name none (ISO2)
+    category: str | None = None  # corpus/folder: category of rows that name none
     prompt: str = "concepts"
     bottomup_prompt: str = "bottomup"
     temperature: float | None = 0.7
+
+    def group_column(self) -> str:
+        """The column twins are mined across (see ``group_by``)."""
+        if self.group_by:
+            return self.group_by
+        return "group" if self.source == "folder" else "country"
 
 
 class TwinSettings(Config):
@@ -71,6 +89,10 @@ class CaptionSettings(Config):
     require_features: bool = True
     prompt: str = "captions"
     temperature: float | None = 0.9
+    # Captions written from these templates instead of by the LLM (no server needed):
+    # ``{concept}``, ``{group}``, ``{country_name}``, ``{category}``, ``{features}``,
+    # ``{context}``; a template naming an empty field is left out for that concept.
+    templates: list[str] | None = None
 
 
 class ImageSettings(Config):
@@ -119,3 +141,33 @@ class SynthConfig(Config):
             raise InputError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
         # Stages always run in pipeline order, whatever order they were listed in.
         return [s for s in STAGES if s in value]
+
+
+#: Caption templates of ``--from-folder`` runs (no LLM needed); see ``CaptionSettings.templates``.
+FOLDER_TEMPLATES = [
+    "a photo of {concept}",
+    "{concept}, with {features}",
+    "{concept} from {country_name}",
+    "{concept}, {context}",
+]
+
+#: What ``cultureclip synth --from-folder DIR`` starts from; a ``--config`` file and
+#: ``--set`` overrides are applied on top, key by key.
+FOLDER_DEFAULTS: dict[str, Any] = {
+    "concepts": {"source": "folder"},
+    "twins": {"method": "mine", "mine_model": "lite:en"},
+    "captions": {"templates": FOLDER_TEMPLATES},
+    "images": {"backend": "glyph", "per": "concept"},
+    "filter": {"backend": "none", "model": "lite:en", "threshold": 0.0},
+}
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, mapping by mapping (other values replace)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,10 +1,12 @@
-"""A twin miner that needs no LLM: nearest concept of another country, same category.
+"""A twin miner that needs no LLM: nearest concept of another group, same category.
 
-Given a labelled image corpus (concept, country, category, images), each concept is
-paired with the most visually similar concept of a *different* country in the *same*
-category, by cosine similarity of image embeddings from any registered model. It is
-the cheap alternative to LLM twin matching: on emoji and flags it finds pairs such as
-Indonesia/Monaco or kimono/sari from pixels alone.
+Given a labelled image corpus (concept, country or any other group, category, images),
+each concept is paired with the most visually similar concept of a *different* group
+(by default the country) in the *same* category, by cosine similarity of image
+embeddings from any registered model. It is the cheap alternative to LLM twin
+matching: on emoji and flags it finds pairs such as Indonesia/Monaco or kimono/sari
+from pixels alone; on photos of ethnic groups' costumes within one country it pairs
+each photo with the most similar photo of another group.
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ def mine_twins(
     embeddings: Any,
     *,
     min_similarity: float | None = None,
+    across: str = "country",
 ) -> list[MinedTwin]:
     """Pairs every concept with its most similar concept of another country in its category.
+
+    ``across`` names the field twins must differ in: ``country`` by default, or any
+    grouping field the concepts carry (a culture, ethnic group, region or period).
 
     ``embeddings`` is ``[N, D]`` (numpy or torch), one row per concept (normalised here).
     Ties in similarity go to the candidate with the smaller ``key``, so the result does
@@ -61,14 +67,14 @@ def mine_twins(
     matrix = matrix / norms
     similarity = matrix @ matrix.T
     keys = [_field(c, "key") for c in concepts]
-    countries = [_field(c, "country") for c in concepts]
+    groups = [_field(c, across) for c in concepts]
     categories = [_field(c, "category") for c in concepts]
     by_category: dict[str, list[int]] = {}
     for index, category in enumerate(categories):
         by_category.setdefault(category, []).append(index)
     twins = []
     for i in range(len(concepts)):
-        candidates = [j for j in by_category[categories[i]] if countries[j] != countries[i]]
+        candidates = [j for j in by_category[categories[i]] if groups[j] != groups[i]]
         if not candidates:
             continue
         # Rounding makes float noise between equal images a tie, resolved by key.
@@ -85,11 +91,13 @@ def embed_concepts(
     images_per_concept: Sequence[Sequence[Image.Image | Callable[[], Image.Image]]],
     *,
     batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """One embedding per concept: the normalised mean of its images' embeddings.
 
     ``model`` is a :class:`~cultureclip.models.base.VisionLanguageModel`; images may be
     given lazily as callables so a large corpus is not held in memory at once.
+    ``on_progress(n)`` is called after each batch with the number of images embedded.
     """
     flat: list[tuple[int, Image.Image | Callable[[], Image.Image]]] = [
         (concept, image) for concept, images in enumerate(images_per_concept) for image in images
@@ -105,5 +113,7 @@ def embed_concepts(
             sums = np.zeros((len(images_per_concept), features.shape[1]))
         for (concept, _), feature in zip(chunk, features, strict=True):
             sums[concept] += feature
+        if on_progress is not None:
+            on_progress(len(chunk))
     assert sums is not None
     return sums / np.linalg.norm(sums, axis=1, keepdims=True)

@@ -23,15 +23,21 @@ from cultureclip.synth.stages import (
     SynthContext,
     _image_backend,
     console,
+    corpus_rows,
     image_units,
+    load_concepts,
     load_twins,
+    mine_keys,
     side_captions,
     verdict_key,
 )
 from cultureclip.synth.store import ResultStore, Shard, write_failure_report
-from cultureclip.utils.io import atomic_write_bytes, stable_hash
+from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
+
+
+SUMMARY = "summary.json"
 
 
 @dataclass
@@ -42,12 +48,37 @@ class MergeReport:
     rejected: int  # dropped by the quality filter
     manifest: Path
     failures: dict[str, Any] = field(default_factory=dict)
+    concepts: int = 0  # concepts (photos, for a folder) that twins were looked for
+    no_twin: int = 0  # concepts the miner found no twin for (a finished outcome)
+    # why records are missing: "rejected: ..." / "incomplete: ..." / "no twin: ..." -> count
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
-        return (
+        text = (
             f"merge: {self.records} records from {self.twins} twins ({self.rejected} rejected by the filter, "
             f"{self.incomplete} incomplete) -> {self.manifest}; open failures: {self.failures.get('open_failures', 0)}"
         )
+        if self.concepts:
+            text += f"; {self.concepts} concepts, {self.no_twin} without a twin"
+        for why, count in sorted(self.reasons.items(), key=lambda item: (-item[1], item[0])):
+            text += f"\n  {count} x {why}"
+        if not self.records and not self.reasons:
+            text += "\n  no twins yet: run the concepts and twins stages first"
+        return text
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "concepts": self.concepts,
+            "twins": self.twins,
+            "no_twin": self.no_twin,
+            "rejected": self.rejected,
+            "incomplete": self.incomplete,
+            "reasons": dict(sorted(self.reasons.items())),
+            "open_failures": self.failures.get("open_failures", 0),
+            "open_failures_by_stage": self.failures.get("by_stage", {}),
+            "manifest": self.manifest.name,
+        }
 
 
 @dataclass
@@ -82,13 +113,13 @@ def run_synth(
             report = STAGE_FUNCTIONS[stage](ctx)
             reports.append(report)
             if state.is_main_process:
-                console.print(report.line())
+                console.print(report.line(), markup=False, highlight=False)
         state.wait_for_everyone()
     if merge_after is None:
         merge_after = shard.count == 1
     merged = merge(config) if merge_after and state.is_main_process else None
     if merged is not None:
-        console.print(merged.line())
+        console.print(merged.line(), markup=False, highlight=False)
     return SynthReport(reports, merged)
 
 
@@ -125,6 +156,13 @@ def merge(config: SynthConfig) -> MergeReport:
     twins = load_twins(ctx)
     records: list[TwinRecord] = []
     incomplete = rejected = 0
+    reasons: dict[str, int] = {}
+
+    def count(why: str) -> None:
+        reasons[why] = reasons.get(why, 0) + 1
+
+    concepts, no_twin = _mining_outcomes(ctx, count)
+    grouped = config.concepts.group_column() != "country"
 
     def unit_state(unit: ImageUnit) -> tuple[str | None, dict[str, Any] | None]:
         """(image path in the dataset, verdict) of a unit; None where not there yet."""
@@ -148,6 +186,7 @@ def merge(config: SynthConfig) -> MergeReport:
         (pos_texts, pos_units), (neg_texts, neg_units) = sides
         if not pos_units or not neg_units:
             incomplete += 1
+            count("incomplete: captions not written yet (captions stage)")
             continue
         for slot in range(min(len(pos_units), len(neg_units))):
             pos_unit, neg_unit = pos_units[slot], neg_units[slot]
@@ -155,11 +194,24 @@ def merge(config: SynthConfig) -> MergeReport:
                 unit_state(pos_unit),
                 unit_state(neg_unit),
             )
-            if pos_path is None or neg_path is None or pos_verdict is None or neg_verdict is None:
+            if pos_path is None or neg_path is None:
                 incomplete += 1
+                count("incomplete: image not rendered yet (images stage)")
+                continue
+            if pos_verdict is None or neg_verdict is None:
+                incomplete += 1
+                count("incomplete: image not judged yet (filter stage)")
                 continue
             if not (pos_verdict["passed"] and neg_verdict["passed"]):
                 rejected += 1
+                which = [
+                    name
+                    for name, verdict in (("photo", pos_verdict), ("twin", neg_verdict))
+                    if not verdict["passed"]
+                ]
+                count(
+                    f"rejected by the {config.filter.backend} filter: {' and '.join(which)} failed"
+                )
                 continue
             # per=caption: the record holds the caption its image was drawn from;
             # per=concept (or a given image): every caption of the concept.
@@ -170,7 +222,9 @@ def merge(config: SynthConfig) -> MergeReport:
             neg_captions = [neg_unit.caption] if per_caption else neg_texts
             provenance = {
                 **twin.provenance,
-                "images": identity,
+                "images": identity
+                if pos_unit.given is None or neg_unit.given is None
+                else {"backend": "given"},
                 "pos_image_seed": pos_unit.seed,
                 "neg_image_seed": neg_unit.seed,
                 "method": twin.method,
@@ -199,10 +253,47 @@ def merge(config: SynthConfig) -> MergeReport:
                     },
                     source=f"cultureclip-synth:{twin.provenance.get('source', '')}+{twin.method}",
                     provenance=json.dumps(provenance, sort_keys=True, ensure_ascii=False),
+                    **(
+                        {"group": twin.pos.twin_group, "neg_group": twin.neg.twin_group}
+                        if grouped
+                        else {}
+                    ),
                 )
             )
     records.sort(key=lambda r: r.id)
     manifest = write_cultwin(out_dir / MANIFEST, records)
     write_cultwin(out_dir / "cultwin.jsonl", records)
     failures = write_failure_report(ctx.work_dir, out_dir)
-    return MergeReport(len(records), len(twins), incomplete, rejected, manifest, failures)
+    report = MergeReport(
+        len(records),
+        len(twins),
+        incomplete,
+        rejected,
+        manifest,
+        failures,
+        concepts=concepts,
+        no_twin=no_twin,
+        reasons=reasons,
+    )
+    atomic_write_json(out_dir / SUMMARY, report.summary())
+    return report
+
+
+def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
+    """(concepts mined, concepts without a twin) of a mining run; (0, 0) otherwise."""
+    if ctx.config.concepts.source in ("corpus", "folder"):
+        left_out: list[tuple[str, str]] = []
+        corpus_rows(ctx, left_out)
+        for _ in left_out:
+            count("left out: not a readable image")
+    if ctx.config.twins.method != "mine":
+        return 0, 0
+    concepts = load_concepts(ctx, all_shards=True)
+    stored = ResultStore(ctx.work_dir, "twins")
+    no_twin = 0
+    for key in mine_keys(ctx, concepts).values():
+        record = stored.get(key)
+        if record is not None and record.get("neg_id") is None:
+            no_twin += 1
+            count(f"no twin: {record.get('no_twin', 'no candidate')}")
+    return len(concepts), no_twin

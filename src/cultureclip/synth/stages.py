@@ -11,7 +11,9 @@ corpus record), so ``--shard i/n`` runs a complete, independent slice of the pip
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +22,10 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cultureclip.core.errors import InputError
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow, read_corpus
+from cultureclip.synth.folder import read_folder, unreadable
 from cultureclip.synth.llm import LLMBackend, Outcome, ask, create_llm
 from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import (
@@ -37,6 +40,7 @@ from cultureclip.utils.io import stable_hash
 
 T = TypeVar("T")
 console = Console(stderr=True)
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- context
@@ -76,17 +80,30 @@ class SynthContext:
 class StageReport:
     stage: str
     total: int = 0  # items of this shard
-    cached: int = 0  # already stored before this run
+    cached: int = 0  # already stored by an earlier run
     done: int = 0  # finished by this run
     failed: int = 0  # failed in this run (retried by the next one)
     waiting: int = 0  # not ready: an earlier stage has no result for them yet
+    given: int = 0  # no work needed: taken from the input (corpus rows, photos, templates)
+    skipped: int = 0  # finished without a result (e.g. no twin candidate); not retried
+    notes: list[str] = field(default_factory=list)  # why a count is what it is
 
     def line(self) -> str:
-        return (
-            f"{self.stage}: {self.total} items, {self.cached} cached, {self.done} done, "
-            f"{self.failed} failed"
-            + (f", {self.waiting} waiting on earlier stages" if self.waiting else "")
-        )
+        parts = [
+            f"{count} {label}"
+            for count, label in (
+                (self.given, "given"),
+                (self.cached, "cached"),
+                (self.done, "done"),
+                (self.skipped, "skipped"),
+                (self.failed, "failed"),
+                (self.waiting, "waiting on earlier stages"),
+            )
+            if count
+        ]
+        text = f"{self.stage}: {self.total} items" + (f" ({', '.join(parts)})" if parts else "")
+        notes = self.notes or ([] if self.total or self.waiting else ["nothing to do"])
+        return text + "".join(f"; {note}" for note in notes)
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -174,12 +191,26 @@ class Side:
     image: str | None = None  # a given image (corpus); None: rendered by the images stage
     captions: tuple[str, ...] = ()  # given captions (corpus); empty: written by the captions stage
     glyph: str | None = None
+    group: str = ""  # what twins are mined across (the country unless concepts.group_by says)
 
     @property
-    def key(self) -> str:
+    def twin_group(self) -> str:
+        """The value twins must differ in: the group, else the country."""
+        return self.group or self.country
+
+    @property
+    def text_key(self) -> str:
+        """The concept as text: sides sharing it share their (written) captions."""
         return stable_hash(
             "side", self.concept, self.context, self.features, self.category, self.country
         )
+
+    @property
+    def key(self) -> str:
+        """The side as drawn: corpus rows of one concept with their own photos stay apart."""
+        if self.image is None:
+            return self.text_key
+        return stable_hash("side-image", self.text_key, self.image, self.captions, self.group)
 
     @property
     def given(self) -> bool:
@@ -211,7 +242,10 @@ def _provenance(prompt_id: str, model: str, seed: int) -> dict[str, Any]:
 
 
 def _corpus_root(row: CorpusRow) -> str:
-    return stable_hash("corpus", row.name, row.image, row.caption, row.country, row.category)
+    parts: list[Any] = [row.name, row.image, row.caption, row.country, row.category]
+    if row.group and row.group != row.country:
+        parts.append(row.group)
+    return stable_hash("corpus", *parts)
 
 
 def _side_from_row(
@@ -226,25 +260,102 @@ def _side_from_row(
         image=row.image,
         captions=(row.caption,) if row.caption else (),
         glyph=row.glyph,
+        group=row.group or country,
     )
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _readable(
+    rows: list[CorpusRow], where: str, left_out: list[tuple[str, str]] | None
+) -> list[CorpusRow]:
+    """Rows whose image reads; a missing image is an error, an unreadable one is left out."""
+    kept = []
+    for row in rows:
+        if row.image is not None:
+            path = Path(row.image)
+            if not path.exists():
+                raise MissingInputError(f"{where}:{row.line}: image not found: {path}")
+            problem = unreadable(path)
+            if problem is not None:
+                logger.warning(
+                    "left out %s:%d: not a readable image (%s)", where, row.line, problem
+                )
+                if left_out is not None:
+                    left_out.append((str(path), problem))
+                continue
+        kept.append(row)
+    return kept
+
+
+def corpus_rows(
+    ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
+) -> list[CorpusRow]:
+    """The labelled rows of ``concepts.source=corpus`` or ``folder``, checked; unreadable
+    photos of a folder are left out (and listed in ``left_out``)."""
+    settings = ctx.config.concepts
+    column = settings.group_column()
+    if settings.source == "folder":
+        rows, where = read_folder(settings, left_out), str(settings.folder)
+    else:
+        if not settings.corpus:
+            raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
+        where = settings.corpus
+        rows = [
+            row
+            if row.country or not settings.country
+            else dataclasses.replace(
+                row,
+                country=settings.country,
+                group=settings.country if column == "country" else row.group,
+            )
+            for row in read_corpus(where, group_by=column)
+        ]
+        if settings.category:
+            rows = [
+                r if r.category else dataclasses.replace(r, category=settings.category)
+                for r in rows
+            ]
+        rows = _readable(rows, where, left_out)
+    for row in rows:
+        if not row.group:
+            raise InputError(
+                f"{where}:{row.line}: a labelled row needs a {column!r} value "
+                "(the group twins are mined across; set concepts.group_by to name another column)"
+            )
+        if settings.source == "corpus" and not row.category:
+            raise InputError(
+                f"{where}:{row.line}: a labelled corpus row needs country and category"
+            )
+    unknown = sorted({r.country for r in rows if r.country and country_code(r.country) is None})
+    if unknown and (where, tuple(unknown)) not in _WARNED:
+        _WARNED.add((where, tuple(unknown)))  # every stage reads the rows: warn once
+        hint = (
+            " If they name groups within a country (ethnic groups, regions, periods), put them in "
+            "their own column, set concepts.group_by to it and keep the ISO code in 'country'."
+            if column == "country"
+            else ""
+        )
+        logger.warning(
+            "%s: country value(s) %s are not ISO 3166-1 codes or names.%s",
+            where,
+            ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""),
+            hint,
+        )
+    return rows
 
 
 def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concept]:
     """The concepts stored by the concepts stage (or read from the corpus), this shard's only."""
     settings = ctx.config.concepts
     concepts: list[Concept] = []
-    if settings.source == "corpus":
-        if not settings.corpus:
-            raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
-        for row in read_corpus(settings.corpus):
-            if not row.country or not row.category:
-                raise InputError(
-                    f"{settings.corpus}:{row.line}: a labelled corpus row needs country and category"
-                )
+    if settings.source in ("corpus", "folder"):
+        for row in corpus_rows(ctx):
             root = _corpus_root(row)
             side = _side_from_row(row, row.country, row.category, row.context, row.features)
             concepts.append(
-                Concept(stable_hash("concept", root, row.name.lower()), root, side, "corpus")
+                Concept(stable_hash("concept", root, row.name.lower()), root, side, settings.source)
             )
     else:
         for record in ResultStore(ctx.work_dir, "concepts").records():
@@ -281,12 +392,18 @@ def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concep
 
 
 def load_twins(ctx: SynthContext) -> list[Twin]:
-    concepts = {c.id: c for c in load_concepts(ctx, all_shards=True)}
+    every = load_concepts(ctx, all_shards=True)
+    concepts = {c.id: c for c in every}
+    current = set(mine_keys(ctx, every).values()) if ctx.config.twins.method == "mine" else None
     twins = []
     for record in ResultStore(ctx.work_dir, "twins").records():
         pos = concepts.get(record["pos_id"])
         if pos is None or not ctx.shard.owns(record["root"]):
             continue  # a twin of a concept that is no longer produced (changed config)
+        if record["method"] == "mine" and (current is None or record["key"] not in current):
+            continue  # mined over another set of concepts (or mining is off): not this run's
+        if record["method"] == "mine" and record.get("neg_id") is None:
+            continue  # mined, and no twin was found: a finished outcome without a pair
         if record["method"] == "mine":
             neg_concept = concepts.get(record["neg_id"])
             if neg_concept is None:
@@ -358,9 +475,19 @@ async def _llm_stage(
 def run_concepts(ctx: SynthContext) -> StageReport:
     """Top-down concept writing per country × category, or the bottom-up corpus filter."""
     settings, report = ctx.config.concepts, StageReport("concepts")
-    if settings.source == "corpus":
-        report.total = report.cached = len(load_concepts(ctx))
-        return report  # a labelled corpus needs no LLM
+    if settings.source in ("corpus", "folder"):
+        left_out: list[tuple[str, str]] = []
+        report.total = report.given = len(corpus_rows(ctx, left_out))  # no LLM needed
+        report.notes.append(
+            f"read from {settings.folder if settings.source == 'folder' else settings.corpus}"
+        )
+        if left_out:
+            report.skipped = len(left_out)
+            report.total += len(left_out)
+            report.notes.append(
+                f"{len(left_out)} unreadable image(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
+            )
+        return report
     seed, model = ctx.config.seed, ctx.llm_id()
     categories = category_list(ctx.config)
     items: list[tuple[str, Any]] = []
@@ -508,6 +635,10 @@ def run_twins(ctx: SynthContext) -> StageReport:
             settings.temperature,
         )
         items.append((key, functools.partial(_write_twin, ctx, prompt, concept)))
+    if not items:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
     asyncio.run(_llm_stage(ctx, "twins", items, report))
     return report
 
@@ -576,11 +707,29 @@ def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any
         )
         rendered = backend.render([request])[0]
         if isinstance(rendered, Exception):
-            raise ValueError(
+            raise InputError(
                 f"twin mining needs an image of every concept: {rendered}"
             ) from rendered
         images.append([rendered])
     return images
+
+
+def mine_keys(ctx: SynthContext, concepts: list[Concept]) -> dict[str, str]:
+    """Concept id -> its mining item key; mining compares all concepts, so all enter each key."""
+    settings = ctx.config.twins
+    column = ctx.config.concepts.group_column()
+    parts: list[Any] = [[c.id for c in concepts], settings.mine_model]
+    if column != "country":  # keys of country-grouped runs stay those of earlier versions
+        parts.append(column)
+    universe = stable_hash("universe", *parts)
+    return {c.id: stable_hash("mine", c.id, universe) for c in concepts}
+
+
+def _no_twin_reason(concept: Concept, concepts: list[Concept], column: str) -> str:
+    same_category = [c for c in concepts if c.side.category == concept.side.category]
+    if len(same_category) == 1:
+        return f"no other concept in category {concept.side.category!r}"
+    return f"every concept of category {concept.side.category!r} has {column} {concept.side.twin_group!r}"
 
 
 def _mine_twins_stage(ctx: SynthContext) -> StageReport:
@@ -588,52 +737,107 @@ def _mine_twins_stage(ctx: SynthContext) -> StageReport:
     from cultureclip.synth.mining import embed_concepts, mine_twins
 
     settings, report = ctx.config.twins, StageReport("twins")
-    if ctx.shard.count > 1 and ctx.config.concepts.source != "corpus":
-        raise ValueError(
-            "twins.method=mine across shards needs concepts.source=corpus (every shard mines all concepts)"
+    source = ctx.config.concepts.source
+    if ctx.shard.count > 1 and source not in ("corpus", "folder"):
+        raise InputError(
+            "twins.method=mine across shards needs concepts.source=corpus or folder "
+            "(every shard mines all concepts)"
         )
+    column = ctx.config.concepts.group_column()
     # Mining compares every concept with every other, so it sees all shards' concepts
     # and keeps the pairs whose concept belongs to this shard.
     concepts = load_concepts(ctx, all_shards=True)
-    universe = stable_hash("universe", [c.id for c in concepts], settings.mine_model)
+    if not concepts:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
+        return report
     store = ctx.store("twins")
     owned = [i for i, c in enumerate(concepts) if ctx.shard.owns(c.root)]
-    keys = {i: stable_hash("mine", concepts[i].id, universe) for i in owned}
+    every_key = mine_keys(ctx, concepts)
+    keys = {i: every_key[concepts[i].id] for i in owned}
     report.total = len(owned)
     report.cached = sum(1 for i in owned if keys[i] in store)
+    groups = {c.side.twin_group for c in concepts}
+    if len(groups) == 1 and concepts:
+        note = (
+            f"every concept has the same {column} ({next(iter(groups))!r}): twins are mined "
+            f"across {column}, so none has a candidate"
+            + (
+                "; name the column that holds the groups with concepts.group_by"
+                if column == "country"
+                else ""
+            )
+        )
+        report.notes.append(note)
+        logger.warning("twins: %s", note)
     if report.cached == report.total:
+        _note_no_twins(report, [store.get(keys[i]) for i in owned])
         return report
     model = create_model(settings.mine_model).eval()
+    images = _concept_images(ctx, concepts)
     with progress_bar(ctx.config.progress) as bar:
-        task = bar.add_task("twins (mining)", total=None)
+        task = bar.add_task("twins (mining)", total=sum(len(i) for i in images))
         embeddings = embed_concepts(
-            model, _concept_images(ctx, concepts), batch_size=settings.mine_batch_size
+            model,
+            images,
+            batch_size=settings.mine_batch_size,
+            on_progress=lambda n: bar.advance(task, n),
         )
-        bar.update(task, total=1, completed=1)
     labels = [
-        {"key": c.id, "country": c.side.country, "category": c.side.category} for c in concepts
+        {"key": c.id, "group": c.side.twin_group, "category": c.side.category} for c in concepts
     ]
-    provenance = {"method": "mine", "model": settings.mine_model, "seed": ctx.config.seed}
-    owned_set = set(owned)
-    for twin in mine_twins(labels, embeddings):
-        if twin.pos not in owned_set or keys[twin.pos] in store:
+    provenance = {
+        "method": "mine",
+        "model": settings.mine_model,
+        "seed": ctx.config.seed,
+        "across": column,
+    }
+    found = {twin.pos: twin for twin in mine_twins(labels, embeddings, across="group")}
+    for i in owned:
+        if keys[i] in store:
             continue
-        pos, neg = concepts[twin.pos], concepts[twin.neg]
-        store.add(
-            {
-                "key": keys[twin.pos],
-                "root": pos.root,
-                "pos_id": pos.id,
-                "neg_id": neg.id,
-                "pos_concept": pos.side.concept,
-                "neg_concept": neg.side.concept,
-                "method": "mine",
-                "similarity": round(twin.similarity, 6),
-                "provenance": provenance,
-            }
+        pos = concepts[i]
+        record: dict[str, Any] = {
+            "key": keys[i],
+            "root": pos.root,
+            "pos_id": pos.id,
+            "pos_concept": pos.side.concept,
+            "method": "mine",
+            "provenance": provenance,
+        }
+        twin = found.get(i)
+        if twin is None:
+            # A finished outcome: a rerun must not embed everything again for it.
+            record.update(neg_id=None, no_twin=_no_twin_reason(pos, concepts, column))
+            store.add(record)
+            report.skipped += 1
+            continue
+        neg = concepts[twin.neg]
+        record.update(
+            neg_id=neg.id,
+            neg_concept=neg.side.concept,
+            similarity=round(twin.similarity, 6),
         )
+        store.add(record)
         report.done += 1
+    _note_no_twins(report, [store.get(keys[i]) for i in owned])
     return report
+
+
+def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
+    """Adds how many concepts have no twin, and why, to the report."""
+    reasons: dict[str, int] = {}
+    for record in records:
+        if record is not None and record.get("neg_id") is None:
+            why = record.get("no_twin", "no candidate")
+            reasons[why] = reasons.get(why, 0) + 1
+    if reasons:
+        total = sum(reasons.values())
+        top = "; ".join(
+            f"{n} x {why}" for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:3]
+        )
+        report.notes.append(f"{total} concept(s) without a twin ({top})")
 
 
 def _sides(twins: list[Twin]) -> list[Side]:
@@ -648,7 +852,7 @@ def caption_key(ctx: SynthContext, side: Side) -> str:
     s = ctx.config.captions
     return stable_hash(
         "captions",
-        side.key,
+        side.text_key,
         s.n,
         s.max_words,
         s.require_features,
@@ -663,14 +867,53 @@ def run_captions(ctx: SynthContext, sides: list[Side] | None = None) -> StageRep
     """``n`` diverse captions per concept side, each shorter than ``max_words`` and feature-bearing."""
     report = StageReport("captions")
     if sides is None:
-        sides = [s for s in _sides(load_twins(ctx)) if not s.captions]
+        every = _sides(load_twins(ctx))
+        sides = [s for s in every if not s.captions]
+        if len(sides) < len(every):
+            report.notes.append(f"{len(every) - len(sides)} side(s) have captions of their own")
+    if not sides and not report.notes:
+        report.notes.append("no twins stored yet (the twins stage has none)")
+    templates = ctx.config.captions.templates
+    if templates:
+        report.total = report.given = len(sides)
+        report.notes.append("written from captions.templates (no LLM)")
+        return report
     prompt = load_prompt(ctx.config.captions.prompt)
-    items = [
-        (caption_key(ctx, side), functools.partial(_write_captions, ctx, prompt, side))
-        for side in sides
-    ]
+    # Sides of one concept with their own photos share the written captions: one request.
+    items = list(
+        {
+            caption_key(ctx, side): functools.partial(_write_captions, ctx, prompt, side)
+            for side in sides
+        }.items()
+    )
     asyncio.run(_llm_stage(ctx, "captions", items, report))
     return report
+
+
+def template_captions(ctx: SynthContext, side: Side) -> list[str]:
+    """``captions.templates`` filled for ``side``; templates naming an empty field are left out."""
+    import string
+
+    values = {
+        "concept": side.concept,
+        "group": side.group.replace("_", " "),
+        "country_name": country_name(side.country) if side.country else "",
+        "category": side.category,
+        "features": side.features,
+        "context": side.context,
+    }
+    captions = []
+    for template in ctx.config.captions.templates or []:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        unknown = fields - set(values)
+        if unknown:
+            raise InputError(
+                f"captions.templates: unknown field(s) {sorted(unknown)} in {template!r}; "
+                f"use {', '.join('{' + k + '}' for k in values)}"
+            )
+        if all(values[name] for name in fields):
+            captions.append(template.format(**values))
+    return list(dict.fromkeys(captions)) or [side.concept]
 
 
 async def _write_captions(
@@ -714,6 +957,8 @@ async def _write_captions(
 def side_captions(ctx: SynthContext, side: Side, store: ResultStore) -> list[str] | None:
     if side.captions:
         return list(side.captions)
+    if ctx.config.captions.templates:
+        return template_captions(ctx, side)
     record = store.get(caption_key(ctx, side))
     return None if record is None else list(record["captions"])
 
@@ -781,7 +1026,10 @@ def run_images(ctx: SynthContext) -> StageReport:
         device = str(state.device)
     backend = _image_backend(ctx, device)
     units, report.waiting = plan_units(ctx, backend.identity())
+    given = sum(1 for u in units if u.given is not None)
     units = [u for u in units if u.given is None]
+    if given:
+        report.notes.append("given images are the input's own, nothing to render for them")
     writer = (
         ctx.writer
         if state.num_processes == 1
@@ -790,12 +1038,15 @@ def run_images(ctx: SynthContext) -> StageReport:
     store = ResultStore(ctx.work_dir, "images", writer)
     failures = FailureLog(ctx.work_dir, writer)
     pending = [u for u in units if u.key not in store]
-    report.total, report.cached = len(units), len(units) - len(pending)
+    report.total, report.cached = len(units) + given, len(units) - len(pending)
+    report.given = given
+    if not report.total and not report.waiting:
+        report.notes.append("no twins with captions yet")
     batch_size = ctx.config.images.batch_size
     # Every process sees the same sorted list, so split_between_processes gives disjoint parts.
     with (
         state.split_between_processes(pending) as mine,
-        progress_bar(ctx.config.progress and state.is_main_process) as bar,
+        progress_bar(ctx.config.progress and state.is_main_process and bool(pending)) as bar,
     ):
         task = bar.add_task("images", total=len(mine))
         for start in range(0, len(mine), batch_size):
@@ -883,6 +1134,12 @@ def run_filter(ctx: SynthContext) -> StageReport:
     judge = create_judge(ctx.config.filter, ctx.config.llm)
     identity = judge.identity()
     ready, report.waiting = judged_units(ctx)
+    if not ready and not report.waiting:
+        report.notes.append("no images yet")
+    if ctx.config.filter.backend == "none":
+        report.total = report.given = len(ready)
+        report.notes.append("filter.backend=none: every image is kept unjudged")
+        return report
     store, failures = ctx.store("filter"), ctx.failures()
     pending = [(u, p) for u, p in ready if verdict_key(u, identity) not in store]
     report.total, report.cached = len(ready), len(ready) - len(pending)

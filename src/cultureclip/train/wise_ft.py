@@ -38,6 +38,9 @@ def wise_ft(
             f"WiSE-FT needs two models of one architecture; only in base: {only_base}, "
             f"only in fine-tuned: {only_ft}"
         )
+    # What save() stores of the fine-tune: every other tensor equals the base checkpoint
+    # its spec rebuilds. The mix keeps that small form if it changes nothing else.
+    small = set(result.trainable_state_dict()) if not result.weights_diverged else None
     mixed: dict[str, torch.Tensor] = {}
     for name, tuned in result_state.items():
         original = base_state[name]
@@ -50,7 +53,19 @@ def wise_ft(
             mixed[name] = torch.lerp(original.to(tuned.dtype).to(tuned.device), tuned, alpha)
         else:
             mixed[name] = tuned  # integer buffers (position ids) are not weights
+    # Only if a weight outside the fine-tune's saved tensors moved (the two models differ
+    # in their towers: full training, merged LoRA, another base) must save() store the
+    # whole state; a heads-only mix stays as small as the fine-tune. (Compared before
+    # loading: ``result_state`` shares storage with the model's tensors.)
+    diverged = small is None or any(
+        not torch.equal(mixed[name], result_state[name])
+        for name in mixed
+        if name not in small and mixed[name].is_floating_point()
+    )
     result.load_state_dict(mixed)
-    # Every weight may now differ from the base checkpoint: save() must store them all.
-    result.weights_diverged = True
+    result.weights_diverged = diverged
+    if result.weights_diverged:
+        for cache in ("_image_cache", "_text_cache"):  # frozen-tower outputs of old weights
+            if hasattr(result, cache):
+                getattr(result, cache).clear()
     return result
