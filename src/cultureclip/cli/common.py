@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -21,24 +23,35 @@ OverrideOption = typer.Option(
 
 #: set by ``cultureclip --debug``: user errors then show their traceback too
 DEBUG = False
+_SINK: RichSink | None = None
+
+
+class _StderrHandler(logging.Handler):
+    """Log records as plain lines on the current stderr (no wrapping: lines stay greppable)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                message = f"{record.levelname.lower()}: {message}"
+            if _SINK is not None and _SINK.active:
+                _SINK.print(message)
+            else:
+                sys.stderr.write(message + "\n")
+                sys.stderr.flush()
+        except Exception:  # logging must never take the program down
+            self.handleError(record)
 
 
 def setup_logging(debug: bool = False) -> None:
     """Library code logs; the CLI shows its records on stderr (INFO, or DEBUG with --debug)."""
-    import logging
-
-    from rich.logging import RichHandler
-
     root = logging.getLogger("cultureclip")
     for handler in list(root.handlers):
-        if getattr(handler, "_cultureclip_cli", False):
+        if isinstance(handler, _StderrHandler):
             root.removeHandler(handler)
-    handler = RichHandler(
-        console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False
-    )
-    handler._cultureclip_cli = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    root.addHandler(_StderrHandler())
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
 
 
 class RichSink:
@@ -47,6 +60,14 @@ class RichSink:
     def __init__(self) -> None:
         self._progress: Any = None
         self._open = 0
+
+    @property
+    def active(self) -> bool:
+        return self._progress is not None
+
+    def print(self, message: str) -> None:
+        """A log line above the live bars (printing around them would tear the display)."""
+        self._progress.console.print(message, markup=False, highlight=False)
 
     def open(self, description: str, total: float | None, completed: float) -> Any:
         from rich.progress import (
@@ -100,10 +121,12 @@ class _RichTask:
 
 def setup_progress() -> None:
     """Bars on a terminal; plain periodic log lines otherwise (the library default)."""
+    global _SINK
     from cultureclip.core.progress import set_sink
 
     if console.is_terminal:
-        set_sink(RichSink())
+        _SINK = RichSink()
+        set_sink(_SINK)
 
 
 def fail(message: str, code: int = 2) -> None:

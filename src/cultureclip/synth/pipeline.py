@@ -9,6 +9,7 @@ jobs, by accelerate processes or by Ray tasks.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from cultureclip.synth.stages import (
     StageReport,
     SynthContext,
     _image_backend,
-    console,
     corpus_rows,
     image_units,
     load_concepts,
@@ -35,6 +35,8 @@ from cultureclip.synth.store import ResultStore, Shard, write_failure_report
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
+
+logger = logging.getLogger(__name__)
 
 
 SUMMARY = "summary.json"
@@ -113,13 +115,13 @@ def run_synth(
             report = STAGE_FUNCTIONS[stage](ctx)
             reports.append(report)
             if state.is_main_process:
-                console.print(report.line(), markup=False, highlight=False)
+                logger.info("%s", report.line())
         state.wait_for_everyone()
     if merge_after is None:
         merge_after = shard.count == 1
     merged = merge(config) if merge_after and state.is_main_process else None
     if merged is not None:
-        console.print(merged.line(), markup=False, highlight=False)
+        logger.info("%s", merged.line())
     return SynthReport(reports, merged)
 
 

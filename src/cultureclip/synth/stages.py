@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.progress import progress
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow, read_corpus
 from cultureclip.synth.folder import read_folder, unreadable
@@ -39,7 +37,6 @@ from cultureclip.synth.store import FailureLog, ResultStore, Shard
 from cultureclip.utils.io import stable_hash
 
 T = TypeVar("T")
-console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
 
@@ -104,17 +101,6 @@ class StageReport:
         text = f"{self.stage}: {self.total} items" + (f" ({', '.join(parts)})" if parts else "")
         notes = self.notes or ([] if self.total or self.waiting else ["nothing to do"])
         return text + "".join(f"; {note}" for note in notes)
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-    )
 
 
 async def run_pool(
@@ -448,8 +434,9 @@ async def _llm_stage(
     if not pending:
         return
     async with create_llm(ctx.config.llm) as llm:
-        with progress_bar(ctx.config.progress) as bar:
-            task = bar.add_task(stage, total=report.total, completed=report.cached)
+        with progress(
+            stage, report.total, completed=report.cached, enabled=ctx.config.progress
+        ) as task:
 
             async def handle(batch: list[tuple[str, Any]]) -> None:
                 for key, work in batch:
@@ -468,7 +455,7 @@ async def _llm_stage(
                 pending,
                 handle,
                 concurrency=ctx.config.llm.concurrency,
-                on_done=lambda n: bar.advance(task, n),
+                on_done=lambda n: task.update(advance=n),
             )
 
 
@@ -776,13 +763,13 @@ def _mine_twins_stage(ctx: SynthContext) -> StageReport:
         return report
     model = create_model(settings.mine_model).eval()
     images = _concept_images(ctx, concepts)
-    with progress_bar(ctx.config.progress) as bar:
-        task = bar.add_task("twins (mining)", total=sum(len(i) for i in images))
+    total = sum(len(i) for i in images)
+    with progress("twins (mining)", total, enabled=ctx.config.progress) as task:
         embeddings = embed_concepts(
             model,
             images,
             batch_size=settings.mine_batch_size,
-            on_progress=lambda n: bar.advance(task, n),
+            on_progress=lambda n: task.update(advance=n),
         )
     labels = [
         {"key": c.id, "group": c.side.twin_group, "category": c.side.category} for c in concepts
@@ -1046,9 +1033,12 @@ def run_images(ctx: SynthContext) -> StageReport:
     # Every process sees the same sorted list, so split_between_processes gives disjoint parts.
     with (
         state.split_between_processes(pending) as mine,
-        progress_bar(ctx.config.progress and state.is_main_process and bool(pending)) as bar,
+        progress(
+            "images",
+            len(pending),
+            enabled=ctx.config.progress and state.is_main_process and bool(pending),
+        ) as task,
     ):
-        task = bar.add_task("images", total=len(mine))
         for start in range(0, len(mine), batch_size):
             batch = mine[start : start + batch_size]
             requests = [
@@ -1076,7 +1066,7 @@ def run_images(ctx: SynthContext) -> StageReport:
                     }
                 )
                 report.done += 1
-            bar.advance(task, len(batch))
+            task.update(advance=len(batch))
     state.wait_for_everyone()
     return report
 
@@ -1173,15 +1163,16 @@ def run_filter(ctx: SynthContext) -> StageReport:
                 report.failed += 1
 
     async def main() -> None:
-        with progress_bar(ctx.config.progress) as bar:
-            task = bar.add_task("filter", total=report.total, completed=report.cached)
+        with progress(
+            "filter", report.total, completed=report.cached, enabled=ctx.config.progress
+        ) as task:
             try:
                 await run_pool(
                     pending,
                     handle,
                     concurrency=judge.concurrency,
                     batch_size=judge.batch_size,
-                    on_done=lambda n: bar.advance(task, n),
+                    on_done=lambda n: task.update(advance=n),
                 )
             finally:
                 await judge.aclose()
