@@ -2,9 +2,12 @@
 
 Layouts understood by :func:`load_collection`:
 
-- **Chinese-CLIP / CulTi**: a directory with ``{split}_imgs.tsv`` (``image_id TAB base64``)
-  and ``{split}_texts.jsonl`` (``{"text_id": 1, "text": "...", "image_ids": [1]}``).
-  Images stay base64 bytes in memory and are decoded only when used.
+- **Chinese-CLIP / CulTi**: a directory with ``{split}_imgs.tsv`` (``image_id TAB base64``,
+  standard or URL-safe alphabet) and ``{split}_texts.jsonl``
+  (``{"text_id": 1, "text": "...", "image_ids": [1]}``). Images stay base64 bytes in
+  memory and are decoded only when used. The CulTi samples as published replace the TSV
+  by an image folder: ``sample_texts.jsonl`` beside ``sample_images/1.png`` … (files
+  named by image id; ``{split}_images/``, ``{split}_imgs/`` or ``images/``).
 - **Caption folder**: a directory of images plus ``captions.jsonl``, ``captions.csv`` or
   ``captions.tsv`` mapping a file name (relative to the directory) to a caption. A file may
   have several captions (several rows, or a ``captions`` list in JSONL).
@@ -29,14 +32,21 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.data.pairs import ImageSource, PairCollection, open_image
+from cultureclip.data.pairs import (
+    RAW_IMAGE_MAGIC,
+    ImageSource,
+    ImageTooLargeError,
+    PairCollection,
+    open_image,
+    raw_image_bytes,
+)
 from cultureclip.utils.io import atomic_path, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
 CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
-_RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 class CollectionFormatError(InputError):
@@ -53,34 +63,54 @@ def normalize_split(split: str) -> str:
 
 
 # ---- Chinese-CLIP / CulTi -----------------------------------------------------------
+def image_folder(root: str | Path, split: str) -> Path | None:
+    """The image folder that stands in for ``{split}_imgs.tsv`` (CulTi samples layout)."""
+    root = Path(root)
+    for name in (f"{split}_images", f"{split}_imgs", "images"):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
 def chinese_clip_splits(root: str | Path) -> list[str]:
-    """Splits present in a Chinese-CLIP directory (those with both files)."""
+    """Splits present in a Chinese-CLIP directory: ``{split}_texts.jsonl`` with its
+    ``{split}_imgs.tsv`` or an image folder."""
     root = Path(root)
     found = []
-    for imgs in sorted(root.glob("*_imgs.tsv")):
-        split = imgs.name[: -len("_imgs.tsv")]
-        if (root / f"{split}_texts.jsonl").exists():
+    for texts in sorted(root.glob("*_texts.jsonl")):
+        split = texts.name[: -len("_texts.jsonl")]
+        if (root / f"{split}_imgs.tsv").exists() or image_folder(root, split) is not None:
             found.append(split)
     return found
 
 
-def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
-    """Reads ``{split}_imgs.tsv`` and ``{split}_texts.jsonl`` from ``root``.
+def _convert_hint(root: Path) -> str:
+    return (
+        f"`cultureclip convert --from {root} --to OUT --format chinese-clip` writes any "
+        f"supported layout as Chinese-CLIP TSV+JSONL; see docs/retrieval.md"
+    )
 
-    Image and text ids are kept as strings. A text that refers to an image id missing
-    from the TSV is a format error (the file pair is inconsistent).
-    """
-    root = Path(root)
-    split = normalize_split(split)
-    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
-    for path in (imgs_path, texts_path):
-        if not path.exists():
-            present = ", ".join(chinese_clip_splits(root)) or "none"
-            raise MissingInputError(f"{path} not found (splits present in {root}: {present})")
 
-    image_ids: list[str] = []
+def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
+    ids: list[str] = []
     images: list[ImageSource] = []
-    position: dict[str, int] = {}
+    seen: dict[str, Path] = {}
+    for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
+        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if file.stem in seen:
+            raise CollectionFormatError(
+                f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
+            )
+        seen[file.stem] = file
+        ids.append(file.stem)
+        images.append(file)
+    return ids, images
+
+
+def _read_tsv(
+    imgs_path: Path, image_ids: list[str], images: list[ImageSource], position: dict[str, int]
+) -> None:
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
@@ -97,6 +127,35 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
             position[key] = len(image_ids)
             image_ids.append(key)
             images.append(payload)
+
+
+def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
+    """Reads ``{split}_imgs.tsv`` and ``{split}_texts.jsonl`` from ``root``.
+
+    Image and text ids are kept as strings. A text that refers to an image id missing
+    from the TSV is a format error (the file pair is inconsistent).
+    """
+    root = Path(root)
+    split = normalize_split(split)
+    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
+    folder = None if imgs_path.exists() else image_folder(root, split)
+    for path in (imgs_path, texts_path):
+        if not path.exists() and not (path == imgs_path and folder is not None):
+            present = ", ".join(chinese_clip_splits(root)) or "none"
+            raise MissingInputError(
+                f"{path} not found (splits present in {root}: {present}); an image folder "
+                f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
+            )
+
+    image_ids: list[str] = []
+    images: list[ImageSource] = []
+    position: dict[str, int] = {}
+    if folder is not None:
+        image_ids, images = _folder_images(folder)
+        position = {key: n for n, key in enumerate(image_ids)}
+        imgs_path = folder
+    else:
+        _read_tsv(imgs_path, image_ids, images, position)
 
     text_ids: list[str] = []
     texts: list[str] = []
@@ -128,16 +187,20 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
         texts,
         text_to_images,
         name=f"{root.name}/{split}",
-        meta={"layout": "chinese_clip"},
+        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
     )
 
 
-def _as_base64(source: ImageSource) -> bytes:
-    if isinstance(source, Path):
-        return base64.b64encode(source.read_bytes())
-    if source[:8].startswith(_RAW_IMAGE_MAGIC):
-        return base64.b64encode(source)
-    return source  # already base64 text
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _as_base64(source: ImageSource, urlsafe: bool) -> bytes:
+    if isinstance(source, Path) or source[:8].startswith(RAW_IMAGE_MAGIC):
+        raw = raw_image_bytes(source)
+        return base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
+    # already base64 text: change the alphabet only (bad payloads stay as they are)
+    return bytes(source).translate(_TO_URLSAFE if urlsafe else _TO_STANDARD)
 
 
 def _json_id(value: str) -> int | str:
@@ -146,9 +209,11 @@ def _json_id(value: str) -> int | str:
 
 
 def write_chinese_clip(
-    root: str | Path, split: str, collection: PairCollection
+    root: str | Path, split: str, collection: PairCollection, *, urlsafe: bool = False
 ) -> tuple[Path, Path]:
-    """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically)."""
+    """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically).
+
+    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do)."""
     root = Path(root)
     split = normalize_split(split)
     imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
@@ -156,7 +221,7 @@ def write_chinese_clip(
         for image_id, source in zip(collection.image_ids, collection.images, strict=True):
             if "\t" in image_id or "\n" in image_id:
                 raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
-            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source) + b"\n")
+            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
     write_jsonl(
         texts_path,
         (
@@ -411,9 +476,12 @@ def detect_layout(path: str | Path) -> str:
         return "cultwin"
     if any((path / n).exists() for n in CAPTION_FILES):
         return "caption_folder"
+    lonely = sorted(p.name for p in path.glob("*_texts.jsonl"))
+    found = f" ({', '.join(lonely)} has no _imgs.tsv or image folder beside it)" if lonely else ""
     raise CollectionFormatError(
-        f"{path} holds none of: {{split}}_imgs.tsv + {{split}}_texts.jsonl (Chinese-CLIP), "
-        f"{' / '.join(CULTWIN_FILES)} (CulTwin), {' / '.join(CAPTION_FILES)} (caption folder)"
+        f"{path} holds none of: {{split}}_imgs.tsv or {{split}}_images/ + {{split}}_texts.jsonl "
+        f"(Chinese-CLIP), {' / '.join(CULTWIN_FILES)} (CulTwin), "
+        f"{' / '.join(CAPTION_FILES)} (caption folder){found}; {_convert_hint(path)}"
     )
 
 
@@ -469,11 +537,15 @@ def load_collection(
     return part
 
 
-def decode_image(source: ImageSource) -> Image.Image:
-    """Decodes one collection image; raises :class:`ImageDecodeError` with the reason if it cannot."""
+def decode_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+    """Decodes one collection image; raises :class:`ImageDecodeError` with the reason if it cannot.
+
+    ``max_pixels`` caps the decoded size (see :func:`~cultureclip.data.pairs.open_image`).
+    """
     try:
-        return open_image(source)
+        return open_image(source, max_pixels)
     except (
+        ImageTooLargeError,
         OSError,
         UnidentifiedImageError,
         binascii.Error,
