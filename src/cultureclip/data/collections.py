@@ -252,7 +252,15 @@ def _pick(row: dict[str, Any], keys: Sequence[str], where: str) -> Any:
 
 def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
     """(file name, captions, location) per row of a captions file."""
-    rows: list[tuple[str, list[str], str]] = []
+    return [(name, captions, where) for name, captions, where, _, _ in _caption_rows_ids(path)]
+
+
+def _caption_rows_ids(
+    path: Path,
+) -> list[tuple[str, list[str], str, str | None, list[str] | None]]:
+    """(file name, captions, location, image id, text ids) per row; the ids are optional
+    JSONL keys (``image_id``, ``text_ids``) that ``cultureclip convert`` writes."""
+    rows: list[tuple[str, list[str], str, str | None, list[str] | None]] = []
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
@@ -269,7 +277,23 @@ def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
                     captions = [_pick(row, _TEXT_KEYS, where)]
                 if not isinstance(captions, list) or not captions:
                     raise CollectionFormatError(f"{where}: 'captions' must be a non-empty list")
-                rows.append((name, [str(c) for c in captions], where))
+                text_ids = row.get("text_ids")
+                if text_ids is not None and (
+                    not isinstance(text_ids, list) or len(text_ids) != len(captions)
+                ):
+                    raise CollectionFormatError(
+                        f"{where}: 'text_ids' must be a list as long as 'captions'"
+                    )
+                image_id = row.get("image_id")
+                rows.append(
+                    (
+                        name,
+                        [str(c) for c in captions],
+                        where,
+                        None if image_id is None else str(image_id),
+                        None if text_ids is None else [str(t) for t in text_ids],
+                    )
+                )
         return rows
     delimiter = "\t" if path.suffix == ".tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:
@@ -291,10 +315,12 @@ def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
                         str(_pick(row, _FILE_KEYS, where)),
                         [str(_pick(row, _TEXT_KEYS, where))],
                         where,
+                        None,
+                        None,
                     )
                 )
             elif len(cells) >= 2:
-                rows.append((cells[0], [delimiter.join(cells[1:])], where))
+                rows.append((cells[0], [delimiter.join(cells[1:])], where, None, None))
             else:
                 raise CollectionFormatError(f"{where}: expected 'file{delimiter}caption'")
     return rows
@@ -316,21 +342,28 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     position: dict[str, int] = {}
     texts: list[str] = []
     text_to_images: list[list[int]] = []
-    for name, captions, where in _caption_rows(captions_file):
+    text_ids: list[str] = []
+    text_row: dict[str, int] = {}
+    for name, captions, where, image_id, given_text_ids in _caption_rows_ids(captions_file):
         file = (directory / name).resolve()
         if not file.is_relative_to(root):
             raise CollectionFormatError(f"{where}: {name!r} points outside {directory}")
         if not file.is_file():
             raise CollectionFormatError(f"{where}: image file {name!r} not found in {directory}")
-        key = file.relative_to(root).as_posix()
+        key = image_id if image_id is not None else file.relative_to(root).as_posix()
         if key not in position:
             position[key] = len(image_ids)
             image_ids.append(key)
             images.append(file)
-        for caption in captions:
+        for number, caption in enumerate(captions):
+            text_id = given_text_ids[number] if given_text_ids else str(len(texts))
+            if given_text_ids and text_id in text_row:  # one text describing several images
+                text_to_images[text_row[text_id]].append(position[key])
+                continue
+            text_row[text_id] = len(texts)
+            text_ids.append(text_id)
             texts.append(caption)
             text_to_images.append([position[key]])
-    text_ids = [str(i) for i in range(len(texts))]
     return PairCollection(
         image_ids,
         images,
@@ -554,3 +587,157 @@ def decode_image(source: ImageSource, max_pixels: int | None = None) -> Image.Im
     ) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageDecodeError(f"cannot decode image: {reason}") from exc
+
+
+# ---- writing other layouts (``cultureclip convert``) -------------------------------------
+WRITE_FORMATS = ("chinese-clip", "chinese-clip-folder", "folder", "cultwin")
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+
+
+def _file_name(image_id: str, raw: bytes) -> str:
+    """A safe file name for an image id, with the suffix of its real format."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")
+    except (OSError, UnidentifiedImageError):
+        suffix = ".img"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id).strip(".") or "image"
+    return stem + suffix
+
+
+def _write_images(folder: Path, collection: PairCollection) -> list[str]:
+    """Copies every image into ``folder``; returns the file names, in order."""
+    from cultureclip.utils.io import atomic_write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    used: set[str] = set()
+    for image_id, source in zip(collection.image_ids, collection.images, strict=True):
+        raw = raw_image_bytes(source)
+        name = _file_name(image_id, raw)
+        if name in used:
+            stem, dot, suffix = name.rpartition(".")
+            name = f"{stem}-{len(names)}{dot}{suffix}"
+        used.add(name)
+        atomic_write_bytes(folder / name, raw)
+        names.append(name)
+    return names
+
+
+def write_image_folder_layout(root: str | Path, split: str, collection: PairCollection) -> Path:
+    """``{split}_texts.jsonl`` + ``{split}_images/{image id}.png`` (the CulTi samples layout)."""
+    root = Path(root)
+    split = normalize_split(split)
+    for image_id in collection.image_ids:
+        if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
+            raise CollectionFormatError(
+                f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
+            )
+    names = _write_images(root / f"{split}_images", collection)
+    if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
+        raise CollectionFormatError("two image ids map to the same file name")
+    write_jsonl(
+        root / f"{split}_texts.jsonl",
+        (
+            {
+                "text_id": _json_id(text_id),
+                "text": text,
+                "image_ids": [_json_id(collection.image_ids[i]) for i in refs],
+            }
+            for text_id, text, refs in zip(
+                collection.text_ids, collection.texts, collection.text_to_images, strict=True
+            )
+        ),
+    )
+    return root
+
+
+def write_caption_folder(root: str | Path, collection: PairCollection) -> Path:
+    """``images/…`` + ``captions.jsonl`` rows ``{image, captions, image_id, text_ids}``.
+
+    Ids are kept, and a text describing several images appears under each with the same
+    text id, so :func:`read_caption_folder` gives back the same collection.
+    """
+    root = Path(root)
+    names = _write_images(root / "images", collection)
+    per_image = collection.image_to_texts()
+    rows = []
+    for number, (image_id, name) in enumerate(zip(collection.image_ids, names, strict=True)):
+        texts = per_image[number]
+        if not texts:
+            continue  # a caption folder has no place for an image without text
+        rows.append(
+            {
+                "image": f"images/{name}",
+                "captions": [collection.texts[t] for t in texts],
+                "image_id": image_id,
+                "text_ids": [collection.text_ids[t] for t in texts],
+            }
+        )
+    write_jsonl(root / "captions.jsonl", rows)
+    return root
+
+
+def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
+    """A collection read from a CulTwin set (image ids ``{record}:pos`` / ``{record}:neg``)
+    written back as ``cultwin.jsonl`` with ``images/``.
+
+    Plain image–text pairs have no culturally different twin, so they cannot become CulTwin
+    records; ``cultureclip synth`` makes twins from concepts.
+    """
+    from cultureclip.data.cultwin import write_cultwin
+
+    root = Path(root)
+    sides: dict[str, dict[str, int]] = {}
+    for number, image_id in enumerate(collection.image_ids):
+        record, sep, side = image_id.rpartition(":")
+        if not sep or side not in ("pos", "neg"):
+            raise CollectionFormatError(
+                f"image id {image_id!r} is not a CulTwin side ('<record>:pos' or '<record>:neg'); "
+                f"CulTwin needs twin pairs, which plain image–text pairs do not have: "
+                f"make them with `cultureclip synth` (docs/synth.md)"
+            )
+        sides.setdefault(record, {})[side] = number
+    lonely = [r for r, pair in sides.items() if len(pair) != 2]
+    if lonely:
+        raise CollectionFormatError(
+            f"record(s) {lonely[:5]} have only one side; a CulTwin record needs both"
+        )
+    names = _write_images(root / "images", collection)
+    per_image = collection.image_to_texts()
+    records = []
+    for record, pair in sides.items():
+        row: dict[str, Any] = {"id": record, "country": "unknown", "category": "unknown"}
+        for side, number in pair.items():
+            captions = [collection.texts[t] for t in per_image[number]]
+            row[f"{side}_concept"] = captions[0] if captions else record
+            row[f"{side}_captions"] = captions
+            row[f"{side}_image"] = f"images/{names[number]}"
+        records.append(row)
+    write_cultwin(root / "cultwin.jsonl", records)
+    return root
+
+
+def write_collection(
+    out: str | Path,
+    collection: PairCollection,
+    format: str,
+    *,
+    split: str = "test",
+    urlsafe: bool = False,
+) -> Path:
+    """Writes ``collection`` in one of :data:`WRITE_FORMATS` under ``out``."""
+    out = Path(out)
+    if format == "chinese-clip":
+        write_chinese_clip(out, split, collection, urlsafe=urlsafe)
+    elif format == "chinese-clip-folder":
+        write_image_folder_layout(out, split, collection)
+    elif format == "folder":
+        write_caption_folder(out, collection)
+    elif format == "cultwin":
+        write_cultwin_pairs(out, collection)
+    else:
+        raise InputError(f"unknown format {format!r}; choose one of {', '.join(WRITE_FORMATS)}")
+    return out
