@@ -230,3 +230,22 @@ def test_paging_item_view_and_text_ids(client) -> None:
     ).json()["results"]
     assert all(t["text_id"] and t["images"] for t in texts)
     assert texts[0]["images"][0]["image_url"].startswith("/api/image?id=")
+
+
+def test_cjk_web_font_subset_covers_the_index_texts(laclip_index: Path, session_model) -> None:
+    from fontTools.ttLib import TTFont
+
+    from cultureclip.retrieval.fonts import find_cjk_font
+
+    index = RetrievalIndex(laclip_index, model=session_model)
+    with TestClient(create_app(index, warm=False, cjk_font=False)) as client:
+        assert client.get("/api/info").json()["cjk_font"] is False
+        _error(client.get("/api/font.woff"), 404)
+    if find_cjk_font() is None:
+        pytest.skip("no CJK font on this machine (pip install 'cultureclip[cjk]')")
+    with TestClient(create_app(index, warm=False)) as client:
+        response = client.get("/api/font.woff")
+    assert response.status_code == 200 and response.headers["content-type"] == "font/woff"
+    font = TTFont(io.BytesIO(response.content))
+    assert {ord(c) for c in "两个红色的图案"} <= set(font.getBestCmap())
+    assert len(response.content) < 200_000  # a subset, not the 16 MB font

@@ -13,6 +13,9 @@ Routes:
   pixels a side.
 - ``GET /api/item?id=…``: one image's texts (with ids) and metadata.
 - ``GET /api/explain?id=…&q=…``: the LACLIP views behind one image's score.
+- ``GET /api/font.woff``: a subset of a CJK font on the server (the index's characters),
+  which the page uses when the browser's computer has no Chinese font (404 when the server
+  has none either; see :mod:`cultureclip.retrieval.fonts`).
 - ``GET /api/openapi.json``: the schema (no docs page: it would load assets from a CDN).
 
 Model work (encoding queries, uploads, explanations) runs in a bounded worker pool off
@@ -130,12 +133,32 @@ def create_app(
     workers: int = 1,
     max_pending: int = 64,
     warm: bool = True,
+    cjk_font: str | Path | bool | None = True,
 ) -> FastAPI:
     """The web app over one index (a directory, or an already loaded :class:`RetrievalIndex`).
 
     With ``warm`` the model is loaded and run once when the app starts (in the worker
-    pool, so ``/api/health`` answers ``loading`` meanwhile).
+    pool, so ``/api/health`` answers ``loading`` meanwhile). ``cjk_font``: True finds a
+    CJK font on this machine, a path uses that font, False serves none.
     """
+    from cultureclip.retrieval.fonts import find_cjk_font, subset_woff
+
+    font_path = find_cjk_font() if cjk_font is True else (Path(cjk_font) if cjk_font else None)
+    font_job: dict[str, Any] = {}
+
+    async def _font() -> bytes | None:
+        if font_path is None:
+            return None
+        if "task" not in font_job:
+            font_job["task"] = asyncio.ensure_future(
+                anyio.to_thread.run_sync(subset_woff, font_path, index.texts)
+            )
+        try:
+            return await asyncio.shield(font_job["task"])
+        except Exception:
+            logger.exception("subsetting the CJK font %s failed", font_path)
+            return None
+
     index = index_dir if isinstance(index_dir, RetrievalIndex) else RetrievalIndex(index_dir)
     pool = ModelWorkers(workers, max_pending)
     state: dict[str, Any] = {"status": "loading" if warm else "ready"}
@@ -152,6 +175,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_warm()) if warm else None
+        if warm and font_path is not None:
+            font_job["warm"] = asyncio.create_task(_font())
         yield
         if task is not None and not task.done():
             task.cancel()
@@ -239,7 +264,15 @@ def create_app(
             "max_k": MAX_K,
             "max_upload_bytes": max_upload_bytes,
             "ready": state["status"] == "ready",
+            "cjk_font": font_path is not None,
         }
+
+    @app.get("/api/font.woff", include_in_schema=False)
+    async def font() -> Response:
+        data = await _font()
+        if data is None:
+            raise HTTPException(404, "this server has no CJK font to send")
+        return Response(data, media_type="font/woff", headers={"Cache-Control": "max-age=86400"})
 
     def _image_url(image_id: str, size: str | None = None) -> str:
         return f"/api/image?id={_quote(image_id)}" + (f"&size={size}" if size else "")
