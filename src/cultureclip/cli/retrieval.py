@@ -232,6 +232,8 @@ def register(app: typer.Typer) -> None:
                 {
                     "n_images": result.n_images,
                     "n_texts": result.n_texts,
+                    "n_image_queries": result.n_image_queries,
+                    "chance": result.chance,
                     "failed": result.failed,
                     "rows": rows,
                 },
