@@ -92,7 +92,7 @@ def test_retrieval_eval_prints_global_next_to_laclip(
     assert result.exit_code == 0, result.output
     # The table fits 80 columns, so long labels fold inside their cell.
     assert "T2I R@1" in result.output and "τ=0.2" in result.output and "chance" in result.output
-    assert "LACLIP ViT-H" in result.output and "bootstrap" in result.output
+    assert "(published)" in result.output and "bootstrap" in result.output
     assert max(len(line) for line in result.output.splitlines() if "│" in line) <= 80
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][0]["label"] == "global" and len(saved["rows"]) == 5
