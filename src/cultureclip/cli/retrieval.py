@@ -84,6 +84,13 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
                 log=lambda message: console.print(f"[yellow]warning:[/] {message}"),
             )
+        if not summary.finalized:
+            console.print(
+                f"[green]shard {cfg.shard or 'from RANK/WORLD_SIZE'} done[/] "
+                f"({summary.timings['images_s'] + summary.timings['texts_s']:.1f}s); "
+                f"rank 0 writes the index"
+            )
+            return
         resumed = f", {summary.resumed_chunks} chunk(s) reused" if summary.resumed_chunks else ""
         failed = f", [yellow]{len(summary.failed)} image(s) skipped[/]" if summary.failed else ""
         if summary.downscaled:

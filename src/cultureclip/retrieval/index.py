@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import threading
 import time
@@ -91,9 +92,10 @@ class RetrievalIndexError(InputError):
 
 
 class FaissSettings(Config):
-    """Which FAISS index to build. ``flat`` is exact; ``ivf``/``hnsw`` trade recall for speed."""
+    """Which FAISS index to build. ``flat`` is exact; ``ivf``/``hnsw`` trade recall for speed;
+    ``ivfpq`` also compresses the vectors (``pq_m`` bytes each at 8 bits) for millions."""
 
-    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
     #: IVF cells; default about 4·√N (capped so each cell gets ≥ 39 training vectors)
     nlist: int | None = Field(None, ge=1)
     #: IVF cells visited per query
@@ -102,6 +104,9 @@ class FaissSettings(Config):
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(128, ge=1)
+    #: IVF-PQ sub-quantizers (must divide the dimension); default dim/8
+    pq_m: int | None = Field(None, ge=1)
+    pq_bits: int = Field(8, ge=4, le=12)
 
 
 class IndexConfig(Config):
@@ -125,6 +130,25 @@ class IndexConfig(Config):
     store_images: bool = True
     #: copy a local model directory into ``model/`` so the index carries its model
     bundle_model: bool = False
+    #: ``"rank/world"``: encode only the chunks ``number % world == rank`` (sharded encoding
+    #: over processes sharing ``out``); default from ``RANK``/``WORLD_SIZE`` (accelerate,
+    #: torchrun). Rank 0 waits for the other shards' chunks and writes the index.
+    shard: str | None = Field(None, pattern=r"^\d+/\d+$")
+    #: how long rank 0 waits for the other shards
+    shard_wait_s: float = Field(24 * 3600, gt=0)
+
+
+def shard_of(config: IndexConfig) -> tuple[int, int]:
+    """(rank, world) of this process: ``config.shard``, else ``RANK``/``WORLD_SIZE``."""
+    import os
+
+    if config.shard:
+        rank, world = (int(v) for v in config.shard.split("/"))
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world < 1 or not 0 <= rank < world:
+        raise RetrievalIndexError(f"shard {rank}/{world}: the rank must be in 0..world-1")
+    return rank, world
 
 
 # ---- model specs -------------------------------------------------------------------------
@@ -213,14 +237,24 @@ _OUT_TEMP_PATTERNS = tuple(
 )
 
 
-def clean_stale_temp_files(out: Path) -> list[Path]:
-    """Removes temporary files a killed index build left in ``out`` and ``out/chunks``."""
+def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Path]:
+    """Removes temporary files a killed index build left in ``out`` and ``out/chunks``.
+
+    A shard removes only the temporary files of its own chunks (and rank 0 those in ``out``),
+    so shards starting at different times never delete each other's files in progress.
+    """
     removed: list[Path] = []
-    for folder, patterns in ((out, _OUT_TEMP_PATTERNS), (out / "chunks", _TEMP_PATTERNS)):
+    folders = [(out / "chunks", _TEMP_PATTERNS)]
+    if rank == 0:
+        folders.append((out, _OUT_TEMP_PATTERNS))
+    for folder, patterns in folders:
         if not folder.is_dir():
             continue
         for pattern in patterns:
             for path in folder.glob(pattern):
+                number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
+                if number and world > 1 and int(number.group(1)) % world != rank:
+                    continue
                 if path.is_file():
                     path.unlink(missing_ok=True)
                     removed.append(path)
@@ -243,14 +277,27 @@ def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> f
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = settings.ef_construction
         index.hnsw.efSearch = settings.ef_search
-    elif settings.kind == "ivf":
+    elif settings.kind in ("ivf", "ivfpq"):
         nlist = settings.nlist or max(1, min(round(4 * np.sqrt(n)), n // 39))
         if n < nlist:
             raise RetrievalIndexError(
                 f"IVF with nlist={nlist} needs at least {nlist} vectors, got {n}; use --faiss flat"
             )
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if settings.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = settings.pq_m or max(1, dim // 8)
+            if dim % m:
+                raise RetrievalIndexError(f"pq_m={m} must divide the dimension {dim}")
+            if n < 2**settings.pq_bits:
+                raise RetrievalIndexError(
+                    f"IVF-PQ with pq_bits={settings.pq_bits} needs at least "
+                    f"{2**settings.pq_bits} vectors to train, got {n}; use --faiss ivf or flat"
+                )
+            index = faiss.IndexIVFPQ(
+                quantizer, dim, nlist, m, settings.pq_bits, faiss.METRIC_INNER_PRODUCT
+            )
         index.train(vectors)
         index.nprobe = min(settings.nprobe, nlist)
     else:  # pydantic keeps this unreachable; kept for direct callers
@@ -264,7 +311,7 @@ def _tune_loaded(index: faiss.Index, settings: FaissSettings) -> faiss.Index:
     # Search-time knobs are not serialised by FAISS; set them again after loading.
     import faiss
 
-    if settings.kind == "ivf":
+    if settings.kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(settings.nprobe, ivf.nlist)
     elif settings.kind == "hnsw":
@@ -297,6 +344,8 @@ class IndexSummary:
     timings: dict[str, float]
     encoded_views: int
     downscaled: list[dict[str, Any]] = field(default_factory=list)
+    #: False for a shard other than rank 0 (it encodes chunks; rank 0 writes the index)
+    finalized: bool = True
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -451,7 +500,12 @@ def build_index(
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(out)
+    rank, world = shard_of(config)
+    if world > 1 and overwrite:
+        raise RetrievalIndexError(
+            "--overwrite cannot be combined with sharded encoding; remove the old chunks first"
+        )
+    clean_stale_temp_files(out, rank, world)
     collection = (
         collection
         if collection is not None
@@ -459,10 +513,16 @@ def build_index(
     )
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    model = model if model is not None else create_model(config.model, device=config.device)
+    device = config.device
+    if world > 1 and device == "cuda":  # one GPU per process, as accelerate/torchrun launch them
+        import os
+
+        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    model = model if model is not None else create_model(config.model, device=device)
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
-    config.save(out)
+    if rank == 0:
+        config.save(out)
     chunks = out / "chunks"
     _prepare_chunks(chunks, _fingerprint(config, collection), overwrite)
 
@@ -479,6 +539,7 @@ def build_index(
     encoded_views = 0
     failed: list[dict[str, str]] = []
     downscaled: list[dict[str, Any]] = []
+    waiting: list[Path] = []  # chunks of other shards, not written yet
     with progress_bar(progress) as bar:
         task = bar.add_task("images", total=n_images)
         started = time.perf_counter()
@@ -492,6 +553,10 @@ def build_index(
                 failed.extend(read_jsonl(failed_path))
                 if downscaled_path.exists():
                     downscaled.extend(read_jsonl(downscaled_path))
+                bar.advance(task, len(rows))
+                continue
+            if number % world != rank:
+                waiting.append(path)
                 bar.advance(task, len(rows))
                 continue
             advance = lambda n: bar.advance(task, n)  # noqa: E731
@@ -530,6 +595,8 @@ def build_index(
             path = chunks / f"texts-{number:05d}.npy"
             if path.exists():
                 resumed += 1
+            elif number % world != rank:
+                waiting.append(path)
             else:
                 texts = [collection.texts[i] for i in rows]
                 _save_npy(
@@ -537,6 +604,20 @@ def build_index(
                 )
             bar.advance(task, len(rows))
         timings["texts_s"] = time.perf_counter() - started
+
+    if world > 1:
+        if rank != 0:
+            logger.info("shard %d/%d done; rank 0 writes the index", rank, world)
+            return IndexSummary(
+                out, 0, 0, failed, resumed, timings, encoded_views, downscaled, finalized=False
+            )
+        _wait_for(waiting, config.shard_wait_s)
+        for path in waiting:
+            if path.name.startswith("images-"):
+                failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
+                extra = path.with_suffix(".downscaled.jsonl")
+                if extra.exists():
+                    downscaled.extend(read_jsonl(extra))
 
     # Chunks whose images all failed hold empty arrays of unknown view count: leave them out.
     parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(image_chunks))]
@@ -608,6 +689,20 @@ def build_index(
     return IndexSummary(
         out, int(rows.size), n_texts, failed, resumed, timings, encoded_views, downscaled
     )
+
+
+def _wait_for(paths: list[Path], timeout_s: float) -> None:
+    """Waits until every chunk file of the other shards exists."""
+    deadline = time.monotonic() + timeout_s
+    missing = [p for p in paths if not p.exists()]
+    while missing:
+        if time.monotonic() > deadline:
+            raise RetrievalIndexError(
+                f"{len(missing)} chunk(s) of other shards did not appear within {timeout_s:.0f}s "
+                f"(first: {missing[0].name}); rerun the missing shards, then rank 0"
+            )
+        time.sleep(1.0)
+        missing = [p for p in missing if not p.exists()]
 
 
 def _join_blobs(out: Path, blobs: list[Path], offsets: list[np.ndarray]) -> None:
