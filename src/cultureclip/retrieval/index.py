@@ -517,7 +517,10 @@ def build_index(
     if world > 1 and device == "cuda":  # one GPU per process, as accelerate/torchrun launch them
         import os
 
-        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        device = f"cuda:{local % max(1, torch.cuda.device_count())}"
     model = model if model is not None else create_model(config.model, device=device)
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
