@@ -145,7 +145,7 @@ def test_a_full_queue_answers_503_with_retry_after(laclip_index: Path, session_m
 def test_model_is_loaded_and_warmed_at_start(laclip_index: Path, tiny_clip_dir: Path) -> None:
     index = RetrievalIndex(laclip_index)  # no model passed: it is loaded from the manifest
     assert index._model is None
-    with TestClient(create_app(index)) as client:
+    with TestClient(create_app(index, cjk_font=False)) as client:
         deadline = time.monotonic() + 60
         while not (health := client.get("/api/health").json())["ready"]:
             assert health["status"] == "loading" and time.monotonic() < deadline

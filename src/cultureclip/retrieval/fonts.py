@@ -81,3 +81,16 @@ def subset_woff(font_path: Path, texts: Iterable[str]) -> bytes:
         len(buffer.getvalue()) // 1024,
     )
     return buffer.getvalue()
+
+
+def main() -> None:
+    """``python -m cultureclip.retrieval.fonts FONT < characters > subset.woff``: the server
+    subsets in a child process, so fontTools' pure-Python work never holds its GIL."""
+    import sys
+
+    characters = sys.stdin.buffer.read().decode("utf-8")
+    sys.stdout.buffer.write(subset_woff(Path(sys.argv[1]), [characters]))
+
+
+if __name__ == "__main__":
+    main()

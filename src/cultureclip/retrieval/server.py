@@ -141,7 +141,7 @@ def create_app(
     pool, so ``/api/health`` answers ``loading`` meanwhile). ``cjk_font``: True finds a
     CJK font on this machine, a path uses that font, False serves none.
     """
-    from cultureclip.retrieval.fonts import find_cjk_font, subset_woff
+    from cultureclip.retrieval.fonts import find_cjk_font
 
     font_path = find_cjk_font() if cjk_font is True else (Path(cjk_font) if cjk_font else None)
     font_job: dict[str, Any] = {}
@@ -150,8 +150,10 @@ def create_app(
         if font_path is None:
             return None
         if "task" not in font_job:
+            # fontTools is pure Python: subsetting in a thread would hold the GIL for
+            # seconds and stall every request, so a child process does it.
             font_job["task"] = asyncio.ensure_future(
-                anyio.to_thread.run_sync(subset_woff, font_path, index.texts)
+                _subset_in_child(font_path, index.texts, font_job)
             )
         try:
             return await asyncio.shield(font_job["task"])
@@ -180,6 +182,10 @@ def create_app(
         yield
         if task is not None and not task.done():
             task.cancel()
+        child = font_job.get("process")
+        if child is not None and child.returncode is None:
+            child.kill()
+            await child.wait()
 
     app = FastAPI(
         title="cultureclip search",
@@ -387,6 +393,27 @@ def create_app(
         return {**dataclasses.asdict(explanation), "image_url": _image_url(id, "full")}
 
     return app
+
+
+async def _subset_in_child(font_path: Path, texts: list[str], job: dict[str, Any]) -> bytes:
+    """The font subset, made by ``python -m cultureclip.retrieval.fonts`` in a child process."""
+    import sys
+
+    characters = "".join(sorted(set("".join(texts))))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cultureclip.retrieval.fonts",
+        str(font_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    job["process"] = child
+    data, errors = await child.communicate(characters.encode("utf-8"))
+    if child.returncode != 0:
+        raise RuntimeError(errors.decode("utf-8", "replace")[-2000:])
+    return data
 
 
 def _text_ids(index: RetrievalIndex, image_id: str) -> list[str]:
