@@ -347,13 +347,16 @@ def create_app(
             ],
         }
 
-    @lru_cache(maxsize=512)
-    def thumbnail(image_id: str, side: int) -> bytes:
+    def render(image_id: str, side: int) -> bytes:
         image = decode_image(index.image_source(image_id), index.max_pixels)
         image.thumbnail((side, side))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=88)
         return buffer.getvalue()
+
+    # Thumbnails are small and asked for often; full views are large: a short cache.
+    thumbnail = lru_cache(maxsize=512)(render)
+    full_view = lru_cache(maxsize=16)(render)
 
     @app.get("/api/image")
     def image(
@@ -362,7 +365,10 @@ def create_app(
     ) -> Response:
         if id not in index.image_row:
             raise HTTPException(404, f"no image {id!r} in this index")
-        data = _safe(thumbnail, id, full_px if size == "full" else thumbnail_px)
+        if size == "full":
+            data = _safe(full_view, id, full_px)
+        else:
+            data = _safe(thumbnail, id, thumbnail_px)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/item")
