@@ -52,28 +52,65 @@ def browser():
 def test_query_shows_results_and_explanation(live_server: str, browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     wait = WebDriverWait(browser, 30)
     browser.get(live_server + "/")
     wait.until(ec.text_to_be_present_in_element((By.ID, "info"), "12 images"))
+    assert "/tmp" not in browser.find_element(By.ID, "info").text  # names, not paths
+    Select(browser.find_element(By.ID, "k")).select_by_visible_text("6")
     box = browser.find_element(By.ID, "query")
-    box.send_keys("a round concept 3")
+    box.send_keys("两个红色的图案")
     browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .card")) == 6)
+    # Paging: "Show more" appends the next page (ranks 7-12).
+    browser.find_element(By.ID, "more").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .card")) == 12)
-    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "12 images for"))
-    # Every thumbnail loaded (served by id from the index).
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "12 of 12 images for"))
+    assert not browser.find_element(By.ID, "more").is_displayed()
+    # Every thumbnail loaded (served by id from the index), whole (not cropped).
     wait.until(
         lambda d: d.execute_script(
             "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
         )
     )
+    assert (
+        browser.execute_script(
+            "return getComputedStyle(document.querySelector('#grid img')).objectFit"
+        )
+        == "contain"
+    )
+    assert (
+        browser.execute_script(
+            "return getComputedStyle(document.querySelector('#grid .caption')).textOverflow"
+        )
+        == "ellipsis"
+    )
+    ids = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .meta .id")]
+    assert ids[0].startswith("#1 · 1") and len(set(ids)) == 12  # rank and image id
     scores = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#grid .score")]
     assert scores == sorted(scores, reverse=True)
+    if browser.execute_script("return INFO.cjk_font"):  # the server found a CJK font to send
+        wait.until(
+            lambda d: d.execute_script(
+                "return [...document.fonts].some(f => f.family.includes('cultureclip-cjk') && f.status === 'loaded')"
+            )
+        )
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "retrieval-search.png"))
 
-    browser.find_element(By.CSS_SELECTOR, "#grid .card button").click()
+    # Clicking an image opens the full-size view with its texts and their ids.
+    browser.find_element(By.CSS_SELECTOR, "#grid .card .thumb").click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('viewer').open"))
+    wait.until(
+        lambda d: d.execute_script("return document.getElementById('view-image').naturalWidth > 0")
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#view-texts tr")
+    assert rows and rows[0].text.startswith("text ")
+    browser.save_screenshot(str(ARTIFACTS / "retrieval-view.png"))
+    browser.find_element(By.ID, "viewer-close").click()
+
+    browser.find_element(By.CSS_SELECTOR, "#grid .card .actions button:nth-child(2)").click()
     wait.until(lambda d: d.execute_script("return document.getElementById('dialog').open"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#crops tr")
     assert len(rows) == 1 + 3  # header + k crops

@@ -97,7 +97,7 @@ def test_sweep_reuses_views_and_whole_image_crops_match_global(culti_dir, sessio
     for key in METRIC_KEYS:  # the toy images are square, so these crops are the whole image
         assert rows[whole.label()].metrics[key] == pytest.approx(result.rows[0].metrics[key])
     table = results_table(result, published=True)
-    assert table.row_count == 14 + 4
+    assert table.row_count == 14 + 1 + 4  # rows, chance, published
 
 
 def test_texts_of_undecodable_images_are_not_queried(
@@ -110,3 +110,39 @@ def test_texts_of_undecodable_images_are_not_queried(
     # Image 0 had two captions of its own; the shared text still has image 3.
     assert result.n_images == 11 and result.dropped_texts == 2
     assert torch.isfinite(torch.tensor(result.rows[0].metrics["MR"]))
+
+
+def test_chance_levels_bootstrap_and_an_80_column_table(culti_dir, session_model) -> None:
+    import io
+
+    from rich.console import Console
+
+    from cultureclip.retrieval.evaluate import bootstrap_ci, chance_levels
+
+    # One correct image among 20: a random ranking hits at K with probability K/20.
+    chance = chance_levels(20, [[i] for i in range(20)])
+    assert chance["t2i_R@1"] == pytest.approx(5.0) and chance["t2i_R@10"] == pytest.approx(50.0)
+    assert chance["i2t_R@5"] == pytest.approx(25.0)
+    # Two correct among 4 at K=1: 1/2; hypergeometric at K=2: 1 - C(2,2)/C(4,2) = 5/6.
+    two = chance_levels(4, [[0, 1], [2, 3]], ks=(1, 2))
+    assert two["t2i_R@1"] == pytest.approx(50.0) and two["t2i_R@2"] == pytest.approx(500 / 6)
+
+    hits = np.zeros((40, 3), bool)
+    hits[:10] = True  # 25% of queries hit at every K
+    ci = bootstrap_ci(hits, hits)
+    low, high = ci["t2i_R@1"]
+    assert low < 25 < high and low >= 0 and high <= 100 and high - low > 10  # n=40 is noisy
+
+    collection = load_collection(culti_dir, "test")
+    result = evaluate_retrieval(session_model, collection, [LaclipConfig(k=3)])
+    assert result.chance["t2i_R@10"] > 50  # 12 candidates: R@10 is nearly free
+    for row in result.rows:
+        for key in METRIC_KEYS:
+            low, high = row.ci[key]
+            assert low <= row.metrics[key] <= high
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None).print(results_table(result, published=True))
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "chance" in text and "bootstrap" in text and "1,145 pairs" in text
+    assert "12 images" in text

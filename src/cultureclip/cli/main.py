@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cultureclip import __version__
+from cultureclip.cli import convert as convert_cli
 from cultureclip.cli import eval as eval_cli
 from cultureclip.cli import quickstart as quickstart_cli
 from cultureclip.cli import retrieval as retrieval_cli
@@ -57,7 +58,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, quickstart_cli, vlm_cli):
+for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, convert_cli, quickstart_cli, vlm_cli):
     stage.register(app)
 
 

@@ -84,8 +84,17 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
                 log=lambda message: console.print(f"[yellow]warning:[/] {message}"),
             )
+        if not summary.finalized:
+            console.print(
+                f"[green]shard {cfg.shard or 'from RANK/WORLD_SIZE'} done[/] "
+                f"({summary.timings['images_s'] + summary.timings['texts_s']:.1f}s); "
+                f"rank 0 writes the index"
+            )
+            return
         resumed = f", {summary.resumed_chunks} chunk(s) reused" if summary.resumed_chunks else ""
         failed = f", [yellow]{len(summary.failed)} image(s) skipped[/]" if summary.failed else ""
+        if summary.downscaled:
+            failed += f", {len(summary.downscaled)} over max_pixels indexed downscaled"
         console.print(
             f"[green]indexed[/] {summary.n_images} images and {summary.n_texts} texts "
             f"in {summary.timings['images_s'] + summary.timings['texts_s']:.1f}s{resumed}{failed} "
@@ -230,6 +239,8 @@ def register(app: typer.Typer) -> None:
                 {
                     "n_images": result.n_images,
                     "n_texts": result.n_texts,
+                    "n_image_queries": result.n_image_queries,
+                    "chance": result.chance,
                     "failed": result.failed,
                     "rows": rows,
                 },
@@ -247,6 +258,12 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
         max_upload_mb: float = typer.Option(8.0, "--max-upload-mb", help="Upload size limit."),
+        workers: int = typer.Option(
+            1, "--workers", min=1, help="Threads for model work (queries, uploads, explain)."
+        ),
+        max_pending: int = typer.Option(
+            64, "--max-pending", min=0, help="Model jobs allowed to wait; more get 503."
+        ),
         device: str | None = typer.Option(None, "--device"),
     ) -> None:
         """Serve the search page and JSON API over an index."""
@@ -255,5 +272,16 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             loaded = RetrievalIndex(index, device=device)
-        console.print(f"search page on [bold]http://{host}:{port}/[/] (Ctrl-C to stop)")
-        serve(loaded, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+            loaded.model_spec()  # a moved or changed model is an error now, not at first search
+        console.print(
+            f"search page on [bold]http://{host}:{port}/[/] (Ctrl-C to stop); the model "
+            f"loads in the background, /api/health says when it is ready"
+        )
+        serve(
+            loaded,
+            host=host,
+            port=port,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            workers=workers,
+            max_pending=max_pending,
+        )

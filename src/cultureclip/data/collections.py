@@ -2,9 +2,12 @@
 
 Layouts understood by :func:`load_collection`:
 
-- **Chinese-CLIP / CulTi**: a directory with ``{split}_imgs.tsv`` (``image_id TAB base64``)
-  and ``{split}_texts.jsonl`` (``{"text_id": 1, "text": "...", "image_ids": [1]}``).
-  Images stay base64 bytes in memory and are decoded only when used.
+- **Chinese-CLIP / CulTi**: a directory with ``{split}_imgs.tsv`` (``image_id TAB base64``,
+  standard or URL-safe alphabet) and ``{split}_texts.jsonl``
+  (``{"text_id": 1, "text": "...", "image_ids": [1]}``). Images stay base64 bytes in
+  memory and are decoded only when used. The CulTi samples as published replace the TSV
+  by an image folder: ``sample_texts.jsonl`` beside ``sample_images/1.png`` … (files
+  named by image id; ``{split}_images/``, ``{split}_imgs/`` or ``images/``).
 - **Caption folder**: a directory of images plus ``captions.jsonl``, ``captions.csv`` or
   ``captions.tsv`` mapping a file name (relative to the directory) to a caption. A file may
   have several captions (several rows, or a ``captions`` list in JSONL).
@@ -29,14 +32,21 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.data.pairs import ImageSource, PairCollection, open_image
+from cultureclip.data.pairs import (
+    RAW_IMAGE_MAGIC,
+    ImageSource,
+    ImageTooLargeError,
+    PairCollection,
+    open_image,
+    raw_image_bytes,
+)
 from cultureclip.utils.io import atomic_path, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
 CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
-_RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 class CollectionFormatError(InputError):
@@ -53,34 +63,54 @@ def normalize_split(split: str) -> str:
 
 
 # ---- Chinese-CLIP / CulTi -----------------------------------------------------------
+def image_folder(root: str | Path, split: str) -> Path | None:
+    """The image folder that stands in for ``{split}_imgs.tsv`` (CulTi samples layout)."""
+    root = Path(root)
+    for name in (f"{split}_images", f"{split}_imgs", "images"):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
 def chinese_clip_splits(root: str | Path) -> list[str]:
-    """Splits present in a Chinese-CLIP directory (those with both files)."""
+    """Splits present in a Chinese-CLIP directory: ``{split}_texts.jsonl`` with its
+    ``{split}_imgs.tsv`` or an image folder."""
     root = Path(root)
     found = []
-    for imgs in sorted(root.glob("*_imgs.tsv")):
-        split = imgs.name[: -len("_imgs.tsv")]
-        if (root / f"{split}_texts.jsonl").exists():
+    for texts in sorted(root.glob("*_texts.jsonl")):
+        split = texts.name[: -len("_texts.jsonl")]
+        if (root / f"{split}_imgs.tsv").exists() or image_folder(root, split) is not None:
             found.append(split)
     return found
 
 
-def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
-    """Reads ``{split}_imgs.tsv`` and ``{split}_texts.jsonl`` from ``root``.
+def _convert_hint(root: Path) -> str:
+    return (
+        f"`cultureclip convert --from {root} --to OUT --format chinese-clip` writes any "
+        f"supported layout as Chinese-CLIP TSV+JSONL; see docs/retrieval.md"
+    )
 
-    Image and text ids are kept as strings. A text that refers to an image id missing
-    from the TSV is a format error (the file pair is inconsistent).
-    """
-    root = Path(root)
-    split = normalize_split(split)
-    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
-    for path in (imgs_path, texts_path):
-        if not path.exists():
-            present = ", ".join(chinese_clip_splits(root)) or "none"
-            raise MissingInputError(f"{path} not found (splits present in {root}: {present})")
 
-    image_ids: list[str] = []
+def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
+    ids: list[str] = []
     images: list[ImageSource] = []
-    position: dict[str, int] = {}
+    seen: dict[str, Path] = {}
+    for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
+        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if file.stem in seen:
+            raise CollectionFormatError(
+                f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
+            )
+        seen[file.stem] = file
+        ids.append(file.stem)
+        images.append(file)
+    return ids, images
+
+
+def _read_tsv(
+    imgs_path: Path, image_ids: list[str], images: list[ImageSource], position: dict[str, int]
+) -> None:
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
@@ -97,6 +127,35 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
             position[key] = len(image_ids)
             image_ids.append(key)
             images.append(payload)
+
+
+def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
+    """Reads ``{split}_imgs.tsv`` and ``{split}_texts.jsonl`` from ``root``.
+
+    Image and text ids are kept as strings. A text that refers to an image id missing
+    from the TSV is a format error (the file pair is inconsistent).
+    """
+    root = Path(root)
+    split = normalize_split(split)
+    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
+    folder = None if imgs_path.exists() else image_folder(root, split)
+    for path in (imgs_path, texts_path):
+        if not path.exists() and not (path == imgs_path and folder is not None):
+            present = ", ".join(chinese_clip_splits(root)) or "none"
+            raise MissingInputError(
+                f"{path} not found (splits present in {root}: {present}); an image folder "
+                f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
+            )
+
+    image_ids: list[str] = []
+    images: list[ImageSource] = []
+    position: dict[str, int] = {}
+    if folder is not None:
+        image_ids, images = _folder_images(folder)
+        position = {key: n for n, key in enumerate(image_ids)}
+        imgs_path = folder
+    else:
+        _read_tsv(imgs_path, image_ids, images, position)
 
     text_ids: list[str] = []
     texts: list[str] = []
@@ -128,16 +187,20 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
         texts,
         text_to_images,
         name=f"{root.name}/{split}",
-        meta={"layout": "chinese_clip"},
+        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
     )
 
 
-def _as_base64(source: ImageSource) -> bytes:
-    if isinstance(source, Path):
-        return base64.b64encode(source.read_bytes())
-    if source[:8].startswith(_RAW_IMAGE_MAGIC):
-        return base64.b64encode(source)
-    return source  # already base64 text
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _as_base64(source: ImageSource, urlsafe: bool) -> bytes:
+    if isinstance(source, Path) or source[:8].startswith(RAW_IMAGE_MAGIC):
+        raw = raw_image_bytes(source)
+        return base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
+    # already base64 text: change the alphabet only (bad payloads stay as they are)
+    return bytes(source).translate(_TO_URLSAFE if urlsafe else _TO_STANDARD)
 
 
 def _json_id(value: str) -> int | str:
@@ -146,9 +209,11 @@ def _json_id(value: str) -> int | str:
 
 
 def write_chinese_clip(
-    root: str | Path, split: str, collection: PairCollection
+    root: str | Path, split: str, collection: PairCollection, *, urlsafe: bool = False
 ) -> tuple[Path, Path]:
-    """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically)."""
+    """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically).
+
+    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do)."""
     root = Path(root)
     split = normalize_split(split)
     imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
@@ -156,7 +221,7 @@ def write_chinese_clip(
         for image_id, source in zip(collection.image_ids, collection.images, strict=True):
             if "\t" in image_id or "\n" in image_id:
                 raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
-            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source) + b"\n")
+            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
     write_jsonl(
         texts_path,
         (
@@ -187,7 +252,15 @@ def _pick(row: dict[str, Any], keys: Sequence[str], where: str) -> Any:
 
 def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
     """(file name, captions, location) per row of a captions file."""
-    rows: list[tuple[str, list[str], str]] = []
+    return [(name, captions, where) for name, captions, where, _, _ in _caption_rows_ids(path)]
+
+
+def _caption_rows_ids(
+    path: Path,
+) -> list[tuple[str, list[str], str, str | None, list[str] | None]]:
+    """(file name, captions, location, image id, text ids) per row; the ids are optional
+    JSONL keys (``image_id``, ``text_ids``) that ``cultureclip convert`` writes."""
+    rows: list[tuple[str, list[str], str, str | None, list[str] | None]] = []
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
@@ -204,7 +277,23 @@ def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
                     captions = [_pick(row, _TEXT_KEYS, where)]
                 if not isinstance(captions, list) or not captions:
                     raise CollectionFormatError(f"{where}: 'captions' must be a non-empty list")
-                rows.append((name, [str(c) for c in captions], where))
+                text_ids = row.get("text_ids")
+                if text_ids is not None and (
+                    not isinstance(text_ids, list) or len(text_ids) != len(captions)
+                ):
+                    raise CollectionFormatError(
+                        f"{where}: 'text_ids' must be a list as long as 'captions'"
+                    )
+                image_id = row.get("image_id")
+                rows.append(
+                    (
+                        name,
+                        [str(c) for c in captions],
+                        where,
+                        None if image_id is None else str(image_id),
+                        None if text_ids is None else [str(t) for t in text_ids],
+                    )
+                )
         return rows
     delimiter = "\t" if path.suffix == ".tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:
@@ -226,10 +315,12 @@ def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
                         str(_pick(row, _FILE_KEYS, where)),
                         [str(_pick(row, _TEXT_KEYS, where))],
                         where,
+                        None,
+                        None,
                     )
                 )
             elif len(cells) >= 2:
-                rows.append((cells[0], [delimiter.join(cells[1:])], where))
+                rows.append((cells[0], [delimiter.join(cells[1:])], where, None, None))
             else:
                 raise CollectionFormatError(f"{where}: expected 'file{delimiter}caption'")
     return rows
@@ -251,21 +342,28 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     position: dict[str, int] = {}
     texts: list[str] = []
     text_to_images: list[list[int]] = []
-    for name, captions, where in _caption_rows(captions_file):
+    text_ids: list[str] = []
+    text_row: dict[str, int] = {}
+    for name, captions, where, image_id, given_text_ids in _caption_rows_ids(captions_file):
         file = (directory / name).resolve()
         if not file.is_relative_to(root):
             raise CollectionFormatError(f"{where}: {name!r} points outside {directory}")
         if not file.is_file():
             raise CollectionFormatError(f"{where}: image file {name!r} not found in {directory}")
-        key = file.relative_to(root).as_posix()
+        key = image_id if image_id is not None else file.relative_to(root).as_posix()
         if key not in position:
             position[key] = len(image_ids)
             image_ids.append(key)
             images.append(file)
-        for caption in captions:
+        for number, caption in enumerate(captions):
+            text_id = given_text_ids[number] if given_text_ids else str(len(texts))
+            if given_text_ids and text_id in text_row:  # one text describing several images
+                text_to_images[text_row[text_id]].append(position[key])
+                continue
+            text_row[text_id] = len(texts)
+            text_ids.append(text_id)
             texts.append(caption)
             text_to_images.append([position[key]])
-    text_ids = [str(i) for i in range(len(texts))]
     return PairCollection(
         image_ids,
         images,
@@ -411,9 +509,12 @@ def detect_layout(path: str | Path) -> str:
         return "cultwin"
     if any((path / n).exists() for n in CAPTION_FILES):
         return "caption_folder"
+    lonely = sorted(p.name for p in path.glob("*_texts.jsonl"))
+    found = f" ({', '.join(lonely)} has no _imgs.tsv or image folder beside it)" if lonely else ""
     raise CollectionFormatError(
-        f"{path} holds none of: {{split}}_imgs.tsv + {{split}}_texts.jsonl (Chinese-CLIP), "
-        f"{' / '.join(CULTWIN_FILES)} (CulTwin), {' / '.join(CAPTION_FILES)} (caption folder)"
+        f"{path} holds none of: {{split}}_imgs.tsv or {{split}}_images/ + {{split}}_texts.jsonl "
+        f"(Chinese-CLIP), {' / '.join(CULTWIN_FILES)} (CulTwin), "
+        f"{' / '.join(CAPTION_FILES)} (caption folder){found}; {_convert_hint(path)}"
     )
 
 
@@ -469,11 +570,15 @@ def load_collection(
     return part
 
 
-def decode_image(source: ImageSource) -> Image.Image:
-    """Decodes one collection image; raises :class:`ImageDecodeError` with the reason if it cannot."""
+def decode_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+    """Decodes one collection image; raises :class:`ImageDecodeError` with the reason if it cannot.
+
+    ``max_pixels`` caps the decoded size (see :func:`~cultureclip.data.pairs.open_image`).
+    """
     try:
-        return open_image(source)
+        return open_image(source, max_pixels)
     except (
+        ImageTooLargeError,
         OSError,
         UnidentifiedImageError,
         binascii.Error,
@@ -482,3 +587,157 @@ def decode_image(source: ImageSource) -> Image.Image:
     ) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageDecodeError(f"cannot decode image: {reason}") from exc
+
+
+# ---- writing other layouts (``cultureclip convert``) -------------------------------------
+WRITE_FORMATS = ("chinese-clip", "chinese-clip-folder", "folder", "cultwin")
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+
+
+def _file_name(image_id: str, raw: bytes) -> str:
+    """A safe file name for an image id, with the suffix of its real format."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")
+    except (OSError, UnidentifiedImageError):
+        suffix = ".img"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id).strip(".") or "image"
+    return stem + suffix
+
+
+def _write_images(folder: Path, collection: PairCollection) -> list[str]:
+    """Copies every image into ``folder``; returns the file names, in order."""
+    from cultureclip.utils.io import atomic_write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    used: set[str] = set()
+    for image_id, source in zip(collection.image_ids, collection.images, strict=True):
+        raw = raw_image_bytes(source)
+        name = _file_name(image_id, raw)
+        if name in used:
+            stem, dot, suffix = name.rpartition(".")
+            name = f"{stem}-{len(names)}{dot}{suffix}"
+        used.add(name)
+        atomic_write_bytes(folder / name, raw)
+        names.append(name)
+    return names
+
+
+def write_image_folder_layout(root: str | Path, split: str, collection: PairCollection) -> Path:
+    """``{split}_texts.jsonl`` + ``{split}_images/{image id}.png`` (the CulTi samples layout)."""
+    root = Path(root)
+    split = normalize_split(split)
+    for image_id in collection.image_ids:
+        if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
+            raise CollectionFormatError(
+                f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
+            )
+    names = _write_images(root / f"{split}_images", collection)
+    if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
+        raise CollectionFormatError("two image ids map to the same file name")
+    write_jsonl(
+        root / f"{split}_texts.jsonl",
+        (
+            {
+                "text_id": _json_id(text_id),
+                "text": text,
+                "image_ids": [_json_id(collection.image_ids[i]) for i in refs],
+            }
+            for text_id, text, refs in zip(
+                collection.text_ids, collection.texts, collection.text_to_images, strict=True
+            )
+        ),
+    )
+    return root
+
+
+def write_caption_folder(root: str | Path, collection: PairCollection) -> Path:
+    """``images/…`` + ``captions.jsonl`` rows ``{image, captions, image_id, text_ids}``.
+
+    Ids are kept, and a text describing several images appears under each with the same
+    text id, so :func:`read_caption_folder` gives back the same collection.
+    """
+    root = Path(root)
+    names = _write_images(root / "images", collection)
+    per_image = collection.image_to_texts()
+    rows = []
+    for number, (image_id, name) in enumerate(zip(collection.image_ids, names, strict=True)):
+        texts = per_image[number]
+        if not texts:
+            continue  # a caption folder has no place for an image without text
+        rows.append(
+            {
+                "image": f"images/{name}",
+                "captions": [collection.texts[t] for t in texts],
+                "image_id": image_id,
+                "text_ids": [collection.text_ids[t] for t in texts],
+            }
+        )
+    write_jsonl(root / "captions.jsonl", rows)
+    return root
+
+
+def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
+    """A collection read from a CulTwin set (image ids ``{record}:pos`` / ``{record}:neg``)
+    written back as ``cultwin.jsonl`` with ``images/``.
+
+    Plain image–text pairs have no culturally different twin, so they cannot become CulTwin
+    records; ``cultureclip synth`` makes twins from concepts.
+    """
+    from cultureclip.data.cultwin import write_cultwin
+
+    root = Path(root)
+    sides: dict[str, dict[str, int]] = {}
+    for number, image_id in enumerate(collection.image_ids):
+        record, sep, side = image_id.rpartition(":")
+        if not sep or side not in ("pos", "neg"):
+            raise CollectionFormatError(
+                f"image id {image_id!r} is not a CulTwin side ('<record>:pos' or '<record>:neg'); "
+                f"CulTwin needs twin pairs, which plain image–text pairs do not have: "
+                f"make them with `cultureclip synth` (docs/synth.md)"
+            )
+        sides.setdefault(record, {})[side] = number
+    lonely = [r for r, pair in sides.items() if len(pair) != 2]
+    if lonely:
+        raise CollectionFormatError(
+            f"record(s) {lonely[:5]} have only one side; a CulTwin record needs both"
+        )
+    names = _write_images(root / "images", collection)
+    per_image = collection.image_to_texts()
+    records = []
+    for record, pair in sides.items():
+        row: dict[str, Any] = {"id": record, "country": "unknown", "category": "unknown"}
+        for side, number in pair.items():
+            captions = [collection.texts[t] for t in per_image[number]]
+            row[f"{side}_concept"] = captions[0] if captions else record
+            row[f"{side}_captions"] = captions
+            row[f"{side}_image"] = f"images/{names[number]}"
+        records.append(row)
+    write_cultwin(root / "cultwin.jsonl", records)
+    return root
+
+
+def write_collection(
+    out: str | Path,
+    collection: PairCollection,
+    format: str,
+    *,
+    split: str = "test",
+    urlsafe: bool = False,
+) -> Path:
+    """Writes ``collection`` in one of :data:`WRITE_FORMATS` under ``out``."""
+    out = Path(out)
+    if format == "chinese-clip":
+        write_chinese_clip(out, split, collection, urlsafe=urlsafe)
+    elif format == "chinese-clip-folder":
+        write_image_folder_layout(out, split, collection)
+    elif format == "folder":
+        write_caption_folder(out, collection)
+    elif format == "cultwin":
+        write_cultwin_pairs(out, collection)
+    else:
+        raise InputError(f"unknown format {format!r}; choose one of {', '.join(WRITE_FORMATS)}")
+    return out

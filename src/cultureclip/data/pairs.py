@@ -9,6 +9,7 @@ live in :mod:`cultureclip.data.collections` and all return this type.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,17 +19,77 @@ from PIL import Image
 
 ImageSource = Path | bytes
 
+RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
+#: default pixel cap of decoded images (the search server's upload cap too)
+DEFAULT_MAX_PIXELS = 40_000_000
+#: set in ``image.info`` when :func:`open_image` reduced an image over the pixel cap
+DOWNSCALED_FROM = "cultureclip_downscaled_from"
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Opens a path or encoded bytes (base64 text is decoded) as an RGB PIL image."""
+
+class ImageTooLargeError(ValueError):
+    """An image over the pixel cap that cannot be reduced while decoding (not a JPEG)."""
+
+
+def decode_base64(data: bytes) -> bytes:
+    """Decodes standard or URL-safe base64 (Chinese-CLIP writes URL-safe), padded or not.
+
+    The alphabet is told from the characters used; any character outside it (or a mix of
+    both alphabets) is an error that names the alphabet, not a padding complaint.
+    """
+    data = data.strip()
+    urlsafe = b"-" in data or b"_" in data
+    if urlsafe and (b"+" in data or b"/" in data):
+        raise binascii.Error("base64 mixes the standard (+/) and URL-safe (-_) alphabets")
+    padded = data + b"=" * (-len(data) % 4)
+    try:
+        if urlsafe:
+            return base64.b64decode(padded, altchars=b"-_", validate=True)
+        return base64.b64decode(padded, validate=True)
+    except binascii.Error as exc:
+        alphabet = "URL-safe" if urlsafe else "standard"
+        raise binascii.Error(f"not valid {alphabet} base64 ({exc})") from exc
+
+
+def raw_image_bytes(source: ImageSource) -> bytes:
+    """The encoded image file bytes of a source (a path is read, base64 decoded)."""
+    if isinstance(source, Path):
+        return source.read_bytes()
+    if source[:8].startswith(RAW_IMAGE_MAGIC):
+        return bytes(source)
+    return decode_base64(source)
+
+
+def _reduced(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Decodes ``image`` (opened, not loaded) at most ``max_pixels`` large."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image.convert("RGB")
+    scale = (max_pixels / (width * height)) ** 0.5
+    target = (max(1, int(width * scale)), max(1, int(height * scale)))
+    if image.format != "JPEG":
+        raise ImageTooLargeError(
+            f"image is {width}×{height} ({width * height:,} pixels), over the cap of "
+            f"{max_pixels:,} pixels; only JPEGs are reduced while decoding, so downscale it first"
+        )
+    image.draft("RGB", target)  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size, fast
+    reduced = image.convert("RGB")
+    reduced.thumbnail(target)
+    reduced.info[DOWNSCALED_FROM] = (width, height)
+    return reduced
+
+
+def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+    """Opens a path or encoded bytes (base64 text is decoded) as an RGB PIL image.
+
+    With ``max_pixels``, an image over the cap is decoded reduced (JPEG draft mode, then
+    a thumbnail; ``image.info[DOWNSCALED_FROM]`` holds the original size); other formats
+    over the cap raise :class:`ImageTooLargeError` before any pixel is decoded.
+    """
     if isinstance(source, Path):
         with Image.open(source) as image:
-            return image.convert("RGB")
-    data = source
-    if not data[:8].startswith((b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")):
-        data = base64.b64decode(data)
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+            return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
+    with Image.open(io.BytesIO(raw_image_bytes(source))) as image:
+        return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
 
 
 @dataclass

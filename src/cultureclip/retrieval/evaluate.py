@@ -4,11 +4,16 @@ Metrics come from :func:`cultureclip.eval.metrics.retrieval_metrics` (one implem
 for the whole toolkit): a text with several correct images is a hit when any of them is
 in the top K. Views are encoded once per crop setting (k, scale, ratio, seed) and reused
 for every weighting, τ and β, so a sweep costs one encoding pass per crop setting.
+
+Every number comes with what it needs to be read: the candidate counts, the chance level
+of each recall (the expected recall of a random ranking, which is large on a 20-image
+set), and a 95% bootstrap interval over the queries.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,11 @@ from cultureclip.models.base import VisionLanguageModel
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, LaclipViews, Weighting
 
 METRIC_KEYS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "MR")
+
+#: about how many image–text pairs the published rows were measured on (the 2/10 test part
+#: of CulTi's 5,726 pairs)
+PUBLISHED_N = 1145
+RECALL_KS = (1, 5, 10)
 
 #: CulTi test split, published in the LACLIP paper (T2I R1/R5/R10, I2T R1/R5/R10, MR).
 PUBLISHED_CULTI: dict[str, tuple[float, ...]] = {
@@ -76,13 +86,86 @@ class SweepRow:
     label: str
     laclip: LaclipConfig | None
     metrics: dict[str, float]
+    #: 95% bootstrap interval per metric (percentile, over queries)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "laclip": self.laclip.model_dump(mode="json") if self.laclip else None,
             **self.metrics,
+            "ci95": {key: list(bounds) for key, bounds in self.ci.items()},
         }
+
+
+def _image_to_texts(n_images: int, targets: Sequence[Sequence[int]]) -> list[list[int]]:
+    result: list[list[int]] = [[] for _ in range(n_images)]
+    for t, images in enumerate(targets):
+        for i in images:
+            result[i].append(t)
+    return result
+
+
+def _hit_probability(candidates: int, correct: int, k: int) -> float:
+    """P(at least one of ``correct`` items is in the top ``k`` of a random ranking)."""
+    if k >= candidates:
+        return 1.0
+    return 1.0 - math.comb(candidates - correct, k) / math.comb(candidates, k)
+
+
+def chance_levels(
+    n_images: int, targets: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
+) -> dict[str, float]:
+    """Expected Recall@K (percent) of a random ranking, with the same queries and answers."""
+    image_texts = [t for t in _image_to_texts(n_images, targets) if t]
+    n_texts = len(targets)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"t2i_R@{k}"] = 100 * float(
+            np.mean([_hit_probability(n_images, len(set(r)), k) for r in targets])
+        )
+        out[f"i2t_R@{k}"] = 100 * float(
+            np.mean([_hit_probability(n_texts, len(t), k) for t in image_texts])
+        )
+    out["MR"] = float(np.mean([out[f"{d}_R@{k}"] for d in ("t2i", "i2t") for k in ks]))
+    return out
+
+
+def query_hits(
+    sim: torch.Tensor, targets: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query hits ``[queries, len(ks)]`` (bool) for text → image and image → text, under
+    the rules of :func:`~cultureclip.eval.metrics.retrieval_metrics`."""
+    from cultureclip.eval.metrics import best_correct_rank
+
+    image_texts = _image_to_texts(sim.shape[0], targets)
+    queried = [i for i, t in enumerate(image_texts) if t]
+    t2i = best_correct_rank(sim.T, targets).numpy()
+    i2t = best_correct_rank(sim[queried], [image_texts[i] for i in queried]).numpy()
+    ks_array = np.asarray(ks)
+    return t2i[:, None] < ks_array, i2t[:, None] < ks_array
+
+
+def bootstrap_ci(
+    t2i_hits: np.ndarray,
+    i2t_hits: np.ndarray,
+    ks: Sequence[int] = RECALL_KS,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of every recall and MR, resampling queries with replacement
+    (texts and images independently)."""
+    rng = np.random.default_rng(seed)
+    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (resamples, len(t2i_hits)))].mean(axis=1)
+    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (resamples, len(i2t_hits)))].mean(axis=1)
+    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(ks)}
+    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(ks)})
+    draws["MR"] = np.mean([draws[key] for key in list(draws)], axis=0)
+    return {
+        key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+        for key, v in draws.items()
+    }
 
 
 @dataclass
@@ -92,6 +175,10 @@ class SweepResult:
     n_texts: int
     failed: list[dict[str, str]] = field(default_factory=list)
     dropped_texts: int = 0
+    #: expected recall of a random ranking on these queries and candidates
+    chance: dict[str, float] = field(default_factory=dict)
+    #: images that are queries (described by at least one text) in image → text
+    n_image_queries: int = 0
 
 
 def _decoded_batches(
@@ -212,42 +299,71 @@ def evaluate_retrieval(
         text_rows, targets = _text_targets(collection, kept)
         text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
-    def metrics(image_vectors: torch.Tensor) -> dict[str, float]:
-        return retrieval_metrics(image_vectors.double() @ text_emb.double().T, targets)
+    def row(label: str, config: LaclipConfig | None, image_vectors: torch.Tensor) -> SweepRow:
+        sim = image_vectors.double() @ text_emb.double().T
+        t2i, i2t = query_hits(sim, targets)
+        return SweepRow(label, config, retrieval_metrics(sim, targets), bootstrap_ci(t2i, i2t))
 
-    rows = [SweepRow("global", None, metrics(global_emb))]
+    rows = [row("global", None, global_emb)]
     for configs, views in view_sets:
         encoder = LaclipEncoder(model, configs[0])
         for config in configs:
-            rows.append(
-                SweepRow(config.label(), config, metrics(encoder.fuse_views(views, config).fused))
-            )
+            rows.append(row(config.label(), config, encoder.fuse_views(views, config).fused))
     return SweepResult(
         rows,
         n_images=len(kept),
         n_texts=len(text_rows),
         failed=failed,
         dropped_texts=len(collection.texts) - len(text_rows),
+        chance=chance_levels(len(kept), targets),
+        n_image_queries=sum(1 for t in _image_to_texts(len(kept), targets) if t),
     )
 
 
 def results_table(result: SweepResult, *, published: bool = False) -> Any:
-    """A rich table in the layout of the CulTi results (T2I R1/R5/R10, I2T R1/R5/R10, MR)."""
+    """A rich table in the layout of the CulTi results (T2I R1/R5/R10, I2T R1/R5/R10, MR)
+    that fits 80 columns: each cell holds the value and, below it, its 95% bootstrap
+    interval; a ``chance`` row gives a random ranking's recall on the same candidates."""
     from rich.table import Table
 
+    notes = [
+        f"n: {result.n_texts} text queries over {result.n_images} images; "
+        f"{result.n_image_queries} image queries over {result.n_texts} texts.",
+        "Second line of a cell: 95% bootstrap interval (1,000 resamples of the queries).",
+        "chance: the expected recall of a random ranking on the same candidates.",
+    ]
+    if published:
+        notes.append(
+            f"Published rows: CulTi test split, about {PUBLISHED_N:,} pairs. Recall@K depends "
+            f"on the candidate count (chance T2I R@10 there ≈ {100 * 10 / PUBLISHED_N:.1f}%, here "
+            f"{result.chance.get('t2i_R@10', float('nan')):.1f}%): compare only on the same set."
+        )
     table = Table(
         title=f"retrieval: {result.n_images} images, {result.n_texts} texts",
-        caption="published rows: CulTi test split, for comparison" if published else None,
+        caption="\n".join(notes),
+        caption_justify="left",
+        width=80,
+        padding=(0, 1),
     )
-    table.add_column("method")
+    table.add_column("method", overflow="fold", ratio=1)
     for name in ("T2I R@1", "R@5", "R@10", "I2T R@1", "R@5", "R@10", "MR"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True, min_width=6)
     best = max(row.metrics["MR"] for row in result.rows)
     for row in result.rows:
-        cells = [f"{row.metrics[k]:.1f}" for k in METRIC_KEYS]
-        if row.metrics["MR"] == best:
-            cells[-1] = f"[bold green]{cells[-1]}[/]"
+        cells = []
+        for key in METRIC_KEYS:
+            value = f"{row.metrics[key]:.1f}"
+            if key == "MR" and row.metrics["MR"] == best:
+                value = f"[bold green]{value}[/]"
+            if key in row.ci:
+                low, high = row.ci[key]
+                value += f"\n[dim]{low:.0f}–{high:.0f}[/]"
+            cells.append(value)
         table.add_row(row.label, *cells)
+    if result.chance:
+        table.add_row(
+            "[italic]chance[/]", *(f"[italic]{result.chance[k]:.1f}[/]" for k in METRIC_KEYS)
+        )
     if published:
         table.add_section()
         for label, values in PUBLISHED_CULTI.items():

@@ -16,6 +16,13 @@ chunks are joined into the index directory::
     texts.parquet         text_id, text, image_ids (list of image ids) per row
     images.faiss / texts.faiss   FAISS indexes over the vectors (inner product)
     failed_images.jsonl   {image_id, reason} for every image that could not be decoded
+    images.bin            the encoded image files, back to back   } ``store_images`` (default):
+    image_offsets.npy     [N + 1] int64 byte offsets into it       } the index is self-contained
+    model/                a copy of a local model (``bundle_model``)
+
+An index directory is portable: it names its model by a resolved spec (absolute path for
+local models, with a fingerprint checked on load) or carries a copy, and it holds its
+images, so it can be moved and used from any working directory.
 
 :class:`RetrievalIndex` loads such a directory and answers text → image and
 image → text queries.
@@ -23,6 +30,9 @@ image → text queries.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 import shutil
 import threading
 import time
@@ -37,7 +47,12 @@ from pydantic import Field
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
-from cultureclip.data.pairs import PairCollection
+from cultureclip.data.pairs import (
+    DEFAULT_MAX_PIXELS,
+    DOWNSCALED_FROM,
+    PairCollection,
+    raw_image_bytes,
+)
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
 from cultureclip.utils.io import (
     atomic_path,
@@ -53,6 +68,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from cultureclip.models.base import VisionLanguageModel
+
+logger = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
 MANIFEST = "index.json"
@@ -75,9 +92,10 @@ class RetrievalIndexError(InputError):
 
 
 class FaissSettings(Config):
-    """Which FAISS index to build. ``flat`` is exact; ``ivf``/``hnsw`` trade recall for speed."""
+    """Which FAISS index to build. ``flat`` is exact; ``ivf``/``hnsw`` trade recall for speed;
+    ``ivfpq`` also compresses the vectors (``pq_m`` bytes each at 8 bits) for millions."""
 
-    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
     #: IVF cells; default about 4·√N (capped so each cell gets ≥ 39 training vectors)
     nlist: int | None = Field(None, ge=1)
     #: IVF cells visited per query
@@ -86,6 +104,9 @@ class FaissSettings(Config):
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(128, ge=1)
+    #: IVF-PQ sub-quantizers (must divide the dimension); default dim/8
+    pq_m: int | None = Field(None, ge=1)
+    pq_bits: int = Field(8, ge=4, le=12)
 
 
 class IndexConfig(Config):
@@ -103,6 +124,143 @@ class IndexConfig(Config):
     device: str = "cpu"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
+    #: images over this many pixels are decoded reduced (JPEG) or skipped and reported
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    #: copy the image files into the index (``images.bin``) so it is self-contained
+    store_images: bool = True
+    #: copy a local model directory into ``model/`` so the index carries its model
+    bundle_model: bool = False
+    #: ``"rank/world"``: encode only the chunks ``number % world == rank`` (sharded encoding
+    #: over processes sharing ``out``); default from ``RANK``/``WORLD_SIZE`` (accelerate,
+    #: torchrun). Rank 0 waits for the other shards' chunks and writes the index.
+    shard: str | None = Field(None, pattern=r"^\d+/\d+$")
+    #: how long rank 0 waits for the other shards
+    shard_wait_s: float = Field(24 * 3600, gt=0)
+
+
+def shard_of(config: IndexConfig) -> tuple[int, int]:
+    """(rank, world) of this process: ``config.shard``, else ``RANK``/``WORLD_SIZE``."""
+    import os
+
+    if config.shard:
+        rank, world = (int(v) for v in config.shard.split("/"))
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world < 1 or not 0 <= rank < world:
+        raise RetrievalIndexError(f"shard {rank}/{world}: the rank must be in 0..world-1")
+    return rank, world
+
+
+# ---- model specs -------------------------------------------------------------------------
+def _local_model_path(spec: str) -> tuple[str, Path] | None:
+    """(prefix, path) of a spec naming a local directory or file, else None."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return "", path
+    backend, sep, argument = spec.partition(":")
+    if not sep or not argument:
+        return None
+    if backend == "hf" and Path(argument).expanduser().exists():
+        return "hf:", Path(argument).expanduser()
+    if backend == "open_clip" and "/" in argument:
+        arch, _, rest = argument.partition("/")
+        if Path(rest).expanduser().exists():
+            return f"open_clip:{arch}/", Path(rest).expanduser()
+    return None
+
+
+def resolve_model_spec(spec: str) -> str:
+    """The spec with any local path made absolute, so it works from another directory."""
+    local = _local_model_path(spec)
+    if local is None:
+        return spec
+    prefix, path = local
+    return f"{prefix}{path.resolve()}"
+
+
+def model_fingerprint(spec: str) -> str | None:
+    """A quick content fingerprint of a local model (names, sizes, first MiB of each file);
+    None for hub names and built-in backends."""
+    local = _local_model_path(spec)
+    if local is None:
+        return None
+    path = local[1]
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(str(file.stat().st_size).encode())
+        with open(file, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def display_model(spec: str) -> str:
+    """A model spec without its directories (what a page may show)."""
+    local = _local_model_path(spec)
+    if local is not None:
+        return f"{local[0]}{local[1].resolve().name}"
+    backend, sep, argument = spec.partition(":")
+    if Path(spec).is_absolute() or not sep:
+        return Path(spec).name
+    if argument.startswith(("/", "~", ".")):  # a local path that is not there now
+        return f"{backend}:{Path(argument).name}"
+    return spec
+
+
+# ---- temp files --------------------------------------------------------------------------
+_TEMP_PATTERNS = (
+    ".images-*.npz.*",
+    ".images-*.bin.*",
+    ".images-*.failed.jsonl.*",
+    ".texts-*.npy.*",
+    ".fingerprint.json.*",
+)
+_OUT_TEMP_PATTERNS = tuple(
+    f".{name}.*"
+    for name in (
+        "image_vectors.npy",
+        "image_global.npy",
+        "laclip_weights.npy",
+        "laclip_boxes.npy",
+        "text_vectors.npy",
+        "images.parquet",
+        "texts.parquet",
+        "images.faiss",
+        "texts.faiss",
+        "images.bin",
+        "image_offsets.npy",
+        "failed_images.jsonl",
+        "index.json",
+        "config.yaml",
+    )
+)
+
+
+def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Path]:
+    """Removes temporary files a killed index build left in ``out`` and ``out/chunks``.
+
+    A shard removes only the temporary files of its own chunks (and rank 0 those in ``out``),
+    so shards starting at different times never delete each other's files in progress.
+    """
+    removed: list[Path] = []
+    folders = [(out / "chunks", _TEMP_PATTERNS)]
+    if rank == 0:
+        folders.append((out, _OUT_TEMP_PATTERNS))
+    for folder, patterns in folders:
+        if not folder.is_dir():
+            continue
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
+                if number and world > 1 and int(number.group(1)) % world != rank:
+                    continue
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted build", len(removed))
+    return removed
 
 
 # ---- FAISS -------------------------------------------------------------------------------
@@ -119,14 +277,27 @@ def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> f
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = settings.ef_construction
         index.hnsw.efSearch = settings.ef_search
-    elif settings.kind == "ivf":
+    elif settings.kind in ("ivf", "ivfpq"):
         nlist = settings.nlist or max(1, min(round(4 * np.sqrt(n)), n // 39))
         if n < nlist:
             raise RetrievalIndexError(
                 f"IVF with nlist={nlist} needs at least {nlist} vectors, got {n}; use --faiss flat"
             )
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if settings.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = settings.pq_m or max(1, dim // 8)
+            if dim % m:
+                raise RetrievalIndexError(f"pq_m={m} must divide the dimension {dim}")
+            if n < 2**settings.pq_bits:
+                raise RetrievalIndexError(
+                    f"IVF-PQ with pq_bits={settings.pq_bits} needs at least "
+                    f"{2**settings.pq_bits} vectors to train, got {n}; use --faiss ivf or flat"
+                )
+            index = faiss.IndexIVFPQ(
+                quantizer, dim, nlist, m, settings.pq_bits, faiss.METRIC_INNER_PRODUCT
+            )
         index.train(vectors)
         index.nprobe = min(settings.nprobe, nlist)
     else:  # pydantic keeps this unreachable; kept for direct callers
@@ -140,7 +311,7 @@ def _tune_loaded(index: faiss.Index, settings: FaissSettings) -> faiss.Index:
     # Search-time knobs are not serialised by FAISS; set them again after loading.
     import faiss
 
-    if settings.kind == "ivf":
+    if settings.kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(settings.nprobe, ivf.nlist)
     elif settings.kind == "hnsw":
@@ -172,6 +343,9 @@ class IndexSummary:
     resumed_chunks: int
     timings: dict[str, float]
     encoded_views: int
+    downscaled: list[dict[str, Any]] = field(default_factory=list)
+    #: False for a shard other than rank 0 (it encodes chunks; rank 0 writes the index)
+    finalized: bool = True
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -197,12 +371,15 @@ def progress_bar(enabled: bool) -> Any:
 def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
     """What must match for chunks on disk to be reused by a rerun."""
     return {
-        "model": config.model,
-        "data": config.data,
+        "model": resolve_model_spec(config.model),
+        "model_fingerprint": model_fingerprint(config.model),
+        "data": str(Path(config.data).resolve()),
         "split": config.split,
         "split_seed": config.split_seed,
         "chunk_size": config.chunk_size,
         "laclip": config.laclip.model_dump(mode="json") if config.laclip else None,
+        "max_pixels": config.max_pixels,
+        "store_images": config.store_images,
         "images": stable_hash(collection.image_ids),
         "texts": stable_hash(collection.text_ids, collection.texts),
     }
@@ -215,7 +392,10 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
         shutil.rmtree(chunks)
     if path.exists():
         previous = read_json(path)
-        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        # keys that older builds did not record do not block a resume
+        changed = sorted(
+            k for k in fingerprint if k in previous and previous.get(k) != fingerprint[k]
+        )
         if changed:
             raise RetrievalIndexError(
                 f"{chunks.parent} holds chunks of a different run (differs in {', '.join(changed)}); "
@@ -232,12 +412,17 @@ def _encode_image_chunk(
     rows: range,
     config: IndexConfig,
     on_batch: Any,
-) -> tuple[dict[str, np.ndarray], list[dict[str, str]], int]:
+    blob: Any = None,
+) -> tuple[dict[str, np.ndarray], list[dict[str, str]], int, list[dict[str, Any]]]:
+    """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
+    written to it back to back (``offsets`` in the arrays)."""
     import torch
 
     encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
     kept: list[int] = []
     failed: list[dict[str, str]] = []
+    downscaled: list[dict[str, Any]] = []
+    offsets = [0]
     vectors, globals_, weights, boxes = [], [], [], []
     encoded = 0
     for start in range(rows.start, rows.stop, config.batch_size):
@@ -245,11 +430,23 @@ def _encode_image_chunk(
         images: list[Image.Image] = []
         batch_kept: list[int] = []
         for row in batch_rows:
+            image_id = collection.image_ids[row]
             try:
-                images.append(decode_image(collection.images[row]))
-                batch_kept.append(row)
-            except ImageDecodeError as exc:
-                failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
+                image = decode_image(collection.images[row], config.max_pixels)
+                data = raw_image_bytes(collection.images[row]) if blob is not None else b""
+            except (ImageDecodeError, OSError) as exc:
+                failed.append({"image_id": image_id, "reason": str(exc)})
+                continue
+            if DOWNSCALED_FROM in image.info:
+                width, height = image.info[DOWNSCALED_FROM]
+                downscaled.append(
+                    {"image_id": image_id, "size": [width, height], "used": list(image.size)}
+                )
+            if blob is not None:
+                blob.write(data)
+                offsets.append(offsets[-1] + len(data))
+            images.append(image)
+            batch_kept.append(row)
         if images:
             if encoder is None:
                 with torch.inference_mode():
@@ -272,13 +469,14 @@ def _encode_image_chunk(
     dim = model.embed_dim
     arrays = {
         "rows": np.asarray(kept, dtype=np.int64),
+        "offsets": np.asarray(offsets if blob is not None else [0], dtype=np.int64),
         "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
     }
     if encoder is not None:
         arrays["global"] = np.concatenate(globals_) if globals_ else np.zeros((0, dim), np.float32)
         arrays["weights"] = np.concatenate(weights) if weights else np.zeros((0, 0), np.float32)
         arrays["boxes"] = np.concatenate(boxes) if boxes else np.zeros((0, 0, 4), np.int32)
-    return arrays, failed, encoded
+    return arrays, failed, encoded, downscaled
 
 
 def build_index(
@@ -302,6 +500,12 @@ def build_index(
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world = shard_of(config)
+    if world > 1 and overwrite:
+        raise RetrievalIndexError(
+            "--overwrite cannot be combined with sharded encoding; remove the old chunks first"
+        )
+    clean_stale_temp_files(out, rank, world)
     collection = (
         collection
         if collection is not None
@@ -309,9 +513,19 @@ def build_index(
     )
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    model = model if model is not None else create_model(config.model, device=config.device)
+    device = config.device
+    if world > 1 and device == "cuda":  # one GPU per process, as accelerate/torchrun launch them
+        import os
+
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        device = f"cuda:{local % max(1, torch.cuda.device_count())}"
+    model = model if model is not None else create_model(config.model, device=device)
     model.eval()
-    config.save(out)
+    config = config.model_copy(update={"model": resolve_model_spec(config.model)})
+    if rank == 0:
+        config.save(out)
     chunks = out / "chunks"
     _prepare_chunks(chunks, _fingerprint(config, collection), overwrite)
 
@@ -327,28 +541,54 @@ def build_index(
     resumed = 0
     encoded_views = 0
     failed: list[dict[str, str]] = []
+    downscaled: list[dict[str, Any]] = []
+    waiting: list[Path] = []  # chunks of other shards, not written yet
     with progress_bar(progress) as bar:
         task = bar.add_task("images", total=n_images)
         started = time.perf_counter()
         for number, rows in enumerate(image_chunks):
             path = chunks / f"images-{number:05d}.npz"
             failed_path = chunks / f"images-{number:05d}.failed.jsonl"
-            if path.exists():
+            downscaled_path = chunks / f"images-{number:05d}.downscaled.jsonl"
+            blob_path = chunks / f"images-{number:05d}.bin"
+            if path.exists() and (blob_path.exists() or not config.store_images):
                 resumed += 1
                 failed.extend(read_jsonl(failed_path))
+                if downscaled_path.exists():
+                    downscaled.extend(read_jsonl(downscaled_path))
                 bar.advance(task, len(rows))
                 continue
-            arrays, chunk_failed, encoded = _encode_image_chunk(
-                model, collection, rows, config, lambda n: bar.advance(task, n)
-            )
+            if number % world != rank:
+                waiting.append(path)
+                bar.advance(task, len(rows))
+                continue
+            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            if config.store_images:
+                with atomic_path(blob_path) as blob_tmp, open(blob_tmp, "wb") as blob:
+                    arrays, chunk_failed, encoded, chunk_downscaled = _encode_image_chunk(
+                        model, collection, rows, config, advance, blob
+                    )
+            else:
+                arrays, chunk_failed, encoded, chunk_downscaled = _encode_image_chunk(
+                    model, collection, rows, config, advance
+                )
             for bad in chunk_failed:
                 if log is not None:
                     log(f"skipped image {bad['image_id']}: {bad['reason']}")
+            for big in chunk_downscaled:
+                if log is not None:
+                    log(
+                        f"image {big['image_id']} is {big['size'][0]}×{big['size'][1]}, over "
+                        f"max_pixels={config.max_pixels:,}; indexed at "
+                        f"{big['used'][0]}×{big['used'][1]}"
+                    )
             # The failure list is written before the chunk: a chunk file on disk means "done".
             write_jsonl(failed_path, chunk_failed)
+            write_jsonl(downscaled_path, chunk_downscaled)
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
             failed.extend(chunk_failed)
+            downscaled.extend(chunk_downscaled)
             encoded_views += encoded
         timings["images_s"] = time.perf_counter() - started
 
@@ -358,6 +598,8 @@ def build_index(
             path = chunks / f"texts-{number:05d}.npy"
             if path.exists():
                 resumed += 1
+            elif number % world != rank:
+                waiting.append(path)
             else:
                 texts = [collection.texts[i] for i in rows]
                 _save_npy(
@@ -366,8 +608,27 @@ def build_index(
             bar.advance(task, len(rows))
         timings["texts_s"] = time.perf_counter() - started
 
+    if world > 1:
+        if rank != 0:
+            logger.info("shard %d/%d done; rank 0 writes the index", rank, world)
+            return IndexSummary(
+                out, 0, 0, failed, resumed, timings, encoded_views, downscaled, finalized=False
+            )
+        _wait_for(waiting, config.shard_wait_s)
+        for path in waiting:
+            if path.name.startswith("images-"):
+                failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
+                extra = path.with_suffix(".downscaled.jsonl")
+                if extra.exists():
+                    downscaled.extend(read_jsonl(extra))
+
     # Chunks whose images all failed hold empty arrays of unknown view count: leave them out.
     parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(image_chunks))]
+    blobs = [
+        chunks / f"images-{n:05d}.bin"
+        for n in range(len(image_chunks))
+        if parts[n]["rows"].size and config.store_images
+    ]
     parts = [p for p in parts if p["rows"].size]
     if not parts:
         write_jsonl(out / "failed_images.jsonl", failed)
@@ -391,6 +652,9 @@ def build_index(
             key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")
         }
     meta = collection.meta
+    if config.store_images:
+        _join_blobs(out, blobs, [p["offsets"] for p in parts])
+    bundled = _bundle_model(out, config.model) if config.bundle_model else None
     write_index(
         out,
         model=config.model,
@@ -411,11 +675,69 @@ def build_index(
             "split": meta.get("split", config.split),
             "split_seed": config.split_seed,
             "layout": meta.get("layout"),
+            "name": collection.name or Path(config.data).name,
         },
-        extra={"timings": timings, "encoded_views": encoded_views},
+        extra={
+            "timings": timings,
+            "encoded_views": encoded_views,
+            "model_fingerprint": model_fingerprint(config.model),
+            "model_bundled": bundled,
+            "images_stored": config.store_images,
+            "max_pixels": config.max_pixels,
+            "n_downscaled": len(downscaled),
+            "downscaled": downscaled[:1000],
+        },
     )
     timings["finalize_s"] = time.perf_counter() - started
-    return IndexSummary(out, int(rows.size), n_texts, failed, resumed, timings, encoded_views)
+    return IndexSummary(
+        out, int(rows.size), n_texts, failed, resumed, timings, encoded_views, downscaled
+    )
+
+
+def _wait_for(paths: list[Path], timeout_s: float) -> None:
+    """Waits until every chunk file of the other shards exists."""
+    deadline = time.monotonic() + timeout_s
+    missing = [p for p in paths if not p.exists()]
+    while missing:
+        if time.monotonic() > deadline:
+            raise RetrievalIndexError(
+                f"{len(missing)} chunk(s) of other shards did not appear within {timeout_s:.0f}s "
+                f"(first: {missing[0].name}); rerun the missing shards, then rank 0"
+            )
+        time.sleep(1.0)
+        missing = [p for p in missing if not p.exists()]
+
+
+def _join_blobs(out: Path, blobs: list[Path], offsets: list[np.ndarray]) -> None:
+    """``images.bin`` (the chunks' image bytes, in row order) and ``image_offsets.npy``."""
+    starts = [0]
+    with atomic_path(out / "images.bin") as tmp, open(tmp, "wb") as handle:
+        for blob in blobs:
+            with open(blob, "rb") as part:
+                shutil.copyfileobj(part, handle, 1 << 20)
+            starts.append(starts[-1] + blob.stat().st_size)
+    joined = [np.zeros(1, np.int64)]
+    for start, part in zip(starts, offsets, strict=False):
+        joined.append(part[1:] + start)
+    _save_npy(out / "image_offsets.npy", np.concatenate(joined))
+
+
+def _bundle_model(out: Path, spec: str) -> dict[str, str] | None:
+    """Copies a local model into ``out/model``; returns how to name it again, or None."""
+    local = _local_model_path(spec)
+    if local is None:
+        logger.warning("model %s is not a local directory; the index names it instead", spec)
+        return None
+    prefix, path = local
+    target = out / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    if path.is_dir():
+        shutil.copytree(path, target)
+        return {"prefix": prefix, "path": "model"}
+    target.mkdir()
+    shutil.copy2(path, target / path.name)
+    return {"prefix": prefix, "path": f"model/{path.name}"}
 
 
 def write_index(
@@ -485,6 +807,7 @@ def write_index(
         "split": source.get("split"),
         "split_seed": source.get("split_seed", 0),
         "layout": source.get("layout"),
+        "name": source.get("name"),
         "n_images": len(image_ids),
         "n_texts": len(text_ids),
         "n_failed": len(failed),
@@ -588,10 +911,27 @@ class RetrievalIndex:
         )
         self.failed: list[dict[str, str]] = read_jsonl(self.directory / "failed_images.jsonl")
         self.image_row = {image_id: row for row, image_id in enumerate(self.image_ids)}
+        self.max_pixels: int = self.manifest.get("max_pixels") or DEFAULT_MAX_PIXELS
+        self._blob: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
+        if self.manifest.get("images_stored"):
+            for name in ("images.bin", "image_offsets.npy"):
+                if not (self.directory / name).exists():
+                    raise RetrievalIndexError(
+                        f"{self.directory} lacks {name} (its images); copy the whole index "
+                        f"directory, or rebuild it with `cultureclip index --overwrite`"
+                    )
+            self._offsets = np.load(self.directory / "image_offsets.npy")
+            if len(self._offsets) != len(self.image_ids) + 1:
+                raise RetrievalIndexError(
+                    f"{self.directory}/image_offsets.npy does not match images.parquet; rebuild it"
+                )
         self.captions: dict[str, list[str]] = {}
-        for text, image_ids in zip(self.texts, self.text_image_ids, strict=True):
+        self._text_rows: dict[str, list[int]] = {}
+        for row, (text, image_ids) in enumerate(zip(self.texts, self.text_image_ids, strict=True)):
             for image_id in image_ids:
                 self.captions.setdefault(image_id, []).append(text)
+                self._text_rows.setdefault(image_id, []).append(row)
         self._model = model
         self._device = device
         self._collection: PairCollection | None = None
@@ -600,14 +940,56 @@ class RetrievalIndex:
 
     # ---- lazily created parts ---------------------------------------------------------
     @property
+    def name(self) -> str:
+        """The collection's name (never a path)."""
+        name = self.manifest.get("name")
+        if name:
+            return str(name)
+        data = self.manifest.get("data") or "index"
+        return Path(str(data)).name
+
+    @property
+    def model_name(self) -> str:
+        """The model spec without directories, for pages and logs."""
+        return display_model(str(self.manifest["model"]))
+
+    def model_spec(self) -> str:
+        """The spec to load: the bundled copy, else the recorded (resolved) spec, checked
+        against the recorded fingerprint."""
+        bundled = self.manifest.get("model_bundled")
+        if bundled:
+            return f"{bundled['prefix']}{(self.directory / bundled['path']).resolve()}"
+        spec = str(self.manifest["model"])
+        expected = self.manifest.get("model_fingerprint")
+        local = _local_model_path(spec)
+        if expected and local is None:
+            raise RetrievalIndexError(
+                f"the model of this index, {spec}, is not there any more; move it back, or "
+                f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
+            )
+        if expected and model_fingerprint(spec) != expected:
+            raise RetrievalIndexError(
+                f"the model at {spec} changed since this index was built (fingerprint "
+                f"{model_fingerprint(spec)} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
+            )
+        return spec
+
+    @property
     def model(self) -> VisionLanguageModel:
         with self._lock:
             if self._model is None:
                 from cultureclip.models.registry import create_model
 
-                self._model = create_model(self.manifest["model"], device=self._device)
+                self._model = create_model(self.model_spec(), device=self._device)
                 self._model.eval()
             return self._model
+
+    def warm(self) -> None:
+        """Loads the model and runs one text and one image through it (first query fast)."""
+        from PIL import Image
+
+        self.encode_text("warm up")
+        self.encode_image(Image.new("RGB", (64, 64), (128, 128, 128)), "warm-up")
 
     def collection(self) -> PairCollection:
         """The indexed collection (for image bytes), loaded again from the manifest's ``data``."""
@@ -622,9 +1004,22 @@ class RetrievalIndex:
             return self._collection
 
     def image_source(self, image_id: str) -> Any:
-        """The stored bytes or path of an indexed image, looked up by id only."""
+        """The stored bytes (or, for ``store_images: false``, the collection's bytes or path)
+        of an indexed image, looked up by id only."""
         if image_id not in self.image_row:
             raise UnknownNameError(f"no image {image_id!r} in this index")
+        if self._offsets is not None:
+            with self._lock:
+                if self._blob is None:
+                    self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
+            row = self.image_row[image_id]
+            return self._blob[self._offsets[row] : self._offsets[row + 1]].tobytes()
+        data = self.manifest.get("data")
+        if not data or not Path(data).exists():
+            raise RetrievalIndexError(
+                f"this index does not hold its images (built with store_images: false) and its "
+                f"collection {data} is missing; put it back or rebuild the index with images"
+            )
         collection = self.collection()
         position = self._positions.get(image_id)
         if position is None:
@@ -632,6 +1027,10 @@ class RetrievalIndex:
                 f"image {image_id!r} is no longer in {self.manifest['data']}; rebuild the index"
             )
         return collection.images[position]
+
+    def texts_of(self, image_id: str) -> list[int]:
+        """Rows (in ``text_ids``/``texts``) of the texts that describe ``image_id``."""
+        return list(self._text_rows.get(image_id, []))
 
     # ---- search -----------------------------------------------------------------------
     def search_vectors(
@@ -697,7 +1096,7 @@ class RetrievalIndex:
 
         import torch
 
-        image = decode_image(self.image_source(image_id))
+        image = decode_image(self.image_source(image_id), self.max_pixels)
         text_emb = torch.from_numpy(self.encode_text(text))
         with self._lock:
             features = LaclipEncoder(self.model, self.laclip).encode([image], [image_id])

@@ -2,45 +2,72 @@
 
 Routes:
 
-- ``GET /``: the search page (one self-contained HTML file shipped in the package).
-- ``GET /api/info``: what the index holds.
-- ``GET /api/search?q=…&k=…``: text → images.
+- ``GET /`` (and ``HEAD /``): the search page (one self-contained HTML file in the package).
+- ``GET /api/health``: ``{"ready": …, "status": "loading"|"ready"|"failed"}``; the model is
+  loaded and warmed at start, so the first search is as fast as any other.
+- ``GET /api/info``: what the index holds (collection and model names, never paths).
+- ``GET /api/search?q=…&k=…&offset=…``: text → images (paged).
 - ``POST /api/search-image`` (multipart field ``file``): image → texts.
-- ``GET /api/image?id=…``: an indexed image, looked up by id (never by a path from the
-  request), re-encoded as a JPEG of at most ``thumbnail_px`` pixels a side.
+- ``GET /api/image?id=…[&size=full]``: an indexed image, looked up by id (never by a path
+  from the request), re-encoded as a JPEG of at most ``thumbnail_px`` (or ``full_px``)
+  pixels a side.
+- ``GET /api/item?id=…``: one image's texts (with ids) and metadata.
 - ``GET /api/explain?id=…&q=…``: the LACLIP views behind one image's score.
+- ``GET /api/font.woff``: a subset of a CJK font on the server (the index's characters),
+  which the page uses when the browser's computer has no Chinese font (404 when the server
+  has none either; see :mod:`cultureclip.retrieval.fonts`).
+- ``GET /api/openapi.json``: the schema (no docs page: it would load assets from a CDN).
 
-Every error is JSON ``{"error": {"status": …, "message": …}}``; bad input never stops
-the server. Uploads larger than ``max_upload_bytes`` get 413, non-image content types
-415, undecodable or oversized images 400/413.
+Model work (encoding queries, uploads, explanations) runs in a bounded worker pool off
+the event loop, so ``/api/info``, thumbnails and the page stay responsive while an
+upload is encoded; when ``max_pending`` jobs are already waiting a request gets 503 with
+``Retry-After``. Every error is JSON ``{"error": {"status": …, "message": …}}`` (unknown
+routes, wrong methods and malformed bodies included); a 500 carries an ``id`` and its
+details go to the server log only. Uploads larger than ``max_upload_bytes`` get 413,
+non-image content types 415, undecodable images 400, images over ``max_pixels`` 413.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import io
-from functools import lru_cache
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cultureclip.core.errors import UserError
 from cultureclip.data.collections import ImageDecodeError, decode_image
+from cultureclip.data.pairs import DEFAULT_MAX_PIXELS
 from cultureclip.retrieval.index import RetrievalIndex, RetrievalIndexError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
 MAX_K = 100
+MAX_OFFSET = 10_000
 _READ_BLOCK = 64 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file bytes
 
+T = TypeVar("T")
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"status": status, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def _page() -> str:
@@ -59,8 +86,40 @@ def _decode_upload(data: bytes, max_pixels: int) -> Image.Image:
                     f"image is {image.width}×{image.height}; at most {max_pixels:,} pixels allowed",
                 )
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise HTTPException(413, f"image too large ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise HTTPException(400, f"the upload is not a readable image ({exc})") from exc
+
+
+class ModelWorkers:
+    """A bounded pool for model work: ``workers`` threads, at most ``max_pending`` waiting.
+
+    Jobs run through anyio's thread pool under a capacity limiter, so the event loop is
+    never blocked; a job that would exceed the queue is refused with 503 + Retry-After.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 64, retry_after_s: int = 2) -> None:
+        self.workers = workers
+        self.max_pending = max_pending
+        self.retry_after_s = retry_after_s
+        self.pending = 0  # touched from the event loop only
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.pending >= self.workers + self.max_pending:
+            raise HTTPException(
+                503,
+                f"the server is busy ({self.pending} model jobs queued); retry shortly",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.workers)
+        self.pending += 1
+        try:
+            return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
+        finally:
+            self.pending -= 1
 
 
 def create_app(
@@ -70,15 +129,77 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     default_k: int = 12,
     thumbnail_px: int = 384,
+    full_px: int = 2048,
+    workers: int = 1,
+    max_pending: int = 64,
+    warm: bool = True,
+    cjk_font: str | Path | bool | None = True,
 ) -> FastAPI:
-    """The web app over one index (a directory, or an already loaded :class:`RetrievalIndex`)."""
-    index = index_dir if isinstance(index_dir, RetrievalIndex) else RetrievalIndex(index_dir)
-    app = FastAPI(title="cultureclip search", docs_url="/api/docs", redoc_url=None)
-    app.state.index = index
+    """The web app over one index (a directory, or an already loaded :class:`RetrievalIndex`).
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    With ``warm`` the model is loaded and run once when the app starts (in the worker
+    pool, so ``/api/health`` answers ``loading`` meanwhile). ``cjk_font``: True finds a
+    CJK font on this machine, a path uses that font, False serves none.
+    """
+    from cultureclip.retrieval.fonts import find_cjk_font
+
+    font_path = find_cjk_font() if cjk_font is True else (Path(cjk_font) if cjk_font else None)
+    font_job: dict[str, Any] = {}
+
+    async def _font() -> bytes | None:
+        if font_path is None:
+            return None
+        if "task" not in font_job:
+            # fontTools is pure Python: subsetting in a thread would hold the GIL for
+            # seconds and stall every request, so a child process does it.
+            font_job["task"] = asyncio.ensure_future(
+                _subset_in_child(font_path, index.texts, font_job)
+            )
+        try:
+            return await asyncio.shield(font_job["task"])
+        except Exception:
+            logger.exception("subsetting the CJK font %s failed", font_path)
+            return None
+
+    index = index_dir if isinstance(index_dir, RetrievalIndex) else RetrievalIndex(index_dir)
+    pool = ModelWorkers(workers, max_pending)
+    state: dict[str, Any] = {"status": "loading" if warm else "ready"}
+
+    async def _warm() -> None:
+        try:
+            await pool.run(index.warm)
+            state["status"] = "ready"
+            logger.info("model %s loaded and warmed", index.model_name)
+        except Exception:
+            state["status"] = "failed"
+            logger.exception("loading the model of the index failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_warm()) if warm else None
+        if warm and font_path is not None:
+            font_job["warm"] = asyncio.create_task(_font())
+        yield
+        if task is not None and not task.done():
+            task.cancel()
+        child = font_job.get("process")
+        if child is not None and child.returncode is None:
+            child.kill()
+            await child.wait()
+
+    app = FastAPI(
+        title="cultureclip search",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.index = index
+    app.state.pool = pool
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,7 +211,13 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        error_id = uuid.uuid4().hex[:12]
+        logger.error(
+            "internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc
+        )
+        response = _error(500, f"internal error (id {error_id}); the details are in the server log")
+        response.headers["X-Error-Id"] = error_id
+        return response
 
     @app.middleware("http")
     async def _limit_upload_size(request: Request, call_next: Any) -> Any:
@@ -103,15 +230,37 @@ def create_app(
                 return _error(413, f"upload larger than the limit of {max_upload_bytes:,} bytes")
         return await call_next(request)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
+    def _safe(fn: Callable[..., T], *args: Any) -> T:
+        """Runs index code; a user error there (bad image, missing store) is logged in full
+        and answered without paths."""
+        try:
+            return fn(*args)
+        except ImageDecodeError as exc:
+            raise HTTPException(422, f"the image cannot be read: {exc}") from exc
+        except UserError as exc:
+            error_id = uuid.uuid4().hex[:12]
+            logger.error("request failed %s: %s", error_id, exc)
+            raise HTTPException(
+                503, f"the index cannot answer this (id {error_id}); see the server log"
+            ) from exc
+
+    @app.api_route(
+        "/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
+    )
+    async def page() -> HTMLResponse:
         return HTMLResponse(_page())
 
+    @app.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {"ready": state["status"] == "ready", "status": state["status"]}
+
     @app.get("/api/info")
-    def info() -> dict[str, Any]:
+    async def info() -> dict[str, Any]:
         manifest = index.manifest
         return {
-            "model": manifest["model"],
+            "collection": index.name,
+            "split": manifest.get("split"),
+            "model": index.model_name,
             "n_images": manifest["n_images"],
             "n_texts": manifest["n_texts"],
             "n_failed": manifest["n_failed"],
@@ -120,22 +269,44 @@ def create_app(
             "default_k": default_k,
             "max_k": MAX_K,
             "max_upload_bytes": max_upload_bytes,
+            "ready": state["status"] == "ready",
+            "cjk_font": font_path is not None,
         }
 
+    @app.get("/api/font.woff", include_in_schema=False)
+    async def font() -> Response:
+        data = await _font()
+        if data is None:
+            raise HTTPException(404, "this server has no CJK font to send")
+        return Response(data, media_type="font/woff", headers={"Cache-Control": "max-age=86400"})
+
+    def _image_url(image_id: str, size: str | None = None) -> str:
+        return f"/api/image?id={_quote(image_id)}" + (f"&size={size}" if size else "")
+
     @app.get("/api/search")
-    def search(
+    async def search(
         q: str = Query(..., min_length=1, max_length=1000),
         k: int = Query(default_k, ge=1, le=MAX_K),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query is empty")
-        hits = index.search_text(q, k)
+        hits = await pool.run(_safe, index.search_text, q, k + offset)
+        page_hits = hits[offset : offset + k]
         return {
             "query": q,
             "k": k,
+            "offset": offset,
+            "total": index.manifest["n_images"],
+            "has_more": len(hits) == k + offset and offset + k < index.manifest["n_images"],
             "results": [
-                {**dataclasses.asdict(hit), "image_url": f"/api/image?id={_quote(hit.image_id)}"}
-                for hit in hits
+                {
+                    **dataclasses.asdict(hit),
+                    "text_ids": _text_ids(index, hit.image_id),
+                    "image_url": _image_url(hit.image_id),
+                    "full_url": _image_url(hit.image_id, "full"),
+                }
+                for hit in page_hits
             ],
         }
 
@@ -156,44 +327,103 @@ def create_app(
                 )
         if not data:
             raise HTTPException(400, "the upload is empty")
-        image = _decode_upload(bytes(data), max_pixels)
-        hits = index.search_image(image, k)
-        return {"k": k, "results": [dataclasses.asdict(hit) for hit in hits]}
 
-    @lru_cache(maxsize=512)
-    def thumbnail(image_id: str) -> bytes:
-        image = decode_image(index.image_source(image_id))
-        image.thumbnail((thumbnail_px, thumbnail_px))
+        def run() -> list[Any]:
+            return index.search_image(_decode_upload(bytes(data), max_pixels), k)
+
+        hits = await pool.run(_safe, run)
+        return {
+            "k": k,
+            "results": [
+                {
+                    **dataclasses.asdict(hit),
+                    "images": [
+                        {"image_id": i, "image_url": _image_url(i)}
+                        for i in hit.image_ids
+                        if i in index.image_row
+                    ],
+                }
+                for hit in hits
+            ],
+        }
+
+    def render(image_id: str, side: int) -> bytes:
+        image = decode_image(index.image_source(image_id), index.max_pixels)
+        image.thumbnail((side, side))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=88)
         return buffer.getvalue()
 
+    # Thumbnails are small and asked for often; full views are large: a short cache.
+    thumbnail = lru_cache(maxsize=512)(render)
+    full_view = lru_cache(maxsize=16)(render)
+
     @app.get("/api/image")
-    def image(id: str = Query(..., min_length=1, max_length=1000)) -> Response:
+    def image(
+        id: str = Query(..., min_length=1, max_length=1000),
+        size: str = Query("thumb", pattern="^(thumb|full)$"),
+    ) -> Response:
         if id not in index.image_row:
             raise HTTPException(404, f"no image {id!r} in this index")
-        try:
-            data = thumbnail(id)
-        except ImageDecodeError as exc:
-            raise HTTPException(
-                500, f"image {id!r} is in the index but cannot be read: {exc}"
-            ) from exc
+        if size == "full":
+            data = _safe(full_view, id, full_px)
+        else:
+            data = _safe(thumbnail, id, thumbnail_px)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
+    @app.get("/api/item")
+    async def item(id: str = Query(..., min_length=1, max_length=1000)) -> dict[str, Any]:
+        if id not in index.image_row:
+            raise HTTPException(404, f"no image {id!r} in this index")
+        rows = index.texts_of(id)
+        return {
+            "image_id": id,
+            "collection": index.name,
+            "texts": [{"text_id": index.text_ids[t], "text": index.texts[t]} for t in rows],
+            "image_url": _image_url(id),
+            "full_url": _image_url(id, "full"),
+        }
+
     @app.get("/api/explain")
-    def explain(
+    async def explain(
         id: str = Query(..., min_length=1, max_length=1000),
         q: str = Query(..., min_length=1, max_length=1000),
     ) -> dict[str, Any]:
         if id not in index.image_row:
             raise HTTPException(404, f"no image {id!r} in this index")
-        try:
-            explanation = index.explain(id, q)
-        except RetrievalIndexError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        return {**dataclasses.asdict(explanation), "image_url": f"/api/image?id={_quote(id)}"}
+        if index.laclip is None:
+            raise HTTPException(
+                409, "this index was built without LACLIP (--laclip); there are no crops to explain"
+            )
+        explanation = await pool.run(_safe, index.explain, id, q)
+        return {**dataclasses.asdict(explanation), "image_url": _image_url(id, "full")}
 
     return app
+
+
+async def _subset_in_child(font_path: Path, texts: list[str], job: dict[str, Any]) -> bytes:
+    """The font subset, made by ``python -m cultureclip.retrieval.fonts`` in a child process."""
+    import sys
+
+    characters = "".join(sorted(set("".join(texts))))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cultureclip.retrieval.fonts",
+        str(font_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    job["process"] = child
+    data, errors = await child.communicate(characters.encode("utf-8"))
+    if child.returncode != 0:
+        raise RuntimeError(errors.decode("utf-8", "replace")[-2000:])
+    return data
+
+
+def _text_ids(index: RetrievalIndex, image_id: str) -> list[str]:
+    return [index.text_ids[t] for t in index.texts_of(image_id)]
 
 
 def _quote(value: str) -> str:
@@ -212,3 +442,6 @@ def serve(
     import uvicorn
 
     uvicorn.run(create_app(index_dir, **options), host=host, port=port, log_level="info")
+
+
+__all__ = ["RetrievalIndexError", "create_app", "serve"]
