@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from cultureclip.cli.retrieval import results_table
 from cultureclip.data.collections import load_collection
 from cultureclip.eval.metrics import retrieval_metrics
 from cultureclip.retrieval import LaclipConfig, SweepConfig, evaluate_retrieval
-from cultureclip.retrieval.evaluate import METRIC_KEYS, results_table
+from cultureclip.retrieval.evaluate import METRIC_KEYS
 
 
 def _brute_force(sim: np.ndarray, text_to_images: list[list[int]]) -> dict[str, float]:

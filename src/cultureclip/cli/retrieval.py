@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.table import Table
 
 from cultureclip.cli.common import ConfigOption, OverrideOption, console, fail, user_errors
+
+if TYPE_CHECKING:
+    from cultureclip.retrieval.evaluate import SweepResult
 
 
 def _floats(raw: str, name: str) -> list[float]:
@@ -30,6 +35,57 @@ def _ranges(raw: str) -> list[tuple[float, float]]:
                 f"expected ranges like 0.25-0.75,0.5-1.0; got {item!r}", param_hint="--scales"
             ) from None
     return result
+
+
+def results_table(result: SweepResult, *, published: bool = False) -> Table:
+    """A rich table in the layout of the CulTi results (T2I R1/R5/R10, I2T R1/R5/R10, MR)
+    that fits 80 columns: each cell holds the value and, below it, its 95% bootstrap
+    interval; a ``chance`` row gives a random ranking's recall on the same candidates."""
+    from cultureclip.retrieval.evaluate import METRIC_KEYS, PUBLISHED_CULTI, PUBLISHED_N
+
+    notes = [
+        f"n: {result.n_texts} text queries over {result.n_images} images; "
+        f"{result.n_image_queries} image queries over {result.n_texts} texts.",
+        "Second line of a cell: 95% bootstrap interval (1,000 resamples of the queries).",
+        "chance: the expected recall of a random ranking on the same candidates.",
+    ]
+    if published:
+        notes.append(
+            f"Published rows: CulTi test split, about {PUBLISHED_N:,} pairs. Recall@K depends "
+            f"on the candidate count (chance T2I R@10 there ≈ {100 * 10 / PUBLISHED_N:.1f}%, here "
+            f"{result.chance.get('t2i_R@10', float('nan')):.1f}%): compare only on the same set."
+        )
+    table = Table(
+        title=f"retrieval: {result.n_images} images, {result.n_texts} texts",
+        caption="\n".join(notes),
+        caption_justify="left",
+        width=80,
+        padding=(0, 1),
+    )
+    table.add_column("method", overflow="fold", ratio=1)
+    for name in ("T2I R@1", "R@5", "R@10", "I2T R@1", "R@5", "R@10", "MR"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=6)
+    best = max(row.metrics["MR"] for row in result.rows)
+    for row in result.rows:
+        cells = []
+        for key in METRIC_KEYS:
+            value = f"{row.metrics[key]:.1f}"
+            if key == "MR" and row.metrics["MR"] == best:
+                value = f"[bold green]{value}[/]"
+            if key in row.ci:
+                low, high = row.ci[key]
+                value += f"\n[dim]{low:.0f}–{high:.0f}[/]"
+            cells.append(value)
+        table.add_row(row.label, *cells)
+    if result.chance:
+        table.add_row(
+            "[italic]chance[/]", *(f"[italic]{result.chance[k]:.1f}[/]" for k in METRIC_KEYS)
+        )
+    if published:
+        table.add_section()
+        for label, values in PUBLISHED_CULTI.items():
+            table.add_row(f"[dim]{label}[/]", *(f"[dim]{v:.1f}[/]" for v in values))
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -190,7 +246,6 @@ def register(app: typer.Typer) -> None:
             METRIC_KEYS,
             SweepConfig,
             evaluate_retrieval,
-            results_table,
         )
         from cultureclip.utils.io import atomic_write_json, atomic_write_text
 

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError
+from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.base import VisionLanguageModel
@@ -268,7 +269,6 @@ def evaluate_retrieval(
     all left out are not queried (counted in ``dropped_texts``).
     """
     from cultureclip.eval.metrics import retrieval_metrics
-    from cultureclip.retrieval.index import progress_bar
 
     model.eval()
     failed: list[dict[str, str]] = []
@@ -276,28 +276,28 @@ def evaluate_retrieval(
     for config in laclip_configs:
         groups.setdefault(config.crop_key(), []).append(config)
     n = len(collection.images)
-    with progress_bar(progress) as bar:
-        if groups:
-            view_sets = []
-            for number, configs in enumerate(groups.values()):
-                task = bar.add_task(configs[0].label().rsplit(" ", 1)[0], total=n)
+    if groups:
+        view_sets = []
+        for number, configs in enumerate(groups.values()):
+            label = configs[0].label().rsplit(" ", 1)[0]
+            with track_progress(label, n, enabled=progress) as task:
                 kept, views = _encode_views(
                     LaclipEncoder(model, configs[0]),
                     collection,
                     batch_size,
                     failed if number == 0 else None,
-                    lambda k, task=task: bar.advance(task, k),
+                    lambda k, task=task: task.update(advance=k),
                 )
-                view_sets.append((configs, views))
-            global_emb = view_sets[0][1].global_emb
-        else:
-            task = bar.add_task("global", total=n)
+            view_sets.append((configs, views))
+        global_emb = view_sets[0][1].global_emb
+    else:
+        with track_progress("global", n, enabled=progress) as task:
             kept, global_emb = _encode_global(
-                model, collection, batch_size, failed, lambda k: bar.advance(task, k)
+                model, collection, batch_size, failed, lambda k: task.update(advance=k)
             )
-            view_sets = []
-        text_rows, targets = _text_targets(collection, kept)
-        text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
+        view_sets = []
+    text_rows, targets = _text_targets(collection, kept)
+    text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
     def row(label: str, config: LaclipConfig | None, image_vectors: torch.Tensor) -> SweepRow:
         sim = image_vectors.double() @ text_emb.double().T
@@ -318,54 +318,3 @@ def evaluate_retrieval(
         chance=chance_levels(len(kept), targets),
         n_image_queries=sum(1 for t in _image_to_texts(len(kept), targets) if t),
     )
-
-
-def results_table(result: SweepResult, *, published: bool = False) -> Any:
-    """A rich table in the layout of the CulTi results (T2I R1/R5/R10, I2T R1/R5/R10, MR)
-    that fits 80 columns: each cell holds the value and, below it, its 95% bootstrap
-    interval; a ``chance`` row gives a random ranking's recall on the same candidates."""
-    from rich.table import Table
-
-    notes = [
-        f"n: {result.n_texts} text queries over {result.n_images} images; "
-        f"{result.n_image_queries} image queries over {result.n_texts} texts.",
-        "Second line of a cell: 95% bootstrap interval (1,000 resamples of the queries).",
-        "chance: the expected recall of a random ranking on the same candidates.",
-    ]
-    if published:
-        notes.append(
-            f"Published rows: CulTi test split, about {PUBLISHED_N:,} pairs. Recall@K depends "
-            f"on the candidate count (chance T2I R@10 there ≈ {100 * 10 / PUBLISHED_N:.1f}%, here "
-            f"{result.chance.get('t2i_R@10', float('nan')):.1f}%): compare only on the same set."
-        )
-    table = Table(
-        title=f"retrieval: {result.n_images} images, {result.n_texts} texts",
-        caption="\n".join(notes),
-        caption_justify="left",
-        width=80,
-        padding=(0, 1),
-    )
-    table.add_column("method", overflow="fold", ratio=1)
-    for name in ("T2I R@1", "R@5", "R@10", "I2T R@1", "R@5", "R@10", "MR"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=6)
-    best = max(row.metrics["MR"] for row in result.rows)
-    for row in result.rows:
-        cells = []
-        for key in METRIC_KEYS:
-            value = f"{row.metrics[key]:.1f}"
-            if key == "MR" and row.metrics["MR"] == best:
-                value = f"[bold green]{value}[/]"
-            if key in row.ci:
-                low, high = row.ci[key]
-                value += f"\n[dim]{low:.0f}–{high:.0f}[/]"
-            cells.append(value)
-        table.add_row(row.label, *cells)
-    if result.chance:
-        table.add_row(
-            "[italic]chance[/]", *(f"[italic]{result.chance[k]:.1f}[/]" for k in METRIC_KEYS)
-        )
-    if published:
-        table.add_section()
-        for label, values in PUBLISHED_CULTI.items():
-            table.add_row(f"[dim]{label}[/]", *(f"[dim]{v:.1f}[/]" for v in values))
-    return table

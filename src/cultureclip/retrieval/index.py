@@ -46,6 +46,7 @@ from pydantic import Field
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
+from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
 from cultureclip.data.pairs import (
     DEFAULT_MAX_PIXELS,
@@ -348,26 +349,6 @@ class IndexSummary:
     finalized: bool = True
 
 
-def progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
     """What must match for chunks on disk to be reused by a rerun."""
     return {
@@ -543,8 +524,10 @@ def build_index(
     failed: list[dict[str, str]] = []
     downscaled: list[dict[str, Any]] = []
     waiting: list[Path] = []  # chunks of other shards, not written yet
-    with progress_bar(progress) as bar:
-        task = bar.add_task("images", total=n_images)
+    with (
+        track_progress("images", n_images, enabled=progress) as task,
+        track_progress("texts", n_texts, enabled=progress) as texts_task,
+    ):
         started = time.perf_counter()
         for number, rows in enumerate(image_chunks):
             path = chunks / f"images-{number:05d}.npz"
@@ -556,13 +539,13 @@ def build_index(
                 failed.extend(read_jsonl(failed_path))
                 if downscaled_path.exists():
                     downscaled.extend(read_jsonl(downscaled_path))
-                bar.advance(task, len(rows))
+                task.update(advance=len(rows))
                 continue
             if number % world != rank:
                 waiting.append(path)
-                bar.advance(task, len(rows))
+                task.update(advance=len(rows))
                 continue
-            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            advance = lambda n: task.update(advance=n)  # noqa: E731
             if config.store_images:
                 with atomic_path(blob_path) as blob_tmp, open(blob_tmp, "wb") as blob:
                     arrays, chunk_failed, encoded, chunk_downscaled = _encode_image_chunk(
@@ -592,7 +575,6 @@ def build_index(
             encoded_views += encoded
         timings["images_s"] = time.perf_counter() - started
 
-        task = bar.add_task("texts", total=n_texts)
         started = time.perf_counter()
         for number, rows in enumerate(text_chunks):
             path = chunks / f"texts-{number:05d}.npy"
@@ -605,7 +587,7 @@ def build_index(
                 _save_npy(
                     path, model.embed_texts(texts, batch_size=max(config.batch_size, 64)).numpy()
                 )
-            bar.advance(task, len(rows))
+            texts_task.update(advance=len(rows))
         timings["texts_s"] = time.perf_counter() - started
 
     if world > 1:
