@@ -55,4 +55,7 @@ def test_names_cannot_be_taken_twice() -> None:
 def test_model_backends_are_registered() -> None:
     from cultureclip.models import MODELS, list_models
 
-    assert set(list_models()) == {"hf", "lite", "open_clip"} == set(MODELS.names())
+    def built_in(names):  # test modules may register helper backends of their own
+        return {n for n in names if MODELS.get(n).__module__.startswith("cultureclip.")}
+
+    assert built_in(list_models()) == {"hf", "lite", "open_clip"} == built_in(MODELS.names())

@@ -65,9 +65,14 @@ def _outputs(model: VisionLanguageModel) -> tuple[torch.Tensor, torch.Tensor]:
         return model.embed_images(_images()), model.embed_texts(TEXTS)
 
 
+def _built_in(names) -> set[str]:
+    # Test modules may register helper backends of their own (tests/eval/layouts.py).
+    return {n for n in names if MODELS.get(n).__module__.startswith("cultureclip.")}
+
+
 def test_every_registered_backend_is_covered() -> None:
-    names = set(list_models())
-    assert names == set(MODELS.names())
+    names = _built_in(list_models())
+    assert names == _built_in(MODELS.names())
     assert {spec_id.split("-")[0] for spec_id in BACKEND_IDS} == names, (
         "add a spec for the new backend"
     )

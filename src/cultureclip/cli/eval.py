@@ -136,6 +136,13 @@ def register(app: typer.Typer) -> None:
                 **options,
             )
             _print_result(result)
+        failed = int(result.metrics.get("n_failed", 0))
+        if failed:
+            console.print(
+                f"[yellow]{failed} of {result.n} answers failed[/] (server errors or timeouts); "
+                "they count as wrong above. Rerun the same command to ask only those again."
+            )
+            raise typer.Exit(1)
 
     @app.command("report")
     def report_command(

@@ -26,7 +26,7 @@ from cultureclip.eval.results import (
     result_dir,
     reuse_key,
 )
-from cultureclip.utils.io import write_jsonl
+from cultureclip.utils.io import atomic_write_json, read_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,14 @@ def evaluate(
     if directory is not None and (directory / "result.json").exists() and not overwrite:
         stored = load_result(directory)
         differences = key_differences(stored.key, key)
-        if not differences:
+        if not differences and stored.metrics.get("n_failed", 0):
+            # Answers lost to server errors are asked again; the answered ones are resumed.
+            logger.info(
+                "%s has %d failed answer(s); asking them again",
+                directory,
+                int(stored.metrics["n_failed"]),
+            )
+        elif not differences:
             result = stored
             result._reused = True
             logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
@@ -165,6 +172,7 @@ def evaluate(
             shown_as,
             data=data_text,
             key=key,
+            fresh=overwrite,
         )
         if directory is not None:
             EvalConfig(
@@ -236,9 +244,11 @@ def _run(
     *,
     data: str = "",
     key: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> EvalResult:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
+        _claim_partial(directory, key or {}, fresh=fresh)
     started = time.perf_counter()
     output = bench.run(model, work_dir=directory, progress=progress)
     result = EvalResult(
@@ -259,8 +269,30 @@ def _run(
     if directory is not None:
         write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
         result.save(directory)  # last: a result file means a finished run
-        (directory / "predictions.partial.jsonl").unlink(missing_ok=True)
+        if not output.metrics.get("n_failed", 0):
+            # Kept while answers are missing: the rerun asks only those.
+            (directory / PARTIAL_NAME).unlink(missing_ok=True)
+            (directory / PARTIAL_KEY_NAME).unlink(missing_ok=True)
     return result
+
+
+PARTIAL_NAME = "predictions.partial.jsonl"
+PARTIAL_KEY_NAME = "predictions.partial.key.json"
+
+
+def _claim_partial(directory: Path, key: dict[str, Any], *, fresh: bool = False) -> None:
+    """Answers of an interrupted run are resumed only for the same key (model, data,
+    options, protocol); answers given under another key, or with ``fresh``
+    (``--overwrite``), are dropped."""
+    partial, key_file = directory / PARTIAL_NAME, directory / PARTIAL_KEY_NAME
+    if fresh:
+        partial.unlink(missing_ok=True)
+    elif partial.exists() and key_file.exists():
+        previous = read_json(key_file)
+        if key_differences(previous, key):
+            logger.info("dropping %s: it was answered with other settings", partial)
+            partial.unlink()
+    atomic_write_json(key_file, key)
 
 
 def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options: Any) -> float:

@@ -173,7 +173,13 @@ def fingerprint(path: str | Path, exclude: Path | None = None) -> str:
 
 
 def model_identity(spec: str) -> dict[str, str]:
-    """The spec plus, when it names a local directory or file, that content's fingerprint."""
+    """The spec plus, when it names a local directory or file, that content's fingerprint.
+
+    A served model (``openai:<model>@<url>``) is known by its name: the same model moved
+    to another host or port is the same model.
+    """
+    if spec.startswith("openai:"):
+        return {"spec": spec.partition("@")[0]}
     identity = {"spec": spec}
     _, _, argument = spec.partition(":")
     for candidate in (spec, argument.split("@", 1)[0]):
