@@ -20,8 +20,8 @@ def _load(
     out: Path | None,
     from_folder: Path | None = None,
 ):  # -> SynthConfig
-    from cultureclip.config import load_config, read_config_file
-    from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig, deep_merge
+    from cultureclip.config import deep_merge, load_config, read_config_file
+    from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig
 
     settings = list(overrides or [])
     if out is not None:

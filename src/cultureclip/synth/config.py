@@ -160,14 +160,3 @@ FOLDER_DEFAULTS: dict[str, Any] = {
     "images": {"backend": "glyph", "per": "concept"},
     "filter": {"backend": "none", "model": "lite:en", "threshold": 0.0},
 }
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``, mapping by mapping (other values replace)."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from cultureclip.config import Config, ConfigError, load_config
+from cultureclip.config import Config, ConfigError, deep_merge, load_config
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSetup, TrainMode
 
@@ -194,15 +194,5 @@ def load_train_config(
     if preset is not None:
         data = read_config_file(preset_path(preset))
     if config is not None:
-        data = _deep_merge(data, read_config_file(config))
+        data = deep_merge(data, read_config_file(config))
     return load_config(TrainConfig, None, list(overrides), **data)
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
