@@ -46,3 +46,22 @@ def test_resolve_answer() -> None:
         resolve_answer("Qipao", options)
     with pytest.raises(ValueError):
         resolve_answer(True, options)
+
+
+def test_an_invalid_utf8_byte_costs_one_item_named_by_line(tmp_path) -> None:
+    from PIL import Image
+
+    from cultureclip.eval.items import read_items
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    good = '{"id": "%s", "image": "a.png", "options": ["x", "y"], "answer": 0}\n'
+    data = (
+        (good % "one").encode()
+        + b'{"id": "two", "question": "caf\xe9"}\n'
+        + (good % "three").encode()
+    )
+    (tmp_path / "items.jsonl").write_bytes(data)
+    loaded = read_items(tmp_path / "items.jsonl")
+    assert [item.id for item in loaded.items] == ["one", "three"]
+    assert [bad.line for bad in loaded.errors] == [2]
+    assert "not UTF-8" in loaded.errors[0].error

@@ -31,7 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import atomic_path, atomic_write_text
+from cultureclip.utils.io import atomic_path, atomic_write_text, read_json
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -217,7 +217,8 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
     for line, raw in rows:
         raw_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
         if isinstance(raw, Exception):
-            errors.append(BadItem(line, None, f"not valid JSON: {raw}"))
+            problem = f"not valid JSON: {raw}" if isinstance(raw, json.JSONDecodeError) else str(raw)
+            errors.append(BadItem(line, None, problem))
             continue
         if not isinstance(raw, dict):
             errors.append(BadItem(line, None, f"expected an object, got {type(raw).__name__}"))
@@ -268,17 +269,20 @@ def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemS
 
         rows = list(enumerate(pq.read_table(path).to_pylist(), start=1))
     elif path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         if not isinstance(data, list):
             raise InputError(f"{path} must hold a JSON list of items")
         rows = list(enumerate(data, start=1))
     else:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
+        # Line by line in bytes: one bad byte costs its own item, named by line.
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    rows.append((number, json.loads(line)))
+                    rows.append((number, json.loads(raw.decode("utf-8"))))
+                except UnicodeDecodeError as exc:
+                    rows.append((number, ValueError(f"not UTF-8 (byte {exc.start} of the line)")))
                 except json.JSONDecodeError as exc:
                     rows.append((number, exc))
     if columns:

@@ -8,12 +8,12 @@ loader states the aliases it accepts in one place and reports a missing field cl
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.utils.io import iter_jsonl, read_json
 
 RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -49,9 +49,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         with open(path, encoding="utf-8", newline="") as handle:
             return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    data = json.loads(path.read_text(encoding="utf-8"))
+        return [record for _, record in iter_jsonl(path)]
+    data = read_json(path)
     if isinstance(data, list):
         return data
     if isinstance(data, dict):
