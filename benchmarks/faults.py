@@ -306,9 +306,9 @@ class SynthStage(Stage):
     # Real emoji concepts, so the glyph backend draws real artwork for every side.
     CONCEPTS = {
         "JP/Cuisine": [("sushi", "raw fish on rice"), ("rice ball", "rice with seaweed")],
-        "JP/Clothing": [("kimono", "robe with wide sleeves")],
+        "JP/Clothing": [("kimono", "robe with wide sleeves"), ("crown", "gold headpiece")],
         "CN/Cuisine": [("dumpling", "pleated dough"), ("moon cake", "pressed pastry")],
-        "CN/Clothing": [("person with skullcap", "round cap")],
+        "CN/Clothing": [("person with skullcap", "round cap"), ("woman with headscarf", "scarf")],
     }
     TWINS = {
         "sushi": ("bento box", "KR", "boxed rice"),
@@ -317,6 +317,8 @@ class SynthStage(Stage):
         "dumpling": ("fortune cookie", "US", "folded cookie"),
         "moon cake": ("pie", "GB", "round pastry"),
         "person with skullcap": ("cowboy hat face", "US", "wide brim"),
+        "crown": ("top hat", "GB", "tall hat"),
+        "woman with headscarf": ("person wearing turban", "IN", "wound cloth"),
     }
 
     def prepare(self) -> None:
