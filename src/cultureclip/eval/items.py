@@ -217,7 +217,9 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
     for line, raw in rows:
         raw_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
         if isinstance(raw, Exception):
-            problem = f"not valid JSON: {raw}" if isinstance(raw, json.JSONDecodeError) else str(raw)
+            problem = (
+                f"not valid JSON: {raw}" if isinstance(raw, json.JSONDecodeError) else str(raw)
+            )
             errors.append(BadItem(line, None, problem))
             continue
         if not isinstance(raw, dict):
