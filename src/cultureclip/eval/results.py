@@ -179,7 +179,7 @@ def model_identity(spec: str) -> dict[str, str]:
     to another host or port is the same model.
     """
     if spec.startswith("openai:"):
-        return {"spec": spec.partition("@")[0]}
+        return {"spec": served_name(spec)}
     identity = {"spec": spec}
     _, _, argument = spec.partition(":")
     for candidate in (spec, argument.split("@", 1)[0]):
@@ -198,6 +198,22 @@ def data_identity(data: str | Path, exclude: Path | None = None) -> dict[str, st
     return {"hub": str(data)}
 
 
+_SERVED = re.compile(r"^(?P<name>[^@\s]+)@https?://\S+$")
+
+
+def served_name(value: Any) -> Any:
+    """``model@http://host:port/v1`` → ``model``, in strings, lists and mappings: a model
+    behind an OpenAI-compatible server is known by its name, not by where it is served."""
+    if isinstance(value, str):
+        match = _SERVED.match(value)
+        return match.group("name") if match else value
+    if isinstance(value, list):
+        return [served_name(v) for v in value]
+    if isinstance(value, dict):
+        return {k: served_name(v) for k, v in value.items()}
+    return value
+
+
 def reuse_key(
     *,
     benchmark: str,
@@ -213,7 +229,7 @@ def reuse_key(
         "model": model,
         "data": data,
         "split": split,
-        "options": options,
+        "options": served_name(options),
         "protocol": protocol,
     }
 
