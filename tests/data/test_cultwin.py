@@ -124,3 +124,22 @@ def test_an_invalid_utf8_byte_costs_one_record_not_the_file(toy_cultwin: Path) -
     assert len(load) == len(lines) - 1
     assert [e.line for e in load.errors] == [3]
     assert load.errors[0].error.startswith("not UTF-8 (byte ")
+
+
+def test_one_detection_says_the_same_to_training_and_collections(toy_cultwin: Path) -> None:
+    from cultureclip.core.errors import InputError
+    from cultureclip.data.collections import detect_layout
+    from cultureclip.data.cultwin import is_cultwin_path
+    from cultureclip.train.config import DataConfig
+    from cultureclip.train.data import detect_kind
+
+    renamed = toy_cultwin.with_name("my_twins.jsonl")
+    renamed.write_bytes(toy_cultwin.read_bytes())
+    plain = toy_cultwin.with_name("pairs.jsonl")
+    plain.write_text('{"image": "images/a.png", "text": "a castle"}\n')
+    assert is_cultwin_path(renamed) and not is_cultwin_path(plain)
+    assert detect_kind(DataConfig(path=str(renamed))) == "twin"
+    assert detect_layout(renamed) == "cultwin"
+    assert detect_kind(DataConfig(path=str(plain))) == "pairs"
+    with pytest.raises(InputError, match="cannot tell the layout"):
+        detect_layout(plain)

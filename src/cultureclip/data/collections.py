@@ -498,9 +498,14 @@ def detect_layout(path: str | Path) -> str:
             return "chinese_clip"
         if path.name in CAPTION_FILES:
             return "caption_folder"
-        if path.suffix in (".jsonl", ".parquet", ".tar"):
+        from cultureclip.data.cultwin import is_cultwin_path
+
+        if is_cultwin_path(path):
             return "cultwin"
-        raise CollectionFormatError(f"cannot tell the layout of {path}; see docs/retrieval.md")
+        raise CollectionFormatError(
+            f"cannot tell the layout of {path}: not a Chinese-CLIP file, a caption file "
+            f"({' / '.join(CAPTION_FILES)}) or a CulTwin set; see docs/retrieval.md"
+        )
     if chinese_clip_splits(path):
         return "chinese_clip"
     from cultureclip.data.cultwin import is_cultwin_path

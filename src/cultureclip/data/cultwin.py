@@ -152,12 +152,27 @@ class CulTwinShardError(CulTwinFormatError):
 
 
 def is_cultwin_path(path: str | Path) -> bool:
-    """Whether ``path`` is a CulTwin file, shard, or a directory holding one (by name)."""
+    """Whether ``path`` is a CulTwin set: a directory holding ``cultwin.jsonl``/``.parquet``
+    or tar shards, a shard, or a JSONL/Parquet file whose records are twin records
+    (``pos_concept``). The one detection every stage uses, so a plain image–text JSONL is
+    "pairs" everywhere."""
     path = Path(path)
     if path.is_dir():
         names = ("cultwin.jsonl", "cultwin.parquet", SHARD_MANIFEST)
         return any((path / n).exists() for n in names) or any(path.glob(SHARD_GLOB))
-    return path.suffix == ".tar" or path.name in ("cultwin.jsonl", "cultwin.parquet")
+    if path.suffix == ".tar" or path.name in ("cultwin.jsonl", "cultwin.parquet"):
+        return True
+    if path.suffix == ".jsonl" and path.is_file():
+        with open(path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    return b'"pos_concept"' in line
+        return False
+    if path.suffix == ".parquet" and path.is_file():
+        import pyarrow.parquet as pq
+
+        return "pos_concept" in pq.read_schema(path).names
+    return False
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -169,7 +184,7 @@ def _format_validation_error(exc: ValidationError) -> str:
 def _resolve_file(path: Path) -> Path:
     """The file to read, or the directory itself when it holds tar shards."""
     if path.is_dir():
-        for name in ("cultwin.parquet", "cultwin.jsonl", "manifest.parquet"):
+        for name in ("cultwin.parquet", "cultwin.jsonl"):
             if (path / name).exists():
                 return path / name
         if (path / SHARD_MANIFEST).exists() or any(path.glob(SHARD_GLOB)):

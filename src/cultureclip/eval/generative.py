@@ -121,7 +121,9 @@ class GenerativeModel(ABC):
         """Replies in input order; a failed request is an outcome with ``error`` set."""
 
 
-GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry("generative model backend")
+GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry(
+    "generative model backend", entry_point_group="cultureclip.generative_models"
+)
 
 
 @GENERATIVE_MODELS.register("openai", help="OpenAI-compatible chat API: openai:<model>@<base_url>")

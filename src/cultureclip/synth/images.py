@@ -43,7 +43,9 @@ class ImageBackend(ABC):
         """One image (or the reason there is none) per request, in order."""
 
 
-IMAGE_BACKENDS: Registry[type[ImageBackend]] = Registry("image backend")
+IMAGE_BACKENDS: Registry[type[ImageBackend]] = Registry(
+    "image backend", entry_point_group="cultureclip.image_backends"
+)
 
 
 def create_image_backend(settings: ImageSettings) -> ImageBackend:

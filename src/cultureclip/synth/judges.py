@@ -60,7 +60,7 @@ class Judge(ABC):
         """Releases connections or memory."""
 
 
-JUDGES: Registry[type[Judge]] = Registry("quality judge")
+JUDGES: Registry[type[Judge]] = Registry("quality judge", entry_point_group="cultureclip.judges")
 
 
 def create_judge(settings: FilterSettings, llm: LLMSettings) -> Judge:

@@ -140,18 +140,19 @@ def _country_names() -> dict[str, str]:
 
 
 def country_code(value: str) -> str | None:
-    """ISO2 for an ISO2/ISO3 code or a country name (case-insensitive), None if unknown."""
-    from cultureclip.data.taxonomy import countries
+    """ISO2 for any code or name :func:`cultureclip.data.taxonomy.country` knows (ISO2, ISO3,
+    short, ISO list and official names, case-insensitive); None if unknown."""
+    from cultureclip.data.taxonomy import country
 
-    wanted = value.strip().lower()
-    for country in countries():
-        if wanted in (country.iso2.lower(), country.iso3.lower(), country.name.lower()):
-            return country.iso2.upper()
-    return None
+    entry = country(value) if value else None
+    return entry.iso2.upper() if entry else None
 
 
 def country_name(code: str) -> str:
-    return _country_names().get(code.upper(), code)
+    from cultureclip.data.taxonomy import country
+
+    entry = country(code) if code else None
+    return entry.name if entry else code
 
 
 def category_list(config: SynthConfig) -> list[str]:

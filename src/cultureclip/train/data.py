@@ -133,33 +133,15 @@ class PairCollator:
         )
 
 
-def _is_cultwin(path: Path) -> bool:
-    from cultureclip.data.cultwin import is_cultwin_path
-
-    if path.is_dir():
-        return is_cultwin_path(path) or (path / "manifest.parquet").exists()
-    if path.suffix == ".tar":
-        return True
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    return '"pos_concept"' in line
-        return False
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return "pos_concept" in pq.read_schema(path).names
-    return False
-
-
 def detect_kind(config: DataConfig) -> DataKind:
     if config.kind != "auto":
         return config.kind
     path = Path(config.path)
     if not path.exists():
         raise MissingInputError(f"training data not found: {path}")
-    return "twin" if _is_cultwin(path) else "pairs"
+    from cultureclip.data.cultwin import is_cultwin_path
+
+    return "twin" if is_cultwin_path(path) else "pairs"
 
 
 def build_dataset(
