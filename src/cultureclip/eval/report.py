@@ -361,10 +361,14 @@ def _country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
         f"{country_name(code.upper())} {100.0 * c / n:.0f}% (n={int(n)})"
         for code, (n, c) in sorted(merged.items())
     )
-    note = f"<p class='note'>{html.escape(listed)}"
+    # The numbers behind the colours, folded away: a map is read at a glance, a list is not.
+    note = (
+        f"<details class='note'><summary>{len(merged)} countries: values</summary>"
+        f"<p>{html.escape(listed)}"
+    )
     if unplaced:
         note += f"; not on the map: {html.escape(', '.join(sorted(unplaced)))}"
-    note += "</p>"
+    note += "</p></details>"
     return (
         f"<figure class='map'><figcaption>{html.escape(result.model)} · "
         f"{html.escape(result.benchmark)}</figcaption>"
