@@ -12,8 +12,9 @@ from tests.eval.chat_server import chat_server
 
 
 def _run(url: str, data: Path, out: Path):
-    # One --model-name: the two loopback servers listen on different ports.
-    args = ["eval", "-m", f"openai:m@{url}", "--model-name", "m", "-b", "cultureverse"]
+    # The two loopback servers listen on different ports: a served model is known by its
+    # name, so the second run finds the first one's answers.
+    args = ["eval", "-m", f"openai:m@{url}", "-b", "cultureverse"]
     args += ["-d", str(data), "-o", str(out)]
     args += ["--set", "generative.max_retries=0", "--set", "generative.concurrency=2"]
     return CliRunner().invoke(app, args)

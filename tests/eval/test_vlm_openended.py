@@ -90,7 +90,7 @@ def test_openended_with_a_judge_grouped_and_resumed(tmp_path: Path) -> None:
     (directory / "predictions.jsonl").rename(directory / "predictions.partial.jsonl")
     with chat_server(_behaviour(set())) as server:
         again = evaluate(spec.split("@")[0] + f"@{server.url}", "openended", data=items,
-                         out_dir=out, generative=FAST, model_name=spec, **{**options, "judge": f"judge@{server.url}"})  # fmt: skip
+                         out_dir=out, generative=FAST, **{**options, "judge": f"judge@{server.url}"})  # fmt: skip
         asked = [r for r in server.requests if not _is_judge(r)]
     assert len(asked) == 1 and "garment" in str(asked[0]["messages"][-1]["content"])
     assert again.metrics["judge"] == 75.0 and again.metrics["n_judge_failed"] == 0.0

@@ -25,6 +25,7 @@ from cultureclip.eval.results import (
     model_identity,
     result_dir,
     reuse_key,
+    served_name,
 )
 from cultureclip.utils.io import atomic_write_json, read_json, write_jsonl
 
@@ -58,14 +59,16 @@ class EvalConfig(Config):
 
 
 def model_label(model: ModelLike, name: str | None = None) -> str:
+    """How results of ``model`` are named (and filed): ``name``, else its spec. A served
+    model (``openai:<model>@<url>``) is named without the URL, as its reuse key is."""
     if name:
         return name
     if isinstance(model, str | Path):
-        return str(model)
+        return str(served_name(str(model)))
     spec = getattr(model, "spec", "")
     if not spec:
         raise ValueError("cannot name this model; pass model_name=")
-    return str(spec)
+    return str(served_name(str(spec)))
 
 
 def resolve_model(
