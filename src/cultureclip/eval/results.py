@@ -19,7 +19,6 @@ result is reused only when its key equals the new run's (:func:`reuse_key`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +27,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cultureclip.core.errors import MissingInputError
-from cultureclip.utils.io import atomic_write_json, read_json, read_jsonl
+from cultureclip.utils.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.jsonl"
 #: bumped whenever scoring changes so that results computed before are not reused
 PROTOCOL_VERSION = 2
-_FULL_HASH_BYTES = 1 << 20  # files up to 1 MiB are hashed whole, larger ones sampled
-_SAMPLE_BYTES = 1 << 16
 
 
 class BaselineComparison(BaseModel):
@@ -133,45 +130,6 @@ def compare(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, 
     return {key: metrics[key] - baseline[key] for key in metrics if key in baseline}
 
 
-def _file_digest(path: Path, digest: Any) -> None:
-    size = path.stat().st_size
-    digest.update(f"{size}:".encode())
-    with open(path, "rb") as handle:
-        if size <= _FULL_HASH_BYTES:
-            digest.update(handle.read())
-        else:  # large files (weights, videos): head, middle and tail plus the size
-            for offset in (0, size // 2, size - _SAMPLE_BYTES):
-                handle.seek(offset)
-                digest.update(handle.read(_SAMPLE_BYTES))
-
-
-def fingerprint(path: str | Path, exclude: Path | None = None) -> str:
-    """A content fingerprint of a file or a directory tree (names, sizes and bytes).
-
-    Files up to 1 MiB are hashed whole, larger ones by size plus three 64 KiB samples, so
-    fingerprinting a model or a dataset of thousands of images takes seconds at most.
-    Hidden files and folders (``.cache``, ``.git``) are ignored, and so is ``exclude`` (a
-    results directory inside the data).
-    """
-    path = Path(path)
-    excluded = exclude.resolve() if exclude is not None else None
-    digest = hashlib.sha256()
-    if path.is_file():
-        _file_digest(path, digest)
-        return digest.hexdigest()[:20]
-    if not path.is_dir():
-        return ""
-    for file in sorted(path.rglob("*")):
-        relative = file.relative_to(path)
-        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
-            continue
-        if excluded is not None and file.resolve().is_relative_to(excluded):
-            continue
-        digest.update(relative.as_posix().encode("utf-8") + b"\0")
-        _file_digest(file, digest)
-    return digest.hexdigest()[:20]
-
-
 def model_identity(spec: str) -> dict[str, str]:
     """The spec plus, when it names a local directory or file, that content's fingerprint.
 
@@ -185,7 +143,7 @@ def model_identity(spec: str) -> dict[str, str]:
     for candidate in (spec, argument.split("@", 1)[0]):
         if candidate and Path(candidate).exists():
             identity["path"] = str(Path(candidate).resolve())
-            identity["fingerprint"] = fingerprint(candidate)
+            identity["fingerprint"] = content_fingerprint(candidate)
             break
     return identity
 
@@ -194,7 +152,7 @@ def data_identity(data: str | Path, exclude: Path | None = None) -> dict[str, st
     """A local data path (resolved) and its content fingerprint, or a hub name."""
     path = Path(data)
     if path.exists():
-        return {"path": str(path.resolve()), "fingerprint": fingerprint(path, exclude)}
+        return {"path": str(path.resolve()), "fingerprint": content_fingerprint(path, exclude)}
     return {"hub": str(data)}
 
 

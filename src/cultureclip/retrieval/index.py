@@ -30,7 +30,6 @@ image → text queries.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -58,6 +57,7 @@ from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_s
 from cultureclip.utils.io import (
     atomic_path,
     atomic_write_json,
+    content_fingerprint,
     read_json,
     read_jsonl,
     stable_hash,
@@ -180,20 +180,10 @@ def resolve_model_spec(spec: str) -> str:
 
 
 def model_fingerprint(spec: str) -> str | None:
-    """A quick content fingerprint of a local model (names, sizes, first MiB of each file);
-    None for hub names and built-in backends."""
+    """A content fingerprint of a local model (:func:`content_fingerprint`); None for hub
+    names and built-in backends."""
     local = _local_model_path(spec)
-    if local is None:
-        return None
-    path = local[1]
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        digest.update(str(file.stat().st_size).encode())
-        with open(file, "rb") as handle:
-            digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
+    return None if local is None else content_fingerprint(local[1])
 
 
 def display_model(spec: str) -> str:
@@ -949,10 +939,11 @@ class RetrievalIndex:
                 f"the model of this index, {spec}, is not there any more; move it back, or "
                 f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
             )
-        if expected and model_fingerprint(spec) != expected:
+        found = model_fingerprint(spec) if expected else None
+        if expected and found != expected:
             raise RetrievalIndexError(
                 f"the model at {spec} changed since this index was built (fingerprint "
-                f"{model_fingerprint(spec)} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
+                f"{found} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
             )
         return spec
 
