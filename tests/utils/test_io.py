@@ -147,3 +147,36 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None
     assert removed == [stale[0]] and stale[1].exists()
     assert remove_stale_temp_files(tmp_path) == [stale[1]]
     assert all(path.exists() for path in keep)
+
+
+BAD_BYTE = b'{"id": "x", "text": "caf\xe9"}\n'
+
+
+def test_every_jsonl_reader_names_the_line_of_a_bad_byte(tmp_path: Path) -> None:
+    """Readers of user JSONL go through one line reader: a bad byte is a one-line
+    InputError naming file and line (or, for item sets, one skipped item), never a
+    UnicodeDecodeError traceback."""
+    from cultureclip.data.collections import load_collection
+    from cultureclip.eval.openended import read_open_items
+    from cultureclip.synth.corpus import read_corpus
+    from cultureclip.vlm.train import read_chat_export
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'{"concept": "kimono", "country": "JP"}\n' + BAD_BYTE)
+    chat = tmp_path / "instruct.jsonl"
+    chat.write_bytes(BAD_BYTE)
+    culti = tmp_path / "culti"
+    culti.mkdir()
+    (culti / "test_imgs.tsv").write_text("1\taGVsbG8=\n")
+    (culti / "test_texts.jsonl").write_bytes(BAD_BYTE)
+    for read, path in [
+        (read_corpus, corpus),
+        (read_chat_export, chat),
+        (lambda p: load_collection(p, "test"), culti),
+    ]:
+        with pytest.raises(InputError, match=r":[12]: .*not UTF-8"):
+            read(path)
+    items = tmp_path / "open.jsonl"
+    items.write_bytes(BAD_BYTE)
+    _, errors, _ = read_open_items(items)
+    assert [(e.line, e.error) for e in errors] == [(1, "not UTF-8 (byte 24 of the line)")]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from cultureclip.data.pairs import (
     open_image,
     raw_image_bytes,
 )
-from cultureclip.utils.io import atomic_path, write_jsonl
+from cultureclip.utils.io import atomic_path, iter_jsonl, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
@@ -160,26 +159,22 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     text_ids: list[str] = []
     texts: list[str] = []
     text_to_images: list[list[int]] = []
-    with open(texts_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text_id, text, refs = str(row["text_id"]), str(row["text"]), row["image_ids"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise CollectionFormatError(
-                    f"{texts_path}:{number}: expected {{'text_id', 'text', 'image_ids'}} ({exc})"
-                ) from exc
-            missing = [str(i) for i in refs if str(i) not in position]
-            if missing:
-                raise CollectionFormatError(
-                    f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
-                    f"that are not in {imgs_path.name}"
-                )
-            text_ids.append(text_id)
-            texts.append(text)
-            text_to_images.append([position[str(i)] for i in refs])
+    for number, row in iter_jsonl(texts_path, tolerate_torn_tail=False):
+        try:
+            text_id, text, refs = str(row["text_id"]), str(row["text"]), row["image_ids"]
+        except (KeyError, TypeError) as exc:
+            raise CollectionFormatError(
+                f"{texts_path}:{number}: expected {{'text_id', 'text', 'image_ids'}} ({exc})"
+            ) from exc
+        missing = [str(i) for i in refs if str(i) not in position]
+        if missing:
+            raise CollectionFormatError(
+                f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
+                f"that are not in {imgs_path.name}"
+            )
+        text_ids.append(text_id)
+        texts.append(text)
+        text_to_images.append([position[str(i)] for i in refs])
     return PairCollection(
         image_ids,
         images,
@@ -262,38 +257,31 @@ def _caption_rows_ids(
     JSONL keys (``image_id``, ``text_ids``) that ``cultureclip convert`` writes."""
     rows: list[tuple[str, list[str], str, str | None, list[str] | None]] = []
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CollectionFormatError(f"{where}: not valid JSON ({exc})") from exc
-                name = str(_pick(row, _FILE_KEYS, where))
-                captions = row.get("captions")
-                if captions is None:
-                    captions = [_pick(row, _TEXT_KEYS, where)]
-                if not isinstance(captions, list) or not captions:
-                    raise CollectionFormatError(f"{where}: 'captions' must be a non-empty list")
-                text_ids = row.get("text_ids")
-                if text_ids is not None and (
-                    not isinstance(text_ids, list) or len(text_ids) != len(captions)
-                ):
-                    raise CollectionFormatError(
-                        f"{where}: 'text_ids' must be a list as long as 'captions'"
-                    )
-                image_id = row.get("image_id")
-                rows.append(
-                    (
-                        name,
-                        [str(c) for c in captions],
-                        where,
-                        None if image_id is None else str(image_id),
-                        None if text_ids is None else [str(t) for t in text_ids],
-                    )
+        for number, row in iter_jsonl(path, tolerate_torn_tail=False):
+            where = f"{path}:{number}"
+            name = str(_pick(row, _FILE_KEYS, where))
+            captions = row.get("captions")
+            if captions is None:
+                captions = [_pick(row, _TEXT_KEYS, where)]
+            if not isinstance(captions, list) or not captions:
+                raise CollectionFormatError(f"{where}: 'captions' must be a non-empty list")
+            text_ids = row.get("text_ids")
+            if text_ids is not None and (
+                not isinstance(text_ids, list) or len(text_ids) != len(captions)
+            ):
+                raise CollectionFormatError(
+                    f"{where}: 'text_ids' must be a list as long as 'captions'"
                 )
+            image_id = row.get("image_id")
+            rows.append(
+                (
+                    name,
+                    [str(c) for c in captions],
+                    where,
+                    None if image_id is None else str(image_id),
+                    None if text_ids is None else [str(t) for t in text_ids],
+                )
+            )
         return rows
     delimiter = "\t" if path.suffix == ".tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:

@@ -31,7 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import atomic_path, atomic_write_text, read_json
+from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -276,17 +276,11 @@ def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemS
             raise InputError(f"{path} must hold a JSON list of items")
         rows = list(enumerate(data, start=1))
     else:
-        # Line by line in bytes: one bad byte costs its own item, named by line.
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rows.append((number, json.loads(raw.decode("utf-8"))))
-                except UnicodeDecodeError as exc:
-                    rows.append((number, ValueError(f"not UTF-8 (byte {exc.start} of the line)")))
-                except json.JSONDecodeError as exc:
-                    rows.append((number, exc))
+        # One bad line (bad byte, bad JSON) costs its own item, named by line.
+        rows = [
+            (number, parsed if isinstance(parsed, dict) else ValueError(parsed))
+            for number, parsed, _ in jsonl_lines(path)
+        ]
     if columns:
         from cultureclip.eval.benchmarks.source import apply_columns
 

@@ -25,7 +25,6 @@ benchmarks.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import string
@@ -45,7 +44,7 @@ from cultureclip.eval.benchmarks.base import (
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
-from cultureclip.utils.io import append_jsonl, read_jsonl
+from cultureclip.utils.io import append_jsonl, jsonl_lines, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -113,18 +112,16 @@ def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Pa
     if not path.exists():
         raise MissingInputError(f"open-ended items not found: {path}")
     items, errors = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, raw, _ in jsonl_lines(path):
+        if isinstance(raw, str):  # not UTF-8, not JSON, not an object
+            errors.append(BadItem(number, None, raw))
             continue
         try:
-            raw = json.loads(line)
-            if isinstance(raw, dict) and raw.get("id") is not None:
+            if raw.get("id") is not None:
                 raw["id"] = str(raw["id"])
             items.append(OpenItem.model_validate(raw))
-        except json.JSONDecodeError as exc:
-            errors.append(BadItem(number, None, f"not JSON: {exc}"))
         except ValidationError as exc:
-            item_id = raw.get("id") if isinstance(raw, dict) else None
+            item_id = raw.get("id")
             reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             errors.append(BadItem(number, item_id, reason))
     return items, errors, path.parent

@@ -13,11 +13,11 @@ One row per record. Columns (all optional but the name):
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.utils.io import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,7 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
         with open(path, encoding="utf-8", newline="") as handle:
             raw_rows = list(enumerate(csv.DictReader(handle), start=2))
     elif path.suffix in (".jsonl", ".json"):
-        raw_rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    raw_rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{number}: not valid JSON: {exc}") from None
+        raw_rows = list(iter_jsonl(path, tolerate_torn_tail=False))
     else:
         raise InputError(f"corpus {path} must be .jsonl or .csv")
     return raw_rows

@@ -239,55 +239,51 @@ def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]
             os.close(fd)
 
 
+def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | str, bool]]:
+    """``(line_number, record or problem, complete)`` for every non-blank line of a JSONL
+    file, read line by line in bytes: a line that is not UTF-8 or not a JSON object gives
+    the problem as text, so one bad byte costs one line. ``complete`` is False for a last
+    line without newline (a write cut short)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                yield number, _decode_line(raw), raw.endswith(b"\n")
+
+
+def _decode_line(raw: bytes) -> dict[str, Any] | str:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte {exc.start} of the line)"
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    return record
+
+
 def iter_jsonl(
     path: str | os.PathLike[str],
     *,
     on_error: Literal["raise", "skip"] = "raise",
     tolerate_torn_tail: bool = True,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields ``(line_number, record)`` of a JSONL file, reading line by line.
+    """Yields ``(line_number, record)`` of a JSONL file (see :func:`jsonl_lines`).
 
-    A line that is not UTF-8 or not a JSON object raises :class:`InputError` naming the
-    file and line (``on_error="raise"``), or is logged and skipped (``"skip"``). A last
-    line without newline that does not parse (a write cut by a kill) is ignored.
+    A bad line raises :class:`InputError` naming the file and line (``on_error="raise"``),
+    or is logged and skipped (``"skip"``). With ``tolerate_torn_tail``, a last line without
+    newline that does not parse (a write cut by a kill) is ignored with a warning.
     """
     path = Path(path)
-    with open(path, "rb") as handle:
-        previous: tuple[int, bytes] | None = None
-        for number, raw in enumerate(handle, start=1):
-            if previous is not None:
-                yield from _parse_line(path, *previous, on_error=on_error, last=False)
-            previous = (number, raw)
-        if previous is not None:
-            number, raw = previous
-            torn = not raw.endswith(b"\n") and tolerate_torn_tail
-            yield from _parse_line(
-                path, number, raw, on_error="skip" if torn else on_error, last=torn
-            )
-
-
-def _parse_line(
-    path: Path, number: int, raw: bytes, *, on_error: str, last: bool
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not raw.strip():
-        return
-    try:
-        record = json.loads(raw.decode("utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    except UnicodeDecodeError as exc:
-        problem = f"not UTF-8 (byte {exc.start} of the line)"
-    except ValueError as exc:
-        problem = f"not valid JSON: {exc}"
-    else:
-        yield number, record
-        return
-    if last:
-        logger.warning("%s:%d: ignored a torn last line (%s)", path, number, problem)
-    elif on_error == "skip":
-        logger.warning("%s:%d: skipped, %s", path, number, problem)
-    else:
-        raise InputError(f"{path}:{number}: {problem}")
+    for number, parsed, complete in jsonl_lines(path):
+        if isinstance(parsed, dict):
+            yield number, parsed
+        elif not complete and tolerate_torn_tail:
+            logger.warning("%s:%d: ignored a torn last line (%s)", path, number, parsed)
+        elif on_error == "skip":
+            logger.warning("%s:%d: skipped, %s", path, number, parsed)
+        else:
+            raise InputError(f"{path}:{number}: {parsed}")
 
 
 def read_jsonl(

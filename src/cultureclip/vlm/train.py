@@ -17,7 +17,6 @@ reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pydantic import Field
 
 from cultureclip.config import Config, load_config
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.utils.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +123,8 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
     if not path.exists():
         raise MissingInputError(f"chat export not found: {path} (build-benchmark writes it)")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, record in iter_jsonl(path, tolerate_torn_tail=False):
         try:
-            record = json.loads(line)
             turns = [_turn_text(t) for t in record["conversations"]]
             roles = [role for role, _ in turns]
             if len(turns) != 2 or roles[0] not in ("human", "user"):
@@ -138,7 +135,7 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
                     str(record.get("id", number)), str(record["image"]), prompt, turns[1][1]
                 )
             )
-        except (json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+        except (KeyError, TypeError, InputError) as exc:
             raise InputError(f"{path}:{number}: not a chat record: {exc}") from None
     if not examples:
         raise InputError(f"{path} holds no chat records")
