@@ -27,6 +27,35 @@ def tiny_hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_vlm_dirs(tmp_path_factory: pytest.TempPathFactory):
+    """``build(family)``: a tiny random image-text-to-text model of a real family, built once
+    per session (tests only read it), in a folder named after the family."""
+    from cultureclip.testing import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny_vlm")
+    built: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_vlm(root / family, family=family)
+        return built[family]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_vlm_dirs) -> Path:
+    """A tiny LLaVA (CLIP vision tower + Llama) with its processor."""
+    return tiny_vlm_dirs("llava")
+
+
+@pytest.fixture(scope="session", params=["llava", "qwen2_vl"])
+def any_vlm(request: pytest.FixtureRequest, tiny_vlm_dirs) -> Path:
+    """A tiny VLM of each family (their processors expand images differently)."""
+    return tiny_vlm_dirs(request.param)
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tiny_hf_dirs: dict[str, Path]) -> Path:
     return tiny_hf_dirs["clip"]
 

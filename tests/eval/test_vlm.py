@@ -21,20 +21,9 @@ from cultureclip.eval.generative import (
     MCQPrompt,
     create_generative_model,
 )
-from cultureclip.testing import build_tiny_vlm, write_flag_mcq
+from cultureclip.testing import write_flag_mcq
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-llava")
-
-
-@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
-def any_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny VLM of each family (their processors expand images differently)."""
-    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / request.param, family=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from cultureclip.cli.main import app
 from cultureclip.eval import evaluate
 from cultureclip.eval.openended import match_scores, normalize_answer, read_open_items
 from cultureclip.testing import OPEN_QUESTIONS as ITEMS
-from cultureclip.testing import build_tiny_vlm, write_open_items
+from cultureclip.testing import write_open_items
 from tests.eval.chat_server import chat_server
 
 runner = CliRunner()
@@ -101,8 +101,8 @@ def _is_judge(request: dict) -> bool:
 
 
 @pytest.mark.slow
-def test_hf_vlm_answers_open_questions(tmp_path: Path) -> None:
-    vlm = build_tiny_vlm(tmp_path / "vlm")
+def test_hf_vlm_answers_open_questions(tmp_path: Path, tiny_vlm: Path) -> None:
+    vlm = tiny_vlm
     items = write_open_items(tmp_path / "data")
     args = ["eval", "-m", f"hf-vlm:{vlm}", "-b", "openended", "-d", str(items),
             "-o", str(tmp_path / "runs"), "--model-name", "tiny"]  # fmt: skip

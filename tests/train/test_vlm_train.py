@@ -12,7 +12,7 @@ from cultureclip.cli.main import app
 from cultureclip.core.errors import InputError, UserError
 from cultureclip.eval.builder import export_instruction_data
 from cultureclip.eval.items import read_items
-from cultureclip.testing import build_tiny_vlm, write_flag_mcq, write_general_mcq
+from cultureclip.testing import write_flag_mcq, write_general_mcq
 from cultureclip.vlm.train import (
     AnswerOnlyCollator,
     ChatDataset,
@@ -24,19 +24,9 @@ from cultureclip.vlm.train import (
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-llava")
-
-
 def _flag_export(directory: Path, views: int, seed: int = 0) -> Path:
     items = write_flag_mcq(directory, views=views, seed=seed)
     return export_instruction_data(read_items(items), directory / "instruct.jsonl")
-
-
-@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
-def any_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / request.param, family=request.param)
 
 
 @pytest.fixture(scope="module")
