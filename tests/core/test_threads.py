@@ -34,3 +34,25 @@ def test_the_users_choice_wins(monkeypatch) -> None:
     monkeypatch.setenv("CULTURECLIP_THREADS", "3")
     torch.set_num_threads(1)
     assert threads.configure_threads() == 3 and torch.get_num_threads() == 3
+
+
+def test_before_torch_is_imported_the_environment_is_set_instead(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CULTURECLIP_THREADS", raising=False)
+    monkeypatch.delitem(threads.sys.modules, "torch")
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    assert threads.configure_threads() == 1
+    assert threads.os.environ["OMP_NUM_THREADS"] == "1"
+    assert "torch" not in threads.sys.modules  # nothing imported it
+
+
+def test_an_unlimited_process_keeps_torchs_own_default(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CULTURECLIP_THREADS", raising=False)
+    monkeypatch.delitem(threads.sys.modules, "torch")
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: None)
+    threads.configure_threads()
+    assert "OMP_NUM_THREADS" not in threads.os.environ

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -44,18 +45,27 @@ def _cgroup_quota() -> float | None:
 
 
 def configure_threads() -> int:
-    """Sets torch's intra-op threads for this process; returns the number in use.
+    """Sizes torch's intra-op threads for this process; returns the number chosen.
 
     ``CULTURECLIP_THREADS`` (or ``OMP_NUM_THREADS``) wins; otherwise the pool only ever
-    shrinks, to the CPUs this process may use, so a caller's smaller choice stands.
+    shrinks, to the CPUs this process may use, so a caller's smaller choice stands. When
+    torch is not imported yet (the CLI at start-up), ``OMP_NUM_THREADS`` is set instead,
+    which torch reads when it starts (only where the process may use fewer CPUs than the
+    host has, or the user chose): a command that never needs torch does not import it.
     """
-    import torch
-
     chosen = os.environ.get("CULTURECLIP_THREADS") or os.environ.get("OMP_NUM_THREADS")
     try:
-        threads = max(1, int(chosen)) if chosen else min(torch.get_num_threads(), available_cpus())
+        wanted = max(1, int(chosen)) if chosen else None
     except ValueError:
-        threads = min(torch.get_num_threads(), available_cpus())
+        wanted = None
+    torch = sys.modules.get("torch")
+    if torch is None:
+        threads = wanted or available_cpus()
+        limited = threads < (os.cpu_count() or threads)
+        if not os.environ.get("OMP_NUM_THREADS") and (wanted or limited):
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+        return threads
+    threads = wanted or min(torch.get_num_threads(), available_cpus())
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
         logger.debug("torch intra-op threads: %d", threads)
