@@ -51,7 +51,6 @@ def setup_logging(debug: bool = False) -> None:
             root.removeHandler(handler)
     root.addHandler(_StderrHandler())
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    root.propagate = False
 
 
 class RichSink:
