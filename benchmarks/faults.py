@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import random
@@ -192,7 +193,7 @@ class TrainStage(Stage):
         signature = {f"step{r['step']}": r["loss"] for r in records}
         if weights.exists():
             signature["weights"] = {
-                k: v.numpy().tobytes().hex()[:64] + str(float(v.double().sum()))
+                k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
                 for k, v in load_file(str(weights)).items()
             }
         return Outcome(
@@ -228,16 +229,16 @@ class IndexStage(Stage):
     def outcome(self, out: Path, rc: int) -> Outcome:
         if rc != 0:
             return Outcome(rc, [])
+        import numpy as np
+
         from cultureclip.retrieval.index import RetrievalIndex
 
         index = RetrievalIndex(out)
         ids = [str(i) for i in index.image_ids]
-        vectors = index.image_vectors if hasattr(index, "image_vectors") else None
-        signature = {}
-        if vectors is not None:
-            signature = {
-                i: bytes(memoryview(vectors[row]).tobytes()).hex()[:32] for row, i in enumerate(ids)
-            }
+        signature = {
+            i: hashlib.sha256(np.asarray(index.image_vectors[row]).tobytes()).hexdigest()
+            for row, i in enumerate(ids)
+        }
         return Outcome(rc, ids, signature)
 
 
