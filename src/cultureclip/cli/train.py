@@ -57,8 +57,6 @@ def register(app: typer.Typer) -> None:
             result = train(cfg)
         if not result.is_main:
             return
-        if result.resumed_from_step is not None:
-            console.print(f"resumed from step {result.resumed_from_step}")
         if result.completed:
             loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
             console.print(
