@@ -34,12 +34,12 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.progress import track
 from cultureclip.eval.benchmarks.base import (
     Benchmark,
     BenchmarkOptions,
     BenchmarkOutput,
     batched,
-    progress_iter,
 )
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import BadItem, load_image
@@ -246,9 +246,7 @@ class OpenEndedBenchmark(Benchmark):
         )
         todo = [item for item in items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
-        for chunk in progress_iter(
-            chunks, len(chunks), f"{self.name}: asking {model.spec}", progress
-        ):
+        for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
             prompts = [MCQPrompt(load_image(i.image, root), i.question, []) for i in chunk]
             outcomes = model.generate(prompts)
             records = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -83,18 +83,6 @@ class Benchmark(ABC):
 
     def config(self) -> dict[str, Any]:
         return {"data": str(self.data), "split": self.split, **self.options.model_dump(mode="json")}
-
-
-# ---- progress -----------------------------------------------------------------------
-#: seconds between plain progress lines when stderr is not a terminal (CI, nohup, SLURM)
-
-
-def progress_iter(
-    items: Iterable[T], total: int, description: str, enabled: bool = True
-) -> Iterator[T]:
-    """Iterates ``items`` as one task of :mod:`cultureclip.core.progress` (a bar on a
-    terminal, plain periodic lines elsewhere)."""
-    yield from track(items, description, total=total, enabled=enabled)
 
 
 def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -196,7 +184,7 @@ def embed_images(
 
     with ThreadPoolExecutor(max_workers=1) as loader:
         pending = loader.submit(load_chunk, chunks[0])
-        for index in progress_iter(range(len(chunks)), len(chunks), description, progress):
+        for index in track(range(len(chunks)), description, enabled=progress):
             loaded = pending.result()
             if index + 1 < len(chunks):
                 pending = loader.submit(load_chunk, chunks[index + 1])
@@ -436,9 +424,7 @@ class MCQBenchmark(Benchmark):
         )
         todo = [item for item in item_set.items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
-        for chunk in progress_iter(
-            chunks, len(chunks), f"{self.name}: asking {model.spec}", progress
-        ):
+        for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
             prompts, asked = [], []
             for i in chunk:
                 try:
