@@ -127,17 +127,22 @@ def test_killed_run_leaves_a_loadable_checkpoint(make_config, tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("cache", "tolerance"), [("", 0.0), ("&cache=4096", 1e-5)])
 def test_lite_heads_resume_is_exact_without_cache_and_close_with_it(
-    toy_cultwin, tmp_path, cache: str, tolerance: float
+    tmp_path, cache: str, tolerance: float
 ) -> None:
+    from cultureclip.testing import write_toy_cultwin
     from cultureclip.train import TrainConfig
+
+    # 16 pairs in batches of 8: after the restart the cache is refilled in other batch
+    # groupings than the first epoch used, which is what moves the last float bits.
+    data = write_toy_cultwin(tmp_path / "data", n_pairs=16)
 
     def config(out: str, **changes):
         return TrainConfig.model_validate(
             dict(
                 model=f"lite:en?image_size=64&dim=32{cache}",
-                data={"path": str(toy_cultwin)},
-                batch_size=4,
-                epochs=2,
+                data={"path": str(data)},
+                batch_size=8,
+                epochs=4,
                 output_dir=str(tmp_path / out),
                 log_every=1,
                 progress=False,
@@ -153,6 +158,7 @@ def test_lite_heads_resume_is_exact_without_cache_and_close_with_it(
     train(config("resumed", stop_at_step=3))
     resumed = train(config("resumed", resume="latest"))
     expected, got = _curve(straight.metrics_path), _curve(resumed.metrics_path)
-    assert [s for s, _, _ in got] == [s for s, _, _ in expected] == [1, 2, 3, 4]
+    assert [s for s, _, _ in got] == [s for s, _, _ in expected] == list(range(1, 9))
     worst = max(abs(a[1] - b[1]) for a, b in zip(expected, got, strict=True))
+    print(f"lite heads resume{' with cache' if cache else ''}: largest loss difference {worst:.2g}")
     assert worst <= tolerance, worst
