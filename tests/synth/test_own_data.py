@@ -14,9 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
+from cultureclip.core.store import ResultStore
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.pipeline import run_synth
-from cultureclip.synth.store import ResultStore
 from cultureclip.utils.io import read_json
 
 runner = CliRunner()

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from cultureclip.core.store import ResultStore, Shard
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.pipeline import merge, run_synth
 from cultureclip.synth.standin import StandInLLMServer, SynthScript, prompt_name, user_text
-from cultureclip.synth.store import ResultStore, Shard
 from cultureclip.utils.io import read_json, read_jsonl
 
 

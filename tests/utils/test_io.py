@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cultureclip.core.errors import DiskFullError, InputError, UserError
-from cultureclip.synth.store import ResultStore
+from cultureclip.core.store import ResultStore
 from cultureclip.utils.io import (
     append_jsonl,
     atomic_path,
@@ -65,7 +65,7 @@ FILL_THE_DISK = textwrap.dedent(
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     from cultureclip.core.errors import DiskFullError
-    from cultureclip.synth.store import ResultStore
+    from cultureclip.core.store import ResultStore
     store = ResultStore(Path(sys.argv[1]), "captions")
     try:
         for i in range(1000):

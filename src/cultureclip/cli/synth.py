@@ -62,7 +62,7 @@ def _summary(reports: list, failures: dict) -> int:  # -> exit code
 
 
 def _open_failures(out_dir: Path) -> dict:
-    from cultureclip.synth.store import open_failures
+    from cultureclip.core.store import open_failures
 
     by_stage: dict[str, int] = {}
     for failure in open_failures(out_dir / "work"):
@@ -102,8 +102,8 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         with user_errors():
+            from cultureclip.core.store import Shard
             from cultureclip.synth.pipeline import run_synth
-            from cultureclip.synth.store import Shard
 
             cfg = _load(config, overrides, out, from_folder)
             selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
             from rich.table import Table
 
             from cultureclip.core.errors import InputError, MissingInputError
-            from cultureclip.synth.store import open_failures
+            from cultureclip.core.store import open_failures
 
             if not out.exists():
                 raise MissingInputError(f"synth output directory not found: {out}")

@@ -12,6 +12,7 @@ Backends are registries: ``LLMS`` (``openai``, ``transformers``), ``IMAGE_BACKEN
 (``diffusers``, ``glyph``) and ``JUDGES`` (``vlm``, ``clipscore``, ``none``).
 """
 
+from cultureclip.core.store import Shard, open_failures
 from cultureclip.synth.config import (
     CaptionSettings,
     ConceptSettings,
@@ -27,7 +28,6 @@ from cultureclip.synth.llm import LLMS, LLMError, Outcome, ask, create_llm
 from cultureclip.synth.mining import MinedTwin, embed_concepts, mine_twins
 from cultureclip.synth.pipeline import MergeReport, SynthReport, merge, run_synth
 from cultureclip.synth.prompts import PromptTemplate, list_prompts, load_prompt
-from cultureclip.synth.store import Shard, open_failures
 
 __all__ = [
     "IMAGE_BACKENDS",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.store import Shard
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.pipeline import MergeReport, merge, run_synth
-from cultureclip.synth.store import Shard
 
 
 def _run_shard(config_data: dict[str, Any], index: int, count: int) -> list[dict[str, Any]]:

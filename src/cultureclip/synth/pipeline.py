@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import MissingInputError
+from cultureclip.core.store import ResultStore, Shard, write_failure_report
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.stages import (
@@ -31,7 +32,6 @@ from cultureclip.synth.stages import (
     side_captions,
     verdict_key,
 )
-from cultureclip.synth.store import ResultStore, Shard, write_failure_report
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.progress import progress
+from cultureclip.core.store import FailureLog, ResultStore, Shard
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow, read_corpus
 from cultureclip.synth.folder import read_folder, unreadable
@@ -33,7 +34,6 @@ from cultureclip.synth.schemas import (
     TwinAnswer,
     check_captions,
 )
-from cultureclip.synth.store import FailureLog, ResultStore, Shard
 from cultureclip.utils.io import stable_hash
 
 T = TypeVar("T")

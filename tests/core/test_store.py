@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cultureclip.synth.store import (
+from cultureclip.core.store import (
     FailureLog,
     ResultStore,
     Shard,

@@ -1,8 +1,8 @@
-"""Resumable work: per-stage JSONL result stores, the failure log, and shard assignment.
+"""The one keyed result store: resumable work for every stage, the failure log, and shards.
 
 Every work item has a key, a hash of everything that determines its result (inputs,
-prompt id, model, seed). A stage appends one fsynced JSON line per finished item to
-``work/<stage>[.<writer>].jsonl``; on restart it reads every file of that stage
+prompt id, model, seed: ``utils.io.stable_hash``). A stage appends one fsynced JSON line
+per finished item to ``work/<stage>[.<writer>].jsonl``; on restart it reads every file of that stage
 (a line torn by a kill is skipped) and does only the keys not yet there. Each writer
 (a shard, an accelerate process, a Ray task) appends to its own file, so concurrent
 writers never interleave bytes; readers take the union.
