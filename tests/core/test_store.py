@@ -46,3 +46,13 @@ def test_failures_are_open_until_the_item_succeeds(tmp_path: Path) -> None:
     summary = write_failure_report(tmp_path, tmp_path / "out")
     assert summary["open_failures"] == 1 and summary["by_stage"] == {"twins": 1}
     assert (tmp_path / "out" / "failures_summary.json").exists()
+
+
+def test_changed_fields_names_every_differing_field() -> None:
+    from cultureclip.core.store import changed_fields
+
+    assert changed_fields({"a": 1, "b": 2}, {"a": 1, "b": 2}) == []
+    assert changed_fields({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 0}) == ["b", "c"]
+    assert changed_fields({"a": 1, "gone": 0}, {"a": 1}) == ["gone"]
+    assert changed_fields(None, {"x": 1, "a": 2}) == ["a", "x"]
+    assert changed_fields({}, {}) == ["(nothing stored)"]

@@ -9,13 +9,18 @@ writers never interleave bytes; readers take the union.
 
 Failures go to ``failures[.<writer>].jsonl`` and are never results: a failed item is
 retried by the next run, and the failure report lists only failures still open.
+
+Whole outputs (a trained model, an index's chunks, an eval result) are keyed the same way:
+the output stores the identity that decided it, and :func:`changed_fields` says which parts
+of a new run's identity differ, so a stage reuses the output only when none do and names
+the fields when it cannot.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,15 @@ class Shard:
         # Sharding by the root item (the country x category cell or corpus record) keeps a
         # concept's whole lineage (twin, captions, images, judgement) in one shard.
         return self.count == 1 or int(stable_hash("shard", root_key), 16) % self.count == self.index
+
+
+def changed_fields(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
+    """The top-level fields two identities disagree on; every field when nothing was stored."""
+    if not stored:
+        return sorted(wanted) or ["(nothing stored)"]
+    return sorted(
+        name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name)
+    )
 
 
 def _files(work_dir: Path, stem: str) -> list[Path]:
