@@ -24,15 +24,48 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
+from pydantic import Field, ValidationError
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
+from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.eval.items import LETTERS
-from cultureclip.eval.openai_client import ChatClient, ChatError, user_message
 from cultureclip.registry import Registry
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 #: open-ended questions (no options), as in VQA-style evaluations
 OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
+
+
+class GenerativeSettings(LLMSettings):
+    """``generative.*``: the chat client's settings (``openai:``; the spec names the model
+    and server) and the local model's (``hf-vlm:``: mode, device, dtype, batches)."""
+
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(16, ge=1)
+    concurrency: int = Field(8, ge=1)
+    mode: str = "generate"
+    likelihood_target: str = "letter"
+    device: str | None = None  # type: ignore[assignment]  # None: CUDA when present
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+#: the settings only the chat client reads (a local model refuses them)
+CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
+    "timeout",
+    "backoff",
+    "max_backoff",
+}
+
+
+def generative_options(settings: GenerativeSettings | dict[str, Any] | None) -> dict[str, Any]:
+    """What a backend is given: the options set away from their defaults."""
+    if settings is None:
+        return {}
+    if isinstance(settings, GenerativeSettings):
+        return settings.model_dump(exclude_defaults=True)
+    return dict(settings)
 
 
 @dataclass
@@ -130,25 +163,35 @@ GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry(
 class OpenAIChatModel(GenerativeModel):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
-    def __init__(self, argument: str, *, mode: str = "generate", **client_options: Any) -> None:
-        if mode != "generate":
+    def __init__(self, argument: str, **options: Any) -> None:
+        if options.get("mode", "generate") != "generate":
             raise InputError(
-                f"generative.mode={mode} needs the model's weights; score a local model with hf-vlm:"
+                f"generative.mode={options['mode']} needs the model's weights; "
+                "score a local model with hf-vlm:"
             )
-        model, _, base_url = argument.partition("@")
-        if not model:
+        local = sorted(set(options) - CLIENT_FIELDS - {"mode"})
+        if local:
+            raise InputError(f"the openai backend has no option generative.{local[0]}")
+        target = parse_model_at_url(argument)
+        if not target["model"]:
             raise InputError(
                 f"openai spec needs a model name: 'openai:<model>@<base_url>', got {argument!r}"
             )
-        client_options.setdefault("max_tokens", 16)
-        self.client = ChatClient(model, base_url or None, **client_options)
-        self.spec = f"openai:{model}@{self.client.base_url}"
+        try:
+            settings = GenerativeSettings.model_validate({**options, **target, "backend": "openai"})
+        except ValidationError as exc:
+            raise InputError(f"generative options: {exc}") from None
+        self.settings = settings
+        self._client: SyncLLM | None = None
+        self.spec = f"openai:{settings.model}@{settings.base_url}"
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
+        if self._client is None:  # connects on first use (naming a model costs nothing)
+            self._client = SyncLLM(self.settings)
         conversations = [[user_message(p.text(), [p.image])] for p in prompts]
-        replies = self.client.complete_many(conversations)
+        replies = self._client.complete_many(conversations)
         return [
-            GenerationOutcome(None, str(r)) if isinstance(r, ChatError) else GenerationOutcome(r)
+            GenerationOutcome(None, str(r)) if isinstance(r, LLMError) else GenerationOutcome(r)
             for r in replies
         ]
 
@@ -311,11 +354,14 @@ def is_generative_spec(spec: object) -> bool:
     return isinstance(spec, str) and spec.partition(":")[0] in GENERATIVE_MODELS
 
 
-def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
+def create_generative_model(
+    spec: str, settings: GenerativeSettings | dict[str, Any] | None = None, **options: Any
+) -> GenerativeModel:
     """Builds a generative model from ``openai:<model>@<url>`` or ``hf-vlm:<id or dir>``."""
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
+    options = {**generative_options(settings), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:

@@ -68,7 +68,10 @@ class SyncLLM:
         """:func:`ask` for each conversation (parsed, checked, re-asked with the error)."""
         return self.run(
             self._bounded(
-                [ask(self.backend, None, {}, schema, messages=list(c), **params) for c in conversations]
+                [
+                    ask(self.backend, None, {}, schema, messages=list(c), **params)
+                    for c in conversations
+                ]
             )
         )
 
