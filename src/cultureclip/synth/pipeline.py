@@ -23,8 +23,8 @@ from cultureclip.synth.stages import (
     ImageUnit,
     StageReport,
     SynthContext,
-    _image_backend,
     corpus_rows,
+    image_backend,
     image_units,
     load_concepts,
     load_twins,
@@ -149,7 +149,7 @@ def merge(config: SynthConfig) -> MergeReport:
 
     ctx = SynthContext(config)
     out_dir = ctx.out_dir
-    identity = _image_backend(ctx, config.images.device).identity()
+    identity = image_backend(ctx, config.images.device).identity()
     judge_identity = create_judge(config.filter, config.llm).identity()
     use_filter = config.filter.backend != "none"
     captions = ResultStore(ctx.work_dir, "captions")
