@@ -133,9 +133,6 @@ def _no_twin_reason(concept: Concept, concepts: list[Concept], column: str) -> s
 
 
 def mine_twins_stage(ctx: SynthContext) -> StageReport:
-    from cultureclip.models.registry import create_model
-    from cultureclip.synth.mining import embed_concepts, mine_twins
-
     settings, report = ctx.config.twins, StageReport("twins")
     source = ctx.config.concepts.source
     if ctx.shard.count > 1 and source not in ("corpus", "folder"):
@@ -174,26 +171,13 @@ def mine_twins_stage(ctx: SynthContext) -> StageReport:
     if report.cached == report.total:
         _note_no_twins(report, [store.get(keys[i]) for i in owned])
         return report
-    model = create_model(settings.mine_model).eval()
-    images = _concept_images(ctx, concepts)
-    total = sum(len(i) for i in images)
-    with progress("twins (mining)", total, enabled=ctx.config.progress) as task:
-        embeddings = embed_concepts(
-            model,
-            images,
-            batch_size=settings.mine_batch_size,
-            on_progress=lambda n: task.update(advance=n),
-        )
-    labels = [
-        {"key": c.id, "group": c.side.twin_group, "category": c.side.category} for c in concepts
-    ]
+    found = _mined_pairs(ctx, concepts)
     provenance = {
         "method": "mine",
         "model": settings.mine_model,
         "seed": ctx.config.seed,
         "across": column,
     }
-    found = {twin.pos: twin for twin in mine_twins(labels, embeddings, across="group")}
     for i in owned:
         if keys[i] in store:
             continue
@@ -223,6 +207,28 @@ def mine_twins_stage(ctx: SynthContext) -> StageReport:
         report.done += 1
     _note_no_twins(report, [store.get(keys[i]) for i in owned])
     return report
+
+
+def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
+    """Embeds every concept's images and mines twins across groups: pos index -> twin."""
+    from cultureclip.models.registry import create_model
+    from cultureclip.synth.mining import embed_concepts, mine_twins
+
+    settings = ctx.config.twins
+    model = create_model(settings.mine_model).eval()
+    images = _concept_images(ctx, concepts)
+    total = sum(len(i) for i in images)
+    with progress("twins (mining)", total, enabled=ctx.config.progress) as task:
+        embeddings = embed_concepts(
+            model,
+            images,
+            batch_size=settings.mine_batch_size,
+            on_progress=lambda n: task.update(advance=n),
+        )
+    labels = [
+        {"key": c.id, "group": c.side.twin_group, "category": c.side.category} for c in concepts
+    ]
+    return {twin.pos: twin for twin in mine_twins(labels, embeddings, across="group")}
 
 
 def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
