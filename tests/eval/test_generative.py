@@ -188,3 +188,31 @@ class ChatServerText:
         return (
             content if isinstance(content, str) else "\n".join(p.get("text", "") for p in content)
         )
+
+
+def test_stored_answers_are_reused_only_under_the_same_model_settings(
+    mcq_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers are keyed by item, benchmark options and the model's identity with its
+    sampling: a changed ``max_tokens`` reuses nothing; the same settings reuse all."""
+    import logging
+
+    options = {"backoff": 0.0, "timeout": 2.0, "max_retries": 0, "concurrency": 6}
+
+    def run(server_url: str, **extra: object) -> None:
+        evaluate(f"openai:m@{server_url}", "cultureverse", data=mcq_file, out_dir=tmp_path,
+                 model_name="vlm", generative={**options, **extra})  # fmt: skip
+        # as if killed before the end: the result is missing, the stored answers are there
+        directory = tmp_path / "cultureverse" / "vlm"
+        (directory / "result.json").unlink()
+        (directory / "predictions.jsonl").rename(directory / "predictions.partial.jsonl")
+
+    with chat_server(lambda body, number: (200, "A")) as server:
+        run(server.url)
+        assert len(server.requests) == 18
+        with caplog.at_level(logging.INFO, logger="cultureclip.eval.generative"):
+            run(server.url)
+        assert len(server.requests) == 18  # same settings: every answer reused
+        assert "cultureverse: 18 answers reused, 0 to ask" in caplog.text
+        run(server.url, max_tokens=32)
+        assert len(server.requests) == 36  # another sampling setting: asked again

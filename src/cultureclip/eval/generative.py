@@ -17,20 +17,26 @@ and counts as wrong; it is never guessed.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.eval.items import LETTERS
 from cultureclip.registry import Registry
+from cultureclip.utils.io import stable_hash
+
+logger = logging.getLogger(__name__)
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 #: open-ended questions (no options), as in VQA-style evaluations
@@ -153,6 +159,63 @@ class GenerativeModel(ABC):
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         """Replies in input order; a failed request is an outcome with ``error`` set."""
 
+    def identity(self) -> dict[str, Any]:
+        """What decides a reply besides the prompt: part of every stored answer's key."""
+        return {"spec": self.spec}
+
+
+class AnswerStore:
+    """A generative run's answers on the keyed store (``<work_dir>/predictions.partial.jsonl``).
+
+    Each answer is keyed by a hash of the item, the benchmark and its options, and the
+    model's identity (spec and sampling): a run killed mid-way asks only the items not
+    stored yet, and a changed model or setting reuses nothing. Failed answers are never
+    stored, so the next run asks them again.
+    """
+
+    #: benchmark options that change how work is cut, not what is answered
+    NOT_DECIDING = frozenset({"chunk_size", "batch_size"})
+
+    def __init__(
+        self, work_dir: Path | None, model: GenerativeModel, benchmark: str, options: BaseModel
+    ) -> None:
+        from cultureclip.core.store import ResultStore
+
+        deciding = options.model_dump(mode="json", exclude=set(self.NOT_DECIDING))
+        if isinstance(deciding.get("judge"), str):  # the judge's model decides, not its server
+            deciding["judge"] = deciding["judge"].partition("@")[0]
+        self.scope = stable_hash("answers", benchmark, deciding, model.identity())
+        self.store = ResultStore(work_dir, "predictions.partial") if work_dir else None
+        self.benchmark = benchmark
+
+    def key(self, item: BaseModel) -> str:
+        fields = {
+            name: hashlib.sha256(value).hexdigest() if isinstance(value, bytes) else value
+            for name, value in item.model_dump().items()
+        }
+        return stable_hash(self.scope, fields)
+
+    def reused(self, items: Sequence[BaseModel]) -> dict[str, dict[str, Any]]:
+        """Item id -> its stored answer, for the items answered already."""
+        if self.store is None:
+            return {}
+        done = {}
+        for item in items:
+            record = self.store.get(self.key(item))
+            if record is not None and record.get("error") is None:
+                done[getattr(item, "id")] = record  # noqa: B009 - items of every kind have an id
+        logger.info(
+            "%s: %d answers reused, %d to ask", self.benchmark, len(done), len(items) - len(done)
+        )
+        return done
+
+    def add(self, items: Sequence[BaseModel], records: list[dict[str, Any]]) -> None:
+        """Keys the records (in place) and stores the answered ones."""
+        for item, record in zip(items, records, strict=True):
+            record["key"] = self.key(item)
+            if self.store is not None and record.get("error") is None:
+                self.store.add(record)
+
 
 GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry(
     "generative model backend", entry_point_group="cultureclip.generative_models"
@@ -184,6 +247,10 @@ class OpenAIChatModel(GenerativeModel):
         self.settings = settings
         self._client: SyncLLM | None = None
         self.spec = f"openai:{settings.model}@{settings.base_url}"
+
+    def identity(self) -> dict[str, Any]:
+        # The model and its sampling decide a reply; the server's address does not.
+        return {"spec": f"openai:{self.settings.model}", **self.settings.identity()}
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         if self._client is None:  # connects on first use (naming a model costs nothing)
@@ -258,6 +325,10 @@ class HFVisionChatModel(GenerativeModel):
         self.spec = f"hf-vlm:{argument}"
         if mode == "likelihood":
             self.spec += f"?likelihood={likelihood_target}"
+        self._dtype = dtype
+
+    def identity(self) -> dict[str, Any]:
+        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
     def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
         from cultureclip.vlm.chat import render, user_turn

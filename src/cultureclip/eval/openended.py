@@ -20,8 +20,8 @@ reply. Scores per item, averaged as percentages:
   whether the reply means the same as a reference.
 
 ``correct`` (what groups and the report count) is the judge's verdict when a judge is
-set, else ``normalized``. Runs resume from ``predictions.partial.jsonl`` like the MCQ
-benchmarks.
+set, else ``normalized``. Runs resume from the keyed answers in ``predictions.partial.jsonl``
+like the MCQ benchmarks (``eval.generative.AnswerStore``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from cultureclip.eval.benchmarks.base import (
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
-from cultureclip.utils.io import append_jsonl, jsonl_lines, read_jsonl
+from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)
 
@@ -232,15 +232,11 @@ class OpenEndedBenchmark(Benchmark):
         work_dir: Path | None,
         progress: bool,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import MCQPrompt
+        from cultureclip.eval.generative import AnswerStore, MCQPrompt
 
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
-        partial = work_dir / "predictions.partial.jsonl" if work_dir else None
-        done = (
-            {r["id"]: r for r in read_jsonl(partial) if r.get("error") is None}
-            if partial and partial.exists()
-            else {}
-        )
+        answers = AnswerStore(work_dir, model, self.name, options)
+        done = answers.reused(items)
         todo = [item for item in items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
         for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
@@ -252,8 +248,7 @@ class OpenEndedBenchmark(Benchmark):
             ]
             if judge is not None:
                 self._judge(judge, chunk, records)
-            if partial is not None:
-                append_jsonl(partial, records)
+            answers.add(chunk, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in items]
 
