@@ -18,20 +18,12 @@ from cultureclip.core.errors import MissingInputError
 from cultureclip.core.store import ResultStore, Shard, write_failure_report
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.synth.config import SynthConfig
-from cultureclip.synth.stages import (
-    STAGE_FUNCTIONS,
-    ImageUnit,
-    StageReport,
-    SynthContext,
-    corpus_rows,
-    image_backend,
-    image_units,
-    load_concepts,
-    load_twins,
-    mine_keys,
-    side_captions,
-    verdict_key,
-)
+from cultureclip.synth.context import StageReport, SynthContext
+from cultureclip.synth.loaders import corpus_rows, load_concepts, load_twins, mine_keys
+from cultureclip.synth.stages import STAGE_FUNCTIONS
+from cultureclip.synth.stages.captions import side_captions
+from cultureclip.synth.stages.filter import verdict_key
+from cultureclip.synth.stages.images import ImageUnit, image_backend, image_units
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"

@@ -17,33 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cultureclip.synth.context import StageReport, SynthContext
-from cultureclip.synth.loaders import corpus_rows, load_concepts, load_twins, mine_keys, twin_sides
-from cultureclip.synth.pool import run_llm_items, run_pool
-from cultureclip.synth.records import (
-    Concept,
-    Side,
-    Twin,
-    category_list,
-    country_code,
-    country_name,
-)
-from cultureclip.synth.stages.captions import (
-    caption_key,
-    run_captions,
-    side_captions,
-    template_captions,
-)
+from cultureclip.synth.stages.captions import run_captions
 from cultureclip.synth.stages.concepts import run_concepts
-from cultureclip.synth.stages.filter import judged_units, run_filter, verdict_key
-from cultureclip.synth.stages.images import (
-    ImageUnit,
-    image_backend,
-    image_identity,
-    image_units,
-    plan_units,
-    run_images,
-)
-from cultureclip.synth.stages.twins import mine_twins_stage, run_twins
+from cultureclip.synth.stages.filter import run_filter
+from cultureclip.synth.stages.images import run_images
+from cultureclip.synth.stages.twins import run_twins
 
 STAGE_FUNCTIONS: dict[str, Callable[[SynthContext], StageReport]] = {
     "concepts": run_concepts,
@@ -52,38 +30,3 @@ STAGE_FUNCTIONS: dict[str, Callable[[SynthContext], StageReport]] = {
     "images": run_images,
     "filter": run_filter,
 }
-
-__all__ = [
-    "STAGE_FUNCTIONS",
-    "Concept",
-    "ImageUnit",
-    "Side",
-    "StageReport",
-    "SynthContext",
-    "Twin",
-    "caption_key",
-    "category_list",
-    "corpus_rows",
-    "country_code",
-    "country_name",
-    "image_backend",
-    "image_identity",
-    "image_units",
-    "judged_units",
-    "load_concepts",
-    "load_twins",
-    "mine_keys",
-    "mine_twins_stage",
-    "plan_units",
-    "run_captions",
-    "run_concepts",
-    "run_filter",
-    "run_images",
-    "run_llm_items",
-    "run_pool",
-    "run_twins",
-    "side_captions",
-    "template_captions",
-    "twin_sides",
-    "verdict_key",
-]
