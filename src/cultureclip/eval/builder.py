@@ -304,10 +304,23 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
     }
 
 
-REVIEW_FIELDS = (
-    "id country category concept introduction question_type question "
-    "option_A option_B option_C option_D answer reason image status"
-).split()
+REVIEW_FIELDS = [
+    "id",
+    "country",
+    "category",
+    "concept",
+    "introduction",
+    "question_type",
+    "question",
+    "option_A",
+    "option_B",
+    "option_C",
+    "option_D",
+    "answer",
+    "reason",
+    "image",
+    "status",
+]
 
 
 def _write_outputs(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
@@ -50,6 +50,7 @@ class GenerativeSettings(LLMSettings):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(16, ge=1)
     concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("timeout_s", "timeout"))
     mode: str = "generate"
     likelihood_target: str = "letter"
     device: str | None = None  # type: ignore[assignment]  # None: CUDA when present
