@@ -23,7 +23,9 @@ from pathlib import Path
 import httpx
 
 from cultureclip.synth.config import SynthConfig
-from cultureclip.synth.stages import Side, SynthContext, run_captions
+from cultureclip.synth.context import SynthContext
+from cultureclip.synth.records import Side
+from cultureclip.synth.stages.captions import run_captions
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""A third party adds a benchmark, a model backend, a loss and an LLM backend in one file.
+"""A third party adds a benchmark, a model backend, a loss and LLM backends in one file.
 
 The plugin is one module plus the packaging metadata every installed package has (a
 ``dist-info`` with ``entry_points.txt``); nothing in cultureclip is edited. A fresh
@@ -57,6 +57,23 @@ PLUGIN = textwrap.dedent(
     class Echo(LLMBackend):
         async def complete(self, messages, *, schema=None, temperature=None, seed=None):
             return str(messages[-1]["content"])
+
+
+    @LLMS.register("demo-json", help="fixed answers to the synth concepts and builder prompts")
+    class FixedAnswers(LLMBackend):
+        async def complete(self, messages, *, schema=None, temperature=None, seed=None):
+            import json
+
+            name = schema.__name__ if schema is not None else ""
+            if name == "ConceptsAnswer":  # synth: concepts of a country x category
+                return json.dumps({"concepts": [{"concept": "Sushi", "context": "rice and fish",
+                                                 "features": "rice, raw fish"}]})
+            if name == "ConceptList":  # the builder, step 1
+                return json.dumps({"concepts": [{"name": "Kimono", "category": "Food",
+                                                 "introduction": "A robe."}]})
+            question = {"question": "What is it?", "options": ["a", "b", "c", "d"],
+                        "answer": "b", "reason": "it is"}
+            return json.dumps({"recognition": question, "knowledge": question, "scene": question})
     '''
 )
 
@@ -203,3 +220,40 @@ def test_a_broken_plugin_is_reported_and_does_not_break_the_rest(
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert "cultureclip" in listing.stdout and "demo-half-clip" not in listing.stdout
     assert "failed to load" in listing.stderr and "broken plugin" in listing.stderr
+
+
+def test_an_llm_backend_plugin_serves_synth_and_the_benchmark_builder(
+    plugin_site: Path, tmp_path: Path
+) -> None:
+    """One LLM client under both stages: the plugin's backend answers synth's concept stage
+    and the benchmark builder (by ``llm.backend``), with nothing else configured."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "Japan.txt").write_text("Kimono is a robe.")
+    script = textwrap.dedent(
+        f"""
+        import json
+        from cultureclip.core.store import ResultStore
+        from cultureclip.eval.builder import BuilderConfig, build_benchmark
+        from cultureclip.synth import SynthConfig, run_synth
+
+        synth = SynthConfig.model_validate({{
+            "out_dir": {str(tmp_path / "synth")!r}, "stages": ["concepts"], "progress": False,
+            "llm": {{"backend": "demo-json", "model": "m"}},
+            "concepts": {{"countries": ["JP"], "categories": ["Food"], "per_pair": 1}},
+        }})
+        report = run_synth(synth, merge_after=False).stages[0]
+        stored = ResultStore({str(tmp_path / "synth" / "work")!r}, "concepts").records()
+        built = build_benchmark(BuilderConfig.model_validate({{
+            "documents": {str(docs)!r}, "out": {str(tmp_path / "bench")!r},
+            "categories": ["Food"], "llm": {{"backend": "demo-json", "model": "m"}},
+        }}))
+        print(json.dumps([report.done, stored[0]["concepts"][0]["concept"],
+                          stored[0]["provenance"]["model"], built]))
+        """
+    )
+    ran = _run(["-c", script], plugin_site, tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    done, concept, model, built = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert done == 1 and concept == "Sushi" and model == "demo-json:m"
+    assert built["concepts"] == 1 and built["questions"] == 3

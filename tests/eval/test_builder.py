@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cultureclip.core.llm import FEEDBACK_PREFIX
 from cultureclip.eval import read_items
 from cultureclip.eval.builder import BuilderConfig, build_benchmark
 from cultureclip.utils.io import read_jsonl
@@ -30,10 +31,10 @@ def _questions(name: str, n_options: int = 4) -> str:
 
 
 def behaviour(body: dict, number: int) -> tuple:
-    prompt = body["messages"][0]["content"]
+    prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
     last = body["messages"][-1]["content"]
     if "list up to" in prompt:
-        if len(body["messages"]) == 1:
+        if not any(m["role"] == "assistant" for m in body["messages"]):
             return 200, "Sure! Here are some concepts."  # not JSON: the builder must ask again
         concepts = [
             {
@@ -63,7 +64,7 @@ def behaviour(body: dict, number: int) -> tuple:
         ]
         return 200, "```json\n" + json.dumps({"concepts": concepts}) + "\n```"
     name = prompt.split("Concept: ", 1)[1].split(" (", 1)[0]
-    if name == "Sushi" and "not valid" not in last:
+    if name == "Sushi" and FEEDBACK_PREFIX not in last:
         return 200, _questions(name, n_options=3)  # too few options: must be asked again
     return 200, _questions(name)
 
@@ -82,8 +83,9 @@ def test_builder_against_loopback_llm(tmp_path: Path) -> None:
             llm=f"llm@{server.url}",
             images=str(images),
             categories=CATEGORIES,
-            max_retries=0,
+            max_retries=0,  # an old top-level key: still sets llm.max_retries
         )
+        assert config.llm.max_retries == 0 and config.llm.model == "llm"
         counts = build_benchmark(config)
         requests_first = len(server.requests)
         again = build_benchmark(config)  # resumable: nothing is asked twice
@@ -111,3 +113,77 @@ def test_builder_against_loopback_llm(tmp_path: Path) -> None:
     assert gpt["value"].startswith("B. Kimono rec 1") or gpt["value"].startswith("B. ")
     assert Path(instruct[0]["image"]).exists()
     assert (tmp_path / "out" / "config.yaml").exists()
+
+
+def _japan(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir(exist_ok=True)
+    (docs / "Japan.txt").write_text("Kimono is a robe. Sushi is food. Bread is eaten everywhere.")
+    return docs
+
+
+def test_builder_keys_decide_what_is_asked_again(tmp_path: Path, caplog) -> None:
+    """An unchanged rerun asks nothing (and says what it reused); a changed --llm or prompt
+    asks again everything it decides; a changed language only the questions."""
+    import logging
+
+    from cultureclip.eval.builder import _categories
+
+    docs = _japan(tmp_path)
+    with chat_server(behaviour) as server:
+
+        def build(llm: str = "llm", **kw) -> int:
+            before = len(server.requests)
+            config = BuilderConfig(
+                documents=str(docs), out=str(tmp_path / "out"), llm=f"{llm}@{server.url}",
+                **{"categories": CATEGORIES, **kw},
+            )  # fmt: skip
+            build_benchmark(config)
+            return len(server.requests) - before
+
+        first = build()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cultureclip.eval.builder"):
+            assert build() == 0
+        assert "concepts: 1 reused, 0 to ask" in caplog.text
+        assert "questions: 2 reused, 0 to ask" in caplog.text
+        assert build(llm="other-llm") == first  # another model: everything again
+        # the two concepts' questions (Sushi's first answer is rejected), not the document
+        assert build(language="fr") == 3
+        # categories decide the concepts: the document is asked again (twice: the stub's
+        # first answer is prose); Sushi's questions were written for the same concept
+        assert build(categories=["Food"]) == 2
+        prompt = tmp_path / "concepts-v2.yaml"
+        from importlib import resources
+
+        text = resources.files("cultureclip.eval").joinpath("prompts", "build-concepts.yaml")
+        prompt.write_text(text.read_text().replace("version: 1", "version: 2"))
+        assert build(concepts_prompt=str(prompt)) == 2  # a new prompt version asks again
+    assert _categories(BuilderConfig(documents="d", llm="m")) and CATEGORIES
+
+
+def test_builder_records_failed_answers_and_rerun_asks_only_those(tmp_path: Path) -> None:
+    from cultureclip.core.llm import LLMError
+
+    docs = _japan(tmp_path)
+
+    def no_sushi(body: dict, number: int) -> tuple:
+        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        if "Concept: Sushi" in prompt:
+            return 200, "I would rather not."
+        return behaviour(body, number)
+
+    config = {"documents": str(docs), "out": str(tmp_path / "out"), "categories": CATEGORIES}
+    with chat_server(no_sushi) as server:
+        try:
+            build_benchmark(BuilderConfig(llm=f"llm@{server.url}", **config))
+            raise AssertionError("failed answers must be reported")
+        except LLMError as exc:
+            assert "1 answer(s) failed" in str(exc)
+    failures = read_jsonl(tmp_path / "out" / "work" / "failures.jsonl")
+    assert failures and failures[-1]["raw"] == ["I would rather not."] * 3
+    with chat_server(behaviour) as healthy:
+        counts = build_benchmark(BuilderConfig(llm=f"llm@{healthy.url}", **config))
+        # only the failed concept's questions (asked twice: the stub's first has 3 options)
+        assert len(healthy.requests) == 2
+    assert counts["questions"] == 6

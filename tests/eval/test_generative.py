@@ -9,17 +9,21 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM
 from cultureclip.eval import evaluate, read_items
 from cultureclip.eval.generative import (
     GENERATIVE_MODELS,
     create_generative_model,
     parse_answer_letter,
 )
-from cultureclip.eval.openai_client import ChatClient, ChatError
 from tests.eval.chat_server import chat_server
 
 OPTIONS = ["Kimono", "Hanbok", "Qipao", "Ao dai"]
 FAST = {"backoff": 0.0, "timeout": 5.0, "max_retries": 2}
+
+
+def client_settings(url: str, **options: object) -> LLMSettings:
+    return LLMSettings.model_validate({"model": "m", "base_url": url, **options})
 
 
 @pytest.mark.parametrize(
@@ -84,17 +88,17 @@ def test_server_errors_then_succeeds() -> None:
     def behaviour(body, number):
         return (500, "overloaded") if number <= 2 else (200, "C")
 
-    with chat_server(behaviour) as server:
-        client = ChatClient("m", server.url, **FAST)
+    with chat_server(behaviour) as server, SyncLLM(client_settings(server.url, **FAST)) as client:
         assert client.complete([{"role": "user", "content": "hi"}]) == "C"
-    assert client.stats == {"requests": 3, "retries": 2, "failures": 0}
+    assert client.backend.stats == {"requests": 3, "retries": 2, "failures": 0}
 
 
 def test_client_error_is_not_retried() -> None:
     with chat_server(lambda body, number: (400, "bad model name")) as server:
-        client = ChatClient("m", server.url, **FAST)
-        with pytest.raises(ChatError, match="400"):
+        client = SyncLLM(client_settings(server.url, **FAST))
+        with pytest.raises(LLMError, match="400"):
             client.complete([{"role": "user", "content": "hi"}])
+        client.close()
     assert len(server.requests) == 1
 
 
@@ -168,8 +172,10 @@ def test_partial_predictions_resume_without_overwrite(mcq_file: Path, tmp_path: 
 
 
 def test_concurrency_limit() -> None:
-    with chat_server(lambda body, number: (200, "A", 0.05)) as server:
-        client = ChatClient("m", server.url, concurrency=3, **FAST)
+    with (
+        chat_server(lambda body, number: (200, "A", 0.05)) as server,
+        SyncLLM(client_settings(server.url, concurrency=3, **FAST)) as client,
+    ):
         replies = client.complete_many([[{"role": "user", "content": str(i)}] for i in range(12)])
     assert replies == ["A"] * 12
     assert 1 < server.max_in_flight <= 3
@@ -182,3 +188,31 @@ class ChatServerText:
         return (
             content if isinstance(content, str) else "\n".join(p.get("text", "") for p in content)
         )
+
+
+def test_stored_answers_are_reused_only_under_the_same_model_settings(
+    mcq_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers are keyed by item, benchmark options and the model's identity with its
+    sampling: a changed ``max_tokens`` reuses nothing; the same settings reuse all."""
+    import logging
+
+    options = {"backoff": 0.0, "timeout": 2.0, "max_retries": 0, "concurrency": 6}
+
+    def run(server_url: str, **extra: object) -> None:
+        evaluate(f"openai:m@{server_url}", "cultureverse", data=mcq_file, out_dir=tmp_path,
+                 model_name="vlm", generative={**options, **extra})  # fmt: skip
+        # as if killed before the end: the result is missing, the stored answers are there
+        directory = tmp_path / "cultureverse" / "vlm"
+        (directory / "result.json").unlink()
+        (directory / "predictions.jsonl").rename(directory / "predictions.partial.jsonl")
+
+    with chat_server(lambda body, number: (200, "A")) as server:
+        run(server.url)
+        assert len(server.requests) == 18
+        with caplog.at_level(logging.INFO, logger="cultureclip.eval.generative"):
+            run(server.url)
+        assert len(server.requests) == 18  # same settings: every answer reused
+        assert "cultureverse: 18 answers reused, 0 to ask" in caplog.text
+        run(server.url, max_tokens=32)
+        assert len(server.requests) == 36  # another sampling setting: asked again

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cultureclip.data.taxonomy import countries, country
-from cultureclip.synth.stages import country_code, country_name
+from cultureclip.synth.records import country_code, country_name
 
 
 def _names():

@@ -106,7 +106,7 @@ def test_concurrency_limit_is_respected_and_reached() -> None:
 
         async def many() -> list[Any]:
             async with create_llm(settings(server, concurrency=3)) as llm:
-                from cultureclip.synth.stages import run_pool
+                from cultureclip.synth.pool import run_pool
 
                 results: list[Any] = []
 

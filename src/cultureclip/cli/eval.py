@@ -185,8 +185,8 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             from cultureclip.core.errors import UserError
+            from cultureclip.core.llm import LLMError
             from cultureclip.eval.builder import BuilderConfig, build_benchmark
-            from cultureclip.eval.openai_client import ChatError
 
             values = read_config_file(config) if config else {}
             cli = dict(documents=documents, llm=llm, out=out, images=images)
@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(BuilderConfig, None, overrides or [], **values)
             try:
                 counts = build_benchmark(cfg)
-            except ChatError as exc:
+            except LLMError as exc:
                 raise UserError(f"the LLM failed: {exc} (rerun to resume)") from exc
             console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
             typer.echo(str(Path(cfg.out) / "items.jsonl"))

@@ -13,6 +13,7 @@ from pydantic import Field
 from cultureclip.config import Config
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
+from cultureclip.eval.generative import GenerativeSettings
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
     PROTOCOL_VERSION,
@@ -54,8 +55,8 @@ class EvalConfig(Config):
     #: our item field -> the data's column (``--set columns.answer=Label``); same as
     #: ``options.columns``
     columns: dict[str, str] = Field(default_factory=dict)
-    #: options of a generative model backend (timeout, max_retries, concurrency, …)
-    generative: dict[str, Any] = Field(default_factory=dict)
+    #: settings of a generative model backend (timeout, max_retries, concurrency, mode, …)
+    generative: GenerativeSettings = Field(default_factory=GenerativeSettings)
 
 
 def model_label(model: ModelLike, name: str | None = None) -> str:
@@ -72,7 +73,10 @@ def model_label(model: ModelLike, name: str | None = None) -> str:
 
 
 def resolve_model(
-    model: ModelLike, *, device: str | None = None, generative: dict[str, Any] | None = None
+    model: ModelLike,
+    *,
+    device: str | None = None,
+    generative: GenerativeSettings | dict[str, Any] | None = None,
 ) -> Any:
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
@@ -80,7 +84,7 @@ def resolve_model(
     from cultureclip.eval.generative import create_generative_model, is_generative_spec
 
     if is_generative_spec(str(model)):
-        return create_generative_model(str(model), **(generative or {}))
+        return create_generative_model(str(model), generative)
     from cultureclip.models.registry import create_model
 
     return create_model(model, device=device)

@@ -1,7 +1,8 @@
 """Benchmark builder (the CultureVerse pipeline): documents → concepts → multiple-choice items.
 
 For each text document about a country (``<country>.txt`` / ``.md``; the file stem names
-the country), an LLM behind an OpenAI-compatible API:
+the country), an LLM (any backend of ``cultureclip.core.llm``; an OpenAI-compatible
+server by default):
 
 1. extracts **region-specific concepts** in the CultureVerse categories, each with a short
    introduction (concepts the LLM marks as not region-specific, or in an unknown
@@ -9,9 +10,13 @@ the country), an LLM behind an OpenAI-compatible API:
 2. writes one **recognition**, one **cultural knowledge** and one **scene** question per
    concept, each with 4 options, the answer and a reason.
 
+The prompts are versioned YAML (``eval/prompts/build-*.yaml``, or files of your own).
 Every reply is validated with pydantic and asked again with the error when it does not
-fit (:meth:`ChatClient.complete_json`). Work is resumable: finished documents and
-concepts are appended to ``concepts.jsonl`` / ``questions.jsonl`` and skipped on rerun.
+fit. Work is resumable on the keyed store (``<out>/work/``): each document's concepts and
+each concept's questions are keyed by a hash of everything that decides them (the
+document's text, the concept, prompt id and version, the LLM's backend, model and
+sampling, categories and limits), so a rerun asks nothing again, and a changed
+``--llm``, prompt or setting asks again exactly what it changes.
 
 Outputs in ``out``: ``items.jsonl`` (the MCQ item format, for concepts that have an
 image in ``images/`` named by the concept's slug, e.g. ``images/jp-kimono.jpg``),
@@ -24,9 +29,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM, load_prompt
+from cultureclip.core.llm.settings import parse_model_at_url
+from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -42,17 +50,18 @@ from cultureclip.eval.items import (
     resolve_answer,
     write_items,
 )
-from cultureclip.eval.openai_client import ChatClient
-from cultureclip.utils.io import (
-    append_jsonl,
-    atomic_write_text,
-    read_jsonl,
-    stable_hash,
-    write_jsonl,
-)
+from cultureclip.utils.io import atomic_write_text, stable_hash, write_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DOCUMENT_SUFFIXES = (".txt", ".md")
+#: how much of a document the concept prompt quotes
+DOCUMENT_CHARS = 20000
+#: the builder's LLM defaults where they differ from ``LLMSettings``'
+LLM_DEFAULTS = {"concurrency": 4, "max_tokens": 2048}
+#: top-level keys of earlier builder configs, now ``llm.<key>``
+LEGACY_LLM_KEYS = ("concurrency", "timeout", "max_retries", "temperature")
+
+logger = logging.getLogger(__name__)
 
 
 class BuilderConfig(Config):
@@ -60,16 +69,32 @@ class BuilderConfig(Config):
 
     documents: str
     out: str = "runs/benchmark"
-    #: the LLM as ``<model>@<base_url>`` (``@<base_url>`` optional: ``$OPENAI_BASE_URL``)
-    llm: str
+    #: the LLM: ``<model>@<base_url>`` (``@<base_url>`` optional: ``$OPENAI_BASE_URL``) or
+    #: its settings (``llm.backend``, ``llm.model``, ``llm.timeout_s``, …); the top-level
+    #: ``concurrency``, ``timeout``, ``max_retries`` and ``temperature`` still set them
+    llm: LLMSettings
     images: str | None = None  # default: <out>/images
     categories: list[str] | None = None  # default: the 15 CultureVerse categories
     max_concepts_per_document: int = Field(20, ge=1)
     language: str = "en"
-    concurrency: int = Field(4, ge=1)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    temperature: float = 0.7
+    #: built-in prompt names (``eval/prompts/``) or paths of .yaml prompt files
+    concepts_prompt: str = "build-concepts"
+    questions_prompt: str = "build-questions"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "llm" not in data:
+            return data
+        data, llm = dict(data), data["llm"]
+        if isinstance(llm, LLMSettings):
+            return data
+        llm = {**LLM_DEFAULTS, **(parse_model_at_url(llm) if isinstance(llm, str) else llm)}
+        for key in LEGACY_LLM_KEYS:
+            if key in data:
+                llm[key] = data.pop(key)
+        data["llm"] = llm
+        return data
 
 
 class Concept(BaseModel):
@@ -119,32 +144,6 @@ class QuestionSet(BaseModel):
     scene: Question
 
 
-EXTRACT_PROMPT = """You build a benchmark of cultural knowledge about {country}.
-From the document below, list up to {limit} concepts that are specific to {country}
-(not common to many regions), each in exactly one of these categories:
-{categories}.
-Answer with only a JSON object:
-{{"concepts": [{{"name": "...", "category": "<one of the categories>", "region_specific": true,
-  "introduction": "two sentences: what it is, where it comes from, why it matters"}}]}}
-
-Document:
-{document}"""
-
-QUESTION_PROMPT = """Concept: {name} ({category}, {country})
-Introduction: {introduction}
-
-Write three multiple-choice questions in {language} about a picture of this concept, each with
-exactly 4 distinct options, the correct answer (the option text) and a one-sentence reason:
-- "recognition": what the picture shows (the options are concepts of the same category);
-- "knowledge": a fact about the concept (history, meaning, use), answerable from the picture
-  by someone who knows the culture;
-- "scene": a realistic situation involving the concept where the right action or
-  interpretation depends on cultural knowledge.
-Answer with only a JSON object:
-{{"recognition": {{"question": "...", "options": ["...", "...", "...", "..."], "answer": "...", "reason": "..."}},
- "knowledge": {{...}}, "scene": {{...}}}}"""
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "concept"
 
@@ -161,89 +160,176 @@ def _find_image(directory: Path, concept_id: str) -> Path | None:
     return None
 
 
-def build_benchmark(config: BuilderConfig, *, client: ChatClient | None = None) -> dict[str, int]:
-    """Runs the pipeline; returns counts (documents, concepts, questions, items, needs_image)."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out)
-    documents_dir = Path(config.documents)
+def _documents(config: BuilderConfig) -> list[Path]:
+    folder = Path(config.documents)
     documents = (
-        sorted(p for p in documents_dir.iterdir() if p.suffix in DOCUMENT_SUFFIXES)
-        if documents_dir.is_dir()
+        sorted(p for p in folder.iterdir() if p.suffix in DOCUMENT_SUFFIXES)
+        if folder.is_dir()
         else []
     )
     if not documents:
-        raise MissingInputError(f"no .txt or .md documents in {documents_dir}")
-    if config.categories is None:
-        from cultureclip.data.taxonomy import categories
+        raise MissingInputError(f"no .txt or .md documents in {folder}")
+    return documents
 
-        allowed = categories("cultureverse")
-    else:
-        allowed = config.categories
-    model, _, base_url = config.llm.partition("@")
-    client = client or ChatClient(
-        model,
-        base_url or None,
-        timeout=config.timeout,
-        max_retries=config.max_retries,
-        concurrency=config.concurrency,
-        temperature=config.temperature,
-        max_tokens=2048,
-    )
 
-    # 1. concepts, one LLM call per document (resumable by document hash)
-    concepts_file = out / "concepts.jsonl"
-    done_docs = {r["document_hash"] for r in read_jsonl(concepts_file)}
-    for document in documents:
-        text = document.read_text(encoding="utf-8")
-        doc_hash = stable_hash(document.name, text)
-        if doc_hash in done_docs:
-            continue
-        country = document.stem
-        prompt = EXTRACT_PROMPT.format(
-            country=country,
-            limit=config.max_concepts_per_document,
-            categories=", ".join(allowed),
-            document=text[:20000],
+def _categories(config: BuilderConfig) -> list[str]:
+    if config.categories is not None:
+        return list(config.categories)
+    from cultureclip.data.taxonomy import categories
+
+    return list(categories("cultureverse"))
+
+
+class _Step:
+    """One keyed LLM step of the builder: reuse what is stored, ask the rest, store it."""
+
+    def __init__(self, out: Path, name: str, llm: SyncLLM, prompt: PromptTemplate) -> None:
+        self.name, self.llm, self.prompt = name, llm, prompt
+        self.store = ResultStore(out / "work", name)
+        self.failures = FailureLog(out / "work")
+        self.failed = 0
+
+    def key(self, *parts: Any) -> str:
+        # Everything that decides an answer: the item, the prompt's version, the model and
+        # its sampling settings (not the server's address or the retry budget).
+        return stable_hash(
+            f"build-{self.name}", *parts, self.prompt.id, self.llm.settings.identity()
         )
-        found = client.complete_json([{"role": "user", "content": prompt}], ConceptList)
-        records, seen = [], set()
-        for concept in found.concepts[: config.max_concepts_per_document]:
-            category = _match_category(concept.category, allowed)
-            concept_id = f"{slug(country)}-{slug(concept.name)}"
-            if not concept.region_specific or category is None or concept_id in seen:
-                continue
-            seen.add(concept_id)
-            records.append(
-                {
-                    "document_hash": doc_hash,
-                    "concept_id": concept_id,
-                    "country": country,
-                    "name": concept.name,
-                    "category": category,
-                    "introduction": concept.introduction,
-                }
+
+    def run(
+        self,
+        work: list[tuple[str, dict[str, Any], dict[str, Any]]],
+        schema: type[BaseModel],
+        make_record: Any,
+    ) -> list[dict[str, Any]]:
+        """``work`` is (key, prompt variables, item); returns the stored record of each item."""
+        todo = [(key, variables, item) for key, variables, item in work if key not in self.store]
+        logger.info("build %s: %d reused, %d to ask", self.name, len(work) - len(todo), len(todo))
+        outcomes = self.llm.ask_many(
+            [self.prompt.messages(variables) for _, variables, _ in todo], schema
+        )
+        for (key, _, item), outcome in zip(todo, outcomes, strict=True):
+            if outcome.ok:
+                self.store.add({"key": key, **make_record(item, outcome.value)})
+            else:
+                self.failed += 1
+                self.failures.add(self.name, key, outcome.error, raw=outcome.raw, item=item)
+        return [self.store.get(key) for key, _, _ in work if key in self.store]  # type: ignore[misc]
+
+
+def _concept_records(
+    document: dict[str, Any], found: ConceptList, allowed: list[str], limit: int
+) -> dict[str, Any]:
+    """The region-specific concepts in known categories, one per concept id."""
+    country, concepts, seen = document["country"], [], set()
+    for concept in found.concepts[:limit]:
+        category = _match_category(concept.category, allowed)
+        concept_id = f"{slug(country)}-{slug(concept.name)}"
+        if not concept.region_specific or category is None or concept_id in seen:
+            continue
+        seen.add(concept_id)
+        concepts.append(
+            {
+                "concept_id": concept_id,
+                "country": country,
+                "name": concept.name,
+                "category": category,
+                "introduction": concept.introduction,
+            }
+        )
+    return {"document": document["document"], "concepts": concepts}
+
+
+def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dict[str, int]:
+    """Runs the pipeline; returns counts (documents, concepts, questions, items, needs_image).
+
+    Raises :class:`LLMError` after writing the outputs when answers failed (they are in
+    ``work/failures.jsonl`` with the raw replies, and a rerun asks only those again).
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    documents, allowed = _documents(config), _categories(config)
+    package = "cultureclip.eval"
+    client = llm or SyncLLM(config.llm)
+    try:
+        concept_step = _Step(out, "concepts", client, load_prompt(config.concepts_prompt, package))
+        limit = config.max_concepts_per_document
+        work = []
+        for document in documents:
+            text = document.read_text(encoding="utf-8")
+            variables = {
+                "country": document.stem,
+                "limit": limit,
+                "categories": ", ".join(allowed),
+                "document": text[:DOCUMENT_CHARS],
+            }
+            item = {"document": document.name, "country": document.stem}
+            work.append((concept_step.key(document.name, text, allowed, limit), variables, item))
+        found = concept_step.run(
+            work, ConceptList, lambda item, answer: _concept_records(item, answer, allowed, limit)
+        )
+        concepts = [c for record in found for c in record["concepts"]]
+
+        question_step = _Step(
+            out, "questions", client, load_prompt(config.questions_prompt, package)
+        )
+        work = [
+            (
+                question_step.key(concept, config.language),
+                {"language": config.language, **concept},
+                concept,
             )
-        # a marker line records a finished document even when no concept survived
-        append_jsonl(concepts_file, [*records, {"document_hash": doc_hash, "concept_id": None}])
-    concepts = [r for r in read_jsonl(concepts_file) if r.get("concept_id")]
+            for concept in concepts
+        ]
+        stored = question_step.run(
+            work,
+            QuestionSet,
+            lambda item, answer: {"concept_id": item["concept_id"], **answer.model_dump()},
+        )
+    finally:
+        if llm is None:
+            client.close()
+    questions = {r["concept_id"]: r for r in stored}
+    counts = _write_outputs(config, out, concepts, questions)
+    counts["documents"] = len(documents)
+    failed = concept_step.failed + question_step.failed
+    if failed:
+        raise LLMError(
+            f"{failed} answer(s) failed validation or transport "
+            f"(raw replies in {out / 'work' / 'failures.jsonl'})"
+        )
+    return {
+        key: counts[key] for key in ("documents", "concepts", "questions", "items", "needs_image")
+    }
 
-    # 2. questions, one LLM call per concept, concurrently (resumable by concept id)
-    questions_file = out / "questions.jsonl"
-    done = {r["concept_id"] for r in read_jsonl(questions_file)}
-    todo = [c for c in concepts if c["concept_id"] not in done]
 
-    def ask(concept: dict[str, Any]) -> dict[str, Any]:
-        prompt = QUESTION_PROMPT.format(language=config.language, **concept)
-        questions = client.complete_json([{"role": "user", "content": prompt}], QuestionSet)
-        return {"concept_id": concept["concept_id"], **questions.model_dump()}
+REVIEW_FIELDS = [
+    "id",
+    "country",
+    "category",
+    "concept",
+    "introduction",
+    "question_type",
+    "question",
+    "option_A",
+    "option_B",
+    "option_C",
+    "option_D",
+    "answer",
+    "reason",
+    "image",
+    "status",
+]
 
-    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-        for record in pool.map(ask, todo):
-            append_jsonl(questions_file, [record])
-    questions = {r["concept_id"]: r for r in read_jsonl(questions_file)}
 
-    # 3. items (concepts with an image), review CSV (everything), instruction data
+def _write_outputs(
+    config: BuilderConfig,
+    out: Path,
+    concepts: list[dict[str, Any]],
+    questions: dict[str, dict[str, Any]],
+) -> dict[str, int]:
+    """items.jsonl (concepts with an image), review.csv (everything), instruct.jsonl."""
     images_dir = Path(config.images) if config.images else out / "images"
     items: list[MCQItem] = []
     review: list[dict[str, Any]] = []
@@ -252,27 +338,10 @@ def build_benchmark(config: BuilderConfig, *, client: ChatClient | None = None) 
         if qs is None:
             continue
         image = _find_image(images_dir, concept["concept_id"])
+        status = "ok" if image else f"needs image {images_dir / concept['concept_id']}.jpg"
         for question_type in ("recognition", "knowledge", "scene"):
-            q = qs[question_type]
-            item_id = f"{concept['concept_id']}-{question_type}"
-            review.append(
-                {
-                    "id": item_id,
-                    "country": concept["country"],
-                    "category": concept["category"],
-                    "concept": concept["name"],
-                    "introduction": concept["introduction"],
-                    "question_type": question_type,
-                    "question": q["question"],
-                    **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
-                    "answer": LETTERS[q["answer"]],
-                    "reason": q["reason"],
-                    "image": str(image) if image else "",
-                    "status": "ok"
-                    if image
-                    else f"needs image {images_dir / concept['concept_id']}.jpg",
-                }
-            )
+            q, item_id = qs[question_type], f"{concept['concept_id']}-{question_type}"
+            review.append(_review_row(item_id, concept, question_type, q, image, status))
             if image is not None:
                 items.append(
                     MCQItem(
@@ -292,35 +361,41 @@ def build_benchmark(config: BuilderConfig, *, client: ChatClient | None = None) 
                 )
     write_items(out / "items.jsonl", items)
     buffer = io.StringIO()
-    fields = [
-        "id",
-        "country",
-        "category",
-        "concept",
-        "introduction",
-        "question_type",
-        "question",
-        "option_A",
-        "option_B",
-        "option_C",
-        "option_D",
-        "answer",
-        "reason",
-        "image",
-        "status",
-    ]
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer = csv.DictWriter(buffer, fieldnames=REVIEW_FIELDS)
     writer.writeheader()
     writer.writerows(review)
     atomic_write_text(out / "review.csv", buffer.getvalue())
     item_set = read_items(out / "items.jsonl") if items else ItemSet(items=[], root=out)
     export_instruction_data(item_set, out / "instruct.jsonl")
     return {
-        "documents": len(documents),
         "concepts": len(concepts),
         "questions": 3 * len(questions),
         "items": len(items),
         "needs_image": sum(r["status"] != "ok" for r in review),
+    }
+
+
+def _review_row(
+    item_id: str,
+    concept: dict[str, Any],
+    question_type: str,
+    q: dict[str, Any],
+    image: Path | None,
+    status: str,
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "country": concept["country"],
+        "category": concept["category"],
+        "concept": concept["name"],
+        "introduction": concept["introduction"],
+        "question_type": question_type,
+        "question": q["question"],
+        **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
+        "answer": LETTERS[q["answer"]],
+        "reason": q["reason"],
+        "image": str(image) if image else "",
+        "status": status,
     }
 
 

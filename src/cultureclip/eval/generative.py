@@ -17,22 +17,62 @@ and counts as wrong; it is never guessed.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
+from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.eval.items import LETTERS
-from cultureclip.eval.openai_client import ChatClient, ChatError, user_message
 from cultureclip.registry import Registry
+from cultureclip.utils.io import stable_hash
+
+logger = logging.getLogger(__name__)
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 #: open-ended questions (no options), as in VQA-style evaluations
 OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
+
+
+class GenerativeSettings(LLMSettings):
+    """``generative.*``: the chat client's settings (``openai:``; the spec names the model
+    and server) and the local model's (``hf-vlm:``: mode, device, dtype, batches)."""
+
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(16, ge=1)
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("timeout_s", "timeout"))
+    mode: str = "generate"
+    likelihood_target: str = "letter"
+    device: str | None = None  # type: ignore[assignment]  # None: CUDA when present
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+#: the settings only the chat client reads (a local model refuses them)
+CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
+    "timeout",
+    "backoff",
+    "max_backoff",
+}
+
+
+def generative_options(settings: GenerativeSettings | dict[str, Any] | None) -> dict[str, Any]:
+    """What a backend is given: the options set away from their defaults."""
+    if settings is None:
+        return {}
+    if isinstance(settings, GenerativeSettings):
+        return settings.model_dump(exclude_defaults=True)
+    return dict(settings)
 
 
 @dataclass
@@ -120,6 +160,63 @@ class GenerativeModel(ABC):
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         """Replies in input order; a failed request is an outcome with ``error`` set."""
 
+    def identity(self) -> dict[str, Any]:
+        """What decides a reply besides the prompt: part of every stored answer's key."""
+        return {"spec": self.spec}
+
+
+class AnswerStore:
+    """A generative run's answers on the keyed store (``<work_dir>/predictions.partial.jsonl``).
+
+    Each answer is keyed by a hash of the item, the benchmark and its options, and the
+    model's identity (spec and sampling): a run killed mid-way asks only the items not
+    stored yet, and a changed model or setting reuses nothing. Failed answers are never
+    stored, so the next run asks them again.
+    """
+
+    #: benchmark options that change how work is cut, not what is answered
+    NOT_DECIDING = frozenset({"chunk_size", "batch_size"})
+
+    def __init__(
+        self, work_dir: Path | None, model: GenerativeModel, benchmark: str, options: BaseModel
+    ) -> None:
+        from cultureclip.core.store import ResultStore
+
+        deciding = options.model_dump(mode="json", exclude=set(self.NOT_DECIDING))
+        if isinstance(deciding.get("judge"), str):  # the judge's model decides, not its server
+            deciding["judge"] = deciding["judge"].partition("@")[0]
+        self.scope = stable_hash("answers", benchmark, deciding, model.identity())
+        self.store = ResultStore(work_dir, "predictions.partial") if work_dir else None
+        self.benchmark = benchmark
+
+    def key(self, item: BaseModel) -> str:
+        fields = {
+            name: hashlib.sha256(value).hexdigest() if isinstance(value, bytes) else value
+            for name, value in item.model_dump().items()
+        }
+        return stable_hash(self.scope, fields)
+
+    def reused(self, items: Sequence[BaseModel]) -> dict[str, dict[str, Any]]:
+        """Item id -> its stored answer, for the items answered already."""
+        if self.store is None:
+            return {}
+        done = {}
+        for item in items:
+            record = self.store.get(self.key(item))
+            if record is not None and record.get("error") is None:
+                done[getattr(item, "id")] = record  # noqa: B009 - items of every kind have an id
+        logger.info(
+            "%s: %d answers reused, %d to ask", self.benchmark, len(done), len(items) - len(done)
+        )
+        return done
+
+    def add(self, items: Sequence[BaseModel], records: list[dict[str, Any]]) -> None:
+        """Keys the records (in place) and stores the answered ones."""
+        for item, record in zip(items, records, strict=True):
+            record["key"] = self.key(item)
+            if self.store is not None and record.get("error") is None:
+                self.store.add(record)
+
 
 GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry(
     "generative model backend", entry_point_group="cultureclip.generative_models"
@@ -130,25 +227,39 @@ GENERATIVE_MODELS: Registry[type[GenerativeModel]] = Registry(
 class OpenAIChatModel(GenerativeModel):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
-    def __init__(self, argument: str, *, mode: str = "generate", **client_options: Any) -> None:
-        if mode != "generate":
+    def __init__(self, argument: str, **options: Any) -> None:
+        if options.get("mode", "generate") != "generate":
             raise InputError(
-                f"generative.mode={mode} needs the model's weights; score a local model with hf-vlm:"
+                f"generative.mode={options['mode']} needs the model's weights; "
+                "score a local model with hf-vlm:"
             )
-        model, _, base_url = argument.partition("@")
-        if not model:
+        local = sorted(set(options) - CLIENT_FIELDS - {"mode"})
+        if local:
+            raise InputError(f"the openai backend has no option generative.{local[0]}")
+        target = parse_model_at_url(argument)
+        if not target["model"]:
             raise InputError(
                 f"openai spec needs a model name: 'openai:<model>@<base_url>', got {argument!r}"
             )
-        client_options.setdefault("max_tokens", 16)
-        self.client = ChatClient(model, base_url or None, **client_options)
-        self.spec = f"openai:{model}@{self.client.base_url}"
+        try:
+            settings = GenerativeSettings.model_validate({**options, **target, "backend": "openai"})
+        except ValidationError as exc:
+            raise InputError(f"generative options: {exc}") from None
+        self.settings = settings
+        self._client: SyncLLM | None = None
+        self.spec = f"openai:{settings.model}@{settings.base_url}"
+
+    def identity(self) -> dict[str, Any]:
+        # The model and its sampling decide a reply; the server's address does not.
+        return {"spec": f"openai:{self.settings.model}", **self.settings.identity()}
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
+        if self._client is None:  # connects on first use (naming a model costs nothing)
+            self._client = SyncLLM(self.settings)
         conversations = [[user_message(p.text(), [p.image])] for p in prompts]
-        replies = self.client.complete_many(conversations)
+        replies = self._client.complete_many(conversations)
         return [
-            GenerationOutcome(None, str(r)) if isinstance(r, ChatError) else GenerationOutcome(r)
+            GenerationOutcome(None, str(r)) if isinstance(r, LLMError) else GenerationOutcome(r)
             for r in replies
         ]
 
@@ -215,6 +326,10 @@ class HFVisionChatModel(GenerativeModel):
         self.spec = f"hf-vlm:{argument}"
         if mode == "likelihood":
             self.spec += f"?likelihood={likelihood_target}"
+        self._dtype = dtype
+
+    def identity(self) -> dict[str, Any]:
+        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
     def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
         from cultureclip.vlm.chat import render, user_turn
@@ -311,11 +426,14 @@ def is_generative_spec(spec: object) -> bool:
     return isinstance(spec, str) and spec.partition(":")[0] in GENERATIVE_MODELS
 
 
-def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
+def create_generative_model(
+    spec: str, settings: GenerativeSettings | dict[str, Any] | None = None, **options: Any
+) -> GenerativeModel:
     """Builds a generative model from ``openai:<model>@<url>`` or ``hf-vlm:<id or dir>``."""
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
+    options = {**generative_options(settings), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:

@@ -15,12 +15,13 @@ reply. Scores per item, averaged as percentages:
 - ``normalized``: equal after VQA-style normalisation (lowercase, punctuation and the
   articles a/an/the removed, spaces collapsed);
 - ``contains``: a normalised reference appears as whole words in the normalised reply;
-- ``judge`` (with ``options.judge=<model>@<base_url>``): an LLM, asked through the same
-  OpenAI-compatible client, says whether the reply means the same as a reference.
+- ``judge`` (with ``options.judge=<model>@<base_url>``): an LLM, asked through the core
+  client (``cultureclip.core.llm``; prompt ``eval/prompts/openended-judge.yaml``), says
+  whether the reply means the same as a reference.
 
 ``correct`` (what groups and the report count) is the judge's verdict when a judge is
-set, else ``normalized``. Runs resume from ``predictions.partial.jsonl`` like the MCQ
-benchmarks.
+set, else ``normalized``. Runs resume from the keyed answers in ``predictions.partial.jsonl``
+like the MCQ benchmarks (``eval.generative.AnswerStore``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from cultureclip.eval.benchmarks.base import (
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
-from cultureclip.utils.io import append_jsonl, jsonl_lines, read_jsonl
+from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,6 @@ class JudgeVerdict(BaseModel):
     correct: bool
 
 
-JUDGE_PROMPT = (
-    "You grade answers to questions about images of cultural content.\n"
-    "Question: {question}\nReference answers: {references}\nCandidate answer: {reply}\n"
-    "Does the candidate answer mean the same as one of the reference answers? "
-    'Reply with JSON only: {{"correct": true}} or {{"correct": false}}.'
-)
-
-
 class OpenEndedOptions(BenchmarkOptions):
     #: contrastive models: how a candidate answer becomes a text (``{answer}``)
     template: str = "a photo of {answer}."
@@ -146,7 +139,7 @@ class OpenEndedOptions(BenchmarkOptions):
     chunk_size: int = Field(64, ge=1)
     #: an LLM judge ``<model>@<base_url>`` (OpenAI-compatible); None: string matching only
     judge: str | None = None
-    #: options of the judge's client (timeout, max_retries, concurrency, …)
+    #: settings of the judge's client (``LLMSettings``: timeout, max_retries, concurrency, …)
     judge_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -169,15 +162,19 @@ class OpenEndedBenchmark(Benchmark):
         items, errors, root = read_open_items(self.data)
         if not items:
             raise InputError(f"no valid open-ended items in {self.data}")
-        judge = _judge_client(options) if options.judge else None
-        if isinstance(model, VisionLanguageModel):
-            predictions = self._run_contrastive(model, items, root, progress)
-            if judge is not None:
-                self._judge(judge, items, predictions)
-        elif isinstance(model, GenerativeModel):
-            predictions = self._run_generative(model, items, root, judge, work_dir, progress)
-        else:
+        if not isinstance(model, VisionLanguageModel | GenerativeModel):
             raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
+        judge = _judge_client(options) if options.judge else None
+        try:
+            if isinstance(model, VisionLanguageModel):
+                predictions = self._run_contrastive(model, items, root, progress)
+                if judge is not None:
+                    self._judge(judge, items, predictions)
+            else:
+                predictions = self._run_generative(model, items, root, judge, work_dir, progress)
+        finally:
+            if judge is not None:
+                judge.close()
         metrics = {
             key: accuracy([bool(p.get(key)) for p in predictions])
             for key in ("exact", "normalized", "contains")
@@ -235,15 +232,11 @@ class OpenEndedBenchmark(Benchmark):
         work_dir: Path | None,
         progress: bool,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import MCQPrompt
+        from cultureclip.eval.generative import AnswerStore, MCQPrompt
 
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
-        partial = work_dir / "predictions.partial.jsonl" if work_dir else None
-        done = (
-            {r["id"]: r for r in read_jsonl(partial) if r.get("error") is None}
-            if partial and partial.exists()
-            else {}
-        )
+        answers = AnswerStore(work_dir, model, self.name, options)
+        done = answers.reused(items)
         todo = [item for item in items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
         for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
@@ -255,8 +248,7 @@ class OpenEndedBenchmark(Benchmark):
             ]
             if judge is not None:
                 self._judge(judge, chunk, records)
-            if partial is not None:
-                append_jsonl(partial, records)
+            answers.add(chunk, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in items]
 
@@ -277,40 +269,47 @@ class OpenEndedBenchmark(Benchmark):
         }
 
     def _judge(self, client: Any, items: list[OpenItem], records: list[dict[str, Any]]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        from cultureclip.core.llm import load_prompt
 
-        from cultureclip.eval.openai_client import ChatError
-
-        def verdict(pair: tuple[OpenItem, dict[str, Any]]) -> bool | ChatError | None:
-            item, record = pair
-            if record["reply"] is None:
-                return None
-            prompt = JUDGE_PROMPT.format(
-                question=item.question, references="; ".join(item.answers), reply=record["reply"]
-            )
-            try:
-                answer = client.complete_json([{"role": "user", "content": prompt}], JudgeVerdict)
-            except ChatError as exc:
-                return exc
-            return answer.correct
-
-        with ThreadPoolExecutor(max_workers=client.concurrency) as pool:
-            verdicts = list(pool.map(verdict, zip(items, records, strict=True)))
-        for item, record, result in zip(items, records, verdicts, strict=True):
-            if isinstance(result, ChatError):
-                # no verdict: counted as wrong, reported, and asked again on resume
-                logger.warning("judge failed on %s: %s", item.id, result)
-                record["judge"], record["error"] = None, f"judge: {result}"
+        prompt = load_prompt("openended-judge", "cultureclip.eval")
+        asked = [
+            (item, record)
+            for item, record in zip(items, records, strict=True)
+            if record["reply"] is not None
+        ]
+        outcomes = client.ask_many(
+            [
+                prompt.messages(
+                    {
+                        "question": item.question,
+                        "references": "; ".join(item.answers),
+                        "reply": record["reply"],
+                    }
+                )
+                for item, record in asked
+            ],
+            JudgeVerdict,
+        )
+        for record in records:
+            record["judge"] = False  # no reply: wrong, and nothing to judge
+        for (item, record), outcome in zip(asked, outcomes, strict=True):
+            if outcome.ok:
+                record["judge"] = bool(outcome.value.correct)
             else:
-                record["judge"] = bool(result)
+                record["judge"] = None
+                # no verdict: counted as wrong, reported, and asked again on resume
+                logger.warning("judge failed on %s: %s", item.id, outcome.error)
+                record["error"] = f"judge: {outcome.error}"
+        for record in records:
             record["correct"] = bool(record["judge"])
 
 
 def _judge_client(options: OpenEndedOptions) -> Any:
-    from cultureclip.eval.openai_client import ChatClient
+    from cultureclip.core.llm import LLMSettings, SyncLLM
+    from cultureclip.core.llm.settings import parse_model_at_url
 
-    model, _, base_url = (options.judge or "").partition("@")
-    if not model:
+    target = parse_model_at_url(options.judge or "")
+    if not target["model"]:
         raise InputError(f"options.judge must be <model>@<base_url>, got {options.judge!r}")
-    settings = {"max_tokens": 32, **options.judge_options}
-    return ChatClient(model, base_url or None, **settings)
+    defaults = {"max_tokens": 32, "temperature": 0.0, "concurrency": 8}
+    return SyncLLM(LLMSettings.model_validate({**defaults, **options.judge_options, **target}))

@@ -8,37 +8,9 @@ from pydantic import Field, field_validator
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm.settings import LLMSettings
 
 STAGES = ("concepts", "twins", "captions", "images", "filter")
-
-
-class LLMSettings(Config):
-    """Which chat model answers the prompts, and how hard to try."""
-
-    backend: str = "openai"  # a name in ``cultureclip.synth.llm.LLMS``
-    model: str = "Qwen/Qwen2.5-7B-Instruct"
-    base_url: str = "http://127.0.0.1:8000/v1"
-    # The key is read from this environment variable, never written into a config.
-    api_key_env: str = "OPENAI_API_KEY"
-    # json_schema: ``response_format`` with the pydantic schema (vLLM, OpenAI, llama.cpp);
-    # json_object: plain JSON mode (Ollama, most servers); none: rely on the prompt.
-    json_mode: Literal["json_schema", "json_object", "none"] = "json_object"
-    concurrency: int = Field(16, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(
-        4, ge=0
-    )  # transport retries: HTTP 429/5xx, timeouts, refused connections
-    backoff_s: float = Field(1.0, ge=0)
-    #: the longest wait between two tries, a server's Retry-After included
-    max_retry_wait_s: float = Field(30.0, ge=0)
-    max_attempts: int = Field(
-        3, ge=1
-    )  # answer attempts; a malformed answer is fed back with the error
-    temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(1024, ge=16)
-    # local transformers backend only
-    device: str = "cpu"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 class ConceptSettings(Config):

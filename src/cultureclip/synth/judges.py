@@ -13,14 +13,13 @@ A twin pair is kept only if both of its images pass; that rule lives in the merg
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from cultureclip.core.llm import with_images
 from cultureclip.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
 from cultureclip.synth.llm import Outcome, ask, create_llm
@@ -67,14 +66,6 @@ def create_judge(settings: FilterSettings, llm: LLMSettings) -> Judge:
     return JUDGES.create(settings.backend, settings, llm)
 
 
-def image_data_url(image: Image.Image, format: str = "PNG") -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=format)
-    return (
-        f"data:image/{format.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
-    )
-
-
 @JUDGES.register("vlm")
 class VLMJudge(Judge):
     """A vision chat model over an OpenAI-compatible API scores each image 1–5 on three axes."""
@@ -101,15 +92,8 @@ class VLMJudge(Judge):
             "category": request.category,
             "caption": request.caption,
         }
-        messages = self.prompt.messages(variables)
         # The image goes inline with the final request, as OpenAI-style content parts.
-        messages[-1] = {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": image_data_url(request.image)}},
-                {"type": "text", "text": messages[-1]["content"]},
-            ],
-        }
+        messages = with_images(self.prompt.messages(variables), [request.image])
 
         def verdict(answer: JudgeAnswer) -> Verdict:
             scores = answer.scores()

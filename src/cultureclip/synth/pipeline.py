@@ -18,20 +18,12 @@ from cultureclip.core.errors import MissingInputError
 from cultureclip.core.store import ResultStore, Shard, write_failure_report
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.synth.config import SynthConfig
-from cultureclip.synth.stages import (
-    STAGE_FUNCTIONS,
-    ImageUnit,
-    StageReport,
-    SynthContext,
-    _image_backend,
-    corpus_rows,
-    image_units,
-    load_concepts,
-    load_twins,
-    mine_keys,
-    side_captions,
-    verdict_key,
-)
+from cultureclip.synth.context import StageReport, SynthContext
+from cultureclip.synth.loaders import corpus_rows, load_concepts, load_twins, mine_keys
+from cultureclip.synth.stages import STAGE_FUNCTIONS
+from cultureclip.synth.stages.captions import side_captions
+from cultureclip.synth.stages.filter import verdict_key
+from cultureclip.synth.stages.images import ImageUnit, image_backend, image_units
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
@@ -145,140 +137,164 @@ def merge(config: SynthConfig) -> MergeReport:
     (``images.per=concept``); a record is kept only if both sides have an image and, unless
     ``filter.backend=none``, both images passed the judge.
     """
-    from cultureclip.synth.judges import create_judge
-
-    ctx = SynthContext(config)
-    out_dir = ctx.out_dir
-    identity = _image_backend(ctx, config.images.device).identity()
-    judge_identity = create_judge(config.filter, config.llm).identity()
-    use_filter = config.filter.backend != "none"
-    captions = ResultStore(ctx.work_dir, "captions")
-    images = ResultStore(ctx.work_dir, "images")
-    verdicts = ResultStore(ctx.work_dir, "filter")
-    twins = load_twins(ctx)
-    records: list[TwinRecord] = []
-    incomplete = rejected = 0
-    reasons: dict[str, int] = {}
-
-    def count(why: str) -> None:
-        reasons[why] = reasons.get(why, 0) + 1
-
-    concepts, no_twin = _mining_outcomes(ctx, count)
-    grouped = config.concepts.group_column() != "country"
-
-    def unit_state(unit: ImageUnit) -> tuple[str | None, dict[str, Any] | None]:
-        """(image path in the dataset, verdict) of a unit; None where not there yet."""
-        if unit.given is not None:
-            path: str | None = _copy_given(out_dir, unit.given)
-        else:
-            stored = images.get(unit.key)
-            path = stored["path"] if stored else None
-        verdict = (
-            verdicts.get(verdict_key(unit, judge_identity))
-            if use_filter
-            else {"passed": True, "scores": {}}
-        )
-        return path, verdict
-
-    for twin in twins:
-        sides = []
-        for side in (twin.pos, twin.neg):
-            texts = side_captions(ctx, side, captions)
-            sides.append((texts, image_units(ctx, side, texts, identity) if texts else []))
-        (pos_texts, pos_units), (neg_texts, neg_units) = sides
-        if not pos_units or not neg_units:
-            incomplete += 1
-            count("incomplete: captions not written yet (captions stage)")
-            continue
-        for slot in range(min(len(pos_units), len(neg_units))):
-            pos_unit, neg_unit = pos_units[slot], neg_units[slot]
-            (pos_path, pos_verdict), (neg_path, neg_verdict) = (
-                unit_state(pos_unit),
-                unit_state(neg_unit),
-            )
-            if pos_path is None or neg_path is None:
-                incomplete += 1
-                count("incomplete: image not rendered yet (images stage)")
-                continue
-            if pos_verdict is None or neg_verdict is None:
-                incomplete += 1
-                count("incomplete: image not judged yet (filter stage)")
-                continue
-            if not (pos_verdict["passed"] and neg_verdict["passed"]):
-                rejected += 1
-                which = [
-                    name
-                    for name, verdict in (("photo", pos_verdict), ("twin", neg_verdict))
-                    if not verdict["passed"]
-                ]
-                count(
-                    f"rejected by the {config.filter.backend} filter: {' and '.join(which)} failed"
-                )
-                continue
-            # per=caption: the record holds the caption its image was drawn from;
-            # per=concept (or a given image): every caption of the concept.
-            per_caption = (
-                config.images.per == "caption" and pos_unit.given is None and neg_unit.given is None
-            )
-            pos_captions = [pos_unit.caption] if per_caption else pos_texts
-            neg_captions = [neg_unit.caption] if per_caption else neg_texts
-            provenance = {
-                **twin.provenance,
-                "images": identity
-                if pos_unit.given is None or neg_unit.given is None
-                else {"backend": "given"},
-                "pos_image_seed": pos_unit.seed,
-                "neg_image_seed": neg_unit.seed,
-                "method": twin.method,
-                "similarity": twin.similarity,
-            }
-            records.append(
-                TwinRecord(
-                    id=f"{twin.key}-{slot:02d}",
-                    country=twin.pos.country,
-                    category=twin.pos.category,
-                    pos_concept=twin.pos.concept,
-                    pos_context=twin.pos.context,
-                    pos_features=twin.pos.features,
-                    pos_captions=list(pos_captions),
-                    pos_image=pos_path,
-                    neg_concept=twin.neg.concept,
-                    neg_context=twin.neg.context,
-                    neg_features=twin.neg.features,
-                    neg_captions=list(neg_captions),
-                    neg_image=neg_path,
-                    neg_country=twin.neg.country,
-                    quality={
-                        "judge": judge_identity,
-                        "pos": pos_verdict["scores"],
-                        "neg": neg_verdict["scores"],
-                    },
-                    source=f"cultureclip-synth:{twin.provenance.get('source', '')}+{twin.method}",
-                    provenance=json.dumps(provenance, sort_keys=True, ensure_ascii=False),
-                    **(
-                        {"group": twin.pos.twin_group, "neg_group": twin.neg.twin_group}
-                        if grouped
-                        else {}
-                    ),
-                )
-            )
-    records.sort(key=lambda r: r.id)
+    state = _Merge(config)
+    concepts, no_twin = _mining_outcomes(state.ctx, state.count)
+    twins = load_twins(state.ctx)
+    records = sorted(
+        (record for twin in twins for record in state.twin_records(twin)), key=lambda r: r.id
+    )
+    out_dir = state.ctx.out_dir
     manifest = write_cultwin(out_dir / MANIFEST, records)
     write_cultwin(out_dir / "cultwin.jsonl", records)
-    failures = write_failure_report(ctx.work_dir, out_dir)
+    failures = write_failure_report(state.ctx.work_dir, out_dir)
     report = MergeReport(
         len(records),
         len(twins),
-        incomplete,
-        rejected,
+        state.incomplete,
+        state.rejected,
         manifest,
         failures,
         concepts=concepts,
         no_twin=no_twin,
-        reasons=reasons,
+        reasons=state.reasons,
     )
     atomic_write_json(out_dir / SUMMARY, report.summary())
     return report
+
+
+class _Merge:
+    """What the merge reads (stores, identities) and counts (why records are missing)."""
+
+    def __init__(self, config: SynthConfig) -> None:
+        from cultureclip.synth.judges import create_judge
+
+        self.config = config
+        self.ctx = ctx = SynthContext(config)
+        self.identity = image_backend(ctx, config.images.device).identity()
+        self.judge_identity = create_judge(config.filter, config.llm).identity()
+        self.use_filter = config.filter.backend != "none"
+        self.captions = ResultStore(ctx.work_dir, "captions")
+        self.images = ResultStore(ctx.work_dir, "images")
+        self.verdicts = ResultStore(ctx.work_dir, "filter")
+        self.grouped = config.concepts.group_column() != "country"
+        self.incomplete = self.rejected = 0
+        self.reasons: dict[str, int] = {}
+
+    def count(self, why: str) -> None:
+        self.reasons[why] = self.reasons.get(why, 0) + 1
+
+    def unit_state(self, unit: ImageUnit) -> tuple[str | None, dict[str, Any] | None]:
+        """(image path in the dataset, verdict) of a unit; None where not there yet."""
+        if unit.given is not None:
+            path: str | None = _copy_given(self.ctx.out_dir, unit.given)
+        else:
+            stored = self.images.get(unit.key)
+            path = stored["path"] if stored else None
+        verdict = (
+            self.verdicts.get(verdict_key(unit, self.judge_identity))
+            if self.use_filter
+            else {"passed": True, "scores": {}}
+        )
+        return path, verdict
+
+    def twin_records(self, twin: Any) -> list[TwinRecord]:
+        sides = []
+        for side in (twin.pos, twin.neg):
+            texts = side_captions(self.ctx, side, self.captions)
+            units = image_units(self.ctx, side, texts, self.identity) if texts else []
+            sides.append((texts or [], units))
+        (pos_texts, pos_units), (neg_texts, neg_units) = sides
+        if not pos_units or not neg_units:
+            self.incomplete += 1
+            self.count("incomplete: captions not written yet (captions stage)")
+            return []
+        records = []
+        for slot in range(min(len(pos_units), len(neg_units))):
+            pair = (pos_units[slot], neg_units[slot])
+            states = [self.unit_state(unit) for unit in pair]
+            if self._kept(states):
+                records.append(self._record(twin, slot, pair, states, (pos_texts, neg_texts)))
+        return records
+
+    def _kept(self, states: list[tuple[str | None, dict[str, Any] | None]]) -> bool:
+        """Both images there, judged and passed; else counts why not."""
+        (pos_path, pos_verdict), (neg_path, neg_verdict) = states
+        if pos_path is None or neg_path is None:
+            why = "incomplete: image not rendered yet (images stage)"
+        elif pos_verdict is None or neg_verdict is None:
+            why = "incomplete: image not judged yet (filter stage)"
+        elif pos_verdict["passed"] and neg_verdict["passed"]:
+            return True
+        else:
+            self.rejected += 1
+            failed = [
+                name
+                for name, verdict in (("photo", pos_verdict), ("twin", neg_verdict))
+                if not verdict["passed"]
+            ]
+            self.count(
+                f"rejected by the {self.config.filter.backend} filter: {' and '.join(failed)} failed"
+            )
+            return False
+        self.incomplete += 1
+        self.count(why)
+        return False
+
+    def _record(
+        self,
+        twin: Any,
+        slot: int,
+        pair: tuple[ImageUnit, ImageUnit],
+        states: list[tuple[Any, Any]],
+        texts: tuple[list[str], list[str]],
+    ) -> TwinRecord:
+        (pos_unit, neg_unit), ((pos_path, pos_verdict), (neg_path, neg_verdict)) = pair, states
+        # per=caption: the record holds the caption its image was drawn from;
+        # per=concept (or a given image): every caption of the concept.
+        per_caption = (
+            self.config.images.per == "caption"
+            and pos_unit.given is None
+            and neg_unit.given is None
+        )
+        pos_captions = [pos_unit.caption] if per_caption else texts[0]
+        neg_captions = [neg_unit.caption] if per_caption else texts[1]
+        provenance = {
+            **twin.provenance,
+            "images": self.identity
+            if pos_unit.given is None or neg_unit.given is None
+            else {"backend": "given"},
+            "pos_image_seed": pos_unit.seed,
+            "neg_image_seed": neg_unit.seed,
+            "method": twin.method,
+            "similarity": twin.similarity,
+        }
+        groups = (
+            {"group": twin.pos.twin_group, "neg_group": twin.neg.twin_group} if self.grouped else {}
+        )
+        return TwinRecord(
+            id=f"{twin.key}-{slot:02d}",
+            country=twin.pos.country,
+            category=twin.pos.category,
+            pos_concept=twin.pos.concept,
+            pos_context=twin.pos.context,
+            pos_features=twin.pos.features,
+            pos_captions=list(pos_captions),
+            pos_image=pos_path,
+            neg_concept=twin.neg.concept,
+            neg_context=twin.neg.context,
+            neg_features=twin.neg.features,
+            neg_captions=list(neg_captions),
+            neg_image=neg_path,
+            neg_country=twin.neg.country,
+            quality={
+                "judge": self.judge_identity,
+                "pos": pos_verdict["scores"],
+                "neg": neg_verdict["scores"],
+            },
+            source=f"cultureclip-synth:{twin.provenance.get('source', '')}+{twin.method}",
+            provenance=json.dumps(provenance, sort_keys=True, ensure_ascii=False),
+            **groups,
+        )
 
 
 def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:

@@ -150,6 +150,8 @@ class _Server(ThreadingHTTPServer):
 class StandInLLMServer:
     """Serves a responder on ``http://127.0.0.1:<port>/v1``; use as a context manager."""
 
+    # Long because the request handler class is written inline: it is a closure over this
+    # server's responder, counters and lock, which http.server gives no other way to reach.
     def __init__(
         self, responder: Responder | None = None, *, delay_s: float = 0.0, port: int = 0
     ) -> None:

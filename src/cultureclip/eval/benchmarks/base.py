@@ -32,7 +32,7 @@ from cultureclip.core.progress import track
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
-from cultureclip.utils.io import append_jsonl, read_jsonl, stable_hash
+from cultureclip.utils.io import stable_hash
 
 T = TypeVar("T")
 
@@ -414,14 +414,12 @@ class MCQBenchmark(Benchmark):
         progress: bool,
         unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import MCQPrompt, parse_answer_letter
+        from cultureclip.eval.generative import AnswerStore, MCQPrompt, parse_answer_letter
 
         options: MCQOptions = self.options  # type: ignore[assignment]
-        partial = work_dir / "predictions.partial.jsonl" if work_dir else None
         # Resume: answered items are kept; failed ones are asked again.
-        done = (
-            {r["id"]: r for r in read_jsonl(partial) if r.get("error") is None} if partial else {}
-        )
+        answers = AnswerStore(work_dir, model, self.name, self.options)
+        done = answers.reused(item_set.items)
         todo = [item for item in item_set.items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
         for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
@@ -460,8 +458,7 @@ class MCQBenchmark(Benchmark):
                         error=outcome.error,
                     )
                 )
-            if partial is not None:
-                append_jsonl(partial, records)
+            answers.add(chunk, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in item_set.items if item.id in done]
 

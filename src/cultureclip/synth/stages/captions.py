@@ -1,0 +1,136 @@
+"""The captions stage: ``n`` short, feature-bearing captions per concept side (LLM or templates)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from cultureclip.core.errors import InputError
+from cultureclip.core.store import ResultStore
+from cultureclip.synth.context import StageReport, SynthContext
+from cultureclip.synth.llm import LLMBackend, Outcome, ask
+from cultureclip.synth.loaders import load_twins, twin_sides
+from cultureclip.synth.pool import run_llm_items
+from cultureclip.synth.prompts import load_prompt
+from cultureclip.synth.records import Side, country_name, provenance
+from cultureclip.synth.schemas import (
+    CaptionsAnswer,
+    check_captions,
+)
+from cultureclip.utils.io import stable_hash
+
+
+def caption_key(ctx: SynthContext, side: Side) -> str:
+    s = ctx.config.captions
+    return stable_hash(
+        "captions",
+        side.text_key,
+        s.n,
+        s.max_words,
+        s.require_features,
+        load_prompt(s.prompt).id,
+        ctx.llm_id(),
+        ctx.config.seed,
+        s.temperature,
+    )
+
+
+def run_captions(ctx: SynthContext, sides: list[Side] | None = None) -> StageReport:
+    """``n`` diverse captions per concept side, each shorter than ``max_words`` and feature-bearing."""
+    report = StageReport("captions")
+    if sides is None:
+        every = twin_sides(load_twins(ctx))
+        sides = [s for s in every if not s.captions]
+        if len(sides) < len(every):
+            report.notes.append(f"{len(every) - len(sides)} side(s) have captions of their own")
+    if not sides and not report.notes:
+        report.notes.append("no twins stored yet (the twins stage has none)")
+    templates = ctx.config.captions.templates
+    if templates:
+        report.total = report.given = len(sides)
+        report.notes.append("written from captions.templates (no LLM)")
+        return report
+    prompt = load_prompt(ctx.config.captions.prompt)
+    # Sides of one concept with their own photos share the written captions: one request.
+    items = list(
+        {
+            caption_key(ctx, side): functools.partial(_write_captions, ctx, prompt, side)
+            for side in sides
+        }.items()
+    )
+    asyncio.run(run_llm_items(ctx, "captions", items, report))
+    return report
+
+
+def template_captions(ctx: SynthContext, side: Side) -> list[str]:
+    """``captions.templates`` filled for ``side``; templates naming an empty field are left out."""
+    import string
+
+    values = {
+        "concept": side.concept,
+        "group": side.group.replace("_", " "),
+        "country_name": country_name(side.country) if side.country else "",
+        "category": side.category,
+        "features": side.features,
+        "context": side.context,
+    }
+    captions = []
+    for template in ctx.config.captions.templates or []:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        unknown = fields - set(values)
+        if unknown:
+            raise InputError(
+                f"captions.templates: unknown field(s) {sorted(unknown)} in {template!r}; "
+                f"use {', '.join('{' + k + '}' for k in values)}"
+            )
+        if all(values[name] for name in fields):
+            captions.append(template.format(**values))
+    return list(dict.fromkeys(captions)) or [side.concept]
+
+
+async def _write_captions(
+    ctx: SynthContext, prompt: Any, side: Side, llm: LLMBackend
+) -> tuple[Outcome[Any], dict[str, Any]]:
+    s = ctx.config.captions
+    variables = {
+        "concept": side.concept,
+        "country_name": country_name(side.country),
+        "category": side.category,
+        "context": side.context or "(none)",
+        "features": side.features or "(none)",
+        "n": s.n,
+        "max_words": s.max_words,
+    }
+    check = functools.partial(
+        check_captions,
+        n=s.n,
+        max_words=s.max_words,
+        features=side.features,
+        require_features=s.require_features,
+    )
+    outcome = await ask(
+        llm,
+        prompt,
+        variables,
+        CaptionsAnswer,
+        check=check,
+        temperature=s.temperature,
+        seed=ctx.config.seed,
+    )
+    record = {
+        "side": side.key,
+        "concept": side.concept,
+        "captions": outcome.value or [],
+        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
+    }
+    return outcome, record
+
+
+def side_captions(ctx: SynthContext, side: Side, store: ResultStore) -> list[str] | None:
+    if side.captions:
+        return list(side.captions)
+    if ctx.config.captions.templates:
+        return template_captions(ctx, side)
+    record = store.get(caption_key(ctx, side))
+    return None if record is None else list(record["captions"])

@@ -1,0 +1,246 @@
+"""The twins stage: an LLM names each concept's twin, or the image-embedding miner finds it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from cultureclip.core.errors import InputError
+from cultureclip.core.progress import progress
+from cultureclip.synth.context import StageReport, SynthContext
+from cultureclip.synth.llm import LLMBackend, Outcome, ask
+from cultureclip.synth.loaders import load_concepts, mine_keys
+from cultureclip.synth.pool import run_llm_items
+from cultureclip.synth.prompts import load_prompt
+from cultureclip.synth.records import Concept, country_code, country_name, provenance
+from cultureclip.synth.schemas import (
+    TwinAnswer,
+)
+from cultureclip.utils.io import stable_hash
+
+logger = logging.getLogger(__name__)
+
+
+def run_twins(ctx: SynthContext) -> StageReport:
+    """Twin matching by LLM, or by the image-embedding miner (``twins.method=mine``)."""
+    if ctx.config.twins.method == "mine":
+        return mine_twins_stage(ctx)
+    settings, report = ctx.config.twins, StageReport("twins")
+    prompt = load_prompt(settings.prompt)
+    model, seed = ctx.llm_id(), ctx.config.seed
+    items = []
+    for concept in load_concepts(ctx):
+        side = concept.side
+        key = stable_hash(
+            "twins",
+            concept.id,
+            side.concept,
+            side.context,
+            side.features,
+            prompt.id,
+            model,
+            seed,
+            settings.temperature,
+        )
+        items.append((key, functools.partial(_write_twin, ctx, prompt, concept)))
+    if not items:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
+    asyncio.run(run_llm_items(ctx, "twins", items, report))
+    return report
+
+
+async def _write_twin(
+    ctx: SynthContext, prompt: Any, concept: Concept, llm: LLMBackend
+) -> tuple[Outcome[Any], dict[str, Any]]:
+    side = concept.side
+    variables = {
+        "category": side.category,
+        "concept": side.concept,
+        "country_name": country_name(side.country),
+        "context": side.context or "(none)",
+        "features": side.features or "(none)",
+    }
+
+    def check(answer: TwinAnswer) -> dict[str, str]:
+        if answer.neg_concept.strip().lower() == side.concept.strip().lower():
+            raise ValueError("neg_concept must differ from the concept itself")
+        code = country_code(answer.neg_country)
+        if code is None:
+            raise ValueError(
+                f"neg_country must be an ISO 3166-1 alpha-2 code, got {answer.neg_country!r}"
+            )
+        if code == country_code(side.country):
+            raise ValueError("the twin must come from a different country")
+        return {**answer.model_dump(), "neg_country": code}
+
+    outcome = await ask(
+        llm,
+        prompt,
+        variables,
+        TwinAnswer,
+        check=check,
+        temperature=ctx.config.twins.temperature,
+        seed=ctx.config.seed,
+    )
+    record = {
+        "root": concept.root,
+        "pos_id": concept.id,
+        "pos_concept": side.concept,
+        "method": "llm",
+        **(outcome.value or {}),
+        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
+    }
+    return outcome, record
+
+
+def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any]]:
+    """Given images load from disk; concepts without one are drawn by the image backend (glyphs)."""
+    from cultureclip.data.pairs import open_image
+    from cultureclip.synth.images import RenderRequest, create_image_backend
+
+    backend = None
+    images: list[list[Any]] = []
+    for concept in concepts:
+        if concept.side.image is not None:
+            images.append([functools.partial(open_image, Path(concept.side.image))])
+            continue
+        backend = backend or create_image_backend(ctx.config.images)
+        request = RenderRequest(
+            concept.side.features or concept.side.concept,
+            concept.side.concept,
+            ctx.config.seed,
+            concept.side.glyph,
+        )
+        rendered = backend.render([request])[0]
+        if isinstance(rendered, Exception):
+            raise InputError(
+                f"twin mining needs an image of every concept: {rendered}"
+            ) from rendered
+        images.append([rendered])
+    return images
+
+
+def _no_twin_reason(concept: Concept, concepts: list[Concept], column: str) -> str:
+    same_category = [c for c in concepts if c.side.category == concept.side.category]
+    if len(same_category) == 1:
+        return f"no other concept in category {concept.side.category!r}"
+    return f"every concept of category {concept.side.category!r} has {column} {concept.side.twin_group!r}"
+
+
+def mine_twins_stage(ctx: SynthContext) -> StageReport:
+    settings, report = ctx.config.twins, StageReport("twins")
+    source = ctx.config.concepts.source
+    if ctx.shard.count > 1 and source not in ("corpus", "folder"):
+        raise InputError(
+            "twins.method=mine across shards needs concepts.source=corpus or folder "
+            "(every shard mines all concepts)"
+        )
+    column = ctx.config.concepts.group_column()
+    # Mining compares every concept with every other, so it sees all shards' concepts
+    # and keeps the pairs whose concept belongs to this shard.
+    concepts = load_concepts(ctx, all_shards=True)
+    if not concepts:
+        report.notes.append(
+            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+        )
+        return report
+    store = ctx.store("twins")
+    owned = [i for i, c in enumerate(concepts) if ctx.shard.owns(c.root)]
+    every_key = mine_keys(ctx, concepts)
+    keys = {i: every_key[concepts[i].id] for i in owned}
+    report.total = len(owned)
+    report.cached = sum(1 for i in owned if keys[i] in store)
+    groups = {c.side.twin_group for c in concepts}
+    if len(groups) == 1 and concepts:
+        note = (
+            f"every concept has the same {column} ({next(iter(groups))!r}): twins are mined "
+            f"across {column}, so none has a candidate"
+            + (
+                "; name the column that holds the groups with concepts.group_by"
+                if column == "country"
+                else ""
+            )
+        )
+        report.notes.append(note)
+        logger.warning("twins: %s", note)
+    if report.cached == report.total:
+        _note_no_twins(report, [store.get(keys[i]) for i in owned])
+        return report
+    found = _mined_pairs(ctx, concepts)
+    provenance = {
+        "method": "mine",
+        "model": settings.mine_model,
+        "seed": ctx.config.seed,
+        "across": column,
+    }
+    for i in owned:
+        if keys[i] in store:
+            continue
+        pos = concepts[i]
+        record: dict[str, Any] = {
+            "key": keys[i],
+            "root": pos.root,
+            "pos_id": pos.id,
+            "pos_concept": pos.side.concept,
+            "method": "mine",
+            "provenance": provenance,
+        }
+        twin = found.get(i)
+        if twin is None:
+            # A finished outcome: a rerun must not embed everything again for it.
+            record.update(neg_id=None, no_twin=_no_twin_reason(pos, concepts, column))
+            store.add(record)
+            report.skipped += 1
+            continue
+        neg = concepts[twin.neg]
+        record.update(
+            neg_id=neg.id,
+            neg_concept=neg.side.concept,
+            similarity=round(twin.similarity, 6),
+        )
+        store.add(record)
+        report.done += 1
+    _note_no_twins(report, [store.get(keys[i]) for i in owned])
+    return report
+
+
+def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
+    """Embeds every concept's images and mines twins across groups: pos index -> twin."""
+    from cultureclip.models.registry import create_model
+    from cultureclip.synth.mining import embed_concepts, mine_twins
+
+    settings = ctx.config.twins
+    model = create_model(settings.mine_model).eval()
+    images = _concept_images(ctx, concepts)
+    total = sum(len(i) for i in images)
+    with progress("twins (mining)", total, enabled=ctx.config.progress) as task:
+        embeddings = embed_concepts(
+            model,
+            images,
+            batch_size=settings.mine_batch_size,
+            on_progress=lambda n: task.update(advance=n),
+        )
+    labels = [
+        {"key": c.id, "group": c.side.twin_group, "category": c.side.category} for c in concepts
+    ]
+    return {twin.pos: twin for twin in mine_twins(labels, embeddings, across="group")}
+
+
+def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
+    """Adds how many concepts have no twin, and why, to the report."""
+    reasons: dict[str, int] = {}
+    for record in records:
+        if record is not None and record.get("neg_id") is None:
+            why = record.get("no_twin", "no candidate")
+            reasons[why] = reasons.get(why, 0) + 1
+    if reasons:
+        total = sum(reasons.values())
+        top = "; ".join(
+            f"{n} x {why}" for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:3]
+        )
+        report.notes.append(f"{total} concept(s) without a twin ({top})")
