@@ -6,7 +6,12 @@
 - :mod:`cultureclip.retrieval.server`: the FastAPI search page (``create_app``).
 """
 
-from cultureclip.retrieval.evaluate import SweepConfig, SweepResult, evaluate_retrieval
+from cultureclip.retrieval.evaluate import (
+    RetrievalEvalConfig,
+    SweepConfig,
+    SweepResult,
+    evaluate_retrieval,
+)
 from cultureclip.retrieval.index import (
     FaissSettings,
     IndexConfig,
@@ -33,6 +38,7 @@ __all__ = [
     "IndexSummary",
     "LaclipConfig",
     "LaclipEncoder",
+    "RetrievalEvalConfig",
     "RetrievalIndex",
     "RetrievalIndexError",
     "SweepConfig",

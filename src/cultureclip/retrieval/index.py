@@ -31,6 +31,7 @@ image → text queries.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import threading
@@ -44,6 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from cultureclip.config import Config
+from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
@@ -122,7 +124,7 @@ class IndexConfig(Config):
     chunk_size: int = Field(512, ge=1)
     faiss: FaissSettings = FaissSettings()
     laclip: LaclipConfig | None = None
-    device: str = "cpu"
+    device: Device = "auto"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
     #: images over this many pixels are decoded reduced (JPEG) or skipped and reported
@@ -141,7 +143,6 @@ class IndexConfig(Config):
 
 def shard_of(config: IndexConfig) -> tuple[int, int]:
     """(rank, world) of this process: ``config.shard``, else ``RANK``/``WORLD_SIZE``."""
-    import os
 
     if config.shard:
         rank, world = (int(v) for v in config.shard.split("/"))
@@ -484,14 +485,9 @@ def build_index(
     )
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    device = config.device
-    if world > 1 and device == "cuda":  # one GPU per process, as accelerate/torchrun launch them
-        import os
-
-        import torch
-
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        device = f"cuda:{local % max(1, torch.cuda.device_count())}"
+    # one GPU per process, as accelerate/torchrun launch them
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
+    device = resolve_device(config.device, local_rank)
     model = model if model is not None else create_model(config.model, device=device)
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
@@ -664,6 +660,10 @@ def build_index(
     return IndexSummary(
         out, int(rows.size), n_texts, failed, resumed, timings, encoded_views, downscaled
     )
+
+
+#: the stage's entry point under the name every stage uses
+run = build_index
 
 
 def _wait_for(paths: list[Path], timeout_s: float) -> None:
