@@ -413,5 +413,6 @@ def gain_summary(result: QuickstartResult) -> str:
         f"general change vs CLIP-tuned: {result.general_change_vs_clip:+.1f} points."
     )
 
+
 #: the stage's entry point under the name every stage uses
 run = run_quickstart
