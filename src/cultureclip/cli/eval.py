@@ -15,6 +15,7 @@ from cultureclip.cli.common import (
     switch,
     user_errors,
 )
+from cultureclip.core.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -74,9 +75,6 @@ def register(app: typer.Typer) -> None:
         protocol are the same ("reused" is printed); --overwrite recomputes.
         """
         with user_errors():
-            from cultureclip.core.errors import InputError
-            from cultureclip.eval.api import EvalConfig, run
-
             if suite:
                 if benchmark or data or overrides or config or preset:
                     raise InputError(
@@ -86,9 +84,6 @@ def register(app: typer.Typer) -> None:
                     )
                 _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
                 return
-            models = list(model or [])
-            if len(models) > 1 and (model_name or baseline):
-                raise InputError("--model-name/--baseline go with a single --model")
             flags = dict(
                 benchmark=benchmark,
                 data=data,
@@ -100,20 +95,35 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 overwrite=switch(overwrite),
             )
-            for spec in models or [None]:
-                cfg = stage_config(
-                    EvalConfig,
-                    "eval",
-                    config=config,
-                    preset=preset,
-                    overrides=overrides,
-                    flags={**flags, "model": spec},
-                )
-                result = run(cfg, progress=True)
-                _print_result(result)
-                _exit_on_failed_answers(result)
+            _run_models(list(model or []), flags, config, preset, overrides)
 
     _register_tools(app)
+
+
+def _run_models(
+    models: list[str],
+    flags: dict[str, object],
+    config: Path | None,
+    preset: str | None,
+    overrides: list[str] | None,
+) -> None:
+    """Each model in turn, each printed when it is done; stops at one with failed answers."""
+    from cultureclip.eval.api import EvalConfig, run
+
+    if len(models) > 1 and (flags["model_name"] or flags["baseline"]):
+        raise InputError("--model-name/--baseline go with a single --model")
+    for spec in models or [None]:
+        cfg = stage_config(
+            EvalConfig,
+            "eval",
+            config=config,
+            preset=preset,
+            overrides=overrides,
+            flags={**flags, "model": spec},
+        )
+        result = run(cfg, progress=True)
+        _print_result(result)
+        _exit_on_failed_answers(result)
 
 
 def _exit_on_failed_answers(result: object) -> None:
@@ -203,7 +213,6 @@ def _run_suite(
     device: str | None,
     baseline: str | None = None,
 ) -> None:
-    from cultureclip.core.errors import InputError
     from cultureclip.eval.api import load_suite, run_suite
 
     if not models:

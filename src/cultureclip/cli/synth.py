@@ -89,7 +89,12 @@ def register(app: typer.Typer) -> None:
         invoke_without_command=True,
         no_args_is_help=False,
     )
+    for add in (_register_run, _register_merge, _register_ray, _register_inspect):
+        add(synth)
+    app.add_typer(synth, name="synth")
 
+
+def _register_run(synth: typer.Typer) -> None:
     @synth.callback()
     def run(
         ctx: typer.Context,
@@ -131,6 +136,8 @@ def register(app: typer.Typer) -> None:
         if code:
             raise typer.Exit(code)
 
+
+def _register_merge(synth: typer.Typer) -> None:
     @synth.command("merge")
     def merge_command(
         config: Path | None = ConfigOption,
@@ -150,6 +157,8 @@ def register(app: typer.Typer) -> None:
         if code:
             raise typer.Exit(code)
 
+
+def _register_ray(synth: typer.Typer) -> None:
     @synth.command("ray")
     def ray_command(
         config: Path | None = ConfigOption,
@@ -176,6 +185,8 @@ def register(app: typer.Typer) -> None:
         if code:
             raise typer.Exit(code)
 
+
+def _register_inspect(synth: typer.Typer) -> None:
     @synth.command("failures")
     def failures_command(
         out: Path = typer.Argument(..., help="The synth output directory."),
@@ -219,5 +230,3 @@ def register(app: typer.Typer) -> None:
         console.print(f"stand-in LLM on {server.base_url} (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-
-    app.add_typer(synth, name="synth")

@@ -18,6 +18,11 @@ from cultureclip.cli.common import (
 
 
 def register(app: typer.Typer) -> None:
+    _register_train(app)
+    _register_model_tools(app)
+
+
+def _register_train(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         config: Path | None = ConfigOption,
@@ -73,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 f"--resume latest (checkpoint {result.last_checkpoint})"
             )
 
+
+def _register_model_tools(app: typer.Typer) -> None:
     @app.command("wise-ft")
     def wise_ft_command(
         base: str = typer.Argument(..., help="Base model: a spec (hf:...) or a saved dir."),
