@@ -190,7 +190,7 @@ def _register_search(app: typer.Typer) -> None:
         if (text is None) == (image is None):
             fail("give exactly one of --text or --image")
         from cultureclip.data.collections import decode_image
-        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.search import RetrievalIndex
 
         with user_errors():
             loaded = RetrievalIndex(index, device=device)
@@ -311,7 +311,7 @@ def _register_serve(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device"),
     ) -> None:
         """Serve the search page and JSON API over an index."""
-        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.search import RetrievalIndex
         from cultureclip.retrieval.server import serve
 
         with user_errors():

@@ -61,13 +61,14 @@ from cultureclip.retrieval.layout import (
     INDEX_VERSION,
     MANIFEST,
     RetrievalIndexError,
-    display_model,
     local_model_path,
     model_fingerprint,
     resolve_model_spec,
     save_npy,
 )
-from cultureclip.retrieval.search import Explanation, ImageHit, RetrievalIndex, TextHit
+
+# importable from here as before the module was split
+from cultureclip.retrieval.search import Explanation, ImageHit, RetrievalIndex, TextHit  # noqa: F401
 from cultureclip.utils.io import (
     atomic_path,
     atomic_write_json,
@@ -82,26 +83,6 @@ if TYPE_CHECKING:
 
     from cultureclip.models.base import VisionLanguageModel
 
-#: importable from here as before the module was split
-__all__ = [
-    "INDEX_VERSION",
-    "MANIFEST",
-    "Explanation",
-    "FaissSettings",
-    "ImageHit",
-    "IndexConfig",
-    "IndexSummary",
-    "RetrievalIndex",
-    "RetrievalIndexError",
-    "TextHit",
-    "build_faiss",
-    "build_index",
-    "display_model",
-    "model_fingerprint",
-    "resolve_model_spec",
-    "run",
-    "write_index",
-]
 
 logger = logging.getLogger(__name__)
 
