@@ -54,17 +54,12 @@ def models() -> None:
 
 @app.command()
 def presets() -> None:
-    """List the shipped presets of every command (use one with `<command> --preset NAME`)."""
-    from rich.table import Table
-
-    from cultureclip.cli.common import console
+    """List the presets of every command: command, name, file (use `<command> --preset NAME`)."""
     from cultureclip.presets import all_presets
 
-    table = Table("command", "preset", "file", title="presets")
     for command, found in all_presets().items():
         for name, path in found.items():
-            table.add_row(command, name, str(path))
-    console.print(table)
+            typer.echo(f"{command}\t{name}\t{path}")
 
 
 @app.command()
