@@ -121,7 +121,9 @@ def _register_index(app: typer.Typer) -> None:
         ),
         faiss_kind: str | None = typer.Option(None, "--faiss", help="flat (exact), ivf or hnsw."),
         batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
-        device: str | None = typer.Option(None, "--device", help="cpu (default), cuda, ..."),
+        device: str | None = typer.Option(
+            None, "--device", help="auto (default: cuda when there is one), cpu, cuda, ..."
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Discard chunks of an earlier, different run in --out."
         ),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.data.collections import decode_image, load_collection
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS, PairCollection
@@ -191,7 +192,8 @@ class RetrievalIndex:
             if self._model is None:
                 from cultureclip.models.registry import create_model
 
-                self._model = create_model(self.model_spec(), device=self._device)
+                device = resolve_device(self._device)
+                self._model = create_model(self.model_spec(), device=device)
                 self._model.eval()
             return self._model
 
