@@ -45,7 +45,7 @@ def _register_train(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fine-tune a model with the CultureCLIP (or clip/negclip) loss; also under torchrun."""
-        from cultureclip.train import TrainConfig, run
+        from cultureclip.train import TrainConfig, train
         from cultureclip.train import list_presets as find_presets
 
         with user_errors():
@@ -62,7 +62,7 @@ def _register_train(app: typer.Typer) -> None:
             cfg = stage_config(
                 TrainConfig, "train", config=config, preset=preset, overrides=overrides, flags=flags
             )
-            result = run(cfg)
+            result = train(cfg)
         if not result.is_main:
             return
         if result.completed:
