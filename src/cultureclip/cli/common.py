@@ -51,7 +51,7 @@ def stage_config(
     from cultureclip.config import merge_layers, read_config_file, validate
     from cultureclip.presets import read_preset
 
-    layers: list[dict[str, Any]] = [_nested(defaults or {})]
+    layers: list[dict[str, Any]] = [dict(defaults or {})]
     if preset is not None:
         layers.append(read_preset(command, preset))
     if config is not None:
