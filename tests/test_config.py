@@ -10,7 +10,15 @@ import pytest
 import yaml
 from pydantic import Field
 
-from cultureclip.config import Config, ConfigError, apply_overrides, load_config
+from cultureclip.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    load_config,
+    merge_layers,
+    out_field,
+    validate,
+)
 
 
 class Optimiser(Config):
@@ -129,3 +137,28 @@ def test_a_value_for_a_text_field_stays_text(override: str, expected: tuple) -> 
     node = getattr(config, section)
     got = node if key is None else (node[key] if isinstance(node, dict) else getattr(node, key))
     assert got == value and type(got) is type(value)
+
+
+class Renamed(Config):
+    out: str = out_field("runs/x", "out_dir", "output_dir")
+    optimiser: Optimiser = Optimiser()
+
+
+@pytest.mark.parametrize("key", ["out", "out_dir", "output_dir"])
+def test_a_renamed_field_reads_its_old_names(key: str, tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{key}: from-file\n")
+    assert load_config(Renamed, path).out == "from-file"
+    assert load_config(Renamed, None, [f"{key}=from-set"]).out == "from-set"
+    assert Renamed(**{key: "by-keyword"}).out == "by-keyword"
+    assert Renamed().model_copy(update={key: "copied"}).out == "copied"
+    assert "out_dir" not in Renamed().model_copy(update={key: "copied"}).model_dump()
+
+
+def test_layers_are_merged_under_the_new_name_so_the_last_wins() -> None:
+    data = merge_layers(Renamed, {"out_dir": "first"}, {"out": "second"}, {"output_dir": "third"})
+    assert data == {"out": "third"}
+    data = merge_layers(Renamed, {"out": "file"}, overrides=["output_dir=set"])
+    assert validate(Renamed, data).out == "set"
+    with pytest.raises(ConfigError, match="invalid Renamed"):
+        validate(Renamed, {"out": 3})

@@ -4,8 +4,9 @@ Each ``cultureclip ...`` line of a fenced shell block (also behind ``torchrun``/
 ``accelerate launch -m cultureclip...``) is parsed by the real CLI: the subcommand exists,
 every option exists and its value has the right type, the arguments are complete. Its
 ``--set key=value`` overrides are applied to the command's config class as the command
-would, and must name real keys with valid values (the shell's quoting removed, as a
-shell would).
+would (preset < config file < ``--set``; old key names such as ``output_dir`` are read
+as the field they became), and must name real keys with valid values (the shell's quoting
+removed, as a shell would).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import typer
 from pydantic import ValidationError
 
 from cultureclip.cli.main import app
-from cultureclip.config import _text_field, apply_overrides, read_config_file
+from cultureclip.config import merge_layers, read_config_file
+from cultureclip.presets import read_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -35,7 +37,7 @@ CONFIG_CLASSES = {
     ("eval",): "cultureclip.eval.api:EvalConfig",
     ("quickstart",): "cultureclip.quickstart.pipeline:QuickstartConfig",
     ("index",): "cultureclip.retrieval.index:IndexConfig",
-    ("retrieval-eval",): "cultureclip.retrieval.evaluate:SweepConfig",
+    ("retrieval-eval",): "cultureclip.retrieval.evaluate:RetrievalEvalConfig",
     ("build-benchmark",): "cultureclip.eval.builder:BuilderConfig",
     ("train-vlm",): "cultureclip.vlm.train:VLMTrainConfig",
 }
@@ -113,6 +115,17 @@ def test_the_docs_show_commands() -> None:
     assert len(COMMANDS) >= 30
 
 
+def test_overrides_accept_the_old_and_the_new_name_of_out() -> None:
+    from cultureclip.train.config import TrainConfig
+
+    for key in ("out", "output_dir"):
+        data = merge_layers(TrainConfig, {"data": {"path": "x"}}, overrides=[f"{key}=runs/a"])
+        assert TrainConfig.model_validate(data).out == "runs/a"
+    # a later layer wins whatever name either layer used
+    data = merge_layers(TrainConfig, {"output_dir": "old", "data": {"path": "x"}}, {"out": "new"})
+    assert TrainConfig.model_validate(data).out == "new"
+
+
 def _parse(argv: tuple[str, ...]) -> tuple[tuple[str, ...], Any]:
     """Parses like the real CLI without running anything; returns the command path."""
     # typer carries its own copy of click: duck-type its groups and errors.
@@ -158,11 +171,13 @@ def test_documented_overrides_name_real_keys_with_valid_values(command: DocComma
     if cls is None:
         pytest.skip(f"no config class known for {path}")
     overrides = list(context.params.get("overrides") or [])
-    base: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = []
+    if context.params.get("preset"):
+        layers.append(read_preset(path[0], context.params["preset"]))
     config_file = context.params.get("config")
     if config_file and (ROOT / str(config_file)).is_file():
-        base = read_config_file(ROOT / str(config_file))
-    data = apply_overrides(base, overrides, is_text=_text_field(cls))
+        layers.append(read_config_file(ROOT / str(config_file)))
+    data = merge_layers(cls, *layers, overrides=overrides)
     try:
         cls.model_validate(data)
     except ValidationError as exc:

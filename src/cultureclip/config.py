@@ -2,7 +2,10 @@
 
 Each stage defines a pydantic model deriving from :class:`Config`. The resolved
 config is written next to every output (``config.yaml``) so a run can be repeated
-with ``--config that/config.yaml``.
+with ``--config that/config.yaml``. A field renamed over time keeps its old names as
+validation aliases (``out`` reads ``out_dir``/``output_dir``): old files, ``--set``
+overrides and keyword arguments keep working, and every layer is renamed to the
+field's name before layers are merged, so the last layer wins whatever name it used.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from cultureclip.core.errors import InputError
 from cultureclip.utils.io import atomic_write_text
@@ -29,7 +32,19 @@ class ConfigError(InputError):
 class Config(BaseModel):
     """Base of every config: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        protected_namespaces=(),
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        # ``update`` bypasses validation: an old field name would land beside the field.
+        if update:
+            update = canonical(type(self), update)
+        return super().model_copy(update=update, deep=deep)
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
@@ -42,6 +57,53 @@ class Config(BaseModel):
 
     def save(self, directory: str | Path, name: str = "config.yaml") -> Path:
         return atomic_write_text(Path(directory) / name, self.to_yaml())
+
+
+def out_field(default: str, *old_names: str) -> Any:
+    """The output directory of a stage, ``out``; ``old_names`` are still read."""
+    return Field(default, validation_alias=AliasChoices("out", *old_names))
+
+
+def _renames(cls: type[BaseModel]) -> dict[str, str]:
+    """Old name (a validation alias) → field name, for the fields of ``cls``."""
+    renames: dict[str, str] = {}
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        for choice in choices:
+            if isinstance(choice, str) and choice != name:
+                renames[choice] = name
+    return renames
+
+
+def canonical(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with old key names renamed to their fields, section by section."""
+    renames = _renames(cls)
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        name = renames.get(key, key)
+        info = cls.model_fields.get(name)
+        section = _model_in(info.annotation) if info is not None else None
+        if section is not None and isinstance(value, dict):
+            value = canonical(section, value)
+        result[name] = value
+    return result
+
+
+def canonical_path(cls: type[BaseModel], parts: Sequence[str]) -> list[str]:
+    """A ``--set`` key path with old names renamed (``output_dir`` → ``out``)."""
+    model: Any = cls
+    result: list[str] = []
+    for part in parts:
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            result.append(part)
+            model = None
+            continue
+        name = _renames(model).get(part, part)
+        result.append(name)
+        model = _model_in(fields[name].annotation) if name in fields else None
+    return result
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -64,21 +126,29 @@ def apply_overrides(
     data: dict[str, Any],
     overrides: Sequence[str],
     *,
-    is_text: Callable[[Sequence[str]], bool] = lambda key: False,
+    is_text: Callable[[Sequence[str]], bool] | None = None,
+    model: type[BaseModel] | None = None,
 ) -> dict[str, Any]:
     """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``).
+
+    With ``model`` (the config class), old key names are renamed to their fields and
+    ``is_text`` defaults to that class's text fields.
 
     A value whose target is a text field (``is_text(key parts)``) stays the string as
     typed, so ``--set template={concept}`` is the template, not a YAML mapping. Where the
     target is untyped, a value that only YAML's flow syntax would turn into a mapping of
     empty keys (``{option}``, ``{concept} in {region}``) is also kept as text.
     """
+    if is_text is None:
+        is_text = _text_field(model) if model is not None else lambda key: False
     result = json.loads(json.dumps(data))
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.path=value")
         key, raw = override.split("=", 1)
         parts = key.strip().split(".")
+        if model is not None:
+            parts = canonical_path(model, parts)
         value = raw if is_text(parts) else _parse_value(override, raw)
         node = result
         for part in parts[:-1]:
@@ -111,7 +181,7 @@ def _text_field(cls: type[BaseModel]) -> Callable[[Sequence[str]], bool]:
     def is_text(parts: Sequence[str]) -> bool:
         model: Any = cls
         annotation: Any = None
-        for part in parts:
+        for part in canonical_path(cls, parts):
             fields = getattr(model, "model_fields", None)
             if fields is None or part not in fields:
                 return False
@@ -147,10 +217,23 @@ def load_config(
     **defaults: Any,
 ) -> C:
     """Builds ``cls`` from keyword defaults, then the file, then the overrides (last wins)."""
-    data: dict[str, Any] = dict(defaults)
-    if path is not None:
-        data.update(read_config_file(path))
-    data = apply_overrides(data, overrides, is_text=_text_field(cls))
+    layers = [defaults] if path is None else [defaults, read_config_file(path)]
+    return validate(cls, merge_layers(cls, *layers, overrides=overrides))
+
+
+def merge_layers(
+    cls: type[BaseModel], *layers: dict[str, Any], overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The layers merged section by section (later wins), then ``--set`` overrides; every
+    layer's old key names are renamed first, so a later ``out`` beats an earlier ``out_dir``."""
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = deep_merge(data, canonical(cls, layer))
+    return apply_overrides(data, overrides, model=cls)
+
+
+def validate(cls: type[C], data: dict[str, Any]) -> C:
+    """``cls`` from plain data; a validation error becomes one :class:`ConfigError` line."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -75,7 +75,7 @@ def test_every_eval_config_and_suite_file_validates() -> None:
     from cultureclip.config import read_config_file
     from cultureclip.eval.api import EvalConfig, load_suite, suite_names
 
-    root = Path(__file__).resolve().parents[2] / "configs" / "eval"
+    root = Path(__file__).resolve().parents[2] / "src" / "cultureclip" / "presets" / "eval"
     for path in sorted(root.glob("*.yaml")):
         cfg = EvalConfig.model_validate(read_config_file(path))
         create_benchmark(

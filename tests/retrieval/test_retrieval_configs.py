@@ -9,10 +9,11 @@ import pytest
 from cultureclip.config import load_config
 from cultureclip.retrieval import IndexConfig, SweepConfig
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "retrieval"
+PRESETS = Path(__file__).resolve().parents[2] / "src" / "cultureclip" / "presets"
+CONFIGS = [*(PRESETS / "index").glob("*.yaml"), *(PRESETS / "retrieval-eval").glob("*.yaml")]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS), ids=lambda p: p.name)
 def test_config_loads(path: Path) -> None:
     cls = IndexConfig if "index" in path.name else SweepConfig
     config = load_config(cls, path, ["model=runs/x/final"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,18 @@ def test_chance_levels_bootstrap_and_an_80_column_table(culti_dir, session_model
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "chance" in text and "bootstrap" in text and "1,145 pairs" in text
     assert "12 images" in text
+
+
+def test_results_csv_quotes_what_needs_quoting(tmp_path: Path) -> None:
+    import csv
+
+    from cultureclip.retrieval.evaluate import METRIC_KEYS, SweepResult, SweepRow, write_results
+
+    metrics = {key: 1.0 + n for n, key in enumerate(METRIC_KEYS)}
+    label = 'laclip k=8, "softmax"'
+    result = SweepResult([SweepRow("global", None, metrics), SweepRow(label, None, metrics)], 2, 2)
+    write_results(result, tmp_path)
+    rows = list(csv.reader((tmp_path / "results.csv").open(newline="")))
+    assert rows[0] == ["label", *METRIC_KEYS]
+    assert [row[0] for row in rows[1:]] == ["global", label]
+    assert rows[2][1:] == [f"{v:.2f}" for v in metrics.values()]

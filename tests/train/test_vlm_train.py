@@ -201,7 +201,12 @@ def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
 
 @pytest.mark.parametrize(
     "path",
-    sorted((Path(__file__).parents[2] / "configs" / "vlm").glob("*.yaml")),
+    sorted(
+        [
+            *(Path(__file__).parents[2] / "src/cultureclip/presets/train-vlm").glob("*.yaml"),
+            *(Path(__file__).parents[2] / "src/cultureclip/presets/eval").glob("vlm-*.yaml"),
+        ]
+    ),
     ids=lambda p: p.name,
 )
 def test_shipped_vlm_configs_validate(path: Path) -> None:

@@ -1,4 +1,9 @@
-"""Helpers shared by the subcommands: user errors as one red line and exit code 2."""
+"""Helpers shared by the subcommands: flags → config, user errors as one red line and exit 2.
+
+Every stage command has the same shape: declare its flags, turn them into a config with
+:func:`stage_config` (preset < ``--config`` file < flags < ``--set``), call the stage's
+``run(config)`` and render the result.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +26,58 @@ ConfigOption = typer.Option(None, "--config", "-c", help="YAML or JSON config fi
 OverrideOption = typer.Option(
     None, "--set", "-s", help="Override a config key: key.sub=value (repeatable)."
 )
+PresetOption = typer.Option(
+    None, "--preset", "-p", help="Start from a shipped preset (see `cultureclip presets`)."
+)
+
+C = TypeVar("C")
+
+
+def stage_config(
+    cls: type[C],
+    command: str,
+    *,
+    config: str | Path | None = None,
+    preset: str | None = None,
+    overrides: Sequence[str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> C:
+    """A command's config: ``defaults`` < ``--preset`` < ``--config`` file < flags < ``--set``.
+
+    ``flags`` maps a config key path (``data.path``) to a flag's value; None means the
+    flag was not given (a switch passes None when off). Later layers win key by key.
+    """
+    from cultureclip.config import merge_layers, read_config_file, validate
+    from cultureclip.presets import read_preset
+
+    layers: list[dict[str, Any]] = [dict(defaults or {})]
+    if preset is not None:
+        layers.append(read_preset(command, preset))
+    if config is not None:
+        layers.append(read_config_file(config))
+    layers.append(_nested(flags or {}))
+    return validate(cls, merge_layers(cls, *layers, overrides=list(overrides or [])))  # type: ignore[arg-type]
+
+
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"data.path": x}`` → ``{"data": {"path": x}}``, dropping flags not given."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        *sections, last = key.split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[last] = str(value) if isinstance(value, Path) else value
+    return nested
+
+
+def switch(value: bool) -> bool | None:
+    """A boolean flag as a config layer value: on sets the key, off leaves it alone."""
+    return True if value else None
+
 
 #: set by ``cultureclip --debug``: user errors then show their traceback too
 DEBUG = False

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    stage_config,
+    switch,
+    user_errors,
+)
+from cultureclip.core.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -54,9 +63,10 @@ def register(app: typer.Typer) -> None:
             False, "--overwrite", help="Recompute even if the result exists."
         ),
         device: str = typer.Option(
-            None, "--device", help="torch device of contrastive models (default: cpu)."
+            None, "--device", help="torch device of contrastive models (default: auto)."
         ),
         config: Path = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] = OverrideOption,
     ) -> None:
         """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
@@ -64,45 +74,17 @@ def register(app: typer.Typer) -> None:
         A stored result is reused only when model, data fingerprint, split, options and
         protocol are the same ("reused" is printed); --overwrite recomputes.
         """
-        from cultureclip.config import load_config, read_config_file
-
         with user_errors():
-            from cultureclip.core.errors import InputError
-            from cultureclip.eval.api import EvalConfig, evaluate
-
             if suite:
-                if benchmark or data or overrides or config:
+                if benchmark or data or overrides or config or preset:
                     raise InputError(
                         "--suite takes its benchmarks, data and options from the suite file; "
-                        "drop --benchmark/--data/--set/--config (or write your own suite .yaml)"
+                        "drop --benchmark/--data/--set/--config/--preset (or write your own "
+                        "suite .yaml)"
                     )
                 _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
                 return
-            models = list(model or [])
-            if len(models) > 1:
-                if model_name or baseline:
-                    raise InputError("--model-name/--baseline go with a single --model")
-                for spec in models:
-                    eval_command(
-                        model=[spec],
-                        suite=None,
-                        report=None,
-                        benchmark=benchmark,
-                        data=data,
-                        split=split,
-                        out=out,
-                        baseline=None,
-                        model_name=None,
-                        baseline_name=None,
-                        overwrite=overwrite,
-                        device=device,
-                        config=config,
-                        overrides=overrides,
-                    )
-                return
-            values = read_config_file(config) if config else {}
-            cli = dict(
-                model=models[0] if models else None,
+            flags = dict(
                 benchmark=benchmark,
                 data=data,
                 split=split,
@@ -111,39 +93,50 @@ def register(app: typer.Typer) -> None:
                 model_name=model_name,
                 baseline_name=baseline_name,
                 device=device,
+                overwrite=switch(overwrite),
             )
-            values.update({k: v for k, v in cli.items() if v is not None})
-            if overwrite:
-                values["overwrite"] = True
-            cfg = load_config(EvalConfig, None, overrides or [], **values)
-            options = dict(cfg.options)
-            if cfg.columns:
-                options["columns"] = {**cfg.columns, **options.get("columns", {})}
-            result = evaluate(
-                cfg.model,
-                cfg.benchmark,
-                data=cfg.data,
-                split=cfg.split,
-                out_dir=cfg.out,
-                overwrite=cfg.overwrite,
-                model_name=cfg.model_name,
-                label=cfg.label,
-                baseline=cfg.baseline,
-                baseline_name=cfg.baseline_name,
-                device=cfg.device,
-                generative=cfg.generative,
-                progress=True,
-                **options,
-            )
-            _print_result(result)
-        failed = int(result.metrics.get("n_failed", 0))
-        if failed:
-            console.print(
-                f"[yellow]{failed} of {result.n} answers failed[/] (server errors or timeouts); "
-                "they count as wrong above. Rerun the same command to ask only those again."
-            )
-            raise typer.Exit(1)
+            _run_models(list(model or []), flags, config, preset, overrides)
 
+    _register_tools(app)
+
+
+def _run_models(
+    models: list[str],
+    flags: dict[str, object],
+    config: Path | None,
+    preset: str | None,
+    overrides: list[str] | None,
+) -> None:
+    """Each model in turn, each printed when it is done; stops at one with failed answers."""
+    from cultureclip.eval.api import EvalConfig, run
+
+    if len(models) > 1 and (flags["model_name"] or flags["baseline"]):
+        raise InputError("--model-name/--baseline go with a single --model")
+    for spec in models or [None]:
+        cfg = stage_config(
+            EvalConfig,
+            "eval",
+            config=config,
+            preset=preset,
+            overrides=overrides,
+            flags={**flags, "model": spec},
+        )
+        result = run(cfg, progress=True)
+        _print_result(result)
+        _exit_on_failed_answers(result)
+
+
+def _exit_on_failed_answers(result: object) -> None:
+    failed = int(result.metrics.get("n_failed", 0))  # type: ignore[attr-defined]
+    if failed:
+        console.print(
+            f"[yellow]{failed} of {result.n} answers failed[/] (server errors or timeouts); "  # type: ignore[attr-defined]
+            "they count as wrong above. Rerun the same command to ask only those again."
+        )
+        raise typer.Exit(1)
+
+
+def _register_tools(app: typer.Typer) -> None:
     @app.command("report")
     def report_command(
         results: list[Path] = typer.Argument(..., help="Result directories or result.json files."),
@@ -181,17 +174,15 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = OverrideOption,
     ) -> None:
         """Build a CultureVerse-style MCQ benchmark from documents with an LLM (items, review CSV, instruct data)."""
-        from cultureclip.config import load_config, read_config_file
-
         with user_errors():
             from cultureclip.core.errors import UserError
             from cultureclip.core.llm import LLMError
             from cultureclip.eval.builder import BuilderConfig, build_benchmark
 
-            values = read_config_file(config) if config else {}
-            cli = dict(documents=documents, llm=llm, out=out, images=images)
-            values.update({k: v for k, v in cli.items() if v is not None})
-            cfg = load_config(BuilderConfig, None, overrides or [], **values)
+            flags = dict(documents=documents, llm=llm, out=out, images=images)
+            cfg = stage_config(
+                BuilderConfig, "build-benchmark", config=config, overrides=overrides, flags=flags
+            )
             try:
                 counts = build_benchmark(cfg)
             except LLMError as exc:
@@ -222,7 +213,6 @@ def _run_suite(
     device: str | None,
     baseline: str | None = None,
 ) -> None:
-    from cultureclip.core.errors import InputError
     from cultureclip.eval.api import load_suite, run_suite
 
     if not models:

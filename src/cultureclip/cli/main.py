@@ -53,6 +53,16 @@ def models() -> None:
 
 
 @app.command()
+def presets() -> None:
+    """List the presets of every command: command, name, file (use `<command> --preset NAME`)."""
+    from cultureclip.presets import all_presets
+
+    for command, found in all_presets().items():
+        for name, path in found.items():
+            typer.echo(f"{command}\t{name}\t{path}")
+
+
+@app.command()
 def version() -> None:
     """Print the cultureclip version."""
     typer.echo(__version__)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    stage_config,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,29 +34,29 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         config: Path | None = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
     ) -> None:
         """Run the whole workflow offline: world → align → fine-tune → eval → index → report."""
-        from cultureclip.config import load_config
-
         with user_errors():
             from cultureclip.quickstart.pipeline import (
                 SMALL_SETTINGS,
                 QuickstartConfig,
                 gain_summary,
-                run_quickstart,
+                run,
                 summary_rows,
             )
 
-            extra = list(SMALL_SETTINGS if small else []) + list(overrides or [])
-            if out is not None:
-                extra.append(f"out={out}")
-            if model is not None:
-                extra.append(f"model={model}")
-            if quiet:
-                extra.append("progress=false")
-            cfg = load_config(QuickstartConfig, config, extra)
-            result = run_quickstart(cfg)
+            cfg = stage_config(
+                QuickstartConfig,
+                "quickstart",
+                config=config,
+                preset=preset,
+                # --small comes before --set, so --set can change what it sets
+                overrides=[*(SMALL_SETTINGS if small else []), *(overrides or [])],
+                flags={"out": out, "model": model, "progress": False if quiet else None},
+            )
+            result = run(cfg)
 
         from rich.console import Console
         from rich.table import Table

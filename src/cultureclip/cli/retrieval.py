@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, fail, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    fail,
+    stage_config,
+    switch,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from cultureclip.retrieval.evaluate import SweepResult
@@ -89,6 +98,11 @@ def results_table(result: SweepResult, *, published: bool = False) -> Table:
 
 
 def register(app: typer.Typer) -> None:
+    for add in (_register_index, _register_search, _register_eval, _register_serve):
+        add(app)
+
+
+def _register_index(app: typer.Typer) -> None:
     @app.command("index")
     def index_command(
         model: str | None = typer.Option(None, "--model", "-m", help="Model spec or saved dir."),
@@ -107,32 +121,33 @@ def register(app: typer.Typer) -> None:
         ),
         faiss_kind: str | None = typer.Option(None, "--faiss", help="flat (exact), ivf or hnsw."),
         batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
-        device: str | None = typer.Option(None, "--device", help="cpu (default), cuda, ..."),
+        device: str | None = typer.Option(
+            None, "--device", help="auto (default: cuda when there is one), cpu, cuda, ..."
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Discard chunks of an earlier, different run in --out."
         ),
         config: Path | None = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
     ) -> None:
         """Encode a collection and write a searchable index (resumable: rerun to continue)."""
-        from cultureclip.config import load_config
         from cultureclip.retrieval.index import IndexConfig, build_index
         from cultureclip.retrieval.laclip import parse_laclip_option
 
         with user_errors():
-            extra = list(overrides or [])
-            for key, value in (
-                ("model", model),
-                ("data", data),
-                ("out", out),
-                ("split", split),
-                ("faiss.kind", faiss_kind),
-                ("batch_size", batch_size),
-                ("device", device),
-            ):
-                if value is not None:
-                    extra.append(f"{key}={value}")
-            cfg = load_config(IndexConfig, config, extra)
+            flags = {
+                "model": model,
+                "data": data,
+                "out": out,
+                "split": split,
+                "faiss.kind": faiss_kind,
+                "batch_size": batch_size,
+                "device": device,
+            }
+            cfg = stage_config(
+                IndexConfig, "index", config=config, preset=preset, overrides=overrides, flags=flags
+            )
             if laclip is not None:
                 cfg.laclip = parse_laclip_option(laclip)
             summary = build_index(
@@ -157,6 +172,8 @@ def register(app: typer.Typer) -> None:
             f"→ {summary.out}"
         )
 
+
+def _register_search(app: typer.Typer) -> None:
     @app.command("search")
     def search_command(
         index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
@@ -175,7 +192,7 @@ def register(app: typer.Typer) -> None:
         if (text is None) == (image is None):
             fail("give exactly one of --text or --image")
         from cultureclip.data.collections import decode_image
-        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.search import RetrievalIndex
 
         with user_errors():
             loaded = RetrievalIndex(index, device=device)
@@ -205,6 +222,8 @@ def register(app: typer.Typer) -> None:
                 table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.text_id, hit.text)
         Console().print(table)
 
+
+def _register_eval(app: typer.Typer) -> None:
     @app.command("retrieval-eval")
     def retrieval_eval_command(
         model: str | None = typer.Option(None, "--model", "-m", help="Model spec or saved dir."),
@@ -234,79 +253,51 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
         device: str | None = typer.Option(None, "--device"),
         config: Path | None = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
     ) -> None:
         """Recall@1/5/10 both ways and MR: global-only next to a sweep of LACLIP settings."""
         from rich.console import Console
 
-        from cultureclip.config import load_config
-        from cultureclip.data.collections import load_collection
-        from cultureclip.models.registry import create_model
-        from cultureclip.retrieval.evaluate import (
-            METRIC_KEYS,
-            SweepConfig,
-            evaluate_retrieval,
-        )
-        from cultureclip.utils.io import atomic_write_json, atomic_write_text
+        from cultureclip.retrieval.evaluate import RetrievalEvalConfig, run
 
         with user_errors():
-            extra = list(overrides or [])
-            for key, value in (
-                ("model", model),
-                ("data", data),
-                ("batch_size", batch_size),
-                ("device", device),
-            ):
-                if value is not None:
-                    extra.append(f"{key}={value}")
-            cfg = load_config(SweepConfig, config, extra)
-            if split is not None:
-                cfg.split = None if split == "all" else split
-            if ks is not None:
-                cfg.ks = [int(v) for v in _floats(ks, "--k")]
-            if scales is not None:
-                cfg.scales = _ranges(scales)
-            if taus is not None:
-                cfg.taus = _floats(taus, "--tau")
-            if weightings is not None:
-                cfg.weightings = [w.strip() for w in weightings.split(",") if w.strip()]
-            if betas is not None:
-                cfg.betas = _floats(betas, "--beta")
-            if patches:
-                cfg.patches = True
-            collection = load_collection(cfg.data, cfg.split, seed=cfg.split_seed)
-            loaded_model = create_model(cfg.model, device=cfg.device)
-            result = evaluate_retrieval(
-                loaded_model,
-                collection,
-                [] if no_laclip else cfg.grid(),
-                batch_size=cfg.batch_size,
-                progress=True,
+            flags = {
+                "model": model,
+                "data": data,
+                "split": split,
+                "batch_size": batch_size,
+                "device": device,
+                "out": out,
+                "ks": None if ks is None else [int(v) for v in _floats(ks, "--k")],
+                "scales": None if scales is None else _ranges(scales),
+                "taus": None if taus is None else _floats(taus, "--tau"),
+                "weightings": None if weightings is None else _names(weightings),
+                "betas": None if betas is None else _floats(betas, "--beta"),
+                "patches": switch(patches),
+                "global_only": switch(no_laclip),
+            }
+            cfg = stage_config(
+                RetrievalEvalConfig,
+                "retrieval-eval",
+                config=config,
+                preset=preset,
+                overrides=overrides,
+                flags=flags,
             )
+            result = run(cfg)
         for bad in result.failed:
             console.print(f"[yellow]warning:[/] skipped image {bad['image_id']}: {bad['reason']}")
         Console().print(results_table(result, published=published))
-        if out is not None:
-            cfg.save(out)
-            rows = [row.as_dict() for row in result.rows]
-            atomic_write_json(
-                out / "results.json",
-                {
-                    "n_images": result.n_images,
-                    "n_texts": result.n_texts,
-                    "n_image_queries": result.n_image_queries,
-                    "chance": result.chance,
-                    "failed": result.failed,
-                    "rows": rows,
-                },
-            )
-            header = "label," + ",".join(METRIC_KEYS)
-            lines = [
-                f'"{r["label"]}",' + ",".join(f"{r[k]:.2f}" for k in METRIC_KEYS) for r in rows
-            ]
-            atomic_write_text(out / "results.csv", "\n".join([header, *lines]) + "\n")
-            console.print(f"results written to {out}")
+        if cfg.out is not None:
+            console.print(f"results written to {cfg.out}")
 
+
+def _names(raw: str) -> list[str]:
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def _register_serve(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
         index: Path = typer.Option(..., "--index", "-i", help="Index directory."),
@@ -322,7 +313,7 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device"),
     ) -> None:
         """Serve the search page and JSON API over an index."""
-        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.search import RetrievalIndex
         from cultureclip.retrieval.server import serve
 
         with user_errors():

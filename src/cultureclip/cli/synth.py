@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    stage_config,
+    user_errors,
+)
 
 STAGES_HELP = (
     "Comma-separated stages to run (default: the config's): concepts,twins,captions,images,filter."
@@ -19,19 +26,25 @@ def _load(
     overrides: list[str] | None,
     out: Path | None,
     from_folder: Path | None = None,
+    preset: str | None = None,
+    stages: str | None = None,
 ):  # -> SynthConfig
-    from cultureclip.config import deep_merge, load_config, read_config_file
     from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig
 
-    settings = list(overrides or [])
-    if out is not None:
-        settings.append(f"out_dir={out}")
-    if from_folder is None:
-        return load_config(SynthConfig, config, settings)
-    # The folder defaults, then the config file key by key, then --set.
-    data = deep_merge(FOLDER_DEFAULTS, read_config_file(config) if config else {})
-    data = deep_merge(data, {"concepts": {"source": "folder", "folder": str(from_folder)}})
-    return load_config(SynthConfig, None, settings, **data)
+    flags: dict[str, object] = {"out": out}
+    if stages:
+        flags["stages"] = [s.strip() for s in stages.split(",") if s.strip()]
+    if from_folder is not None:
+        flags.update({"concepts.source": "folder", "concepts.folder": from_folder})
+    return stage_config(
+        SynthConfig,
+        "synth",
+        config=config,
+        preset=preset,
+        overrides=overrides,
+        flags=flags,
+        defaults=FOLDER_DEFAULTS if from_folder is not None else None,
+    )
 
 
 def _summary(reports: list, failures: dict) -> int:  # -> exit code
@@ -76,19 +89,23 @@ def register(app: typer.Typer) -> None:
         invoke_without_command=True,
         no_args_is_help=False,
     )
+    for add in (_register_run, _register_merge, _register_ray, _register_inspect):
+        add(synth)
+    app.add_typer(synth, name="synth")
 
+
+def _register_run(synth: typer.Typer) -> None:
     @synth.callback()
     def run(
         ctx: typer.Context,
         config: Path | None = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
         stages: str | None = typer.Option(None, "--stages", help=STAGES_HELP),
         shard: str | None = typer.Option(
             None, "--shard", help="Run shard i of n (i/n, e.g. 0/4); merge later."
         ),
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help="Output directory (sets out_dir)."
-        ),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (sets out)."),
         from_folder: Path | None = typer.Option(
             None,
             "--from-folder",
@@ -103,40 +120,29 @@ def register(app: typer.Typer) -> None:
             return
         with user_errors():
             from cultureclip.core.store import Shard
-            from cultureclip.synth.pipeline import run_synth
+            from cultureclip.synth.pipeline import run
 
-            cfg = _load(config, overrides, out, from_folder)
-            selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-            if selected is not None:
-                from cultureclip.core.errors import InputError
-                from cultureclip.synth.config import STAGES
-
-                unknown = [name for name in selected if name not in STAGES]
-                if unknown:
-                    raise InputError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-                cfg.stages = selected
+            cfg = _load(config, overrides, out, from_folder, preset, stages)
             parsed = Shard.parse(shard)
-            report = run_synth(cfg, shard=parsed)
+            report = run(cfg, shard=parsed)
             if parsed.count > 1:
                 console.print(
                     f"shard {shard} done; run `cultureclip synth merge` once every shard has finished"
                 )
             failures = (
-                report.merge.failures
-                if report.merge is not None
-                else _open_failures(Path(cfg.out_dir))
+                report.merge.failures if report.merge is not None else _open_failures(Path(cfg.out))
             )
-            code = _summary(report.stages, {**failures, "out_dir": cfg.out_dir})
+            code = _summary(report.stages, {**failures, "out_dir": cfg.out})
         if code:
             raise typer.Exit(code)
 
+
+def _register_merge(synth: typer.Typer) -> None:
     @synth.command("merge")
     def merge_command(
         config: Path | None = ConfigOption,
         overrides: list[str] | None = OverrideOption,
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help="Output directory (sets out_dir)."
-        ),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (sets out)."),
     ) -> None:
         """Build cultwin.parquet and the failure report from every shard's stores.
 
@@ -147,10 +153,12 @@ def register(app: typer.Typer) -> None:
             cfg = _load(config, overrides, out)
             merged = merge(cfg)
             console.print(merged.line(), markup=False, highlight=False)
-            code = _summary([], {**merged.failures, "out_dir": cfg.out_dir})
+            code = _summary([], {**merged.failures, "out_dir": cfg.out})
         if code:
             raise typer.Exit(code)
 
+
+def _register_ray(synth: typer.Typer) -> None:
     @synth.command("ray")
     def ray_command(
         config: Path | None = ConfigOption,
@@ -173,10 +181,12 @@ def register(app: typer.Typer) -> None:
             cfg = _load(config, overrides, out)
             _, merged = run_with_ray(cfg, shards=shards, address=address, num_gpus=gpus)
             console.print(merged.line(), markup=False, highlight=False)
-            code = _summary([], {**merged.failures, "out_dir": cfg.out_dir})
+            code = _summary([], {**merged.failures, "out_dir": cfg.out})
         if code:
             raise typer.Exit(code)
 
+
+def _register_inspect(synth: typer.Typer) -> None:
     @synth.command("failures")
     def failures_command(
         out: Path = typer.Argument(..., help="The synth output directory."),
@@ -220,5 +230,3 @@ def register(app: typer.Typer) -> None:
         console.print(f"stand-in LLM on {server.base_url} (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-
-    app.add_typer(synth, name="synth")

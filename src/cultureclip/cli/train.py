@@ -6,22 +6,33 @@ from pathlib import Path
 
 import typer
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    stage_config,
+    switch,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
+    _register_train(app)
+    _register_model_tools(app)
+
+
+def _register_train(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         config: Path | None = ConfigOption,
-        preset: str | None = typer.Option(
-            None, "--preset", "-p", help="A preset from configs/train (e.g. cultureclip-vitb32)."
-        ),
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
         data: str | None = typer.Option(
             None, "--data", help="Training data (same as --set data.path=...)."
         ),
         out: str | None = typer.Option(
-            None, "--out", "-o", help="Output dir (same as --set output_dir=...)."
+            None, "--out", "-o", help="Output dir (same as --set out=...)."
         ),
         resume: str | None = typer.Option(
             None, "--resume", help="'latest' (or a checkpoint file) to continue an interrupted run."
@@ -34,26 +45,23 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fine-tune a model with the CultureCLIP (or clip/negclip) loss; also under torchrun."""
-        from cultureclip.train.config import list_presets as find_presets
-        from cultureclip.train.config import load_train_config
+        from cultureclip.train import TrainConfig, train
+        from cultureclip.train import list_presets as find_presets
 
         with user_errors():
             if list_presets:
                 for name, path in find_presets().items():
                     typer.echo(f"{name}\t{path}")
                 return
-            extra = list(overrides or [])
-            if data is not None:
-                extra.append(f"data.path={data}")
-            if out is not None:
-                extra.append(f"output_dir={out}")
-            if resume is not None:
-                extra.append(f"resume={resume}")
-            if overwrite:
-                extra.append("overwrite=true")
-            cfg = load_train_config(config, preset=preset, overrides=extra)
-            from cultureclip.train import train
-
+            flags = {
+                "data.path": data,
+                "out": out,
+                "resume": resume,
+                "overwrite": switch(overwrite),
+            }
+            cfg = stage_config(
+                TrainConfig, "train", config=config, preset=preset, overrides=overrides, flags=flags
+            )
             result = train(cfg)
         if not result.is_main:
             return
@@ -70,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 f"--resume latest (checkpoint {result.last_checkpoint})"
             )
 
+
+def _register_model_tools(app: typer.Typer) -> None:
     @app.command("wise-ft")
     def wise_ft_command(
         base: str = typer.Argument(..., help="Base model: a spec (hf:...) or a saved dir."),

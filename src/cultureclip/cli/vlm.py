@@ -6,13 +6,21 @@ from pathlib import Path
 
 import typer
 
-from cultureclip.cli.common import ConfigOption, OverrideOption, console, user_errors
+from cultureclip.cli.common import (
+    ConfigOption,
+    OverrideOption,
+    PresetOption,
+    console,
+    stage_config,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train-vlm")
     def train_vlm_command(
         config: Path | None = ConfigOption,
+        preset: str | None = PresetOption,
         overrides: list[str] | None = OverrideOption,
         model: str | None = typer.Option(
             None, "--model", "-m", help="Hub id or dir of a chat VLM (same as --set model=...)."
@@ -21,7 +29,7 @@ def register(app: typer.Typer) -> None:
             None, "--data", help="CultureVerse chat export, instruct.jsonl (--set data=...)."
         ),
         out: str | None = typer.Option(
-            None, "--out", "-o", help="Output dir (same as --set output_dir=...)."
+            None, "--out", "-o", help="Output dir (same as --set out=...)."
         ),
         resume: str | None = typer.Option(
             None, "--resume", help="'latest' (or a checkpoint dir) to continue a run."
@@ -29,14 +37,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a generative VLM (LoRA or full SFT) on CultureVerse chat data; also under accelerate/torchrun."""
         with user_errors():
-            from cultureclip.config import read_config_file
-            from cultureclip.vlm.train import load_vlm_train_config, train_vlm
+            from cultureclip.vlm.train import VLMTrainConfig, run
 
-            values = read_config_file(config) if config else {}
-            cli = dict(model=model, data=data, output_dir=out, resume=resume)
-            values.update({k: v for k, v in cli.items() if v is not None})
-            cfg = load_vlm_train_config(None, list(overrides or []), **values)
-            result = train_vlm(cfg)
+            flags = dict(model=model, data=data, out=out, resume=resume)
+            cfg = stage_config(
+                VLMTrainConfig,
+                "train-vlm",
+                config=config,
+                preset=preset,
+                overrides=overrides,
+                flags=flags,
+            )
+            result = run(cfg)
         if not result.is_main:
             return
         loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"

@@ -1,4 +1,5 @@
-"""``evaluate(model, benchmark, data=...)``: the Python entry point of the eval stage."""
+"""The eval stage: ``run(EvalConfig) -> EvalResult``; ``evaluate(model, benchmark, data=...)``
+is the same with keywords, and also takes model and data objects."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.config import Config, out_field
+from cultureclip.core.device import Device, resolve_device
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.generative import GenerativeSettings
@@ -42,14 +44,15 @@ class EvalConfig(Config):
     benchmark: str
     data: str
     split: str | None = None
-    out: str = "runs/eval"
+    #: results directory (None: nothing is written)
+    out: str | None = out_field("runs/eval", "out_dir", "output_dir")
     model_name: str | None = None
     #: name of the results in reports (e.g. two twin sets); default: the benchmark's name
     label: str | None = None
     baseline: str | None = None
     baseline_name: str | None = None
     overwrite: bool = False
-    device: str | None = None
+    device: Device = "auto"
     #: benchmark options (templates, seed, batch_size, …), checked by the benchmark
     options: dict[str, Any] = Field(default_factory=dict)
     #: our item field -> the data's column (``--set columns.answer=Label``); same as
@@ -87,7 +90,7 @@ def resolve_model(
         return create_generative_model(str(model), generative)
     from cultureclip.models.registry import create_model
 
-    return create_model(model, device=device)
+    return create_model(model, device=resolve_device(device))
 
 
 def create_benchmark(
@@ -133,91 +136,115 @@ def evaluate(
 ) -> EvalResult:
     """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
 
-    ``model`` is a model object or a spec (``hf:…``, a saved directory, ``openai:…@…``,
-    ``hf-vlm:…``). With ``out_dir``, an existing result is returned without recomputing
-    (``result.reused`` is then true) only when everything that decides it is the same:
-    model identity, data path and content fingerprint, split, options and protocol
-    version (``result.key``); otherwise, or with ``overwrite``, it is recomputed. The data
-    is read and validated before the model is loaded. ``baseline`` runs the same
+    :func:`run` with keywords: ``model`` (and ``baseline``) may be a model object or a spec
+    (``hf:…``, a saved directory, ``openai:…@…``, ``hf-vlm:…``), ``data`` a path or a
+    loaded CulTwin set, ``options`` go to the benchmark.
+    """
+    config = EvalConfig(
+        model=_spec_or_name(model, model_name),
+        benchmark=benchmark,
+        data=str(data.root if isinstance(data, CulTwinLoad) else data),
+        split=split,
+        out=None if out_dir is None else str(out_dir),
+        model_name=model_name,
+        label=label,
+        baseline=None if baseline is None else _spec_or_name(baseline, baseline_name),
+        baseline_name=baseline_name,
+        overwrite=overwrite,
+        device=device,
+        options=options,
+        generative=generative or {},
+    )
+    return run(config, model=model, data=data, baseline=baseline, progress=progress)
+
+
+def _spec_or_name(model: ModelLike, name: str | None) -> str:
+    return str(model) if isinstance(model, str | Path) else model_label(model, name)
+
+
+def run(
+    config: EvalConfig,
+    *,
+    model: ModelLike | None = None,
+    data: str | Path | CulTwinLoad | None = None,
+    baseline: ModelLike | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """The eval stage: runs ``config.benchmark`` on ``config.model``.
+
+    ``model``/``data``/``baseline`` objects may be passed to use them in place of the
+    config's specs (tests, notebooks). With ``config.out``, an existing result is returned
+    without recomputing (``result.reused`` is then true) only when everything that decides
+    it is the same: model identity, data path and content fingerprint, split, options and
+    protocol version (``result.key``); otherwise, or with ``overwrite``, it is recomputed.
+    The data is read and validated before the model is loaded. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
     ``result.baseline``: the forgetting check. ``label`` names the results in place of the
-    benchmark (two datasets of one benchmark in one report). ``options`` go to the benchmark.
+    benchmark (two datasets of one benchmark in one report).
     """
-    name = model_label(model, model_name)
-    bench = create_benchmark(benchmark, data, split, **options)
-    shown_as = label or benchmark
-    directory = result_dir(out_dir, shown_as, name) if out_dir is not None else None
-    data_text = str(data.root if isinstance(data, CulTwinLoad) else data)
-    key = _result_key(bench, model, name, data_text, split, directory)
-    result: EvalResult | None = None
-    if directory is not None and (directory / "result.json").exists() and not overwrite:
-        stored = load_result(directory)
-        differences = key_differences(stored.key, key)
-        if not differences and stored.metrics.get("n_failed", 0):
-            # Answers lost to server errors are asked again; the answered ones are resumed.
-            logger.info(
-                "%s has %d failed answer(s); asking them again",
-                directory,
-                int(stored.metrics["n_failed"]),
-            )
-        elif not differences:
-            result = stored
-            result._reused = True
-            logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
-        else:
-            logger.info(
-                "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
-            )
+    model = config.model if model is None else model
+    data = config.data if data is None else data
+    options = dict(config.options)
+    if config.columns:
+        options["columns"] = {**config.columns, **options.get("columns", {})}
+    name = model_label(model, config.model_name)
+    bench = create_benchmark(config.benchmark, data, config.split, **options)
+    shown_as = config.label or config.benchmark
+    directory = result_dir(config.out, shown_as, name) if config.out is not None else None
+    key = _result_key(bench, model, name, config.data, config.split, directory)
+    result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
         result = _run(
             bench,
-            resolve_model(model, device=device, generative=generative),
+            resolve_model(model, device=config.device, generative=config.generative),
             name,
             directory,
             progress,
             shown_as,
-            data=data_text,
+            data=config.data,
             key=key,
-            fresh=overwrite,
+            fresh=config.overwrite,
         )
         if directory is not None:
-            EvalConfig(
-                model=str(model) if isinstance(model, str | Path) else name,
-                benchmark=benchmark,
-                data=str(data.root if isinstance(data, CulTwinLoad) else data),
-                split=split,
-                out=str(out_dir),
-                model_name=model_name,
-                label=label,
-                overwrite=overwrite,
-                device=device,
-                options=options,
-                generative=generative or {},
-            ).save(directory)
+            config.save(directory)
+    baseline = config.baseline if baseline is None else baseline
     if baseline is not None:
-        base_name = model_label(baseline, baseline_name)
-        if result.baseline is None or result.baseline.model != base_name or overwrite:
-            base = evaluate(
-                baseline,
-                benchmark,
-                data=data,
-                split=split,
-                out_dir=out_dir,
-                overwrite=overwrite,
-                model_name=base_name,
-                device=device,
-                generative=generative,
-                progress=progress,
-                label=label,
-                **options,
-            )
+        base_name = model_label(baseline, config.baseline_name)
+        if result.baseline is None or result.baseline.model != base_name or config.overwrite:
+            update = {"model": _spec_or_name(baseline, base_name), "model_name": base_name}
+            base_config = config.model_copy(update={**update, "baseline": None})
+            base = run(base_config, model=baseline, data=data, progress=progress)
             result.baseline = BaselineComparison(
                 model=base_name, metrics=base.metrics, delta=compare(result.metrics, base.metrics)
             )
             if directory is not None:
                 result.save(directory)
     return result
+
+
+def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
+    """The stored result in ``directory`` when it was computed with the same ``key``."""
+    if directory is None or not (directory / "result.json").exists():
+        return None
+    stored = load_result(directory)
+    differences = key_differences(stored.key, key)
+    if differences:
+        logger.info(
+            "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
+        )
+        return None
+    if stored.metrics.get("n_failed", 0):
+        # Answers lost to server errors are asked again; the answered ones are resumed.
+        logger.info(
+            "%s has %d failed answer(s); asking them again",
+            directory,
+            int(stored.metrics["n_failed"]),
+        )
+        return None
+    stored._reused = True
+    logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
+    return stored
 
 
 def _result_key(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -402,25 +403,17 @@ def build_world(
     else is rebuilt (it takes seconds). ``world.json`` is written last, so its presence
     means a complete world.
     """
-    import shutil
-
-    from cultureclip.data.glyphs import render_glyph
-    from cultureclip.models.registry import create_model
-    from cultureclip.synth.mining import embed_concepts, mine_twins
-
     settings = settings or WorldSettings()
     root = Path(directory)
-    manifest_path = root / WORLD_MANIFEST
     wanted = {"version": WORLD_VERSION, "settings": settings.model_dump(mode="json")}
-    if manifest_path.exists():
-        manifest = read_json(manifest_path)
+    if (root / WORLD_MANIFEST).exists():
+        manifest = read_json(root / WORLD_MANIFEST)
         if {k: manifest.get(k) for k in wanted} == wanted:
             return World.load(root)
-    if root.exists():
-        shutil.rmtree(root)
     staging = root.with_name(root.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
+    for stale in (root, staging):
+        if stale.exists():
+            shutil.rmtree(stale)
     glyph_dir = staging / "glyphs"
     glyph_dir.mkdir(parents=True)
 
@@ -432,6 +425,45 @@ def build_world(
         general_concepts({c.key for c in all_culture}), settings.max_general, settings.seed
     )
     concepts = culture + flags + general
+    _render(concepts, glyph_dir, settings, progress)
+    twins = _TwinPairs.mine(culture + flags, glyph_dir, settings)
+    train_pairs, test_pairs = split_twins(twins.pairs, settings.twin_test_fraction, settings.seed)
+    general_train, general_test = _write_general(
+        staging, general, glyph_dir, settings.seed, settings.general_test_fraction
+    )
+    split_of = {c.key: "train" for c in twins.concepts(train_pairs)}
+    split_of.update({c.key: "test" for c in twins.concepts(test_pairs)})
+    split_of.update({c.key: "train" for c in general_train})
+    split_of.update({c.key: "test" for c in general_test})
+    write_jsonl(
+        staging / "concepts.jsonl",
+        [{**c.to_dict(), "split": split_of.get(c.key, "unused")} for c in concepts],
+    )
+    write = twins.write
+    counts = {
+        "culture_concepts": len(culture),
+        "flag_concepts": len(flags),
+        "general_concepts": len(general),
+        "twin_pairs": len(twins.pairs),
+        "twin_pairs_train": write(staging / "twins-train", train_pairs, glyph_dir, settings),
+        "twin_pairs_test": write(staging / "twins-test", test_pairs, glyph_dir, settings),
+        "twin_pairs_train_views": write(
+            staging / "twins-train-views", train_pairs, glyph_dir, settings, views=True
+        ),
+        "general_train": len(general_train),
+        "general_test": len(general_test),
+    }
+    atomic_write_json(staging / WORLD_MANIFEST, {**wanted, "counts": counts})
+    staging.rename(root)
+    return World.load(root)
+
+
+def _render(
+    concepts: list[Concept], glyph_dir: Path, settings: WorldSettings, progress: bool
+) -> None:
+    """Each concept's glyph image and captions."""
+    from cultureclip.data.glyphs import render_glyph
+
     with task_progress("rendering OpenMoji glyphs", len(concepts), enabled=progress) as task:
         for concept in concepts:
             concept.image = _file_name(concept)
@@ -441,28 +473,52 @@ def build_world(
             )
             task.update(advance=1)
 
-    # Twins: nearest concept of another country in the same category, by image features.
-    candidates = culture + flags
-    model = create_model(settings.mining_model)
-    embeddings = embed_concepts(
-        model, [[lambda c=c: Image.open(glyph_dir / c.image).convert("RGB")] for c in candidates]
-    )
-    mined = mine_twins(candidates, embeddings)
-    similarity: dict[tuple[int, int], float] = {}
-    for twin in mined:
-        pair = (min(twin.pos, twin.neg), max(twin.pos, twin.neg))
-        similarity[pair] = max(similarity.get(pair, -1.0), twin.similarity)
-    pairs = sorted(similarity)
-    train_pairs, test_pairs = split_twins(pairs, settings.twin_test_fraction, settings.seed)
 
-    def write_twins(name: str, indices: list[int], views: bool = False) -> int:
-        out = staging / name
+@dataclass
+class _TwinPairs:
+    """Twin pairs mined among ``candidates``: (a, b) indices and their image similarity."""
+
+    candidates: list[Concept]
+    pairs: list[tuple[int, int]]
+    similarity: dict[tuple[int, int], float]
+
+    @classmethod
+    def mine(
+        cls, candidates: list[Concept], glyph_dir: Path, settings: WorldSettings
+    ) -> _TwinPairs:
+        """Twins: nearest concept of another country in the same category, by image features."""
+        from cultureclip.models.registry import create_model
+        from cultureclip.synth.mining import embed_concepts, mine_twins
+
+        model = create_model(settings.mining_model)
+        embeddings = embed_concepts(
+            model,
+            [[lambda c=c: Image.open(glyph_dir / c.image).convert("RGB")] for c in candidates],
+        )
+        similarity: dict[tuple[int, int], float] = {}
+        for twin in mine_twins(candidates, embeddings):
+            pair = (min(twin.pos, twin.neg), max(twin.pos, twin.neg))
+            similarity[pair] = max(similarity.get(pair, -1.0), twin.similarity)
+        return cls(candidates, sorted(similarity), similarity)
+
+    def concepts(self, indices: list[int]) -> list[Concept]:
+        return [self.candidates[i] for index in indices for i in self.pairs[index]]
+
+    def write(
+        self,
+        out: Path,
+        indices: list[int],
+        glyph_dir: Path,
+        settings: WorldSettings,
+        views: bool = False,
+    ) -> int:
+        """A CulTwin set of the pairs at ``indices`` in ``out`` (new renderings with ``views``)."""
         (out / "images").mkdir(parents=True)
         images: dict[str, str] = {}
         records = []
         for index in indices:
-            a, b = pairs[index]
-            for concept in (candidates[a], candidates[b]):
+            a, b = self.pairs[index]
+            for concept in (self.candidates[a], self.candidates[b]):
                 if concept.key not in images:
                     images[concept.key] = f"images/{concept.image}"
                     if views:
@@ -472,11 +528,13 @@ def build_world(
                     else:
                         shutil.copyfile(glyph_dir / concept.image, out / images[concept.key])
             records.append(
-                _twin_record(candidates[a], candidates[b], similarity[pairs[index]], images)
+                _twin_record(
+                    self.candidates[a], self.candidates[b], self.similarity[(a, b)], images
+                )
             )
         write_cultwin(out / "cultwin.jsonl", records)
         # The same images once each, with their captions: a caption folder to index.
-        by_key = {c.key: c for c in candidates}
+        by_key = {c.key: c for c in self.candidates}
         write_jsonl(
             out / "images" / "captions.jsonl",
             [
@@ -486,11 +544,14 @@ def build_world(
         )
         return len(records)
 
-    # General emoji: the culture-neutral part, split by concept for the zero-shot check.
+
+def _write_general(
+    staging: Path, general: list[Concept], glyph_dir: Path, seed: int, test_fraction: float
+) -> tuple[list[Concept], list[Concept]]:
+    """General emoji: the culture-neutral part, split by concept for the zero-shot check."""
     order = list(range(len(general)))
-    random.Random(settings.seed).shuffle(order)
-    n_test = round(settings.general_test_fraction * len(general))
-    test_ids = set(order[:n_test])
+    random.Random(seed).shuffle(order)
+    test_ids = set(order[: round(test_fraction * len(general))])
     general_train = [c for i, c in enumerate(general) if i not in test_ids]
     general_test = [c for i, c in enumerate(general) if i in test_ids]
     for name, part in (("general-train", general_train), ("general-test", general_test)):
@@ -508,26 +569,4 @@ def build_world(
         writer = csv.writer(handle)
         writer.writerow(["image", "label"])
         writer.writerows([f"images/{c.image}", c.name] for c in general_test)
-
-    split_of = {candidates[i].key: "train" for p in train_pairs for i in pairs[p]}
-    split_of.update({candidates[i].key: "test" for p in test_pairs for i in pairs[p]})
-    split_of.update({c.key: "train" for c in general_train})
-    split_of.update({c.key: "test" for c in general_test})
-    write_jsonl(
-        staging / "concepts.jsonl",
-        [{**c.to_dict(), "split": split_of.get(c.key, "unused")} for c in concepts],
-    )
-    counts = {
-        "culture_concepts": len(culture),
-        "flag_concepts": len(flags),
-        "general_concepts": len(general),
-        "twin_pairs": len(pairs),
-        "twin_pairs_train": write_twins("twins-train", train_pairs),
-        "twin_pairs_test": write_twins("twins-test", test_pairs),
-        "twin_pairs_train_views": write_twins("twins-train-views", train_pairs, views=True),
-        "general_train": len(general_train),
-        "general_test": len(general_test),
-    }
-    atomic_write_json(staging / WORLD_MANIFEST, {**wanted, "counts": counts})
-    staging.rename(root)
-    return World.load(root)
+    return general_train, general_test

@@ -1,12 +1,18 @@
 """Retrieval: index a collection, search it, re-score with LACLIP local alignment, serve a page.
 
 - :mod:`cultureclip.retrieval.laclip`: LACLIP views, weights and fused vectors.
-- :mod:`cultureclip.retrieval.index`: :func:`build_index` and :class:`RetrievalIndex`.
-- :mod:`cultureclip.retrieval.evaluate`: Recall@K / MR, global-only next to LACLIP sweeps.
+- :mod:`cultureclip.retrieval.index`: :func:`build_index` (``run``) writes an index directory.
+- :mod:`cultureclip.retrieval.search`: :class:`RetrievalIndex` loads and queries one.
+- :mod:`cultureclip.retrieval.evaluate`: Recall@K / MR, global-only next to LACLIP sweeps (``run``).
 - :mod:`cultureclip.retrieval.server`: the FastAPI search page (``create_app``).
 """
 
-from cultureclip.retrieval.evaluate import SweepConfig, SweepResult, evaluate_retrieval
+from cultureclip.retrieval.evaluate import (
+    RetrievalEvalConfig,
+    SweepConfig,
+    SweepResult,
+    evaluate_retrieval,
+)
 from cultureclip.retrieval.index import (
     FaissSettings,
     IndexConfig,
@@ -33,6 +39,7 @@ __all__ = [
     "IndexSummary",
     "LaclipConfig",
     "LaclipEncoder",
+    "RetrievalEvalConfig",
     "RetrievalIndex",
     "RetrievalIndexError",
     "SweepConfig",

@@ -12,17 +12,21 @@ set), and a 95% bootstrap interval over the queries.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cultureclip.config import Config
+from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import InputError
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image
@@ -46,15 +50,20 @@ PUBLISHED_CULTI: dict[str, tuple[float, ...]] = {
 }
 
 
-class SweepConfig(Config):
+class RetrievalEvalConfig(Config):
     """Settings of ``cultureclip retrieval-eval``: a grid over LACLIP's parameters."""
 
     model: str
     data: str
+    #: ``all`` (or null): the whole collection
     split: str | None = "test"
     split_seed: int = 0
     batch_size: int = Field(32, ge=1)
-    device: str = "cpu"
+    device: Device = "auto"
+    #: where results.json, results.csv and config.yaml go (None: nothing is written)
+    out: str | None = None
+    #: only the global row, no LACLIP sweep
+    global_only: bool = False
     ks: list[int] = [4, 8]
     scales: list[tuple[float, float]] = [(0.25, 0.75)]
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -64,6 +73,11 @@ class SweepConfig(Config):
     seed: int = 0
     #: also evaluate the patch-token variant (needs a backend with patch features)
     patches: bool = False
+
+    @field_validator("split")
+    @classmethod
+    def _all_is_none(cls, value: str | None) -> str | None:
+        return None if value == "all" else value
 
     def grid(self) -> list[LaclipConfig]:
         """Every LACLIP setting of the sweep (softmax rows once per τ, others once)."""
@@ -318,3 +332,53 @@ def evaluate_retrieval(
         chance=chance_levels(len(kept), targets),
         n_image_queries=sum(1 for t in _image_to_texts(len(kept), targets) if t),
     )
+
+
+#: the former name of :class:`RetrievalEvalConfig`
+SweepConfig = RetrievalEvalConfig
+
+
+def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
+    """The retrieval-eval stage: loads the model and collection, runs global-only and the
+    LACLIP grid, and with ``config.out`` writes config.yaml, results.json and results.csv."""
+    from cultureclip.data.collections import load_collection
+    from cultureclip.models.registry import create_model
+
+    collection = load_collection(config.data, config.split, seed=config.split_seed)
+    model = create_model(config.model, device=resolve_device(config.device))
+    result = evaluate_retrieval(
+        model,
+        collection,
+        [] if config.global_only else config.grid(),
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    if config.out is not None:
+        write_results(result, Path(config.out))
+        config.save(config.out)
+    return result
+
+
+def write_results(result: SweepResult, out: Path) -> None:
+    """``results.json`` (every row, intervals, chance, failures) and ``results.csv`` (one
+    line per row: label and the metrics to two decimals)."""
+    from cultureclip.utils.io import atomic_write_json, atomic_write_text
+
+    rows = [row.as_dict() for row in result.rows]
+    atomic_write_json(
+        out / "results.json",
+        {
+            "n_images": result.n_images,
+            "n_texts": result.n_texts,
+            "n_image_queries": result.n_image_queries,
+            "chance": result.chance,
+            "failed": result.failed,
+            "rows": rows,
+        },
+    )
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["label", *METRIC_KEYS])
+    for row in rows:
+        writer.writerow([row["label"], *(f"{row[k]:.2f}" for k in METRIC_KEYS)])
+    atomic_write_text(out / "results.csv", text.getvalue())

@@ -24,27 +24,29 @@ An index directory is portable: it names its model by a resolved spec (absolute 
 local models, with a fingerprint checked on load) or carries a copy, and it holds its
 images, so it can be moved and used from any working directory.
 
-:class:`RetrievalIndex` loads such a directory and answers text → image and
-image → text queries.
+:class:`~cultureclip.retrieval.search.RetrievalIndex` loads such a directory and answers
+text → image and image → text queries (also importable from here); the manifest and model
+specs are in :mod:`~cultureclip.retrieval.layout`, FAISS in
+:mod:`~cultureclip.retrieval.faiss_index`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
 
 from cultureclip.config import Config
-from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
+from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
 from cultureclip.data.pairs import (
@@ -53,11 +55,23 @@ from cultureclip.data.pairs import (
     PairCollection,
     raw_image_bytes,
 )
-from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
+from cultureclip.retrieval.faiss_index import FaissSettings, build_faiss, write_faiss
+from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder
+from cultureclip.retrieval.layout import (
+    INDEX_VERSION,
+    MANIFEST,
+    RetrievalIndexError,
+    local_model_path,
+    model_fingerprint,
+    resolve_model_spec,
+    save_npy,
+)
+
+# importable from here as before the module was split
+from cultureclip.retrieval.search import Explanation, ImageHit, RetrievalIndex, TextHit  # noqa: F401
 from cultureclip.utils.io import (
     atomic_path,
     atomic_write_json,
-    content_fingerprint,
     read_json,
     read_jsonl,
     stable_hash,
@@ -65,49 +79,12 @@ from cultureclip.utils.io import (
 )
 
 if TYPE_CHECKING:
-    import faiss
     from PIL import Image
 
     from cultureclip.models.base import VisionLanguageModel
 
+
 logger = logging.getLogger(__name__)
-
-INDEX_VERSION = 1
-MANIFEST = "index.json"
-_MANIFEST_KEYS = (
-    "model",
-    "data",
-    "split",
-    "split_seed",
-    "n_images",
-    "n_texts",
-    "n_failed",
-    "faiss",
-    "text_faiss",
-    "laclip",
-)
-
-
-class RetrievalIndexError(InputError):
-    """An index directory that cannot be built or used as asked; the message says what to do."""
-
-
-class FaissSettings(Config):
-    """Which FAISS index to build. ``flat`` is exact; ``ivf``/``hnsw`` trade recall for speed;
-    ``ivfpq`` also compresses the vectors (``pq_m`` bytes each at 8 bits) for millions."""
-
-    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
-    #: IVF cells; default about 4·√N (capped so each cell gets ≥ 39 training vectors)
-    nlist: int | None = Field(None, ge=1)
-    #: IVF cells visited per query
-    nprobe: int = Field(16, ge=1)
-    #: HNSW graph degree
-    hnsw_m: int = Field(32, ge=4)
-    ef_construction: int = Field(200, ge=8)
-    ef_search: int = Field(128, ge=1)
-    #: IVF-PQ sub-quantizers (must divide the dimension); default dim/8
-    pq_m: int | None = Field(None, ge=1)
-    pq_bits: int = Field(8, ge=4, le=12)
 
 
 class IndexConfig(Config):
@@ -122,7 +99,7 @@ class IndexConfig(Config):
     chunk_size: int = Field(512, ge=1)
     faiss: FaissSettings = FaissSettings()
     laclip: LaclipConfig | None = None
-    device: str = "cpu"
+    device: Device = "auto"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
     #: images over this many pixels are decoded reduced (JPEG) or skipped and reported
@@ -141,7 +118,6 @@ class IndexConfig(Config):
 
 def shard_of(config: IndexConfig) -> tuple[int, int]:
     """(rank, world) of this process: ``config.shard``, else ``RANK``/``WORLD_SIZE``."""
-    import os
 
     if config.shard:
         rank, world = (int(v) for v in config.shard.split("/"))
@@ -150,53 +126,6 @@ def shard_of(config: IndexConfig) -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise RetrievalIndexError(f"shard {rank}/{world}: the rank must be in 0..world-1")
     return rank, world
-
-
-# ---- model specs -------------------------------------------------------------------------
-def _local_model_path(spec: str) -> tuple[str, Path] | None:
-    """(prefix, path) of a spec naming a local directory or file, else None."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return "", path
-    backend, sep, argument = spec.partition(":")
-    if not sep or not argument:
-        return None
-    if backend == "hf" and Path(argument).expanduser().exists():
-        return "hf:", Path(argument).expanduser()
-    if backend == "open_clip" and "/" in argument:
-        arch, _, rest = argument.partition("/")
-        if Path(rest).expanduser().exists():
-            return f"open_clip:{arch}/", Path(rest).expanduser()
-    return None
-
-
-def resolve_model_spec(spec: str) -> str:
-    """The spec with any local path made absolute, so it works from another directory."""
-    local = _local_model_path(spec)
-    if local is None:
-        return spec
-    prefix, path = local
-    return f"{prefix}{path.resolve()}"
-
-
-def model_fingerprint(spec: str) -> str | None:
-    """A content fingerprint of a local model (:func:`content_fingerprint`); None for hub
-    names and built-in backends."""
-    local = _local_model_path(spec)
-    return None if local is None else content_fingerprint(local[1])
-
-
-def display_model(spec: str) -> str:
-    """A model spec without its directories (what a page may show)."""
-    local = _local_model_path(spec)
-    if local is not None:
-        return f"{local[0]}{local[1].resolve().name}"
-    backend, sep, argument = spec.partition(":")
-    if Path(spec).is_absolute() or not sep:
-        return Path(spec).name
-    if argument.startswith(("/", "~", ".")):  # a local path that is not there now
-        return f"{backend}:{Path(argument).name}"
-    return spec
 
 
 # ---- temp files --------------------------------------------------------------------------
@@ -252,74 +181,6 @@ def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Pat
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted build", len(removed))
     return removed
-
-
-# ---- FAISS -------------------------------------------------------------------------------
-def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> faiss.Index:
-    """An inner-product FAISS index over ``vectors`` ([N, D] float32)."""
-    import faiss
-
-    settings = settings or FaissSettings()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    if settings.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif settings.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = settings.ef_construction
-        index.hnsw.efSearch = settings.ef_search
-    elif settings.kind in ("ivf", "ivfpq"):
-        nlist = settings.nlist or max(1, min(round(4 * np.sqrt(n)), n // 39))
-        if n < nlist:
-            raise RetrievalIndexError(
-                f"IVF with nlist={nlist} needs at least {nlist} vectors, got {n}; use --faiss flat"
-            )
-        quantizer = faiss.IndexFlatIP(dim)
-        if settings.kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            m = settings.pq_m or max(1, dim // 8)
-            if dim % m:
-                raise RetrievalIndexError(f"pq_m={m} must divide the dimension {dim}")
-            if n < 2**settings.pq_bits:
-                raise RetrievalIndexError(
-                    f"IVF-PQ with pq_bits={settings.pq_bits} needs at least "
-                    f"{2**settings.pq_bits} vectors to train, got {n}; use --faiss ivf or flat"
-                )
-            index = faiss.IndexIVFPQ(
-                quantizer, dim, nlist, m, settings.pq_bits, faiss.METRIC_INNER_PRODUCT
-            )
-        index.train(vectors)
-        index.nprobe = min(settings.nprobe, nlist)
-    else:  # pydantic keeps this unreachable; kept for direct callers
-        raise RetrievalIndexError(f"unknown FAISS index kind {settings.kind!r}")
-    if n:
-        index.add(vectors)
-    return index
-
-
-def _tune_loaded(index: faiss.Index, settings: FaissSettings) -> faiss.Index:
-    # Search-time knobs are not serialised by FAISS; set them again after loading.
-    import faiss
-
-    if settings.kind in ("ivf", "ivfpq"):
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = min(settings.nprobe, ivf.nlist)
-    elif settings.kind == "hnsw":
-        index.hnsw.efSearch = settings.ef_search
-    return index
-
-
-def _write_faiss(index: faiss.Index, path: Path) -> None:
-    import faiss
-
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array)
 
 
 # ---- building ----------------------------------------------------------------------------
@@ -477,156 +338,187 @@ def build_index(
             "--overwrite cannot be combined with sharded encoding; remove the old chunks first"
         )
     clean_stale_temp_files(out, rank, world)
-    collection = (
-        collection
-        if collection is not None
-        else load_collection(config.data, config.split, seed=config.split_seed)
-    )
+    if collection is None:
+        collection = load_collection(config.data, config.split, seed=config.split_seed)
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    device = config.device
-    if world > 1 and device == "cuda":  # one GPU per process, as accelerate/torchrun launch them
-        import os
-
-        import torch
-
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        device = f"cuda:{local % max(1, torch.cuda.device_count())}"
-    model = model if model is not None else create_model(config.model, device=device)
+    # one GPU per process, as accelerate/torchrun launch them
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
+    if model is None:
+        model = create_model(config.model, device=resolve_device(config.device, local_rank))
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:
         config.save(out)
-    chunks = out / "chunks"
-    _prepare_chunks(chunks, _fingerprint(config, collection), overwrite)
-
-    n_images, n_texts = len(collection.images), len(collection.texts)
-    image_chunks = [
-        range(s, min(s + config.chunk_size, n_images))
-        for s in range(0, n_images, config.chunk_size)
-    ]
-    text_chunks = [
-        range(s, min(s + config.chunk_size, n_texts)) for s in range(0, n_texts, config.chunk_size)
-    ]
-    timings: dict[str, float] = {}
-    resumed = 0
-    encoded_views = 0
-    failed: list[dict[str, str]] = []
-    downscaled: list[dict[str, Any]] = []
-    waiting: list[Path] = []  # chunks of other shards, not written yet
+    build = _ChunkedBuild(config, collection, model, out / "chunks", rank, world, log)
+    _prepare_chunks(build.chunks, _fingerprint(config, collection), overwrite)
     with (
-        track_progress("images", n_images, enabled=progress) as task,
-        track_progress("texts", n_texts, enabled=progress) as texts_task,
+        track_progress("images", len(collection.images), enabled=progress) as images_task,
+        track_progress("texts", len(collection.texts), enabled=progress) as texts_task,
     ):
-        started = time.perf_counter()
-        for number, rows in enumerate(image_chunks):
-            path = chunks / f"images-{number:05d}.npz"
-            failed_path = chunks / f"images-{number:05d}.failed.jsonl"
-            downscaled_path = chunks / f"images-{number:05d}.downscaled.jsonl"
-            blob_path = chunks / f"images-{number:05d}.bin"
-            if path.exists() and (blob_path.exists() or not config.store_images):
-                resumed += 1
-                failed.extend(read_jsonl(failed_path))
-                if downscaled_path.exists():
-                    downscaled.extend(read_jsonl(downscaled_path))
-                task.update(advance=len(rows))
-                continue
-            if number % world != rank:
-                waiting.append(path)
-                task.update(advance=len(rows))
-                continue
-            advance = lambda n: task.update(advance=n)  # noqa: E731
-            if config.store_images:
-                with atomic_path(blob_path) as blob_tmp, open(blob_tmp, "wb") as blob:
-                    arrays, chunk_failed, encoded, chunk_downscaled = _encode_image_chunk(
-                        model, collection, rows, config, advance, blob
-                    )
-            else:
-                arrays, chunk_failed, encoded, chunk_downscaled = _encode_image_chunk(
-                    model, collection, rows, config, advance
-                )
-            for bad in chunk_failed:
-                if log is not None:
-                    log(f"skipped image {bad['image_id']}: {bad['reason']}")
-            for big in chunk_downscaled:
-                if log is not None:
-                    log(
-                        f"image {big['image_id']} is {big['size'][0]}×{big['size'][1]}, over "
-                        f"max_pixels={config.max_pixels:,}; indexed at "
-                        f"{big['used'][0]}×{big['used'][1]}"
-                    )
-            # The failure list is written before the chunk: a chunk file on disk means "done".
-            write_jsonl(failed_path, chunk_failed)
-            write_jsonl(downscaled_path, chunk_downscaled)
-            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-            failed.extend(chunk_failed)
-            downscaled.extend(chunk_downscaled)
-            encoded_views += encoded
-        timings["images_s"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        for number, rows in enumerate(text_chunks):
-            path = chunks / f"texts-{number:05d}.npy"
-            if path.exists():
-                resumed += 1
-            elif number % world != rank:
-                waiting.append(path)
-            else:
-                texts = [collection.texts[i] for i in rows]
-                _save_npy(
-                    path, model.embed_texts(texts, batch_size=max(config.batch_size, 64)).numpy()
-                )
-            texts_task.update(advance=len(rows))
-        timings["texts_s"] = time.perf_counter() - started
-
+        build.encode_images(images_task)
+        build.encode_texts(texts_task)
     if world > 1:
         if rank != 0:
             logger.info("shard %d/%d done; rank 0 writes the index", rank, world)
-            return IndexSummary(
-                out, 0, 0, failed, resumed, timings, encoded_views, downscaled, finalized=False
-            )
-        _wait_for(waiting, config.shard_wait_s)
-        for path in waiting:
-            if path.name.startswith("images-"):
-                failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
-                extra = path.with_suffix(".downscaled.jsonl")
-                if extra.exists():
-                    downscaled.extend(read_jsonl(extra))
+            return build.summary(out, 0, 0, finalized=False)
+        build.collect_other_shards()
+    return _finalize(out, build)
 
+
+def _row_chunks(n: int, size: int) -> list[range]:
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+class _ChunkedBuild:
+    """The chunk loop of one process: encodes its chunks, counts what was reused."""
+
+    def __init__(
+        self,
+        config: IndexConfig,
+        collection: PairCollection,
+        model: VisionLanguageModel,
+        chunks: Path,
+        rank: int,
+        world: int,
+        log: Any,
+    ) -> None:
+        self.config, self.collection, self.model, self.chunks = config, collection, model, chunks
+        self.rank, self.world, self.log = rank, world, log
+        self.image_chunks = _row_chunks(len(collection.images), config.chunk_size)
+        self.text_chunks = _row_chunks(len(collection.texts), config.chunk_size)
+        self.timings: dict[str, float] = {}
+        self.resumed = 0
+        self.encoded_views = 0
+        self.failed: list[dict[str, str]] = []
+        self.downscaled: list[dict[str, Any]] = []
+        self.waiting: list[Path] = []  # chunks of other shards, not written yet
+
+    def mine(self, number: int) -> bool:
+        return number % self.world == self.rank
+
+    def encode_images(self, task: Any) -> None:
+        started = time.perf_counter()
+        for number, rows in enumerate(self.image_chunks):
+            path = self.chunks / f"images-{number:05d}.npz"
+            if path.exists() and (
+                path.with_suffix(".bin").exists() or not self.config.store_images
+            ):
+                self.resumed += 1
+                self._read_reports(path)
+            elif not self.mine(number):
+                self.waiting.append(path)
+            else:
+                self._encode_image_chunk(path, rows, lambda n: task.update(advance=n))
+                continue  # the chunk advanced the bar batch by batch
+            task.update(advance=len(rows))
+        self.timings["images_s"] = time.perf_counter() - started
+
+    def _encode_image_chunk(self, path: Path, rows: range, advance: Any) -> None:
+        config = self.config
+        if config.store_images:
+            with atomic_path(path.with_suffix(".bin")) as blob_tmp, open(blob_tmp, "wb") as blob:
+                arrays, failed, encoded, downscaled = _encode_image_chunk(
+                    self.model, self.collection, rows, config, advance, blob
+                )
+        else:
+            arrays, failed, encoded, downscaled = _encode_image_chunk(
+                self.model, self.collection, rows, config, advance
+            )
+        if self.log is not None:
+            for bad in failed:
+                self.log(f"skipped image {bad['image_id']}: {bad['reason']}")
+            for big in downscaled:
+                self.log(
+                    f"image {big['image_id']} is {big['size'][0]}×{big['size'][1]}, over "
+                    f"max_pixels={config.max_pixels:,}; indexed at "
+                    f"{big['used'][0]}×{big['used'][1]}"
+                )
+        # The failure list is written before the chunk: a chunk file on disk means "done".
+        write_jsonl(path.with_suffix(".failed.jsonl"), failed)
+        write_jsonl(path.with_suffix(".downscaled.jsonl"), downscaled)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        self.failed.extend(failed)
+        self.downscaled.extend(downscaled)
+        self.encoded_views += encoded
+
+    def _read_reports(self, path: Path) -> None:
+        """The failed and downscaled images of a chunk written earlier or by another shard."""
+        self.failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
+        downscaled = path.with_suffix(".downscaled.jsonl")
+        if downscaled.exists():
+            self.downscaled.extend(read_jsonl(downscaled))
+
+    def encode_texts(self, task: Any) -> None:
+        started = time.perf_counter()
+        for number, rows in enumerate(self.text_chunks):
+            path = self.chunks / f"texts-{number:05d}.npy"
+            if path.exists():
+                self.resumed += 1
+            elif not self.mine(number):
+                self.waiting.append(path)
+            else:
+                texts = [self.collection.texts[i] for i in rows]
+                batch_size = max(self.config.batch_size, 64)
+                save_npy(path, self.model.embed_texts(texts, batch_size=batch_size).numpy())
+            task.update(advance=len(rows))
+        self.timings["texts_s"] = time.perf_counter() - started
+
+    def collect_other_shards(self) -> None:
+        _wait_for(self.waiting, self.config.shard_wait_s)
+        for path in self.waiting:
+            if path.name.startswith("images-"):
+                self._read_reports(path)
+
+    def summary(self, out: Path, n_images: int, n_texts: int, finalized: bool) -> IndexSummary:
+        return IndexSummary(
+            out,
+            n_images,
+            n_texts,
+            self.failed,
+            self.resumed,
+            self.timings,
+            self.encoded_views,
+            self.downscaled,
+            finalized=finalized,
+        )
+
+
+def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
+    """Joins every shard's chunks into the index directory (rank 0)."""
+    config, collection, chunks = build.config, build.collection, build.chunks
     # Chunks whose images all failed hold empty arrays of unknown view count: leave them out.
-    parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(image_chunks))]
+    parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(build.image_chunks))]
     blobs = [
         chunks / f"images-{n:05d}.bin"
-        for n in range(len(image_chunks))
+        for n in range(len(build.image_chunks))
         if parts[n]["rows"].size and config.store_images
     ]
     parts = [p for p in parts if p["rows"].size]
     if not parts:
-        write_jsonl(out / "failed_images.jsonl", failed)
+        write_jsonl(out / "failed_images.jsonl", build.failed)
         raise RetrievalIndexError(
             f"no image of {config.data} could be decoded; see {out / 'failed_images.jsonl'}"
         )
     rows = np.concatenate([p["rows"] for p in parts])
     image_vectors = np.concatenate([p["vectors"] for p in parts]).astype(np.float32)
-    text_parts = [np.load(chunks / f"texts-{n:05d}.npy") for n in range(len(text_chunks))]
-    dim = image_vectors.shape[1]
+    text_parts = [np.load(chunks / f"texts-{n:05d}.npy") for n in range(len(build.text_chunks))]
     text_vectors = (
         np.concatenate(text_parts).astype(np.float32)
         if text_parts
-        else np.zeros((0, dim), np.float32)
+        else np.zeros((0, image_vectors.shape[1]), np.float32)
     )
-
     started = time.perf_counter()
     laclip_arrays = None
     if config.laclip:
         laclip_arrays = {
             key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")
         }
-    meta = collection.meta
     if config.store_images:
         _join_blobs(out, blobs, [p["offsets"] for p in parts])
     bundled = _bundle_model(out, config.model) if config.bundle_model else None
+    meta = collection.meta
     write_index(
         out,
         model=config.model,
@@ -641,7 +533,7 @@ def build_index(
         faiss_settings=config.faiss,
         laclip=config.laclip,
         laclip_arrays=laclip_arrays,
-        failed=failed,
+        failed=build.failed,
         source={
             "data": str(meta.get("source", Path(config.data).resolve())),
             "split": meta.get("split", config.split),
@@ -650,20 +542,22 @@ def build_index(
             "name": collection.name or Path(config.data).name,
         },
         extra={
-            "timings": timings,
-            "encoded_views": encoded_views,
+            "timings": build.timings,
+            "encoded_views": build.encoded_views,
             "model_fingerprint": model_fingerprint(config.model),
             "model_bundled": bundled,
             "images_stored": config.store_images,
             "max_pixels": config.max_pixels,
-            "n_downscaled": len(downscaled),
-            "downscaled": downscaled[:1000],
+            "n_downscaled": len(build.downscaled),
+            "downscaled": build.downscaled[:1000],
         },
     )
-    timings["finalize_s"] = time.perf_counter() - started
-    return IndexSummary(
-        out, int(rows.size), n_texts, failed, resumed, timings, encoded_views, downscaled
-    )
+    build.timings["finalize_s"] = time.perf_counter() - started
+    return build.summary(out, int(rows.size), len(collection.texts), finalized=True)
+
+
+#: the stage's entry point under the name every stage uses
+run = build_index
 
 
 def _wait_for(paths: list[Path], timeout_s: float) -> None:
@@ -691,12 +585,12 @@ def _join_blobs(out: Path, blobs: list[Path], offsets: list[np.ndarray]) -> None
     joined = [np.zeros(1, np.int64)]
     for start, part in zip(starts, offsets, strict=False):
         joined.append(part[1:] + start)
-    _save_npy(out / "image_offsets.npy", np.concatenate(joined))
+    save_npy(out / "image_offsets.npy", np.concatenate(joined))
 
 
 def _bundle_model(out: Path, spec: str) -> dict[str, str] | None:
     """Copies a local model into ``out/model``; returns how to name it again, or None."""
-    local = _local_model_path(spec)
+    local = local_model_path(spec)
     if local is None:
         logger.warning("model %s is not a local directory; the index names it instead", spec)
         return None
@@ -747,12 +641,12 @@ def write_index(
         raise RetrievalIndexError("ids and vectors differ in length")
     if laclip is not None and laclip_arrays is None:
         raise RetrievalIndexError("a LACLIP index needs laclip_arrays (global, weights, boxes)")
-    _save_npy(out / "image_vectors.npy", image_vectors)
-    _save_npy(out / "text_vectors.npy", text_vectors)
+    save_npy(out / "image_vectors.npy", image_vectors)
+    save_npy(out / "text_vectors.npy", text_vectors)
     if laclip is not None and laclip_arrays is not None:
-        _save_npy(out / "image_global.npy", laclip_arrays["global"].astype(np.float32))
-        _save_npy(out / "laclip_weights.npy", laclip_arrays["weights"].astype(np.float32))
-        _save_npy(out / "laclip_boxes.npy", laclip_arrays["boxes"].astype(np.int32))
+        save_npy(out / "image_global.npy", laclip_arrays["global"].astype(np.float32))
+        save_npy(out / "laclip_weights.npy", laclip_arrays["weights"].astype(np.float32))
+        save_npy(out / "laclip_boxes.npy", laclip_arrays["boxes"].astype(np.int32))
     tables = {
         "images.parquet": pa.table({"image_id": pa.array(list(image_ids), pa.string())}),
         "texts.parquet": pa.table(
@@ -767,10 +661,10 @@ def write_index(
         with atomic_path(out / name) as tmp:
             pq.write_table(table, tmp)
     write_jsonl(out / "failed_images.jsonl", failed)
-    _write_faiss(build_faiss(image_vectors, faiss_settings), out / "images.faiss")
+    write_faiss(build_faiss(image_vectors, faiss_settings), out / "images.faiss")
     # A handful of texts cannot train IVF cells; small text sides are searched exactly.
     text_settings = faiss_settings if len(text_vectors) >= 1000 else FaissSettings()
-    _write_faiss(build_faiss(text_vectors, text_settings), out / "texts.faiss")
+    write_faiss(build_faiss(text_vectors, text_settings), out / "texts.faiss")
     source = source or {}
     manifest = {
         "version": INDEX_VERSION,
@@ -791,312 +685,3 @@ def write_index(
     }
     atomic_write_json(out / MANIFEST, manifest)
     return out
-
-
-# ---- querying ----------------------------------------------------------------------------
-@dataclass
-class ImageHit:
-    rank: int
-    image_id: str
-    score: float
-    captions: list[str] = field(default_factory=list)
-
-
-@dataclass
-class TextHit:
-    rank: int
-    text_id: str
-    text: str
-    score: float
-    image_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CropExplanation:
-    box: list[int]
-    weight: float
-    similarity: float  # u_j · u_T
-    contribution: float  # (1 − β) · w_j · (u_j · u_T)
-
-
-@dataclass
-class Explanation:
-    image_id: str
-    width: int
-    height: int
-    mode: str
-    global_score: float
-    local_score: float
-    score: float
-    beta: float
-    crops: list[CropExplanation]
-
-
-class RetrievalIndex:
-    """A loaded index directory. The query model is created on first use (or passed in)."""
-
-    def __init__(
-        self,
-        directory: str | Path,
-        *,
-        model: VisionLanguageModel | None = None,
-        device: str | None = None,
-    ) -> None:
-        import faiss
-        import pyarrow.parquet as pq
-
-        self.directory = Path(directory)
-        manifest_path = self.directory / MANIFEST
-        if not manifest_path.exists():
-            raise MissingInputError(
-                f"{self.directory} is not a cultureclip index (no {MANIFEST}); build one with `cultureclip index`"
-            )
-        self.manifest: dict[str, Any] = read_json(manifest_path)
-        if self.manifest.get("version") != INDEX_VERSION:
-            raise RetrievalIndexError(
-                f"index version {self.manifest.get('version')} is not supported (expected {INDEX_VERSION}); rebuild it"
-            )
-        missing = [key for key in _MANIFEST_KEYS if key not in self.manifest]
-        if missing:
-            raise RetrievalIndexError(
-                f"{manifest_path} lacks {', '.join(missing)} (written by an older cultureclip?); "
-                f"rebuild the index with `cultureclip index --overwrite`"
-            )
-        self.faiss_settings = FaissSettings.model_validate(self.manifest["faiss"])
-        laclip = self.manifest.get("laclip")
-        self.laclip = LaclipConfig.model_validate(laclip) if laclip else None
-        self.image_ids: list[str] = (
-            pq.read_table(self.directory / "images.parquet").column("image_id").to_pylist()
-        )
-        texts = pq.read_table(self.directory / "texts.parquet").to_pydict()
-        self.text_ids: list[str] = texts["text_id"]
-        self.texts: list[str] = texts["text"]
-        self.text_image_ids: list[list[str]] = texts["image_ids"]
-        self.image_vectors = np.load(self.directory / "image_vectors.npy", mmap_mode="r")
-        self.text_vectors = np.load(self.directory / "text_vectors.npy", mmap_mode="r")
-        self.image_faiss = _tune_loaded(
-            faiss.read_index(str(self.directory / "images.faiss")), self.faiss_settings
-        )
-        text_settings = FaissSettings.model_validate(self.manifest["text_faiss"])
-        self.text_faiss = _tune_loaded(
-            faiss.read_index(str(self.directory / "texts.faiss")), text_settings
-        )
-        self.failed: list[dict[str, str]] = read_jsonl(self.directory / "failed_images.jsonl")
-        self.image_row = {image_id: row for row, image_id in enumerate(self.image_ids)}
-        self.max_pixels: int = self.manifest.get("max_pixels") or DEFAULT_MAX_PIXELS
-        self._blob: np.ndarray | None = None
-        self._offsets: np.ndarray | None = None
-        if self.manifest.get("images_stored"):
-            for name in ("images.bin", "image_offsets.npy"):
-                if not (self.directory / name).exists():
-                    raise RetrievalIndexError(
-                        f"{self.directory} lacks {name} (its images); copy the whole index "
-                        f"directory, or rebuild it with `cultureclip index --overwrite`"
-                    )
-            self._offsets = np.load(self.directory / "image_offsets.npy")
-            if len(self._offsets) != len(self.image_ids) + 1:
-                raise RetrievalIndexError(
-                    f"{self.directory}/image_offsets.npy does not match images.parquet; rebuild it"
-                )
-        self.captions: dict[str, list[str]] = {}
-        self._text_rows: dict[str, list[int]] = {}
-        for row, (text, image_ids) in enumerate(zip(self.texts, self.text_image_ids, strict=True)):
-            for image_id in image_ids:
-                self.captions.setdefault(image_id, []).append(text)
-                self._text_rows.setdefault(image_id, []).append(row)
-        self._model = model
-        self._device = device
-        self._collection: PairCollection | None = None
-        self._positions: dict[str, int] = {}
-        self._lock = threading.RLock()
-
-    # ---- lazily created parts ---------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """The collection's name (never a path)."""
-        name = self.manifest.get("name")
-        if name:
-            return str(name)
-        data = self.manifest.get("data") or "index"
-        return Path(str(data)).name
-
-    @property
-    def model_name(self) -> str:
-        """The model spec without directories, for pages and logs."""
-        return display_model(str(self.manifest["model"]))
-
-    def model_spec(self) -> str:
-        """The spec to load: the bundled copy, else the recorded (resolved) spec, checked
-        against the recorded fingerprint."""
-        bundled = self.manifest.get("model_bundled")
-        if bundled:
-            return f"{bundled['prefix']}{(self.directory / bundled['path']).resolve()}"
-        spec = str(self.manifest["model"])
-        expected = self.manifest.get("model_fingerprint")
-        local = _local_model_path(spec)
-        if expected and local is None:
-            raise RetrievalIndexError(
-                f"the model of this index, {spec}, is not there any more; move it back, or "
-                f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
-            )
-        found = model_fingerprint(spec) if expected else None
-        if expected and found != expected:
-            raise RetrievalIndexError(
-                f"the model at {spec} changed since this index was built (fingerprint "
-                f"{found} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
-            )
-        return spec
-
-    @property
-    def model(self) -> VisionLanguageModel:
-        with self._lock:
-            if self._model is None:
-                from cultureclip.models.registry import create_model
-
-                self._model = create_model(self.model_spec(), device=self._device)
-                self._model.eval()
-            return self._model
-
-    def warm(self) -> None:
-        """Loads the model and runs one text and one image through it (first query fast)."""
-        from PIL import Image
-
-        self.encode_text("warm up")
-        self.encode_image(Image.new("RGB", (64, 64), (128, 128, 128)), "warm-up")
-
-    def collection(self) -> PairCollection:
-        """The indexed collection (for image bytes), loaded again from the manifest's ``data``."""
-        with self._lock:
-            if self._collection is None:
-                self._collection = load_collection(
-                    self.manifest["data"], self.manifest["split"], seed=self.manifest["split_seed"]
-                )
-                self._positions = {
-                    image_id: n for n, image_id in enumerate(self._collection.image_ids)
-                }
-            return self._collection
-
-    def image_source(self, image_id: str) -> Any:
-        """The stored bytes (or, for ``store_images: false``, the collection's bytes or path)
-        of an indexed image, looked up by id only."""
-        if image_id not in self.image_row:
-            raise UnknownNameError(f"no image {image_id!r} in this index")
-        if self._offsets is not None:
-            with self._lock:
-                if self._blob is None:
-                    self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
-            row = self.image_row[image_id]
-            return self._blob[self._offsets[row] : self._offsets[row + 1]].tobytes()
-        data = self.manifest.get("data")
-        if not data or not Path(data).exists():
-            raise RetrievalIndexError(
-                f"this index does not hold its images (built with store_images: false) and its "
-                f"collection {data} is missing; put it back or rebuild the index with images"
-            )
-        collection = self.collection()
-        position = self._positions.get(image_id)
-        if position is None:
-            raise RetrievalIndexError(
-                f"image {image_id!r} is no longer in {self.manifest['data']}; rebuild the index"
-            )
-        return collection.images[position]
-
-    def texts_of(self, image_id: str) -> list[int]:
-        """Rows (in ``text_ids``/``texts``) of the texts that describe ``image_id``."""
-        return list(self._text_rows.get(image_id, []))
-
-    # ---- search -----------------------------------------------------------------------
-    def search_vectors(
-        self, queries: np.ndarray, k: int, target: Literal["images", "texts"] = "images"
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw FAISS search: ``(scores [Q, k], rows [Q, k])``; rows are -1 past the end."""
-        index = self.image_faiss if target == "images" else self.text_faiss
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != index.d:
-            raise ValueError(f"queries must be [Q, {index.d}], got {queries.shape}")
-        return index.search(queries, k)
-
-    def encode_text(self, text: str) -> np.ndarray:
-        with self._lock:
-            return self.model.embed_texts([text]).numpy()
-
-    def encode_image(self, image: Image.Image, image_id: str = "query") -> np.ndarray:
-        """A query image's vector: LACLIP-fused when the index is, so scores are symmetric."""
-        model = self.model
-        with self._lock:
-            if self.laclip is None:
-                return model.embed_images([image]).numpy()
-            return LaclipEncoder(model, self.laclip).encode([image], [image_id]).fused.numpy()
-
-    def search_text(self, text: str, k: int = 10) -> list[ImageHit]:
-        """Images for a text query, best first."""
-        if not text.strip():
-            raise InputError("the text query is empty")
-        scores, rows = self.search_vectors(self.encode_text(text), k, "images")
-        return [
-            ImageHit(
-                rank, self.image_ids[row], float(score), self.captions.get(self.image_ids[row], [])
-            )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
-        ]
-
-    def search_image(self, image: Image.Image, k: int = 10) -> list[TextHit]:
-        """Texts for an image query, best first."""
-        scores, rows = self.search_vectors(self.encode_image(image), k, "texts")
-        return [
-            TextHit(
-                rank,
-                self.text_ids[row],
-                self.texts[row],
-                float(score),
-                list(self.text_image_ids[row]),
-            )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
-        ]
-
-    def explain(self, image_id: str, text: str) -> Explanation:
-        """Which LACLIP views drove the score of ``image_id`` for ``text``.
-
-        The views are recomputed from the image (crops are seeded by image id, so they are
-        the indexed ones); the returned score equals the indexed vector's score.
-        """
-        if self.laclip is None:
-            raise RetrievalIndexError(
-                "this index was built without LACLIP (--laclip); there are no crops to explain"
-            )
-
-        import torch
-
-        image = decode_image(self.image_source(image_id), self.max_pixels)
-        text_emb = torch.from_numpy(self.encode_text(text))
-        with self._lock:
-            features = LaclipEncoder(self.model, self.laclip).encode([image], [image_id])
-        views, weights, beta = features.views, features.weights[0], self.laclip.beta
-        per_view = (views.local[0] @ text_emb[0]).tolist()
-        global_score = float(views.global_emb[0] @ text_emb[0])
-        local_score = float(
-            explicit_scores(views.global_emb, views.local, features.weights, text_emb)[0, 0]
-        )
-        crops = [
-            CropExplanation(
-                box=[int(v) for v in views.boxes[0][j]],
-                weight=float(weights[j]),
-                similarity=per_view[j],
-                contribution=(1 - beta) * float(weights[j]) * per_view[j],
-            )
-            for j in range(len(per_view))
-        ]
-        crops.sort(key=lambda c: c.weight, reverse=True)
-        return Explanation(
-            image_id=image_id,
-            width=image.width,
-            height=image.height,
-            mode=self.laclip.mode,
-            global_score=global_score,
-            local_score=local_score,
-            score=beta * global_score + (1 - beta) * local_score,
-            beta=beta,
-            crops=crops,
-        )

@@ -51,7 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cultureclip.core.errors import UserError
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS
-from cultureclip.retrieval.index import RetrievalIndex, RetrievalIndexError
+from cultureclip.retrieval.layout import RetrievalIndexError
+from cultureclip.retrieval.search import RetrievalIndex
 
 logger = logging.getLogger(__name__)
 
@@ -143,49 +144,27 @@ def create_app(
     """
     from cultureclip.retrieval.fonts import find_cjk_font
 
-    font_path = find_cjk_font() if cjk_font is True else (Path(cjk_font) if cjk_font else None)
-    font_job: dict[str, Any] = {}
-
-    async def _font() -> bytes | None:
-        if font_path is None:
-            return None
-        if "task" not in font_job:
-            # fontTools is pure Python: subsetting in a thread would hold the GIL for
-            # seconds and stall every request, so a child process does it.
-            font_job["task"] = asyncio.ensure_future(
-                _subset_in_child(font_path, index.texts, font_job)
-            )
-        try:
-            return await asyncio.shield(font_job["task"])
-        except Exception:
-            logger.exception("subsetting the CJK font %s failed", font_path)
-            return None
-
     index = index_dir if isinstance(index_dir, RetrievalIndex) else RetrievalIndex(index_dir)
-    pool = ModelWorkers(workers, max_pending)
-    state: dict[str, Any] = {"status": "loading" if warm else "ready"}
-
-    async def _warm() -> None:
-        try:
-            await pool.run(index.warm)
-            state["status"] = "ready"
-            logger.info("model %s loaded and warmed", index.model_name)
-        except Exception:
-            state["status"] = "failed"
-            logger.exception("loading the model of the index failed")
+    font_path = find_cjk_font() if cjk_font is True else (Path(cjk_font) if cjk_font else None)
+    served = _Served(
+        index=index,
+        pool=ModelWorkers(workers, max_pending),
+        font=_FontSubset(font_path, index.texts),
+        status="loading" if warm else "ready",
+        max_upload_bytes=max_upload_bytes,
+        max_pixels=max_pixels,
+        default_k=default_k,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_warm()) if warm else None
-        if warm and font_path is not None:
-            font_job["warm"] = asyncio.create_task(_font())
+        task = asyncio.create_task(served.warm()) if warm else None
+        if warm:
+            served.font.start()
         yield
         if task is not None and not task.done():
             task.cancel()
-        child = font_job.get("process")
-        if child is not None and child.returncode is None:
-            child.kill()
-            await child.wait()
+        await served.font.stop()
 
     app = FastAPI(
         title="cultureclip search",
@@ -195,8 +174,74 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.index = index
-    app.state.pool = pool
+    app.state.pool = served.pool
+    _add_error_handling(app, max_upload_bytes)
+    _add_page_routes(app, served)
+    _add_search_routes(app, served)
+    _add_image_routes(app, served, thumbnail_px, full_px)
+    return app
 
+
+class _FontSubset:
+    """The CJK font cut down to the characters of the index, made once, on first need."""
+
+    def __init__(self, path: Path | None, texts: list[str]) -> None:
+        self.path, self.texts = path, texts
+        self.job: dict[str, Any] = {}
+
+    def start(self) -> None:
+        if self.path is not None:
+            self.job["warm"] = asyncio.create_task(self.get())
+
+    async def get(self) -> bytes | None:
+        if self.path is None:
+            return None
+        if "task" not in self.job:
+            # fontTools is pure Python: subsetting in a thread would hold the GIL for
+            # seconds and stall every request, so a child process does it.
+            self.job["task"] = asyncio.ensure_future(
+                _subset_in_child(self.path, self.texts, self.job)
+            )
+        try:
+            return await asyncio.shield(self.job["task"])
+        except Exception:
+            logger.exception("subsetting the CJK font %s failed", self.path)
+            return None
+
+    async def stop(self) -> None:
+        child = self.job.get("process")
+        if child is not None and child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+@dataclasses.dataclass
+class _Served:
+    """What the routes of one app share."""
+
+    index: RetrievalIndex
+    pool: ModelWorkers
+    font: _FontSubset
+    status: str
+    max_upload_bytes: int
+    max_pixels: int
+    default_k: int
+
+    async def warm(self) -> None:
+        try:
+            await self.pool.run(self.index.warm)
+            self.status = "ready"
+            logger.info("model %s loaded and warmed", self.index.model_name)
+        except Exception:
+            self.status = "failed"
+            logger.exception("loading the model of the index failed")
+
+    def known(self, image_id: str) -> None:
+        if image_id not in self.index.image_row:
+            raise HTTPException(404, f"no image {image_id!r} in this index")
+
+
+def _add_error_handling(app: FastAPI, max_upload_bytes: int) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
@@ -230,19 +275,28 @@ def create_app(
                 return _error(413, f"upload larger than the limit of {max_upload_bytes:,} bytes")
         return await call_next(request)
 
-    def _safe(fn: Callable[..., T], *args: Any) -> T:
-        """Runs index code; a user error there (bad image, missing store) is logged in full
-        and answered without paths."""
-        try:
-            return fn(*args)
-        except ImageDecodeError as exc:
-            raise HTTPException(422, f"the image cannot be read: {exc}") from exc
-        except UserError as exc:
-            error_id = uuid.uuid4().hex[:12]
-            logger.error("request failed %s: %s", error_id, exc)
-            raise HTTPException(
-                503, f"the index cannot answer this (id {error_id}); see the server log"
-            ) from exc
+
+def _safe(fn: Callable[..., T], *args: Any) -> T:
+    """Runs index code; a user error there (bad image, missing store) is logged in full
+    and answered without paths."""
+    try:
+        return fn(*args)
+    except ImageDecodeError as exc:
+        raise HTTPException(422, f"the image cannot be read: {exc}") from exc
+    except UserError as exc:
+        error_id = uuid.uuid4().hex[:12]
+        logger.error("request failed %s: %s", error_id, exc)
+        raise HTTPException(
+            503, f"the index cannot answer this (id {error_id}); see the server log"
+        ) from exc
+
+
+def _image_url(image_id: str, size: str | None = None) -> str:
+    return f"/api/image?id={_quote(image_id)}" + (f"&size={size}" if size else "")
+
+
+def _add_page_routes(app: FastAPI, served: _Served) -> None:
+    index = served.index
 
     @app.api_route(
         "/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
@@ -252,7 +306,7 @@ def create_app(
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"ready": state["status"] == "ready", "status": state["status"]}
+        return {"ready": served.status == "ready", "status": served.status}
 
     @app.get("/api/info")
     async def info() -> dict[str, Any]:
@@ -266,22 +320,35 @@ def create_app(
             "n_failed": manifest["n_failed"],
             "faiss": manifest["faiss"]["kind"],
             "laclip": manifest["laclip"],
-            "default_k": default_k,
+            "default_k": served.default_k,
             "max_k": MAX_K,
-            "max_upload_bytes": max_upload_bytes,
-            "ready": state["status"] == "ready",
-            "cjk_font": font_path is not None,
+            "max_upload_bytes": served.max_upload_bytes,
+            "ready": served.status == "ready",
+            "cjk_font": served.font.path is not None,
         }
 
     @app.get("/api/font.woff", include_in_schema=False)
     async def font() -> Response:
-        data = await _font()
+        data = await served.font.get()
         if data is None:
             raise HTTPException(404, "this server has no CJK font to send")
         return Response(data, media_type="font/woff", headers={"Cache-Control": "max-age=86400"})
 
-    def _image_url(image_id: str, size: str | None = None) -> str:
-        return f"/api/image?id={_quote(image_id)}" + (f"&size={size}" if size else "")
+    @app.get("/api/item")
+    async def item(id: str = Query(..., min_length=1, max_length=1000)) -> dict[str, Any]:
+        served.known(id)
+        rows = index.texts_of(id)
+        return {
+            "image_id": id,
+            "collection": index.name,
+            "texts": [{"text_id": index.text_ids[t], "text": index.texts[t]} for t in rows],
+            "image_url": _image_url(id),
+            "full_url": _image_url(id, "full"),
+        }
+
+
+def _add_search_routes(app: FastAPI, served: _Served) -> None:
+    index, pool, default_k = served.index, served.pool, served.default_k
 
     @app.get("/api/search")
     async def search(
@@ -314,22 +381,10 @@ def create_app(
     async def search_image(
         file: UploadFile = File(...), k: int = Query(default_k, ge=1, le=MAX_K)
     ) -> dict[str, Any]:
-        if not (file.content_type or "").startswith("image/"):
-            raise HTTPException(
-                415, f"expected an image upload (image/*), got {file.content_type or 'no type'}"
-            )
-        data = bytearray()
-        while block := await file.read(_READ_BLOCK):
-            data.extend(block)
-            if len(data) > max_upload_bytes:
-                raise HTTPException(
-                    413, f"upload larger than the limit of {max_upload_bytes:,} bytes"
-                )
-        if not data:
-            raise HTTPException(400, "the upload is empty")
+        data = await _read_upload(file, served.max_upload_bytes)
 
         def run() -> list[Any]:
-            return index.search_image(_decode_upload(bytes(data), max_pixels), k)
+            return index.search_image(_decode_upload(data, served.max_pixels), k)
 
         hits = await pool.run(_safe, run)
         return {
@@ -347,6 +402,38 @@ def create_app(
             ],
         }
 
+    @app.get("/api/explain")
+    async def explain(
+        id: str = Query(..., min_length=1, max_length=1000),
+        q: str = Query(..., min_length=1, max_length=1000),
+    ) -> dict[str, Any]:
+        served.known(id)
+        if index.laclip is None:
+            raise HTTPException(
+                409, "this index was built without LACLIP (--laclip); there are no crops to explain"
+            )
+        explanation = await pool.run(_safe, index.explain, id, q)
+        return {**dataclasses.asdict(explanation), "image_url": _image_url(id, "full")}
+
+
+async def _read_upload(file: UploadFile, max_upload_bytes: int) -> bytes:
+    if not (file.content_type or "").startswith("image/"):
+        raise HTTPException(
+            415, f"expected an image upload (image/*), got {file.content_type or 'no type'}"
+        )
+    data = bytearray()
+    while block := await file.read(_READ_BLOCK):
+        data.extend(block)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than the limit of {max_upload_bytes:,} bytes")
+    if not data:
+        raise HTTPException(400, "the upload is empty")
+    return bytes(data)
+
+
+def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px: int) -> None:
+    index = served.index
+
     def render(image_id: str, side: int) -> bytes:
         image = decode_image(index.image_source(image_id), index.max_pixels)
         image.thumbnail((side, side))
@@ -363,42 +450,12 @@ def create_app(
         id: str = Query(..., min_length=1, max_length=1000),
         size: str = Query("thumb", pattern="^(thumb|full)$"),
     ) -> Response:
-        if id not in index.image_row:
-            raise HTTPException(404, f"no image {id!r} in this index")
+        served.known(id)
         if size == "full":
             data = _safe(full_view, id, full_px)
         else:
             data = _safe(thumbnail, id, thumbnail_px)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    @app.get("/api/item")
-    async def item(id: str = Query(..., min_length=1, max_length=1000)) -> dict[str, Any]:
-        if id not in index.image_row:
-            raise HTTPException(404, f"no image {id!r} in this index")
-        rows = index.texts_of(id)
-        return {
-            "image_id": id,
-            "collection": index.name,
-            "texts": [{"text_id": index.text_ids[t], "text": index.texts[t]} for t in rows],
-            "image_url": _image_url(id),
-            "full_url": _image_url(id, "full"),
-        }
-
-    @app.get("/api/explain")
-    async def explain(
-        id: str = Query(..., min_length=1, max_length=1000),
-        q: str = Query(..., min_length=1, max_length=1000),
-    ) -> dict[str, Any]:
-        if id not in index.image_row:
-            raise HTTPException(404, f"no image {id!r} in this index")
-        if index.laclip is None:
-            raise HTTPException(
-                409, "this index was built without LACLIP (--laclip); there are no crops to explain"
-            )
-        explanation = await pool.run(_safe, index.explain, id, q)
-        return {**dataclasses.asdict(explanation), "image_url": _image_url(id, "full")}
-
-    return app
 
 
 async def _subset_in_child(font_path: Path, texts: list[str], job: dict[str, Any]) -> bytes:

@@ -2,10 +2,10 @@
 
 Quick use::
 
-    from cultureclip.config import load_config
+    from cultureclip.presets import load_preset
     from cultureclip.synth import SynthConfig, run_synth
 
-    config = load_config(SynthConfig, "configs/synth/reference.yaml", ["out_dir=runs/cultwin"])
+    config = load_preset(SynthConfig, "synth", "reference", ["out=runs/cultwin"])
     run_synth(config)                      # resumable; merges into runs/cultwin/cultwin.parquet
 
 Backends are registries: ``LLMS`` (``openai``, ``transformers``), ``IMAGE_BACKENDS``

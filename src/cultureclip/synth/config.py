@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from cultureclip.config import Config
+from cultureclip.config import Config, out_field
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm.settings import LLMSettings
 
@@ -94,7 +94,7 @@ class FilterSettings(Config):
 class SynthConfig(Config):
     """The whole synth pipeline; ``cultureclip synth --config F --set key=value``."""
 
-    out_dir: str = "runs/cultwin"
+    out: str = out_field("runs/cultwin", "out_dir", "output_dir")
     seed: int = 0
     stages: list[str] = Field(default_factory=lambda: list(STAGES))
     llm: LLMSettings = LLMSettings()
@@ -104,6 +104,11 @@ class SynthConfig(Config):
     images: ImageSettings = ImageSettings()
     filter: FilterSettings = FilterSettings()
     progress: bool = True
+
+    @property
+    def out_dir(self) -> str:
+        """The former name of ``out``."""
+        return self.out
 
     @field_validator("stages")
     @classmethod

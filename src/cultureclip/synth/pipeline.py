@@ -315,3 +315,7 @@ def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
             no_twin += 1
             count(f"no twin: {record.get('no_twin', 'no candidate')}")
     return len(concepts), no_twin
+
+
+#: the stage's entry point under the name every stage uses
+run = run_synth

@@ -12,6 +12,9 @@ from cultureclip.train.losses import LOSSES, LossError, LossOutput, create_loss
 from cultureclip.train.trainer import TrainResult, TrainStep, train
 from cultureclip.train.wise_ft import wise_ft
 
+#: the stage's entry point under the name every stage uses
+run = train
+
 __all__ = [
     "LOSSES",
     "LossError",
@@ -23,6 +26,7 @@ __all__ = [
     "create_loss",
     "list_presets",
     "load_train_config",
+    "run",
     "train",
     "wise_ft",
 ]

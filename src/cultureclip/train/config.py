@@ -1,4 +1,4 @@
-"""The training config and its presets (``configs/train/*.yaml``).
+"""The training config and its presets (``cultureclip/presets/train/*.yaml``).
 
 ``batch_size`` is the *global contrastive batch*: the number of examples whose
 features meet in one loss, summed over all processes. Under ``torchrun
@@ -16,11 +16,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from cultureclip.config import Config, ConfigError, deep_merge, load_config
+from cultureclip.config import Config, ConfigError, deep_merge, load_config, out_field
+from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSetup, TrainMode
-
-PRESET_DIR_NAME = Path("configs") / "train"
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -77,11 +76,11 @@ class TrainConfig(Config):
     #: examples encoded with a graph at once per process; None: the whole batch (no caching)
     grad_cache_chunk: int | None = Field(None, ge=1)
     precision: Precision = "auto"
-    #: None: cuda (the local rank's GPU) when available, else cpu
-    device: str | None = None
+    #: auto: cuda (the local rank's GPU) when available, else cpu
+    device: Device = "auto"
     seed: int = 42
 
-    output_dir: str = "runs/train"
+    out: str = out_field("runs/train", "output_dir")
     checkpoint_every: int = Field(500, ge=1)
     keep_last: int = Field(3, ge=1)
     #: ``latest`` or the path of a checkpoint file to continue from
@@ -142,10 +141,15 @@ class TrainConfig(Config):
             "keep_last",
             "export",
             "wise_ft_alpha",
-            "output_dir",
+            "out",
             "device",
         }
     )
+
+    @property
+    def output_dir(self) -> str:
+        """The former name of ``out``."""
+        return self.out
 
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
@@ -154,29 +158,16 @@ class TrainConfig(Config):
         }
 
 
-def preset_dirs() -> list[Path]:
-    """Where presets are looked up: ``./configs/train`` then the source checkout's ``configs/train``."""
-    repo_root = Path(__file__).resolve().parents[3]
-    dirs = [Path.cwd() / PRESET_DIR_NAME, repo_root / PRESET_DIR_NAME]
-    unique: list[Path] = []
-    for directory in dirs:
-        if directory.is_dir() and directory.resolve() not in [u.resolve() for u in unique]:
-            unique.append(directory)
-    return unique
+def list_presets() -> dict[str, Any]:
+    from cultureclip.presets import presets
+
+    return presets("train")
 
 
-def list_presets() -> dict[str, Path]:
-    presets: dict[str, Path] = {}
-    for directory in preset_dirs():
-        for file in sorted(directory.glob("*.yaml")):
-            presets.setdefault(file.stem, file)
-    return presets
-
-
-def preset_path(name: str) -> Path:
+def preset_path(name: str) -> Any:
     presets = list_presets()
     if name not in presets:
-        known = ", ".join(sorted(presets)) or f"none found (looked in ./{PRESET_DIR_NAME})"
+        known = ", ".join(sorted(presets)) or "none found"
         raise ConfigError(f"unknown training preset {name!r}; available: {known}")
     return presets[name]
 
@@ -188,11 +179,13 @@ def load_train_config(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> TrainConfig:
     """A preset, then a config file, then ``key=value`` overrides (last wins)."""
+    import yaml
+
     from cultureclip.config import read_config_file
 
     data: dict[str, Any] = {}
     if preset is not None:
-        data = read_config_file(preset_path(preset))
+        data = yaml.safe_load(preset_path(preset).read_text(encoding="utf-8")) or {}
     if config is not None:
         data = deep_merge(data, read_config_file(config))
     return load_config(TrainConfig, None, list(overrides), **data)

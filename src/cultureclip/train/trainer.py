@@ -99,7 +99,7 @@ class TrainResult:
 
 # ---- set-up helpers -------------------------------------------------------------------
 def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    if requested is None:
+    if requested in (None, "auto"):
         return (
             torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
         )
@@ -339,7 +339,7 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
 
 
 def _wants_cuda(config: TrainConfig) -> bool:
-    if config.device is None:
+    if config.device in (None, "auto"):
         return torch.cuda.is_available()
     return torch.device(config.device).type == "cuda"
 

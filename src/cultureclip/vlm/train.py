@@ -10,7 +10,7 @@ end-of-turn marker), never the prompt, the image tokens or the padding.
 The optimisation loop, checkpoints, resuming, mixed precision, gradient checkpointing
 and multi-GPU (``accelerate launch`` / ``torchrun``) are transformers' ``Trainer``; this
 module adds the data, the answer-only labels, LoRA (peft) targeting, and the final
-model: LoRA adapters are merged so ``<output_dir>/model`` loads with ``hf-vlm:<dir>``
+model: LoRA adapters are merged so ``<out>/model`` loads with ``hf-vlm:<dir>``
 like any full checkpoint. Checkpoints are safetensors + JSON, and the ``Trainer``
 reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
 """
@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import Config, load_config
+from cultureclip.config import Config, load_config, out_field
+from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import iter_jsonl
 
@@ -57,7 +58,7 @@ class VLMTrainConfig(Config):
     model: str
     #: the CultureVerse chat export (``instruct.jsonl``) or a directory holding it
     data: str
-    output_dir: str = "runs/train-vlm"
+    out: str = out_field("runs/train-vlm", "output_dir")
     method: Literal["lora", "full"] = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     #: full fine-tuning: also train the vision tower (default: frozen)
@@ -84,12 +85,17 @@ class VLMTrainConfig(Config):
     logging_steps: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
     seed: int = 0
-    #: ``latest`` (the newest checkpoint in ``<output_dir>/checkpoints``) or a checkpoint dir
+    #: ``latest`` (the newest checkpoint in ``<out>/checkpoints``) or a checkpoint dir
     resume: str | None = None
     #: LoRA: merge the adapters into the saved ``model`` (else only ``adapter`` is saved)
     merge: bool = True
-    #: ``cpu`` forces the CPU; default: what accelerate picks (the local rank's GPU)
-    device: str | None = None
+    #: ``cpu`` forces the CPU; ``auto``: what accelerate picks (the local rank's GPU)
+    device: Device = "auto"
+
+    @property
+    def output_dir(self) -> str:
+        """The former name of ``out``."""
+        return self.out
 
 
 def load_vlm_train_config(
@@ -294,7 +300,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
         config.model, device="cpu", dtype=getattr(torch, config.load_dtype), train=True
     )
     model = _prepare_model(config, model)
-    out = Path(config.output_dir)
+    out = Path(config.out)
     checkpoints = out / "checkpoints"
     args = TrainingArguments(
         output_dir=str(checkpoints),
@@ -383,3 +389,7 @@ def _save_final(config: VLMTrainConfig, model: Any, processor: Any, out: Path) -
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     logger.info("fine-tuned model saved to %s", out / "model")
+
+
+#: the stage's entry point under the name every stage uses
+run = train_vlm

@@ -1,0 +1,277 @@
+"""The figures and maps of the HTML report: per-group bars, the world map (or continent
+tiles), before/after deltas. Each returns an HTML fragment with its image inline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from cultureclip.data.taxonomy import country as lookup_country
+from cultureclip.eval.results import EvalResult
+
+CONTINENT_ORDER = (
+    "Africa",
+    "Asia",
+    "Europe",
+    "North America",
+    "South America",
+    "Oceania",
+    "Antarctica",
+    "Unknown",
+)
+
+
+def country_name(value: str) -> str:
+    """The taxonomy's name of a country code or name (``KR`` -> ``South Korea``); else as given."""
+    entry = lookup_country(value) if value and value != "unknown" else None
+    return entry.name if entry else value
+
+
+def _figure_to_img(fig: Any, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _country_continents(result: EvalResult) -> dict[str, str]:
+    try:
+        predictions = result.predictions()
+    except (ValueError, FileNotFoundError):
+        return {}
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in predictions:
+        if record.get("country"):
+            name = country_name(str(record["country"]))
+            votes[name][str(record.get("continent") or "Unknown")] += 1
+    return {country: counter.most_common(1)[0][0] for country, counter in votes.items()}
+
+
+def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: float | None) -> str:
+    """Horizontal bars per group and model, labelled with their value, CI whiskers, chance line."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = sorted({r["model"] for r in rows})
+    groups = sorted({r["group"] for r in rows}, key=lambda g: (g == "unknown", g))
+    by = {(r["model"], r["group"]): r for r in rows}
+    bar = 0.8 / max(1, len(models))
+    height = max(2.2, 0.22 * len(groups) * len(models) + 0.25 * len(groups) + 1.2)
+    fig, ax = plt.subplots(figsize=(7.5, height))
+    y = np.arange(len(groups))
+    for m, model in enumerate(models):
+        values = [by[(model, g)]["accuracy"] if (model, g) in by else np.nan for g in groups]
+        lows = [by[(model, g)]["ci_low"] if (model, g) in by else np.nan for g in groups]
+        highs = [by[(model, g)]["ci_high"] if (model, g) in by else np.nan for g in groups]
+        err = np.nan_to_num(
+            np.array(
+                [
+                    [max(0.0, v - lo) for v, lo in zip(values, lows, strict=True)],
+                    [max(0.0, hi - v) for v, hi in zip(values, highs, strict=True)],
+                ]
+            )
+        )
+        positions = y - 0.4 + bar * (m + 0.5)
+        ax.barh(positions, values, bar, xerr=err, capsize=2, label=model, error_kw={"lw": 0.8})
+        for position, value in zip(positions, values, strict=True):
+            if not np.isnan(value):  # a 0% bar is drawn as its number, never as nothing
+                ax.text(value + 1, position, f"{value:.0f}", va="center", fontsize=7)
+    if chance is not None:
+        ax.axvline(chance, color="#444", linestyle="--", linewidth=1, label=f"chance {chance:.0f}%")
+    ax.set_yticks(y, [g if len(g) <= 40 else g[:39] + "…" for g in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(
+        f"{benchmark}: accuracy per {key.replace('_', ' ')} (95% bootstrap CI)", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _figure_to_img(fig, f"{benchmark} accuracy per {key}")
+
+
+def country_tiles(result: EvalResult) -> str | None:
+    """The fallback map: countries as tiles grouped by continent (when no map geometry)."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    raw = result.per_group.get("country")
+    if not raw:
+        return None
+    countries: dict[str, dict[str, float]] = {}
+    for value, stats in raw.items():
+        name = country_name(value)
+        n, correct = countries.get(name, {"n": 0.0, "correct": 0.0}).values()
+        countries[name] = {"n": n + stats["n"], "correct": correct + stats.get("correct", 0.0)}
+    for stats in countries.values():
+        stats["accuracy"] = 100.0 * stats["correct"] / stats["n"] if stats["n"] else 0.0
+    if len(countries) < 2:
+        return None
+    continents = _country_continents(result)
+    columns: dict[str, list[str]] = defaultdict(list)
+    for country in sorted(countries):
+        columns[continents.get(country, "Unknown")].append(country)
+    order = [c for c in CONTINENT_ORDER if c in columns] + sorted(
+        set(columns) - set(CONTINENT_ORDER)
+    )
+    height = max(len(v) for v in columns.values())
+    fig, ax = plt.subplots(figsize=(1.5 * len(order) + 1.2, 0.42 * height + 1.3))
+    cmap, norm = colormaps["viridis"], Normalize(0, 100)
+    for col, continent in enumerate(order):
+        for row, country in enumerate(columns[continent]):
+            value = countries[country]["accuracy"]
+            ax.add_patch(plt.Rectangle((col, -row), 0.95, 0.9, color=cmap(norm(value))))
+            colour = "white" if value < 60 else "black"
+            ax.text(
+                col + 0.47,
+                -row + 0.45,
+                f"{country[:12]}\n{value:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color=colour,
+            )
+    ax.set_xlim(0, len(order))
+    ax.set_ylim(-height + 0.9, 1.0)
+    ax.set_xticks([i + 0.47 for i in range(len(order))], order, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, label="accuracy (%)"
+    )
+    ax.set_title(
+        f"{result.model} on {result.benchmark}: accuracy by country\n"
+        "(tiles grouped by continent, a schematic — not a geographic map)",
+        fontsize=8,
+    )
+    return _figure_to_img(fig, f"accuracy by country, {result.model}, {result.benchmark}")
+
+
+# ---- world map ------------------------------------------------------------------------
+MAP_EMPTY = "#e4e4e4"
+
+
+@cache
+def world_geometry() -> tuple[str, frozenset[str]] | None:
+    """``(svg <g> of every country, ISO codes)`` from ``pygal_maps_world``; None if absent.
+
+    Each country gets ``fill: var(--<iso2>, grey)``: one copy of the geometry serves every
+    map on the page, each map setting its colours as CSS variables on a ``<use>``.
+    """
+    try:
+        from importlib import resources
+
+        source = resources.files("pygal_maps_world").joinpath("worldmap.svg")
+        text = source.read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        return None
+    parts, codes = [], set()
+    for match in re.finditer(r'<g class="([a-z]{2}) country map-element">(.*?)</g>', text, re.S):
+        code, paths = match.group(1), match.group(2)
+        codes.add(code)
+        parts.append(f'<g style="fill:var(--{code},{MAP_EMPTY})">{paths.strip()}</g>')
+    if not parts:
+        return None
+    view = re.search(r'viewBox="([^"]+)"', text)
+    box = view.group(1) if view else "0 0 2475 1388"
+    group = (
+        f'<svg width="0" height="0" style="position:absolute" aria-hidden="true" viewBox="{box}">'
+        f'<defs><g id="world" stroke="#ffffff" stroke-width="0.6">{"".join(parts)}</g></defs></svg>'
+    )
+    return group, frozenset(codes)
+
+
+def _viridis(value: float) -> str:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return str(to_hex(colormaps["viridis"](max(0.0, min(100.0, value)) / 100.0)))
+
+
+def country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
+    """A choropleth of accuracy by country (needs 2+ countries), or None."""
+    raw = result.per_group.get("country")
+    if not raw:
+        return None
+    merged: dict[str, list[float]] = {}
+    unplaced: list[str] = []
+    for value, stats in raw.items():
+        entry = lookup_country(value) if value and value != "unknown" else None
+        code = entry.iso2.lower() if entry else ""
+        if code not in codes:
+            unplaced.append(value)
+            continue
+        n, correct = merged.get(code, [0.0, 0.0])
+        merged[code] = [n + stats["n"], correct + stats.get("correct", 0.0)]
+    if len(merged) + len(unplaced) < 2 or not merged:
+        return None
+    style = ";".join(
+        f"--{code}:{_viridis(100.0 * correct / n if n else 0.0)}"
+        for code, (n, correct) in sorted(merged.items())
+    )
+    label = f"accuracy by country, {result.model}, {result.benchmark}"
+    listed = ", ".join(
+        f"{country_name(code.upper())} {100.0 * c / n:.0f}% (n={int(n)})"
+        for code, (n, c) in sorted(merged.items())
+    )
+    # The numbers behind the colours, folded away: a map is read at a glance, a list is not.
+    note = (
+        f"<details class='note'><summary>{len(merged)} countries: values</summary>"
+        f"<p>{html.escape(listed)}"
+    )
+    if unplaced:
+        note += f"; not on the map: {html.escape(', '.join(sorted(unplaced)))}"
+    note += "</p></details>"
+    return (
+        f"<figure class='map'><figcaption>{html.escape(result.model)} · "
+        f"{html.escape(result.benchmark)}</figcaption>"
+        f"<svg class='worldmap' role='img' aria-label='{html.escape(label)}' "
+        f"viewBox='0 0 2475 1388' style='{style}'><title>{html.escape(label)}</title>"
+        f"<use href='#world'/></svg>{note}</figure>"
+    )
+
+
+MAP_LEGEND = (
+    "<div class='legend'><span>0%</span><span class='ramp'></span><span>100%</span>"
+    "<span class='swatch'></span><span>no data</span></div>"
+)
+
+
+def before_after(results: Sequence[EvalResult]) -> str | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    compared = [r for r in results if r.baseline is not None]
+    if not compared:
+        return None
+    labels, before, after = [], [], []
+    for result in compared:
+        assert result.baseline is not None
+        for metric, value in result.metrics.items():
+            if metric in result.baseline.metrics and not metric.startswith("n_"):
+                labels.append(f"{result.benchmark}\n{metric}\n{result.model[-24:]}")
+                before.append(result.baseline.metrics[metric])
+                after.append(value)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(labels) + 1.5), 3.6))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, before, 0.4, label="baseline (before)", color="#999999")
+    ax.bar(x + 0.2, after, 0.4, label="fine-tuned (after)", color="#1f77b4")
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        ax.text(i + 0.2, a + 1, f"{a - b:+.1f}", ha="center", fontsize=7)
+    ax.set_xticks(x, labels, fontsize=6)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 110)
+    ax.set_title("before / after fine-tuning (forgetting check: delta above bars)")
+    ax.legend(fontsize=7)
+    return _figure_to_img(fig, "before and after fine-tuning")
