@@ -56,3 +56,4 @@ def test_changed_fields_names_every_differing_field() -> None:
     assert changed_fields({"a": 1, "gone": 0}, {"a": 1}) == ["gone"]
     assert changed_fields(None, {"x": 1, "a": 2}) == ["a", "x"]
     assert changed_fields({}, {}) == ["(nothing stored)"]
+    assert changed_fields({"a": 1, "old": 0}, {"a": 2, "new": 0}, shared_only=True) == ["a"]

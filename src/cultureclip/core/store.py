@@ -58,13 +58,18 @@ class Shard:
         return self.count == 1 or int(stable_hash("shard", root_key), 16) % self.count == self.index
 
 
-def changed_fields(stored: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> list[str]:
-    """The top-level fields two identities disagree on; every field when nothing was stored."""
+def changed_fields(
+    stored: Mapping[str, Any] | None, wanted: Mapping[str, Any], *, shared_only: bool = False
+) -> list[str]:
+    """The top-level fields two identities disagree on; every field when nothing was stored.
+
+    ``shared_only``: a field only one side has is no difference (an output written by a
+    version that did not record it yet stays reusable).
+    """
     if not stored:
         return sorted(wanted) or ["(nothing stored)"]
-    return sorted(
-        name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name)
-    )
+    names = set(stored) & set(wanted) if shared_only else set(stored) | set(wanted)
+    return sorted(name for name in names if stored.get(name) != wanted.get(name))
 
 
 def _files(work_dir: Path, stem: str) -> list[Path]:

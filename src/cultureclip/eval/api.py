@@ -13,6 +13,7 @@ from pydantic import Field
 
 from cultureclip.config import Config, out_field
 from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.generative import GenerativeSettings
@@ -23,14 +24,13 @@ from cultureclip.eval.results import (
     EvalResult,
     compare,
     data_identity,
-    key_differences,
     load_result,
     model_identity,
     result_dir,
     reuse_key,
     served_name,
 )
-from cultureclip.utils.io import atomic_write_json, read_json, write_jsonl
+from cultureclip.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
     if directory is None or not (directory / "result.json").exists():
         return None
     stored = load_result(directory)
-    differences = key_differences(stored.key, key)
+    differences = changed_fields(stored.key, key) if stored.key else ["no key (an older version)"]
     if differences:
         logger.info(
             "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
@@ -282,7 +282,8 @@ def _run(
 ) -> EvalResult:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-        _claim_partial(directory, key or {}, fresh=fresh)
+        if fresh:  # --overwrite: no answer of an earlier run is kept
+            (directory / PARTIAL_NAME).unlink(missing_ok=True)
     started = time.perf_counter()
     output = bench.run(model, work_dir=directory, progress=progress)
     result = EvalResult(
@@ -306,27 +307,10 @@ def _run(
         if not output.metrics.get("n_failed", 0):
             # Kept while answers are missing: the rerun asks only those.
             (directory / PARTIAL_NAME).unlink(missing_ok=True)
-            (directory / PARTIAL_KEY_NAME).unlink(missing_ok=True)
     return result
 
 
 PARTIAL_NAME = "predictions.partial.jsonl"
-PARTIAL_KEY_NAME = "predictions.partial.key.json"
-
-
-def _claim_partial(directory: Path, key: dict[str, Any], *, fresh: bool = False) -> None:
-    """Answers of an interrupted run are resumed only for the same key (model, data,
-    options, protocol); answers given under another key, or with ``fresh``
-    (``--overwrite``), are dropped."""
-    partial, key_file = directory / PARTIAL_NAME, directory / PARTIAL_KEY_NAME
-    if fresh:
-        partial.unlink(missing_ok=True)
-    elif partial.exists() and key_file.exists():
-        previous = read_json(key_file)
-        if key_differences(previous, key):
-            logger.info("dropping %s: it was answered with other settings", partial)
-            partial.unlink()
-    atomic_write_json(key_file, key)
 
 
 def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options: Any) -> float:

@@ -190,11 +190,3 @@ def reuse_key(
         "options": served_name(options),
         "protocol": protocol,
     }
-
-
-def key_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The top-level key fields two results disagree on (all of them for an unkeyed result)."""
-    if not stored:
-        return ["no key (written by an older version)"]
-    fields = sorted(set(stored) | set(wanted))
-    return [name for name in fields if stored.get(name) != wanted.get(name)]

@@ -48,6 +48,7 @@ from pydantic import Field
 from cultureclip.config import Config
 from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.progress import progress as track_progress
+from cultureclip.core.store import changed_fields
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
 from cultureclip.data.pairs import (
     DEFAULT_MAX_PIXELS,
@@ -223,11 +224,7 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
     if overwrite and chunks.exists():
         shutil.rmtree(chunks)
     if path.exists():
-        previous = read_json(path)
-        # keys that older builds did not record do not block a resume
-        changed = sorted(
-            k for k in fingerprint if k in previous and previous.get(k) != fingerprint[k]
-        )
+        changed = changed_fields(read_json(path), fingerprint, shared_only=True)
         if changed:
             raise RetrievalIndexError(
                 f"{chunks.parent} holds chunks of a different run (differs in {', '.join(changed)}); "
