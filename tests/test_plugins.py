@@ -22,7 +22,7 @@ PLUGIN = textwrap.dedent(
     from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark, BenchmarkOutput
     from cultureclip.models.hf import HFBackend
     from cultureclip.models.registry import MODELS
-    from cultureclip.synth.llm import LLMS, LLMBackend
+    from cultureclip.core.llm import LLMS, LLMBackend
     from cultureclip.train.losses import LOSSES, ClipLoss
 
 
@@ -129,7 +129,7 @@ def test_plugins_of_each_kind_are_listed_and_run(
             "from cultureclip.eval.benchmarks import BENCHMARKS\n"
             "from cultureclip.models.registry import list_models\n"
             "from cultureclip.synth.config import LLMSettings\n"
-            "from cultureclip.synth.llm import LLMS, create_llm\n"
+            "from cultureclip.core.llm import LLMS, create_llm\n"
             "from cultureclip.train.losses import LOSSES\n"
             "async def echo():\n"
             "    async with create_llm(LLMSettings(backend='demo-echo', model='m')) as llm:\n"

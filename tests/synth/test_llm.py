@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from cultureclip.core.llm import LLMError, ask, create_llm
 from cultureclip.synth.config import LLMSettings
-from cultureclip.synth.llm import LLMError, ask, create_llm
 from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import TwinAnswer
 from cultureclip.synth.standin import Reply, StandInLLMServer
@@ -124,7 +124,7 @@ def test_concurrency_limit_is_respected_and_reached() -> None:
 def test_retry_after_is_capped_and_uses_the_retry_budget() -> None:
     import time
 
-    from cultureclip.synth.llm import create_llm
+    from cultureclip.core.llm import create_llm
 
     with StandInLLMServer(
         lambda r: Reply('{"error": "slow down"}', 429, {"Retry-After": "120"})

@@ -12,6 +12,7 @@ Backends are registries: ``LLMS`` (``openai``, ``transformers``), ``IMAGE_BACKEN
 (``diffusers``, ``glyph``) and ``JUDGES`` (``vlm``, ``clipscore``, ``none``).
 """
 
+from cultureclip.core.llm import LLMS, LLMError, Outcome, ask, create_llm
 from cultureclip.core.store import Shard, open_failures
 from cultureclip.synth.config import (
     CaptionSettings,
@@ -24,7 +25,6 @@ from cultureclip.synth.config import (
 )
 from cultureclip.synth.images import IMAGE_BACKENDS, create_image_backend, glyph_for
 from cultureclip.synth.judges import JUDGES, create_judge
-from cultureclip.synth.llm import LLMS, LLMError, Outcome, ask, create_llm
 from cultureclip.synth.mining import MinedTwin, embed_concepts, mine_twins
 from cultureclip.synth.pipeline import MergeReport, SynthReport, merge, run_synth
 from cultureclip.synth.prompts import PromptTemplate, list_prompts, load_prompt

@@ -19,10 +19,9 @@ from typing import Any
 
 from PIL import Image
 
-from cultureclip.core.llm import with_images
+from cultureclip.core.llm import Outcome, ask, create_llm, with_images
 from cultureclip.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
-from cultureclip.synth.llm import Outcome, ask, create_llm
 from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import JudgeAnswer, judge_passes
 

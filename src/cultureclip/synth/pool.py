@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from cultureclip.core.llm import LLMBackend, Outcome, create_llm
 from cultureclip.core.progress import progress
 from cultureclip.synth.context import StageReport, SynthContext
-from cultureclip.synth.llm import LLMBackend, Outcome, create_llm
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Pydantic schemas of the LLM answers, and the checks beyond the schema.
 
 Every answer is parsed into one of these models; anything that does not validate is
-retried with the error fed back to the model (see :func:`cultureclip.synth.llm.ask`).
+retried with the error fed back to the model (see :func:`cultureclip.core.llm.ask`).
 The reference CulTwin code parsed twin answers with a mismatched label and silently
 left ``neg_features`` empty; here an empty field is a validation error.
 """

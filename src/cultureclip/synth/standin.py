@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cultureclip.synth.llm import FEEDBACK_PREFIX
+from cultureclip.core.llm import FEEDBACK_PREFIX
 from cultureclip.synth.prompts import list_prompts, load_prompt
 
 

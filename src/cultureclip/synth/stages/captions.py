@@ -7,9 +7,9 @@ import functools
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm import LLMBackend, Outcome, ask
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
-from cultureclip.synth.llm import LLMBackend, Outcome, ask
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.pool import run_llm_items
 from cultureclip.synth.prompts import load_prompt

@@ -7,9 +7,9 @@ import functools
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm import LLMBackend, Outcome, ask
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.corpus import CorpusRow, read_corpus
-from cultureclip.synth.llm import LLMBackend, Outcome, ask
 from cultureclip.synth.loaders import corpus_rows
 from cultureclip.synth.pool import run_llm_items
 from cultureclip.synth.prompts import load_prompt

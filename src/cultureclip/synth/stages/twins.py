@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.llm import LLMBackend, Outcome, ask
 from cultureclip.core.progress import progress
 from cultureclip.synth.context import StageReport, SynthContext
-from cultureclip.synth.llm import LLMBackend, Outcome, ask
 from cultureclip.synth.loaders import load_concepts, mine_keys
 from cultureclip.synth.pool import run_llm_items
 from cultureclip.synth.prompts import load_prompt
