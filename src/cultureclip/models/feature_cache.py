@@ -211,7 +211,10 @@ class FeatureStore:
             if self.max_bytes <= 0:
                 return
             for key, row in zip(keys, rows, strict=True):
-                stored = row.detach().to("cpu", torch.float32).clone()
+                # A plain tensor even when encoded under inference_mode (retrieval indexing):
+                # a later training step must be able to save it for backward.
+                with torch.inference_mode(False):
+                    stored = row.detach().to("cpu", torch.float32).clone()
                 if (space, key) in self._rows:
                     self._drop((space, key))
                 self._rows[(space, key)] = stored

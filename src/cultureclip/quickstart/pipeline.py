@@ -33,6 +33,7 @@ from cultureclip.utils.io import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+FEATURES_DIR = "features"  # frozen-tower outputs (cultureclip.models.feature_cache)
 MODEL_ORDER = ("base", "clip", "cultureclip")
 
 
@@ -167,7 +168,9 @@ def _train_stage(
 
     train_config = TrainConfig(
         model=model,
-        data={"path": data},
+        # Frozen-tower outputs are kept on disk too: a rerun with other training settings
+        # (or the second fine-tune's data, when it is the first's) encodes nothing again.
+        data={"path": data, "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
         loss=loss,
         training=config.training,
         epochs=stage.epochs,
