@@ -39,6 +39,18 @@ TOWERS = ("image", "text")
 TOWER_FEATURES = "tower_features"
 
 
+def by_length(texts: Sequence[str]) -> list[int]:
+    """Indices of ``texts`` from shortest to longest (stable): batches that pad little."""
+    return sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+
+def unsort(rows: Tensor, order: Sequence[int]) -> Tensor:
+    """Rows computed in ``order`` put back in the original order."""
+    result = torch.empty_like(rows)
+    result[torch.as_tensor(list(order), dtype=torch.long)] = rows
+    return result
+
+
 class TrainMode(StrEnum):
     """How one tower trains."""
 
@@ -211,14 +223,24 @@ class VisionLanguageModel(nn.Module, ABC):
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """Normalised embeddings of texts, on the CPU, in inference mode.
+
+        Texts of more than one batch are batched by length, so a batch pads to its own
+        longest text rather than to a long one drawn at random (1.5-2x less text-tower
+        work on captions; each row is the same up to float rounding)."""
         was_training = self.training
         self.eval()
+        order = by_length(texts) if len(texts) > batch_size else list(range(len(texts)))
         out = [
-            self.encode_text(self.tokenize(texts[i : i + batch_size])).float().cpu()
+            self.encode_text(self.tokenize([texts[j] for j in order[i : i + batch_size]]))
+            .float()
+            .cpu()
             for i in range(0, len(texts), batch_size)
         ]
         self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.embed_dim)
+        if not out:
+            return torch.empty(0, self.embed_dim)
+        return unsort(torch.cat(out), order)
 
     # ---- training modes -------------------------------------------------------------
     def configure_training(

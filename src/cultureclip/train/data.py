@@ -353,11 +353,14 @@ def encode_text_sources(
     model: Any, texts: Sequence[str], *, space: str, disk: Any = None, batch_size: int = 256
 ) -> Tensor:
     """Text-tower outputs ``[N, F]`` of ``texts``, each text encoded once (memory, disk, tower)."""
+    from cultureclip.models.base import by_length
     from cultureclip.models.feature_cache import text_identity
 
     keys = [text_identity(t) for t in texts]
     found = _lookup(space, keys, disk)
     missing = [i for i, row in enumerate(found) if row is None]
+    # Batched by length: a batch pads to its own longest text (much less tower work).
+    missing = [missing[j] for j in by_length([texts[i] for i in missing])]
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         rows = model.text_tower_features([texts[i] for i in batch]).to("cpu", torch.float32)
@@ -532,6 +535,7 @@ def frozen_feature_data(
         )
         return None
     disk = DiskFeatureCache(config.feature_cache_dir) if config.feature_cache_dir else None
+    computed_before = shared_store().computed
     image_table = text_table = None
     if image_space is not None:
         rows = encode_image_sources(
@@ -547,9 +551,10 @@ def frozen_feature_data(
     if text_space is not None:
         text_table = _Table(texts, encode_text_sources(model, texts, space=text_space, disk=disk))
     logger.info(
-        "frozen towers encoded once: %s images, %s texts",
+        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
         len(images) if image_table else "no",
         len(texts) if text_table else "no",
+        shared_store().computed - computed_before,
     )
     features = FrozenFeatureDataset(dataset, kind, decodes_images=image_table is None)
     return features, FrozenFeatureCollator(kind, model.tokenize, image_table, text_table)
