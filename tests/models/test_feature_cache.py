@@ -224,3 +224,11 @@ def test_fingerprint_rehashes_only_when_a_tensor_changes() -> None:
         module.bias.add_(1.0)
     assert fingerprint() != first
     assert TowerFingerprint(module, "other preprocessing")() != fingerprint()
+
+
+def test_texts_over_several_batches_are_batched_by_length_and_put_back_in_order(lite) -> None:
+    texts = ["a very long caption about a castle on a hill in spring", "sari", "a kimono", "obi"]
+    one_batch = lite.embed_texts(texts)
+    by_length = lite.embed_texts(texts, batch_size=2)  # ("obi", "sari"), then the two longest
+    torch.testing.assert_close(by_length, one_batch, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(by_length[1], lite.embed_texts(["sari"])[0], rtol=1e-5, atol=1e-5)
