@@ -71,23 +71,24 @@ class TwinDataset(Dataset):
     def _caption(self, captions: list[str], concept: str, rng: random.Random) -> str:
         return rng.choice(captions) if captions else self.concept_template.format(concept=concept)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sources(self, index: int) -> dict[str, Any]:
+        """Example ``index`` before decoding: its two image paths and its four texts."""
         record = self.records[index]
         rng = random.Random(f"{self.seed}:{self.epoch}:{record.id}")
-        images = [
-            load_image(self.root.image_path(record.pos_image)),
-            load_image(self.root.image_path(record.neg_image)),
-        ]
-        pixels = self.transform(images)
         return {
             "id": record.id,
-            "pos_image": pixels[0],
-            "neg_image": pixels[1],
+            "pos_image": self.root.image_path(record.pos_image),
+            "neg_image": self.root.image_path(record.neg_image),
             "pos_caption": self._caption(record.pos_captions, record.pos_concept, rng),
             "neg_caption": self._caption(record.neg_captions, record.neg_concept, rng),
             "pos_concept": self.concept_template.format(concept=record.pos_concept),
             "neg_concept": self.concept_template.format(concept=record.neg_concept),
         }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.sources(index)
+        pixels = self.transform([load_image(item["pos_image"]), load_image(item["neg_image"])])
+        return {**item, "pos_image": pixels[0], "neg_image": pixels[1]}
 
 
 class TwinCollator:

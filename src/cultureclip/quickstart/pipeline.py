@@ -33,6 +33,7 @@ from cultureclip.utils.io import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+FEATURES_DIR = "features"  # frozen-tower outputs (cultureclip.models.feature_cache)
 MODEL_ORDER = ("base", "clip", "cultureclip")
 
 
@@ -167,7 +168,9 @@ def _train_stage(
 
     train_config = TrainConfig(
         model=model,
-        data={"path": data},
+        # Frozen-tower outputs are kept on disk too: a rerun with other training settings
+        # (or the second fine-tune's data, when it is the first's) encodes nothing again.
+        data={"path": data, "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
         loss=loss,
         training=config.training,
         epochs=stage.epochs,
@@ -278,6 +281,11 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     twin_accuracy: dict[str, dict[str, float]] = {kind: {} for kind in twin_sets}
     general_accuracy: dict[str, float] = {}
     base_model = create_model(base)
+    # The three models share the base's frozen towers, whose outputs the process-wide
+    # feature store keeps (the spec's ``cache``): each image goes through the image tower
+    # once. The benchmarks encode a few texts per call; encoding them all here, in a few
+    # large batches, leaves each of those calls a lookup.
+    base_model.embed_texts(_eval_texts(config, twin_sets, world.general_test))
     for role, key in labels.items():
         model = base_model if role == "base" else create_model(model_dirs[key])
         name = "base" if role == "base" else f"{key}-tuned"
@@ -328,6 +336,25 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     atomic_write_json(out / SUMMARY_NAME, {"counts": counts, **result.to_dict()})
     atomic_write_text(out / "summary.md", summary_markdown(result, counts))
     return result
+
+
+def _eval_texts(config: QuickstartConfig, twin_sets: dict[str, Path], general: Path) -> list[str]:
+    """The texts step 4 scores images against: twin concept texts and zero-shot prompts."""
+    from cultureclip.data.cultwin import read_cultwin
+    from cultureclip.eval.api import create_benchmark
+
+    texts: list[str] = []
+    for data in twin_sets.values():
+        for record in read_cultwin(data).records:
+            fields = {"country": record.country, "category": record.category}
+            for concept in (record.pos_concept, record.neg_concept):
+                texts.append(config.twin_template.format(concept=concept, **fields))
+    zeroshot = create_benchmark("zeroshot", general, templates=config.zeroshot_templates)
+    zeroshot.prepare()
+    loaded = getattr(zeroshot, "_loaded", None)  # (images, labels, classnames, root)
+    if loaded is not None:
+        texts += [t.format(c=name) for name in loaded[2] for t in config.zeroshot_templates]
+    return list(dict.fromkeys(texts))
 
 
 #: queries tried first, when the world holds them (the classic cultural twins)

@@ -35,6 +35,20 @@ class DataConfig(Config):
     #: how a bare concept name becomes the text of the concept term
     concept_template: str = "{concept}"
     shuffle: bool = True
+    #: processes that decode and preprocess images; None: min(4, CPUs - 1) when there is
+    #: enough to decode, 0 on small data or when every image comes from frozen-tower
+    #: features (the top-level ``num_workers``, when above 0, is the default)
+    workers: int | None = Field(None, ge=0)
+    #: encode frozen (and heads-only) towers once per input and train the heads on the
+    #: stored outputs, for backends that support it (``lite:``); false: encode every step
+    frozen_features: bool = True
+    #: also keep those outputs on disk here, reused by later runs (None: in memory only)
+    feature_cache_dir: str | None = None
+
+    #: fields that change how data is loaded, not what is trained (a resume may change them)
+    LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"workers", "frozen_features", "feature_cache_dir"}
+    )
 
 
 class OptimConfig(Config):
@@ -153,9 +167,13 @@ class TrainConfig(Config):
 
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
-        return {
+        identity = {
             k: v for k, v in self.model_dump(mode="json").items() if k not in self.RESUMABLE_CHANGES
         }
+        identity["data"] = {
+            k: v for k, v in identity["data"].items() if k not in DataConfig.LOADING_FIELDS
+        }
+        return identity
 
 
 def list_presets() -> dict[str, Any]:

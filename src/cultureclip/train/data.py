@@ -11,6 +11,7 @@ a resumed run see exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from cultureclip.train.config import DataConfig
 from cultureclip.train.losses import DataKind
 
 Tokens = dict[str, Tensor]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -227,3 +229,332 @@ class _Sized(Mapping[int, int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.length))
+
+
+# ---- data loading ---------------------------------------------------------------------
+#: below this many examples, starting worker processes costs more than it saves
+MIN_EXAMPLES_FOR_WORKERS = 256
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(examples: int) -> int:
+    """min(4, CPUs - 1) decoding processes, none for small data."""
+    from cultureclip.core.threads import available_cpus
+
+    if examples < MIN_EXAMPLES_FOR_WORKERS:
+        return 0
+    return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
+
+
+def loader_workers(config: DataConfig, legacy: int, dataset: Dataset) -> int:
+    """Workers of the training loader: ``data.workers``, else the top-level ``num_workers``
+    when set above 0, else :func:`auto_workers` (0 when nothing is decoded per step)."""
+    if config.workers is not None:
+        return config.workers
+    if legacy > 0:
+        return legacy
+    if isinstance(dataset, FrozenFeatureDataset) and not dataset.decodes_images:
+        return 0
+    return auto_workers(len(dataset))  # type: ignore[arg-type]
+
+
+# ---- frozen towers: each input is encoded once ------------------------------------------
+class _ImageSources(Dataset):
+    """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
+
+    def __init__(self, sources: Sequence[Any], transform: Any) -> None:
+        self.sources = sources
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> Tensor:
+        from cultureclip.data.pairs import open_image
+
+        source = self.sources[index]
+        return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
+
+
+def _source_key(source: Any) -> str:
+    from cultureclip.models.feature_cache import image_identity
+
+    return image_identity(source)
+
+
+def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
+    from cultureclip.models.feature_cache import shared_store
+
+    store = shared_store()
+    found = store.get(space, keys)
+    missing = [i for i, row in enumerate(found) if row is None]
+    if disk is not None and missing:
+        from_disk = disk.get(space, [keys[i] for i in missing])
+        hits = [(i, row) for i, row in zip(missing, from_disk, strict=True) if row is not None]
+        if hits:
+            store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
+        for i, row in hits:
+            found[i] = row
+    return found
+
+
+def _remember(space: str, keys: list[str], rows: Tensor, disk: Any) -> None:
+    from cultureclip.models.feature_cache import shared_store
+
+    shared_store().put(space, keys, rows, computed=True)
+    if disk is not None:
+        disk.put(space, keys, rows)
+
+
+def encode_image_sources(
+    model: Any,
+    sources: Sequence[Any],
+    *,
+    space: str,
+    disk: Any = None,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> Tensor:
+    """Tower outputs ``[N, F]`` of image ``sources``: from memory, disk, or decoded (in
+    ``workers`` processes) and encoded once. ``space`` is ``model.tower_namespace("image")``."""
+    from torch.utils.data import DataLoader
+
+    from cultureclip.core.progress import progress
+    from cultureclip.core.threads import worker_init
+
+    keys = [_source_key(s) for s in sources]
+    found = _lookup(space, keys, disk)
+    missing = [i for i, row in enumerate(found) if row is None]
+    if missing:
+        count = auto_workers(len(missing)) if workers is None else workers
+        loader = DataLoader(
+            _ImageSources([sources[i] for i in missing], model.preprocess),
+            batch_size=batch_size,
+            num_workers=count,
+            worker_init_fn=worker_init if count else None,
+            pin_memory=model.device.type == "cuda",
+            collate_fn=torch.stack,
+        )
+        done = 0
+        with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
+            for pixels in loader:
+                rows = model.image_tower_features(pixels).to("cpu", torch.float32)
+                batch = missing[done : done + len(rows)]
+                _remember(space, [keys[i] for i in batch], rows, disk)
+                for i, row in zip(batch, rows, strict=True):
+                    found[i] = row
+                done += len(rows)
+                task.update(completed=done)
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+
+def encode_text_sources(
+    model: Any, texts: Sequence[str], *, space: str, disk: Any = None, batch_size: int = 256
+) -> Tensor:
+    """Text-tower outputs ``[N, F]`` of ``texts``, each text encoded once (memory, disk, tower)."""
+    from cultureclip.models.base import by_length
+    from cultureclip.models.feature_cache import text_identity
+
+    keys = [text_identity(t) for t in texts]
+    found = _lookup(space, keys, disk)
+    missing = [i for i, row in enumerate(found) if row is None]
+    # Batched by length: a batch pads to its own longest text (much less tower work).
+    missing = [missing[j] for j in by_length([texts[i] for i in missing])]
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        rows = model.text_tower_features([texts[i] for i in batch]).to("cpu", torch.float32)
+        _remember(space, [keys[i] for i in batch], rows, disk)
+        for i, row in zip(batch, rows, strict=True):
+            found[i] = row
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+
+class _Table:
+    """Feature rows of distinct inputs and each input's row."""
+
+    def __init__(self, inputs: list[Any], rows: Tensor) -> None:
+        self.index = {source: row for row, source in enumerate(inputs)}
+        self.rows = rows
+
+    def __call__(self, inputs: Sequence[Any]) -> Tensor:
+        return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
+
+
+IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
+TEXT_FIELDS = {
+    "twin": ("pos_caption", "neg_caption", "pos_concept", "neg_concept"),
+    "pairs": ("text",),
+}
+
+
+class FrozenFeatureDataset(Dataset):
+    """A twin or pair dataset whose fixed towers' inputs are looked up, not decoded.
+
+    Items carry image sources and raw texts; the collator turns those of a fixed tower
+    into its stored outputs (``images`` ``[B, F]``, texts ``{TOWER_FEATURES: [B, F]}``)
+    and the others into pixels and tokens as usual.
+    """
+
+    def __init__(
+        self, inner: TwinDataset | PairDataset, kind: DataKind, decodes_images: bool
+    ) -> None:
+        self.inner = inner
+        self.kind = kind
+        self.decodes_images = decodes_images
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = _item_sources(self.inner, index)
+        if self.decodes_images:
+            fields = IMAGE_FIELDS[self.kind]
+            pixels = self.inner.transform([_open(item[f]) for f in fields])
+            item.update(zip(fields, pixels, strict=True))
+        return item
+
+
+def _open(source: Any) -> Any:
+    from cultureclip.data.pairs import open_image
+
+    return open_image(source)
+
+
+def _item_sources(dataset: TwinDataset | PairDataset, index: int) -> dict[str, Any]:
+    if isinstance(dataset, TwinDataset):
+        return dataset.sources(index)
+    image_index, text_index = dataset.examples[index]
+    return {
+        "image": dataset.collection.images[image_index],
+        "text": dataset.collection.texts[text_index],
+    }
+
+
+class FrozenFeatureCollator:
+    """Batches :class:`FrozenFeatureDataset` items: stored rows for fixed towers, else tensors."""
+
+    def __init__(
+        self, kind: DataKind, tokenize: Any, images: _Table | None, texts: _Table | None
+    ) -> None:
+        self.kind = kind
+        self.tokenize = tokenize
+        self.images = images
+        self.texts = texts
+
+    def _image(self, items: list[dict[str, Any]], field: str) -> Tensor:
+        values = [item[field] for item in items]
+        return self.images(values) if self.images is not None else torch.stack(values)
+
+    def _text(self, items: list[dict[str, Any]], field: str) -> Tokens:
+        from cultureclip.models.base import TOWER_FEATURES
+
+        values = [item[field] for item in items]
+        if self.texts is not None:
+            return {TOWER_FEATURES: self.texts(values)}
+        return self.tokenize(values)
+
+    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | PairBatch:
+        if self.kind == "pairs":
+            return PairBatch(images=self._image(items, "image"), texts=self._text(items, "text"))
+        return TwinBatch(
+            pos_images=self._image(items, "pos_image"),
+            neg_images=self._image(items, "neg_image"),
+            pos_captions=self._text(items, "pos_caption"),
+            neg_captions=self._text(items, "neg_caption"),
+            pos_concepts=self._text(items, "pos_concept"),
+            neg_concepts=self._text(items, "neg_concept"),
+            ids=[item["id"] for item in items],
+        )
+
+
+def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str]]:
+    """Every distinct image source and every text an epoch can draw, in a stable order."""
+    if isinstance(dataset, PairDataset):
+        collection = dataset.collection
+        used = sorted({image for image, _ in dataset.examples})
+        texts = sorted({text for _, text in dataset.examples})
+        return (
+            list(dict.fromkeys(collection.images[i] for i in used)),
+            list(dict.fromkeys(collection.texts[t] for t in texts)),
+        )
+    images: list[Any] = []
+    texts: list[str] = []
+    template = dataset.concept_template
+    for index, record in enumerate(dataset.records):
+        item = dataset.sources(index)
+        images += [item["pos_image"], item["neg_image"]]
+        for captions, concept in (
+            (record.pos_captions, record.pos_concept),
+            (record.neg_captions, record.neg_concept),
+        ):
+            texts += list(captions) or [template.format(concept=concept)]
+            texts.append(template.format(concept=concept))
+    return list(dict.fromkeys(images)), list(dict.fromkeys(texts))
+
+
+def frozen_feature_data(
+    model: Any,
+    kind: DataKind,
+    dataset: Dataset,
+    config: DataConfig,
+    *,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[FrozenFeatureDataset, FrozenFeatureCollator] | None:
+    """The dataset and collator that feed fixed towers' heads from outputs computed once.
+
+    None (train on pixels and tokens as before) when ``config.frozen_features`` is off,
+    when no tower of ``model`` is fixed (``tower_namespace``), or when the outputs of the
+    whole dataset would not fit the feature store's memory budget.
+    """
+    from cultureclip.models.feature_cache import DiskFeatureCache, shared_store
+
+    if not config.frozen_features or not isinstance(dataset, TwinDataset | PairDataset):
+        return None
+    image_space = model.tower_namespace("image")
+    text_space = model.tower_namespace("text")
+    if image_space is None and text_space is None:
+        return None
+    images, texts = _all_inputs(dataset)
+    # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
+    estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
+    budget = shared_store().max_bytes
+    if estimate > budget:
+        logger.info(
+            "frozen-tower features of %d images and %d texts (~%d MB) exceed the feature "
+            "store's %d MB; encoding every step instead",
+            len(images),
+            len(texts),
+            estimate >> 20,
+            budget >> 20,
+        )
+        return None
+    disk = DiskFeatureCache(config.feature_cache_dir) if config.feature_cache_dir else None
+    computed_before = shared_store().computed
+    image_table = text_table = None
+    if image_space is not None:
+        rows = encode_image_sources(
+            model,
+            images,
+            space=image_space,
+            disk=disk,
+            workers=workers,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        image_table = _Table(images, rows)
+    if text_space is not None:
+        text_table = _Table(texts, encode_text_sources(model, texts, space=text_space, disk=disk))
+    logger.info(
+        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
+        len(images) if image_table else "no",
+        len(texts) if text_table else "no",
+        shared_store().computed - computed_before,
+    )
+    features = FrozenFeatureDataset(dataset, kind, decodes_images=image_table is None)
+    return features, FrozenFeatureCollator(kind, model.tokenize, image_table, text_table)

@@ -61,6 +61,8 @@ from cultureclip.train.data import (
     ResumableSampler,
     build_dataset,
     encoder_inputs,
+    frozen_feature_data,
+    loader_workers,
 )
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import contrastive_backward
@@ -426,6 +428,19 @@ def _train(
         collection=collection,
     )
     loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
+    legacy_workers = config.num_workers or None
+    frozen = frozen_feature_data(
+        model,
+        kind,
+        dataset,
+        config.data,
+        workers=config.data.workers if config.data.workers is not None else legacy_workers,
+        batch_size=max(per_rank_batch, 32),
+        show_progress=config.progress and dist_info.is_main,
+    )
+    if frozen is not None:  # fixed towers: their outputs were computed once, heads train on them
+        dataset, collate = frozen
+    workers = loader_workers(config.data, config.num_workers, dataset)
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
     )
@@ -504,8 +519,8 @@ def _train(
                 sampler=sampler,
                 drop_last=True,
                 collate_fn=collate,
-                num_workers=config.num_workers,
-                worker_init_fn=worker_init if config.num_workers else None,
+                num_workers=workers,
+                worker_init_fn=worker_init if workers else None,
                 pin_memory=device.type == "cuda",
                 # A private generator: worker seeds must not consume the global RNG,
                 # or a run resumed mid-epoch would draw different dropout masks.

@@ -1,0 +1,394 @@
+"""Frozen-tower outputs, computed once per input and shared by every model of one base.
+
+A tower that does not train (``frozen`` or ``heads`` mode, in eval mode) maps an input
+to the same features every time: its output is a pure function of the tower's weights,
+the preprocessing and the input. This module keys those outputs so that they can be
+reused safely:
+
+- a **namespace** names the function: a fingerprint of the tower's tensors (names,
+  dtypes, shapes and bytes, see :class:`TowerFingerprint`) plus a description of the
+  preprocessing (image size and normalisation, tokenizer and length). Changing either
+  gives another namespace, so nothing computed before is read;
+- a **key** names the input: :func:`file_identity` (resolved path, size, mtime, inode)
+  for an image file, :func:`content_key` (a hash of the bytes) for in-memory data,
+  the text itself for a caption.
+
+:class:`FeatureStore` is a bounded in-memory LRU of ``(namespace, key) → row``;
+:func:`shared_store` is the process-wide one, which is how three models fine-tuned
+from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps rows
+in safetensors shards under a directory, reused by later runs; a shard that does not
+read back (torn, corrupt, another namespace) is ignored and its rows are recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cultureclip.utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+#: bytes of tower outputs the process-wide store keeps (environment: megabytes)
+DEFAULT_STORE_MB = 1024
+STORE_MB_ENV = "CULTURECLIP_FEATURE_CACHE_MB"
+SHARD_SUFFIX = ".safetensors"
+
+
+# ---------------------------------------------------------------------------- identities
+def file_identity(path: str | os.PathLike[str]) -> str:
+    """``file:<resolved path>:<size>:<mtime_ns>:<inode>``: changes whenever the file is rewritten."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return f"file:{resolved}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
+def content_key(data: bytes | memoryview, kind: str = "bytes") -> str:
+    return f"{kind}:" + hashlib.sha256(data).hexdigest()[:32]
+
+
+def image_identity(source: Any) -> str:
+    """The key of an image source: a path (file identity), encoded bytes or a PIL image (content)."""
+    if isinstance(source, str | os.PathLike):
+        return file_identity(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return content_key(bytes(source))
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        header = f"{source.mode}:{source.size}:".encode()
+        return content_key(header + source.tobytes(), "pil")
+    raise TypeError(f"no identity for an image source of type {type(source).__name__}")
+
+
+def text_identity(text: str) -> str:
+    # Short texts are their own key; long ones are hashed to keep the store small.
+    return f"text:{text}" if len(text) <= 256 else content_key(text.encode("utf-8"), "text")
+
+
+def tensor_row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[str]:
+    """One key per row of a preprocessed input: its dtype, shape and bytes (``mask``: kept items)."""
+    prefix = f"row:{tensor.dtype}:{tuple(tensor.shape[1:])}:"
+    rows = tensor.detach().cpu().contiguous()
+    keep = mask.detach().cpu().bool() if mask is not None else None
+    keys = []
+    for index, row in enumerate(rows):
+        data = row[keep[index]] if keep is not None else row
+        digest = hashlib.blake2b(data.contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        keys.append(prefix + digest)
+    return keys
+
+
+# --------------------------------------------------------------------------- fingerprints
+def hash_tensors(named: Iterable[tuple[str, Tensor]], extra: str = "") -> str:
+    """A digest of tensors' names, dtypes, shapes and bytes (and ``extra``)."""
+    digest = hashlib.sha256(extra.encode())
+    for name, tensor in named:
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"|{name}:{data.dtype}:{tuple(data.shape)}|".encode())
+        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit words
+            data = data.view(torch.int16)
+        if data.numel():
+            digest.update(memoryview(data.numpy()).cast("B"))
+    return digest.hexdigest()[:32]
+
+
+class TowerFingerprint:
+    """The fingerprint of a module's tensors, rehashed only when a tensor may have changed.
+
+    Hashing a tower's bytes costs tens of milliseconds, so the digest is memoised on a
+    cheap signature: each tensor's name, storage address and version counter (every
+    in-place update, ``load_state_dict`` and optimiser steps included, bumps the
+    counter; replacing a tensor changes its address). Writes through ``tensor.data``
+    bypass the counter: code that does that (peft's LoRA merge) must call :meth:`reset`.
+    """
+
+    def __init__(self, module: nn.Module, describe: str) -> None:
+        self.module = module
+        self.describe = describe
+        self._signature: tuple[Any, ...] | None = None
+        self._digest = ""
+
+    def _tensors(self) -> list[tuple[str, Tensor]]:
+        return [*self.module.named_parameters(), *self.module.named_buffers()]
+
+    def reset(self) -> None:
+        self._signature = None
+
+    def __call__(self) -> str:
+        tensors = self._tensors()
+        signature = tuple((n, t.data_ptr(), t._version, t.dtype) for n, t in tensors)
+        if signature != self._signature:
+            self._digest = hash_tensors(tensors, self.describe)
+            self._signature = signature
+        return self._digest
+
+
+def namespace(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------- the store
+class FeatureStore:
+    """A bounded LRU of ``(namespace, key) → feature row`` (float32, on the CPU).
+
+    ``max_bytes`` bounds the whole store; ``lookup(..., limit=n)`` also keeps at most
+    ``n`` rows of that namespace. Thread-safe (the data loader's thread may look up).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._rows: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
+        self._per_namespace: dict[str, int] = {}
+        self._bytes = 0
+        self._lock = threading.RLock()
+        #: rows computed by ``lookup`` (what tests and benchmarks count)
+        self.computed = 0
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def count(self, space: str | None) -> int:
+        return self._per_namespace.get(space, 0) if space is not None else 0
+
+    def clear(self, space: str | None = None) -> None:
+        with self._lock:
+            if space is None:
+                self._rows.clear()
+                self._per_namespace.clear()
+                self._bytes = 0
+                return
+            for key in [k for k in self._rows if k[0] == space]:
+                self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        row = self._rows.pop(key)
+        self._bytes -= row.nbytes
+        left = self._per_namespace[key[0]] - 1
+        if left:
+            self._per_namespace[key[0]] = left
+        else:
+            del self._per_namespace[key[0]]
+
+    def get(self, space: str, keys: Sequence[str]) -> list[Tensor | None]:
+        with self._lock:
+            found: list[Tensor | None] = []
+            for key in keys:
+                row = self._rows.get((space, key))
+                if row is not None:
+                    self._rows.move_to_end((space, key))
+                found.append(row)
+            return found
+
+    def put(
+        self,
+        space: str,
+        keys: Sequence[str],
+        rows: Tensor | Sequence[Tensor],
+        limit: int = 0,
+        *,
+        computed: bool = False,
+    ) -> None:
+        """Stores rows; ``computed``: they were just encoded (counted in :attr:`computed`)."""
+        with self._lock:
+            if computed:
+                self.computed += len(keys)
+            if self.max_bytes <= 0:
+                return
+            for key, row in zip(keys, rows, strict=True):
+                # A plain tensor even when encoded under inference_mode (retrieval indexing):
+                # a later training step must be able to save it for backward.
+                with torch.inference_mode(False):
+                    stored = row.detach().to("cpu", torch.float32).clone()
+                if (space, key) in self._rows:
+                    self._drop((space, key))
+                self._rows[(space, key)] = stored
+                self._bytes += stored.nbytes
+                self._per_namespace[space] = self._per_namespace.get(space, 0) + 1
+            self._evict(space, limit)
+
+    def _evict(self, space: str, limit: int) -> None:
+        if limit and self.count(space) > limit:
+            for key in [k for k in self._rows if k[0] == space][: self.count(space) - limit]:
+                self._drop(key)
+        while self._bytes > self.max_bytes and self._rows:
+            self._drop(next(iter(self._rows)))
+
+    def lookup(
+        self,
+        space: str,
+        keys: Sequence[str],
+        compute: Callable[[list[int]], Tensor],
+        *,
+        limit: int = 0,
+    ) -> Tensor:
+        """Rows for ``keys``; ``compute(indices)`` encodes the first occurrence of each missing key."""
+        found = self.get(space, keys)
+        first: dict[str, int] = {}
+        for index, (key, row) in enumerate(zip(keys, found, strict=True)):
+            if row is None:
+                first.setdefault(key, index)
+        fresh: dict[str, Tensor] = {}
+        if first:
+            computed = compute(list(first.values())).detach().to("cpu", torch.float32)
+            fresh = dict(zip(first, computed, strict=True))
+            self.put(space, list(fresh), list(fresh.values()), limit, computed=True)
+        with self._lock:
+            self.hits += sum(row is not None for row in found)
+        return torch.stack(
+            [row if row is not None else fresh[key] for key, row in zip(keys, found, strict=True)]
+        )
+
+
+_SHARED: FeatureStore | None = None
+
+
+def shared_store() -> FeatureStore:
+    """The process-wide store (``CULTURECLIP_FEATURE_CACHE_MB`` megabytes; 0 turns it off)."""
+    global _SHARED
+    if _SHARED is None:
+        try:
+            megabytes = int(os.environ.get(STORE_MB_ENV, DEFAULT_STORE_MB))
+        except ValueError:
+            logger.warning("%s is not a number; using %d MB", STORE_MB_ENV, DEFAULT_STORE_MB)
+            megabytes = DEFAULT_STORE_MB
+        _SHARED = FeatureStore(megabytes * 2**20)
+    return _SHARED
+
+
+class StoreView:
+    """One model's window on the shared store: ``namespace()`` names its tower now (None: the
+    tower is not fixed, nothing is cached); at most ``size`` rows (0: off)."""
+
+    def __init__(
+        self, size: int, space: Callable[[], str | None], store: FeatureStore | None = None
+    ) -> None:
+        self.size = size
+        self._space = space
+        self._store = store
+
+    @property
+    def store(self) -> FeatureStore:
+        return self._store if self._store is not None else shared_store()
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0 and self.store.max_bytes > 0
+
+    def namespace(self) -> str | None:
+        return self._space() if self.enabled else None
+
+    def __len__(self) -> int:
+        return self.store.count(self.namespace())
+
+    def clear(self) -> None:
+        """Forgets this tower's rows (not needed for correctness: a changed tower is a new namespace)."""
+        space = self.namespace()
+        if space is not None:
+            self.store.clear(space)
+
+    def __call__(self, keys: Sequence[str], compute: Callable[[list[int]], Tensor]) -> Tensor:
+        space = self.namespace()
+        if space is None:
+            return compute(list(range(len(keys))))
+        return self.store.lookup(space, keys, compute, limit=self.size)
+
+
+# ----------------------------------------------------------------------------- on disk
+class DiskFeatureCache:
+    """Tower outputs in safetensors shards: ``<root>/<namespace>/<digest>.safetensors``.
+
+    A shard holds ``features [N, F]`` and, in its metadata, the namespace and the N keys.
+    Shards are written atomically; one that fails to read or disagrees with its namespace
+    is skipped (with a warning) and its rows are computed again.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._index: dict[str, dict[str, tuple[Path, int]]] = {}
+
+    def _folder(self, space: str) -> Path:
+        return self.root / space
+
+    def _load_index(self, space: str) -> dict[str, tuple[Path, int]]:
+        if space in self._index:
+            return self._index[space]
+        from safetensors import safe_open
+
+        index: dict[str, tuple[Path, int]] = {}
+        folder = self._folder(space)
+        for shard in sorted(folder.glob(f"*{SHARD_SUFFIX}")) if folder.is_dir() else []:
+            try:
+                with safe_open(str(shard), framework="pt") as handle:
+                    meta = handle.metadata() or {}
+                    keys = json.loads(meta.get("keys", "null"))
+                    rows = handle.get_slice("features").get_shape()[0]
+                if meta.get("namespace") != space or not isinstance(keys, list):
+                    raise ValueError("metadata does not name this namespace")
+                if len(keys) != rows:
+                    raise ValueError(f"{len(keys)} keys for {rows} rows")
+            except Exception as exc:  # any shard that does not read back is skipped, never trusted
+                logger.warning("ignoring feature cache shard %s: %s", shard, exc)
+                continue
+            for row, key in enumerate(keys):
+                index[str(key)] = (shard, row)
+        self._index[space] = index
+        return index
+
+    def get(self, space: str, keys: Sequence[str]) -> list[Tensor | None]:
+        from safetensors import safe_open
+
+        index = self._load_index(space)
+        found: list[Tensor | None] = [None] * len(keys)
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for position, key in enumerate(keys):
+            if key in index:
+                shard, row = index[key]
+                by_shard.setdefault(shard, []).append((position, row))
+        for shard, wanted in by_shard.items():
+            try:
+                with safe_open(str(shard), framework="pt") as handle:
+                    features = handle.get_tensor("features")
+            except Exception as exc:  # torn after it was indexed: its rows are recomputed
+                logger.warning("ignoring feature cache shard %s: %s", shard, exc)
+                for key in [k for k, (s, _) in index.items() if s == shard]:
+                    del index[key]
+                continue
+            for position, row in wanted:
+                found[position] = features[row].to(torch.float32)
+        return found
+
+    def put(self, space: str, keys: Sequence[str], rows: Tensor) -> None:
+        if not keys:
+            return
+        from safetensors.torch import save_file
+
+        folder = self._folder(space)
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+        path = folder / f"{digest}{SHARD_SUFFIX}"
+        features = rows.detach().to("cpu", torch.float32).contiguous()
+        with atomic_path(path) as tmp:
+            save_file(
+                {"features": features},
+                str(tmp),
+                metadata={"namespace": space, "keys": json.dumps(list(keys))},
+            )
+        index = self._load_index(space)
+        for row, key in enumerate(keys):
+            index[key] = (path, row)
