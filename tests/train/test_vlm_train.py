@@ -216,7 +216,7 @@ def test_shipped_vlm_configs_validate(path: Path) -> None:
     values = read_config_file(path)
     if "benchmark" in values:
         cfg = load_config(EvalConfig, path)
-        assert cfg.model.startswith("hf-vlm:") and cfg.generative["mode"] == "likelihood"
+        assert cfg.model.startswith("hf-vlm:") and cfg.generative.mode == "likelihood"
     else:
         cfg = load_vlm_train_config(path)
         assert cfg.method == "lora" and cfg.gradient_checkpointing
