@@ -112,7 +112,7 @@ def contrastive_backward(
     ``backward`` replaces ``tensor.backward()`` for the loss (a GradScaler's scaled
     backward). Returns the detached loss and its parts.
     """
-    encode: Encoder = encoder or FeatureEncoder(model)
+    encode: Encoder = encoder if encoder is not None else FeatureEncoder(model)
     do_backward = backward or (lambda t: t.backward())
     rows = inputs.rows
     spread = dist is not None and dist.enabled
@@ -159,10 +159,11 @@ def contrastive_backward(
         with no_sync() if index < last else contextlib.nullcontext():
             with autocast():
                 features, scale = encode(inputs.slice(start, stop))
+            # A frozen tower's features carry no graph: nothing to send back through them.
             pairs = [
                 (features[name], cached[name].grad[start:stop])
                 for name in features
-                if cached[name].grad is not None
+                if cached[name].grad is not None and features[name].requires_grad
             ]
             if index == last and cached_scale.grad is not None:
                 pairs.append((scale, cached_scale.grad))
