@@ -108,6 +108,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
     if rank == 0:
         worst = {mode: max(m[mode] for m in everyone) for mode in medians}
         Path(out).write_text(json.dumps({"seconds": worst, "losses": losses}))
+    # Every process done with every collective before any tears gloo down (a process
+    # leaving early can abort its peers' pending gloo threads).
+    dist.barrier()
     dist.destroy_process_group()
 
 
