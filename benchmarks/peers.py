@@ -257,13 +257,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="image–text pairs per step")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
     parser.add_argument("--lora-rank", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per side (median)")
     parser.add_argument(
         "--eval-arch", default="ViT-S-32", help="open_clip architecture of the eval"
     )
     parser.add_argument("--classes", type=int, default=8)
-    parser.add_argument("--per-class", type=int, default=6)
+    parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--image-px", type=int, default=256, help="side of the JPEGs on disk")
     parser.add_argument("--eval-batch", type=int, default=16)
     parser.add_argument(
