@@ -231,3 +231,28 @@ def test_local_loss_of_one_rank_is_not_the_global_loss() -> None:
 def test_offset_without_gathered_features_is_refused() -> None:
     with pytest.raises(LossError, match="offset"):
         create_loss("clip").compute(_batch("pairs"), SCALE, offset=4)
+
+
+def test_local_loss_computes_b_local_by_b_global_logits(monkeypatch) -> None:
+    """Each process's logits are 1/N of the whole batch's: 12·(N/W)·N for CultureCLIP."""
+    from cultureclip.train import losses
+
+    entries: list[int] = []
+    real_ce = losses._ce
+
+    def counting_ce(queries, candidates, targets, scale):
+        entries.append(queries.shape[0] * candidates.shape[0])
+        return real_ce(queries, candidates, targets, scale)
+
+    monkeypatch.setattr(losses, "_ce", counting_ce)
+    loss = create_loss("cultureclip")
+    whole = _batch("twin")
+    loss.compute(whole, SCALE)
+    global_entries = sum(entries)
+    assert global_entries == 12 * GLOBAL_ROWS**2
+    for world in (2, 4):
+        entries.clear()
+        rows = GLOBAL_ROWS // world
+        local = {n: t[:rows] for n, t in whole.items()}
+        loss.compute(local, SCALE, gathered=whole, offset=0)
+        assert sum(entries) * world == global_entries

@@ -176,6 +176,17 @@ def test_cuda_speed_options_are_accepted_and_resolve_to_off_on_cpu(
     assert torch.backends.cuda.matmul.fp32_precision == before  # a CPU run leaves it alone
 
 
+def test_tf32_is_set_for_a_cuda_run_and_restored_after() -> None:
+    # The flags are process-wide and settable without a GPU: only the device type decides.
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    for enabled, expected in ((True, "tf32"), (False, "ieee")):
+        with tf32_matmuls(enabled, torch.device("cuda", 0)) as active:
+            assert active is enabled
+            assert matmul.fp32_precision == expected
+        assert matmul.fp32_precision == before
+
+
 def test_compile_on_cpu_is_refused_with_a_clear_message(make_config) -> None:
     with pytest.raises(ConfigError, match=r"compile=true .* on cpu; use compile=false"):
         train(make_config(compile=True, device="cpu"))
