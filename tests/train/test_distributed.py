@@ -1,4 +1,9 @@
-"""Two gloo processes under torchrun train exactly like one process on the same global batch."""
+"""Two gloo processes under torchrun train exactly like one process on the same global batch.
+
+Both distributed losses are checked (the local loss, each process's rows against the
+gathered batch, and the whole-batch loss on every process), with and without
+gradient caching, gradients averaged by DDP.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +33,12 @@ WORKER = textwrap.dedent(
     from cultureclip.testing import perturb_lora_b
     from cultureclip.train import distributed, train
     from cultureclip.train.data import encoder_inputs
-    from cultureclip.train.gradcache import contrastive_backward
+    from cultureclip.train.gradcache import FeatureEncoder, contrastive_backward
     from cultureclip.train.losses import create_loss
     from cultureclip.train.config import TrainConfig
 
     model_dir, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    VARIANTS = [("local_cached", True, 3), ("local", True, None), ("global_cached", False, 3)]
     info = distributed.init_distributed("cpu")
     assert info.world_size == 2, info
 
@@ -48,14 +54,26 @@ WORKER = textwrap.dedent(
     half = len(batch) // 2
     inputs = encoder_inputs(batch).select(loss.required_features("twin"))
     local = inputs.slice(info.rank * half, (info.rank + 1) * half)
-    result = contrastive_backward(model, loss, local, chunk_size=3, gather=distributed.gather_features)
-    distributed.average_gradients(model.trainable_parameters(), info.world_size)
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    torch.save({"loss": float(result.loss), "grads": grads}, out / f"step_rank{info.rank}.pt")
+    ddp = distributed.wrap_ddp(FeatureEncoder(model), model.device)
+    for name, local_loss, chunk in VARIANTS:
+        model.zero_grad(set_to_none=True)
+        result = contrastive_backward(
+            model, loss, local, chunk_size=chunk, dist=info, local_loss=local_loss,
+            encoder=ddp, no_sync=ddp.no_sync,
+        )
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        torch.save(
+            {
+                "loss": float(distributed.all_reduce_mean(result.loss, info)),
+                "rank_loss": float(result.loss),
+                "grads": grads,
+            },
+            out / f"step_{name}_rank{info.rank}.pt",
+        )
 
-    # 2. A whole training run (the trainer reuses the group initialised above).
-    config = TrainConfig.model_validate_json(Path(out / "config.json").read_text())
-    train(config)
+    # 2. Whole training runs (the trainer reuses the group initialised above).
+    for config_file in sorted(out.glob("config_*.json")):
+        train(TrainConfig.model_validate_json(config_file.read_text()))
     dist.destroy_process_group()
     """
 )
@@ -97,10 +115,15 @@ def test_two_gloo_processes_match_one_process(
     from cultureclip.train import train
 
     lora = {"image": "lora", "text": "lora", "logit_scale": True, "lora": {"dropout": 0.0}}
-    distributed_config = make_config(
-        training=lora, output_dir=str(tmp_path / "two"), grad_cache_chunk=1, checkpoint_every=3
-    )
-    (tmp_path / "config.json").write_text(distributed_config.model_dump_json())
+    runs = {
+        # local loss, gradient caching (two chunks per process: one under no_sync)
+        "local": dict(grad_cache_chunk=1, checkpoint_every=3),
+        # the whole-batch loss on every process, plain accumulation over two micro-batches
+        "global": dict(local_loss=False, grad_accum_steps=2, batch_size=2),
+    }
+    for name, overrides in runs.items():
+        config = make_config(training=lora, output_dir=str(tmp_path / name), **overrides)
+        (tmp_path / f"config_{name}.json").write_text(config.model_dump_json())
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -108,27 +131,41 @@ def test_two_gloo_processes_match_one_process(
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(script), str(tiny_clip_dir), str(toy_cultwin), str(tmp_path),
     ]  # fmt: skip
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     # Step level: every rank holds the single-process loss and gradients.
     loss, grads = _single_process_step(tiny_clip_dir, toy_cultwin)
     assert any("lora_A" in n for n in grads) and any("logit_scale" in n for n in grads)
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"step_rank{rank}.pt")
-        assert got["loss"] == pytest.approx(loss, rel=1e-5)
-        assert set(got["grads"]) == set(grads)
-        for name, grad in grads.items():
-            torch.testing.assert_close(got["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    for variant in ("local_cached", "local", "global_cached"):
+        rank_losses = []
+        for rank in (0, 1):
+            got = torch.load(tmp_path / f"step_{variant}_rank{rank}.pt")
+            rank_losses.append(got["rank_loss"])
+            assert got["loss"] == pytest.approx(loss, rel=1e-5), variant
+            assert set(got["grads"]) == set(grads)
+            for name, grad in grads.items():
+                torch.testing.assert_close(
+                    got["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"{variant}: {name}"
+                )
+        if variant.startswith("local"):
+            # each process's share is its own rows' loss, not the batch's
+            assert rank_losses[0] != pytest.approx(rank_losses[1], rel=1e-6)
 
     # Run level: same loss curve and same final weights as one process with the same global batch.
-    single = train(make_config(training=lora, output_dir=str(tmp_path / "one")))
-    curve_one = [r["loss"] for r in read_jsonl(single.metrics_path)]
-    curve_two = [r["loss"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")]
-    assert len(curve_one) == len(curve_two) == 4
-    assert curve_two == pytest.approx(curve_one, rel=1e-4)
-    assert len(set(curve_one)) > 1  # the weights moved
-    weights_one = load_file(str(single.final_model_dir / "weights.safetensors"))
-    weights_two = load_file(str(tmp_path / "two" / "final" / "weights.safetensors"))
-    for name, value in weights_one.items():
-        torch.testing.assert_close(weights_two[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for name, overrides in runs.items():
+        single_overrides = {k: v for k, v in overrides.items() if k != "grad_cache_chunk"}
+        single = train(
+            make_config(training=lora, output_dir=str(tmp_path / f"one_{name}"), **single_overrides)
+        )
+        curve_one = [r["loss"] for r in read_jsonl(single.metrics_path)]
+        curve_two = [r["loss"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")]
+        assert len(curve_one) == len(curve_two) == 4, name
+        assert curve_two == pytest.approx(curve_one, rel=1e-4), name
+        assert len(set(curve_one)) > 1  # the weights moved
+        weights_one = load_file(str(single.final_model_dir / "weights.safetensors"))
+        weights_two = load_file(str(tmp_path / name / "final" / "weights.safetensors"))
+        for key, value in weights_one.items():
+            torch.testing.assert_close(
+                weights_two[key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}"
+            )

@@ -162,3 +162,97 @@ def test_bad_loss_arguments_are_explained() -> None:
         create_loss("infonce")
     with pytest.raises(LossError, match="differ"):
         create_loss("clip")(_unit(3, 0), _unit(4, 1), SCALE)
+
+
+# ---- local loss: each process's rows against the gathered batch ------------------------
+GLOBAL_ROWS = 8
+
+
+def _batch(kind: str, seed: int = 10) -> dict[str, torch.Tensor]:
+    names = TWIN_FEATURES if kind == "twin" else PAIR_FEATURES
+    return {name: _unit(GLOBAL_ROWS, seed + i).requires_grad_(True) for i, name in enumerate(names)}
+
+
+def _simulated_ranks_loss(loss, whole, scale, world: int) -> torch.Tensor:
+    """mean_r L_r, rank r's rows sliced out of the whole batch (a gather with gradients)."""
+    rows = GLOBAL_ROWS // world
+    shares = []
+    for rank in range(world):
+        local = {n: t[rank * rows : (rank + 1) * rows] for n, t in whole.items()}
+        shares.append(loss.compute(local, scale, gathered=whole, offset=rank * rows).loss)
+    return torch.stack(shares).mean()
+
+
+LOCAL_CASES = [
+    ("clip", {}, "pairs"),
+    ("clip", {}, "twin"),
+    ("negclip", {}, "twin"),
+    ("cultureclip", {}, "twin"),
+    ("cultureclip", {"caption_weight": 0.5, "concept_weight": 2.0}, "twin"),
+    ("cultureclip_concept_only", {}, "twin"),
+]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+@pytest.mark.parametrize(("name", "kwargs", "kind"), LOCAL_CASES)
+def test_mean_of_local_losses_is_the_global_loss_with_its_gradients(
+    name, kwargs, kind, world
+) -> None:
+    loss = create_loss(name, **kwargs)
+    assert loss.supports_local
+    features = _batch(kind)
+    needed = {n: features[n] for n in loss.required_features(kind)}
+    scale = torch.tensor(7.5, dtype=torch.float64, requires_grad=True)
+
+    global_out = loss.compute(needed, scale)
+    expected_grads = torch.autograd.grad(global_out.loss, [scale, *needed.values()])
+    local = _simulated_ranks_loss(loss, needed, scale, world)
+    got_grads = torch.autograd.grad(local, [scale, *needed.values()])
+
+    assert float(local.detach()) == pytest.approx(float(global_out.loss.detach()), rel=1e-12)
+    for got, expected in zip(got_grads, expected_grads, strict=True):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_local_loss_of_one_rank_is_not_the_global_loss() -> None:
+    """The share of one process covers its rows only (the test above can fail)."""
+    loss = create_loss("cultureclip")
+    whole = _batch("twin")
+    local = {n: t[:4] for n, t in whole.items()}
+    share = loss.compute(local, SCALE, gathered=whole, offset=0).loss.detach()
+    whole_loss = loss.compute(whole, SCALE).loss.detach()
+    assert float(share) != pytest.approx(float(whole_loss), rel=1e-6)
+    # and it sees the whole batch: not the loss of its rows alone
+    alone = loss.compute(local, SCALE).loss.detach()
+    assert float(share) != pytest.approx(float(alone), rel=1e-6)
+
+
+def test_offset_without_gathered_features_is_refused() -> None:
+    with pytest.raises(LossError, match="offset"):
+        create_loss("clip").compute(_batch("pairs"), SCALE, offset=4)
+
+
+def test_local_loss_computes_b_local_by_b_global_logits(monkeypatch) -> None:
+    """Each process's logits are 1/N of the whole batch's: 12·(N/W)·N for CultureCLIP."""
+    from cultureclip.train import losses
+
+    entries: list[int] = []
+    real_ce = losses._ce
+
+    def counting_ce(queries, candidates, targets, scale):
+        entries.append(queries.shape[0] * candidates.shape[0])
+        return real_ce(queries, candidates, targets, scale)
+
+    monkeypatch.setattr(losses, "_ce", counting_ce)
+    loss = create_loss("cultureclip")
+    whole = _batch("twin")
+    loss.compute(whole, SCALE)
+    global_entries = sum(entries)
+    assert global_entries == 12 * GLOBAL_ROWS**2
+    for world in (2, 4):
+        entries.clear()
+        rows = GLOBAL_ROWS // world
+        local = {n: t[:rows] for n, t in whole.items()}
+        loss.compute(local, SCALE, gathered=whole, offset=0)
+        assert sum(entries) * world == global_entries

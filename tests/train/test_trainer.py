@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,14 @@ from cultureclip.config import ConfigError
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.registry import create_model
 from cultureclip.train import LossError, TrainConfig, train, wise_ft
-from cultureclip.train.config import ScheduleConfig, list_presets, load_train_config
-from cultureclip.train.trainer import lr_factor
+from cultureclip.train.config import OptimConfig, ScheduleConfig, list_presets, load_train_config
+from cultureclip.train.trainer import (
+    build_optimizer,
+    lr_factor,
+    resolve_compile,
+    resolve_fused,
+    tf32_matmuls,
+)
 from cultureclip.utils.io import read_jsonl
 
 
@@ -143,6 +150,46 @@ def test_configuration_errors_are_explicit(make_config, tmp_path) -> None:
         make_config(grad_cache_chunk=4)
     with pytest.raises(FileNotFoundError):
         train(make_config(data={"path": str(tmp_path / "missing")}))
+
+
+def test_cuda_speed_options_are_accepted_and_resolve_to_off_on_cpu(
+    make_config, tiny_model, caplog
+) -> None:
+    config = make_config(tf32=True, optim={"lr": 1e-3, "fused": "auto"}, max_steps=1)
+    assert config.tf32 and not config.compile and config.local_loss
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="cultureclip.train.trainer"):
+        assert resolve_fused("auto", cpu) is False
+        with tf32_matmuls(True, cpu) as active:
+            assert active is False
+    assert "fused AdamW kernel is used on CUDA only" in caplog.text
+    assert "tf32=true applies to CUDA matmuls only; ignored on cpu" in caplog.text
+    assert resolve_compile(False, cpu) is False
+
+    tiny_model.configure_training(image="lora", text="lora")
+    assert not build_optimizer(tiny_model, OptimConfig(), cpu).param_groups[0]["fused"]
+    # forcing the fused kernel is honoured where torch has one (its CPU kernel included)
+    assert build_optimizer(tiny_model, OptimConfig(fused=True), cpu).param_groups[0]["fused"]
+
+    before = torch.backends.cuda.matmul.fp32_precision
+    assert train(config).completed
+    assert torch.backends.cuda.matmul.fp32_precision == before  # a CPU run leaves it alone
+
+
+def test_tf32_is_set_for_a_cuda_run_and_restored_after() -> None:
+    # The flags are process-wide and settable without a GPU: only the device type decides.
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    for enabled, expected in ((True, "tf32"), (False, "ieee")):
+        with tf32_matmuls(enabled, torch.device("cuda", 0)) as active:
+            assert active is enabled
+            assert matmul.fp32_precision == expected
+        assert matmul.fp32_precision == before
+
+
+def test_compile_on_cpu_is_refused_with_a_clear_message(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"compile=true .* on cpu; use compile=false"):
+        train(make_config(compile=True, device="cpu"))
 
 
 def test_lr_schedule_shapes() -> None:

@@ -58,6 +58,8 @@ class OptimConfig(Config):
     eps: float = Field(1e-6, gt=0)
     #: clip the global gradient norm to this value (None: no clipping)
     max_grad_norm: float | None = Field(None, gt=0)
+    #: AdamW's fused kernel: ``auto`` uses it on CUDA only; true/false force it on/off
+    fused: bool | Literal["auto"] = "auto"
 
 
 class ScheduleConfig(Config):
@@ -90,6 +92,14 @@ class TrainConfig(Config):
     #: examples encoded with a graph at once per process; None: the whole batch (no caching)
     grad_cache_chunk: int | None = Field(None, ge=1)
     precision: Precision = "auto"
+    #: several processes: each computes the loss of its own rows against the gathered
+    #: batch (B_local × B_global logits); false: each computes the whole batch's loss
+    #: (B_global², the same numbers at N times the loss compute)
+    local_loss: bool = True
+    #: ``torch.compile`` the towers (CUDA only: an error on CPU)
+    compile: bool = False
+    #: TF32 for fp32 matmuls/convolutions on CUDA (ignored on CPU)
+    tf32: bool = True
     #: auto: cuda (the local rank's GPU) when available, else cpu
     device: Device = "auto"
     seed: int = 42
@@ -157,6 +167,10 @@ class TrainConfig(Config):
             "wise_ft_alpha",
             "out",
             "device",
+            # Speed settings: the same trajectory (to float rounding) either way.
+            "local_loss",
+            "compile",
+            "tf32",
         }
     )
 

@@ -1,28 +1,34 @@
-"""Process-group set-up and the two collectives training needs.
+"""Process-group set-up, the feature gather and the DDP wrapper training needs.
 
 Works under ``torchrun --nproc_per_node N`` and ``accelerate launch`` alike: both set
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``, and we init
 from the environment (NCCL on GPU, gloo on CPU). A group someone else already
 initialised (a notebook, a test, accelerate's own state) is reused and left open.
 
-Why no DDP wrapper: with gradient caching the model runs several forward passes per
-step, and the loss of every rank is the *same* global loss over gathered features.
-Gathering with gradients (:func:`gather_features`) sends each rank the gradient of
-every rank's loss w.r.t. its own features (a sum over ranks), i.e. ``world_size``
-times the gradient of the global loss; averaging parameter gradients across ranks
-(:func:`average_gradients`) therefore yields exactly the single-process gradient.
+How N processes train exactly like one (``L`` the loss of the whole batch):
+
+- Features are gathered with gradients (:func:`gather_features`): the backward of the
+  gather sums, over processes, each process's gradient w.r.t. this process's rows.
+- With the *local loss* (the default), process ``r`` computes ``L_r``, the mean loss of
+  its own rows against the gathered batch; ``L = mean_r L_r``. Its features receive
+  ``∂(Σ_q L_q)/∂f_r = N · ∂L/∂f_r``.
+- With the *global loss* (``local_loss=false``), every process computes ``L`` itself;
+  its features receive ``Σ_q ∂L/∂f_r``, again ``N · ∂L/∂f_r``.
+- DDP (:func:`wrap_ddp`) averages parameter gradients over processes: the ``1/N``
+  cancels the ``N``, giving exactly the single-process gradient either way. DDP also
+  overlaps that all-reduce with the backward pass, bucket by bucket.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -82,29 +88,26 @@ def gather_features(features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         }
 
 
-def average_gradients(parameters: Iterable[torch.nn.Parameter], world_size: int) -> None:
-    """All-reduces the gradients of ``parameters`` (one flat buffer) and divides by ``world_size``."""
-    params = [p for p in parameters if p.requires_grad]
-    if not params:
-        return
-    for p in params:
-        if p.grad is None:
-            # Every rank must contribute the same buffer layout to the collective.
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size
-    offset = 0
-    for p in params:
-        n = p.grad.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-        offset += n
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """``module`` under DDP: rank 0's weights are broadcast now, gradients averaged in backward.
+
+    Every trainable parameter must receive a gradient in each synchronised backward
+    (``find_unused_parameters`` stays off: it would walk the graph every step).
+    Buffers are not re-broadcast every forward: CLIP towers hold no running statistics.
+    """
+    device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=device_ids, broadcast_buffers=False
+    )
 
 
-def broadcast_parameters(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Makes every rank start from rank 0's values (LoRA init draws random numbers)."""
-    for p in parameters:
-        dist.broadcast(p.data, src=0)
+def all_reduce_mean(tensor: Tensor, info: DistInfo) -> Tensor:
+    """The mean of ``tensor`` over processes (``tensor`` itself in a single process)."""
+    if not info.enabled:
+        return tensor
+    total = tensor.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / info.world_size
 
 
 def barrier(info: DistInfo) -> None:

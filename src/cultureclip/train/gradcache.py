@@ -12,6 +12,11 @@ of 128 trains with 128 negatives, not 2048. Gradient caching (Gao et al., 2021,
 
 Dropout (LoRA dropout, for one) must draw the same masks in steps 1 and 3, so the
 RNG state is recorded before each chunk in step 1 and restored for its re-run.
+
+Under DDP, step 3 runs every chunk but the last inside ``no_sync()``: gradients
+accumulate locally and the all-reduce runs once, overlapping the last chunk's
+backward. The logit scale is an output of the encoder module (:class:`FeatureEncoder`)
+so its gradient, too, reaches the parameters through that last DDP backward.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from cultureclip.models.base import VisionLanguageModel
+from cultureclip.train import distributed
 from cultureclip.train.data import EncoderInputs
+from cultureclip.train.distributed import DistInfo
 from cultureclip.train.losses import ContrastiveLoss, LossOutput
 
-Gather = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+#: ``inputs → (named normalised features, logit scale)``: a :class:`FeatureEncoder`, or
+#: one wrapped in DDP and/or ``torch.compile``
+Encoder = Callable[[EncoderInputs], tuple[dict[str, Tensor], Tensor]]
 
 
 def encode_features(model: VisionLanguageModel, inputs: EncoderInputs) -> dict[str, Tensor]:
@@ -47,6 +56,18 @@ def encode_features(model: VisionLanguageModel, inputs: EncoderInputs) -> dict[s
     for name, tokens in inputs.texts.items():
         features[name] = model.encode_text(tokens).float()
     return features
+
+
+class FeatureEncoder(nn.Module):
+    """:func:`encode_features` and the logit scale as one ``forward``: what DDP and
+    ``torch.compile`` wrap (DDP only sees parameters used inside a module call)."""
+
+    def __init__(self, model: VisionLanguageModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: EncoderInputs) -> tuple[dict[str, Tensor], Tensor]:
+        return encode_features(self.model, inputs), self.model.logit_scale
 
 
 @dataclass
@@ -72,22 +93,43 @@ def contrastive_backward(
     *,
     chunk_size: int | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-    gather: Gather | None = None,
+    dist: DistInfo | None = None,
+    local_loss: bool = True,
     loss_multiplier: float = 1.0,
     backward: Callable[[Tensor], None] | None = None,
+    encoder: Encoder | None = None,
+    no_sync: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> LossOutput:
     """Accumulates into ``.grad`` the gradient of ``loss_multiplier · loss`` over the batch.
 
-    ``gather`` concatenates features across processes (with gradients) before the
-    loss; ``backward`` replaces ``tensor.backward()`` for the loss (a GradScaler's
-    scaled backward). Returns the detached loss and its parts.
+    With ``dist`` (several processes), ``inputs`` are this process's rows; features are
+    gathered with gradients and, with ``local_loss``, the loss is that of this process's
+    rows against the gathered batch (the returned loss is then this process's share:
+    the mean over processes is the batch loss), else the whole batch's loss. Parameter
+    gradients must then be averaged over processes: pass ``encoder``, the
+    :class:`FeatureEncoder` of ``model`` under DDP, and its ``no_sync``.
+
+    ``backward`` replaces ``tensor.backward()`` for the loss (a GradScaler's scaled
+    backward). Returns the detached loss and its parts.
     """
+    encode: Encoder = encoder if encoder is not None else FeatureEncoder(model)
     do_backward = backward or (lambda t: t.backward())
     rows = inputs.rows
+    spread = dist is not None and dist.enabled
+    local = spread and local_loss and loss_fn.supports_local
+
+    def loss_of(features: dict[str, Tensor], scale: Tensor) -> LossOutput:
+        if not spread:
+            return loss_fn.compute(features, scale)
+        gathered = distributed.gather_features(features)
+        if local:
+            return loss_fn.compute(features, scale, gathered=gathered, offset=dist.rank * rows)
+        return loss_fn.compute(gathered, scale)
+
     if chunk_size is None or chunk_size >= rows:
         with autocast():
-            features = encode_features(model, inputs)
-        out = loss_fn.compute(gather(features) if gather else features, model.logit_scale)
+            features, scale = encode(inputs)
+        out = loss_of(features, scale)
         do_backward(out.loss * loss_multiplier)
         return LossOutput(out.loss.detach(), out.parts)
 
@@ -99,26 +141,34 @@ def contrastive_backward(
         for start, stop in bounds:
             rng_states.append(RngState.capture(device))
             with autocast():
-                chunks.append(encode_features(model, inputs.slice(start, stop)))
+                chunk, scale = encode(inputs.slice(start, stop))
+            chunks.append(chunk)
     cached = {
         name: torch.cat([chunk[name] for chunk in chunks]).detach().requires_grad_(True)
         for name in chunks[0]
     }
+    cached_scale = scale.detach().requires_grad_(model.logit_scale_param.requires_grad)
     after_first_pass = RngState.capture(device)
-    out = loss_fn.compute(gather(cached) if gather else cached, model.logit_scale)
+    out = loss_of(cached, cached_scale)
     do_backward(out.loss * loss_multiplier)
 
-    for (start, stop), rng in zip(bounds, rng_states, strict=True):
+    last = len(bounds) - 1
+    for index, ((start, stop), rng) in enumerate(zip(bounds, rng_states, strict=True)):
         rng.restore(device)
-        with autocast():
-            features = encode_features(model, inputs.slice(start, stop))
-        pairs = [
-            (features[name], cached[name].grad[start:stop])
-            for name in features
-            if cached[name].grad is not None
-        ]
-        if pairs:
-            torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
+        # The last chunk's backward is the one DDP synchronises (and overlaps).
+        with no_sync() if index < last else contextlib.nullcontext():
+            with autocast():
+                features, scale = encode(inputs.slice(start, stop))
+            # A frozen tower's features carry no graph: nothing to send back through them.
+            pairs = [
+                (features[name], cached[name].grad[start:stop])
+                for name in features
+                if cached[name].grad is not None and features[name].requires_grad
+            ]
+            if index == last and cached_scale.grad is not None:
+                pairs.append((scale, cached_scale.grad))
+            if pairs:
+                torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
     # Leave the RNG where a single pass would have left it, so what follows does not
     # depend on the number of chunks.
     after_first_pass.restore(device)

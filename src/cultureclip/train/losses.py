@@ -21,6 +21,19 @@ fair (same images, same captions, same steps):
   ``[C⁺; C⁻]`` (twins are ordinary in-batch negatives).
 - ``negclip``: ``negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺)``, i.e. the caption term
   of CultureCLIP alone with weight 1 (twin captions are the extra hard negatives).
+
+Local loss (several processes): every term is a mean over *rows* of a cross-entropy
+whose candidates are the whole batch, so a process can compute the terms of its own
+rows only, against the gathered batch::
+
+    out = loss.compute(local, scale, gathered=gathered, offset=rank * rows)
+
+``local`` holds this process's rows, ``gathered`` every process's rows (rank order) and
+``offset`` where this process's rows start in it. The result is the mean over this
+process's rows; as every process holds as many rows, the mean of the processes'
+results is the loss of the whole batch, and the logits cost ``B_local × B_global``
+per process instead of ``B_global²``. Twin batches are laid out ``[I⁺; I⁻]`` over the
+whole batch, so a local ``I⁻`` row ``j`` targets column ``N + offset + j``.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,44 +77,125 @@ class LossOutput:
     parts: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _targets(rows: int, device: torch.device) -> Tensor:
-    return torch.arange(rows, device=device)
+def _targets(rows: int, device: torch.device, offset: int = 0) -> Tensor:
+    return torch.arange(offset, offset + rows, device=device)
 
 
-def clip_loss(image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE: ½ [CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)]; row i of I matches row i of T."""
+def _ce(queries: Tensor, candidates: Tensor, targets: Tensor, scale: Tensor) -> Tensor:
+    """Mean over the query rows of CE(s · queries candidatesᵀ, targets)."""
+    return F.cross_entropy(scale * queries @ candidates.T, targets)
+
+
+def _gathered(features: Mapping[str, Tensor], gathered: Mapping[str, Tensor] | None, offset: int):
+    """The whole batch's features (``features`` itself when nothing was gathered)."""
+    if gathered is None:
+        if offset:
+            raise LossError("offset is only meaningful with gathered features")
+        return features
+    return gathered
+
+
+def clip_loss(
+    image: Tensor,
+    text: Tensor,
+    scale: Tensor,
+    *,
+    all_image: Tensor | None = None,
+    all_text: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """Symmetric InfoNCE: ½ [CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)]; row i of I matches row i of T.
+
+    With ``all_image``/``all_text`` (the whole batch), ``image``/``text`` are the rows
+    ``offset …`` of it and the result is the mean over those rows only.
+    """
     if image.shape != text.shape:
         raise LossError(f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ")
-    logits = scale * image @ text.T
-    targets = _targets(image.shape[0], image.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    all_image = image if all_image is None else all_image
+    all_text = text if all_text is None else all_text
+    targets = _targets(image.shape[0], image.device, offset)
+    return 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
 
 
-def negclip_loss(image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
-    """½ [CE(s·[I Tᵀ | I T⁻ᵀ], diag) + CE(s·T Iᵀ, diag)]: image→text logits are B×2B."""
+def negclip_loss(
+    image: Tensor,
+    text: Tensor,
+    hard_negatives: Tensor,
+    scale: Tensor,
+    *,
+    all_image: Tensor | None = None,
+    all_text: Tensor | None = None,
+    all_hard_negatives: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """½ [CE(s·[I Tᵀ | I T⁻ᵀ], diag) + CE(s·T Iᵀ, diag)]: image→text logits are B×2B.
+
+    The ``all_*`` arguments and ``offset`` work as in :func:`clip_loss` (local rows
+    against the whole batch).
+    """
     if not image.shape == text.shape == hard_negatives.shape:
         raise LossError(
             f"negclip needs equal shapes, got image {tuple(image.shape)}, text {tuple(text.shape)}, "
             f"hard negatives {tuple(hard_negatives.shape)}"
         )
-    image_to_text = scale * image @ torch.cat([text, hard_negatives]).T
-    text_to_image = scale * text @ image.T
-    targets = _targets(image.shape[0], image.device)
-    return 0.5 * (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets))
+    all_image = image if all_image is None else all_image
+    all_text = text if all_text is None else all_text
+    all_negatives = hard_negatives if all_hard_negatives is None else all_hard_negatives
+    targets = _targets(image.shape[0], image.device, offset)
+    image_to_text = _ce(image, torch.cat([all_text, all_negatives]), targets, scale)
+    return 0.5 * (image_to_text + _ce(text, all_image, targets, scale))
+
+
+def twin_term(
+    local: Mapping[str, Tensor],
+    whole: Mapping[str, Tensor],
+    text: str,
+    scale: Tensor,
+    offset: int = 0,
+) -> Tensor:
+    """negclip(I⁺, T⁺, T⁻) + negclip(I⁻, T⁻, T⁺) for ``text`` = caption or concept.
+
+    Every hard negative is a candidate column from the whole batch, so the twins of
+    other processes' rows stay negatives of this process's rows.
+    """
+    pos, neg = f"pos_{text}", f"neg_{text}"
+    return negclip_loss(
+        local["pos_image"], local[pos], local[neg], scale,
+        all_image=whole["pos_image"], all_text=whole[pos], all_hard_negatives=whole[neg],
+        offset=offset,
+    ) + negclip_loss(
+        local["neg_image"], local[neg], local[pos], scale,
+        all_image=whole["neg_image"], all_text=whole[neg], all_hard_negatives=whole[pos],
+        offset=offset,
+    )  # fmt: skip
 
 
 class ContrastiveLoss(nn.Module, ABC):
     """Base of registered losses: says which features it reads and computes from a dict of them."""
 
     name: str = ""
+    #: whether :meth:`compute` accepts ``gathered``/``offset`` (a local loss); the
+    #: trainer computes the whole batch's loss on every process for a loss that does not
+    supports_local: ClassVar[bool] = False
 
     @abstractmethod
     def required_features(self, kind: DataKind) -> tuple[str, ...]:
         """Feature names needed from a batch of ``kind``; raises :class:`LossError` if unsupported."""
 
     @abstractmethod
-    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
-        """The loss from named normalised features (``kind`` is inferred from the names)."""
+    def compute(
+        self,
+        features: Mapping[str, Tensor],
+        scale: Tensor,
+        *,
+        gathered: Mapping[str, Tensor] | None = None,
+        offset: int = 0,
+    ) -> LossOutput:
+        """The loss from named normalised features (``kind`` is inferred from the names).
+
+        With ``gathered`` (the whole batch), ``features`` are its rows from ``offset`` on
+        and the result is the mean over those rows (see the module docstring).
+        """
 
     @staticmethod
     def kind_of(features: Mapping[str, Tensor]) -> DataKind:
@@ -122,6 +216,7 @@ class ClipLoss(ContrastiveLoss):
     """Symmetric InfoNCE. ``forward(image, text, scale)`` is the bare formula."""
 
     name = "clip"
+    supports_local = True
 
     def forward(self, image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
         return clip_loss(image, text, scale)
@@ -133,13 +228,38 @@ class ClipLoss(ContrastiveLoss):
             else PAIR_FEATURES
         )
 
-    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
-        if self.kind_of(features) == "twin":
-            image = torch.cat([features["pos_image"], features["neg_image"]])
-            text = torch.cat([features["pos_caption"], features["neg_caption"]])
-        else:
-            image, text = features["image"], features["text"]
-        loss = self(image, text, scale)
+    def compute(
+        self,
+        features: Mapping[str, Tensor],
+        scale: Tensor,
+        *,
+        gathered: Mapping[str, Tensor] | None = None,
+        offset: int = 0,
+    ) -> LossOutput:
+        whole = _gathered(features, gathered, offset)
+        f = features
+        if self.kind_of(features) == "pairs":
+            loss = clip_loss(
+                f["image"], f["text"], scale,
+                all_image=whole["image"], all_text=whole["text"], offset=offset,
+            )  # fmt: skip
+            return LossOutput(loss, {"clip": loss.detach()})
+        # 2B images [I⁺; I⁻] against their 2B captions: a local row of I⁻ sits N rows
+        # below its I⁺ twin in the whole batch.
+        rows, total = f["pos_image"].shape[0], whole["pos_image"].shape[0]
+        device = f["pos_image"].device
+        targets = torch.cat(
+            [_targets(rows, device, offset), _targets(rows, device, total + offset)]
+        )
+        image = torch.cat([f["pos_image"], f["neg_image"]])
+        text = torch.cat([f["pos_caption"], f["neg_caption"]])
+        all_image = torch.cat([whole["pos_image"], whole["neg_image"]])
+        all_text = torch.cat([whole["pos_caption"], whole["neg_caption"]])
+        if image.shape != text.shape:
+            raise LossError(
+                f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ"
+            )
+        loss = 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
         return LossOutput(loss, {"clip": loss.detach()})
 
 
@@ -150,6 +270,7 @@ class NegClipLoss(ContrastiveLoss):
     """negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺). ``forward(image, text, hard_negatives, scale)``."""
 
     name = "negclip"
+    supports_local = True
 
     def forward(self, image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
         return negclip_loss(image, text, hard_negatives, scale)
@@ -162,13 +283,17 @@ class NegClipLoss(ContrastiveLoss):
             )
         return ("pos_image", "neg_image", "pos_caption", "neg_caption")
 
-    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+    def compute(
+        self,
+        features: Mapping[str, Tensor],
+        scale: Tensor,
+        *,
+        gathered: Mapping[str, Tensor] | None = None,
+        offset: int = 0,
+    ) -> LossOutput:
         if self.kind_of(features) != "twin":
             self.required_features("pairs")  # raises the explanatory error
-        f = features
-        loss = self(f["pos_image"], f["pos_caption"], f["neg_caption"], scale) + self(
-            f["neg_image"], f["neg_caption"], f["pos_caption"], scale
-        )
+        loss = twin_term(features, _gathered(features, gathered, offset), "caption", scale, offset)
         return LossOutput(loss, {"negclip": loss.detach()})
 
 
@@ -184,6 +309,7 @@ class CultureClipLoss(ContrastiveLoss):
     """
 
     name = "cultureclip"
+    supports_local = True
 
     def __init__(self, caption_weight: float = 0.7, concept_weight: float = 0.3) -> None:
         super().__init__()
@@ -233,24 +359,25 @@ class CultureClipLoss(ContrastiveLoss):
             names += ["pos_concept", "neg_concept"]
         return tuple(names)
 
-    @staticmethod
-    def _twin_term(f: Mapping[str, Tensor], text: str, scale: Tensor) -> Tensor:
-        pos, neg = f[f"pos_{text}"], f[f"neg_{text}"]
-        return negclip_loss(f["pos_image"], pos, neg, scale) + negclip_loss(
-            f["neg_image"], neg, pos, scale
-        )
-
-    def compute(self, features: Mapping[str, Tensor], scale: Tensor) -> LossOutput:
+    def compute(
+        self,
+        features: Mapping[str, Tensor],
+        scale: Tensor,
+        *,
+        gathered: Mapping[str, Tensor] | None = None,
+        offset: int = 0,
+    ) -> LossOutput:
         if self.kind_of(features) != "twin":
             self.required_features("pairs")
+        whole = _gathered(features, gathered, offset)
         parts: dict[str, Tensor] = {}
         total = features["pos_image"].new_zeros(())
         if self.caption_weight > 0:
-            caption = self._twin_term(features, "caption", scale)
+            caption = twin_term(features, whole, "caption", scale, offset)
             parts["caption"] = caption.detach()
             total = total + self.caption_weight * caption
         if self.concept_weight > 0:
-            concept = self._twin_term(features, "concept", scale)
+            concept = twin_term(features, whole, "concept", scale, offset)
             parts["concept"] = concept.detach()
             total = total + self.concept_weight * concept
         return LossOutput(total, parts)

@@ -5,8 +5,8 @@ loss (``create_loss``), the data (CulTwin or image–text pairs), AdamW and a
 warmup + linear/cosine schedule, then runs :class:`TrainStep` until the step budget
 is spent, checkpointing every ``checkpoint_every`` steps. One step is:
 
-    for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered
-    average_gradients(...)                           # across processes, if any
+    for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered,
+                                                     # gradients averaged by DDP (last chunk)
     clip, optimiser.step(), scheduler.step()
 
 Resuming (``resume="latest"``) restores weights, optimiser, scheduler, every RNG
@@ -65,7 +65,7 @@ from cultureclip.train.data import (
     loader_workers,
 )
 from cultureclip.train.distributed import DistInfo
-from cultureclip.train.gradcache import contrastive_backward
+from cultureclip.train.gradcache import Encoder, FeatureEncoder, contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
 from cultureclip.utils.io import (
     append_jsonl,
@@ -134,7 +134,22 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, Autoca
     return precision, lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
 
 
-def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.optim.AdamW:
+def resolve_fused(fused: bool | str, device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel: ``auto`` means on CUDA only."""
+    if fused == "auto":
+        if device.type != "cuda":
+            logger.info(
+                "optim.fused=auto: the fused AdamW kernel is used on CUDA only; "
+                "the %s run keeps torch's default AdamW",
+                device.type,
+            )
+        return device.type == "cuda"
+    return bool(fused)
+
+
+def build_optimizer(
+    model: VisionLanguageModel, config: OptimConfig, device: torch.device | None = None
+) -> torch.optim.AdamW:
     """AdamW; biases, norms and the temperature get no weight decay (as in open_clip)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -149,7 +164,38 @@ def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.op
         for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
         if params
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    fused = resolve_fused(config.fused, device or model.device)
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused or None
+    )
+
+
+def resolve_compile(compile_model: bool, device: torch.device) -> bool:
+    """``compile=true`` is for CUDA runs; on a CPU it is an error, not a silent eager run."""
+    if compile_model and device.type != "cuda":
+        raise ConfigError(
+            f"compile=true compiles the towers for CUDA but this run is on {device.type}; "
+            "use compile=false (the default) on CPU"
+        )
+    return compile_model
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool, device: torch.device):
+    """TF32 for fp32 CUDA matmuls and convolutions while training (restored afterwards)."""
+    if device.type != "cuda":
+        if enabled:
+            logger.info("tf32=true applies to CUDA matmuls only; ignored on %s", device.type)
+        yield False
+        return
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = (matmul.fp32_precision, conv.fp32_precision)
+    value = "tf32" if enabled else "ieee"
+    matmul.fp32_precision = conv.fp32_precision = value
+    try:
+        yield enabled
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
 
 
 def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
@@ -182,7 +228,14 @@ class StepOutput:
 
 
 class TrainStep:
-    """Micro-batches → gradients (cached, gathered) → averaged → one optimiser update."""
+    """Micro-batches → gradients (cached, gathered, averaged by DDP) → one optimiser update.
+
+    In a distributed run the towers run under DDP: gradients are averaged over
+    processes during the backward of the last gradient-cache chunk of the last
+    micro-batch (everything before it runs under ``no_sync()``). With ``local_loss``
+    each process computes the loss of its own rows against the gathered batch; the
+    loss it reports is averaged over processes, so it is the batch loss either way.
+    """
 
     def __init__(
         self,
@@ -197,6 +250,8 @@ class TrainStep:
         dist_info: DistInfo | None = None,
         grad_accum_steps: int = 1,
         max_grad_norm: float | None = None,
+        local_loss: bool = True,
+        compile_model: bool = False,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -210,29 +265,50 @@ class TrainStep:
         self.precision, self.autocast, needs_scaler = resolve_precision(precision, model.device)
         self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.parameters = model.trainable_parameters()
+        if self.dist.enabled and local_loss and not loss_fn.supports_local:
+            logger.info(
+                "loss %r computes no local loss: every process computes the whole batch's loss",
+                loss_fn.name,
+            )
+        self.local_loss = self.dist.enabled and local_loss and loss_fn.supports_local
+        encoder: torch.nn.Module = FeatureEncoder(model)
+        self._no_sync: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+        if self.dist.enabled:
+            ddp = distributed.wrap_ddp(encoder, model.device)
+            self._no_sync = ddp.no_sync
+            encoder = ddp
+        if resolve_compile(compile_model, model.device):
+            encoder = torch.compile(encoder)
+        self.encoder: Encoder = encoder
 
     def backward(
-        self, batch: TwinBatch | PairBatch | EncoderInputs
+        self, batch: TwinBatch | PairBatch | EncoderInputs, *, sync: bool = True
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``)."""
+        """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``).
+
+        ``sync=False`` keeps the gradients local (DDP ``no_sync``): pass it for every
+        micro-batch of a step but the last. Returns this process's loss and parts.
+        """
         inputs = batch if isinstance(batch, EncoderInputs) else encoder_inputs(batch)
         inputs = inputs.select(self.features).to(self.model.device)
-        out = contrastive_backward(
-            self.model,
-            self.loss_fn,
-            inputs,
-            chunk_size=self.chunk_size,
-            autocast=self.autocast,
-            gather=distributed.gather_features if self.dist.enabled else None,
-            loss_multiplier=1.0 / self.grad_accum_steps,
-            backward=(lambda t: self.scaler.scale(t).backward()) if self.scaler else None,
-        )
+        with contextlib.nullcontext() if sync else self._no_sync():
+            out = contrastive_backward(
+                self.model,
+                self.loss_fn,
+                inputs,
+                chunk_size=self.chunk_size,
+                autocast=self.autocast,
+                dist=self.dist,
+                local_loss=self.local_loss,
+                loss_multiplier=1.0 / self.grad_accum_steps,
+                backward=(lambda t: self.scaler.scale(t).backward()) if self.scaler else None,
+                encoder=self.encoder,
+                no_sync=self._no_sync,
+            )
         return out.loss, out.parts
 
     def update(self) -> float:
-        """Averages gradients over processes, clips, steps optimiser and schedule; returns the lr used."""
-        if self.dist.enabled:
-            distributed.average_gradients(self.parameters, self.dist.world_size)
+        """Clips, steps optimiser and schedule; returns the lr used (gradients are averaged already)."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm is not None:
@@ -252,15 +328,19 @@ class TrainStep:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
         if len(batches) != self.grad_accum_steps:
             raise ValueError(f"expected {self.grad_accum_steps} micro-batches, got {len(batches)}")
-        losses: list[Tensor] = []
-        parts: dict[str, float] = {}
-        for batch in batches:
-            loss, batch_parts = self.backward(batch)
-            losses.append(loss)
-            for name, value in batch_parts.items():
-                parts[name] = parts.get(name, 0.0) + float(value) / len(batches)
+        rows: list[Tensor] = []
+        names: list[str] = []
+        for index, batch in enumerate(batches):
+            loss, parts = self.backward(batch, sync=index == len(batches) - 1)
+            names = list(parts)
+            rows.append(torch.stack([loss, *parts.values()]))
         lr = self.update()
-        return StepOutput(float(torch.stack(losses).mean()), parts, lr)
+        # One small all-reduce per step turns the processes' local losses into the batch's.
+        means = torch.stack(rows).mean(dim=0)
+        if self.local_loss:
+            means = distributed.all_reduce_mean(means, self.dist)
+        values = means.tolist()
+        return StepOutput(values[0], dict(zip(names, values[1:], strict=True)), lr)
 
 
 # ---- logging --------------------------------------------------------------------------
@@ -332,7 +412,8 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
     dist_info = distributed.init_distributed("cuda" if _wants_cuda(config) else "cpu")
     try:
         device = resolve_device(config.device, dist_info.local_rank)
-        return _train(config, device, dist_info, collection)
+        with tf32_matmuls(config.tf32, device):
+            return _train(config, device, dist_info, collection)
     finally:
         if dist_info.owns_group:
             import torch.distributed as dist
@@ -398,6 +479,7 @@ def _train(
             "unset it, or lower it below the per-process batch"
         )
     resolve_precision(config.precision, device)  # fail before loading anything
+    resolve_compile(config.compile, device)
 
     resume_path, state = (
         _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
@@ -416,8 +498,6 @@ def _train(
     model = create_model(config.model, **model_kwargs)
     model.configure_training(config.training)
     model.to(device)
-    if dist_info.enabled:
-        distributed.broadcast_parameters(model.trainable_parameters())
 
     loss_fn = create_loss(config.loss, **config.loss_kwargs)
     kind, dataset, collate = build_dataset(
@@ -453,7 +533,7 @@ def _train(
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
 
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, device)
     scheduler = build_scheduler(optimizer, config.schedule, total_steps)
     stepper = TrainStep(
         model,
@@ -466,6 +546,8 @@ def _train(
         dist_info=dist_info,
         grad_accum_steps=config.grad_accum_steps,
         max_grad_norm=config.optim.max_grad_norm,
+        local_loss=config.local_loss,
+        compile_model=config.compile,
     )
     metrics = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
 
