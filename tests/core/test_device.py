@@ -30,3 +30,11 @@ def test_named_devices_pass_through() -> None:
 def test_a_saved_null_device_reads_as_auto() -> None:
     assert WithDevice.model_validate({"device": None}).device == "auto"
     assert WithDevice().device == "auto"
+
+
+def test_naming_cuda_without_it_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cultureclip.core.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="CUDA is not available"):
+        resolve_device("cuda:1")

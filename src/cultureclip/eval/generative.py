@@ -300,7 +300,8 @@ class HFVisionChatModel(GenerativeModel):
         batch_size: int = 8,
         max_new_tokens: int = 8,
     ) -> None:
-        from cultureclip.vlm.chat import load_vlm, pick_device, pick_dtype
+        from cultureclip.core.device import resolve_device
+        from cultureclip.vlm.chat import load_vlm, pick_dtype
 
         if mode not in SCORING_MODES:
             raise InputError(f"generative.mode must be one of {SCORING_MODES}, got {mode!r}")
@@ -315,7 +316,7 @@ class HFVisionChatModel(GenerativeModel):
         self.likelihood_target = likelihood_target
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.processor, self.model = load_vlm(
             argument, device=self.device, dtype=pick_dtype(dtype, self.device)
         )

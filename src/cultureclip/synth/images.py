@@ -56,8 +56,9 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, Any]:
     """``auto``: CUDA in fp16 when there is a GPU, else CPU in fp32 (half precision is slow on CPU)."""
     import torch
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from cultureclip.core.device import resolve_device
+
+    device = resolve_device(device)
     if dtype == "auto":
         return device, torch.float16 if device.startswith("cuda") else torch.float32
     return device, {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[

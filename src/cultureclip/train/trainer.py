@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cultureclip.config import ConfigError
+from cultureclip.core.device import resolve_device
 from cultureclip.core.progress import progress
 from cultureclip.core.threads import worker_init
 from cultureclip.data.pairs import PairCollection
@@ -100,21 +101,6 @@ class TrainResult:
 
 
 # ---- set-up helpers -------------------------------------------------------------------
-def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    if requested in (None, "auto"):
-        return (
-            torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-        )
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device={requested!r} but CUDA is not available; use device=cpu or leave it unset"
-        )
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, AutocastFactory, bool]:
     """(resolved name, autocast factory, needs a GradScaler). fp32 on CPU, bf16 autocast on CUDA."""
     if precision == "auto":
@@ -411,7 +397,7 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
     """
     dist_info = distributed.init_distributed("cuda" if _wants_cuda(config) else "cpu")
     try:
-        device = resolve_device(config.device, dist_info.local_rank)
+        device = torch.device(resolve_device(config.device, dist_info.local_rank))
         with tf32_matmuls(config.tf32, device):
             return _train(config, device, dist_info, collection)
     finally:

@@ -30,14 +30,6 @@ def assistant_turn(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def pick_dtype(dtype: str, device: str) -> Any:
     """``auto``: bfloat16 on CUDA, float32 elsewhere; or a torch dtype name."""
     import torch
