@@ -32,11 +32,15 @@ import argparse
 import contextlib
 import importlib.metadata
 import math
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# Read when tqdm is first imported: CLIP_benchmark's bars would bury the table.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
 
@@ -61,9 +65,9 @@ def _alternate(
     warmup: int,
     repeats: int,
     device: torch.device,
-) -> tuple[float, float]:
-    """Median seconds of each, run alternately, who goes first alternating too (warm-up
-    runs not counted)."""
+) -> tuple[list[float], list[float]]:
+    """Seconds of each run (warm-up runs not counted), run alternately, who goes first
+    alternating too, so a load spike hits one pair of runs, not one side."""
     ours_times, theirs_times = [], []
     for index in range(warmup + repeats):
         if index % 2:
@@ -75,7 +79,12 @@ def _alternate(
         if index >= warmup:
             ours_times.append(a)
             theirs_times.append(b)
-    return statistics.median(ours_times), statistics.median(theirs_times)
+    return ours_times, theirs_times
+
+
+def _paired_ratios(ours_times: list[float], theirs_times: list[float]) -> list[float]:
+    """theirs / ours of each pair of neighbouring runs, sorted."""
+    return sorted(b / a for a, b in zip(ours_times, theirs_times, strict=True))
 
 
 def _autocast(precision: str, device: torch.device):
@@ -169,14 +178,14 @@ def train_step_ratio(args: argparse.Namespace, device: torch.device) -> dict[str
             theirs.logit_scale.clamp_(0, math.log(100))
         float(loss.detach())  # ours reports its loss every step too
 
-    ours_s, theirs_s = _alternate(
+    ours_times, theirs_times = _alternate(
         our_step, their_step, warmup=args.warmup, repeats=args.repeats, device=device
     )
     trained = sum(p.numel() for p in ours.trainable_parameters())
     their_trained = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     return {
-        "ours_s": ours_s,
-        "theirs_s": theirs_s,
+        "ours_times": ours_times,
+        "theirs_times": theirs_times,
         "trained": trained,
         "their_trained": their_trained,
         "mode": mode,
@@ -236,12 +245,12 @@ def zeroshot_ratio(args: argparse.Namespace, device: torch.device, work: Path) -
         return {"acc1": float((logits.argmax(dim=1) == target).float().mean())}
 
     our_metrics, their_metrics = ours(), theirs()
-    ours_s, theirs_s = _alternate(
+    ours_times, theirs_times = _alternate(
         ours, theirs, warmup=args.eval_warmup, repeats=args.eval_repeats, device=device
     )
     return {
-        "ours_s": ours_s,
-        "theirs_s": theirs_s,
+        "ours_times": ours_times,
+        "theirs_times": theirs_times,
         "images": args.classes * args.per_class,
         "ours_acc1": our_metrics.get("acc1"),
         "theirs_acc1": 100 * their_metrics["acc1"],
@@ -258,7 +267,7 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per side (median)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed steps per side (median)")
     parser.add_argument(
         "--eval-arch", default="ViT-S-32", help="open_clip architecture of the eval"
     )
@@ -269,7 +278,7 @@ def main() -> None:
     parser.add_argument(
         "--eval-warmup", type=int, default=0, help="beyond the first, untimed run of each"
     )
-    parser.add_argument("--eval-repeats", type=int, default=3)
+    parser.add_argument("--eval-repeats", type=int, default=7)
     parser.add_argument("--skip", choices=["train", "eval"], default=None)
     args = parser.parse_args()
     if args.threads:
@@ -293,8 +302,8 @@ def main() -> None:
                 f"train step ({args.arch}, batch {args.batch}, {train['mode']}, "
                 f"{train['trained'] / 1e6:.2f}M trained; theirs {train['their_trained'] / 1e6:.2f}M)",
                 "open_clip",
-                train["ours_s"],
-                train["theirs_s"],
+                train["ours_times"],
+                train["theirs_times"],
             )
         )
     if args.skip != "eval":
@@ -305,15 +314,28 @@ def main() -> None:
                 f"zero-shot eval ({args.eval_arch}, {zs['images']} images, {args.classes} classes; "
                 f"acc1 ours {zs['ours_acc1']:.2f} theirs {zs['theirs_acc1']:.2f})",
                 "CLIP_benchmark",
-                zs["ours_s"],
-                zs["theirs_s"],
+                zs["ours_times"],
+                zs["theirs_times"],
             )
         )
     print()
-    print(f"{'what':<90} {'peer':<15} {'ours s':>9} {'theirs s':>9} {'ratio':>6}")
-    for what, peer, ours_s, theirs_s in rows:
-        print(f"{what:<90} {peer:<15} {ours_s:>9.3f} {theirs_s:>9.3f} {theirs_s / ours_s:>6.2f}")
-    print("ratio = theirs / ours (median seconds); ≥ 1.00: ours is not slower")
+    print(
+        f"{'what':<90} {'peer':<15} {'ours s':>7} {'theirs s':>8} {'ratio':>6} "
+        f"{'paired ratios: min  p25  p75  max':>34}"
+    )
+    for what, peer, ours_times, theirs_times in rows:
+        ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
+        paired = _paired_ratios(ours_times, theirs_times)
+        quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+        spread = f"{paired[0]:.2f} {quartiles[0]:.2f} {quartiles[2]:.2f} {paired[-1]:.2f}"
+        print(
+            f"{what:<90} {peer:<15} {ours_s:>7.3f} {theirs_s:>8.3f} {theirs_s / ours_s:>6.2f} "
+            f"{spread:>34}"
+        )
+    print(
+        "ratio = theirs / ours (median seconds); >= 1.00: ours is not slower. Paired ratios "
+        "compare neighbouring runs: their spread is the machine's noise."
+    )
 
 
 if __name__ == "__main__":

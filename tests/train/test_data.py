@@ -160,3 +160,38 @@ def test_feature_cache_dir_is_reused_by_the_next_run(tmp_path: Path) -> None:
     second = train(config)
     assert store.computed == computed  # every tower output came from the first run's shards
     assert first.final_loss == pytest.approx(second.final_loss, abs=1e-6)
+
+
+class _EpochEcho(torch.utils.data.Dataset):
+    """Item ``i`` of epoch ``e`` is ``100 * e + i``: what a caption draw seeded by epoch does."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return 100 * self.epoch + index
+
+
+def test_persistent_workers_see_every_epoch() -> None:
+    from cultureclip.train.data import EpochItems, EpochKeys, ResumableSampler
+
+    sampler = ResumableSampler(4, rank=0, world_size=1, seed=0, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        EpochItems(_EpochEcho()),
+        batch_size=2,
+        sampler=EpochKeys(sampler),
+        num_workers=1,
+        persistent_workers=True,
+    )
+    seen = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch, start=2 if epoch == 1 else 0)
+        seen.append(sorted(int(x) for batch in loader for x in batch))
+    # The one worker process kept its dataset copy across epochs, yet drew each epoch's items.
+    assert seen == [[0, 1, 2, 3], [102, 103], [200, 201, 202, 203]]

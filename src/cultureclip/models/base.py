@@ -17,8 +17,9 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -209,16 +210,27 @@ class VisionLanguageModel(nn.Module, ABC):
     ) -> tuple[Tensor, Tensor, Tensor]:
         return self.encode_image(pixel_values), self.encode_text(tokens), self.logit_scale
 
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode for the block, restored after; a model already in eval mode is left
+        alone (switching every submodule costs ~3% of a small zero-shot run)."""
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.train()
+
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
         """Normalised embeddings of PIL images, on the CPU, in inference mode."""
-        was_training = self.training
-        self.eval()
-        out = [
-            self.encode_image(self.preprocess(images[i : i + batch_size])).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-        self.train(was_training)
+        with self.inference():
+            out = [
+                self.encode_image(self.preprocess(images[i : i + batch_size])).float().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
     @torch.no_grad()
@@ -228,16 +240,14 @@ class VisionLanguageModel(nn.Module, ABC):
         Texts of more than one batch are batched by length, so a batch pads to its own
         longest text rather than to a long one drawn at random (1.5-2x less text-tower
         work on captions; each row is the same up to float rounding)."""
-        was_training = self.training
-        self.eval()
         order = by_length(texts) if len(texts) > batch_size else list(range(len(texts)))
-        out = [
-            self.encode_text(self.tokenize([texts[j] for j in order[i : i + batch_size]]))
-            .float()
-            .cpu()
-            for i in range(0, len(texts), batch_size)
-        ]
-        self.train(was_training)
+        with self.inference():
+            out = [
+                self.encode_text(self.tokenize([texts[j] for j in order[i : i + batch_size]]))
+                .float()
+                .cpu()
+                for i in range(0, len(texts), batch_size)
+            ]
         if not out:
             return torch.empty(0, self.embed_dim)
         return unsort(torch.cat(out), order)

@@ -188,27 +188,32 @@ def _train_stage(
         progress=config.progress,
     )
     final = output_dir / "final"
-    if _same_run(output_dir, train_config):
+    changed = _changed_settings(output_dir, train_config)
+    if not changed:
         if (final / MODEL_CONFIG_NAME).exists():  # written last by ``save``: stage finished
+            logger.info("reusing %s: same settings", final)
             return final
         if (output_dir / "checkpoints" / "latest").exists():
             train_config = train_config.model_copy(update={"resume": "latest"})
     elif output_dir.exists():
-        shutil.rmtree(output_dir)  # a run with other settings: start that stage afresh
+        logger.info("redoing %s: settings changed (%s)", output_dir, ", ".join(changed))
+        shutil.rmtree(output_dir)
     result = train(train_config)
     if result.final_model_dir is None:
         raise RuntimeError(f"training in {output_dir} stopped before its last step")
     return result.final_model_dir
 
 
-def _same_run(output_dir: Path, config: Any) -> bool:
+def _changed_settings(output_dir: Path, config: Any) -> list[str]:
+    """What differs from the run saved in ``output_dir`` (everything when there is none)."""
     from cultureclip.config import read_config_file
+    from cultureclip.core.store import changed_fields
 
     saved = output_dir / "config.yaml"
     if not saved.exists():
-        return False
+        return ["(no earlier run)"]
     previous = type(config).model_validate(read_config_file(saved))
-    return previous.run_identity() == config.run_identity()
+    return changed_fields(previous.run_identity(), config.run_identity())
 
 
 def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:

@@ -197,11 +197,12 @@ class ResumableSampler(Sampler[int]):
             drop_last=True,
         )
         self.start = 0
+        self.epoch = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Selects the epoch's order; the first ``start`` indices of this shard are skipped."""
         self._inner.set_epoch(epoch)
-        self.start = start
+        self.epoch, self.start = epoch, start
 
     @property
     def shard_length(self) -> int:
@@ -213,6 +214,40 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self._inner) - self.start)
+
+
+class EpochKeys(Sampler[tuple[int, int]]):
+    """The sampler's indices as ``(epoch, index)`` keys for :class:`EpochItems`."""
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class EpochItems(Dataset):
+    """A dataset read by ``(epoch, index)``: loader workers that live across epochs
+    (``persistent_workers``) hold their own copy of the dataset, so the epoch, which
+    decides each record's caption draw, travels with every index instead."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self._epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if epoch != self._epoch:
+            self.dataset.set_epoch(epoch)
+            self._epoch = epoch
+        return self.dataset[index]
 
 
 class _Sized(Mapping[int, int]):

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from cultureclip.config import ConfigError
 from cultureclip.core.device import resolve_device
 from cultureclip.core.progress import progress
+from cultureclip.core.store import changed_fields
 from cultureclip.core.threads import worker_init
 from cultureclip.data.pairs import PairCollection
 from cultureclip.data.twin_dataset import TwinBatch
@@ -58,6 +59,8 @@ from cultureclip.train.checkpoint import (
 from cultureclip.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from cultureclip.train.data import (
     EncoderInputs,
+    EpochItems,
+    EpochKeys,
     PairBatch,
     ResumableSampler,
     build_dataset,
@@ -429,7 +432,7 @@ def _load_resume_state(
         path = resolve_checkpoint(resume, checkpoint_dir)
         state = load_checkpoint(path)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
-    changed = sorted(k for k, v in config.run_identity().items() if saved.get(k) != v)
+    changed = changed_fields(saved, config.run_identity())
     if changed:
         raise CheckpointError(
             f"{path} was written by a run with different settings for {changed}; resuming would not "
@@ -577,23 +580,24 @@ def _train(
     model.train()
     last_time = time.perf_counter()
     enabled = config.progress and dist_info.is_main
+    loader = DataLoader(
+        EpochItems(dataset),
+        batch_size=per_rank_batch,
+        sampler=EpochKeys(sampler),
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=workers,
+        # Workers start once per run, not once per epoch.
+        persistent_workers=workers > 0,
+        worker_init_fn=worker_init if workers else None,
+        pin_memory=device.type == "cuda",
+        # A private generator: worker seeds must not consume the global RNG,
+        # or a run resumed mid-epoch would draw different dropout masks.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     with progress("train", total_steps, completed=step, enabled=enabled) as task:
         while step < stop_step:
             sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
-            dataset.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=per_rank_batch,
-                sampler=sampler,
-                drop_last=True,
-                collate_fn=collate,
-                num_workers=workers,
-                worker_init_fn=worker_init if workers else None,
-                pin_memory=device.type == "cuda",
-                # A private generator: worker seeds must not consume the global RNG,
-                # or a run resumed mid-epoch would draw different dropout masks.
-                generator=torch.Generator().manual_seed(config.seed + epoch),
-            )
             micro_batches: list[TwinBatch | PairBatch] = []
             for batch in loader:
                 micro_batches.append(batch)
