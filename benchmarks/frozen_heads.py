@@ -16,7 +16,7 @@ bare (goal ≥ 0.8) and first epoch vs encode-once (goal ≤ 1.2). ``--old`` als
 the previous path (tower outputs cached per batch by tensor hash, every image still
 decoded, resized and hashed each step).
 
-    python benchmarks/frozen_heads.py [--images 384] [--epochs 4] [--batch 64] [--repeats 2] [--old]
+    python benchmarks/frozen_heads.py [--images 384] [--epochs 10] [--batch 64] [--repeats 3] [--old]
 """
 
 from __future__ import annotations
@@ -187,10 +187,10 @@ def with_train(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=384)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2, help="alternated runs; best counts")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs; best counts")
     parser.add_argument("--old", action="store_true", help="also time the per-step cache path")
     args = parser.parse_args()
     if args.epochs < 2:
