@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -150,6 +150,9 @@ class VisionLanguageModel(nn.Module, ABC):
     # A backend whose towers split into (tower → pooled features → head) can let callers
     # compute a fixed tower's outputs once per input and feed the head from them: the
     # training data path does so for frozen/heads towers (cultureclip.train.data).
+    #: True when the backend implements the tower-output methods below
+    splits_towers: ClassVar[bool] = False
+
     def tower_namespace(self, name: str) -> str | None:
         """A fingerprint of tower ``name``'s weights *and* input preprocessing while its
         outputs are a pure function of the input (the tower is frozen or heads-only, in
@@ -185,7 +188,9 @@ class VisionLanguageModel(nn.Module, ABC):
     def encode_image(self, pixel_values: Tensor, normalize: bool = True) -> Tensor:
         """Pixels ``[B, C, H, W]``, or a fixed image tower's outputs ``[B, F]`` (heads only)."""
         inputs = pixel_values.to(self.device)
-        if inputs.ndim == 2:
+        # Only a backend that splits its towers reads [B, F] as tower outputs: another
+        # backend's preprocessing may well make 2-D pixel tensors of its own.
+        if inputs.ndim == 2 and self.splits_towers:
             features = self._encode_image_from_tower(inputs)
         else:
             features = self._encode_image(inputs)

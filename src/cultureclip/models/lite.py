@@ -320,6 +320,7 @@ class LiteBackend(VisionLanguageModel):
     """Small real two-tower model: packaged pretrained towers plus trainable heads."""
 
     backend = "lite"
+    splits_towers = True
 
     def __init__(self, argument: str, context_length: int | None = None) -> None:
         variant, options = parse_lite_spec(argument)
