@@ -15,6 +15,16 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def empty_feature_store():
+    """The process-wide frozen-tower store, empty before and after the test."""
+    from cultureclip.models.feature_cache import shared_store
+
+    shared_store().clear()
+    yield
+    shared_store().clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random clip / chinese_clip / siglip checkpoints written with save_pretrained."""

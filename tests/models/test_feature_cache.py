@@ -26,11 +26,7 @@ from cultureclip.train.data import encode_image_sources, encode_text_sources
 LITE = "lite:en?image_size=64&dim=32"
 
 
-@pytest.fixture(autouse=True)
-def _empty_store():
-    shared_store().clear()
-    yield
-    shared_store().clear()
+pytestmark = pytest.mark.usefixtures("empty_feature_store")
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,7 @@ from cultureclip.utils.io import read_jsonl
 LITE = "lite:en?image_size=64&dim=32"
 
 
-@pytest.fixture(autouse=True)
-def _empty_store():
-    shared_store().clear()
-    yield
-    shared_store().clear()
+pytestmark = pytest.mark.usefixtures("empty_feature_store")
 
 
 def _heads_config(data: Path, out: Path, **overrides) -> TrainConfig:
