@@ -161,12 +161,14 @@ class ZeroShotBenchmark(Benchmark):
         options: ZeroShotOptions = self.options  # type: ignore[assignment]
         self.prepare()
         images, labels, classnames, root = self._loaded
-        cache = TextFeatureCache(model)
-        class_features = []
-        for name in classnames:
-            features = cache.encode([t.format(c=name) for t in options.templates]).mean(dim=0)
-            class_features.append(torch.nn.functional.normalize(features, dim=0))
-        weights = torch.stack(class_features)
+        # Every class's prompts in one pass: a tower call per class is mostly overhead.
+        prompts = [t.format(c=name) for name in classnames for t in options.templates]
+        per_class = (
+            TextFeatureCache(model)
+            .encode(prompts)
+            .view(len(classnames), len(options.templates), -1)
+        )
+        weights = torch.nn.functional.normalize(per_class.mean(dim=1), dim=-1)
         keys = [str(i) for i in range(len(images))]
         failed: dict[str, str] = {}
         features = embed_images(
