@@ -452,64 +452,22 @@ def _train(
     dist_info: DistInfo,
     collection: PairCollection | None,
 ) -> TrainResult:
-    from cultureclip.models.registry import create_model
-
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     world, rank = dist_info.world_size, dist_info.rank
-    if config.batch_size % world:
-        raise ConfigError(
-            f"batch_size={config.batch_size} does not split evenly over {world} processes"
-        )
-    per_rank_batch = config.batch_size // world
-    if config.grad_cache_chunk is not None and config.grad_cache_chunk >= per_rank_batch:
-        raise ConfigError(
-            f"grad_cache_chunk={config.grad_cache_chunk} ≥ the per-process batch {per_rank_batch}: "
-            "unset it, or lower it below the per-process batch"
-        )
-    resolve_precision(config.precision, device)  # fail before loading anything
-    resolve_compile(config.compile, device)
-
-    resume_path, state = (
-        _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
-    )
-    if dist_info.is_main:
-        if state is None:
-            _claim_output_dir(config, output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(checkpoint_dir, "step_*.pt")
-        config.save(output_dir)
-    distributed.barrier(dist_info)
+    per_rank_batch = _per_rank_batch(config, world, device)  # fails before loading anything
+    resume_path, state = _open_output_dir(config, output_dir, checkpoint_dir, dist_info)
 
     # Same seed → same LoRA initialisation on every rank and in every (re)start.
     _seed_everything(config.seed)
-    model_kwargs = {"context_length": config.context_length} if config.context_length else {}
-    model = create_model(config.model, **model_kwargs)
+    model = _create_model(config)
     model.configure_training(config.training)
     model.to(device)
 
     loss_fn = create_loss(config.loss, **config.loss_kwargs)
-    kind, dataset, collate = build_dataset(
-        config.data,
-        transform=model.preprocess,
-        tokenize=model.tokenize,
-        seed=config.seed,
-        collection=collection,
+    kind, dataset, collate, workers = _training_data(
+        config, model, loss_fn, collection, per_rank_batch, dist_info
     )
-    loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
-    legacy_workers = config.num_workers or None
-    frozen = frozen_feature_data(
-        model,
-        kind,
-        dataset,
-        config.data,
-        workers=config.data.workers if config.data.workers is not None else legacy_workers,
-        batch_size=max(per_rank_batch, 32),
-        show_progress=config.progress and dist_info.is_main,
-    )
-    if frozen is not None:  # fixed towers: their outputs were computed once, heads train on them
-        dataset, collate = frozen
-    workers = loader_workers(config.data, config.num_workers, dataset)
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
     )
@@ -555,21 +513,10 @@ def _train(
         states = distributed.all_gather_object(rng_state(device), dist_info)
         path = None
         if dist_info.is_main:
-            payload = {
-                "epoch": epoch,
-                "micro_in_epoch": micro_in_epoch,
-                "model": {
-                    n: p.detach().cpu().clone()
-                    for n, p in model.named_parameters()
-                    if p.requires_grad
-                },
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "grad_scaler": stepper.scaler.state_dict() if stepper.scaler else None,
-                "rng": states,
-                "config": config.model_dump(mode="json"),
-            }
-            path = save_checkpoint(checkpoint_dir, step, payload, config.keep_last)
+            payload = _checkpoint_payload(config, stepper, scheduler, epoch, micro_in_epoch)
+            path = save_checkpoint(
+                checkpoint_dir, step, {**payload, "rng": states}, config.keep_last
+            )
         distributed.barrier(dist_info)
         return path
 
@@ -645,14 +592,7 @@ def _train(
     final_dir = export_dir = None
     final_model = model
     if completed and dist_info.is_main:
-        model.eval()
-        if config.wise_ft_alpha is not None:
-            model.save(output_dir / "finetuned")
-            base = create_model(config.model, **model_kwargs).to(device)
-            final_model = _wise_ft(base, model, config.wise_ft_alpha)
-        final_dir = final_model.save(output_dir / "final")
-        if config.export:
-            export_dir = copy.deepcopy(final_model).export(output_dir / "export")
+        final_model, final_dir, export_dir = _save_final(config, model, output_dir, device)
     distributed.barrier(dist_info)
     return TrainResult(
         output_dir=output_dir,
@@ -668,6 +608,120 @@ def _train(
         model=final_model,
         resumed_from_step=None if state is None else state["step"],
     )
+
+
+def _create_model(config: TrainConfig) -> VisionLanguageModel:
+    from cultureclip.models.registry import create_model
+
+    kwargs = {"context_length": config.context_length} if config.context_length else {}
+    return create_model(config.model, **kwargs)
+
+
+def _per_rank_batch(config: TrainConfig, world: int, device: torch.device) -> int:
+    """This process's share of the batch, after every check that needs no model or data."""
+    if config.batch_size % world:
+        raise ConfigError(
+            f"batch_size={config.batch_size} does not split evenly over {world} processes"
+        )
+    per_rank_batch = config.batch_size // world
+    if config.grad_cache_chunk is not None and config.grad_cache_chunk >= per_rank_batch:
+        raise ConfigError(
+            f"grad_cache_chunk={config.grad_cache_chunk} ≥ the per-process batch {per_rank_batch}: "
+            "unset it, or lower it below the per-process batch"
+        )
+    resolve_precision(config.precision, device)
+    resolve_compile(config.compile, device)
+    return per_rank_batch
+
+
+def _open_output_dir(
+    config: TrainConfig, output_dir: Path, checkpoint_dir: Path, dist_info: DistInfo
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from (if asked), with the output dir claimed and ready."""
+    resume_path, state = (
+        _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
+    )
+    if dist_info.is_main:
+        if state is None:
+            _claim_output_dir(config, output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(checkpoint_dir, "step_*.pt")
+        config.save(output_dir)
+    distributed.barrier(dist_info)
+    return resume_path, state
+
+
+def _training_data(
+    config: TrainConfig,
+    model: VisionLanguageModel,
+    loss_fn: ContrastiveLoss,
+    collection: PairCollection | None,
+    per_rank_batch: int,
+    dist_info: DistInfo,
+) -> tuple[DataKind, Any, Callable[[list[Any]], Any], int]:
+    """(kind, dataset, collate, loader workers); fixed towers' outputs are computed once
+    here and their heads train on the stored rows."""
+    kind, dataset, collate = build_dataset(
+        config.data,
+        transform=model.preprocess,
+        tokenize=model.tokenize,
+        seed=config.seed,
+        collection=collection,
+    )
+    loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
+    legacy_workers = config.num_workers or None
+    frozen = frozen_feature_data(
+        model,
+        kind,
+        dataset,
+        config.data,
+        workers=config.data.workers if config.data.workers is not None else legacy_workers,
+        batch_size=max(per_rank_batch, 32),
+        show_progress=config.progress and dist_info.is_main,
+    )
+    if frozen is not None:
+        dataset, collate = frozen
+    return kind, dataset, collate, loader_workers(config.data, config.num_workers, dataset)
+
+
+def _checkpoint_payload(
+    config: TrainConfig,
+    stepper: TrainStep,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    micro_in_epoch: int,
+) -> dict[str, Any]:
+    """Everything a resume needs but the processes' RNG states."""
+    return {
+        "epoch": epoch,
+        "micro_in_epoch": micro_in_epoch,
+        "model": {
+            n: p.detach().cpu().clone()
+            for n, p in stepper.model.named_parameters()
+            if p.requires_grad
+        },
+        "optimizer": stepper.optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "grad_scaler": stepper.scaler.state_dict() if stepper.scaler else None,
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def _save_final(
+    config: TrainConfig, model: VisionLanguageModel, output_dir: Path, device: torch.device
+) -> tuple[VisionLanguageModel, Path, Path | None]:
+    """Saves the finished model (WiSE-FT'd when asked) and its export."""
+    model.eval()
+    final_model = model
+    if config.wise_ft_alpha is not None:
+        model.save(output_dir / "finetuned")
+        base = _create_model(config).to(device)
+        final_model = _wise_ft(base, model, config.wise_ft_alpha)
+    final_dir = final_model.save(output_dir / "final")
+    export_dir = None
+    if config.export:
+        export_dir = copy.deepcopy(final_model).export(output_dir / "export")
+    return final_model, final_dir, export_dir
 
 
 #: what a training run writes in its output directory (all removed by ``overwrite``)
