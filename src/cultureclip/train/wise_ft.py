@@ -62,10 +62,8 @@ def wise_ft(
         for name in mixed
         if name not in small and mixed[name].is_floating_point()
     )
+    # Stored frozen-tower outputs need no clearing: load_state_dict bumps every tensor's
+    # version counter, so a changed tower fingerprints to a new namespace.
     result.load_state_dict(mixed)
     result.weights_diverged = diverged
-    if result.weights_diverged:
-        for cache in ("_image_cache", "_text_cache"):  # frozen-tower outputs of old weights
-            if hasattr(result, cache):
-                getattr(result, cache).clear()
     return result
