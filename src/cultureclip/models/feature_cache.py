@@ -306,6 +306,13 @@ class StoreView:
         space = self.namespace()
         if space is None:
             return compute(list(range(len(keys))))
+        return self.lookup(space, keys, compute)
+
+    def lookup(
+        self, space: str, keys: Sequence[str], compute: Callable[[list[int]], Tensor]
+    ) -> Tensor:
+        """Rows of ``keys`` in ``space``, a namespace the caller just took from :meth:`namespace`
+        (so a tower is fingerprinted once per call, not once to decide and once to look up)."""
         return self.store.lookup(space, keys, compute, limit=self.size)
 
 

@@ -452,9 +452,11 @@ class LiteBackend(VisionLanguageModel):
         self._text_fingerprint.reset()
 
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
-        if self._image_cache.namespace() is not None and len(pixel_values):
+        space = self._image_cache.namespace() if len(pixel_values) else None
+        if space is not None:
             with torch.no_grad():
-                pooled = self._image_cache(
+                pooled = self._image_cache.lookup(
+                    space,
                     tensor_row_keys(pixel_values),
                     lambda rows: self._pooled_image(pixel_values[rows]),
                 ).to(pixel_values.device)
@@ -470,14 +472,16 @@ class LiteBackend(VisionLanguageModel):
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
         # The multilingual tower caches by text itself; MiniLM's outputs are cached here.
-        if (
-            self.variant == "en"
-            and len(tokens["input_ids"])
-            and self._text_cache.namespace() is not None
-        ):
+        space = (
+            self._text_cache.namespace()
+            if self.variant == "en" and len(tokens["input_ids"])
+            else None
+        )
+        if space is not None:
             ids, mask = tokens["input_ids"], tokens["attention_mask"]
             with torch.no_grad():
-                pooled = self._text_cache(
+                pooled = self._text_cache.lookup(
+                    space,
                     tensor_row_keys(ids, mask),
                     lambda rows: self.text_tower(input_ids=ids[rows], attention_mask=mask[rows]),
                 ).to(ids.device)

@@ -311,12 +311,6 @@ class _ImageSources(Dataset):
         return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
 
 
-def _source_key(source: Any) -> str:
-    from cultureclip.models.feature_cache import image_identity
-
-    return image_identity(source)
-
-
 def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
     from cultureclip.models.feature_cache import shared_store
 
@@ -357,8 +351,9 @@ def encode_image_sources(
 
     from cultureclip.core.progress import progress
     from cultureclip.core.threads import worker_init
+    from cultureclip.models.feature_cache import image_identity
 
-    keys = [_source_key(s) for s in sources]
+    keys = [image_identity(s) for s in sources]
     found = _lookup(space, keys, disk)
     missing = [i for i, row in enumerate(found) if row is None]
     if missing:
