@@ -28,8 +28,6 @@ class Task(Protocol):
     ) -> None:
         """Moves the task on (``advance``) or to ``completed``; ``stats`` is a short status."""
 
-    def set_total(self, total: float | None) -> None: ...
-
 
 class Sink(Protocol):
     def open(self, description: str, total: float | None, completed: float) -> Task: ...
@@ -41,9 +39,6 @@ class _Silent:
     def update(
         self, *, advance: float = 0, completed: float | None = None, stats: str = ""
     ) -> None:
-        pass
-
-    def set_total(self, total: float | None) -> None:
         pass
 
 
@@ -59,9 +54,6 @@ class LogTask:
         self.start = time.monotonic()
         self._last_log = self.start
         self._start_count = completed
-
-    def set_total(self, total: float | None) -> None:
-        self.total = total
 
     def update(
         self, *, advance: float = 0, completed: float | None = None, stats: str = ""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field
 
 from cultureclip.config import Config
+from cultureclip.core.device import AUTO, Device
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset
 DEFAULT_API_URL = "https://api.openai.com/v1"
@@ -45,7 +46,7 @@ class LLMSettings(Config):
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(1024, ge=1)
     # local transformers backend only
-    device: str = "cpu"
+    device: Device = AUTO
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
     @property

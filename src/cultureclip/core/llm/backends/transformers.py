@@ -6,6 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
+from cultureclip.core.device import resolve_device
 from cultureclip.core.llm.base import LLMS, LLMBackend, LLMError, Message, text_only
 from cultureclip.core.llm.settings import LLMSettings
 
@@ -27,6 +28,7 @@ class TransformersLLM(LLMBackend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         super().__init__(settings)
+        device = resolve_device(settings.device)
         dtype = {
             "auto": None,
             "float32": torch.float32,
@@ -34,7 +36,7 @@ class TransformersLLM(LLMBackend):
             "bfloat16": torch.bfloat16,
         }[settings.dtype]
         if dtype is None:
-            dtype = torch.bfloat16 if settings.device.startswith("cuda") else torch.float32
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
             model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
@@ -44,7 +46,7 @@ class TransformersLLM(LLMBackend):
             raise LLMError(
                 f"tokenizer of {settings.model} has no chat template; use an instruction-tuned model"
             )
-        self.model = model.to(settings.device).eval()
+        self.model = model.to(device).eval()
         self._lock = asyncio.Lock()
 
     def _generate(self, messages: list[Message], temperature: float, seed: int | None) -> str:
