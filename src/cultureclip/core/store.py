@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,25 +134,16 @@ class FailureLog:
         raw: Iterable[str] = (),
         item: dict[str, Any] | None = None,
     ) -> None:
+        record = {
+            "stage": stage,
+            "key": key,
+            "error": error,
+            "raw": list(raw),
+            "item": item or {},
+            "time": time.time(),
+        }
         with self._lock:
-            self._append(stage, key, error, list(raw), item or {})
-
-    def _append(
-        self, stage: str, key: str, error: str, raw: list[str], item: dict[str, Any]
-    ) -> None:
-        append_jsonl(
-            self.path,
-            [
-                {
-                    "stage": stage,
-                    "key": key,
-                    "error": error,
-                    "raw": list(raw),
-                    "item": item or {},
-                    "time": time.time(),
-                }
-            ],
-        )
+            append_jsonl(self.path, [record])
 
 
 def open_failures(work_dir: str | Path) -> list[dict[str, Any]]:
@@ -175,12 +167,9 @@ def write_failure_report(work_dir: str | Path, out_dir: str | Path) -> dict[str,
     from cultureclip.utils.io import write_jsonl
 
     failures = open_failures(work_dir)
-    by_stage: dict[str, int] = {}
-    for failure in failures:
-        by_stage[failure["stage"]] = by_stage.get(failure["stage"], 0) + 1
     summary = {
         "open_failures": len(failures),
-        "by_stage": by_stage,
+        "by_stage": dict(Counter(failure["stage"] for failure in failures)),
         "items": [
             {
                 "stage": f["stage"],
