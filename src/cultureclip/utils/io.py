@@ -247,10 +247,11 @@ def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, A
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                yield number, _decode_line(raw), raw.endswith(b"\n")
+                yield number, parse_json_line(raw), raw.endswith(b"\n")
 
 
-def _decode_line(raw: bytes) -> dict[str, Any] | str:
+def parse_json_line(raw: bytes) -> dict[str, Any] | str:
+    """One JSONL line as an object, or what is wrong with it (not UTF-8, not JSON, no object)."""
     try:
         record = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
