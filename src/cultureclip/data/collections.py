@@ -26,11 +26,12 @@ import csv
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.data.cultwin import CULTWIN_FILES, is_cultwin_path, read_cultwin, write_cultwin
 from cultureclip.data.pairs import (
     RAW_IMAGE_MAGIC,
     ImageSource,
@@ -39,12 +40,11 @@ from cultureclip.data.pairs import (
     open_image,
     raw_image_bytes,
 )
-from cultureclip.utils.io import atomic_path, iter_jsonl, write_jsonl
+from cultureclip.utils.io import atomic_path, atomic_write_bytes, iter_jsonl, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
-CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -107,9 +107,8 @@ def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
     return ids, images
 
 
-def _read_tsv(
-    imgs_path: Path, image_ids: list[str], images: list[ImageSource], position: dict[str, int]
-) -> None:
+def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
+    found: dict[str, ImageSource] = {}
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
@@ -121,11 +120,10 @@ def _read_tsv(
                     f"{imgs_path}:{number}: expected 'image_id<TAB>base64 image'"
                 )
             key = image_id.decode("utf-8").strip()
-            if key in position:
+            if key in found:
                 raise CollectionFormatError(f"{imgs_path}:{number}: duplicate image id {key!r}")
-            position[key] = len(image_ids)
-            image_ids.append(key)
-            images.append(payload)
+            found[key] = payload
+    return list(found), list(found.values())
 
 
 def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
@@ -146,15 +144,12 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
                 f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
             )
 
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
-    position: dict[str, int] = {}
     if folder is not None:
         image_ids, images = _folder_images(folder)
-        position = {key: n for n, key in enumerate(image_ids)}
         imgs_path = folder
     else:
-        _read_tsv(imgs_path, image_ids, images, position)
+        image_ids, images = _read_tsv(imgs_path)
+    position = {key: n for n, key in enumerate(image_ids)}
 
     text_ids: list[str] = []
     texts: list[str] = []
@@ -217,8 +212,13 @@ def write_chinese_clip(
             if "\t" in image_id or "\n" in image_id:
                 raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
             handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
+    _write_texts_jsonl(texts_path, collection)
+    return imgs_path, texts_path
+
+
+def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
     write_jsonl(
-        texts_path,
+        path,
         (
             {
                 "text_id": _json_id(text_id),
@@ -230,7 +230,6 @@ def write_chinese_clip(
             )
         ),
     )
-    return imgs_path, texts_path
 
 
 # ---- caption folders ----------------------------------------------------------------
@@ -245,17 +244,17 @@ def _pick(row: dict[str, Any], keys: Sequence[str], where: str) -> Any:
     raise CollectionFormatError(f"{where}: needs one of the columns {', '.join(keys)}")
 
 
-def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
-    """(file name, captions, location) per row of a captions file."""
-    return [(name, captions, where) for name, captions, where, _, _ in _caption_rows_ids(path)]
+class _CaptionRow(NamedTuple):
+    name: str  # the image file, relative to the folder
+    captions: list[str]
+    where: str  # file:line, for messages
+    # optional JSONL keys that ``cultureclip convert`` writes
+    image_id: str | None = None
+    text_ids: list[str] | None = None
 
 
-def _caption_rows_ids(
-    path: Path,
-) -> list[tuple[str, list[str], str, str | None, list[str] | None]]:
-    """(file name, captions, location, image id, text ids) per row; the ids are optional
-    JSONL keys (``image_id``, ``text_ids``) that ``cultureclip convert`` writes."""
-    rows: list[tuple[str, list[str], str, str | None, list[str] | None]] = []
+def _caption_rows(path: Path) -> list[_CaptionRow]:
+    rows: list[_CaptionRow] = []
     if path.suffix == ".jsonl":
         for number, row in iter_jsonl(path, tolerate_torn_tail=False):
             where = f"{path}:{number}"
@@ -274,7 +273,7 @@ def _caption_rows_ids(
                 )
             image_id = row.get("image_id")
             rows.append(
-                (
+                _CaptionRow(
                     name,
                     [str(c) for c in captions],
                     where,
@@ -298,17 +297,10 @@ def _caption_rows_ids(
             where = f"{path}:{number}"
             if has_header:
                 row = dict(zip(header, cells, strict=False))
-                rows.append(
-                    (
-                        str(_pick(row, _FILE_KEYS, where)),
-                        [str(_pick(row, _TEXT_KEYS, where))],
-                        where,
-                        None,
-                        None,
-                    )
-                )
+                name = str(_pick(row, _FILE_KEYS, where))
+                rows.append(_CaptionRow(name, [str(_pick(row, _TEXT_KEYS, where))], where))
             elif len(cells) >= 2:
-                rows.append((cells[0], [delimiter.join(cells[1:])], where, None, None))
+                rows.append(_CaptionRow(cells[0], [delimiter.join(cells[1:])], where))
             else:
                 raise CollectionFormatError(f"{where}: expected 'file{delimiter}caption'")
     return rows
@@ -332,7 +324,7 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     text_to_images: list[list[int]] = []
     text_ids: list[str] = []
     text_row: dict[str, int] = {}
-    for name, captions, where, image_id, given_text_ids in _caption_rows_ids(captions_file):
+    for name, captions, where, image_id, given_text_ids in _caption_rows(captions_file):
         file = (directory / name).resolve()
         if not file.is_relative_to(root):
             raise CollectionFormatError(f"{where}: {name!r} points outside {directory}")
@@ -370,8 +362,6 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
     Image ids are ``{record id}:pos`` / ``{record id}:neg``. Records that fail validation
     are skipped by :func:`read_cultwin`; their line numbers are in ``meta["bad_records"]``.
     """
-    from cultureclip.data.cultwin import read_cultwin
-
     load = read_cultwin(path)
     image_ids: list[str] = []
     images: list[ImageSource] = []
@@ -486,8 +476,6 @@ def detect_layout(path: str | Path) -> str:
             return "chinese_clip"
         if path.name in CAPTION_FILES:
             return "caption_folder"
-        from cultureclip.data.cultwin import is_cultwin_path
-
         if is_cultwin_path(path):
             return "cultwin"
         raise CollectionFormatError(
@@ -496,8 +484,6 @@ def detect_layout(path: str | Path) -> str:
         )
     if chinese_clip_splits(path):
         return "chinese_clip"
-    from cultureclip.data.cultwin import is_cultwin_path
-
     if is_cultwin_path(path):  # JSONL, Parquet or tar shards
         return "cultwin"
     if any((path / n).exists() for n in CAPTION_FILES):
@@ -602,8 +588,6 @@ def _file_name(image_id: str, raw: bytes) -> str:
 
 def _write_images(folder: Path, collection: PairCollection) -> list[str]:
     """Copies every image into ``folder``; returns the file names, in order."""
-    from cultureclip.utils.io import atomic_write_bytes
-
     folder.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     used: set[str] = set()
@@ -631,19 +615,7 @@ def write_image_folder_layout(root: str | Path, split: str, collection: PairColl
     names = _write_images(root / f"{split}_images", collection)
     if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
         raise CollectionFormatError("two image ids map to the same file name")
-    write_jsonl(
-        root / f"{split}_texts.jsonl",
-        (
-            {
-                "text_id": _json_id(text_id),
-                "text": text,
-                "image_ids": [_json_id(collection.image_ids[i]) for i in refs],
-            }
-            for text_id, text, refs in zip(
-                collection.text_ids, collection.texts, collection.text_to_images, strict=True
-            )
-        ),
-    )
+    _write_texts_jsonl(root / f"{split}_texts.jsonl", collection)
     return root
 
 
@@ -680,8 +652,6 @@ def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
     Plain image–text pairs have no culturally different twin, so they cannot become CulTwin
     records; ``cultureclip synth`` makes twins from concepts.
     """
-    from cultureclip.data.cultwin import write_cultwin
-
     root = Path(root)
     sides: dict[str, dict[str, int]] = {}
     for number, image_id in enumerate(collection.image_ids):

@@ -42,6 +42,7 @@ from cultureclip.utils.io import (
     stable_hash,
 )
 
+CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 SHARD_GLOB = "cultwin-*.tar"
 SHARD_MANIFEST = "cultwin-shards.json"
 SHARD_CACHE = ".cultwin-cache"
@@ -164,9 +165,9 @@ def is_cultwin_path(path: str | Path) -> bool:
     "pairs" everywhere."""
     path = Path(path)
     if path.is_dir():
-        names = ("cultwin.jsonl", "cultwin.parquet", SHARD_MANIFEST)
+        names = (*CULTWIN_FILES, SHARD_MANIFEST)
         return any((path / n).exists() for n in names) or any(path.glob(SHARD_GLOB))
-    if path.suffix == ".tar" or path.name in ("cultwin.jsonl", "cultwin.parquet"):
+    if path.suffix == ".tar" or path.name in CULTWIN_FILES:
         return True
     if path.suffix == ".jsonl" and path.is_file():
         with open(path, "rb") as handle:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,20 +124,3 @@ class PairCollection:
             for image in images:
                 result[image].append(text)
         return result
-
-    def subset(self, text_indices: Sequence[int]) -> PairCollection:
-        """The texts at ``text_indices`` and just the images they reference."""
-        keep = sorted({i for t in text_indices for i in self.text_to_images[t]})
-        remap = {old: new for new, old in enumerate(keep)}
-        return PairCollection(
-            image_ids=[self.image_ids[i] for i in keep],
-            images=[self.images[i] for i in keep],
-            text_ids=[self.text_ids[t] for t in text_indices],
-            texts=[self.texts[t] for t in text_indices],
-            text_to_images=[[remap[i] for i in self.text_to_images[t]] for t in text_indices],
-            name=self.name,
-            meta=dict(self.meta),
-        )
-
-
-PairLoader = Callable[..., PairCollection]

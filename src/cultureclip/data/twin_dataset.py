@@ -20,14 +20,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cultureclip.data.cultwin import CulTwinLoad, TwinRecord
+from cultureclip.data.pairs import open_image
 
 ImageTransform = Callable[[Sequence[Image.Image]], Tensor]
 Tokenize = Callable[[Sequence[str]], dict[str, Tensor]]
-
-
-def load_image(path: Any) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 @dataclass
@@ -87,7 +83,7 @@ class TwinDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.sources(index)
-        pixels = self.transform([load_image(item["pos_image"]), load_image(item["neg_image"])])
+        pixels = self.transform([open_image(item["pos_image"]), open_image(item["neg_image"])])
         return {**item, "pos_image": pixels[0], "neg_image": pixels[1]}
 
 
