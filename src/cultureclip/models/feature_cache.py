@@ -154,7 +154,6 @@ class FeatureStore:
         self._lock = threading.RLock()
         #: rows computed by ``lookup`` (what tests and benchmarks count)
         self.computed = 0
-        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -166,15 +165,11 @@ class FeatureStore:
     def count(self, space: str | None) -> int:
         return self._per_namespace.get(space, 0) if space is not None else 0
 
-    def clear(self, space: str | None = None) -> None:
+    def clear(self) -> None:
         with self._lock:
-            if space is None:
-                self._rows.clear()
-                self._per_namespace.clear()
-                self._bytes = 0
-                return
-            for key in [k for k in self._rows if k[0] == space]:
-                self._drop(key)
+            self._rows.clear()
+            self._per_namespace.clear()
+            self._bytes = 0
 
     def _drop(self, key: tuple[str, str]) -> None:
         row = self._rows.pop(key)
@@ -248,8 +243,6 @@ class FeatureStore:
             computed = compute(list(first.values())).detach().to("cpu", torch.float32)
             fresh = dict(zip(first, computed, strict=True))
             self.put(space, list(fresh), list(fresh.values()), limit, computed=True)
-        with self._lock:
-            self.hits += sum(row is not None for row in found)
         return torch.stack(
             [row if row is not None else fresh[key] for key, row in zip(keys, found, strict=True)]
         )
@@ -295,12 +288,6 @@ class StoreView:
 
     def __len__(self) -> int:
         return self.store.count(self.namespace())
-
-    def clear(self) -> None:
-        """Forgets this tower's rows (not needed for correctness: a changed tower is a new namespace)."""
-        space = self.namespace()
-        if space is not None:
-            self.store.clear(space)
 
     def __call__(self, keys: Sequence[str], compute: Callable[[list[int]], Tensor]) -> Tensor:
         space = self.namespace()

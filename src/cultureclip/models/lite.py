@@ -48,9 +48,7 @@ from torch import Tensor, nn
 
 from cultureclip.config import Config
 from cultureclip.models.base import (
-    WEIGHTS_NAME,
     BackendError,
-    TrainingSetup,
     TrainMode,
     VisionLanguageModel,
 )
@@ -197,9 +195,6 @@ class FrozenOutputCache:
 
     def __len__(self) -> int:
         return len(self._rows)
-
-    def clear(self) -> None:
-        self._rows.clear()
 
     def __call__(self, keys: Sequence[bytes], compute: Any) -> Tensor:
         """Rows for ``keys``; ``compute(indices)`` encodes the rows not cached yet."""
@@ -516,22 +511,6 @@ class LiteBackend(VisionLanguageModel):
             if setup.text in (TrainMode.frozen, TrainMode.heads):
                 self.text_tower.eval()
         return self
-
-    def configure_training(
-        self, setup: TrainingSetup | None = None, **kwargs: Any
-    ) -> TrainingSetup:
-        result = super().configure_training(setup, **kwargs)
-        self.train(self.training)  # re-apply the per-tower eval rule for the new modes
-        return result
-
-    def load_saved_weights(self, path: str | Path) -> None:
-        """As the base, but "diverged" means every parameter was saved (BN buffers ride along)."""
-        from safetensors import safe_open
-
-        super().load_saved_weights(path)
-        with safe_open(str(Path(path) / WEIGHTS_NAME), framework="pt") as saved:
-            saved_names = set(saved.keys())
-        self.weights_diverged = {name for name, _ in self.named_parameters()} <= saved_names
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """Adds the image tower's BatchNorm statistics whenever its weights may have changed."""

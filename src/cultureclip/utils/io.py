@@ -47,10 +47,6 @@ def current_umask() -> int:
     return mask
 
 
-def _apply_umask(fd: int) -> None:
-    os.fchmod(fd, 0o666 & ~current_umask())
-
-
 def free_space(path: str | os.PathLike[str]) -> str:
     """Free space of the file system holding ``path``, human-readable."""
     try:
@@ -81,10 +77,6 @@ def disk_full_as_user_error(path: str | os.PathLike[str]) -> Iterator[None]:
         ) from exc
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
     """Deletes temp files that :func:`atomic_path` / :func:`atomic_write_bytes` left behind when
     a process was killed mid-write, for targets matching ``name_glob`` in ``directory``.
@@ -96,7 +88,7 @@ def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = 
         return []
     removed = []
     for candidate in directory.glob(f".{name_glob}.*"):
-        if candidate.is_file() and _looks_like_temp(candidate):
+        if candidate.is_file() and _TEMP_NAME.match(candidate.name):
             with contextlib.suppress(FileNotFoundError):
                 candidate.unlink()
                 removed.append(candidate)
@@ -109,27 +101,10 @@ def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = 
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
-def _looks_like_temp(path: Path) -> bool:
-    return bool(_TEMP_NAME.match(path.name))
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    path = Path(path)
-    with disk_full_as_user_error(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-        try:
-            _apply_umask(fd)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -149,10 +124,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     with disk_full_as_user_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix or ".tmp"
+            dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp"
         )
         try:
-            _apply_umask(fd)
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp alone makes 0600
         finally:
             os.close(fd)
         tmp_path = Path(tmp)
