@@ -150,10 +150,12 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     else:
         image_ids, images = _read_tsv(imgs_path)
     position = {key: n for n, key in enumerate(image_ids)}
-
-    text_ids: list[str] = []
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
+    pairs = PairCollection(
+        image_ids,
+        images,
+        name=f"{root.name}/{split}",
+        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
+    )
     for number, row in iter_jsonl(texts_path, tolerate_torn_tail=False):
         try:
             text_id, text, refs = str(row["text_id"]), str(row["text"]), row["image_ids"]
@@ -167,18 +169,8 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
                 f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
                 f"that are not in {imgs_path.name}"
             )
-        text_ids.append(text_id)
-        texts.append(text)
-        text_to_images.append([position[str(i)] for i in refs])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=f"{root.name}/{split}",
-        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
-    )
+        pairs.add_text(text_id, text, [position[str(i)] for i in refs])
+    return pairs
 
 
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -317,12 +309,8 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     if captions_file is None:
         raise MissingInputError(f"no {', '.join(CAPTION_FILES)} in {directory}")
     root = directory.resolve()
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
+    pairs = PairCollection(name=directory.name, meta={"layout": "caption_folder"})
     position: dict[str, int] = {}
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
-    text_ids: list[str] = []
     text_row: dict[str, int] = {}
     for name, captions, where, image_id, given_text_ids in _caption_rows(captions_file):
         file = (directory / name).resolve()
@@ -332,27 +320,15 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
             raise CollectionFormatError(f"{where}: image file {name!r} not found in {directory}")
         key = image_id if image_id is not None else file.relative_to(root).as_posix()
         if key not in position:
-            position[key] = len(image_ids)
-            image_ids.append(key)
-            images.append(file)
+            position[key] = pairs.add_image(key, file)
         for number, caption in enumerate(captions):
-            text_id = given_text_ids[number] if given_text_ids else str(len(texts))
+            text_id = given_text_ids[number] if given_text_ids else str(len(pairs.texts))
             if given_text_ids and text_id in text_row:  # one text describing several images
-                text_to_images[text_row[text_id]].append(position[key])
+                pairs.text_to_images[text_row[text_id]].append(position[key])
                 continue
-            text_row[text_id] = len(texts)
-            text_ids.append(text_id)
-            texts.append(caption)
-            text_to_images.append([position[key]])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=directory.name,
-        meta={"layout": "caption_folder"},
-    )
+            text_row[text_id] = len(pairs.texts)
+            pairs.add_text(text_id, caption, [position[key]])
+    return pairs
 
 
 # ---- CulTwin --------------------------------------------------------------------------
@@ -363,33 +339,20 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
     are skipped by :func:`read_cultwin`; their line numbers are in ``meta["bad_records"]``.
     """
     load = read_cultwin(path)
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
-    text_ids: list[str] = []
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
+    pairs = PairCollection(
+        name=Path(path).stem,
+        meta={"layout": "cultwin", "bad_records": [bad.line for bad in load.errors]},
+    )
     for record in load.records:
         for side in ("pos", "neg"):
             half = record.side(side)
             image_path = load.image_path(half["image"])
             if image_path is None:
                 continue
-            index = len(image_ids)
-            image_ids.append(f"{record.id}:{side}")
-            images.append(image_path)
+            index = pairs.add_image(f"{record.id}:{side}", image_path)
             for number, caption in enumerate(half["captions"] or [half["concept"]]):
-                text_ids.append(f"{record.id}:{side}:{number}")
-                texts.append(caption)
-                text_to_images.append([index])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=Path(path).stem,
-        meta={"layout": "cultwin", "bad_records": [bad.line for bad in load.errors]},
-    )
+                pairs.add_text(f"{record.id}:{side}:{number}", caption, [index])
+    return pairs
 
 
 # ---- splitting and dispatch -----------------------------------------------------------

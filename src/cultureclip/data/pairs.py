@@ -95,11 +95,11 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
 class PairCollection:
     """Images and texts with ``text_to_images[t]`` = indices of the images text ``t`` describes."""
 
-    image_ids: list[str]
-    images: list[ImageSource]
-    text_ids: list[str]
-    texts: list[str]
-    text_to_images: list[list[int]]
+    image_ids: list[str] = field(default_factory=list)
+    images: list[ImageSource] = field(default_factory=list)
+    text_ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    text_to_images: list[list[int]] = field(default_factory=list)
     name: str = ""
     meta: dict[str, object] = field(default_factory=dict)
 
@@ -108,6 +108,17 @@ class PairCollection:
             raise ValueError("image_ids and images differ in length")
         if not (len(self.text_ids) == len(self.texts) == len(self.text_to_images)):
             raise ValueError("text_ids, texts and text_to_images differ in length")
+
+    def add_image(self, image_id: str, source: ImageSource) -> int:
+        """Appends an image (readers build a collection this way); returns its index."""
+        self.image_ids.append(image_id)
+        self.images.append(source)
+        return len(self.images) - 1
+
+    def add_text(self, text_id: str, text: str, images: list[int]) -> None:
+        self.text_ids.append(text_id)
+        self.texts.append(text)
+        self.text_to_images.append(images)
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.images[index])
