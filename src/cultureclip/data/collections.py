@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,8 +92,6 @@ def _convert_hint(root: Path) -> str:
 
 
 def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
-    ids: list[str] = []
-    images: list[ImageSource] = []
     seen: dict[str, Path] = {}
     for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -102,9 +101,7 @@ def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
                 f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
             )
         seen[file.stem] = file
-        ids.append(file.stem)
-        images.append(file)
-    return ids, images
+    return list(seen), list(seen.values())
 
 
 def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
@@ -410,10 +407,7 @@ def split_collection(
     groups.sort(key=lambda g: g[0])  # independent of dict order, so the seed alone decides
     random.Random(seed).shuffle(groups)
     total = len(collection.images)
-    bounds, acc = [], 0.0
-    for ratio in ratios:
-        acc += ratio
-        bounds.append(total * acc / sum(ratios))
+    bounds = [total * acc / sum(ratios) for acc in itertools.accumulate(ratios)]
     assigned: dict[str, list[int]] = {name: [] for name in SPLITS}
     placed = 0
     for group in groups:

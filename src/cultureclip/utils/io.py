@@ -167,18 +167,14 @@ def repair_torn_tail(path: str | os.PathLike[str]) -> int:
         if handle.read(1) == b"\n":
             return 0
         # Walk back to the last newline in blocks; records are small, files may be large.
-        end = size
-        while end > 0:
+        keep = 0
+        for end in range(size, 0, -65536):
             start = max(0, end - 65536)
             handle.seek(start)
-            block = handle.read(end - start)
-            cut = block.rfind(b"\n")
+            cut = handle.read(end - start).rfind(b"\n")
             if cut != -1:
                 keep = start + cut + 1
                 break
-            end = start
-        else:
-            keep = 0
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
