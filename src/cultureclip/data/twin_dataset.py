@@ -1,10 +1,9 @@
 """A torch Dataset over a CulTwin set that yields twin training examples.
 
 Each item carries both halves of a pair: the positive image and its twin's image,
-one caption of each (drawn deterministically from ``(seed, epoch, index)`` so a
-resumed run sees the same captions), and both bare concept names. The collate
-function stacks images and tokenises the four text lists with the model's own
-tokenizer, giving exactly what the CultureCLIP loss needs.
+one caption of each (drawn deterministically from ``(seed, epoch, record id)`` so a
+resumed run sees the same captions), and both bare concept names: what the
+CultureCLIP loss needs.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ reused safely:
 :class:`FeatureStore` is a bounded in-memory LRU of ``(namespace, key) → row``;
 :func:`shared_store` is the process-wide one, which is how three models fine-tuned
 from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps rows
-in safetensors shards under a directory, reused by later runs; a shard that does not
-read back (torn, corrupt, another namespace) is ignored and its rows are recomputed.
+on disk for later runs.
 """
 
 from __future__ import annotations

@@ -1,10 +1,4 @@
-"""``hf:<hub id or directory>``: transformers CLIPModel, ChineseCLIPModel, SiglipModel.
-
-Real users load ``hf:openai/clip-vit-base-patch32`` or
-``hf:OFA-Sys/chinese-clip-vit-base-patch16`` from the Hub; tests load tiny random
-checkpoints they write with ``save_pretrained``. Both go through the same
-``from_pretrained`` calls.
-"""
+"""``hf:<hub id or directory>``: transformers CLIPModel, ChineseCLIPModel, SiglipModel."""
 
 from __future__ import annotations
 

@@ -111,9 +111,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(
-        path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n"
+        path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
     )
 
 
@@ -259,19 +259,14 @@ def iter_jsonl(
 
 
 def read_jsonl(
-    path: str | os.PathLike[str],
-    *,
-    tolerate_torn_tail: bool = True,
-    on_error: Literal["raise", "skip"] = "raise",
+    path: str | os.PathLike[str], *, on_error: Literal["raise", "skip"] = "raise"
 ) -> list[dict[str, Any]]:
-    """Reads a JSONL file (see :func:`iter_jsonl`); a missing file reads as empty."""
+    """Reads a JSONL file (see :func:`iter_jsonl`), a torn last line ignored; a missing
+    file reads as empty."""
     path = Path(path)
     if not path.exists():
         return []
-    return [
-        record
-        for _, record in iter_jsonl(path, on_error=on_error, tolerate_torn_tail=tolerate_torn_tail)
-    ]
+    return [record for _, record in iter_jsonl(path, on_error=on_error)]
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
