@@ -337,11 +337,10 @@ class VisionLanguageModel(nn.Module, ABC):
             self._lora_towers.discard(tower_name)
             self.weights_diverged = True
             self._towers_changed()  # peft merges through ``weight.data``, unseen by versions
-        setup = self.training_setup.model_copy()
-        for tower_name in TOWERS:
-            if getattr(setup, tower_name) is TrainMode.lora:
-                setattr(setup, tower_name, TrainMode.frozen)
-        self.training_setup = setup
+        merged = {
+            t: TrainMode.frozen for t in TOWERS if getattr(self.training_setup, t) is TrainMode.lora
+        }
+        self.training_setup = self.training_setup.model_copy(update=merged)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
