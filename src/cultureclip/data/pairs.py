@@ -84,10 +84,8 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     a thumbnail; ``image.info[DOWNSCALED_FROM]`` holds the original size); other formats
     over the cap raise :class:`ImageTooLargeError` before any pixel is decoded.
     """
-    if isinstance(source, Path):
-        with Image.open(source) as image:
-            return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
-    with Image.open(io.BytesIO(raw_image_bytes(source))) as image:
+    opened = source if isinstance(source, Path) else io.BytesIO(raw_image_bytes(source))
+    with Image.open(opened) as image:
         return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
 
 

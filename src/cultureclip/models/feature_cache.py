@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,7 @@ class FeatureStore:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._rows: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
-        self._per_namespace: dict[str, int] = {}
+        self._per_namespace: Counter[str] = Counter()
         self._bytes = 0
         self._lock = threading.RLock()
         #: rows computed by ``lookup`` (what tests and benchmarks count)
@@ -162,7 +162,7 @@ class FeatureStore:
         return self._bytes
 
     def count(self, space: str | None) -> int:
-        return self._per_namespace.get(space, 0) if space is not None else 0
+        return self._per_namespace[space] if space is not None else 0
 
     def clear(self) -> None:
         with self._lock:
@@ -173,11 +173,7 @@ class FeatureStore:
     def _drop(self, key: tuple[str, str]) -> None:
         row = self._rows.pop(key)
         self._bytes -= row.nbytes
-        left = self._per_namespace[key[0]] - 1
-        if left:
-            self._per_namespace[key[0]] = left
-        else:
-            del self._per_namespace[key[0]]
+        self._per_namespace[key[0]] -= 1
 
     def get(self, space: str, keys: Sequence[str]) -> list[Tensor | None]:
         with self._lock:
@@ -213,7 +209,7 @@ class FeatureStore:
                     self._drop((space, key))
                 self._rows[(space, key)] = stored
                 self._bytes += stored.nbytes
-                self._per_namespace[space] = self._per_namespace.get(space, 0) + 1
+                self._per_namespace[space] += 1
             self._evict(space, limit)
 
     def _evict(self, space: str, limit: int) -> None:
