@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin, write_cultwin
-from cultureclip.data.twin_dataset import load_image
+from cultureclip.data.pairs import open_image
 from cultureclip.models.registry import create_model
 from cultureclip.train import TrainConfig, train
 
@@ -23,8 +23,8 @@ def twin_accuracy(model, load: CulTwinLoad) -> float:
     images, own, twin = [], [], []
     for record in load.records:
         images += [
-            load_image(load.image_path(record.pos_image)),
-            load_image(load.image_path(record.neg_image)),
+            open_image(load.image_path(record.pos_image)),
+            open_image(load.image_path(record.neg_image)),
         ]
         own += [record.pos_concept, record.neg_concept]
         twin += [record.neg_concept, record.pos_concept]

@@ -21,30 +21,29 @@ Collections without a split are split 7:1:2 (train/valid/test) with a fixed seed
 from __future__ import annotations
 
 import base64
-import binascii
 import csv
+import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.data.cultwin import CULTWIN_FILES, is_cultwin_path, read_cultwin, write_cultwin
 from cultureclip.data.pairs import (
     RAW_IMAGE_MAGIC,
     ImageSource,
-    ImageTooLargeError,
     PairCollection,
     open_image,
     raw_image_bytes,
 )
-from cultureclip.utils.io import atomic_path, iter_jsonl, write_jsonl
+from cultureclip.utils.io import atomic_path, atomic_write_bytes, iter_jsonl, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
-CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -91,8 +90,6 @@ def _convert_hint(root: Path) -> str:
 
 
 def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
-    ids: list[str] = []
-    images: list[ImageSource] = []
     seen: dict[str, Path] = {}
     for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -102,14 +99,11 @@ def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
                 f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
             )
         seen[file.stem] = file
-        ids.append(file.stem)
-        images.append(file)
-    return ids, images
+    return list(seen), list(seen.values())
 
 
-def _read_tsv(
-    imgs_path: Path, image_ids: list[str], images: list[ImageSource], position: dict[str, int]
-) -> None:
+def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
+    found: dict[str, ImageSource] = {}
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
@@ -121,11 +115,10 @@ def _read_tsv(
                     f"{imgs_path}:{number}: expected 'image_id<TAB>base64 image'"
                 )
             key = image_id.decode("utf-8").strip()
-            if key in position:
+            if key in found:
                 raise CollectionFormatError(f"{imgs_path}:{number}: duplicate image id {key!r}")
-            position[key] = len(image_ids)
-            image_ids.append(key)
-            images.append(payload)
+            found[key] = payload
+    return list(found), list(found.values())
 
 
 def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
@@ -146,19 +139,18 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
                 f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
             )
 
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
-    position: dict[str, int] = {}
     if folder is not None:
         image_ids, images = _folder_images(folder)
-        position = {key: n for n, key in enumerate(image_ids)}
         imgs_path = folder
     else:
-        _read_tsv(imgs_path, image_ids, images, position)
-
-    text_ids: list[str] = []
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
+        image_ids, images = _read_tsv(imgs_path)
+    position = {key: n for n, key in enumerate(image_ids)}
+    pairs = PairCollection(
+        image_ids,
+        images,
+        name=f"{root.name}/{split}",
+        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
+    )
     for number, row in iter_jsonl(texts_path, tolerate_torn_tail=False):
         try:
             text_id, text, refs = str(row["text_id"]), str(row["text"]), row["image_ids"]
@@ -172,18 +164,8 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
                 f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
                 f"that are not in {imgs_path.name}"
             )
-        text_ids.append(text_id)
-        texts.append(text)
-        text_to_images.append([position[str(i)] for i in refs])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=f"{root.name}/{split}",
-        meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
-    )
+        pairs.add_text(text_id, text, [position[str(i)] for i in refs])
+    return pairs
 
 
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -217,8 +199,13 @@ def write_chinese_clip(
             if "\t" in image_id or "\n" in image_id:
                 raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
             handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
+    _write_texts_jsonl(texts_path, collection)
+    return imgs_path, texts_path
+
+
+def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
     write_jsonl(
-        texts_path,
+        path,
         (
             {
                 "text_id": _json_id(text_id),
@@ -230,7 +217,6 @@ def write_chinese_clip(
             )
         ),
     )
-    return imgs_path, texts_path
 
 
 # ---- caption folders ----------------------------------------------------------------
@@ -245,17 +231,17 @@ def _pick(row: dict[str, Any], keys: Sequence[str], where: str) -> Any:
     raise CollectionFormatError(f"{where}: needs one of the columns {', '.join(keys)}")
 
 
-def _caption_rows(path: Path) -> list[tuple[str, list[str], str]]:
-    """(file name, captions, location) per row of a captions file."""
-    return [(name, captions, where) for name, captions, where, _, _ in _caption_rows_ids(path)]
+class _CaptionRow(NamedTuple):
+    name: str  # the image file, relative to the folder
+    captions: list[str]
+    where: str  # file:line, for messages
+    # optional JSONL keys that ``cultureclip convert`` writes
+    image_id: str | None = None
+    text_ids: list[str] | None = None
 
 
-def _caption_rows_ids(
-    path: Path,
-) -> list[tuple[str, list[str], str, str | None, list[str] | None]]:
-    """(file name, captions, location, image id, text ids) per row; the ids are optional
-    JSONL keys (``image_id``, ``text_ids``) that ``cultureclip convert`` writes."""
-    rows: list[tuple[str, list[str], str, str | None, list[str] | None]] = []
+def _caption_rows(path: Path) -> list[_CaptionRow]:
+    rows: list[_CaptionRow] = []
     if path.suffix == ".jsonl":
         for number, row in iter_jsonl(path, tolerate_torn_tail=False):
             where = f"{path}:{number}"
@@ -274,7 +260,7 @@ def _caption_rows_ids(
                 )
             image_id = row.get("image_id")
             rows.append(
-                (
+                _CaptionRow(
                     name,
                     [str(c) for c in captions],
                     where,
@@ -298,17 +284,10 @@ def _caption_rows_ids(
             where = f"{path}:{number}"
             if has_header:
                 row = dict(zip(header, cells, strict=False))
-                rows.append(
-                    (
-                        str(_pick(row, _FILE_KEYS, where)),
-                        [str(_pick(row, _TEXT_KEYS, where))],
-                        where,
-                        None,
-                        None,
-                    )
-                )
+                name = str(_pick(row, _FILE_KEYS, where))
+                rows.append(_CaptionRow(name, [str(_pick(row, _TEXT_KEYS, where))], where))
             elif len(cells) >= 2:
-                rows.append((cells[0], [delimiter.join(cells[1:])], where, None, None))
+                rows.append(_CaptionRow(cells[0], [delimiter.join(cells[1:])], where))
             else:
                 raise CollectionFormatError(f"{where}: expected 'file{delimiter}caption'")
     return rows
@@ -325,14 +304,10 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
     if captions_file is None:
         raise MissingInputError(f"no {', '.join(CAPTION_FILES)} in {directory}")
     root = directory.resolve()
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
+    pairs = PairCollection(name=directory.name, meta={"layout": "caption_folder"})
     position: dict[str, int] = {}
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
-    text_ids: list[str] = []
     text_row: dict[str, int] = {}
-    for name, captions, where, image_id, given_text_ids in _caption_rows_ids(captions_file):
+    for name, captions, where, image_id, given_text_ids in _caption_rows(captions_file):
         file = (directory / name).resolve()
         if not file.is_relative_to(root):
             raise CollectionFormatError(f"{where}: {name!r} points outside {directory}")
@@ -340,27 +315,15 @@ def read_caption_folder(directory: str | Path) -> PairCollection:
             raise CollectionFormatError(f"{where}: image file {name!r} not found in {directory}")
         key = image_id if image_id is not None else file.relative_to(root).as_posix()
         if key not in position:
-            position[key] = len(image_ids)
-            image_ids.append(key)
-            images.append(file)
+            position[key] = pairs.add_image(key, file)
         for number, caption in enumerate(captions):
-            text_id = given_text_ids[number] if given_text_ids else str(len(texts))
+            text_id = given_text_ids[number] if given_text_ids else str(len(pairs.texts))
             if given_text_ids and text_id in text_row:  # one text describing several images
-                text_to_images[text_row[text_id]].append(position[key])
+                pairs.text_to_images[text_row[text_id]].append(position[key])
                 continue
-            text_row[text_id] = len(texts)
-            text_ids.append(text_id)
-            texts.append(caption)
-            text_to_images.append([position[key]])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=directory.name,
-        meta={"layout": "caption_folder"},
-    )
+            text_row[text_id] = len(pairs.texts)
+            pairs.add_text(text_id, caption, [position[key]])
+    return pairs
 
 
 # ---- CulTwin --------------------------------------------------------------------------
@@ -370,36 +333,21 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
     Image ids are ``{record id}:pos`` / ``{record id}:neg``. Records that fail validation
     are skipped by :func:`read_cultwin`; their line numbers are in ``meta["bad_records"]``.
     """
-    from cultureclip.data.cultwin import read_cultwin
-
     load = read_cultwin(path)
-    image_ids: list[str] = []
-    images: list[ImageSource] = []
-    text_ids: list[str] = []
-    texts: list[str] = []
-    text_to_images: list[list[int]] = []
+    pairs = PairCollection(
+        name=Path(path).stem,
+        meta={"layout": "cultwin", "bad_records": [bad.line for bad in load.errors]},
+    )
     for record in load.records:
         for side in ("pos", "neg"):
             half = record.side(side)
             image_path = load.image_path(half["image"])
             if image_path is None:
                 continue
-            index = len(image_ids)
-            image_ids.append(f"{record.id}:{side}")
-            images.append(image_path)
+            index = pairs.add_image(f"{record.id}:{side}", image_path)
             for number, caption in enumerate(half["captions"] or [half["concept"]]):
-                text_ids.append(f"{record.id}:{side}:{number}")
-                texts.append(caption)
-                text_to_images.append([index])
-    return PairCollection(
-        image_ids,
-        images,
-        text_ids,
-        texts,
-        text_to_images,
-        name=Path(path).stem,
-        meta={"layout": "cultwin", "bad_records": [bad.line for bad in load.errors]},
-    )
+                pairs.add_text(f"{record.id}:{side}:{number}", caption, [index])
+    return pairs
 
 
 # ---- splitting and dispatch -----------------------------------------------------------
@@ -457,10 +405,7 @@ def split_collection(
     groups.sort(key=lambda g: g[0])  # independent of dict order, so the seed alone decides
     random.Random(seed).shuffle(groups)
     total = len(collection.images)
-    bounds, acc = [], 0.0
-    for ratio in ratios:
-        acc += ratio
-        bounds.append(total * acc / sum(ratios))
+    bounds = [total * acc / sum(ratios) for acc in itertools.accumulate(ratios)]
     assigned: dict[str, list[int]] = {name: [] for name in SPLITS}
     placed = 0
     for group in groups:
@@ -486,8 +431,6 @@ def detect_layout(path: str | Path) -> str:
             return "chinese_clip"
         if path.name in CAPTION_FILES:
             return "caption_folder"
-        from cultureclip.data.cultwin import is_cultwin_path
-
         if is_cultwin_path(path):
             return "cultwin"
         raise CollectionFormatError(
@@ -496,8 +439,6 @@ def detect_layout(path: str | Path) -> str:
         )
     if chinese_clip_splits(path):
         return "chinese_clip"
-    from cultureclip.data.cultwin import is_cultwin_path
-
     if is_cultwin_path(path):  # JSONL, Parquet or tar shards
         return "cultwin"
     if any((path / n).exists() for n in CAPTION_FILES):
@@ -568,16 +509,10 @@ def decode_image(source: ImageSource, max_pixels: int | None = None) -> Image.Im
 
     ``max_pixels`` caps the decoded size (see :func:`~cultureclip.data.pairs.open_image`).
     """
+    # ValueError covers ImageTooLargeError and bad base64, OSError unidentified images.
     try:
         return open_image(source, max_pixels)
-    except (
-        ImageTooLargeError,
-        OSError,
-        UnidentifiedImageError,
-        binascii.Error,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageDecodeError(f"cannot decode image: {reason}") from exc
 
@@ -602,8 +537,6 @@ def _file_name(image_id: str, raw: bytes) -> str:
 
 def _write_images(folder: Path, collection: PairCollection) -> list[str]:
     """Copies every image into ``folder``; returns the file names, in order."""
-    from cultureclip.utils.io import atomic_write_bytes
-
     folder.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     used: set[str] = set()
@@ -631,19 +564,7 @@ def write_image_folder_layout(root: str | Path, split: str, collection: PairColl
     names = _write_images(root / f"{split}_images", collection)
     if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
         raise CollectionFormatError("two image ids map to the same file name")
-    write_jsonl(
-        root / f"{split}_texts.jsonl",
-        (
-            {
-                "text_id": _json_id(text_id),
-                "text": text,
-                "image_ids": [_json_id(collection.image_ids[i]) for i in refs],
-            }
-            for text_id, text, refs in zip(
-                collection.text_ids, collection.texts, collection.text_to_images, strict=True
-            )
-        ),
-    )
+    _write_texts_jsonl(root / f"{split}_texts.jsonl", collection)
     return root
 
 
@@ -680,8 +601,6 @@ def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
     Plain image–text pairs have no culturally different twin, so they cannot become CulTwin
     records; ``cultureclip synth`` makes twins from concepts.
     """
-    from cultureclip.data.cultwin import write_cultwin
-
     root = Path(root)
     sides: dict[str, dict[str, int]] = {}
     for number, image_id in enumerate(collection.image_ids):

@@ -34,8 +34,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import atomic_path, atomic_write_json, atomic_write_text, stable_hash
+from cultureclip.utils.io import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    parse_json_line,
+    stable_hash,
+)
 
+CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 SHARD_GLOB = "cultwin-*.tar"
 SHARD_MANIFEST = "cultwin-shards.json"
 SHARD_CACHE = ".cultwin-cache"
@@ -158,9 +165,9 @@ def is_cultwin_path(path: str | Path) -> bool:
     "pairs" everywhere."""
     path = Path(path)
     if path.is_dir():
-        names = ("cultwin.jsonl", "cultwin.parquet", SHARD_MANIFEST)
+        names = (*CULTWIN_FILES, SHARD_MANIFEST)
         return any((path / n).exists() for n in names) or any(path.glob(SHARD_GLOB))
-    if path.suffix == ".tar" or path.name in ("cultwin.jsonl", "cultwin.parquet"):
+    if path.suffix == ".tar" or path.name in CULTWIN_FILES:
         return True
     if path.suffix == ".jsonl" and path.is_file():
         with open(path, "rb") as handle:
@@ -173,12 +180,6 @@ def is_cultwin_path(path: str | Path) -> bool:
 
         return "pos_concept" in pq.read_schema(path).names
     return False
-
-
-def _format_validation_error(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 def _resolve_file(path: Path) -> Path:
@@ -200,15 +201,16 @@ def _resolve_file(path: Path) -> Path:
 @dataclass
 class _Row:
     number: int
-    data: Any  # the parsed object, or the exception / message that stopped parsing
+    data: dict[str, Any] | str  # the parsed record, or why it is not one
     raw: str = ""
     where: str = ""  # ``shard:member`` for shards
     shard: Path | None = None
     members: frozenset[str] = frozenset()  # the sample's other members (its images)
 
-
-class _Problem(str):
-    """A parse problem already worded (a shard sample without its record, a duplicate key)."""
+    def in_shard(self, image: str) -> bool:
+        # Only names of this sample's own members point into the shard; any other
+        # value is an ordinary path, relative to the shard directory.
+        return self.shard is not None and image in self.members
 
 
 def read_cultwin(
@@ -230,89 +232,69 @@ def read_cultwin(
     ``<shard dir>/.cultwin-cache``), see :meth:`CulTwinLoad.image_path`.
     """
     file = _resolve_file(Path(path))
-    sharded = file.is_dir() or file.suffix == ".tar"
     root = file if file.is_dir() else file.parent
-    rows: list[_Row] = []
-    if sharded:
-        rows = _read_shard_rows(file)
-    elif file.suffix == ".parquet":
+    result = CulTwinLoad(
+        records=[], root=root, cache_dir=Path(cache_dir) if cache_dir is not None else None
+    )
+    seen: set[str] = set()
+    for row in _read_rows(file):
+        record = _validated(row, root, seen, check_images)
+        if isinstance(record, str):
+            prefix = f"{row.where}: " if row.where else ""
+            result.errors.append(BadRecord(row.number, prefix + record, row.raw[:200], row.where))
+            continue
+        if row.shard is not None:
+            for image in (record.pos_image, record.neg_image):
+                if image in row.members:
+                    result.shard_images[image] = (row.shard, image)
+        seen.add(record.id)
+        result.records.append(record)
+    if strict and result.errors:
+        raise CulTwinFormatError(
+            f"{len(result.errors)} bad record(s) in {file}:\n{result.error_report()}"
+        )
+    return result
+
+
+def _read_rows(file: Path) -> list[_Row]:
+    if file.is_dir() or file.suffix == ".tar":
+        return _read_shard_rows(file)
+    if file.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for number, row in enumerate(pq.read_table(file).to_pylist(), start=1):
-            rows.append(_Row(number, row))
-    else:
-        # Line by line in bytes: one bad byte costs its own record, not the whole file.
-        with open(file, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    problem = _Problem(f"not UTF-8 (byte {exc.start} of the line)")
-                    rows.append(_Row(number, problem, raw.decode("utf-8", "replace").strip()))
-                    continue
-                try:
-                    rows.append(_Row(number, json.loads(line), line.strip()))
-                except json.JSONDecodeError as exc:
-                    rows.append(_Row(number, exc, line.strip()))
-    records: list[TwinRecord] = []
-    errors: list[BadRecord] = []
-    shard_images: dict[str, tuple[Path, str]] = {}
-    seen: set[str] = set()
+        return [_Row(n, row) for n, row in enumerate(pq.read_table(file).to_pylist(), start=1)]
+    # Line by line in bytes: one bad byte costs its own record, not the whole file.
+    with open(file, "rb") as handle:
+        return [
+            _Row(number, parse_json_line(raw), raw.decode("utf-8", "replace").strip())
+            for number, raw in enumerate(handle, start=1)
+            if raw.strip()
+        ]
 
-    def bad(row: _Row, message: str) -> None:
-        prefix = f"{row.where}: " if row.where else ""
-        errors.append(BadRecord(row.number, prefix + message, row.raw[:200], row.where))
 
-    for row in rows:
-        data = row.data
-        if isinstance(data, _Problem):
-            bad(row, data)
-            continue
-        if isinstance(data, Exception):
-            bad(row, f"not valid JSON: {data}")
-            continue
-        if not isinstance(data, dict):
-            bad(row, f"expected an object, got {type(data).__name__}")
-            continue
-        try:
-            record = TwinRecord.model_validate(data)
-        except ValidationError as exc:
-            bad(row, _format_validation_error(exc))
-            continue
-        if record.id in seen:
-            bad(row, f"duplicate id {record.id!r}")
-            continue
-        images = [img for img in (record.pos_image, record.neg_image) if img is not None]
-        # Only names of this sample's own members point into the shard; any other
-        # value is an ordinary path, relative to the shard directory.
-        inside = [img for img in images if row.shard is not None and img in row.members]
-        if check_images:
-            missing = [
-                img
-                for img in images
-                if img not in inside
-                and not (Path(img) if Path(img).is_absolute() else root / img).exists()
-            ]
-            if missing:
-                bad(row, f"image file(s) missing: {', '.join(missing)}")
-                continue
-        for img in inside:
-            assert row.shard is not None
-            shard_images[img] = (row.shard, img)
-        seen.add(record.id)
-        records.append(record)
-    result = CulTwinLoad(
-        records=records,
-        errors=errors,
-        root=root,
-        shard_images=shard_images,
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
-    )
-    if strict and errors:
-        raise CulTwinFormatError(f"{len(errors)} bad record(s) in {file}:\n{result.error_report()}")
-    return result
+def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> TwinRecord | str:
+    """The row's record, or what is wrong with it."""
+    if isinstance(row.data, str):
+        return row.data
+    try:
+        record = TwinRecord.model_validate(row.data)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}" for e in exc.errors()
+        )
+    if record.id in seen:
+        return f"duplicate id {record.id!r}"
+    if check_images:
+        missing = [
+            image
+            for image in (record.pos_image, record.neg_image)
+            if image is not None
+            and not row.in_shard(image)
+            and not (Path(image) if Path(image).is_absolute() else root / image).exists()
+        ]
+        if missing:
+            return f"image file(s) missing: {', '.join(missing)}"
+    return record
 
 
 def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any]]) -> Path:
@@ -392,51 +374,21 @@ def write_cultwin_shards(
     duplicates = [i for i, n in Counter(r.id for r in validated).items() if n > 1]
     if duplicates:
         raise InputError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
-
-    def source(relative: str) -> Path:
-        if isinstance(image_root, CulTwinLoad):
-            found = image_root.image_path(relative)
-            assert found is not None
-            return found
-        return Path(image_root) / relative
-
-    keys: set[str] = set()
+    keys = _sample_keys(validated)
     shards: list[Path] = []
     entries: list[dict[str, Any]] = []
     for start in range(0, len(validated), shard_size):
         target = out / shard_name(len(shards))
-        chunk = validated[start : start + shard_size]
-        with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for record in chunk:
-                    key = base = sample_key(record.id)
-                    number = 0
-                    while key in keys:
-                        number += 1
-                        key = f"{base}_{number}"
-                    keys.add(key)
-                    row = record.model_dump(mode="json")
-                    members: list[tuple[str, bytes]] = []
-                    for side in ("pos", "neg"):
-                        relative = row[f"{side}_image"]
-                        if relative is None:
-                            continue
-                        path = source(relative)
-                        try:
-                            data = path.read_bytes()
-                        except OSError as exc:
-                            raise MissingInputError(
-                                f"record {record.id!r}: cannot read {side} image {path}: {exc}"
-                            ) from exc
-                        member = f"{key}.{side}{Path(relative).suffix.lower() or '.bin'}"
-                        row[f"{side}_image"] = member
-                        members.append((member, data))
-                    text = json.dumps(row, ensure_ascii=False).encode("utf-8")
-                    # The record goes first so a streaming reader meets it before the images.
-                    for member, data in [(f"{key}.json", text), *members]:
-                        tar.addfile(_normalised_info(member, len(data)), io.BytesIO(data))
-            handle.flush()
-            os.fsync(handle.fileno())
+        chunk = range(start, min(start + shard_size, len(validated)))
+        # atomic_path fsyncs the shard once the tar and its file are closed.
+        with (
+            atomic_path(target) as tmp,
+            open(tmp, "wb") as handle,
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for index in chunk:
+                for member, data in _sample_members(validated[index], keys[index], image_root):
+                    tar.addfile(_normalised_info(member, len(data)), io.BytesIO(data))
         shards.append(target)
         entries.append({"name": target.name, "records": len(chunk), "bytes": target.stat().st_size})
     atomic_write_json(
@@ -451,6 +403,49 @@ def write_cultwin_shards(
     # so never reused; dropping them only frees the disk.
     shutil.rmtree(out / SHARD_CACHE, ignore_errors=True)
     return shards
+
+
+def _sample_keys(records: Sequence[TwinRecord]) -> list[str]:
+    """:func:`sample_key` of each id, suffixed ``_1``, ``_2``, ... where two ids sanitise alike."""
+    keys: list[str] = []
+    used: set[str] = set()
+    for record in records:
+        key = base = sample_key(record.id)
+        number = 0
+        while key in used:
+            number += 1
+            key = f"{base}_{number}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def _sample_members(
+    record: TwinRecord, key: str, image_root: str | Path | CulTwinLoad
+) -> list[tuple[str, bytes]]:
+    """The ``(member name, bytes)`` of one record's sample, the record first so a
+    streaming reader meets it before the images."""
+    row = record.model_dump(mode="json")
+    images: list[tuple[str, bytes]] = []
+    for side in ("pos", "neg"):
+        relative = row[f"{side}_image"]
+        if relative is None:
+            continue
+        if isinstance(image_root, CulTwinLoad):
+            path = image_root.image_path(relative)
+            assert path is not None
+        else:
+            path = Path(image_root) / relative
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MissingInputError(
+                f"record {record.id!r}: cannot read {side} image {path}: {exc}"
+            ) from exc
+        member = f"{key}.{side}{Path(relative).suffix.lower() or '.bin'}"
+        row[f"{side}_image"] = member
+        images.append((member, data))
+    return [(f"{key}.json", json.dumps(row, ensure_ascii=False).encode("utf-8")), *images]
 
 
 def _shard_manifest(directory: Path) -> dict[str, dict[str, Any]] | None:
@@ -500,30 +495,21 @@ def _read_shard_rows(source: Path) -> list[_Row]:
             number = len(rows) + 1
             others = frozenset(name for name in members if name != f"{key}.json")
             if key in first_shard_of_key:
-                problem = _Problem(
-                    f"duplicate sample key {key!r} (first in {first_shard_of_key[key]})"
-                )
+                problem = f"duplicate sample key {key!r} (first in {first_shard_of_key[key]})"
                 rows.append(_Row(number, problem, where=where))
                 continue
             first_shard_of_key[key] = shard.name
             if f"{key}.json" not in members:
-                listed = ", ".join(sorted(members))
-                rows.append(
-                    _Row(
-                        number,
-                        _Problem(f"sample has no {key}.json record (members: {listed})"),
-                        where=f"{shard.name}:{key}",
-                    )
-                )
+                problem = f"sample has no {key}.json record (members: {', '.join(sorted(members))})"
+                rows.append(_Row(number, problem, where=f"{shard.name}:{key}"))
                 continue
             raw = members[f"{key}.json"]
             try:
                 text = raw.decode("utf-8")
-                data: Any = json.loads(text)
             except UnicodeDecodeError as exc:
-                text, data = raw[:200].decode("utf-8", "replace"), _Problem(f"not UTF-8: {exc}")
-            except json.JSONDecodeError as exc:
-                data = exc
+                text, data = raw[:200].decode("utf-8", "replace"), f"not UTF-8: {exc}"
+            else:
+                data = parse_json_line(raw)
             rows.append(_Row(number, data, text.strip(), where, shard, others))
     return rows
 

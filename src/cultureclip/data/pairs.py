@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,10 +84,8 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     a thumbnail; ``image.info[DOWNSCALED_FROM]`` holds the original size); other formats
     over the cap raise :class:`ImageTooLargeError` before any pixel is decoded.
     """
-    if isinstance(source, Path):
-        with Image.open(source) as image:
-            return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
-    with Image.open(io.BytesIO(raw_image_bytes(source))) as image:
+    opened = source if isinstance(source, Path) else io.BytesIO(raw_image_bytes(source))
+    with Image.open(opened) as image:
         return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
 
 
@@ -96,11 +93,11 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
 class PairCollection:
     """Images and texts with ``text_to_images[t]`` = indices of the images text ``t`` describes."""
 
-    image_ids: list[str]
-    images: list[ImageSource]
-    text_ids: list[str]
-    texts: list[str]
-    text_to_images: list[list[int]]
+    image_ids: list[str] = field(default_factory=list)
+    images: list[ImageSource] = field(default_factory=list)
+    text_ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    text_to_images: list[list[int]] = field(default_factory=list)
     name: str = ""
     meta: dict[str, object] = field(default_factory=dict)
 
@@ -109,6 +106,17 @@ class PairCollection:
             raise ValueError("image_ids and images differ in length")
         if not (len(self.text_ids) == len(self.texts) == len(self.text_to_images)):
             raise ValueError("text_ids, texts and text_to_images differ in length")
+
+    def add_image(self, image_id: str, source: ImageSource) -> int:
+        """Appends an image (readers build a collection this way); returns its index."""
+        self.image_ids.append(image_id)
+        self.images.append(source)
+        return len(self.images) - 1
+
+    def add_text(self, text_id: str, text: str, images: list[int]) -> None:
+        self.text_ids.append(text_id)
+        self.texts.append(text)
+        self.text_to_images.append(images)
 
     def load_image(self, index: int) -> Image.Image:
         return open_image(self.images[index])
@@ -125,20 +133,3 @@ class PairCollection:
             for image in images:
                 result[image].append(text)
         return result
-
-    def subset(self, text_indices: Sequence[int]) -> PairCollection:
-        """The texts at ``text_indices`` and just the images they reference."""
-        keep = sorted({i for t in text_indices for i in self.text_to_images[t]})
-        remap = {old: new for new, old in enumerate(keep)}
-        return PairCollection(
-            image_ids=[self.image_ids[i] for i in keep],
-            images=[self.images[i] for i in keep],
-            text_ids=[self.text_ids[t] for t in text_indices],
-            texts=[self.texts[t] for t in text_indices],
-            text_to_images=[[remap[i] for i in self.text_to_images[t]] for t in text_indices],
-            name=self.name,
-            meta=dict(self.meta),
-        )
-
-
-PairLoader = Callable[..., PairCollection]

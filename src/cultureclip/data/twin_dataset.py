@@ -1,10 +1,9 @@
 """A torch Dataset over a CulTwin set that yields twin training examples.
 
 Each item carries both halves of a pair: the positive image and its twin's image,
-one caption of each (drawn deterministically from ``(seed, epoch, index)`` so a
-resumed run sees the same captions), and both bare concept names. The collate
-function stacks images and tokenises the four text lists with the model's own
-tokenizer, giving exactly what the CultureCLIP loss needs.
+one caption of each (drawn deterministically from ``(seed, epoch, record id)`` so a
+resumed run sees the same captions), and both bare concept names: what the
+CultureCLIP loss needs.
 """
 
 from __future__ import annotations
@@ -20,14 +19,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cultureclip.data.cultwin import CulTwinLoad, TwinRecord
+from cultureclip.data.pairs import open_image
 
 ImageTransform = Callable[[Sequence[Image.Image]], Tensor]
 Tokenize = Callable[[Sequence[str]], dict[str, Tensor]]
-
-
-def load_image(path: Any) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 @dataclass
@@ -87,7 +82,7 @@ class TwinDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.sources(index)
-        pixels = self.transform([load_image(item["pos_image"]), load_image(item["neg_image"])])
+        pixels = self.transform([open_image(item["pos_image"]), open_image(item["neg_image"])])
         return {**item, "pos_image": pixels[0], "neg_image": pixels[1]}
 
 

@@ -182,6 +182,10 @@ class VisionLanguageModel(nn.Module, ABC):
         return next(self.parameters()).device
 
     @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
     def logit_scale(self) -> Tensor:
         return self.logit_scale_param.exp()
 
@@ -294,6 +298,10 @@ class VisionLanguageModel(nn.Module, ABC):
         self.logit_scale_param.requires_grad_(setup.logit_scale)
         self.training_setup = setup
         self._towers_changed()
+        # New LoRA adapters start in training mode (an eval-mode model would apply their
+        # dropout at inference), and a backend's train() may keep towers of some modes in
+        # eval mode: re-apply the model's mode under the new setup.
+        self.train(self.training)
         return setup
 
     def _inject_lora(self, tower_name: str, settings: LoraSettings) -> None:
@@ -313,9 +321,6 @@ class VisionLanguageModel(nn.Module, ABC):
         except ValueError as exc:
             raise BackendError(f"LoRA on the {tower_name} tower of {self.spec!r}: {exc}") from exc
         self._lora_towers.add(tower_name)
-        # New adapter modules start in training mode; an eval-mode model would otherwise
-        # apply LoRA dropout at inference (e.g. right after loading a saved LoRA model).
-        self.train(self.training)
 
     def merge_lora(self) -> None:
         """Folds LoRA adapters into the base weights and removes the adapter layers."""
@@ -332,11 +337,10 @@ class VisionLanguageModel(nn.Module, ABC):
             self._lora_towers.discard(tower_name)
             self.weights_diverged = True
             self._towers_changed()  # peft merges through ``weight.data``, unseen by versions
-        setup = self.training_setup.model_copy()
-        for tower_name in TOWERS:
-            if getattr(setup, tower_name) is TrainMode.lora:
-                setattr(setup, tower_name, TrainMode.frozen)
-        self.training_setup = setup
+        merged = {
+            t: TrainMode.frozen for t in TOWERS if getattr(self.training_setup, t) is TrainMode.lora
+        }
+        self.training_setup = self.training_setup.model_copy(update=merged)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -346,22 +350,16 @@ class VisionLanguageModel(nn.Module, ABC):
         if self.weights_diverged:
             names = {n for n, _ in self.named_parameters()}
         else:
-            names = {n for n, p in self.named_parameters() if p.requires_grad or "lora_" in n}
-            names |= self._head_names()
-            names.add(self._param_name(self.logit_scale_param))
+            heads = {id(p) for tower in TOWERS for p in self.head_parameters(tower)}
+            heads.add(id(self.logit_scale_param))
+            names = {
+                n
+                for n, p in self.named_parameters()
+                if p.requires_grad or "lora_" in n or id(p) in heads
+            }
         return {
             n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names
         }
-
-    def _head_names(self) -> set[str]:
-        ids = {id(p) for tower in TOWERS for p in self.head_parameters(tower)}
-        return {n for n, p in self.named_parameters() if id(p) in ids}
-
-    def _param_name(self, param: nn.Parameter) -> str:
-        for name, candidate in self.named_parameters():
-            if candidate is param:
-                return name
-        raise BackendError("parameter does not belong to this model")
 
     # ---- persistence ----------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -399,5 +397,6 @@ class VisionLanguageModel(nn.Module, ABC):
                 f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}"
             )
         self.load_state_dict(state, strict=False)
-        self.weights_diverged = len(state) == len(dict(self.named_parameters()))
+        # Diverged weights were saved whole: every parameter (a backend may add buffers).
+        self.weights_diverged = {n for n, _ in self.named_parameters()} <= set(state)
         self.configure_training(setup)

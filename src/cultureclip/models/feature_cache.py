@@ -16,8 +16,7 @@ reused safely:
 :class:`FeatureStore` is a bounded in-memory LRU of ``(namespace, key) → row``;
 :func:`shared_store` is the process-wide one, which is how three models fine-tuned
 from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps rows
-in safetensors shards under a directory, reused by later runs; a shard that does not
-read back (torn, corrupt, another namespace) is ignored and its rows are recomputed.
+on disk for later runs.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,12 +148,11 @@ class FeatureStore:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._rows: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
-        self._per_namespace: dict[str, int] = {}
+        self._per_namespace: Counter[str] = Counter()
         self._bytes = 0
         self._lock = threading.RLock()
         #: rows computed by ``lookup`` (what tests and benchmarks count)
         self.computed = 0
-        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -164,26 +162,18 @@ class FeatureStore:
         return self._bytes
 
     def count(self, space: str | None) -> int:
-        return self._per_namespace.get(space, 0) if space is not None else 0
+        return self._per_namespace[space] if space is not None else 0
 
-    def clear(self, space: str | None = None) -> None:
+    def clear(self) -> None:
         with self._lock:
-            if space is None:
-                self._rows.clear()
-                self._per_namespace.clear()
-                self._bytes = 0
-                return
-            for key in [k for k in self._rows if k[0] == space]:
-                self._drop(key)
+            self._rows.clear()
+            self._per_namespace.clear()
+            self._bytes = 0
 
     def _drop(self, key: tuple[str, str]) -> None:
         row = self._rows.pop(key)
         self._bytes -= row.nbytes
-        left = self._per_namespace[key[0]] - 1
-        if left:
-            self._per_namespace[key[0]] = left
-        else:
-            del self._per_namespace[key[0]]
+        self._per_namespace[key[0]] -= 1
 
     def get(self, space: str, keys: Sequence[str]) -> list[Tensor | None]:
         with self._lock:
@@ -219,7 +209,7 @@ class FeatureStore:
                     self._drop((space, key))
                 self._rows[(space, key)] = stored
                 self._bytes += stored.nbytes
-                self._per_namespace[space] = self._per_namespace.get(space, 0) + 1
+                self._per_namespace[space] += 1
             self._evict(space, limit)
 
     def _evict(self, space: str, limit: int) -> None:
@@ -248,8 +238,6 @@ class FeatureStore:
             computed = compute(list(first.values())).detach().to("cpu", torch.float32)
             fresh = dict(zip(first, computed, strict=True))
             self.put(space, list(fresh), list(fresh.values()), limit, computed=True)
-        with self._lock:
-            self.hits += sum(row is not None for row in found)
         return torch.stack(
             [row if row is not None else fresh[key] for key, row in zip(keys, found, strict=True)]
         )
@@ -296,12 +284,6 @@ class StoreView:
     def __len__(self) -> int:
         return self.store.count(self.namespace())
 
-    def clear(self) -> None:
-        """Forgets this tower's rows (not needed for correctness: a changed tower is a new namespace)."""
-        space = self.namespace()
-        if space is not None:
-            self.store.clear(space)
-
     def __call__(self, keys: Sequence[str], compute: Callable[[list[int]], Tensor]) -> Tensor:
         space = self.namespace()
         if space is None:
@@ -329,16 +311,13 @@ class DiskFeatureCache:
         self.root = Path(root)
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
 
-    def _folder(self, space: str) -> Path:
-        return self.root / space
-
     def _load_index(self, space: str) -> dict[str, tuple[Path, int]]:
         if space in self._index:
             return self._index[space]
         from safetensors import safe_open
 
         index: dict[str, tuple[Path, int]] = {}
-        folder = self._folder(space)
+        folder = self.root / space
         for shard in sorted(folder.glob(f"*{SHARD_SUFFIX}")) if folder.is_dir() else []:
             try:
                 with safe_open(str(shard), framework="pt") as handle:
@@ -385,7 +364,7 @@ class DiskFeatureCache:
             return
         from safetensors.torch import save_file
 
-        folder = self._folder(space)
+        folder = self.root / space
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         path = folder / f"{digest}{SHARD_SUFFIX}"

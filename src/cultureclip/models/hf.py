@@ -1,10 +1,4 @@
-"""``hf:<hub id or directory>``: transformers CLIPModel, ChineseCLIPModel, SiglipModel.
-
-Real users load ``hf:openai/clip-vit-base-patch32`` or
-``hf:OFA-Sys/chinese-clip-vit-base-patch16`` from the Hub; tests load tiny random
-checkpoints they write with ``save_pretrained``. Both go through the same
-``from_pretrained`` calls.
-"""
+"""``hf:<hub id or directory>``: transformers CLIPModel, ChineseCLIPModel, SiglipModel."""
 
 from __future__ import annotations
 
@@ -57,13 +51,7 @@ class HFBackend(VisionLanguageModel):
         self.embed_dim = int(
             getattr(config, "projection_dim", None) or config.text_config.hidden_size
         )
-        if self.model_type == "siglip":
-            # SigLIP pools with an attention head and has no separate projection layers.
-            self.default_lora_targets = {
-                "image": ("q_proj", "v_proj"),
-                "text": ("q_proj", "v_proj"),
-            }
-        elif self.model_type == "chinese_clip":
+        if self.model_type == "chinese_clip":  # a BERT text tower
             self.default_lora_targets = {"image": ("q_proj", "v_proj"), "text": ("query", "value")}
         self.model.eval()
 
@@ -103,10 +91,6 @@ class HFBackend(VisionLanguageModel):
             return hidden  # already post-layernormed, same space as the pooled head input
         patches = vision.post_layernorm(hidden[:, 1:, :])
         return self.model.visual_projection(patches)
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     def tower(self, name: str) -> nn.Module:
         return {"image": self.model.vision_model, "text": self.model.text_model}[name]

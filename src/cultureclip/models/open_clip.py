@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cultureclip.models.base import BackendError, TrainingSetup, VisionLanguageModel
+from cultureclip.models.base import BackendError, VisionLanguageModel
 from cultureclip.models.registry import MODELS
 from cultureclip.utils.io import atomic_path, atomic_write_json
 
@@ -112,14 +112,6 @@ class OpenCLIPBackend(VisionLanguageModel):
         self.embed_dim = int(output_dim)
         self.eval()
 
-    def configure_training(
-        self, setup: TrainingSetup | None = None, **kwargs: Any
-    ) -> TrainingSetup:
-        result = super().configure_training(setup, **kwargs)
-        # peft creates its adapter dropout in training mode; match the model's mode.
-        self.train(self.training)
-        return result
-
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
         if not images:
@@ -150,14 +142,8 @@ class OpenCLIPBackend(VisionLanguageModel):
                 f"{type(visual).__name__}{' with attention pooling' if getattr(visual, 'attn_pool', None) else ''}"
             )
         hidden = visual.transformer(visual._embeds(pixel_values.to(self._dtype)))
-        patches = visual.ln_post(
-            hidden[:, 1:]
-        )  # drop the class token; same norm as the pooled path
-        return patches @ visual.proj
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        # Without the class token; the same norm as the pooled path.
+        return visual.ln_post(hidden[:, 1:]) @ visual.proj
 
     def tower(self, name: str) -> nn.Module:
         return {"image": self.model.visual, "text": self.model.text}[name]

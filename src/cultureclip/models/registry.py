@@ -66,7 +66,10 @@ def create_model(
     """Builds a backend from a spec or a saved directory, on ``device`` (default: CPU)."""
     path = Path(spec)
     if path.is_dir() and (path / MODEL_CONFIG_NAME).exists():
-        model = _load_saved(path, **kwargs)
+        meta = read_json(path / MODEL_CONFIG_NAME)
+        kwargs.setdefault("context_length", meta.get("context_length", 77))
+        model = create_model(meta["base"], **kwargs)
+        model.load_saved_weights(path)
     else:
         backend, argument = parse_spec(str(spec))
         _ensure_registered(backend)
@@ -77,12 +80,3 @@ def create_model(
             model = factory(argument, **kwargs)
     model.eval()  # like from_pretrained: inference mode until a trainer says otherwise
     return model.to(device) if device is not None else model
-
-
-def _load_saved(path: Path, **kwargs: Any) -> VisionLanguageModel:
-    meta = read_json(path / MODEL_CONFIG_NAME)
-    base = meta["base"]
-    kwargs.setdefault("context_length", meta.get("context_length", 77))
-    model = create_model(base, **kwargs)
-    model.load_saved_weights(path)
-    return model

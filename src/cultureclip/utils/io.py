@@ -47,10 +47,6 @@ def current_umask() -> int:
     return mask
 
 
-def _apply_umask(fd: int) -> None:
-    os.fchmod(fd, 0o666 & ~current_umask())
-
-
 def free_space(path: str | os.PathLike[str]) -> str:
     """Free space of the file system holding ``path``, human-readable."""
     try:
@@ -81,10 +77,6 @@ def disk_full_as_user_error(path: str | os.PathLike[str]) -> Iterator[None]:
         ) from exc
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
     """Deletes temp files that :func:`atomic_path` / :func:`atomic_write_bytes` left behind when
     a process was killed mid-write, for targets matching ``name_glob`` in ``directory``.
@@ -96,7 +88,7 @@ def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = 
         return []
     removed = []
     for candidate in directory.glob(f".{name_glob}.*"):
-        if candidate.is_file() and _looks_like_temp(candidate):
+        if candidate.is_file() and _TEMP_NAME.match(candidate.name):
             with contextlib.suppress(FileNotFoundError):
                 candidate.unlink()
                 removed.append(candidate)
@@ -109,36 +101,19 @@ def remove_stale_temp_files(directory: str | os.PathLike[str], name_glob: str = 
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
-def _looks_like_temp(path: Path) -> bool:
-    return bool(_TEMP_NAME.match(path.name))
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    path = Path(path)
-    with disk_full_as_user_error(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-        try:
-            _apply_umask(fd)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(
-        path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n"
+        path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
     )
 
 
@@ -149,10 +124,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     with disk_full_as_user_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix or ".tmp"
+            dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp"
         )
         try:
-            _apply_umask(fd)
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp alone makes 0600
         finally:
             os.close(fd)
         tmp_path = Path(tmp)
@@ -192,18 +167,14 @@ def repair_torn_tail(path: str | os.PathLike[str]) -> int:
         if handle.read(1) == b"\n":
             return 0
         # Walk back to the last newline in blocks; records are small, files may be large.
-        end = size
-        while end > 0:
+        keep = 0
+        for end in range(size, 0, -65536):
             start = max(0, end - 65536)
             handle.seek(start)
-            block = handle.read(end - start)
-            cut = block.rfind(b"\n")
+            cut = handle.read(end - start).rfind(b"\n")
             if cut != -1:
                 keep = start + cut + 1
                 break
-            end = start
-        else:
-            keep = 0
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
@@ -247,10 +218,11 @@ def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, A
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                yield number, _decode_line(raw), raw.endswith(b"\n")
+                yield number, parse_json_line(raw), raw.endswith(b"\n")
 
 
-def _decode_line(raw: bytes) -> dict[str, Any] | str:
+def parse_json_line(raw: bytes) -> dict[str, Any] | str:
+    """One JSONL line as an object, or what is wrong with it (not UTF-8, not JSON, no object)."""
     try:
         record = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -287,19 +259,14 @@ def iter_jsonl(
 
 
 def read_jsonl(
-    path: str | os.PathLike[str],
-    *,
-    tolerate_torn_tail: bool = True,
-    on_error: Literal["raise", "skip"] = "raise",
+    path: str | os.PathLike[str], *, on_error: Literal["raise", "skip"] = "raise"
 ) -> list[dict[str, Any]]:
-    """Reads a JSONL file (see :func:`iter_jsonl`); a missing file reads as empty."""
+    """Reads a JSONL file (see :func:`iter_jsonl`), a torn last line ignored; a missing
+    file reads as empty."""
     path = Path(path)
     if not path.exists():
         return []
-    return [
-        record
-        for _, record in iter_jsonl(path, on_error=on_error, tolerate_torn_tail=tolerate_torn_tail)
-    ]
+    return [record for _, record in iter_jsonl(path, on_error=on_error)]
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
