@@ -25,9 +25,8 @@ local models, with a fingerprint checked on load) or carries a copy, and it hold
 images, so it can be moved and used from any working directory.
 
 :class:`~cultureclip.retrieval.search.RetrievalIndex` loads such a directory and answers
-text → image and image → text queries (also importable from here); the manifest and model
-specs are in :mod:`~cultureclip.retrieval.layout`, FAISS in
-:mod:`~cultureclip.retrieval.faiss_index`.
+text → image and image → text queries; the manifest and model specs are in
+:mod:`~cultureclip.retrieval.layout`, FAISS in :mod:`~cultureclip.retrieval.faiss_index`.
 """
 
 from __future__ import annotations
@@ -67,9 +66,6 @@ from cultureclip.retrieval.layout import (
     resolve_model_spec,
     save_npy,
 )
-
-# importable from here as before the module was split
-from cultureclip.retrieval.search import Explanation, ImageHit, RetrievalIndex, TextHit  # noqa: F401
 from cultureclip.utils.io import (
     atomic_path,
     atomic_write_json,
@@ -130,31 +126,23 @@ def shard_of(config: IndexConfig) -> tuple[int, int]:
 
 
 # ---- temp files --------------------------------------------------------------------------
-_TEMP_PATTERNS = (
-    ".images-*.npz.*",
-    ".images-*.bin.*",
-    ".images-*.failed.jsonl.*",
-    ".texts-*.npy.*",
-    ".fingerprint.json.*",
-)
-_OUT_TEMP_PATTERNS = tuple(
-    f".{name}.*"
-    for name in (
-        "image_vectors.npy",
-        "image_global.npy",
-        "laclip_weights.npy",
-        "laclip_boxes.npy",
-        "text_vectors.npy",
-        "images.parquet",
-        "texts.parquet",
-        "images.faiss",
-        "texts.faiss",
-        "images.bin",
-        "image_offsets.npy",
-        "failed_images.jsonl",
-        "index.json",
-        "config.yaml",
-    )
+#: what a build writes in ``out`` (its temporary files are ``.<name>.*``); under ``chunks/``
+#: every dot file is one of its temporary files
+_OUT_FILES = (
+    "image_vectors.npy",
+    "image_global.npy",
+    "laclip_weights.npy",
+    "laclip_boxes.npy",
+    "text_vectors.npy",
+    "images.parquet",
+    "texts.parquet",
+    "images.faiss",
+    "texts.faiss",
+    "images.bin",
+    "image_offsets.npy",
+    "failed_images.jsonl",
+    "index.json",
+    "config.yaml",
 )
 
 
@@ -164,21 +152,17 @@ def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Pat
     A shard removes only the temporary files of its own chunks (and rank 0 those in ``out``),
     so shards starting at different times never delete each other's files in progress.
     """
-    removed: list[Path] = []
-    folders = [(out / "chunks", _TEMP_PATTERNS)]
+    candidates = list((out / "chunks").glob(".*"))
     if rank == 0:
-        folders.append((out, _OUT_TEMP_PATTERNS))
-    for folder, patterns in folders:
-        if not folder.is_dir():
+        candidates += [path for name in _OUT_FILES for path in out.glob(f".{name}.*")]
+    removed: list[Path] = []
+    for path in candidates:
+        number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
+        if number and world > 1 and int(number.group(1)) % world != rank:
             continue
-        for pattern in patterns:
-            for path in folder.glob(pattern):
-                number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
-                if number and world > 1 and int(number.group(1)) % world != rank:
-                    continue
-                if path.is_file():
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted build", len(removed))
     return removed
@@ -248,6 +232,8 @@ def _encode_image_chunk(
     import torch
 
     encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
+    # crops mode encodes every image once whole and once per crop
+    views_per_image = 1 + config.laclip.k if config.laclip and config.laclip.mode == "crops" else 1
     kept: list[int] = []
     failed: list[dict[str, str]] = []
     downscaled: list[dict[str, Any]] = []
@@ -281,24 +267,19 @@ def _encode_image_chunk(
                 with torch.inference_mode():
                     emb = model.encode_image(model.preprocess(images)).float().cpu()
                 vectors.append(emb.numpy())
-                encoded += len(images)
             else:
                 features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
                 vectors.append(features.fused.numpy())
                 globals_.append(features.views.global_emb.numpy())
                 weights.append(features.weights.numpy())
                 boxes.append(features.views.boxes)
-                encoded += (
-                    len(images) * (1 + config.laclip.k)
-                    if config.laclip.mode == "crops"
-                    else len(images)
-                )
+            encoded += len(images) * views_per_image
             kept.extend(batch_kept)
         on_batch(len(batch_rows))
     dim = model.embed_dim
     arrays = {
         "rows": np.asarray(kept, dtype=np.int64),
-        "offsets": np.asarray(offsets if blob is not None else [0], dtype=np.int64),
+        "offsets": np.asarray(offsets, dtype=np.int64),
         "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
     }
     if encoder is not None:
