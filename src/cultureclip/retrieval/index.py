@@ -229,8 +229,6 @@ def _encode_image_chunk(
 ) -> tuple[dict[str, np.ndarray], list[dict[str, str]], int, list[dict[str, Any]]]:
     """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
     written to it back to back (``offsets`` in the arrays)."""
-    import torch
-
     encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
     # crops mode encodes every image once whole and once per crop
     views_per_image = 1 + config.laclip.k if config.laclip and config.laclip.mode == "crops" else 1
@@ -264,9 +262,7 @@ def _encode_image_chunk(
             batch_kept.append(row)
         if images:
             if encoder is None:
-                with torch.inference_mode():
-                    emb = model.encode_image(model.preprocess(images)).float().cpu()
-                vectors.append(emb.numpy())
+                vectors.append(model.embed_images(images, batch_size=len(images)).numpy())
             else:
                 features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
                 vectors.append(features.fused.numpy())
@@ -488,11 +484,11 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         else np.zeros((0, image_vectors.shape[1]), np.float32)
     )
     started = time.perf_counter()
-    laclip_arrays = None
-    if config.laclip:
-        laclip_arrays = {
-            key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")
-        }
+    laclip_arrays = (
+        {key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")}
+        if config.laclip
+        else None
+    )
     if config.store_images:
         _join_blobs(out, blobs, [p["offsets"] for p in parts])
     bundled = _bundle_model(out, config.model) if config.bundle_model else None
