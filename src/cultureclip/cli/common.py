@@ -184,9 +184,9 @@ def setup_progress() -> None:
         set_sink(_SINK)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+    raise typer.Exit(2)
 
 
 @contextlib.contextmanager

@@ -359,6 +359,5 @@ def write_results(result: SweepResult, out: Path) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["label", *METRIC_KEYS])
-    for row in rows:
-        writer.writerow([row["label"], *(f"{row[k]:.2f}" for k in METRIC_KEYS)])
+    writer.writerows([row["label"], *(f"{row[k]:.2f}" for k in METRIC_KEYS)] for row in rows)
     atomic_write_text(out / "results.csv", text.getvalue())

@@ -251,10 +251,8 @@ def _encode_image_chunk(
                 failed.append({"image_id": image_id, "reason": str(exc)})
                 continue
             if DOWNSCALED_FROM in image.info:
-                width, height = image.info[DOWNSCALED_FROM]
-                downscaled.append(
-                    {"image_id": image_id, "size": [width, height], "used": list(image.size)}
-                )
+                size, used = list(image.info[DOWNSCALED_FROM]), list(image.size)
+                downscaled.append({"image_id": image_id, "size": size, "used": used})
             if blob is not None:
                 blob.write(data)
                 offsets.append(offsets[-1] + len(data))

@@ -149,15 +149,12 @@ class RetrievalIndex:
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()
 
-    # ---- lazily created parts ---------------------------------------------------------
     @property
     def name(self) -> str:
         """The collection's name (never a path)."""
-        name = self.manifest.get("name")
-        if name:
-            return str(name)
-        data = self.manifest.get("data") or "index"
-        return Path(str(data)).name
+        return str(
+            self.manifest.get("name") or Path(str(self.manifest.get("data") or "index")).name
+        )
 
     @property
     def model_name(self) -> str:
@@ -172,14 +169,15 @@ class RetrievalIndex:
             return f"{bundled['prefix']}{(self.directory / bundled['path']).resolve()}"
         spec = str(self.manifest["model"])
         expected = self.manifest.get("model_fingerprint")
-        local = local_model_path(spec)
-        if expected and local is None:
+        if not expected:  # a hub name or built-in backend
+            return spec
+        if local_model_path(spec) is None:
             raise RetrievalIndexError(
                 f"the model of this index, {spec}, is not there any more; move it back, or "
                 f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
             )
-        found = model_fingerprint(spec) if expected else None
-        if expected and found != expected:
+        found = model_fingerprint(spec)
+        if found != expected:
             raise RetrievalIndexError(
                 f"the model at {spec} changed since this index was built (fingerprint "
                 f"{found} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
