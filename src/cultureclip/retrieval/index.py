@@ -219,70 +219,6 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
     atomic_write_json(path, fingerprint)
 
 
-def _encode_image_chunk(
-    model: VisionLanguageModel,
-    collection: PairCollection,
-    rows: range,
-    config: IndexConfig,
-    on_batch: Any,
-    blob: Any = None,
-) -> tuple[dict[str, np.ndarray], list[dict[str, str]], int, list[dict[str, Any]]]:
-    """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
-    written to it back to back (``offsets`` in the arrays)."""
-    encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
-    # crops mode encodes every image once whole and once per crop
-    views_per_image = 1 + config.laclip.k if config.laclip and config.laclip.mode == "crops" else 1
-    kept: list[int] = []
-    failed: list[dict[str, str]] = []
-    downscaled: list[dict[str, Any]] = []
-    offsets = [0]
-    vectors, globals_, weights, boxes = [], [], [], []
-    encoded = 0
-    for start in range(rows.start, rows.stop, config.batch_size):
-        batch_rows = range(start, min(start + config.batch_size, rows.stop))
-        images: list[Image.Image] = []
-        batch_kept: list[int] = []
-        for row in batch_rows:
-            image_id = collection.image_ids[row]
-            try:
-                image = decode_image(collection.images[row], config.max_pixels)
-                data = raw_image_bytes(collection.images[row]) if blob is not None else b""
-            except (ImageDecodeError, OSError) as exc:
-                failed.append({"image_id": image_id, "reason": str(exc)})
-                continue
-            if DOWNSCALED_FROM in image.info:
-                size, used = list(image.info[DOWNSCALED_FROM]), list(image.size)
-                downscaled.append({"image_id": image_id, "size": size, "used": used})
-            if blob is not None:
-                blob.write(data)
-                offsets.append(offsets[-1] + len(data))
-            images.append(image)
-            batch_kept.append(row)
-        if images:
-            if encoder is None:
-                vectors.append(model.embed_images(images, batch_size=len(images)).numpy())
-            else:
-                features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
-                vectors.append(features.fused.numpy())
-                globals_.append(features.views.global_emb.numpy())
-                weights.append(features.weights.numpy())
-                boxes.append(features.views.boxes)
-            encoded += len(images) * views_per_image
-            kept.extend(batch_kept)
-        on_batch(len(batch_rows))
-    dim = model.embed_dim
-    arrays = {
-        "rows": np.asarray(kept, dtype=np.int64),
-        "offsets": np.asarray(offsets, dtype=np.int64),
-        "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
-    }
-    if encoder is not None:
-        arrays["global"] = np.concatenate(globals_) if globals_ else np.zeros((0, dim), np.float32)
-        arrays["weights"] = np.concatenate(weights) if weights else np.zeros((0, 0), np.float32)
-        arrays["boxes"] = np.concatenate(boxes) if boxes else np.zeros((0, 0, 4), np.int32)
-    return arrays, failed, encoded, downscaled
-
-
 def build_index(
     config: IndexConfig,
     *,
@@ -390,13 +326,9 @@ class _ChunkedBuild:
         config = self.config
         if config.store_images:
             with atomic_path(path.with_suffix(".bin")) as blob_tmp, open(blob_tmp, "wb") as blob:
-                arrays, failed, encoded, downscaled = _encode_image_chunk(
-                    self.model, self.collection, rows, config, advance, blob
-                )
+                arrays, failed, downscaled = self._encode_rows(rows, advance, blob)
         else:
-            arrays, failed, encoded, downscaled = _encode_image_chunk(
-                self.model, self.collection, rows, config, advance
-            )
+            arrays, failed, downscaled = self._encode_rows(rows, advance, None)
         if self.log is not None:
             for bad in failed:
                 self.log(f"skipped image {bad['image_id']}: {bad['reason']}")
@@ -413,7 +345,68 @@ class _ChunkedBuild:
             np.savez(handle, **arrays)
         self.failed.extend(failed)
         self.downscaled.extend(downscaled)
-        self.encoded_views += encoded
+
+    def _encode_rows(
+        self, rows: range, on_batch: Any, blob: Any
+    ) -> tuple[dict[str, np.ndarray], list[dict[str, str]], list[dict[str, Any]]]:
+        """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
+        written to it back to back (``offsets`` in the arrays)."""
+        model, collection, config = self.model, self.collection, self.config
+        encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
+        # crops mode encodes every image once whole and once per crop
+        views_per_image = (
+            1 + config.laclip.k if config.laclip and config.laclip.mode == "crops" else 1
+        )
+        kept: list[int] = []
+        failed: list[dict[str, str]] = []
+        downscaled: list[dict[str, Any]] = []
+        offsets = [0]
+        vectors, globals_, weights, boxes = [], [], [], []
+        for start in range(rows.start, rows.stop, config.batch_size):
+            batch_rows = range(start, min(start + config.batch_size, rows.stop))
+            images: list[Image.Image] = []
+            batch_kept: list[int] = []
+            for row in batch_rows:
+                image_id = collection.image_ids[row]
+                try:
+                    image = decode_image(collection.images[row], config.max_pixels)
+                    data = raw_image_bytes(collection.images[row]) if blob is not None else b""
+                except (ImageDecodeError, OSError) as exc:
+                    failed.append({"image_id": image_id, "reason": str(exc)})
+                    continue
+                if DOWNSCALED_FROM in image.info:
+                    size, used = list(image.info[DOWNSCALED_FROM]), list(image.size)
+                    downscaled.append({"image_id": image_id, "size": size, "used": used})
+                if blob is not None:
+                    blob.write(data)
+                    offsets.append(offsets[-1] + len(data))
+                images.append(image)
+                batch_kept.append(row)
+            if images:
+                if encoder is None:
+                    vectors.append(model.embed_images(images, batch_size=len(images)).numpy())
+                else:
+                    features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
+                    vectors.append(features.fused.numpy())
+                    globals_.append(features.views.global_emb.numpy())
+                    weights.append(features.weights.numpy())
+                    boxes.append(features.views.boxes)
+                self.encoded_views += len(images) * views_per_image
+                kept.extend(batch_kept)
+            on_batch(len(batch_rows))
+        dim = model.embed_dim
+        arrays = {
+            "rows": np.asarray(kept, dtype=np.int64),
+            "offsets": np.asarray(offsets, dtype=np.int64),
+            "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+        }
+        if encoder is not None:
+            arrays["global"] = (
+                np.concatenate(globals_) if globals_ else np.zeros((0, dim), np.float32)
+            )
+            arrays["weights"] = np.concatenate(weights) if weights else np.zeros((0, 0), np.float32)
+            arrays["boxes"] = np.concatenate(boxes) if boxes else np.zeros((0, 0, 4), np.int32)
+        return arrays, failed, downscaled
 
     def _read_reports(self, path: Path) -> None:
         """The failed and downscaled images of a chunk written earlier or by another shard."""
