@@ -71,6 +71,12 @@ class Explanation:
     crops: list[CropExplanation]
 
 
+def _ranked(scores: np.ndarray, rows: np.ndarray) -> list[tuple[int, float, int]]:
+    """(rank, score, row) of one query's results; FAISS pads a short list with row -1."""
+    pairs = zip(scores[0].tolist(), rows[0].tolist(), strict=True)
+    return [(rank, score, row) for rank, (score, row) in enumerate(pairs, start=1) if row >= 0]
+
+
 class RetrievalIndex:
     """A loaded index directory. The query model is created on first use (or passed in)."""
 
@@ -272,11 +278,8 @@ class RetrievalIndex:
             raise InputError("the text query is empty")
         scores, rows = self.search_vectors(self.encode_text(text), k, "images")
         return [
-            ImageHit(
-                rank, self.image_ids[row], float(score), self.captions.get(self.image_ids[row], [])
-            )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
+            ImageHit(rank, self.image_ids[row], score, self.captions.get(self.image_ids[row], []))
+            for rank, score, row in _ranked(scores, rows)
         ]
 
     def search_image(self, image: Image.Image, k: int = 10) -> list[TextHit]:
@@ -284,14 +287,9 @@ class RetrievalIndex:
         scores, rows = self.search_vectors(self.encode_image(image), k, "texts")
         return [
             TextHit(
-                rank,
-                self.text_ids[row],
-                self.texts[row],
-                float(score),
-                list(self.text_image_ids[row]),
+                rank, self.text_ids[row], self.texts[row], score, list(self.text_image_ids[row])
             )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
+            for rank, score, row in _ranked(scores, rows)
         ]
 
     def explain(self, image_id: str, text: str) -> Explanation:
