@@ -269,7 +269,8 @@ def build_index(
     if world > 1:
         if rank != 0:
             logger.info("shard %d/%d done; rank 0 writes the index", rank, world)
-            return build.summary(out, 0, 0, finalized=False)
+            build.summary.finalized = False
+            return build.summary
         build.collect_other_shards()
     return _finalize(out, build)
 
@@ -295,11 +296,8 @@ class _ChunkedBuild:
         self.rank, self.world, self.log = rank, world, log
         self.image_chunks = _row_chunks(len(collection.images), config.chunk_size)
         self.text_chunks = _row_chunks(len(collection.texts), config.chunk_size)
-        self.timings: dict[str, float] = {}
-        self.resumed = 0
-        self.encoded_views = 0
-        self.failed: list[dict[str, str]] = []
-        self.downscaled: list[dict[str, Any]] = []
+        #: filled in as chunks are encoded or reused; returned by :func:`build_index`
+        self.summary = IndexSummary(chunks.parent, 0, 0, [], 0, {}, 0)
         self.waiting: list[Path] = []  # chunks of other shards, not written yet
 
     def mine(self, number: int) -> bool:
@@ -312,7 +310,7 @@ class _ChunkedBuild:
             if path.exists() and (
                 path.with_suffix(".bin").exists() or not self.config.store_images
             ):
-                self.resumed += 1
+                self.summary.resumed_chunks += 1
                 self._read_reports(path)
             elif not self.mine(number):
                 self.waiting.append(path)
@@ -320,7 +318,7 @@ class _ChunkedBuild:
                 self._encode_image_chunk(path, rows, lambda n: task.update(advance=n))
                 continue  # the chunk advanced the bar batch by batch
             task.update(advance=len(rows))
-        self.timings["images_s"] = time.perf_counter() - started
+        self.summary.timings["images_s"] = time.perf_counter() - started
 
     def _encode_image_chunk(self, path: Path, rows: range, advance: Any) -> None:
         config = self.config
@@ -343,8 +341,8 @@ class _ChunkedBuild:
         write_jsonl(path.with_suffix(".downscaled.jsonl"), downscaled)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        self.failed.extend(failed)
-        self.downscaled.extend(downscaled)
+        self.summary.failed.extend(failed)
+        self.summary.downscaled.extend(downscaled)
 
     def _encode_rows(
         self, rows: range, on_batch: Any, blob: Any
@@ -391,7 +389,7 @@ class _ChunkedBuild:
                     globals_.append(features.views.global_emb.numpy())
                     weights.append(features.weights.numpy())
                     boxes.append(features.views.boxes)
-                self.encoded_views += len(images) * views_per_image
+                self.summary.encoded_views += len(images) * views_per_image
                 kept.extend(batch_kept)
             on_batch(len(batch_rows))
         dim = model.embed_dim
@@ -410,17 +408,17 @@ class _ChunkedBuild:
 
     def _read_reports(self, path: Path) -> None:
         """The failed and downscaled images of a chunk written earlier or by another shard."""
-        self.failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
+        self.summary.failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
         downscaled = path.with_suffix(".downscaled.jsonl")
         if downscaled.exists():
-            self.downscaled.extend(read_jsonl(downscaled))
+            self.summary.downscaled.extend(read_jsonl(downscaled))
 
     def encode_texts(self, task: Any) -> None:
         started = time.perf_counter()
         for number, rows in enumerate(self.text_chunks):
             path = self.chunks / f"texts-{number:05d}.npy"
             if path.exists():
-                self.resumed += 1
+                self.summary.resumed_chunks += 1
             elif not self.mine(number):
                 self.waiting.append(path)
             else:
@@ -428,26 +426,13 @@ class _ChunkedBuild:
                 batch_size = max(self.config.batch_size, 64)
                 save_npy(path, self.model.embed_texts(texts, batch_size=batch_size).numpy())
             task.update(advance=len(rows))
-        self.timings["texts_s"] = time.perf_counter() - started
+        self.summary.timings["texts_s"] = time.perf_counter() - started
 
     def collect_other_shards(self) -> None:
         _wait_for(self.waiting, self.config.shard_wait_s)
         for path in self.waiting:
             if path.name.startswith("images-"):
                 self._read_reports(path)
-
-    def summary(self, out: Path, n_images: int, n_texts: int, finalized: bool) -> IndexSummary:
-        return IndexSummary(
-            out,
-            n_images,
-            n_texts,
-            self.failed,
-            self.resumed,
-            self.timings,
-            self.encoded_views,
-            self.downscaled,
-            finalized=finalized,
-        )
 
 
 def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
@@ -462,7 +447,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
     ]
     parts = [p for p in parts if p["rows"].size]
     if not parts:
-        write_jsonl(out / "failed_images.jsonl", build.failed)
+        write_jsonl(out / "failed_images.jsonl", build.summary.failed)
         raise RetrievalIndexError(
             f"no image of {config.data} could be decoded; see {out / 'failed_images.jsonl'}"
         )
@@ -498,7 +483,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         faiss_settings=config.faiss,
         laclip=config.laclip,
         laclip_arrays=laclip_arrays,
-        failed=build.failed,
+        failed=build.summary.failed,
         source={
             "data": str(meta.get("source", Path(config.data).resolve())),
             "split": meta.get("split", config.split),
@@ -507,18 +492,19 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
             "name": collection.name or Path(config.data).name,
         },
         extra={
-            "timings": build.timings,
-            "encoded_views": build.encoded_views,
+            "timings": build.summary.timings,
+            "encoded_views": build.summary.encoded_views,
             "model_fingerprint": model_fingerprint(config.model),
             "model_bundled": bundled,
             "images_stored": config.store_images,
             "max_pixels": config.max_pixels,
-            "n_downscaled": len(build.downscaled),
-            "downscaled": build.downscaled[:1000],
+            "n_downscaled": len(build.summary.downscaled),
+            "downscaled": build.summary.downscaled[:1000],
         },
     )
-    build.timings["finalize_s"] = time.perf_counter() - started
-    return build.summary(out, int(rows.size), len(collection.texts), finalized=True)
+    build.summary.timings["finalize_s"] = time.perf_counter() - started
+    build.summary.n_images, build.summary.n_texts = int(rows.size), len(collection.texts)
+    return build.summary
 
 
 #: the stage's entry point under the name every stage uses
