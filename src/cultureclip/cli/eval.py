@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,6 +17,9 @@ from cultureclip.cli.common import (
     user_errors,
 )
 from cultureclip.core.errors import InputError
+
+if TYPE_CHECKING:
+    from cultureclip.eval.results import EvalResult
 
 
 def eval_command(
@@ -199,13 +203,13 @@ def _run_suite(
         f"suite [bold]{loaded.name}[/]: {len(loaded.benchmarks)} benchmark(s) × {len(models)} model(s)"
     )
 
-    def said(shown: str, outcome: object) -> None:
+    def said(shown: str, outcome: EvalResult | Exception) -> None:
         if isinstance(outcome, Exception):
             console.print(f"[red]failed[/] {shown}: {outcome}")
             return
-        main = next(iter(outcome.metrics.items()), ("", float("nan")))  # type: ignore[attr-defined]
-        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"  # type: ignore[attr-defined]
-        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")  # type: ignore[attr-defined]
+        main = next(iter(outcome.metrics.items()), ("", float("nan")))
+        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"
+        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
 
     run = run_suite(
         loaded,
@@ -229,27 +233,27 @@ def _run_suite(
         raise typer.Exit(1)
 
 
-def _print_result(result: object) -> None:
+def _print_result(result: EvalResult) -> None:
     from rich.table import Table
 
-    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")  # type: ignore[attr-defined]
-    for key, value in result.metrics.items():  # type: ignore[attr-defined]
+    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")
+    for key, value in result.metrics.items():
         delta = ""
-        if result.baseline is not None and key in result.baseline.delta:  # type: ignore[attr-defined]
-            delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"  # type: ignore[attr-defined]
+        if result.baseline is not None and key in result.baseline.delta:
+            delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"
         table.add_row(key, f"{value:.2f}{delta}")
     console.print(table)
-    if result.reused:  # type: ignore[attr-defined]
+    if result.reused:
         console.print(
             "reused the stored result (same model, data fingerprint, split, options and "
             "protocol); pass --overwrite to recompute"
         )
-    if result.n_skipped:  # type: ignore[attr-defined]
+    if result.n_skipped:
         console.print(
             f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"
-        )  # type: ignore[attr-defined]
-    if result.path is not None:  # type: ignore[attr-defined]
-        typer.echo(str(result.path))  # type: ignore[attr-defined]
+        )
+    if result.path is not None:
+        typer.echo(str(result.path))
 
 
 def register(app: typer.Typer) -> None:

@@ -60,7 +60,6 @@ def subset_woff(font_path: Path, texts: Iterable[str]) -> bytes:
 
     characters = sorted({c for text in texts for c in text if ord(c) > 0x2E7F} | set(PAGE_TEXT))
     options = subset.Options()
-    options.flavor = "woff"
     options.layout_features = ["*"]
     options.name_IDs = ["*"]
     number = 0 if font_path.suffix.lower() in (".ttc", ".otc") else -1
