@@ -290,8 +290,10 @@ def serve_command(
     device: str | None = typer.Option(None, "--device"),
 ) -> None:
     """Serve the search page and JSON API over an index."""
+    import uvicorn
+
     from cultureclip.retrieval.search import RetrievalIndex
-    from cultureclip.retrieval.server import serve
+    from cultureclip.retrieval.server import create_app
 
     with user_errors():
         loaded = RetrievalIndex(index, device=device)
@@ -300,14 +302,11 @@ def serve_command(
         f"search page on [bold]http://{host}:{port}/[/] (Ctrl-C to stop); the model "
         f"loads in the background, /api/health says when it is ready"
     )
-    serve(
-        loaded,
-        host=host,
-        port=port,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        workers=workers,
-        max_pending=max_pending,
+    max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+    app = create_app(
+        loaded, max_upload_bytes=max_upload_bytes, workers=workers, max_pending=max_pending
     )
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def register(app: typer.Typer) -> None:

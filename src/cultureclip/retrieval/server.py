@@ -463,15 +463,3 @@ def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px:
         else:
             data = _safe(thumbnail, id, thumbnail_px)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-
-def serve(
-    index_dir: str | Path | RetrievalIndex,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    **options: Any,
-) -> None:
-    """Runs the app with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(index_dir, **options), host=host, port=port, log_level="info")
