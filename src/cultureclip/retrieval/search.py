@@ -14,7 +14,7 @@ from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.data.collections import decode_image, load_collection
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS, PairCollection
-from cultureclip.retrieval.faiss_index import FaissSettings, tune_loaded
+from cultureclip.retrieval.faiss_index import FaissSettings, read_faiss
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
 from cultureclip.retrieval.layout import (
     INDEX_VERSION,
@@ -87,7 +87,6 @@ class RetrievalIndex:
         model: VisionLanguageModel | None = None,
         device: str | None = None,
     ) -> None:
-        import faiss
         import pyarrow.parquet as pq
 
         self.directory = Path(directory)
@@ -119,13 +118,9 @@ class RetrievalIndex:
         self.text_image_ids: list[list[str]] = texts["image_ids"]
         self.image_vectors = np.load(self.directory / "image_vectors.npy", mmap_mode="r")
         self.text_vectors = np.load(self.directory / "text_vectors.npy", mmap_mode="r")
-        self.image_faiss = tune_loaded(
-            faiss.read_index(str(self.directory / "images.faiss")), self.faiss_settings
-        )
+        self.image_faiss = read_faiss(self.directory / "images.faiss", self.faiss_settings)
         text_settings = FaissSettings.model_validate(self.manifest["text_faiss"])
-        self.text_faiss = tune_loaded(
-            faiss.read_index(str(self.directory / "texts.faiss")), text_settings
-        )
+        self.text_faiss = read_faiss(self.directory / "texts.faiss", text_settings)
         self.failed: list[dict[str, str]] = read_jsonl(self.directory / "failed_images.jsonl")
         self.image_row = {image_id: row for row, image_id in enumerate(self.image_ids)}
         self.max_pixels: int = self.manifest.get("max_pixels") or DEFAULT_MAX_PIXELS
