@@ -231,7 +231,7 @@ class IndexStage(Stage):
             return Outcome(rc, [])
         import numpy as np
 
-        from cultureclip.retrieval.index import RetrievalIndex
+        from cultureclip.retrieval.search import RetrievalIndex
 
         index = RetrievalIndex(out)
         ids = [str(i) for i in index.image_ids]

@@ -11,7 +11,7 @@ import torch
 from cultureclip.cli.retrieval import results_table
 from cultureclip.data.collections import load_collection
 from cultureclip.eval.metrics import retrieval_metrics
-from cultureclip.retrieval import LaclipConfig, SweepConfig, evaluate_retrieval
+from cultureclip.retrieval import LaclipConfig, RetrievalEvalConfig, evaluate_retrieval
 from cultureclip.retrieval.evaluate import METRIC_KEYS
 
 
@@ -71,7 +71,7 @@ def test_evaluate_retrieval_matches_brute_force_on_model_embeddings(
 def test_sweep_reuses_views_and_whole_image_crops_match_global(culti_dir, session_model) -> None:
     collection = load_collection(culti_dir, "test")
     whole = LaclipConfig(k=2, scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    sweep = SweepConfig(
+    sweep = RetrievalEvalConfig(
         model="unused",
         data="unused",
         ks=[2, 3],

@@ -166,11 +166,9 @@ class _RichTask:
     def update(
         self, *, advance: float = 0, completed: float | None = None, stats: str = ""
     ) -> None:
+        # rich applies ``advance`` first, so a given ``completed`` wins
         fields: dict[str, Any] = {"stats": stats} if stats else {}
-        if completed is not None:
-            self.progress.update(self.task_id, completed=completed, **fields)
-        else:
-            self.progress.update(self.task_id, advance=advance, **fields)
+        self.progress.update(self.task_id, advance=advance, completed=completed, **fields)
 
     def set_total(self, total: float | None) -> None:
         self.progress.update(self.task_id, total=total)
@@ -186,9 +184,9 @@ def setup_progress() -> None:
         set_sink(_SINK)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+    raise typer.Exit(2)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,190 +18,168 @@ from cultureclip.cli.common import (
 )
 from cultureclip.core.errors import InputError
 
-
-def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_command(
-        model: list[str] = typer.Option(
-            None,
-            "--model",
-            "-m",
-            help="Model spec (hf:…, saved dir, openai:<model>@<url>, hf-vlm:…); repeat for several.",
-        ),
-        suite: str = typer.Option(
-            None,
-            "--suite",
-            help="Run a suite (culture-contrastive, culture-generative, general, or a .yaml) "
-            "on every --model, then write one report.",
-        ),
-        report: str = typer.Option(
-            None, "--report", help="Report directory of a suite run (default: <out>/report)."
-        ),
-        benchmark: str = typer.Option(
-            None, "--benchmark", "-b", help="Benchmark name (see `cultureclip benchmarks`)."
-        ),
-        data: str = typer.Option(
-            None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
-        ),
-        split: str = typer.Option(
-            None,
-            "--split",
-            help="Split of hub datasets and retrieval collections (default: test).",
-        ),
-        out: str = typer.Option(
-            None, "--out", "-o", help="Results directory (default: runs/eval)."
-        ),
-        baseline: str = typer.Option(
-            None, "--baseline", help="Also evaluate this base model and store the delta."
-        ),
-        model_name: str = typer.Option(
-            None, "--model-name", help="Name of the model in results (default: spec)."
-        ),
-        baseline_name: str = typer.Option(
-            None, "--baseline-name", help="Name of the baseline in results."
-        ),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Recompute even if the result exists."
-        ),
-        device: str = typer.Option(
-            None, "--device", help="torch device of contrastive models (default: auto)."
-        ),
-        config: Path = ConfigOption,
-        preset: str | None = PresetOption,
-        overrides: list[str] = OverrideOption,
-    ) -> None:
-        """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
-
-        A stored result is reused only when model, data fingerprint, split, options and
-        protocol are the same ("reused" is printed); --overwrite recomputes.
-        """
-        with user_errors():
-            if suite:
-                if benchmark or data or overrides or config or preset:
-                    raise InputError(
-                        "--suite takes its benchmarks, data and options from the suite file; "
-                        "drop --benchmark/--data/--set/--config/--preset (or write your own "
-                        "suite .yaml)"
-                    )
-                _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
-                return
-            flags = dict(
-                benchmark=benchmark,
-                data=data,
-                split=split,
-                out=out,
-                baseline=baseline,
-                model_name=model_name,
-                baseline_name=baseline_name,
-                device=device,
-                overwrite=switch(overwrite),
-            )
-            _run_models(list(model or []), flags, config, preset, overrides)
-
-    _register_tools(app)
+if TYPE_CHECKING:
+    from cultureclip.eval.results import EvalResult
 
 
-def _run_models(
-    models: list[str],
-    flags: dict[str, object],
-    config: Path | None,
-    preset: str | None,
-    overrides: list[str] | None,
+def eval_command(
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model spec (hf:…, saved dir, openai:<model>@<url>, hf-vlm:…); repeat for several.",
+    ),
+    suite: str = typer.Option(
+        None,
+        "--suite",
+        help="Run a suite (culture-contrastive, culture-generative, general, or a .yaml) "
+        "on every --model, then write one report.",
+    ),
+    report: str = typer.Option(
+        None, "--report", help="Report directory of a suite run (default: <out>/report)."
+    ),
+    benchmark: str = typer.Option(
+        None, "--benchmark", "-b", help="Benchmark name (see `cultureclip benchmarks`)."
+    ),
+    data: str = typer.Option(
+        None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
+    ),
+    split: str = typer.Option(
+        None,
+        "--split",
+        help="Split of hub datasets and retrieval collections (default: test).",
+    ),
+    out: str = typer.Option(None, "--out", "-o", help="Results directory (default: runs/eval)."),
+    baseline: str = typer.Option(
+        None, "--baseline", help="Also evaluate this base model and store the delta."
+    ),
+    model_name: str = typer.Option(
+        None, "--model-name", help="Name of the model in results (default: spec)."
+    ),
+    baseline_name: str = typer.Option(
+        None, "--baseline-name", help="Name of the baseline in results."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Recompute even if the result exists."
+    ),
+    device: str = typer.Option(
+        None, "--device", help="torch device of contrastive models (default: auto)."
+    ),
+    config: Path = ConfigOption,
+    preset: str | None = PresetOption,
+    overrides: list[str] = OverrideOption,
 ) -> None:
-    """Each model in turn, each printed when it is done; stops at one with failed answers."""
-    from cultureclip.eval.api import EvalConfig, run
+    """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
 
-    if len(models) > 1 and (flags["model_name"] or flags["baseline"]):
-        raise InputError("--model-name/--baseline go with a single --model")
-    for spec in models or [None]:
-        cfg = stage_config(
-            EvalConfig,
-            "eval",
-            config=config,
-            preset=preset,
-            overrides=overrides,
-            flags={**flags, "model": spec},
+    A stored result is reused only when model, data fingerprint, split, options and
+    protocol are the same ("reused" is printed); --overwrite recomputes.
+    """
+    with user_errors():
+        if suite:
+            if benchmark or data or overrides or config or preset:
+                raise InputError(
+                    "--suite takes its benchmarks, data and options from the suite file; "
+                    "drop --benchmark/--data/--set/--config/--preset (or write your own "
+                    "suite .yaml)"
+                )
+            _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
+            return
+        from cultureclip.eval.api import EvalConfig, run
+
+        if len(model or []) > 1 and (model_name or baseline):
+            raise InputError("--model-name/--baseline go with a single --model")
+        flags = dict(
+            benchmark=benchmark,
+            data=data,
+            split=split,
+            out=out,
+            baseline=baseline,
+            model_name=model_name,
+            baseline_name=baseline_name,
+            device=device,
+            overwrite=switch(overwrite),
         )
-        result = run(cfg, progress=True)
-        _print_result(result)
-        _exit_on_failed_answers(result)
-
-
-def _exit_on_failed_answers(result: object) -> None:
-    failed = int(result.metrics.get("n_failed", 0))  # type: ignore[attr-defined]
-    if failed:
-        console.print(
-            f"[yellow]{failed} of {result.n} answers failed[/] (server errors or timeouts); "  # type: ignore[attr-defined]
-            "they count as wrong above. Rerun the same command to ask only those again."
-        )
-        raise typer.Exit(1)
-
-
-def _register_tools(app: typer.Typer) -> None:
-    @app.command("report")
-    def report_command(
-        results: list[Path] = typer.Argument(..., help="Result directories or result.json files."),
-        out: Path = typer.Option(
-            Path("runs/report"), "--out", "-o", help="Where report.html and the CSVs go."
-        ),
-        resamples: int = typer.Option(
-            1000, "--resamples", help="Bootstrap resamples for the 95% CIs."
-        ),
-        seed: int = typer.Option(42, "--seed", help="Bootstrap seed."),
-    ) -> None:
-        """Merge results into results.csv, groups.csv and a self-contained report.html."""
-        with user_errors():
-            from cultureclip.eval.report import build_report
-
-            path = build_report(results, out, n_resamples=resamples, seed=seed)
-            console.print(f"report written to [bold]{path}[/]")
-            typer.echo(str(path))
-
-    @app.command("build-benchmark")
-    def build_command(
-        documents: str = typer.Option(
-            None, "--documents", help="Directory of <country>.txt/.md documents."
-        ),
-        llm: str = typer.Option(
-            None, "--llm", help="LLM as <model>@<base_url> (OpenAI-compatible)."
-        ),
-        out: str = typer.Option(
-            None, "--out", "-o", help="Output directory (default: runs/benchmark)."
-        ),
-        images: str = typer.Option(
-            None, "--images", help="Images named <concept id>.jpg (default: <out>/images)."
-        ),
-        config: Path = ConfigOption,
-        overrides: list[str] = OverrideOption,
-    ) -> None:
-        """Build a CultureVerse-style MCQ benchmark from documents with an LLM (items, review CSV, instruct data)."""
-        with user_errors():
-            from cultureclip.core.errors import UserError
-            from cultureclip.core.llm import LLMError
-            from cultureclip.eval.builder import BuilderConfig, build_benchmark
-
-            flags = dict(documents=documents, llm=llm, out=out, images=images)
+        # each model in turn, each printed when it is done; stops at one with failed answers
+        for spec in model or [None]:
             cfg = stage_config(
-                BuilderConfig, "build-benchmark", config=config, overrides=overrides, flags=flags
+                EvalConfig,
+                "eval",
+                config=config,
+                preset=preset,
+                overrides=overrides,
+                flags={**flags, "model": spec},
             )
-            try:
-                counts = build_benchmark(cfg)
-            except LLMError as exc:
-                raise UserError(f"the LLM failed: {exc} (rerun to resume)") from exc
-            console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
-            typer.echo(str(Path(cfg.out) / "items.jsonl"))
+            result = run(cfg, progress=True)
+            _print_result(result)
+            failed = int(result.metrics.get("n_failed", 0))
+            if failed:
+                console.print(
+                    f"[yellow]{failed} of {result.n} answers failed[/] (server errors or "
+                    "timeouts); they count as wrong above. Rerun the same command to ask "
+                    "only those again."
+                )
+                raise typer.Exit(1)
 
-    @app.command("benchmarks")
-    def benchmarks_command() -> None:
-        """List the registered benchmarks."""
-        from rich.table import Table
 
-        from cultureclip.eval.benchmarks import BENCHMARKS
+def report_command(
+    results: list[Path] = typer.Argument(..., help="Result directories or result.json files."),
+    out: Path = typer.Option(
+        Path("runs/report"), "--out", "-o", help="Where report.html and the CSVs go."
+    ),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95% CIs."),
+    seed: int = typer.Option(42, "--seed", help="Bootstrap seed."),
+) -> None:
+    """Merge results into results.csv, groups.csv and a self-contained report.html."""
+    with user_errors():
+        from cultureclip.eval.report import build_report
 
-        table = Table("benchmark", "description", title="benchmarks")
-        for name, description in BENCHMARKS.describe().items():
-            table.add_row(name, description)
-        console.print(table)
+        path = build_report(results, out, n_resamples=resamples, seed=seed)
+        console.print(f"report written to [bold]{path}[/]")
+        typer.echo(str(path))
+
+
+def build_command(
+    documents: str = typer.Option(
+        None, "--documents", help="Directory of <country>.txt/.md documents."
+    ),
+    llm: str = typer.Option(None, "--llm", help="LLM as <model>@<base_url> (OpenAI-compatible)."),
+    out: str = typer.Option(
+        None, "--out", "-o", help="Output directory (default: runs/benchmark)."
+    ),
+    images: str = typer.Option(
+        None, "--images", help="Images named <concept id>.jpg (default: <out>/images)."
+    ),
+    config: Path = ConfigOption,
+    overrides: list[str] = OverrideOption,
+) -> None:
+    """Build a CultureVerse-style MCQ benchmark from documents with an LLM (items, review CSV, instruct data)."""
+    with user_errors():
+        from cultureclip.core.errors import UserError
+        from cultureclip.core.llm import LLMError
+        from cultureclip.eval.builder import BuilderConfig, build_benchmark
+
+        flags = dict(documents=documents, llm=llm, out=out, images=images)
+        cfg = stage_config(
+            BuilderConfig, "build-benchmark", config=config, overrides=overrides, flags=flags
+        )
+        try:
+            counts = build_benchmark(cfg)
+        except LLMError as exc:
+            raise UserError(f"the LLM failed: {exc} (rerun to resume)") from exc
+        console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        typer.echo(str(Path(cfg.out) / "items.jsonl"))
+
+
+def benchmarks_command() -> None:
+    """List the registered benchmarks."""
+    from rich.table import Table
+
+    from cultureclip.eval.benchmarks import BENCHMARKS
+
+    table = Table("benchmark", "description", title="benchmarks")
+    for name, description in BENCHMARKS.describe().items():
+        table.add_row(name, description)
+    console.print(table)
 
 
 def _run_suite(
@@ -224,13 +203,13 @@ def _run_suite(
         f"suite [bold]{loaded.name}[/]: {len(loaded.benchmarks)} benchmark(s) × {len(models)} model(s)"
     )
 
-    def said(shown: str, outcome: object) -> None:
+    def said(shown: str, outcome: EvalResult | Exception) -> None:
         if isinstance(outcome, Exception):
             console.print(f"[red]failed[/] {shown}: {outcome}")
             return
-        main = next(iter(outcome.metrics.items()), ("", float("nan")))  # type: ignore[attr-defined]
-        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"  # type: ignore[attr-defined]
-        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")  # type: ignore[attr-defined]
+        main = next(iter(outcome.metrics.items()), ("", float("nan")))
+        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"
+        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
 
     run = run_suite(
         loaded,
@@ -254,24 +233,31 @@ def _run_suite(
         raise typer.Exit(1)
 
 
-def _print_result(result: object) -> None:
+def _print_result(result: EvalResult) -> None:
     from rich.table import Table
 
-    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")  # type: ignore[attr-defined]
-    for key, value in result.metrics.items():  # type: ignore[attr-defined]
+    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")
+    for key, value in result.metrics.items():
         delta = ""
-        if result.baseline is not None and key in result.baseline.delta:  # type: ignore[attr-defined]
-            delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"  # type: ignore[attr-defined]
+        if result.baseline is not None and key in result.baseline.delta:
+            delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"
         table.add_row(key, f"{value:.2f}{delta}")
     console.print(table)
-    if result.reused:  # type: ignore[attr-defined]
+    if result.reused:
         console.print(
             "reused the stored result (same model, data fingerprint, split, options and "
             "protocol); pass --overwrite to recompute"
         )
-    if result.n_skipped:  # type: ignore[attr-defined]
+    if result.n_skipped:
         console.print(
             f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"
-        )  # type: ignore[attr-defined]
-    if result.path is not None:  # type: ignore[attr-defined]
-        typer.echo(str(result.path))  # type: ignore[attr-defined]
+        )
+    if result.path is not None:
+        typer.echo(str(result.path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("report")(report_command)
+    app.command("build-benchmark")(build_command)
+    app.command("benchmarks")(benchmarks_command)

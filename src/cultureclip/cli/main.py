@@ -28,7 +28,6 @@ def _setup(
         False, "--debug", help="Show the traceback of user errors too, and debug logs."
     ),
 ) -> None:
-    """Culture-aware CLIP: synthesise CulTwin data, fine-tune, evaluate, retrieve."""
     from cultureclip.cli import common
     from cultureclip.core.threads import configure_threads
 

@@ -63,9 +63,8 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title="cultureclip quickstart (held-out data)")
         table.add_column("model")
-        table.add_column("twins, new views", justify="right")
-        table.add_column("twins, unseen concepts", justify="right")
-        table.add_column("general zero-shot top-1", justify="right")
+        for column in ("twins, new views", "twins, unseen concepts", "general zero-shot top-1"):
+            table.add_column(column, justify="right")
         for role, seen, unseen, general in summary_rows(result):
             table.add_row(role, f"{seen:.1f}", f"{unseen:.1f}", f"{general:.1f}")
         stdout = Console()

@@ -371,7 +371,8 @@ def _example_searches(
 ) -> list[dict[str, Any]]:
     """Indexes the twin images of ``twins`` and runs a few concept-name queries on them."""
     from cultureclip.data.cultwin import read_cultwin
-    from cultureclip.retrieval.index import IndexConfig, RetrievalIndex, build_index
+    from cultureclip.retrieval.index import IndexConfig, build_index
+    from cultureclip.retrieval.search import RetrievalIndex
 
     index_dir = out / "index"
     build_index(

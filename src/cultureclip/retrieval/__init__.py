@@ -9,20 +9,11 @@
 
 from cultureclip.retrieval.evaluate import (
     RetrievalEvalConfig,
-    SweepConfig,
     SweepResult,
     evaluate_retrieval,
 )
-from cultureclip.retrieval.index import (
-    FaissSettings,
-    IndexConfig,
-    IndexSummary,
-    RetrievalIndex,
-    RetrievalIndexError,
-    build_faiss,
-    build_index,
-    write_index,
-)
+from cultureclip.retrieval.faiss_index import FaissSettings, build_faiss
+from cultureclip.retrieval.index import IndexConfig, IndexSummary, build_index, write_index
 from cultureclip.retrieval.laclip import (
     LaclipConfig,
     LaclipEncoder,
@@ -32,6 +23,8 @@ from cultureclip.retrieval.laclip import (
     fuse,
     parse_laclip_option,
 )
+from cultureclip.retrieval.layout import RetrievalIndexError
+from cultureclip.retrieval.search import RetrievalIndex
 
 __all__ = [
     "FaissSettings",
@@ -42,7 +35,6 @@ __all__ = [
     "RetrievalEvalConfig",
     "RetrievalIndex",
     "RetrievalIndexError",
-    "SweepConfig",
     "SweepResult",
     "agreement_weights",
     "build_faiss",

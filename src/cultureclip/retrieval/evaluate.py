@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,11 @@ from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, LaclipViews, Weighting
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+T = TypeVar("T")
 
 METRIC_KEYS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "MR")
 
@@ -196,10 +201,17 @@ class SweepResult:
     n_image_queries: int = 0
 
 
-def _decoded_batches(
-    collection: PairCollection, batch_size: int, failed: list[dict[str, str]] | None
-) -> Any:
-    """Yields (rows, images) batches of decodable images; undecodable ones go to ``failed``."""
+def _encode_decodable(
+    collection: PairCollection,
+    batch_size: int,
+    failed: list[dict[str, str]] | None,
+    advance: Callable[[int], None],
+    encode: Callable[[list[Image.Image], list[str]], T],
+) -> tuple[list[int], list[T]]:
+    """``encode(images, image_ids)`` per batch of decodable images, with the rows kept;
+    undecodable ones go to ``failed``."""
+    kept: list[int] = []
+    parts: list[T] = []
     for start in range(0, len(collection.images), batch_size):
         rows, images = [], []
         for row in range(start, min(start + batch_size, len(collection.images))):
@@ -209,50 +221,13 @@ def _decoded_batches(
             except ImageDecodeError as exc:
                 if failed is not None:
                     failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
-        yield rows, images
-
-
-def _encode_views(
-    encoder: LaclipEncoder,
-    collection: PairCollection,
-    batch_size: int,
-    failed: list[dict[str, str]] | None,
-    advance: Callable[[int], None],
-) -> tuple[list[int], LaclipViews]:
-    kept: list[int] = []
-    parts: list[LaclipViews] = []
-    for rows, images in _decoded_batches(collection, batch_size, failed):
         if images:
-            parts.append(encoder.encode_views(images, [collection.image_ids[r] for r in rows]))
+            parts.append(encode(images, [collection.image_ids[r] for r in rows]))
             kept.extend(rows)
         advance(len(rows))
     if not parts:
         raise InputError(f"no image of {collection.name or 'the collection'} could be decoded")
-    views = LaclipViews(
-        torch.cat([p.global_emb for p in parts]),
-        torch.cat([p.local for p in parts]),
-        np.concatenate([p.boxes for p in parts]),
-    )
-    return kept, views
-
-
-def _encode_global(
-    model: VisionLanguageModel,
-    collection: PairCollection,
-    batch_size: int,
-    failed: list[dict[str, str]] | None,
-    advance: Callable[[int], None],
-) -> tuple[list[int], torch.Tensor]:
-    kept: list[int] = []
-    parts: list[torch.Tensor] = []
-    for rows, images in _decoded_batches(collection, batch_size, failed):
-        if images:
-            parts.append(model.embed_images(images, batch_size=batch_size))
-            kept.extend(rows)
-        advance(len(rows))
-    if not parts:
-        raise InputError(f"no image of {collection.name or 'the collection'} could be decoded")
-    return kept, torch.cat(parts)
+    return kept, parts
 
 
 def _text_targets(
@@ -290,26 +265,35 @@ def evaluate_retrieval(
     for config in laclip_configs:
         groups.setdefault(config.crop_key(), []).append(config)
     n = len(collection.images)
+    view_sets = []
     if groups:
-        view_sets = []
         for number, configs in enumerate(groups.values()):
             label = configs[0].label().rsplit(" ", 1)[0]
             with track_progress(label, n, enabled=progress) as task:
-                kept, views = _encode_views(
-                    LaclipEncoder(model, configs[0]),
+                kept, parts = _encode_decodable(
                     collection,
                     batch_size,
                     failed if number == 0 else None,
                     lambda k, task=task: task.update(advance=k),
+                    LaclipEncoder(model, configs[0]).encode_views,
                 )
+            views = LaclipViews(
+                torch.cat([p.global_emb for p in parts]),
+                torch.cat([p.local for p in parts]),
+                np.concatenate([p.boxes for p in parts]),
+            )
             view_sets.append((configs, views))
         global_emb = view_sets[0][1].global_emb
     else:
         with track_progress("global", n, enabled=progress) as task:
-            kept, global_emb = _encode_global(
-                model, collection, batch_size, failed, lambda k: task.update(advance=k)
+            kept, parts = _encode_decodable(
+                collection,
+                batch_size,
+                failed,
+                lambda k: task.update(advance=k),
+                lambda images, _ids: model.embed_images(images, batch_size=batch_size),
             )
-        view_sets = []
+        global_emb = torch.cat(parts)
     text_rows, targets = _text_targets(collection, kept)
     text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
@@ -332,10 +316,6 @@ def evaluate_retrieval(
         chance=chance_levels(len(kept), targets),
         n_image_queries=sum(1 for t in _image_to_texts(len(kept), targets) if t),
     )
-
-
-#: the former name of :class:`RetrievalEvalConfig`
-SweepConfig = RetrievalEvalConfig
 
 
 def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
@@ -379,6 +359,5 @@ def write_results(result: SweepResult, out: Path) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["label", *METRIC_KEYS])
-    for row in rows:
-        writer.writerow([row["label"], *(f"{row[k]:.2f}" for k in METRIC_KEYS)])
+    writer.writerows([row["label"], *(f"{row[k]:.2f}" for k in METRIC_KEYS)] for row in rows)
     atomic_write_text(out / "results.csv", text.getvalue())

@@ -77,10 +77,12 @@ def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> f
     return index
 
 
-def tune_loaded(index: faiss.Index, settings: FaissSettings) -> faiss.Index:
-    # Search-time knobs are not serialised by FAISS; set them again after loading.
+def read_faiss(path: Path, settings: FaissSettings) -> faiss.Index:
+    """Loads a FAISS index built with ``settings``; its search-time knobs are not serialised
+    by FAISS, so they are set again."""
     import faiss
 
+    index = faiss.read_index(str(path))
     if settings.kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(settings.nprobe, ivf.nlist)

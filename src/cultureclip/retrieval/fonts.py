@@ -10,7 +10,7 @@ package (``pip install 'cultureclip[cjk]'``), ``fc-list :lang=zh`` and a few Deb
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import io
 import logging
 import os
@@ -36,13 +36,10 @@ def find_cjk_font() -> Path | None:
     configured = os.environ.get(ENV_VAR)
     if configured:
         return Path(configured) if Path(configured).is_file() else None
-    if importlib.util.find_spec("cvttf_NotoSansCJK_Regular") is not None:
+    with contextlib.suppress(ImportError, FileNotFoundError):
         import cvttf_NotoSansCJK_Regular as package
 
-        try:
-            return Path(package.get_TTF_path())
-        except FileNotFoundError:
-            pass
+        return Path(package.get_TTF_path())
     if shutil.which("fc-list"):
         try:
             listed = subprocess.run(
@@ -63,7 +60,6 @@ def subset_woff(font_path: Path, texts: Iterable[str]) -> bytes:
 
     characters = sorted({c for text in texts for c in text if ord(c) > 0x2E7F} | set(PAGE_TEXT))
     options = subset.Options()
-    options.flavor = "woff"
     options.layout_features = ["*"]
     options.name_IDs = ["*"]
     number = 0 if font_path.suffix.lower() in (".ttc", ".otc") else -1

@@ -25,9 +25,8 @@ local models, with a fingerprint checked on load) or carries a copy, and it hold
 images, so it can be moved and used from any working directory.
 
 :class:`~cultureclip.retrieval.search.RetrievalIndex` loads such a directory and answers
-text → image and image → text queries (also importable from here); the manifest and model
-specs are in :mod:`~cultureclip.retrieval.layout`, FAISS in
-:mod:`~cultureclip.retrieval.faiss_index`.
+text → image and image → text queries; the manifest and model specs are in
+:mod:`~cultureclip.retrieval.layout`, FAISS in :mod:`~cultureclip.retrieval.faiss_index`.
 """
 
 from __future__ import annotations
@@ -67,9 +66,6 @@ from cultureclip.retrieval.layout import (
     resolve_model_spec,
     save_npy,
 )
-
-# importable from here as before the module was split
-from cultureclip.retrieval.search import Explanation, ImageHit, RetrievalIndex, TextHit  # noqa: F401
 from cultureclip.utils.io import (
     atomic_path,
     atomic_write_json,
@@ -130,31 +126,23 @@ def shard_of(config: IndexConfig) -> tuple[int, int]:
 
 
 # ---- temp files --------------------------------------------------------------------------
-_TEMP_PATTERNS = (
-    ".images-*.npz.*",
-    ".images-*.bin.*",
-    ".images-*.failed.jsonl.*",
-    ".texts-*.npy.*",
-    ".fingerprint.json.*",
-)
-_OUT_TEMP_PATTERNS = tuple(
-    f".{name}.*"
-    for name in (
-        "image_vectors.npy",
-        "image_global.npy",
-        "laclip_weights.npy",
-        "laclip_boxes.npy",
-        "text_vectors.npy",
-        "images.parquet",
-        "texts.parquet",
-        "images.faiss",
-        "texts.faiss",
-        "images.bin",
-        "image_offsets.npy",
-        "failed_images.jsonl",
-        "index.json",
-        "config.yaml",
-    )
+#: what a build writes in ``out`` (its temporary files are ``.<name>.*``); under ``chunks/``
+#: every dot file is one of its temporary files
+_OUT_FILES = (
+    "image_vectors.npy",
+    "image_global.npy",
+    "laclip_weights.npy",
+    "laclip_boxes.npy",
+    "text_vectors.npy",
+    "images.parquet",
+    "texts.parquet",
+    "images.faiss",
+    "texts.faiss",
+    "images.bin",
+    "image_offsets.npy",
+    "failed_images.jsonl",
+    "index.json",
+    "config.yaml",
 )
 
 
@@ -164,21 +152,17 @@ def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Pat
     A shard removes only the temporary files of its own chunks (and rank 0 those in ``out``),
     so shards starting at different times never delete each other's files in progress.
     """
-    removed: list[Path] = []
-    folders = [(out / "chunks", _TEMP_PATTERNS)]
+    candidates = list((out / "chunks").glob(".*"))
     if rank == 0:
-        folders.append((out, _OUT_TEMP_PATTERNS))
-    for folder, patterns in folders:
-        if not folder.is_dir():
+        candidates += [path for name in _OUT_FILES for path in out.glob(f".{name}.*")]
+    removed: list[Path] = []
+    for path in candidates:
+        number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
+        if number and world > 1 and int(number.group(1)) % world != rank:
             continue
-        for pattern in patterns:
-            for path in folder.glob(pattern):
-                number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
-                if number and world > 1 and int(number.group(1)) % world != rank:
-                    continue
-                if path.is_file():
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted build", len(removed))
     return removed
@@ -235,79 +219,6 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
     atomic_write_json(path, fingerprint)
 
 
-def _encode_image_chunk(
-    model: VisionLanguageModel,
-    collection: PairCollection,
-    rows: range,
-    config: IndexConfig,
-    on_batch: Any,
-    blob: Any = None,
-) -> tuple[dict[str, np.ndarray], list[dict[str, str]], int, list[dict[str, Any]]]:
-    """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
-    written to it back to back (``offsets`` in the arrays)."""
-    import torch
-
-    encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
-    kept: list[int] = []
-    failed: list[dict[str, str]] = []
-    downscaled: list[dict[str, Any]] = []
-    offsets = [0]
-    vectors, globals_, weights, boxes = [], [], [], []
-    encoded = 0
-    for start in range(rows.start, rows.stop, config.batch_size):
-        batch_rows = range(start, min(start + config.batch_size, rows.stop))
-        images: list[Image.Image] = []
-        batch_kept: list[int] = []
-        for row in batch_rows:
-            image_id = collection.image_ids[row]
-            try:
-                image = decode_image(collection.images[row], config.max_pixels)
-                data = raw_image_bytes(collection.images[row]) if blob is not None else b""
-            except (ImageDecodeError, OSError) as exc:
-                failed.append({"image_id": image_id, "reason": str(exc)})
-                continue
-            if DOWNSCALED_FROM in image.info:
-                width, height = image.info[DOWNSCALED_FROM]
-                downscaled.append(
-                    {"image_id": image_id, "size": [width, height], "used": list(image.size)}
-                )
-            if blob is not None:
-                blob.write(data)
-                offsets.append(offsets[-1] + len(data))
-            images.append(image)
-            batch_kept.append(row)
-        if images:
-            if encoder is None:
-                with torch.inference_mode():
-                    emb = model.encode_image(model.preprocess(images)).float().cpu()
-                vectors.append(emb.numpy())
-                encoded += len(images)
-            else:
-                features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
-                vectors.append(features.fused.numpy())
-                globals_.append(features.views.global_emb.numpy())
-                weights.append(features.weights.numpy())
-                boxes.append(features.views.boxes)
-                encoded += (
-                    len(images) * (1 + config.laclip.k)
-                    if config.laclip.mode == "crops"
-                    else len(images)
-                )
-            kept.extend(batch_kept)
-        on_batch(len(batch_rows))
-    dim = model.embed_dim
-    arrays = {
-        "rows": np.asarray(kept, dtype=np.int64),
-        "offsets": np.asarray(offsets if blob is not None else [0], dtype=np.int64),
-        "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
-    }
-    if encoder is not None:
-        arrays["global"] = np.concatenate(globals_) if globals_ else np.zeros((0, dim), np.float32)
-        arrays["weights"] = np.concatenate(weights) if weights else np.zeros((0, 0), np.float32)
-        arrays["boxes"] = np.concatenate(boxes) if boxes else np.zeros((0, 0, 4), np.int32)
-    return arrays, failed, encoded, downscaled
-
-
 def build_index(
     config: IndexConfig,
     *,
@@ -358,7 +269,8 @@ def build_index(
     if world > 1:
         if rank != 0:
             logger.info("shard %d/%d done; rank 0 writes the index", rank, world)
-            return build.summary(out, 0, 0, finalized=False)
+            build.summary.finalized = False
+            return build.summary
         build.collect_other_shards()
     return _finalize(out, build)
 
@@ -384,11 +296,8 @@ class _ChunkedBuild:
         self.rank, self.world, self.log = rank, world, log
         self.image_chunks = _row_chunks(len(collection.images), config.chunk_size)
         self.text_chunks = _row_chunks(len(collection.texts), config.chunk_size)
-        self.timings: dict[str, float] = {}
-        self.resumed = 0
-        self.encoded_views = 0
-        self.failed: list[dict[str, str]] = []
-        self.downscaled: list[dict[str, Any]] = []
+        #: filled in as chunks are encoded or reused; returned by :func:`build_index`
+        self.summary = IndexSummary(chunks.parent, 0, 0, [], 0, {}, 0)
         self.waiting: list[Path] = []  # chunks of other shards, not written yet
 
     def mine(self, number: int) -> bool:
@@ -401,7 +310,7 @@ class _ChunkedBuild:
             if path.exists() and (
                 path.with_suffix(".bin").exists() or not self.config.store_images
             ):
-                self.resumed += 1
+                self.summary.resumed_chunks += 1
                 self._read_reports(path)
             elif not self.mine(number):
                 self.waiting.append(path)
@@ -409,19 +318,15 @@ class _ChunkedBuild:
                 self._encode_image_chunk(path, rows, lambda n: task.update(advance=n))
                 continue  # the chunk advanced the bar batch by batch
             task.update(advance=len(rows))
-        self.timings["images_s"] = time.perf_counter() - started
+        self.summary.timings["images_s"] = time.perf_counter() - started
 
     def _encode_image_chunk(self, path: Path, rows: range, advance: Any) -> None:
         config = self.config
         if config.store_images:
             with atomic_path(path.with_suffix(".bin")) as blob_tmp, open(blob_tmp, "wb") as blob:
-                arrays, failed, encoded, downscaled = _encode_image_chunk(
-                    self.model, self.collection, rows, config, advance, blob
-                )
+                arrays, failed, downscaled = self._encode_rows(rows, advance, blob)
         else:
-            arrays, failed, encoded, downscaled = _encode_image_chunk(
-                self.model, self.collection, rows, config, advance
-            )
+            arrays, failed, downscaled = self._encode_rows(rows, advance, None)
         if self.log is not None:
             for bad in failed:
                 self.log(f"skipped image {bad['image_id']}: {bad['reason']}")
@@ -436,23 +341,84 @@ class _ChunkedBuild:
         write_jsonl(path.with_suffix(".downscaled.jsonl"), downscaled)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        self.failed.extend(failed)
-        self.downscaled.extend(downscaled)
-        self.encoded_views += encoded
+        self.summary.failed.extend(failed)
+        self.summary.downscaled.extend(downscaled)
+
+    def _encode_rows(
+        self, rows: range, on_batch: Any, blob: Any
+    ) -> tuple[dict[str, np.ndarray], list[dict[str, str]], list[dict[str, Any]]]:
+        """Encodes the images at ``rows``; with ``blob`` (a binary file) their encoded bytes are
+        written to it back to back (``offsets`` in the arrays)."""
+        model, collection, config = self.model, self.collection, self.config
+        encoder = LaclipEncoder(model, config.laclip) if config.laclip else None
+        # crops mode encodes every image once whole and once per crop
+        views_per_image = (
+            1 + config.laclip.k if config.laclip and config.laclip.mode == "crops" else 1
+        )
+        kept: list[int] = []
+        failed: list[dict[str, str]] = []
+        downscaled: list[dict[str, Any]] = []
+        offsets = [0]
+        vectors, globals_, weights, boxes = [], [], [], []
+        for start in range(rows.start, rows.stop, config.batch_size):
+            batch_rows = range(start, min(start + config.batch_size, rows.stop))
+            images: list[Image.Image] = []
+            batch_kept: list[int] = []
+            for row in batch_rows:
+                image_id = collection.image_ids[row]
+                try:
+                    image = decode_image(collection.images[row], config.max_pixels)
+                    data = raw_image_bytes(collection.images[row]) if blob is not None else b""
+                except (ImageDecodeError, OSError) as exc:
+                    failed.append({"image_id": image_id, "reason": str(exc)})
+                    continue
+                if DOWNSCALED_FROM in image.info:
+                    size, used = list(image.info[DOWNSCALED_FROM]), list(image.size)
+                    downscaled.append({"image_id": image_id, "size": size, "used": used})
+                if blob is not None:
+                    blob.write(data)
+                    offsets.append(offsets[-1] + len(data))
+                images.append(image)
+                batch_kept.append(row)
+            if images:
+                if encoder is None:
+                    vectors.append(model.embed_images(images, batch_size=len(images)).numpy())
+                else:
+                    features = encoder.encode(images, [collection.image_ids[r] for r in batch_kept])
+                    vectors.append(features.fused.numpy())
+                    globals_.append(features.views.global_emb.numpy())
+                    weights.append(features.weights.numpy())
+                    boxes.append(features.views.boxes)
+                self.summary.encoded_views += len(images) * views_per_image
+                kept.extend(batch_kept)
+            on_batch(len(batch_rows))
+        dim = model.embed_dim
+        arrays = {
+            "rows": np.asarray(kept, dtype=np.int64),
+            "offsets": np.asarray(offsets, dtype=np.int64),
+            "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+        }
+        if encoder is not None:
+            arrays["global"] = (
+                np.concatenate(globals_) if globals_ else np.zeros((0, dim), np.float32)
+            )
+            arrays["weights"] = np.concatenate(weights) if weights else np.zeros((0, 0), np.float32)
+            arrays["boxes"] = np.concatenate(boxes) if boxes else np.zeros((0, 0, 4), np.int32)
+        return arrays, failed, downscaled
 
     def _read_reports(self, path: Path) -> None:
         """The failed and downscaled images of a chunk written earlier or by another shard."""
-        self.failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
+        self.summary.failed.extend(read_jsonl(path.with_suffix(".failed.jsonl")))
         downscaled = path.with_suffix(".downscaled.jsonl")
         if downscaled.exists():
-            self.downscaled.extend(read_jsonl(downscaled))
+            self.summary.downscaled.extend(read_jsonl(downscaled))
 
     def encode_texts(self, task: Any) -> None:
         started = time.perf_counter()
         for number, rows in enumerate(self.text_chunks):
             path = self.chunks / f"texts-{number:05d}.npy"
             if path.exists():
-                self.resumed += 1
+                self.summary.resumed_chunks += 1
             elif not self.mine(number):
                 self.waiting.append(path)
             else:
@@ -460,26 +426,13 @@ class _ChunkedBuild:
                 batch_size = max(self.config.batch_size, 64)
                 save_npy(path, self.model.embed_texts(texts, batch_size=batch_size).numpy())
             task.update(advance=len(rows))
-        self.timings["texts_s"] = time.perf_counter() - started
+        self.summary.timings["texts_s"] = time.perf_counter() - started
 
     def collect_other_shards(self) -> None:
         _wait_for(self.waiting, self.config.shard_wait_s)
         for path in self.waiting:
             if path.name.startswith("images-"):
                 self._read_reports(path)
-
-    def summary(self, out: Path, n_images: int, n_texts: int, finalized: bool) -> IndexSummary:
-        return IndexSummary(
-            out,
-            n_images,
-            n_texts,
-            self.failed,
-            self.resumed,
-            self.timings,
-            self.encoded_views,
-            self.downscaled,
-            finalized=finalized,
-        )
 
 
 def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
@@ -494,7 +447,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
     ]
     parts = [p for p in parts if p["rows"].size]
     if not parts:
-        write_jsonl(out / "failed_images.jsonl", build.failed)
+        write_jsonl(out / "failed_images.jsonl", build.summary.failed)
         raise RetrievalIndexError(
             f"no image of {config.data} could be decoded; see {out / 'failed_images.jsonl'}"
         )
@@ -507,11 +460,11 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         else np.zeros((0, image_vectors.shape[1]), np.float32)
     )
     started = time.perf_counter()
-    laclip_arrays = None
-    if config.laclip:
-        laclip_arrays = {
-            key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")
-        }
+    laclip_arrays = (
+        {key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")}
+        if config.laclip
+        else None
+    )
     if config.store_images:
         _join_blobs(out, blobs, [p["offsets"] for p in parts])
     bundled = _bundle_model(out, config.model) if config.bundle_model else None
@@ -530,7 +483,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         faiss_settings=config.faiss,
         laclip=config.laclip,
         laclip_arrays=laclip_arrays,
-        failed=build.failed,
+        failed=build.summary.failed,
         source={
             "data": str(meta.get("source", Path(config.data).resolve())),
             "split": meta.get("split", config.split),
@@ -539,18 +492,19 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
             "name": collection.name or Path(config.data).name,
         },
         extra={
-            "timings": build.timings,
-            "encoded_views": build.encoded_views,
+            "timings": build.summary.timings,
+            "encoded_views": build.summary.encoded_views,
             "model_fingerprint": model_fingerprint(config.model),
             "model_bundled": bundled,
             "images_stored": config.store_images,
             "max_pixels": config.max_pixels,
-            "n_downscaled": len(build.downscaled),
-            "downscaled": build.downscaled[:1000],
+            "n_downscaled": len(build.summary.downscaled),
+            "downscaled": build.summary.downscaled[:1000],
         },
     )
-    build.timings["finalize_s"] = time.perf_counter() - started
-    return build.summary(out, int(rows.size), len(collection.texts), finalized=True)
+    build.summary.timings["finalize_s"] = time.perf_counter() - started
+    build.summary.n_images, build.summary.n_texts = int(rows.size), len(collection.texts)
+    return build.summary
 
 
 #: the stage's entry point under the name every stage uses

@@ -84,7 +84,7 @@ class LaclipConfig(Config):
         return f"LACLIP {views} {weighting}{blend}"
 
 
-def _parse_range(key: str, raw: str) -> tuple[float, float]:
+def _parse_range(raw: str) -> tuple[float, float]:
     for sep in ("-", ":", "/"):
         if sep in raw.strip().lstrip("-"):
             low, high = raw.split(sep, 1)
@@ -114,7 +114,7 @@ def parse_laclip_option(text: str) -> LaclipConfig:
                 f"unknown LACLIP option {key!r}; known: {', '.join(LaclipConfig.model_fields)}"
             )
         try:
-            values[key] = _parse_range(key, raw) if key in ("scale", "ratio") else raw.strip()
+            values[key] = _parse_range(raw) if key in ("scale", "ratio") else raw.strip()
         except ValueError as exc:
             raise ConfigError(
                 f"LACLIP option {key}={raw!r}: expected a number or a low-high range"
@@ -176,16 +176,14 @@ def patch_boxes(width: int, height: int, n_patches: int) -> np.ndarray:
     side = min(width, height)
     x_off, y_off = (width - side) / 2, (height - side) / 2
     cell = side / grid
-    boxes = np.zeros((n_patches, 4), dtype=np.int32)
-    for index in range(n_patches):
-        row, col = divmod(index, grid)
-        boxes[index] = (
-            round(x_off + col * cell),
-            round(y_off + row * cell),
-            round(x_off + (col + 1) * cell),
-            round(y_off + (row + 1) * cell),
-        )
-    return boxes
+    row, col = np.divmod(np.arange(n_patches), grid)
+    corners = [
+        x_off + col * cell,
+        y_off + row * cell,
+        x_off + (col + 1) * cell,
+        y_off + (row + 1) * cell,
+    ]
+    return np.round(np.stack(corners, axis=1)).astype(np.int32)
 
 
 # ---- weights and fusion ------------------------------------------------------------------
@@ -261,13 +259,6 @@ class LaclipEncoder:
         if len(images) != len(image_ids):
             raise ValueError("images and image_ids differ in length")
         config, model = self.config, self.model
-        if not images:
-            dim = model.embed_dim
-            return LaclipViews(
-                torch.empty(0, dim),
-                torch.empty(0, config.k, dim),
-                np.zeros((0, config.k, 4), np.int32),
-            )
         if config.mode == "patches":
             pixels = model.preprocess(images)
             global_emb = model.encode_image(pixels).float().cpu()

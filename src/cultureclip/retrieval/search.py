@@ -14,7 +14,7 @@ from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.data.collections import decode_image, load_collection
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS, PairCollection
-from cultureclip.retrieval.faiss_index import FaissSettings, tune_loaded
+from cultureclip.retrieval.faiss_index import FaissSettings, read_faiss
 from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
 from cultureclip.retrieval.layout import (
     INDEX_VERSION,
@@ -71,6 +71,12 @@ class Explanation:
     crops: list[CropExplanation]
 
 
+def _ranked(scores: np.ndarray, rows: np.ndarray) -> list[tuple[int, float, int]]:
+    """(rank, score, row) of one query's results; FAISS pads a short list with row -1."""
+    pairs = zip(scores[0].tolist(), rows[0].tolist(), strict=True)
+    return [(rank, score, row) for rank, (score, row) in enumerate(pairs, start=1) if row >= 0]
+
+
 class RetrievalIndex:
     """A loaded index directory. The query model is created on first use (or passed in)."""
 
@@ -81,7 +87,6 @@ class RetrievalIndex:
         model: VisionLanguageModel | None = None,
         device: str | None = None,
     ) -> None:
-        import faiss
         import pyarrow.parquet as pq
 
         self.directory = Path(directory)
@@ -113,13 +118,9 @@ class RetrievalIndex:
         self.text_image_ids: list[list[str]] = texts["image_ids"]
         self.image_vectors = np.load(self.directory / "image_vectors.npy", mmap_mode="r")
         self.text_vectors = np.load(self.directory / "text_vectors.npy", mmap_mode="r")
-        self.image_faiss = tune_loaded(
-            faiss.read_index(str(self.directory / "images.faiss")), self.faiss_settings
-        )
+        self.image_faiss = read_faiss(self.directory / "images.faiss", self.faiss_settings)
         text_settings = FaissSettings.model_validate(self.manifest["text_faiss"])
-        self.text_faiss = tune_loaded(
-            faiss.read_index(str(self.directory / "texts.faiss")), text_settings
-        )
+        self.text_faiss = read_faiss(self.directory / "texts.faiss", text_settings)
         self.failed: list[dict[str, str]] = read_jsonl(self.directory / "failed_images.jsonl")
         self.image_row = {image_id: row for row, image_id in enumerate(self.image_ids)}
         self.max_pixels: int = self.manifest.get("max_pixels") or DEFAULT_MAX_PIXELS
@@ -149,15 +150,12 @@ class RetrievalIndex:
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()
 
-    # ---- lazily created parts ---------------------------------------------------------
     @property
     def name(self) -> str:
         """The collection's name (never a path)."""
-        name = self.manifest.get("name")
-        if name:
-            return str(name)
-        data = self.manifest.get("data") or "index"
-        return Path(str(data)).name
+        return str(
+            self.manifest.get("name") or Path(str(self.manifest.get("data") or "index")).name
+        )
 
     @property
     def model_name(self) -> str:
@@ -172,14 +170,15 @@ class RetrievalIndex:
             return f"{bundled['prefix']}{(self.directory / bundled['path']).resolve()}"
         spec = str(self.manifest["model"])
         expected = self.manifest.get("model_fingerprint")
-        local = local_model_path(spec)
-        if expected and local is None:
+        if not expected:  # a hub name or built-in backend
+            return spec
+        if local_model_path(spec) is None:
             raise RetrievalIndexError(
                 f"the model of this index, {spec}, is not there any more; move it back, or "
                 f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
             )
-        found = model_fingerprint(spec) if expected else None
-        if expected and found != expected:
+        found = model_fingerprint(spec)
+        if found != expected:
             raise RetrievalIndexError(
                 f"the model at {spec} changed since this index was built (fingerprint "
                 f"{found} ≠ {expected}); rebuild with `cultureclip index --overwrite`"
@@ -274,11 +273,8 @@ class RetrievalIndex:
             raise InputError("the text query is empty")
         scores, rows = self.search_vectors(self.encode_text(text), k, "images")
         return [
-            ImageHit(
-                rank, self.image_ids[row], float(score), self.captions.get(self.image_ids[row], [])
-            )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
+            ImageHit(rank, self.image_ids[row], score, self.captions.get(self.image_ids[row], []))
+            for rank, score, row in _ranked(scores, rows)
         ]
 
     def search_image(self, image: Image.Image, k: int = 10) -> list[TextHit]:
@@ -286,14 +282,9 @@ class RetrievalIndex:
         scores, rows = self.search_vectors(self.encode_image(image), k, "texts")
         return [
             TextHit(
-                rank,
-                self.text_ids[row],
-                self.texts[row],
-                float(score),
-                list(self.text_image_ids[row]),
+                rank, self.text_ids[row], self.texts[row], score, list(self.text_image_ids[row])
             )
-            for rank, (score, row) in enumerate(zip(scores[0], rows[0], strict=True), start=1)
-            if row >= 0
+            for rank, score, row in _ranked(scores, rows)
         ]
 
     def explain(self, image_id: str, text: str) -> Explanation:

@@ -34,12 +34,14 @@ import contextlib
 import dataclasses
 import io
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -51,7 +53,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cultureclip.core.errors import UserError
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS
-from cultureclip.retrieval.layout import RetrievalIndexError
 from cultureclip.retrieval.search import RetrievalIndex
 
 logger = logging.getLogger(__name__)
@@ -68,12 +69,6 @@ T = TypeVar("T")
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         {"error": {"status": status, "message": message}}, status_code=status, headers=headers
-    )
-
-
-def _page() -> str:
-    return (
-        resources.files("cultureclip.retrieval").joinpath("static/search.html").read_text("utf-8")
     )
 
 
@@ -174,7 +169,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.index = index
-    app.state.pool = served.pool
     _add_error_handling(app, max_upload_bytes)
     _add_page_routes(app, served)
     _add_search_routes(app, served)
@@ -187,32 +181,44 @@ class _FontSubset:
 
     def __init__(self, path: Path | None, texts: list[str]) -> None:
         self.path, self.texts = path, texts
-        self.job: dict[str, Any] = {}
+        self._task: asyncio.Future[bytes | None] | None = None
+        self._child: asyncio.subprocess.Process | None = None
 
     def start(self) -> None:
-        if self.path is not None:
-            self.job["warm"] = asyncio.create_task(self.get())
+        if self.path is not None and self._task is None:
+            self._task = asyncio.ensure_future(self._subset_in_child())
 
     async def get(self) -> bytes | None:
-        if self.path is None:
-            return None
-        if "task" not in self.job:
-            # fontTools is pure Python: subsetting in a thread would hold the GIL for
-            # seconds and stall every request, so a child process does it.
-            self.job["task"] = asyncio.ensure_future(
-                _subset_in_child(self.path, self.texts, self.job)
-            )
+        self.start()
+        # shielded: a cancelled request must not cancel the subsetting the others wait for
+        return None if self._task is None else await asyncio.shield(self._task)
+
+    async def _subset_in_child(self) -> bytes | None:
+        # fontTools is pure Python: subsetting in a thread would hold the GIL for seconds
+        # and stall every request, so ``python -m cultureclip.retrieval.fonts`` does it.
+        characters = "".join(sorted(set("".join(self.texts))))
         try:
-            return await asyncio.shield(self.job["task"])
+            self._child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cultureclip.retrieval.fonts",
+                str(self.path),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            data, errors = await self._child.communicate(characters.encode("utf-8"))
+            if self._child.returncode != 0:
+                raise RuntimeError(errors.decode("utf-8", "replace")[-2000:])
+            return data
         except Exception:
             logger.exception("subsetting the CJK font %s failed", self.path)
             return None
 
     async def stop(self) -> None:
-        child = self.job.get("process")
-        if child is not None and child.returncode is None:
-            child.kill()
-            await child.wait()
+        if self._child is not None and self._child.returncode is None:
+            self._child.kill()
+            await self._child.wait()
 
 
 @dataclasses.dataclass
@@ -292,7 +298,7 @@ def _safe(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _image_url(image_id: str, size: str | None = None) -> str:
-    return f"/api/image?id={_quote(image_id)}" + (f"&size={size}" if size else "")
+    return f"/api/image?id={quote(image_id, safe='')}" + (f"&size={size}" if size else "")
 
 
 def _add_page_routes(app: FastAPI, served: _Served) -> None:
@@ -302,7 +308,8 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
         "/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
     )
     async def page() -> HTMLResponse:
-        return HTMLResponse(_page())
+        html = resources.files("cultureclip.retrieval").joinpath("static/search.html")
+        return HTMLResponse(html.read_text("utf-8"))
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
@@ -369,7 +376,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
             "results": [
                 {
                     **dataclasses.asdict(hit),
-                    "text_ids": _text_ids(index, hit.image_id),
+                    "text_ids": [index.text_ids[t] for t in index.texts_of(hit.image_id)],
                     "image_url": _image_url(hit.image_id),
                     "full_url": _image_url(hit.image_id, "full"),
                 }
@@ -456,49 +463,3 @@ def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px:
         else:
             data = _safe(thumbnail, id, thumbnail_px)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-
-async def _subset_in_child(font_path: Path, texts: list[str], job: dict[str, Any]) -> bytes:
-    """The font subset, made by ``python -m cultureclip.retrieval.fonts`` in a child process."""
-    import sys
-
-    characters = "".join(sorted(set("".join(texts))))
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cultureclip.retrieval.fonts",
-        str(font_path),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    job["process"] = child
-    data, errors = await child.communicate(characters.encode("utf-8"))
-    if child.returncode != 0:
-        raise RuntimeError(errors.decode("utf-8", "replace")[-2000:])
-    return data
-
-
-def _text_ids(index: RetrievalIndex, image_id: str) -> list[str]:
-    return [index.text_ids[t] for t in index.texts_of(image_id)]
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
-
-
-def serve(
-    index_dir: str | Path | RetrievalIndex,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    **options: Any,
-) -> None:
-    """Runs the app with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(index_dir, **options), host=host, port=port, log_level="info")
-
-
-__all__ = ["RetrievalIndexError", "create_app", "serve"]
