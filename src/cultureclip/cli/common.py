@@ -170,9 +170,6 @@ class _RichTask:
         fields: dict[str, Any] = {"stats": stats} if stats else {}
         self.progress.update(self.task_id, advance=advance, completed=completed, **fields)
 
-    def set_total(self, total: float | None) -> None:
-        self.progress.update(self.task_id, total=total)
-
 
 def setup_progress() -> None:
     """Bars on a terminal; plain periodic log lines otherwise (the library default)."""
