@@ -86,15 +86,6 @@ def _ce(queries: Tensor, candidates: Tensor, targets: Tensor, scale: Tensor) -> 
     return F.cross_entropy(scale * queries @ candidates.T, targets)
 
 
-def _gathered(features: Mapping[str, Tensor], gathered: Mapping[str, Tensor] | None, offset: int):
-    """The whole batch's features (``features`` itself when nothing was gathered)."""
-    if gathered is None:
-        if offset:
-            raise LossError("offset is only meaningful with gathered features")
-        return features
-    return gathered
-
-
 def clip_loss(
     image: Tensor,
     text: Tensor,
@@ -103,17 +94,21 @@ def clip_loss(
     all_image: Tensor | None = None,
     all_text: Tensor | None = None,
     offset: int = 0,
+    targets: Tensor | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE: ½ [CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)]; row i of I matches row i of T.
 
     With ``all_image``/``all_text`` (the whole batch), ``image``/``text`` are the rows
-    ``offset …`` of it and the result is the mean over those rows only.
+    ``offset …`` of it and the result is the mean over those rows only; ``targets``
+    (the matching column of every row) replaces ``offset`` where those rows are not
+    one contiguous run of the whole batch.
     """
     if image.shape != text.shape:
         raise LossError(f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ")
     all_image = image if all_image is None else all_image
     all_text = text if all_text is None else all_text
-    targets = _targets(image.shape[0], image.device, offset)
+    if targets is None:
+        targets = _targets(image.shape[0], image.device, offset)
     return 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
 
 
@@ -206,17 +201,42 @@ class ContrastiveLoss(nn.Module, ABC):
         raise LossError(f"features {sorted(features)} are neither a twin nor a pair batch")
 
 
+class _LocalLoss(ContrastiveLoss):
+    """A built-in loss: :meth:`compute` checks its inputs once, then :meth:`rows_loss`
+    computes the loss of this process's rows against the whole batch."""
+
+    supports_local = True
+
+    def compute(
+        self,
+        features: Mapping[str, Tensor],
+        scale: Tensor,
+        *,
+        gathered: Mapping[str, Tensor] | None = None,
+        offset: int = 0,
+    ) -> LossOutput:
+        if gathered is None and offset:
+            raise LossError("offset is only meaningful with gathered features")
+        self.required_features(self.kind_of(features))  # data this loss cannot use: the reason
+        return self.rows_loss(features, features if gathered is None else gathered, scale, offset)
+
+    @abstractmethod
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
+    ) -> LossOutput:
+        """The mean loss of the ``local`` rows, which start at ``offset`` in ``whole``."""
+
+
 LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss", entry_point_group="cultureclip.losses")
 
 
 @LOSSES.register(
     "clip", help="symmetric InfoNCE (CLIP); on twin data: 2B images vs their 2B captions"
 )
-class ClipLoss(ContrastiveLoss):
+class ClipLoss(_LocalLoss):
     """Symmetric InfoNCE. ``forward(image, text, scale)`` is the bare formula."""
 
     name = "clip"
-    supports_local = True
 
     def forward(self, image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
         return clip_loss(image, text, scale)
@@ -228,49 +248,39 @@ class ClipLoss(ContrastiveLoss):
             else PAIR_FEATURES
         )
 
-    def compute(
-        self,
-        features: Mapping[str, Tensor],
-        scale: Tensor,
-        *,
-        gathered: Mapping[str, Tensor] | None = None,
-        offset: int = 0,
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
     ) -> LossOutput:
-        whole = _gathered(features, gathered, offset)
-        f = features
-        if self.kind_of(features) == "pairs":
+        if self.kind_of(local) == "pairs":
             loss = clip_loss(
-                f["image"], f["text"], scale,
+                local["image"], local["text"], scale,
                 all_image=whole["image"], all_text=whole["text"], offset=offset,
             )  # fmt: skip
             return LossOutput(loss, {"clip": loss.detach()})
         # 2B images [I⁺; I⁻] against their 2B captions: a local row of I⁻ sits N rows
         # below its I⁺ twin in the whole batch.
-        rows, total = f["pos_image"].shape[0], whole["pos_image"].shape[0]
-        device = f["pos_image"].device
-        targets = torch.cat(
-            [_targets(rows, device, offset), _targets(rows, device, total + offset)]
+        rows, total = local["pos_image"].shape[0], whole["pos_image"].shape[0]
+        device = local["pos_image"].device
+        loss = clip_loss(
+            torch.cat([local["pos_image"], local["neg_image"]]),
+            torch.cat([local["pos_caption"], local["neg_caption"]]),
+            scale,
+            all_image=torch.cat([whole["pos_image"], whole["neg_image"]]),
+            all_text=torch.cat([whole["pos_caption"], whole["neg_caption"]]),
+            targets=torch.cat(
+                [_targets(rows, device, offset), _targets(rows, device, total + offset)]
+            ),
         )
-        image = torch.cat([f["pos_image"], f["neg_image"]])
-        text = torch.cat([f["pos_caption"], f["neg_caption"]])
-        all_image = torch.cat([whole["pos_image"], whole["neg_image"]])
-        all_text = torch.cat([whole["pos_caption"], whole["neg_caption"]])
-        if image.shape != text.shape:
-            raise LossError(
-                f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ"
-            )
-        loss = 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
         return LossOutput(loss, {"clip": loss.detach()})
 
 
 @LOSSES.register(
     "negclip", help="InfoNCE with the twins' captions as extra hard negatives (twin data)"
 )
-class NegClipLoss(ContrastiveLoss):
+class NegClipLoss(_LocalLoss):
     """negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺). ``forward(image, text, hard_negatives, scale)``."""
 
     name = "negclip"
-    supports_local = True
 
     def forward(self, image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
         return negclip_loss(image, text, hard_negatives, scale)
@@ -283,24 +293,17 @@ class NegClipLoss(ContrastiveLoss):
             )
         return ("pos_image", "neg_image", "pos_caption", "neg_caption")
 
-    def compute(
-        self,
-        features: Mapping[str, Tensor],
-        scale: Tensor,
-        *,
-        gathered: Mapping[str, Tensor] | None = None,
-        offset: int = 0,
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
     ) -> LossOutput:
-        if self.kind_of(features) != "twin":
-            self.required_features("pairs")  # raises the explanatory error
-        loss = twin_term(features, _gathered(features, gathered, offset), "caption", scale, offset)
+        loss = twin_term(local, whole, "caption", scale, offset)
         return LossOutput(loss, {"negclip": loss.detach()})
 
 
 @LOSSES.register(
     "cultureclip", help="CultureCLIP: λ_cap·L_cap + λ_con·L_con with twin hard negatives"
 )
-class CultureClipLoss(ContrastiveLoss):
+class CultureClipLoss(_LocalLoss):
     """L = λ_cap·L_cap + λ_con·L_con (design.md §1).
 
     L_cap = negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺) over captions C,
@@ -309,7 +312,6 @@ class CultureClipLoss(ContrastiveLoss):
     """
 
     name = "cultureclip"
-    supports_local = True
 
     def __init__(self, caption_weight: float = 0.7, concept_weight: float = 0.3) -> None:
         super().__init__()
@@ -359,27 +361,16 @@ class CultureClipLoss(ContrastiveLoss):
             names += ["pos_concept", "neg_concept"]
         return tuple(names)
 
-    def compute(
-        self,
-        features: Mapping[str, Tensor],
-        scale: Tensor,
-        *,
-        gathered: Mapping[str, Tensor] | None = None,
-        offset: int = 0,
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
     ) -> LossOutput:
-        if self.kind_of(features) != "twin":
-            self.required_features("pairs")
-        whole = _gathered(features, gathered, offset)
         parts: dict[str, Tensor] = {}
-        total = features["pos_image"].new_zeros(())
-        if self.caption_weight > 0:
-            caption = twin_term(features, whole, "caption", scale, offset)
-            parts["caption"] = caption.detach()
-            total = total + self.caption_weight * caption
-        if self.concept_weight > 0:
-            concept = twin_term(features, whole, "concept", scale, offset)
-            parts["concept"] = concept.detach()
-            total = total + self.concept_weight * concept
+        total = local["pos_image"].new_zeros(())
+        for text, weight in (("caption", self.caption_weight), ("concept", self.concept_weight)):
+            if weight > 0:
+                term = twin_term(local, whole, text, scale, offset)
+                parts[text] = term.detach()
+                total = total + weight * term
         return LossOutput(total, parts)
 
 
