@@ -174,11 +174,6 @@ class TrainConfig(Config):
         }
     )
 
-    @property
-    def output_dir(self) -> str:
-        """The former name of ``out``."""
-        return self.out
-
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
         identity = {

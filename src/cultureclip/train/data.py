@@ -12,7 +12,7 @@ a resumed run see exactly the batches the interrupted one would have.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,8 +188,9 @@ class ResumableSampler(Sampler[int]):
     def __init__(
         self, length: int, *, rank: int, world_size: int, seed: int, shuffle: bool
     ) -> None:
+        # DistributedSampler reads only the length of its dataset.
         self._inner = DistributedSampler(
-            _Sized(length),
+            range(length),  # type: ignore[arg-type]
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,
@@ -248,22 +249,6 @@ class EpochItems(Dataset):
             self.dataset.set_epoch(epoch)
             self._epoch = epoch
         return self.dataset[index]
-
-
-class _Sized(Mapping[int, int]):
-    """Just a length, which is all DistributedSampler reads from its dataset."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.length))
 
 
 # ---- data loading ---------------------------------------------------------------------
@@ -412,10 +397,6 @@ class _Table:
 
 
 IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
-TEXT_FIELDS = {
-    "twin": ("pos_caption", "neg_caption", "pos_concept", "neg_concept"),
-    "pairs": ("text",),
-}
 
 
 class FrozenFeatureDataset(Dataset):
@@ -442,16 +423,12 @@ class FrozenFeatureDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = _item_sources(self.inner, index)
         if self.decodes_images:
+            from cultureclip.data.pairs import open_image
+
             fields = IMAGE_FIELDS[self.kind]
-            pixels = self.inner.transform([_open(item[f]) for f in fields])
+            pixels = self.inner.transform([open_image(item[f]) for f in fields])
             item.update(zip(fields, pixels, strict=True))
         return item
-
-
-def _open(source: Any) -> Any:
-    from cultureclip.data.pairs import open_image
-
-    return open_image(source)
 
 
 def _item_sources(dataset: TwinDataset | PairDataset, index: int) -> dict[str, Any]:

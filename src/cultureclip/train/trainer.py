@@ -455,7 +455,7 @@ def _train(
     # Longer than our usual 80 lines on purpose: the step loop and the checkpoint closure
     # share the step/epoch/position counters a resume restores; split apart, they would
     # pass that state around by hand. Set-up and saving live in the helpers below.
-    output_dir = Path(config.output_dir)
+    output_dir = Path(config.out)
     checkpoint_dir = output_dir / "checkpoints"
     world, rank = dist_info.world_size, dist_info.rank
     per_rank_batch = _per_rank_batch(config, world, device)  # fails before loading anything

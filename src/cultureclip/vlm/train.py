@@ -92,11 +92,6 @@ class VLMTrainConfig(Config):
     #: ``cpu`` forces the CPU; ``auto``: what accelerate picks (the local rank's GPU)
     device: Device = "auto"
 
-    @property
-    def output_dir(self) -> str:
-        """The former name of ``out``."""
-        return self.out
-
 
 def load_vlm_train_config(
     path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
