@@ -71,6 +71,7 @@ from cultureclip.train.data import (
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import Encoder, FeatureEncoder, contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
+from cultureclip.train.wise_ft import wise_ft
 from cultureclip.utils.io import (
     append_jsonl,
     read_jsonl,
@@ -313,6 +314,34 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
+    def state_dict(self) -> dict[str, Any]:
+        """The trainable tensors and the optimiser, schedule and grad-scaler states."""
+        return {
+            "model": {
+                n: p.detach().cpu().clone()
+                for n, p in self.model.named_parameters()
+                if p.requires_grad
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        saved = set(state["model"])
+        if saved != trainable:
+            raise CheckpointError(
+                f"checkpoint holds {len(saved)} trainable tensors, the model {len(trainable)}; "
+                f"first differences: {sorted(saved ^ trainable)[:5]}"
+            )
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
+
     def __call__(self, batches: Sequence[TwinBatch | PairBatch | EncoderInputs]) -> StepOutput:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
         if len(batches) != self.grad_accum_steps:
@@ -483,13 +512,12 @@ def _train(
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
 
-    stepper = _train_step(config, model, loss_fn, kind, dist_info, device, total_steps)
-    optimizer, scheduler = stepper.optimizer, stepper.scheduler
+    stepper = _train_step(config, model, loss_fn, kind, dist_info, total_steps)
     metrics = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
 
     step, epoch, micro_in_epoch = 0, 0, 0
     if state is not None:
-        _restore(model, optimizer, scheduler, stepper, state)
+        stepper.load_state_dict(state)
         step, epoch, micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
         logger.info("resumed from step %d (%s)", step, resume_path)
         metrics.truncate(step)
@@ -502,10 +530,14 @@ def _train(
         states = distributed.all_gather_object(rng_state(device), dist_info)
         path = None
         if dist_info.is_main:
-            payload = _checkpoint_payload(config, stepper, scheduler, epoch, micro_in_epoch)
-            path = save_checkpoint(
-                checkpoint_dir, step, {**payload, "rng": states}, config.keep_last
-            )
+            payload = {
+                "epoch": epoch,
+                "micro_in_epoch": micro_in_epoch,
+                **stepper.state_dict(),
+                "config": config.model_dump(mode="json"),
+                "rng": states,
+            }
+            path = save_checkpoint(checkpoint_dir, step, payload, config.keep_last)
         distributed.barrier(dist_info)
         return path
 
@@ -656,10 +688,9 @@ def _train_step(
     loss_fn: ContrastiveLoss,
     kind: DataKind,
     dist_info: DistInfo,
-    device: torch.device,
     total_steps: int,
 ) -> TrainStep:
-    optimizer = build_optimizer(model, config.optim, device)
+    optimizer = build_optimizer(model, config.optim)
     return TrainStep(
         model,
         loss_fn,
@@ -717,29 +748,6 @@ def _step_record(
     }
 
 
-def _checkpoint_payload(
-    config: TrainConfig,
-    stepper: TrainStep,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-    micro_in_epoch: int,
-) -> dict[str, Any]:
-    """Everything a resume needs but the processes' RNG states."""
-    return {
-        "epoch": epoch,
-        "micro_in_epoch": micro_in_epoch,
-        "model": {
-            n: p.detach().cpu().clone()
-            for n, p in stepper.model.named_parameters()
-            if p.requires_grad
-        },
-        "optimizer": stepper.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "grad_scaler": stepper.scaler.state_dict() if stepper.scaler else None,
-        "config": config.model_dump(mode="json"),
-    }
-
-
 def _save_final(
     config: TrainConfig, model: VisionLanguageModel, output_dir: Path, device: torch.device
 ) -> tuple[VisionLanguageModel, Path, Path | None]:
@@ -749,7 +757,7 @@ def _save_final(
     if config.wise_ft_alpha is not None:
         model.save(output_dir / "finetuned")
         base = _create_model(config).to(device)
-        final_model = _wise_ft(base, model, config.wise_ft_alpha)
+        final_model = wise_ft(base, model, config.wise_ft_alpha)
     final_dir = final_model.save(output_dir / "final")
     export_dir = None
     if config.export:
@@ -791,32 +799,3 @@ def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
             output_dir,
         )
         (output_dir / METRICS_NAME).unlink()
-
-
-def _wise_ft(
-    base: VisionLanguageModel, model: VisionLanguageModel, alpha: float
-) -> VisionLanguageModel:
-    from cultureclip.train.wise_ft import wise_ft
-
-    return wise_ft(base, model, alpha)
-
-
-def _restore(
-    model: VisionLanguageModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    stepper: TrainStep,
-    state: dict[str, Any],
-) -> None:
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    saved = set(state["model"])
-    if saved != trainable:
-        raise CheckpointError(
-            f"checkpoint holds {len(saved)} trainable tensors, the model {len(trainable)}; "
-            f"first differences: {sorted(saved ^ trainable)[:5]}"
-        )
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if stepper.scaler is not None and state.get("grad_scaler") is not None:
-        stepper.scaler.load_state_dict(state["grad_scaler"])
