@@ -87,7 +87,7 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     result = train_vlm(cfg)
     assert result.steps == 3 and result.model_dir == out / "model"
     assert (out / "adapter" / "adapter_model.safetensors").exists()
-    assert (out / "train_vlm.yaml").exists()
+    assert (out / "config.yaml").exists()
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and all("language_model" in k for k in adapter)  # text model only
     before, after = (

@@ -52,7 +52,7 @@ class LoraSettings(Config):
 
 
 class VLMTrainConfig(Config):
-    """One ``train-vlm`` run; saved as ``train_vlm.yaml`` in the output dir."""
+    """One ``train-vlm`` run; saved as ``config.yaml`` in the output dir."""
 
     #: hub id or directory of an image-text-to-text model with a chat template
     model: str
@@ -327,7 +327,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     )
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
-        config.save(out, "train_vlm.yaml")
+        config.save(out)
     output = trainer.train(resume_from_checkpoint=_resume_point(config, checkpoints))
     model_dir = out / "model"
     if trainer.is_world_process_zero():
