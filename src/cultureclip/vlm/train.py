@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import Config, load_config, out_field
+from cultureclip.config import Config, out_field
 from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import iter_jsonl
@@ -91,12 +91,6 @@ class VLMTrainConfig(Config):
     merge: bool = True
     #: ``cpu`` forces the CPU; ``auto``: what accelerate picks (the local rank's GPU)
     device: Device = "auto"
-
-
-def load_vlm_train_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
-) -> VLMTrainConfig:
-    return load_config(VLMTrainConfig, path, overrides or [], **values)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -256,15 +250,16 @@ def _precision(config: VLMTrainConfig, on_cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | bool | None:
+def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
     if config.resume is None:
         return None
     if config.resume == "latest":
-        found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if not found:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        if found is None:
             logger.info("no checkpoint in %s yet; starting from the beginning", checkpoints)
-            return None
-        return str(found[-1])
+        return found
     path = Path(config.resume)
     if not (path / "trainer_state.json").exists():
         raise MissingInputError(f"not a train-vlm checkpoint (no trainer_state.json): {path}")
