@@ -12,7 +12,7 @@ a resumed run see exactly the batches the interrupted one would have.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,7 +296,14 @@ class _ImageSources(Dataset):
         return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
 
 
-def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
+def _stored_or_encoded(
+    space: str,
+    keys: list[str],
+    disk: Any,
+    encode: Callable[[list[int]], Iterator[tuple[list[int], Tensor]]],
+) -> Tensor:
+    """Rows of ``keys`` from the shared store, else ``disk``, else ``encode(missing)``,
+    which yields ``(indices, rows)`` batches; encoded rows are stored in both."""
     from cultureclip.models.feature_cache import shared_store
 
     store = shared_store()
@@ -309,15 +316,14 @@ def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
             store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
         for i, row in hits:
             found[i] = row
-    return found
-
-
-def _remember(space: str, keys: list[str], rows: Tensor, disk: Any) -> None:
-    from cultureclip.models.feature_cache import shared_store
-
-    shared_store().put(space, keys, rows, computed=True)
-    if disk is not None:
-        disk.put(space, keys, rows)
+        missing = [i for i, row in enumerate(found) if row is None]
+    for batch, rows in encode(missing):
+        store.put(space, [keys[i] for i in batch], rows, computed=True)
+        if disk is not None:
+            disk.put(space, [keys[i] for i in batch], rows)
+        for i, row in zip(batch, rows, strict=True):
+            found[i] = row
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
 
 
 def encode_image_sources(
@@ -338,10 +344,9 @@ def encode_image_sources(
     from cultureclip.core.threads import worker_init
     from cultureclip.models.feature_cache import image_identity
 
-    keys = [image_identity(s) for s in sources]
-    found = _lookup(space, keys, disk)
-    missing = [i for i, row in enumerate(found) if row is None]
-    if missing:
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        if not missing:
+            return
         count = auto_workers(len(missing)) if workers is None else workers
         loader = DataLoader(
             _ImageSources([sources[i] for i in missing], model.preprocess),
@@ -355,13 +360,11 @@ def encode_image_sources(
         with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
             for pixels in loader:
                 rows = model.image_tower_features(pixels).to("cpu", torch.float32)
-                batch = missing[done : done + len(rows)]
-                _remember(space, [keys[i] for i in batch], rows, disk)
-                for i, row in zip(batch, rows, strict=True):
-                    found[i] = row
+                yield missing[done : done + len(rows)], rows
                 done += len(rows)
                 task.update(completed=done)
-    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+    return _stored_or_encoded(space, [image_identity(s) for s in sources], disk, encode)
 
 
 def encode_text_sources(
@@ -371,18 +374,15 @@ def encode_text_sources(
     from cultureclip.models.base import by_length
     from cultureclip.models.feature_cache import text_identity
 
-    keys = [text_identity(t) for t in texts]
-    found = _lookup(space, keys, disk)
-    missing = [i for i, row in enumerate(found) if row is None]
-    # Batched by length: a batch pads to its own longest text (much less tower work).
-    missing = [missing[j] for j in by_length([texts[i] for i in missing])]
-    for start in range(0, len(missing), batch_size):
-        batch = missing[start : start + batch_size]
-        rows = model.text_tower_features([texts[i] for i in batch]).to("cpu", torch.float32)
-        _remember(space, [keys[i] for i in batch], rows, disk)
-        for i, row in zip(batch, rows, strict=True):
-            found[i] = row
-    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        # Batched by length: a batch pads to its own longest text (much less tower work).
+        missing = [missing[j] for j in by_length([texts[i] for i in missing])]
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            rows = model.text_tower_features([texts[i] for i in batch])
+            yield batch, rows.to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [text_identity(t) for t in texts], disk, encode)
 
 
 class _Table:
