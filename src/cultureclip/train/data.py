@@ -74,30 +74,19 @@ class EncoderInputs:
         )
 
 
-@dataclass
-class PairBatch:
-    images: Tensor
-    texts: Tokens
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-def encoder_inputs(batch: TwinBatch | PairBatch) -> EncoderInputs:
-    """The named inputs of a collated batch."""
-    if isinstance(batch, TwinBatch):
-        return EncoderInputs(
-            images={"pos_image": batch.pos_images, "neg_image": batch.neg_images},
-            texts={
-                "pos_caption": batch.pos_captions,
-                "neg_caption": batch.neg_captions,
-                "pos_concept": batch.pos_concepts,
-                "neg_concept": batch.neg_concepts,
-            },
-        )
-    if isinstance(batch, PairBatch):
-        return EncoderInputs(images={"image": batch.images}, texts={"text": batch.texts})
-    raise TypeError(f"cannot train on a batch of type {type(batch).__name__}")
+def encoder_inputs(batch: TwinBatch | EncoderInputs) -> EncoderInputs:
+    """The named inputs of a collated batch (pair batches are collated as such)."""
+    if isinstance(batch, EncoderInputs):
+        return batch
+    return EncoderInputs(
+        images={"pos_image": batch.pos_images, "neg_image": batch.neg_images},
+        texts={
+            "pos_caption": batch.pos_captions,
+            "neg_caption": batch.neg_captions,
+            "pos_concept": batch.pos_concepts,
+            "neg_concept": batch.neg_concepts,
+        },
+    )
 
 
 class PairDataset(Dataset):
@@ -128,10 +117,10 @@ class PairCollator:
     def __init__(self, tokenize: Any) -> None:
         self.tokenize = tokenize
 
-    def __call__(self, items: list[dict[str, Any]]) -> PairBatch:
-        return PairBatch(
-            images=torch.stack([item["image"] for item in items]),
-            texts=self.tokenize([item["text"] for item in items]),
+    def __call__(self, items: list[dict[str, Any]]) -> EncoderInputs:
+        return EncoderInputs(
+            images={"image": torch.stack([item["image"] for item in items])},
+            texts={"text": self.tokenize([item["text"] for item in items])},
         )
 
 
@@ -464,9 +453,12 @@ class FrozenFeatureCollator:
             return {TOWER_FEATURES: self.texts(values)}
         return self.tokenize(values)
 
-    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | PairBatch:
+    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | EncoderInputs:
         if self.kind == "pairs":
-            return PairBatch(images=self._image(items, "image"), texts=self._text(items, "text"))
+            return EncoderInputs(
+                images={"image": self._image(items, "image")},
+                texts={"text": self._text(items, "text")},
+            )
         return TwinBatch(
             pos_images=self._image(items, "pos_image"),
             neg_images=self._image(items, "neg_image"),

@@ -61,7 +61,6 @@ from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
     EpochKeys,
-    PairBatch,
     ResumableSampler,
     build_dataset,
     encoder_inputs,
@@ -272,15 +271,14 @@ class TrainStep:
         self.encoder: Encoder = encoder
 
     def backward(
-        self, batch: TwinBatch | PairBatch | EncoderInputs, *, sync: bool = True
+        self, batch: TwinBatch | EncoderInputs, *, sync: bool = True
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``).
 
         ``sync=False`` keeps the gradients local (DDP ``no_sync``): pass it for every
         micro-batch of a step but the last. Returns this process's loss and parts.
         """
-        inputs = batch if isinstance(batch, EncoderInputs) else encoder_inputs(batch)
-        inputs = inputs.select(self.features).to(self.model.device)
+        inputs = encoder_inputs(batch).select(self.features).to(self.model.device)
         with contextlib.nullcontext() if sync else self._no_sync():
             out = contrastive_backward(
                 self.model,
@@ -342,7 +340,7 @@ class TrainStep:
         if self.scaler is not None and state.get("grad_scaler") is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
 
-    def __call__(self, batches: Sequence[TwinBatch | PairBatch | EncoderInputs]) -> StepOutput:
+    def __call__(self, batches: Sequence[TwinBatch | EncoderInputs]) -> StepOutput:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
         if len(batches) != self.grad_accum_steps:
             raise ValueError(f"expected {self.grad_accum_steps} micro-batches, got {len(batches)}")
@@ -552,7 +550,7 @@ def _train(
     with progress("train", total_steps, completed=step, enabled=enabled) as task:
         while step < stop_step:
             sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
-            micro_batches: list[TwinBatch | PairBatch] = []
+            micro_batches: list[TwinBatch | EncoderInputs] = []
             for batch in loader:
                 micro_batches.append(batch)
                 micro_in_epoch += 1
