@@ -1,39 +1,18 @@
 """Contrastive losses for fine-tuning: ``clip``, ``negclip`` and the CultureCLIP twin loss.
 
-Every loss takes L2-normalised features and the logit multiplier ``s = exp(t)``.
-The plain formulas are available as functions (:func:`clip_loss`,
-:func:`negclip_loss`) and as ``nn.Module`` s in the :data:`LOSSES` registry::
-
-    loss = create_loss("cultureclip", caption_weight=0.7, concept_weight=0.3)
-    out = loss.compute(features, scale)  # features: dict of named [B, D] tensors
-    out.loss.backward()
-
-The trainer hands each loss a dict of named features. A CulTwin batch yields
-:data:`TWIN_FEATURES` (images, one caption and the bare concept name of both halves
-of every pair); an image–text collection yields :data:`PAIR_FEATURES`. A loss says
-which of them it needs (:meth:`ContrastiveLoss.required_features`), so unused
-towers are never run.
-
-On twin data, ``clip`` and ``negclip`` are defined so the comparisons of the paper are
-fair (same images, same captions, same steps):
-
-- ``clip``: symmetric InfoNCE over the 2B images ``[I⁺; I⁻]`` and their 2B captions
-  ``[C⁺; C⁻]`` (twins are ordinary in-batch negatives).
-- ``negclip``: ``negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺)``, i.e. the caption term
-  of CultureCLIP alone with weight 1 (twin captions are the extra hard negatives).
+Every loss takes a dict of named L2-normalised features (:data:`TWIN_FEATURES` from a
+CulTwin batch, :data:`PAIR_FEATURES` from image–text pairs) and the logit multiplier
+``s = exp(t)``; :meth:`ContrastiveLoss.required_features` says which names it needs, so
+unused towers are never run. On twin data ``clip`` (2B images against their 2B
+captions) and ``negclip`` (the caption term of CultureCLIP with weight 1) see the same
+images and captions as ``cultureclip``, so the comparisons of the paper are fair.
 
 Local loss (several processes): every term is a mean over *rows* of a cross-entropy
-whose candidates are the whole batch, so a process can compute the terms of its own
-rows only, against the gathered batch::
-
-    out = loss.compute(local, scale, gathered=gathered, offset=rank * rows)
-
-``local`` holds this process's rows, ``gathered`` every process's rows (rank order) and
-``offset`` where this process's rows start in it. The result is the mean over this
-process's rows; as every process holds as many rows, the mean of the processes'
-results is the loss of the whole batch, and the logits cost ``B_local × B_global``
-per process instead of ``B_global²``. Twin batches are laid out ``[I⁺; I⁻]`` over the
-whole batch, so a local ``I⁻`` row ``j`` targets column ``N + offset + j``.
+whose candidates are the whole batch, so ``loss.compute(local, scale, gathered=gathered,
+offset=rank * rows)`` is the mean over this process's rows against the gathered batch;
+the mean of the processes' results is the whole batch's loss, at ``B_local × B_global``
+logits per process. Twin batches are laid out ``[I⁺; I⁻]`` over the whole batch, so a
+local ``I⁻`` row ``j`` targets column ``N + offset + j``.
 """
 
 from __future__ import annotations

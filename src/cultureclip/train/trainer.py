@@ -104,12 +104,12 @@ class TrainResult:
 
 
 # ---- set-up helpers -------------------------------------------------------------------
-def resolve_precision(precision: str, device: torch.device) -> tuple[str, AutocastFactory, bool]:
-    """(resolved name, autocast factory, needs a GradScaler). fp32 on CPU, bf16 autocast on CUDA."""
+def resolve_precision(precision: str, device: torch.device) -> tuple[AutocastFactory, bool]:
+    """(autocast factory, needs a GradScaler). ``auto``: fp32 on CPU, bf16 autocast on CUDA."""
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp32":
-        return precision, contextlib.nullcontext, False
+        return contextlib.nullcontext, False
     if device.type != "cuda":
         raise ConfigError(
             f"precision={precision} needs a CUDA device but this run is on {device.type}; "
@@ -120,7 +120,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, Autoca
             "precision=bf16 but this GPU has no bf16 support; use precision=fp16 or fp32"
         )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return precision, lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
+    return lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
 
 
 def resolve_fused(fused: bool | str, device: torch.device) -> bool:
@@ -251,7 +251,7 @@ class TrainStep:
         self.dist = dist_info or DistInfo()
         self.grad_accum_steps = grad_accum_steps
         self.max_grad_norm = max_grad_norm
-        self.precision, self.autocast, needs_scaler = resolve_precision(precision, model.device)
+        self.autocast, needs_scaler = resolve_precision(precision, model.device)
         self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
         self.parameters = model.trainable_parameters()
         if self.dist.enabled and local_loss and not loss_fn.supports_local:
@@ -425,7 +425,8 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
     Under ``torchrun``/``accelerate launch`` every process calls this; only rank 0
     writes files. ``config.batch_size`` is the global batch over all processes.
     """
-    dist_info = distributed.init_distributed("cuda" if _wants_cuda(config) else "cpu")
+    on_cuda = resolve_device(config.device).startswith("cuda")
+    dist_info = distributed.init_distributed("cuda" if on_cuda else "cpu")
     try:
         device = torch.device(resolve_device(config.device, dist_info.local_rank))
         with tf32_matmuls(config.tf32, device):
@@ -437,12 +438,6 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
             dist.destroy_process_group()
 
 
-def _wants_cuda(config: TrainConfig) -> bool:
-    if config.device in (None, "auto"):
-        return torch.cuda.is_available()
-    return torch.device(config.device).type == "cuda"
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -452,11 +447,10 @@ def _seed_everything(seed: int) -> None:
 def _load_resume_state(
     config: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo
 ) -> tuple[Path, dict[str, Any]]:
-    resume = config.resume or LATEST_NAME
-    if resume == LATEST_NAME:
+    if config.resume == LATEST_NAME:
         path, state = load_latest_intact(checkpoint_dir)
     else:
-        path = resolve_checkpoint(resume, checkpoint_dir)
+        path = resolve_checkpoint(config.resume, checkpoint_dir)
         state = load_checkpoint(path)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
     changed = changed_fields(saved, config.run_identity())
