@@ -252,7 +252,8 @@ class TrainStep:
         self.grad_accum_steps = grad_accum_steps
         self.max_grad_norm = max_grad_norm
         self.autocast, needs_scaler = resolve_precision(precision, model.device)
-        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+        # A disabled scaler passes everything through unchanged (fp32 and bf16).
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
         self.parameters = model.trainable_parameters()
         if self.dist.enabled and local_loss and not loss_fn.supports_local:
             logger.info(
@@ -289,7 +290,7 @@ class TrainStep:
                 dist=self.dist,
                 local_loss=self.local_loss,
                 loss_multiplier=1.0 / self.grad_accum_steps,
-                backward=(lambda t: self.scaler.scale(t).backward()) if self.scaler else None,
+                backward=lambda t: self.scaler.scale(t).backward(),
                 encoder=self.encoder,
                 no_sync=self._no_sync,
             )
@@ -297,16 +298,12 @@ class TrainStep:
 
     def update(self) -> float:
         """Clips, steps optimiser and schedule; returns the lr used (gradients are averaged already)."""
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -322,7 +319,7 @@ class TrainStep:
             },
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "grad_scaler": self.scaler.state_dict() if self.scaler else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -337,7 +334,7 @@ class TrainStep:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("grad_scaler") is not None:
+        if state.get("grad_scaler") is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
 
     def __call__(self, batches: Sequence[TwinBatch | EncoderInputs]) -> StepOutput:
