@@ -314,18 +314,9 @@ class CultureClipLoss(_LocalLoss):
         neg_concept: Tensor | None,
         scale: Tensor,
     ) -> Tensor:
-        return self.compute(
-            {
-                name: value
-                for name, value in zip(
-                    TWIN_FEATURES,
-                    (pos_image, neg_image, pos_caption, neg_caption, pos_concept, neg_concept),
-                    strict=True,
-                )
-                if value is not None
-            },
-            scale,
-        ).loss
+        values = (pos_image, neg_image, pos_caption, neg_caption, pos_concept, neg_concept)
+        features = {n: v for n, v in zip(TWIN_FEATURES, values, strict=True) if v is not None}
+        return self.compute(features, scale).loss
 
     def required_features(self, kind: DataKind) -> tuple[str, ...]:
         if kind != "twin":
