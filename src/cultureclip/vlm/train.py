@@ -96,7 +96,6 @@ class VLMTrainConfig(Config):
 # ---- data ------------------------------------------------------------------------------------
 @dataclass
 class ChatExample:
-    id: str
     image: str
     prompt: str
     answer: str
@@ -125,11 +124,7 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
             if len(turns) != 2 or roles[0] not in ("human", "user"):
                 raise InputError("expected one human turn then one answer turn")
             prompt = turns[0][1].replace("<image>", "").strip()
-            examples.append(
-                ChatExample(
-                    str(record.get("id", number)), str(record["image"]), prompt, turns[1][1]
-                )
-            )
+            examples.append(ChatExample(str(record["image"]), prompt, turns[1][1]))
         except (KeyError, TypeError, InputError) as exc:
             raise InputError(f"{path}:{number}: not a chat record: {exc}") from None
     if not examples:
