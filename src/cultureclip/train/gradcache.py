@@ -1,9 +1,8 @@
 """Gradients of a contrastive loss over a batch larger than memory (gradient caching).
 
-A contrastive loss couples every example with every other, so its batch cannot be
-split like a per-example loss: plain gradient accumulation over 16 micro-batches
-of 128 trains with 128 negatives, not 2048. Gradient caching (Gao et al., 2021,
-"GradCache") gets the 2048-batch gradient exactly with the memory of one chunk:
+Plain accumulation over 16 micro-batches of 128 trains with 128 negatives, not 2048.
+Gradient caching (Gao et al., 2021, "GradCache") gets the 2048-batch gradient exactly
+with the memory of one chunk:
 
 1. encode the batch chunk by chunk *without* a graph;
 2. compute the loss on all features, held as leaf tensors, and backprop to them:

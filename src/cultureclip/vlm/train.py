@@ -1,18 +1,13 @@
 """``cultureclip train-vlm``: supervised fine-tuning of a chat VLM on CultureVerse data.
 
 The data is the chat export of ``build-benchmark`` (``instruct.jsonl``, written by
-:func:`cultureclip.eval.builder.export_instruction_data`): one image, a human turn (the
-same lettered prompt the evaluation sends) and the answer. Each record becomes one user
-turn with the image plus one assistant turn, rendered by the processor's chat template;
-the loss covers only the assistant turn's tokens (the answer and the template's
-end-of-turn marker), never the prompt, the image tokens or the padding.
-
-The optimisation loop, checkpoints, resuming, mixed precision, gradient checkpointing
-and multi-GPU (``accelerate launch`` / ``torchrun``) are transformers' ``Trainer``; this
-module adds the data, the answer-only labels, LoRA (peft) targeting, and the final
-model: LoRA adapters are merged so ``<out>/model`` loads with ``hf-vlm:<dir>``
-like any full checkpoint. Checkpoints are safetensors + JSON, and the ``Trainer``
-reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
+:func:`cultureclip.eval.builder.export_instruction_data`). Each record becomes a user
+turn (image + prompt) and an assistant turn, rendered by the processor's chat template;
+the loss covers only the assistant turn's tokens. The loop, checkpoints, resuming,
+mixed precision and multi-GPU are transformers' ``Trainer``; this module adds the data,
+the answer-only labels, LoRA (peft) targeting and the final model (adapters merged, so
+``<out>/model`` loads with ``hf-vlm:<dir>``). Checkpoints are safetensors + JSON; the
+``Trainer`` reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
