@@ -174,13 +174,9 @@ class TrainConfig(Config):
 
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
-        identity = {
-            k: v for k, v in self.model_dump(mode="json").items() if k not in self.RESUMABLE_CHANGES
-        }
-        identity["data"] = {
-            k: v for k, v in identity["data"].items() if k not in DataConfig.LOADING_FIELDS
-        }
-        return identity
+        exclude: dict[str, Any] = dict.fromkeys(self.RESUMABLE_CHANGES, True)
+        exclude["data"] = dict.fromkeys(DataConfig.LOADING_FIELDS, True)
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 def list_presets() -> dict[str, Any]:
