@@ -40,6 +40,8 @@ TWIN_FEATURES = (
     "pos_concept",
     "neg_concept",
 )
+#: What ``clip`` and ``negclip`` read of a CulTwin batch: images and captions.
+CAPTION_FEATURES = TWIN_FEATURES[:4]
 #: Feature names of an image–text pair batch.
 PAIR_FEATURES = ("image", "text")
 
@@ -221,11 +223,7 @@ class ClipLoss(_LocalLoss):
         return clip_loss(image, text, scale)
 
     def required_features(self, kind: DataKind) -> tuple[str, ...]:
-        return (
-            ("pos_image", "neg_image", "pos_caption", "neg_caption")
-            if kind == "twin"
-            else PAIR_FEATURES
-        )
+        return CAPTION_FEATURES if kind == "twin" else PAIR_FEATURES
 
     def rows_loss(
         self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
@@ -270,7 +268,7 @@ class NegClipLoss(_LocalLoss):
                 "loss 'negclip' needs hard negatives, which only CulTwin data provides; "
                 "train image–text pairs with loss=clip"
             )
-        return ("pos_image", "neg_image", "pos_caption", "neg_caption")
+        return CAPTION_FEATURES
 
     def rows_loss(
         self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
