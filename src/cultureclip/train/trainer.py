@@ -271,31 +271,6 @@ class TrainStep:
             encoder = torch.compile(encoder)
         self.encoder: Encoder = encoder
 
-    def backward(
-        self, batch: TwinBatch | EncoderInputs, *, sync: bool = True
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``).
-
-        ``sync=False`` keeps the gradients local (DDP ``no_sync``): pass it for every
-        micro-batch of a step but the last. Returns this process's loss and parts.
-        """
-        inputs = encoder_inputs(batch).select(self.features).to(self.model.device)
-        with contextlib.nullcontext() if sync else self._no_sync():
-            out = contrastive_backward(
-                self.model,
-                self.loss_fn,
-                inputs,
-                chunk_size=self.chunk_size,
-                autocast=self.autocast,
-                dist=self.dist,
-                local_loss=self.local_loss,
-                loss_multiplier=1.0 / self.grad_accum_steps,
-                backward=lambda t: self.scaler.scale(t).backward(),
-                encoder=self.encoder,
-                no_sync=self._no_sync,
-            )
-        return out.loss, out.parts
-
     def update(self) -> float:
         """Clips, steps optimiser and schedule; returns the lr used (gradients are averaged already)."""
         self.scaler.unscale_(self.optimizer)
@@ -344,9 +319,25 @@ class TrainStep:
         rows: list[Tensor] = []
         names: list[str] = []
         for index, batch in enumerate(batches):
-            loss, parts = self.backward(batch, sync=index == len(batches) - 1)
-            names = list(parts)
-            rows.append(torch.stack([loss, *parts.values()]))
+            inputs = encoder_inputs(batch).select(self.features).to(self.model.device)
+            # Gradients stay local (DDP no_sync) until the last micro-batch's backward.
+            last = index == len(batches) - 1
+            with contextlib.nullcontext() if last else self._no_sync():
+                out = contrastive_backward(
+                    self.model,
+                    self.loss_fn,
+                    inputs,
+                    chunk_size=self.chunk_size,
+                    autocast=self.autocast,
+                    dist=self.dist,
+                    local_loss=self.local_loss,
+                    loss_multiplier=1.0 / self.grad_accum_steps,
+                    backward=lambda t: self.scaler.scale(t).backward(),
+                    encoder=self.encoder,
+                    no_sync=self._no_sync,
+                )
+            names = list(out.parts)
+            rows.append(torch.stack([out.loss, *out.parts.values()]))
         lr = self.update()
         # One small all-reduce per step turns the processes' local losses into the batch's.
         means = torch.stack(rows).mean(dim=0)
