@@ -112,6 +112,14 @@ class PairDataset(Dataset):
         pixels = self.transform([self.collection.load_image(image_index)])[0]
         return {"image": pixels, "text": self.collection.texts[text_index]}
 
+    def sources(self, index: int) -> dict[str, Any]:
+        """Example ``index`` before decoding, as :meth:`TwinDataset.sources`."""
+        image_index, text_index = self.examples[index]
+        return {
+            "image": self.collection.images[image_index],
+            "text": self.collection.texts[text_index],
+        }
+
 
 class PairCollator:
     def __init__(self, tokenize: Any) -> None:
@@ -410,7 +418,7 @@ class FrozenFeatureDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = _item_sources(self.inner, index)
+        item = self.inner.sources(index)
         if self.decodes_images:
             from cultureclip.data.pairs import open_image
 
@@ -418,16 +426,6 @@ class FrozenFeatureDataset(Dataset):
             pixels = self.inner.transform([open_image(item[f]) for f in fields])
             item.update(zip(fields, pixels, strict=True))
         return item
-
-
-def _item_sources(dataset: TwinDataset | PairDataset, index: int) -> dict[str, Any]:
-    if isinstance(dataset, TwinDataset):
-        return dataset.sources(index)
-    image_index, text_index = dataset.examples[index]
-    return {
-        "image": dataset.collection.images[image_index],
-        "text": dataset.collection.texts[text_index],
-    }
 
 
 class FrozenFeatureCollator:
