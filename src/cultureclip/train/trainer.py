@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import logging
 import math
 import random
@@ -359,21 +360,10 @@ class MetricsLogger:
         if not enabled:
             return
         if config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ConfigError(
-                    "tensorboard=true but tensorboard is not installed: pip install tensorboard"
-                ) from exc
-            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+            tensorboard = _optional_module("tensorboard", "torch.utils.tensorboard")
+            self.tensorboard = tensorboard.SummaryWriter(str(output_dir / "tensorboard"))
         if config.wandb:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise ConfigError(
-                    "wandb=true but wandb is not installed: pip install wandb"
-                ) from exc
-            self.wandb = wandb.init(
+            self.wandb = _optional_module("wandb", "wandb").init(
                 project=config.wandb_project,
                 dir=str(output_dir),
                 config=config.model_dump(mode="json"),
@@ -403,6 +393,16 @@ class MetricsLogger:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _optional_module(setting: str, module: str) -> Any:
+    """``module``, or a ConfigError that says how to install what ``setting=true`` needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{setting}=true but {setting} is not installed: pip install {setting}"
+        ) from exc
 
 
 # ---- the loop ---------------------------------------------------------------------------
