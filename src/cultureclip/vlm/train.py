@@ -115,8 +115,7 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
     for number, record in iter_jsonl(path, tolerate_torn_tail=False):
         try:
             turns = [_turn_text(t) for t in record["conversations"]]
-            roles = [role for role, _ in turns]
-            if len(turns) != 2 or roles[0] not in ("human", "user"):
+            if len(turns) != 2 or turns[0][0] not in ("human", "user"):
                 raise InputError("expected one human turn then one answer turn")
             prompt = turns[0][1].replace("<image>", "").strip()
             examples.append(ChatExample(str(record["image"]), prompt, turns[1][1]))
