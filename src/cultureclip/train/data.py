@@ -46,13 +46,10 @@ class EncoderInputs:
             return int(next(iter(tokens.values())).shape[0])
         return 0
 
-    def names(self) -> list[str]:
-        return [*self.images, *self.texts]
-
     def select(self, names: Sequence[str]) -> EncoderInputs:
         missing = [n for n in names if n not in self.images and n not in self.texts]
         if missing:
-            raise KeyError(f"batch has no features {missing}; it has {self.names()}")
+            raise KeyError(f"batch has no features {missing}; it has {[*self.images, *self.texts]}")
         return EncoderInputs(
             images={n: v for n, v in self.images.items() if n in names},
             texts={n: v for n, v in self.texts.items() if n in names},
