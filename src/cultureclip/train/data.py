@@ -11,6 +11,7 @@ a resumed run see exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -175,15 +176,15 @@ def build_dataset(
     return "pairs", PairDataset(pairs, transform), PairCollator(tokenize)
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` order (per-epoch seeded shuffle, equal shards, drop_last),
-    starting at any position of the epoch."""
+    starting at any position of the epoch; ``num_samples`` is the whole shard's length."""
 
     def __init__(
         self, length: int, *, rank: int, world_size: int, seed: int, shuffle: bool
     ) -> None:
         # DistributedSampler reads only the length of its dataset.
-        self._inner = DistributedSampler(
+        super().__init__(
             range(length),  # type: ignore[arg-type]
             num_replicas=world_size,
             rank=rank,
@@ -192,23 +193,17 @@ class ResumableSampler(Sampler[int]):
             drop_last=True,
         )
         self.start = 0
-        self.epoch = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Selects the epoch's order; the first ``start`` indices of this shard are skipped."""
-        self._inner.set_epoch(epoch)
-        self.epoch, self.start = epoch, start
-
-    @property
-    def shard_length(self) -> int:
-        return len(self._inner)
+        super().set_epoch(epoch)
+        self.start = start
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(self._inner)
-        return iter(indices[self.start :])
+        return itertools.islice(super().__iter__(), self.start, None)
 
     def __len__(self) -> int:
-        return max(0, len(self._inner) - self.start)
+        return max(0, self.num_samples - self.start)
 
 
 class EpochKeys(Sampler[tuple[int, int]]):

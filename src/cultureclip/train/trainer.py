@@ -483,7 +483,7 @@ def _train(
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
     )
-    micro_per_epoch = sampler.shard_length // per_rank_batch
+    micro_per_epoch = sampler.num_samples // per_rank_batch
     steps_per_epoch = micro_per_epoch // config.grad_accum_steps
     if steps_per_epoch == 0:
         raise ConfigError(
