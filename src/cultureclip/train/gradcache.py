@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.train import distributed
+from cultureclip.train.checkpoint import rng_state, set_rng_state
 from cultureclip.train.data import EncoderInputs
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.losses import ContrastiveLoss, LossOutput
@@ -67,23 +68,6 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, inputs: EncoderInputs) -> tuple[dict[str, Tensor], Tensor]:
         return encode_features(self.model, inputs), self.model.logit_scale
-
-
-@dataclass
-class RngState:
-    device: torch.device
-    cpu: Tensor
-    cuda: Tensor | None
-
-    @classmethod
-    def capture(cls, device: torch.device) -> RngState:
-        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        return cls(device, torch.get_rng_state(), cuda)
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 def contrastive_backward(
@@ -127,13 +111,15 @@ def contrastive_backward(
     rng_states, cached, cached_scale = _encode_without_graph(
         encode, inputs, bounds, autocast, device, model.logit_scale_param.requires_grad
     )
-    after_first_pass = RngState.capture(device)
+    after_first_pass = rng_state(device)
     out = _batch_loss(loss_fn, cached, cached_scale, dist, local_loss, rows)
     do_backward(out.loss * loss_multiplier)
-    _backward_chunks(encode, inputs, bounds, rng_states, cached, cached_scale, autocast, no_sync)
+    _backward_chunks(
+        encode, inputs, bounds, rng_states, cached, cached_scale, autocast, no_sync, device
+    )
     # Leave the RNG where a single pass would have left it, so what follows does not
     # depend on the number of chunks.
-    after_first_pass.restore()
+    set_rng_state(after_first_pass, device)
     return LossOutput(out.loss.detach(), out.parts)
 
 
@@ -162,14 +148,14 @@ def _encode_without_graph(
     autocast: Callable[[], AbstractContextManager[object]],
     device: torch.device,
     scale_trains: bool,
-) -> tuple[list[RngState], dict[str, Tensor], Tensor]:
+) -> tuple[list[dict[str, Any]], dict[str, Tensor], Tensor]:
     """Step 1: every chunk's features without a graph, and the RNG state before each chunk.
     The features and the scale come back as leaf tensors that collect d loss / d feature."""
-    rng_states: list[RngState] = []
+    rng_states: list[dict[str, Any]] = []
     chunks: list[dict[str, Tensor]] = []
     with torch.no_grad():
         for start, stop in bounds:
-            rng_states.append(RngState.capture(device))
+            rng_states.append(rng_state(device))
             with autocast():
                 chunk, scale = encode(inputs.slice(start, stop))
             chunks.append(chunk)
@@ -184,17 +170,18 @@ def _backward_chunks(
     encode: Encoder,
     inputs: EncoderInputs,
     bounds: list[tuple[int, int]],
-    rng_states: list[RngState],
+    rng_states: list[dict[str, Any]],
     cached: dict[str, Tensor],
     cached_scale: Tensor,
     autocast: Callable[[], AbstractContextManager[object]],
     no_sync: Callable[[], AbstractContextManager[object]],
+    device: torch.device,
 ) -> None:
     """Step 3: re-encodes each chunk with its recorded RNG state and backpropagates the
     cached feature gradients (and, with the last chunk, the scale's)."""
     last = len(bounds) - 1
     for index, ((start, stop), rng) in enumerate(zip(bounds, rng_states, strict=True)):
-        rng.restore()
+        set_rng_state(rng, device)
         # The last chunk's backward is the one DDP synchronises (and overlaps).
         with no_sync() if index < last else contextlib.nullcontext():
             with autocast():
