@@ -114,12 +114,11 @@ def negclip_loss(
             f"negclip needs equal shapes, got image {tuple(image.shape)}, text {tuple(text.shape)}, "
             f"hard negatives {tuple(hard_negatives.shape)}"
         )
-    all_image = image if all_image is None else all_image
     all_text = text if all_text is None else all_text
     all_negatives = hard_negatives if all_hard_negatives is None else all_hard_negatives
-    targets = _targets(image.shape[0], image.device, offset)
-    image_to_text = _ce(image, torch.cat([all_text, all_negatives]), targets, scale)
-    return 0.5 * (image_to_text + _ce(text, all_image, targets, scale))
+    # clip_loss with the hard negatives as extra text candidates of every image
+    candidates = torch.cat([all_text, all_negatives])
+    return clip_loss(image, text, scale, all_image=all_image, all_text=candidates, offset=offset)
 
 
 def twin_term(
