@@ -119,9 +119,9 @@ class PairDataset(Dataset):
         }
 
 
+@dataclass
 class PairCollator:
-    def __init__(self, tokenize: Any) -> None:
-        self.tokenize = tokenize
+    tokenize: Any
 
     def __call__(self, items: list[dict[str, Any]]) -> EncoderInputs:
         return EncoderInputs(
@@ -268,12 +268,12 @@ def loader_workers(config: DataConfig, legacy: int, dataset: Dataset) -> int:
 
 
 # ---- frozen towers: each input is encoded once ------------------------------------------
+@dataclass
 class _ImageSources(Dataset):
     """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
 
-    def __init__(self, sources: Sequence[Any], transform: Any) -> None:
-        self.sources = sources
-        self.transform = transform
+    sources: Sequence[Any]
+    transform: Any
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -420,16 +420,14 @@ class FrozenFeatureDataset(Dataset):
         return item
 
 
+@dataclass
 class FrozenFeatureCollator:
     """Batches :class:`FrozenFeatureDataset` items: stored rows for fixed towers, else tensors."""
 
-    def __init__(
-        self, kind: DataKind, tokenize: Any, images: _Table | None, texts: _Table | None
-    ) -> None:
-        self.kind = kind
-        self.tokenize = tokenize
-        self.images = images
-        self.texts = texts
+    kind: DataKind
+    tokenize: Any
+    images: _Table | None
+    texts: _Table | None
 
     def _image(self, items: list[dict[str, Any]], field: str) -> Tensor:
         values = [item[field] for item in items]

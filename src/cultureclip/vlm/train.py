@@ -128,12 +128,12 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
     return examples, path.parent
 
 
+@dataclass
 class ChatDataset:
     """Map-style dataset of :class:`ChatExample` s (images opened lazily)."""
 
-    def __init__(self, examples: list[ChatExample], root: Path) -> None:
-        self.examples = examples
-        self.root = root
+    examples: list[ChatExample]
+    root: Path
 
     def __len__(self) -> int:
         return len(self.examples)
