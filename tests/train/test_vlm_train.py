@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
+from cultureclip.config import load_config
 from cultureclip.core.errors import InputError, UserError
 from cultureclip.eval.builder import export_instruction_data
 from cultureclip.eval.items import read_items
@@ -16,7 +17,7 @@ from cultureclip.testing import write_flag_mcq, write_general_mcq
 from cultureclip.vlm.train import (
     AnswerOnlyCollator,
     ChatDataset,
-    load_vlm_train_config,
+    VLMTrainConfig,
     read_chat_export,
     train_vlm,
 )
@@ -63,7 +64,7 @@ def test_chat_export_errors_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="chat export not found"):
         read_chat_export(tmp_path / "nothing.jsonl")
     with pytest.raises(InputError, match="precision"):
-        cfg = load_vlm_train_config(model="x", data="y", precision="bf16", device="cpu")
+        cfg = load_config(VLMTrainConfig, model="x", data="y", precision="bf16", device="cpu")
         from cultureclip.vlm.train import _precision
 
         _precision(cfg, on_cuda=False)
@@ -78,7 +79,8 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     from cultureclip.eval.generative import create_generative_model
 
     out = tmp_path / "lora"
-    cfg = load_vlm_train_config(
+    cfg = load_config(
+        VLMTrainConfig,
         model=str(tiny_vlm), data=str(export), output_dir=str(out), method="lora",
         max_steps=3, batch_size=4, lr=5e-2, save_steps=100, logging_steps=1,
         gradient_checkpointing=True,
@@ -87,7 +89,7 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     result = train_vlm(cfg)
     assert result.steps == 3 and result.model_dir == out / "model"
     assert (out / "adapter" / "adapter_model.safetensors").exists()
-    assert (out / "train_vlm.yaml").exists()
+    assert (out / "config.yaml").exists()
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and all("language_model" in k for k in adapter)  # text model only
     before, after = (
@@ -111,7 +113,7 @@ def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
         model=str(tiny_vlm), data=str(export), output_dir=str(out), method="full",
         batch_size=2, lr=1e-3, save_steps=2, logging_steps=1, save_total_limit=None,
     )  # fmt: skip
-    first = train_vlm(load_vlm_train_config(**base, max_steps=4))
+    first = train_vlm(load_config(VLMTrainConfig, **base, max_steps=4))
     assert first.steps == 4
     assert {p.name for p in (out / "checkpoints").iterdir()} >= {"checkpoint-2", "checkpoint-4"}
     assert (out / "checkpoints" / "checkpoint-4" / "model.safetensors").exists()
@@ -125,14 +127,14 @@ def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", safe_only)
-    second = train_vlm(load_vlm_train_config(**base, max_steps=6, resume="latest"))
+    second = train_vlm(load_config(VLMTrainConfig, **base, max_steps=6, resume="latest"))
     assert second.steps == 6
     assert loads  # optimizer / scheduler / rng state were read back
     logged_steps = [e["step"] for e in second.log if "loss" in e]
     assert logged_steps == [1, 2, 3, 4, 5, 6]  # steps 1-4 come from the checkpoint, not rerun
 
     with pytest.raises(UserError, match="trainer_state"):
-        train_vlm(load_vlm_train_config(**base, max_steps=6, resume=str(tmp_path)))
+        train_vlm(load_config(VLMTrainConfig, **base, max_steps=6, resume=str(tmp_path)))
 
 
 def _accuracy(out: Path, name: str) -> dict:
@@ -218,7 +220,7 @@ def test_shipped_vlm_configs_validate(path: Path) -> None:
         cfg = load_config(EvalConfig, path)
         assert cfg.model.startswith("hf-vlm:") and cfg.generative.mode == "likelihood"
     else:
-        cfg = load_vlm_train_config(path)
+        cfg = load_config(VLMTrainConfig, path)
         assert cfg.method == "lora" and cfg.gradient_checkpointing
 
 

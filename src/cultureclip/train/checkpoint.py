@@ -39,10 +39,6 @@ class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, or belongs to a different run."""
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}.pt"
-
-
 def rng_state(device: torch.device) -> dict[str, Any]:
     """Every random state a training step can read (python, numpy, torch CPU and CUDA)."""
     numpy_state = np.random.get_state(legacy=False)
@@ -81,7 +77,7 @@ def save_checkpoint(
 ) -> Path:
     """Writes ``state`` as the checkpoint of ``step``, moves ``latest`` to it, prunes old ones."""
     directory = Path(directory)
-    target = directory / checkpoint_name(step)
+    target = directory / f"step_{step:08d}.pt"
     with atomic_path(target) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, tmp)
     atomic_write_text(directory / LATEST_NAME, target.name + "\n")

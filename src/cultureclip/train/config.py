@@ -67,10 +67,6 @@ class ScheduleConfig(Config):
     warmup_steps: int = Field(100, ge=0)
 
 
-def _lora_setup() -> TrainingSetup:
-    return TrainingSetup(image=TrainMode.lora, text=TrainMode.lora)
-
-
 class TrainConfig(Config):
     """Everything one fine-tuning run needs; saved as ``config.yaml`` in the output dir."""
 
@@ -79,7 +75,9 @@ class TrainConfig(Config):
     data: DataConfig
     loss: str = "cultureclip"
     loss_kwargs: dict[str, float] = Field(default_factory=dict)
-    training: TrainingSetup = Field(default_factory=_lora_setup)
+    training: TrainingSetup = Field(
+        default_factory=lambda: TrainingSetup(image=TrainMode.lora, text=TrainMode.lora)
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
@@ -174,34 +172,17 @@ class TrainConfig(Config):
         }
     )
 
-    @property
-    def output_dir(self) -> str:
-        """The former name of ``out``."""
-        return self.out
-
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
-        identity = {
-            k: v for k, v in self.model_dump(mode="json").items() if k not in self.RESUMABLE_CHANGES
-        }
-        identity["data"] = {
-            k: v for k, v in identity["data"].items() if k not in DataConfig.LOADING_FIELDS
-        }
-        return identity
+        exclude: dict[str, Any] = dict.fromkeys(self.RESUMABLE_CHANGES, True)
+        exclude["data"] = dict.fromkeys(DataConfig.LOADING_FIELDS, True)
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 def list_presets() -> dict[str, Any]:
     from cultureclip.presets import presets
 
     return presets("train")
-
-
-def preset_path(name: str) -> Any:
-    presets = list_presets()
-    if name not in presets:
-        known = ", ".join(sorted(presets)) or "none found"
-        raise ConfigError(f"unknown training preset {name!r}; available: {known}")
-    return presets[name]
 
 
 def load_train_config(
@@ -217,7 +198,11 @@ def load_train_config(
 
     data: dict[str, Any] = {}
     if preset is not None:
-        data = yaml.safe_load(preset_path(preset).read_text(encoding="utf-8")) or {}
+        presets = list_presets()
+        if preset not in presets:
+            known = ", ".join(sorted(presets)) or "none found"
+            raise ConfigError(f"unknown training preset {preset!r}; available: {known}")
+        data = yaml.safe_load(presets[preset].read_text(encoding="utf-8")) or {}
     if config is not None:
         data = deep_merge(data, read_config_file(config))
     return load_config(TrainConfig, None, list(overrides), **data)

@@ -11,8 +11,9 @@ a resumed run see exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,10 @@ class EncoderInputs:
             return int(next(iter(tokens.values())).shape[0])
         return 0
 
-    def names(self) -> list[str]:
-        return [*self.images, *self.texts]
-
     def select(self, names: Sequence[str]) -> EncoderInputs:
         missing = [n for n in names if n not in self.images and n not in self.texts]
         if missing:
-            raise KeyError(f"batch has no features {missing}; it has {self.names()}")
+            raise KeyError(f"batch has no features {missing}; it has {[*self.images, *self.texts]}")
         return EncoderInputs(
             images={n: v for n, v in self.images.items() if n in names},
             texts={n: v for n, v in self.texts.items() if n in names},
@@ -74,30 +72,19 @@ class EncoderInputs:
         )
 
 
-@dataclass
-class PairBatch:
-    images: Tensor
-    texts: Tokens
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-def encoder_inputs(batch: TwinBatch | PairBatch) -> EncoderInputs:
-    """The named inputs of a collated batch."""
-    if isinstance(batch, TwinBatch):
-        return EncoderInputs(
-            images={"pos_image": batch.pos_images, "neg_image": batch.neg_images},
-            texts={
-                "pos_caption": batch.pos_captions,
-                "neg_caption": batch.neg_captions,
-                "pos_concept": batch.pos_concepts,
-                "neg_concept": batch.neg_concepts,
-            },
-        )
-    if isinstance(batch, PairBatch):
-        return EncoderInputs(images={"image": batch.images}, texts={"text": batch.texts})
-    raise TypeError(f"cannot train on a batch of type {type(batch).__name__}")
+def encoder_inputs(batch: TwinBatch | EncoderInputs) -> EncoderInputs:
+    """The named inputs of a collated batch (pair batches are collated as such)."""
+    if isinstance(batch, EncoderInputs):
+        return batch
+    return EncoderInputs(
+        images={"pos_image": batch.pos_images, "neg_image": batch.neg_images},
+        texts={
+            "pos_caption": batch.pos_captions,
+            "neg_caption": batch.neg_captions,
+            "pos_concept": batch.pos_concepts,
+            "neg_concept": batch.neg_concepts,
+        },
+    )
 
 
 class PairDataset(Dataset):
@@ -123,15 +110,23 @@ class PairDataset(Dataset):
         pixels = self.transform([self.collection.load_image(image_index)])[0]
         return {"image": pixels, "text": self.collection.texts[text_index]}
 
+    def sources(self, index: int) -> dict[str, Any]:
+        """Example ``index`` before decoding, as :meth:`TwinDataset.sources`."""
+        image_index, text_index = self.examples[index]
+        return {
+            "image": self.collection.images[image_index],
+            "text": self.collection.texts[text_index],
+        }
 
+
+@dataclass
 class PairCollator:
-    def __init__(self, tokenize: Any) -> None:
-        self.tokenize = tokenize
+    tokenize: Any
 
-    def __call__(self, items: list[dict[str, Any]]) -> PairBatch:
-        return PairBatch(
-            images=torch.stack([item["image"] for item in items]),
-            texts=self.tokenize([item["text"] for item in items]),
+    def __call__(self, items: list[dict[str, Any]]) -> EncoderInputs:
+        return EncoderInputs(
+            images={"image": torch.stack([item["image"] for item in items])},
+            texts={"text": self.tokenize([item["text"] for item in items])},
         )
 
 
@@ -181,15 +176,16 @@ def build_dataset(
     return "pairs", PairDataset(pairs, transform), PairCollator(tokenize)
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` order (per-epoch seeded shuffle, equal shards, drop_last),
-    starting at any position of the epoch."""
+    starting at any position of the epoch; ``num_samples`` is the whole shard's length."""
 
     def __init__(
         self, length: int, *, rank: int, world_size: int, seed: int, shuffle: bool
     ) -> None:
-        self._inner = DistributedSampler(
-            _Sized(length),
+        # DistributedSampler reads only the length of its dataset.
+        super().__init__(
+            range(length),  # type: ignore[arg-type]
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,
@@ -197,23 +193,17 @@ class ResumableSampler(Sampler[int]):
             drop_last=True,
         )
         self.start = 0
-        self.epoch = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Selects the epoch's order; the first ``start`` indices of this shard are skipped."""
-        self._inner.set_epoch(epoch)
-        self.epoch, self.start = epoch, start
-
-    @property
-    def shard_length(self) -> int:
-        return len(self._inner)
+        super().set_epoch(epoch)
+        self.start = start
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(self._inner)
-        return iter(indices[self.start :])
+        return itertools.islice(super().__iter__(), self.start, None)
 
     def __len__(self) -> int:
-        return max(0, len(self._inner) - self.start)
+        return max(0, self.num_samples - self.start)
 
 
 class EpochKeys(Sampler[tuple[int, int]]):
@@ -250,22 +240,6 @@ class EpochItems(Dataset):
         return self.dataset[index]
 
 
-class _Sized(Mapping[int, int]):
-    """Just a length, which is all DistributedSampler reads from its dataset."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.length))
-
-
 # ---- data loading ---------------------------------------------------------------------
 #: below this many examples, starting worker processes costs more than it saves
 MIN_EXAMPLES_FOR_WORKERS = 256
@@ -294,12 +268,12 @@ def loader_workers(config: DataConfig, legacy: int, dataset: Dataset) -> int:
 
 
 # ---- frozen towers: each input is encoded once ------------------------------------------
+@dataclass
 class _ImageSources(Dataset):
     """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
 
-    def __init__(self, sources: Sequence[Any], transform: Any) -> None:
-        self.sources = sources
-        self.transform = transform
+    sources: Sequence[Any]
+    transform: Any
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -311,7 +285,14 @@ class _ImageSources(Dataset):
         return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
 
 
-def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
+def _stored_or_encoded(
+    space: str,
+    keys: list[str],
+    disk: Any,
+    encode: Callable[[list[int]], Iterator[tuple[list[int], Tensor]]],
+) -> Tensor:
+    """Rows of ``keys`` from the shared store, else ``disk``, else ``encode(missing)``,
+    which yields ``(indices, rows)`` batches; encoded rows are stored in both."""
     from cultureclip.models.feature_cache import shared_store
 
     store = shared_store()
@@ -324,15 +305,14 @@ def _lookup(space: str, keys: list[str], disk: Any) -> list[Tensor | None]:
             store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
         for i, row in hits:
             found[i] = row
-    return found
-
-
-def _remember(space: str, keys: list[str], rows: Tensor, disk: Any) -> None:
-    from cultureclip.models.feature_cache import shared_store
-
-    shared_store().put(space, keys, rows, computed=True)
-    if disk is not None:
-        disk.put(space, keys, rows)
+        missing = [i for i, row in enumerate(found) if row is None]
+    for batch, rows in encode(missing):
+        store.put(space, [keys[i] for i in batch], rows, computed=True)
+        if disk is not None:
+            disk.put(space, [keys[i] for i in batch], rows)
+        for i, row in zip(batch, rows, strict=True):
+            found[i] = row
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
 
 
 def encode_image_sources(
@@ -353,10 +333,9 @@ def encode_image_sources(
     from cultureclip.core.threads import worker_init
     from cultureclip.models.feature_cache import image_identity
 
-    keys = [image_identity(s) for s in sources]
-    found = _lookup(space, keys, disk)
-    missing = [i for i, row in enumerate(found) if row is None]
-    if missing:
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        if not missing:
+            return
         count = auto_workers(len(missing)) if workers is None else workers
         loader = DataLoader(
             _ImageSources([sources[i] for i in missing], model.preprocess),
@@ -370,13 +349,11 @@ def encode_image_sources(
         with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
             for pixels in loader:
                 rows = model.image_tower_features(pixels).to("cpu", torch.float32)
-                batch = missing[done : done + len(rows)]
-                _remember(space, [keys[i] for i in batch], rows, disk)
-                for i, row in zip(batch, rows, strict=True):
-                    found[i] = row
+                yield missing[done : done + len(rows)], rows
                 done += len(rows)
                 task.update(completed=done)
-    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+    return _stored_or_encoded(space, [image_identity(s) for s in sources], disk, encode)
 
 
 def encode_text_sources(
@@ -386,18 +363,15 @@ def encode_text_sources(
     from cultureclip.models.base import by_length
     from cultureclip.models.feature_cache import text_identity
 
-    keys = [text_identity(t) for t in texts]
-    found = _lookup(space, keys, disk)
-    missing = [i for i, row in enumerate(found) if row is None]
-    # Batched by length: a batch pads to its own longest text (much less tower work).
-    missing = [missing[j] for j in by_length([texts[i] for i in missing])]
-    for start in range(0, len(missing), batch_size):
-        batch = missing[start : start + batch_size]
-        rows = model.text_tower_features([texts[i] for i in batch]).to("cpu", torch.float32)
-        _remember(space, [keys[i] for i in batch], rows, disk)
-        for i, row in zip(batch, rows, strict=True):
-            found[i] = row
-    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        # Batched by length: a batch pads to its own longest text (much less tower work).
+        missing = [missing[j] for j in by_length([texts[i] for i in missing])]
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            rows = model.text_tower_features([texts[i] for i in batch])
+            yield batch, rows.to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [text_identity(t) for t in texts], disk, encode)
 
 
 class _Table:
@@ -412,10 +386,6 @@ class _Table:
 
 
 IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
-TEXT_FIELDS = {
-    "twin": ("pos_caption", "neg_caption", "pos_concept", "neg_concept"),
-    "pairs": ("text",),
-}
 
 
 class FrozenFeatureDataset(Dataset):
@@ -440,40 +410,24 @@ class FrozenFeatureDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = _item_sources(self.inner, index)
+        item = self.inner.sources(index)
         if self.decodes_images:
+            from cultureclip.data.pairs import open_image
+
             fields = IMAGE_FIELDS[self.kind]
-            pixels = self.inner.transform([_open(item[f]) for f in fields])
+            pixels = self.inner.transform([open_image(item[f]) for f in fields])
             item.update(zip(fields, pixels, strict=True))
         return item
 
 
-def _open(source: Any) -> Any:
-    from cultureclip.data.pairs import open_image
-
-    return open_image(source)
-
-
-def _item_sources(dataset: TwinDataset | PairDataset, index: int) -> dict[str, Any]:
-    if isinstance(dataset, TwinDataset):
-        return dataset.sources(index)
-    image_index, text_index = dataset.examples[index]
-    return {
-        "image": dataset.collection.images[image_index],
-        "text": dataset.collection.texts[text_index],
-    }
-
-
+@dataclass
 class FrozenFeatureCollator:
     """Batches :class:`FrozenFeatureDataset` items: stored rows for fixed towers, else tensors."""
 
-    def __init__(
-        self, kind: DataKind, tokenize: Any, images: _Table | None, texts: _Table | None
-    ) -> None:
-        self.kind = kind
-        self.tokenize = tokenize
-        self.images = images
-        self.texts = texts
+    kind: DataKind
+    tokenize: Any
+    images: _Table | None
+    texts: _Table | None
 
     def _image(self, items: list[dict[str, Any]], field: str) -> Tensor:
         values = [item[field] for item in items]
@@ -487,9 +441,12 @@ class FrozenFeatureCollator:
             return {TOWER_FEATURES: self.texts(values)}
         return self.tokenize(values)
 
-    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | PairBatch:
+    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | EncoderInputs:
         if self.kind == "pairs":
-            return PairBatch(images=self._image(items, "image"), texts=self._text(items, "text"))
+            return EncoderInputs(
+                images={"image": self._image(items, "image")},
+                texts={"text": self._text(items, "text")},
+            )
         return TwinBatch(
             pos_images=self._image(items, "pos_image"),
             neg_images=self._image(items, "neg_image"),

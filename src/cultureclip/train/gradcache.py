@@ -1,9 +1,8 @@
 """Gradients of a contrastive loss over a batch larger than memory (gradient caching).
 
-A contrastive loss couples every example with every other, so its batch cannot be
-split like a per-example loss: plain gradient accumulation over 16 micro-batches
-of 128 trains with 128 negatives, not 2048. Gradient caching (Gao et al., 2021,
-"GradCache") gets the 2048-batch gradient exactly with the memory of one chunk:
+Plain accumulation over 16 micro-batches of 128 trains with 128 negatives, not 2048.
+Gradient caching (Gao et al., 2021, "GradCache") gets the 2048-batch gradient exactly
+with the memory of one chunk:
 
 1. encode the batch chunk by chunk *without* a graph;
 2. compute the loss on all features, held as leaf tensors, and backprop to them:
@@ -24,13 +23,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.train import distributed
+from cultureclip.train.checkpoint import rng_state, set_rng_state
 from cultureclip.train.data import EncoderInputs
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.losses import ContrastiveLoss, LossOutput
@@ -70,22 +70,6 @@ class FeatureEncoder(nn.Module):
         return encode_features(self.model, inputs), self.model.logit_scale
 
 
-@dataclass
-class RngState:
-    cpu: Tensor
-    cuda: Tensor | None
-
-    @classmethod
-    def capture(cls, device: torch.device) -> RngState:
-        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        return cls(torch.get_rng_state(), cuda)
-
-    def restore(self, device: torch.device) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, device)
-
-
 def contrastive_backward(
     model: VisionLanguageModel,
     loss_fn: ContrastiveLoss,
@@ -113,33 +97,65 @@ def contrastive_backward(
     backward). Returns the detached loss and its parts.
     """
     encode: Encoder = encoder if encoder is not None else FeatureEncoder(model)
-    do_backward = backward or (lambda t: t.backward())
+    do_backward = backward or Tensor.backward
     rows = inputs.rows
-    spread = dist is not None and dist.enabled
-    local = spread and local_loss and loss_fn.supports_local
-
-    def loss_of(features: dict[str, Tensor], scale: Tensor) -> LossOutput:
-        if not spread:
-            return loss_fn.compute(features, scale)
-        gathered = distributed.gather_features(features)
-        if local:
-            return loss_fn.compute(features, scale, gathered=gathered, offset=dist.rank * rows)
-        return loss_fn.compute(gathered, scale)
-
     if chunk_size is None or chunk_size >= rows:
         with autocast():
             features, scale = encode(inputs)
-        out = loss_of(features, scale)
+        out = _batch_loss(loss_fn, features, scale, dist, local_loss, rows)
         do_backward(out.loss * loss_multiplier)
         return LossOutput(out.loss.detach(), out.parts)
 
     device = model.device
     bounds = [(start, min(start + chunk_size, rows)) for start in range(0, rows, chunk_size)]
-    rng_states: list[RngState] = []
+    rng_states, cached, cached_scale = _encode_without_graph(
+        encode, inputs, bounds, autocast, device, model.logit_scale_param.requires_grad
+    )
+    after_first_pass = rng_state(device)
+    out = _batch_loss(loss_fn, cached, cached_scale, dist, local_loss, rows)
+    do_backward(out.loss * loss_multiplier)
+    _backward_chunks(
+        encode, inputs, bounds, rng_states, cached, cached_scale, autocast, no_sync, device
+    )
+    # Leave the RNG where a single pass would have left it, so what follows does not
+    # depend on the number of chunks.
+    set_rng_state(after_first_pass, device)
+    return LossOutput(out.loss.detach(), out.parts)
+
+
+def _batch_loss(
+    loss_fn: ContrastiveLoss,
+    features: dict[str, Tensor],
+    scale: Tensor,
+    dist: DistInfo | None,
+    local_loss: bool,
+    rows: int,
+) -> LossOutput:
+    """The loss of this process's ``rows`` of features: alone, local against the gathered
+    batch, or the whole gathered batch's."""
+    if dist is None or not dist.enabled:
+        return loss_fn.compute(features, scale)
+    gathered = distributed.gather_features(features)
+    if local_loss and loss_fn.supports_local:
+        return loss_fn.compute(features, scale, gathered=gathered, offset=dist.rank * rows)
+    return loss_fn.compute(gathered, scale)
+
+
+def _encode_without_graph(
+    encode: Encoder,
+    inputs: EncoderInputs,
+    bounds: list[tuple[int, int]],
+    autocast: Callable[[], AbstractContextManager[object]],
+    device: torch.device,
+    scale_trains: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Tensor], Tensor]:
+    """Step 1: every chunk's features without a graph, and the RNG state before each chunk.
+    The features and the scale come back as leaf tensors that collect d loss / d feature."""
+    rng_states: list[dict[str, Any]] = []
     chunks: list[dict[str, Tensor]] = []
     with torch.no_grad():
         for start, stop in bounds:
-            rng_states.append(RngState.capture(device))
+            rng_states.append(rng_state(device))
             with autocast():
                 chunk, scale = encode(inputs.slice(start, stop))
             chunks.append(chunk)
@@ -147,14 +163,25 @@ def contrastive_backward(
         name: torch.cat([chunk[name] for chunk in chunks]).detach().requires_grad_(True)
         for name in chunks[0]
     }
-    cached_scale = scale.detach().requires_grad_(model.logit_scale_param.requires_grad)
-    after_first_pass = RngState.capture(device)
-    out = loss_of(cached, cached_scale)
-    do_backward(out.loss * loss_multiplier)
+    return rng_states, cached, scale.detach().requires_grad_(scale_trains)
 
+
+def _backward_chunks(
+    encode: Encoder,
+    inputs: EncoderInputs,
+    bounds: list[tuple[int, int]],
+    rng_states: list[dict[str, Any]],
+    cached: dict[str, Tensor],
+    cached_scale: Tensor,
+    autocast: Callable[[], AbstractContextManager[object]],
+    no_sync: Callable[[], AbstractContextManager[object]],
+    device: torch.device,
+) -> None:
+    """Step 3: re-encodes each chunk with its recorded RNG state and backpropagates the
+    cached feature gradients (and, with the last chunk, the scale's)."""
     last = len(bounds) - 1
     for index, ((start, stop), rng) in enumerate(zip(bounds, rng_states, strict=True)):
-        rng.restore(device)
+        set_rng_state(rng, device)
         # The last chunk's backward is the one DDP synchronises (and overlaps).
         with no_sync() if index < last else contextlib.nullcontext():
             with autocast():
@@ -169,7 +196,3 @@ def contrastive_backward(
                 pairs.append((scale, cached_scale.grad))
             if pairs:
                 torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
-    # Leave the RNG where a single pass would have left it, so what follows does not
-    # depend on the number of chunks.
-    after_first_pass.restore(device)
-    return LossOutput(out.loss.detach(), out.parts)

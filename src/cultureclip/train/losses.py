@@ -1,39 +1,18 @@
 """Contrastive losses for fine-tuning: ``clip``, ``negclip`` and the CultureCLIP twin loss.
 
-Every loss takes L2-normalised features and the logit multiplier ``s = exp(t)``.
-The plain formulas are available as functions (:func:`clip_loss`,
-:func:`negclip_loss`) and as ``nn.Module`` s in the :data:`LOSSES` registry::
-
-    loss = create_loss("cultureclip", caption_weight=0.7, concept_weight=0.3)
-    out = loss.compute(features, scale)  # features: dict of named [B, D] tensors
-    out.loss.backward()
-
-The trainer hands each loss a dict of named features. A CulTwin batch yields
-:data:`TWIN_FEATURES` (images, one caption and the bare concept name of both halves
-of every pair); an image–text collection yields :data:`PAIR_FEATURES`. A loss says
-which of them it needs (:meth:`ContrastiveLoss.required_features`), so unused
-towers are never run.
-
-On twin data, ``clip`` and ``negclip`` are defined so the comparisons of the paper are
-fair (same images, same captions, same steps):
-
-- ``clip``: symmetric InfoNCE over the 2B images ``[I⁺; I⁻]`` and their 2B captions
-  ``[C⁺; C⁻]`` (twins are ordinary in-batch negatives).
-- ``negclip``: ``negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺)``, i.e. the caption term
-  of CultureCLIP alone with weight 1 (twin captions are the extra hard negatives).
+Every loss takes a dict of named L2-normalised features (:data:`TWIN_FEATURES` from a
+CulTwin batch, :data:`PAIR_FEATURES` from image–text pairs) and the logit multiplier
+``s = exp(t)``; :meth:`ContrastiveLoss.required_features` says which names it needs, so
+unused towers are never run. On twin data ``clip`` (2B images against their 2B
+captions) and ``negclip`` (the caption term of CultureCLIP with weight 1) see the same
+images and captions as ``cultureclip``, so the comparisons of the paper are fair.
 
 Local loss (several processes): every term is a mean over *rows* of a cross-entropy
-whose candidates are the whole batch, so a process can compute the terms of its own
-rows only, against the gathered batch::
-
-    out = loss.compute(local, scale, gathered=gathered, offset=rank * rows)
-
-``local`` holds this process's rows, ``gathered`` every process's rows (rank order) and
-``offset`` where this process's rows start in it. The result is the mean over this
-process's rows; as every process holds as many rows, the mean of the processes'
-results is the loss of the whole batch, and the logits cost ``B_local × B_global``
-per process instead of ``B_global²``. Twin batches are laid out ``[I⁺; I⁻]`` over the
-whole batch, so a local ``I⁻`` row ``j`` targets column ``N + offset + j``.
+whose candidates are the whole batch, so ``loss.compute(local, scale, gathered=gathered,
+offset=rank * rows)`` is the mean over this process's rows against the gathered batch;
+the mean of the processes' results is the whole batch's loss, at ``B_local × B_global``
+logits per process. Twin batches are laid out ``[I⁺; I⁻]`` over the whole batch, so a
+local ``I⁻`` row ``j`` targets column ``N + offset + j``.
 """
 
 from __future__ import annotations
@@ -61,6 +40,8 @@ TWIN_FEATURES = (
     "pos_concept",
     "neg_concept",
 )
+#: What ``clip`` and ``negclip`` read of a CulTwin batch: images and captions.
+CAPTION_FEATURES = TWIN_FEATURES[:4]
 #: Feature names of an image–text pair batch.
 PAIR_FEATURES = ("image", "text")
 
@@ -86,15 +67,6 @@ def _ce(queries: Tensor, candidates: Tensor, targets: Tensor, scale: Tensor) -> 
     return F.cross_entropy(scale * queries @ candidates.T, targets)
 
 
-def _gathered(features: Mapping[str, Tensor], gathered: Mapping[str, Tensor] | None, offset: int):
-    """The whole batch's features (``features`` itself when nothing was gathered)."""
-    if gathered is None:
-        if offset:
-            raise LossError("offset is only meaningful with gathered features")
-        return features
-    return gathered
-
-
 def clip_loss(
     image: Tensor,
     text: Tensor,
@@ -103,17 +75,21 @@ def clip_loss(
     all_image: Tensor | None = None,
     all_text: Tensor | None = None,
     offset: int = 0,
+    targets: Tensor | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE: ½ [CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)]; row i of I matches row i of T.
 
     With ``all_image``/``all_text`` (the whole batch), ``image``/``text`` are the rows
-    ``offset …`` of it and the result is the mean over those rows only.
+    ``offset …`` of it and the result is the mean over those rows only; ``targets``
+    (the matching column of every row) replaces ``offset`` where those rows are not
+    one contiguous run of the whole batch.
     """
     if image.shape != text.shape:
         raise LossError(f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ")
     all_image = image if all_image is None else all_image
     all_text = text if all_text is None else all_text
-    targets = _targets(image.shape[0], image.device, offset)
+    if targets is None:
+        targets = _targets(image.shape[0], image.device, offset)
     return 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
 
 
@@ -138,12 +114,11 @@ def negclip_loss(
             f"negclip needs equal shapes, got image {tuple(image.shape)}, text {tuple(text.shape)}, "
             f"hard negatives {tuple(hard_negatives.shape)}"
         )
-    all_image = image if all_image is None else all_image
     all_text = text if all_text is None else all_text
     all_negatives = hard_negatives if all_hard_negatives is None else all_hard_negatives
-    targets = _targets(image.shape[0], image.device, offset)
-    image_to_text = _ce(image, torch.cat([all_text, all_negatives]), targets, scale)
-    return 0.5 * (image_to_text + _ce(text, all_image, targets, scale))
+    # clip_loss with the hard negatives as extra text candidates of every image
+    candidates = torch.cat([all_text, all_negatives])
+    return clip_loss(image, text, scale, all_image=all_image, all_text=candidates, offset=offset)
 
 
 def twin_term(
@@ -206,27 +181,11 @@ class ContrastiveLoss(nn.Module, ABC):
         raise LossError(f"features {sorted(features)} are neither a twin nor a pair batch")
 
 
-LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss", entry_point_group="cultureclip.losses")
+class _LocalLoss(ContrastiveLoss):
+    """A built-in loss: :meth:`compute` checks its inputs once, then :meth:`rows_loss`
+    computes the loss of this process's rows against the whole batch."""
 
-
-@LOSSES.register(
-    "clip", help="symmetric InfoNCE (CLIP); on twin data: 2B images vs their 2B captions"
-)
-class ClipLoss(ContrastiveLoss):
-    """Symmetric InfoNCE. ``forward(image, text, scale)`` is the bare formula."""
-
-    name = "clip"
     supports_local = True
-
-    def forward(self, image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
-        return clip_loss(image, text, scale)
-
-    def required_features(self, kind: DataKind) -> tuple[str, ...]:
-        return (
-            ("pos_image", "neg_image", "pos_caption", "neg_caption")
-            if kind == "twin"
-            else PAIR_FEATURES
-        )
 
     def compute(
         self,
@@ -236,41 +195,68 @@ class ClipLoss(ContrastiveLoss):
         gathered: Mapping[str, Tensor] | None = None,
         offset: int = 0,
     ) -> LossOutput:
-        whole = _gathered(features, gathered, offset)
-        f = features
-        if self.kind_of(features) == "pairs":
+        if gathered is None and offset:
+            raise LossError("offset is only meaningful with gathered features")
+        self.required_features(self.kind_of(features))  # data this loss cannot use: the reason
+        return self.rows_loss(features, features if gathered is None else gathered, scale, offset)
+
+    @abstractmethod
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
+    ) -> LossOutput:
+        """The mean loss of the ``local`` rows, which start at ``offset`` in ``whole``."""
+
+
+LOSSES: Registry[type[ContrastiveLoss]] = Registry("loss", entry_point_group="cultureclip.losses")
+
+
+@LOSSES.register(
+    "clip", help="symmetric InfoNCE (CLIP); on twin data: 2B images vs their 2B captions"
+)
+class ClipLoss(_LocalLoss):
+    """Symmetric InfoNCE. ``forward(image, text, scale)`` is the bare formula."""
+
+    name = "clip"
+
+    def forward(self, image: Tensor, text: Tensor, scale: Tensor) -> Tensor:
+        return clip_loss(image, text, scale)
+
+    def required_features(self, kind: DataKind) -> tuple[str, ...]:
+        return CAPTION_FEATURES if kind == "twin" else PAIR_FEATURES
+
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
+    ) -> LossOutput:
+        if self.kind_of(local) == "pairs":
             loss = clip_loss(
-                f["image"], f["text"], scale,
+                local["image"], local["text"], scale,
                 all_image=whole["image"], all_text=whole["text"], offset=offset,
             )  # fmt: skip
             return LossOutput(loss, {"clip": loss.detach()})
         # 2B images [I⁺; I⁻] against their 2B captions: a local row of I⁻ sits N rows
         # below its I⁺ twin in the whole batch.
-        rows, total = f["pos_image"].shape[0], whole["pos_image"].shape[0]
-        device = f["pos_image"].device
-        targets = torch.cat(
-            [_targets(rows, device, offset), _targets(rows, device, total + offset)]
+        rows, total = local["pos_image"].shape[0], whole["pos_image"].shape[0]
+        device = local["pos_image"].device
+        loss = clip_loss(
+            torch.cat([local["pos_image"], local["neg_image"]]),
+            torch.cat([local["pos_caption"], local["neg_caption"]]),
+            scale,
+            all_image=torch.cat([whole["pos_image"], whole["neg_image"]]),
+            all_text=torch.cat([whole["pos_caption"], whole["neg_caption"]]),
+            targets=torch.cat(
+                [_targets(rows, device, offset), _targets(rows, device, total + offset)]
+            ),
         )
-        image = torch.cat([f["pos_image"], f["neg_image"]])
-        text = torch.cat([f["pos_caption"], f["neg_caption"]])
-        all_image = torch.cat([whole["pos_image"], whole["neg_image"]])
-        all_text = torch.cat([whole["pos_caption"], whole["neg_caption"]])
-        if image.shape != text.shape:
-            raise LossError(
-                f"image {tuple(image.shape)} and text {tuple(text.shape)} features differ"
-            )
-        loss = 0.5 * (_ce(image, all_text, targets, scale) + _ce(text, all_image, targets, scale))
         return LossOutput(loss, {"clip": loss.detach()})
 
 
 @LOSSES.register(
     "negclip", help="InfoNCE with the twins' captions as extra hard negatives (twin data)"
 )
-class NegClipLoss(ContrastiveLoss):
+class NegClipLoss(_LocalLoss):
     """negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺). ``forward(image, text, hard_negatives, scale)``."""
 
     name = "negclip"
-    supports_local = True
 
     def forward(self, image: Tensor, text: Tensor, hard_negatives: Tensor, scale: Tensor) -> Tensor:
         return negclip_loss(image, text, hard_negatives, scale)
@@ -281,26 +267,19 @@ class NegClipLoss(ContrastiveLoss):
                 "loss 'negclip' needs hard negatives, which only CulTwin data provides; "
                 "train image–text pairs with loss=clip"
             )
-        return ("pos_image", "neg_image", "pos_caption", "neg_caption")
+        return CAPTION_FEATURES
 
-    def compute(
-        self,
-        features: Mapping[str, Tensor],
-        scale: Tensor,
-        *,
-        gathered: Mapping[str, Tensor] | None = None,
-        offset: int = 0,
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
     ) -> LossOutput:
-        if self.kind_of(features) != "twin":
-            self.required_features("pairs")  # raises the explanatory error
-        loss = twin_term(features, _gathered(features, gathered, offset), "caption", scale, offset)
+        loss = twin_term(local, whole, "caption", scale, offset)
         return LossOutput(loss, {"negclip": loss.detach()})
 
 
 @LOSSES.register(
     "cultureclip", help="CultureCLIP: λ_cap·L_cap + λ_con·L_con with twin hard negatives"
 )
-class CultureClipLoss(ContrastiveLoss):
+class CultureClipLoss(_LocalLoss):
     """L = λ_cap·L_cap + λ_con·L_con (design.md §1).
 
     L_cap = negclip(I⁺, C⁺, C⁻) + negclip(I⁻, C⁻, C⁺) over captions C,
@@ -309,7 +288,6 @@ class CultureClipLoss(ContrastiveLoss):
     """
 
     name = "cultureclip"
-    supports_local = True
 
     def __init__(self, caption_weight: float = 0.7, concept_weight: float = 0.3) -> None:
         super().__init__()
@@ -333,18 +311,9 @@ class CultureClipLoss(ContrastiveLoss):
         neg_concept: Tensor | None,
         scale: Tensor,
     ) -> Tensor:
-        return self.compute(
-            {
-                name: value
-                for name, value in zip(
-                    TWIN_FEATURES,
-                    (pos_image, neg_image, pos_caption, neg_caption, pos_concept, neg_concept),
-                    strict=True,
-                )
-                if value is not None
-            },
-            scale,
-        ).loss
+        values = (pos_image, neg_image, pos_caption, neg_caption, pos_concept, neg_concept)
+        features = {n: v for n, v in zip(TWIN_FEATURES, values, strict=True) if v is not None}
+        return self.compute(features, scale).loss
 
     def required_features(self, kind: DataKind) -> tuple[str, ...]:
         if kind != "twin":
@@ -359,27 +328,16 @@ class CultureClipLoss(ContrastiveLoss):
             names += ["pos_concept", "neg_concept"]
         return tuple(names)
 
-    def compute(
-        self,
-        features: Mapping[str, Tensor],
-        scale: Tensor,
-        *,
-        gathered: Mapping[str, Tensor] | None = None,
-        offset: int = 0,
+    def rows_loss(
+        self, local: Mapping[str, Tensor], whole: Mapping[str, Tensor], scale: Tensor, offset: int
     ) -> LossOutput:
-        if self.kind_of(features) != "twin":
-            self.required_features("pairs")
-        whole = _gathered(features, gathered, offset)
         parts: dict[str, Tensor] = {}
-        total = features["pos_image"].new_zeros(())
-        if self.caption_weight > 0:
-            caption = twin_term(features, whole, "caption", scale, offset)
-            parts["caption"] = caption.detach()
-            total = total + self.caption_weight * caption
-        if self.concept_weight > 0:
-            concept = twin_term(features, whole, "concept", scale, offset)
-            parts["concept"] = concept.detach()
-            total = total + self.concept_weight * concept
+        total = local["pos_image"].new_zeros(())
+        for text, weight in (("caption", self.caption_weight), ("concept", self.concept_weight)):
+            if weight > 0:
+                term = twin_term(local, whole, text, scale, offset)
+                parts[text] = term.detach()
+                total = total + weight * term
         return LossOutput(total, parts)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import logging
 import math
 import random
@@ -61,7 +62,6 @@ from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
     EpochKeys,
-    PairBatch,
     ResumableSampler,
     build_dataset,
     encoder_inputs,
@@ -71,6 +71,7 @@ from cultureclip.train.data import (
 from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import Encoder, FeatureEncoder, contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
+from cultureclip.train.wise_ft import wise_ft
 from cultureclip.utils.io import (
     append_jsonl,
     read_jsonl,
@@ -104,12 +105,12 @@ class TrainResult:
 
 
 # ---- set-up helpers -------------------------------------------------------------------
-def resolve_precision(precision: str, device: torch.device) -> tuple[str, AutocastFactory, bool]:
-    """(resolved name, autocast factory, needs a GradScaler). fp32 on CPU, bf16 autocast on CUDA."""
+def resolve_precision(precision: str, device: torch.device) -> tuple[AutocastFactory, bool]:
+    """(autocast factory, needs a GradScaler). ``auto``: fp32 on CPU, bf16 autocast on CUDA."""
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp32":
-        return precision, contextlib.nullcontext, False
+        return contextlib.nullcontext, False
     if device.type != "cuda":
         raise ConfigError(
             f"precision={precision} needs a CUDA device but this run is on {device.type}; "
@@ -120,7 +121,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, Autoca
             "precision=bf16 but this GPU has no bf16 support; use precision=fp16 or fp32"
         )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return precision, lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
+    return lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
 
 
 def resolve_fused(fused: bool | str, device: torch.device) -> bool:
@@ -251,8 +252,9 @@ class TrainStep:
         self.dist = dist_info or DistInfo()
         self.grad_accum_steps = grad_accum_steps
         self.max_grad_norm = max_grad_norm
-        self.precision, self.autocast, needs_scaler = resolve_precision(precision, model.device)
-        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+        self.autocast, needs_scaler = resolve_precision(precision, model.device)
+        # A disabled scaler passes everything through unchanged (fp32 and bf16).
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
         self.parameters = model.trainable_parameters()
         if self.dist.enabled and local_loss and not loss_fn.supports_local:
             logger.info(
@@ -270,59 +272,73 @@ class TrainStep:
             encoder = torch.compile(encoder)
         self.encoder: Encoder = encoder
 
-    def backward(
-        self, batch: TwinBatch | PairBatch | EncoderInputs, *, sync: bool = True
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Adds one micro-batch's gradient (already divided by ``grad_accum_steps``).
-
-        ``sync=False`` keeps the gradients local (DDP ``no_sync``): pass it for every
-        micro-batch of a step but the last. Returns this process's loss and parts.
-        """
-        inputs = batch if isinstance(batch, EncoderInputs) else encoder_inputs(batch)
-        inputs = inputs.select(self.features).to(self.model.device)
-        with contextlib.nullcontext() if sync else self._no_sync():
-            out = contrastive_backward(
-                self.model,
-                self.loss_fn,
-                inputs,
-                chunk_size=self.chunk_size,
-                autocast=self.autocast,
-                dist=self.dist,
-                local_loss=self.local_loss,
-                loss_multiplier=1.0 / self.grad_accum_steps,
-                backward=(lambda t: self.scaler.scale(t).backward()) if self.scaler else None,
-                encoder=self.encoder,
-                no_sync=self._no_sync,
-            )
-        return out.loss, out.parts
-
     def update(self) -> float:
         """Clips, steps optimiser and schedule; returns the lr used (gradients are averaged already)."""
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
-    def __call__(self, batches: Sequence[TwinBatch | PairBatch | EncoderInputs]) -> StepOutput:
+    def state_dict(self) -> dict[str, Any]:
+        """The trainable tensors and the optimiser, schedule and grad-scaler states."""
+        return {
+            "model": {
+                n: p.detach().cpu().clone()
+                for n, p in self.model.named_parameters()
+                if p.requires_grad
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        saved = set(state["model"])
+        if saved != trainable:
+            raise CheckpointError(
+                f"checkpoint holds {len(saved)} trainable tensors, the model {len(trainable)}; "
+                f"first differences: {sorted(saved ^ trainable)[:5]}"
+            )
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
+
+    def __call__(self, batches: Sequence[TwinBatch | EncoderInputs]) -> StepOutput:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
         if len(batches) != self.grad_accum_steps:
             raise ValueError(f"expected {self.grad_accum_steps} micro-batches, got {len(batches)}")
         rows: list[Tensor] = []
         names: list[str] = []
         for index, batch in enumerate(batches):
-            loss, parts = self.backward(batch, sync=index == len(batches) - 1)
-            names = list(parts)
-            rows.append(torch.stack([loss, *parts.values()]))
+            inputs = encoder_inputs(batch).select(self.features).to(self.model.device)
+            # Gradients stay local (DDP no_sync) until the last micro-batch's backward.
+            last = index == len(batches) - 1
+            with contextlib.nullcontext() if last else self._no_sync():
+                out = contrastive_backward(
+                    self.model,
+                    self.loss_fn,
+                    inputs,
+                    chunk_size=self.chunk_size,
+                    autocast=self.autocast,
+                    dist=self.dist,
+                    local_loss=self.local_loss,
+                    loss_multiplier=1.0 / self.grad_accum_steps,
+                    backward=lambda t: self.scaler.scale(t).backward(),
+                    encoder=self.encoder,
+                    no_sync=self._no_sync,
+                )
+            names = list(out.parts)
+            rows.append(torch.stack([out.loss, *out.parts.values()]))
         lr = self.update()
         # One small all-reduce per step turns the processes' local losses into the batch's.
         means = torch.stack(rows).mean(dim=0)
@@ -344,21 +360,10 @@ class MetricsLogger:
         if not enabled:
             return
         if config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ConfigError(
-                    "tensorboard=true but tensorboard is not installed: pip install tensorboard"
-                ) from exc
-            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+            tensorboard = _optional_module("tensorboard", "torch.utils.tensorboard")
+            self.tensorboard = tensorboard.SummaryWriter(str(output_dir / "tensorboard"))
         if config.wandb:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise ConfigError(
-                    "wandb=true but wandb is not installed: pip install wandb"
-                ) from exc
-            self.wandb = wandb.init(
+            self.wandb = _optional_module("wandb", "wandb").init(
                 project=config.wandb_project,
                 dir=str(output_dir),
                 config=config.model_dump(mode="json"),
@@ -390,6 +395,16 @@ class MetricsLogger:
             self.wandb.finish()
 
 
+def _optional_module(setting: str, module: str) -> Any:
+    """``module``, or a ConfigError that says how to install what ``setting=true`` needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{setting}=true but {setting} is not installed: pip install {setting}"
+        ) from exc
+
+
 # ---- the loop ---------------------------------------------------------------------------
 def train(config: TrainConfig, *, collection: PairCollection | None = None) -> TrainResult:
     """Fine-tunes ``config.model`` on ``config.data`` (or on ``collection``, an in-memory
@@ -398,7 +413,8 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
     Under ``torchrun``/``accelerate launch`` every process calls this; only rank 0
     writes files. ``config.batch_size`` is the global batch over all processes.
     """
-    dist_info = distributed.init_distributed("cuda" if _wants_cuda(config) else "cpu")
+    on_cuda = resolve_device(config.device).startswith("cuda")
+    dist_info = distributed.init_distributed("cuda" if on_cuda else "cpu")
     try:
         device = torch.device(resolve_device(config.device, dist_info.local_rank))
         with tf32_matmuls(config.tf32, device):
@@ -410,12 +426,6 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
             dist.destroy_process_group()
 
 
-def _wants_cuda(config: TrainConfig) -> bool:
-    if config.device in (None, "auto"):
-        return torch.cuda.is_available()
-    return torch.device(config.device).type == "cuda"
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -425,11 +435,10 @@ def _seed_everything(seed: int) -> None:
 def _load_resume_state(
     config: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo
 ) -> tuple[Path, dict[str, Any]]:
-    resume = config.resume or LATEST_NAME
-    if resume == LATEST_NAME:
+    if config.resume == LATEST_NAME:
         path, state = load_latest_intact(checkpoint_dir)
     else:
-        path = resolve_checkpoint(resume, checkpoint_dir)
+        path = resolve_checkpoint(config.resume, checkpoint_dir)
         state = load_checkpoint(path)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
     changed = changed_fields(saved, config.run_identity())
@@ -455,7 +464,7 @@ def _train(
     # Longer than our usual 80 lines on purpose: the step loop and the checkpoint closure
     # share the step/epoch/position counters a resume restores; split apart, they would
     # pass that state around by hand. Set-up and saving live in the helpers below.
-    output_dir = Path(config.output_dir)
+    output_dir = Path(config.out)
     checkpoint_dir = output_dir / "checkpoints"
     world, rank = dist_info.world_size, dist_info.rank
     per_rank_batch = _per_rank_batch(config, world, device)  # fails before loading anything
@@ -474,7 +483,7 @@ def _train(
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
     )
-    micro_per_epoch = sampler.shard_length // per_rank_batch
+    micro_per_epoch = sampler.num_samples // per_rank_batch
     steps_per_epoch = micro_per_epoch // config.grad_accum_steps
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -483,13 +492,12 @@ def _train(
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
 
-    stepper = _train_step(config, model, loss_fn, kind, dist_info, device, total_steps)
-    optimizer, scheduler = stepper.optimizer, stepper.scheduler
+    stepper = _train_step(config, model, loss_fn, kind, dist_info, total_steps)
     metrics = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
 
     step, epoch, micro_in_epoch = 0, 0, 0
     if state is not None:
-        _restore(model, optimizer, scheduler, stepper, state)
+        stepper.load_state_dict(state)
         step, epoch, micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
         logger.info("resumed from step %d (%s)", step, resume_path)
         metrics.truncate(step)
@@ -502,10 +510,14 @@ def _train(
         states = distributed.all_gather_object(rng_state(device), dist_info)
         path = None
         if dist_info.is_main:
-            payload = _checkpoint_payload(config, stepper, scheduler, epoch, micro_in_epoch)
-            path = save_checkpoint(
-                checkpoint_dir, step, {**payload, "rng": states}, config.keep_last
-            )
+            payload = {
+                "epoch": epoch,
+                "micro_in_epoch": micro_in_epoch,
+                **stepper.state_dict(),
+                "config": config.model_dump(mode="json"),
+                "rng": states,
+            }
+            path = save_checkpoint(checkpoint_dir, step, payload, config.keep_last)
         distributed.barrier(dist_info)
         return path
 
@@ -520,7 +532,7 @@ def _train(
     with progress("train", total_steps, completed=step, enabled=enabled) as task:
         while step < stop_step:
             sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
-            micro_batches: list[TwinBatch | PairBatch] = []
+            micro_batches: list[TwinBatch | EncoderInputs] = []
             for batch in loader:
                 micro_batches.append(batch)
                 micro_in_epoch += 1
@@ -656,10 +668,9 @@ def _train_step(
     loss_fn: ContrastiveLoss,
     kind: DataKind,
     dist_info: DistInfo,
-    device: torch.device,
     total_steps: int,
 ) -> TrainStep:
-    optimizer = build_optimizer(model, config.optim, device)
+    optimizer = build_optimizer(model, config.optim)
     return TrainStep(
         model,
         loss_fn,
@@ -717,29 +728,6 @@ def _step_record(
     }
 
 
-def _checkpoint_payload(
-    config: TrainConfig,
-    stepper: TrainStep,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-    micro_in_epoch: int,
-) -> dict[str, Any]:
-    """Everything a resume needs but the processes' RNG states."""
-    return {
-        "epoch": epoch,
-        "micro_in_epoch": micro_in_epoch,
-        "model": {
-            n: p.detach().cpu().clone()
-            for n, p in stepper.model.named_parameters()
-            if p.requires_grad
-        },
-        "optimizer": stepper.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "grad_scaler": stepper.scaler.state_dict() if stepper.scaler else None,
-        "config": config.model_dump(mode="json"),
-    }
-
-
 def _save_final(
     config: TrainConfig, model: VisionLanguageModel, output_dir: Path, device: torch.device
 ) -> tuple[VisionLanguageModel, Path, Path | None]:
@@ -749,7 +737,7 @@ def _save_final(
     if config.wise_ft_alpha is not None:
         model.save(output_dir / "finetuned")
         base = _create_model(config).to(device)
-        final_model = _wise_ft(base, model, config.wise_ft_alpha)
+        final_model = wise_ft(base, model, config.wise_ft_alpha)
     final_dir = final_model.save(output_dir / "final")
     export_dir = None
     if config.export:
@@ -791,32 +779,3 @@ def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
             output_dir,
         )
         (output_dir / METRICS_NAME).unlink()
-
-
-def _wise_ft(
-    base: VisionLanguageModel, model: VisionLanguageModel, alpha: float
-) -> VisionLanguageModel:
-    from cultureclip.train.wise_ft import wise_ft
-
-    return wise_ft(base, model, alpha)
-
-
-def _restore(
-    model: VisionLanguageModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    stepper: TrainStep,
-    state: dict[str, Any],
-) -> None:
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    saved = set(state["model"])
-    if saved != trainable:
-        raise CheckpointError(
-            f"checkpoint holds {len(saved)} trainable tensors, the model {len(trainable)}; "
-            f"first differences: {sorted(saved ^ trainable)[:5]}"
-        )
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if stepper.scaler is not None and state.get("grad_scaler") is not None:
-        stepper.scaler.load_state_dict(state["grad_scaler"])

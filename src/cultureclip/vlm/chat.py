@@ -8,7 +8,6 @@ multimodal processor accepts.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,9 @@ from PIL import Image
 
 from cultureclip.core.errors import InputError, MissingInputError
 
-logger = logging.getLogger(__name__)
 
-
-def user_turn(text: str, with_image: bool = True) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "image"}] if with_image else []
-    content.append({"type": "text", "text": text})
-    return {"role": "user", "content": content}
+def user_turn(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
 
 
 def assistant_turn(text: str) -> dict[str, Any]:

@@ -1,18 +1,13 @@
 """``cultureclip train-vlm``: supervised fine-tuning of a chat VLM on CultureVerse data.
 
 The data is the chat export of ``build-benchmark`` (``instruct.jsonl``, written by
-:func:`cultureclip.eval.builder.export_instruction_data`): one image, a human turn (the
-same lettered prompt the evaluation sends) and the answer. Each record becomes one user
-turn with the image plus one assistant turn, rendered by the processor's chat template;
-the loss covers only the assistant turn's tokens (the answer and the template's
-end-of-turn marker), never the prompt, the image tokens or the padding.
-
-The optimisation loop, checkpoints, resuming, mixed precision, gradient checkpointing
-and multi-GPU (``accelerate launch`` / ``torchrun``) are transformers' ``Trainer``; this
-module adds the data, the answer-only labels, LoRA (peft) targeting, and the final
-model: LoRA adapters are merged so ``<out>/model`` loads with ``hf-vlm:<dir>``
-like any full checkpoint. Checkpoints are safetensors + JSON, and the ``Trainer``
-reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
+:func:`cultureclip.eval.builder.export_instruction_data`). Each record becomes a user
+turn (image + prompt) and an assistant turn, rendered by the processor's chat template;
+the loss covers only the assistant turn's tokens. The loop, checkpoints, resuming,
+mixed precision and multi-GPU are transformers' ``Trainer``; this module adds the data,
+the answer-only labels, LoRA (peft) targeting and the final model (adapters merged, so
+``<out>/model`` loads with ``hf-vlm:<dir>``). Checkpoints are safetensors + JSON; the
+``Trainer`` reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import Config, load_config, out_field
+from cultureclip.config import Config, out_field
 from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import iter_jsonl
@@ -52,7 +47,7 @@ class LoraSettings(Config):
 
 
 class VLMTrainConfig(Config):
-    """One ``train-vlm`` run; saved as ``train_vlm.yaml`` in the output dir."""
+    """One ``train-vlm`` run; saved as ``config.yaml`` in the output dir."""
 
     #: hub id or directory of an image-text-to-text model with a chat template
     model: str
@@ -92,22 +87,10 @@ class VLMTrainConfig(Config):
     #: ``cpu`` forces the CPU; ``auto``: what accelerate picks (the local rank's GPU)
     device: Device = "auto"
 
-    @property
-    def output_dir(self) -> str:
-        """The former name of ``out``."""
-        return self.out
-
-
-def load_vlm_train_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
-) -> VLMTrainConfig:
-    return load_config(VLMTrainConfig, path, overrides or [], **values)
-
 
 # ---- data ------------------------------------------------------------------------------------
 @dataclass
 class ChatExample:
-    id: str
     image: str
     prompt: str
     answer: str
@@ -132,15 +115,10 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
     for number, record in iter_jsonl(path, tolerate_torn_tail=False):
         try:
             turns = [_turn_text(t) for t in record["conversations"]]
-            roles = [role for role, _ in turns]
-            if len(turns) != 2 or roles[0] not in ("human", "user"):
+            if len(turns) != 2 or turns[0][0] not in ("human", "user"):
                 raise InputError("expected one human turn then one answer turn")
             prompt = turns[0][1].replace("<image>", "").strip()
-            examples.append(
-                ChatExample(
-                    str(record.get("id", number)), str(record["image"]), prompt, turns[1][1]
-                )
-            )
+            examples.append(ChatExample(str(record["image"]), prompt, turns[1][1]))
         except (KeyError, TypeError, InputError) as exc:
             raise InputError(f"{path}:{number}: not a chat record: {exc}") from None
     if not examples:
@@ -150,12 +128,12 @@ def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
     return examples, path.parent
 
 
+@dataclass
 class ChatDataset:
     """Map-style dataset of :class:`ChatExample` s (images opened lazily)."""
 
-    def __init__(self, examples: list[ChatExample], root: Path) -> None:
-        self.examples = examples
-        self.root = root
+    examples: list[ChatExample]
+    root: Path
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -261,15 +239,16 @@ def _precision(config: VLMTrainConfig, on_cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | bool | None:
+def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
     if config.resume is None:
         return None
     if config.resume == "latest":
-        found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if not found:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(checkpoints) if checkpoints.is_dir() else None
+        if found is None:
             logger.info("no checkpoint in %s yet; starting from the beginning", checkpoints)
-            return None
-        return str(found[-1])
+        return found
     path = Path(config.resume)
     if not (path / "trainer_state.json").exists():
         raise MissingInputError(f"not a train-vlm checkpoint (no trainer_state.json): {path}")
@@ -332,7 +311,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     )
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
-        config.save(out, "train_vlm.yaml")
+        config.save(out)
     output = trainer.train(resume_from_checkpoint=_resume_point(config, checkpoints))
     model_dir = out / "model"
     if trainer.is_world_process_zero():
