@@ -179,9 +179,6 @@ class ItemSet:
             image = image.crop(tuple(round(v) for v in clamped))
         return image
 
-    def error_report(self) -> str:
-        return "\n".join(str(bad) for bad in self.errors)
-
 
 def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Image:
     """Opens an item image: a path (relative to ``root``), a ``data:`` URL, or encoded bytes."""

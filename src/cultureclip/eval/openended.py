@@ -32,19 +32,22 @@ import string
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.progress import track
-from cultureclip.eval.benchmarks.base import (
+from cultureclip.eval.benchmarks.benchmark import (
     Benchmark,
     BenchmarkOptions,
     BenchmarkOutput,
     batched,
 )
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)
@@ -150,13 +153,11 @@ class OpenEndedBenchmark(Benchmark):
     name = "openended"
     task = "openended"
     Options: ClassVar[type[BenchmarkOptions]] = OpenEndedOptions
-    supports_generative = True
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         from cultureclip.eval.generative import GenerativeModel
-        from cultureclip.models.base import VisionLanguageModel
 
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         items, errors, root = read_open_items(self.data)
@@ -195,10 +196,6 @@ class OpenEndedBenchmark(Benchmark):
     def _run_contrastive(
         self, model: Any, items: list[OpenItem], root: Path, progress: bool
     ) -> list[dict[str, Any]]:
-        import torch
-
-        from cultureclip.eval.benchmarks.base import TextFeatureCache, embed_images
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         vocabulary = list(dict.fromkeys(a.strip() for item in items for a in item.answers))
         try:

@@ -30,12 +30,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cultureclip.eval.benchmarks.base import (
-    BenchmarkOptions,
-    MCQBenchmark,
-    MCQOptions,
-    items_from_rows,
-)
+from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows

@@ -25,20 +25,18 @@ generator (it matters to generative models).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    BenchmarkOptions,
-    MCQBenchmark,
-    MCQOptions,
-    items_from_rows,
-    seeded_rng,
-)
+from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions, seeded_rng
+from cultureclip.eval.benchmarks.features import TextFeatureCache, image_key
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows
@@ -193,12 +191,6 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         ``diversity@k``: the normalised Shannon entropy of the regions among the top k
         (1 = all different regions, 0 = one region), both averaged over universals.
         """
-        import math
-
-        import torch
-
-        from cultureclip.eval.benchmarks.base import TextFeatureCache, image_key
-
         options: RetrievalOptions = self.options  # type: ignore[assignment]
         items = [i for i in self.items().items if image_key(i) in features]
         if not items:

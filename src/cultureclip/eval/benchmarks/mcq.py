@@ -62,7 +62,6 @@ class MCQBenchmark(Benchmark):
 
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
-    supports_generative = True
     #: the fields results are grouped by (``language`` too for multilingual sets)
     group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 

@@ -14,12 +14,8 @@ from typing import Any
 import torch
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.metrics import best_correct_rank, retrieval_metrics
 from cultureclip.models.base import VisionLanguageModel

@@ -16,13 +16,8 @@ from pydantic import Field
 
 from cultureclip.core.errors import InputError
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOptions,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decision

@@ -30,13 +30,8 @@ import torch
 from pydantic import Field
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOptions,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
