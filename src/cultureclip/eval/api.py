@@ -195,18 +195,34 @@ def run(
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
-        result = _run(
-            bench,
-            resolve_model(model, device=config.device, generative=config.generative),
-            name,
-            directory,
-            progress,
-            shown_as,
+        scorer = resolve_model(model, device=config.device, generative=config.generative)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            if config.overwrite:  # no answer of an earlier run is kept
+                (directory / PARTIAL_NAME).unlink(missing_ok=True)
+        started = time.perf_counter()
+        output = bench.run(scorer, work_dir=directory, progress=progress)
+        result = EvalResult(
+            benchmark=shown_as,
+            model=name,
+            task=bench.task,
+            metrics=output.metrics,
+            per_group=output.per_group,
+            n=output.n,
+            n_skipped=len(output.skipped),
+            skipped=output.skipped[:100],
+            config=bench.config(),
+            seconds=round(time.perf_counter() - started, 3),
             data=config.data,
             key=key,
-            fresh=config.overwrite,
+            chance=output.chance,
         )
         if directory is not None:
+            write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
+            result.save(directory)  # last: a result file means a finished run
+            if not output.metrics.get("n_failed", 0):
+                # Kept while answers are missing: the rerun asks only those.
+                (directory / PARTIAL_NAME).unlink(missing_ok=True)
             config.save(directory)
     baseline = config.baseline if baseline is None else baseline
     if baseline is not None:
@@ -253,7 +269,7 @@ def _result_key(
     name: str,
     data: str,
     split: str | None,
-    directory: Path | None = None,
+    directory: Path | None,
 ) -> dict[str, Any]:
     # an object is known by the name it is given (pass a spec to fingerprint saved weights)
     identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
@@ -266,48 +282,6 @@ def _result_key(
         protocol=PROTOCOL_VERSION * 1000 + bench.protocol_version,
     )
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
-
-
-def _run(
-    bench: Benchmark,
-    model: Any,
-    name: str,
-    directory: Path | None,
-    progress: bool,
-    shown_as: str | None = None,
-    *,
-    data: str = "",
-    key: dict[str, Any] | None = None,
-    fresh: bool = False,
-) -> EvalResult:
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        if fresh:  # --overwrite: no answer of an earlier run is kept
-            (directory / PARTIAL_NAME).unlink(missing_ok=True)
-    started = time.perf_counter()
-    output = bench.run(model, work_dir=directory, progress=progress)
-    result = EvalResult(
-        benchmark=shown_as or bench.name,
-        model=name,
-        task=bench.task,
-        metrics=output.metrics,
-        per_group=output.per_group,
-        n=output.n,
-        n_skipped=len(output.skipped),
-        skipped=output.skipped[:100],
-        config=bench.config(),
-        seconds=round(time.perf_counter() - started, 3),
-        data=data,
-        key=key or {},
-        chance=output.chance,
-    )
-    if directory is not None:
-        write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
-        result.save(directory)  # last: a result file means a finished run
-        if not output.metrics.get("n_failed", 0):
-            # Kept while answers are missing: the rerun asks only those.
-            (directory / PARTIAL_NAME).unlink(missing_ok=True)
-    return result
 
 
 PARTIAL_NAME = "predictions.partial.jsonl"

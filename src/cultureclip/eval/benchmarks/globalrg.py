@@ -26,7 +26,7 @@ generator (it matters to generative models).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -178,13 +178,10 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         output = super().run(model, work_dir=work_dir, progress=progress)
         features = getattr(self, "_image_features", None)
         if features:
-            metrics, _ = self.retrieval_metrics(model, features)
-            output.metrics.update(metrics)
+            output.metrics.update(self.retrieval_metrics(model, features))
         return output
 
-    def retrieval_metrics(
-        self, model: Any, features: dict[str, Any]
-    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    def retrieval_metrics(self, model: Any, features: dict[str, Any]) -> dict[str, float]:
         """GlobalRG's retrieval view: per universal, rank every image by the query text.
 
         ``precision@k``: the share of the top k images that show the queried universal;
@@ -194,14 +191,13 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         options: RetrievalOptions = self.options  # type: ignore[assignment]
         items = [i for i in self.items().items if image_key(i) in features]
         if not items:
-            return {}, {}
+            return {}
         universals = sorted({str(i.model_extra["universal"]) for i in items})
         queries = [options.query_template.format(universal=u) for u in universals]
         texts = TextFeatureCache(model).encode(queries)
         images = torch.stack([features[image_key(i)] for i in items])
         sim = texts @ images.T  # [universals, images]
         metrics: dict[str, float] = {}
-        per: dict[str, dict[str, float]] = {}
         for k in options.retrieval_ks:
             top = min(k, len(items))
             precisions, diversities = [], []
@@ -211,22 +207,14 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
                 precision = (
                     100.0 * sum(str(h.model_extra["universal"]) == universal for h in hits) / top
                 )
-                counts: dict[str, int] = {}
-                for h in hits:
-                    counts[h.country] = counts.get(h.country, 0) + 1
+                counts = Counter(h.country for h in hits)
                 entropy = -sum(c / top * math.log(c / top) for c in counts.values())
                 diversity = 100.0 * entropy / math.log(top) if top > 1 else 0.0
                 precisions.append(precision)
                 diversities.append(diversity)
-                if k == options.retrieval_ks[0]:
-                    per[universal] = {
-                        "n": float(top),
-                        "correct": precision * top / 100.0,
-                        "accuracy": precision,
-                    }
             metrics[f"precision@{k}"] = sum(precisions) / len(precisions)
             metrics[f"diversity@{k}"] = sum(diversities) / len(diversities)
-        return metrics, per
+        return metrics
 
     def load_items(self) -> ItemSet:
         options: RetrievalOptions = self.options  # type: ignore[assignment]
