@@ -6,17 +6,25 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+import yaml
+from pydantic import Field, ValidationError
 
-from cultureclip.config import Config, out_field
+from cultureclip.config import Config, out_field, read_config_file
 from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError, UserError
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
-from cultureclip.eval.generative import GenerativeSettings
+from cultureclip.eval.generative import (
+    GenerativeSettings,
+    create_generative_model,
+    is_generative_spec,
+)
+from cultureclip.eval.report import build_report
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
     PROTOCOL_VERSION,
@@ -84,7 +92,6 @@ def resolve_model(
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
-    from cultureclip.eval.generative import create_generative_model, is_generative_spec
 
     if is_generative_spec(str(model)):
         return create_generative_model(str(model), generative)
@@ -97,10 +104,6 @@ def create_benchmark(
     name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
 ) -> Benchmark:
     """Instantiates a registered benchmark on its data (options are validated)."""
-    from pydantic import ValidationError
-
-    from cultureclip.core.errors import InputError
-
     cls = BENCHMARKS.get(name)
     try:
         return cls(data, split=split, **options)
@@ -319,8 +322,6 @@ class Suite(Config):
 
 def suite_names() -> list[str]:
     """The suites that ship with cultureclip."""
-    from importlib import resources
-
     folder = resources.files("cultureclip.eval").joinpath("suites")
     return sorted(
         p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
@@ -330,16 +331,9 @@ def suite_names() -> list[str]:
 def load_suite(name_or_path: str | Path) -> Suite:
     """A shipped suite by name (``culture-contrastive``, ``culture-generative``, ``general``)
     or a suite YAML file of your own (local data paths, other options)."""
-    from importlib import resources
-
-    from cultureclip.config import read_config_file
-    from cultureclip.core.errors import UnknownNameError
-
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
-            from cultureclip.core.errors import MissingInputError
-
             raise MissingInputError(f"suite file not found: {path}")
         return Suite.model_validate(read_config_file(path))
     shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
@@ -348,8 +342,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
             f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "
             "(or pass a suite .yaml file)"
         )
-    import yaml
-
     return Suite.model_validate(yaml.safe_load(shipped.read_text(encoding="utf-8")))
 
 
@@ -389,8 +381,6 @@ def run_suite(
     result also stores the delta against that model on the same benchmark (the report's
     before/after section).
     """
-    from cultureclip.core.errors import UserError
-
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or []
     if names and len(names) != len(models):
@@ -429,8 +419,6 @@ def run_suite(
             if on_result is not None:
                 on_result(shown, result)
     if run.results:
-        from cultureclip.eval.report import build_report
-
         target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
         run.report = str(build_report(run.results, target, n_resamples=n_resamples))
     return run

@@ -42,6 +42,8 @@ from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
+from cultureclip.data.taxonomy import categories
+from cultureclip.eval.generative import ANSWER_INSTRUCTION
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -175,8 +177,6 @@ def _documents(config: BuilderConfig) -> list[Path]:
 def _categories(config: BuilderConfig) -> list[str]:
     if config.categories is not None:
         return list(config.categories)
-    from cultureclip.data.taxonomy import categories
-
     return list(categories("cultureverse"))
 
 
@@ -408,8 +408,6 @@ def export_instruction_data(
     {"from": "gpt", "value": "B. Hanbok. <reason>"}]}``; ``image`` is the item's path
     as stored (resolve relative paths against the items file).
     """
-    from cultureclip.eval.generative import ANSWER_INSTRUCTION
-
     records = []
     for item in item_set.items:
         lines = [item.question.strip()] if item.question.strip() else []

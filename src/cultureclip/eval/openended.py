@@ -36,7 +36,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
+from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.progress import track
+from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.benchmarks.benchmark import (
     Benchmark,
     BenchmarkOptions,
@@ -45,6 +48,7 @@ from cultureclip.eval.benchmarks.benchmark import (
 )
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -97,8 +101,6 @@ class OpenItem(BaseModel):
     def group_fields(self) -> dict[str, str]:
         continent = self.continent
         if not continent and self.country:
-            from cultureclip.data.taxonomy import continent_of
-
             continent = continent_of(self.country)
         return {
             "country": self.country,
@@ -157,8 +159,6 @@ class OpenEndedBenchmark(Benchmark):
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        from cultureclip.eval.generative import GenerativeModel
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         items, errors, root = read_open_items(self.data)
         if not items:
@@ -229,8 +229,6 @@ class OpenEndedBenchmark(Benchmark):
         work_dir: Path | None,
         progress: bool,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import AnswerStore, MCQPrompt
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         answers = AnswerStore(work_dir, model, self.name, options)
         done = answers.reused(items)
@@ -266,8 +264,6 @@ class OpenEndedBenchmark(Benchmark):
         }
 
     def _judge(self, client: Any, items: list[OpenItem], records: list[dict[str, Any]]) -> None:
-        from cultureclip.core.llm import load_prompt
-
         prompt = load_prompt("openended-judge", "cultureclip.eval")
         asked = [
             (item, record)
@@ -302,9 +298,6 @@ class OpenEndedBenchmark(Benchmark):
 
 
 def _judge_client(options: OpenEndedOptions) -> Any:
-    from cultureclip.core.llm import LLMSettings, SyncLLM
-    from cultureclip.core.llm.settings import parse_model_at_url
-
     target = parse_model_at_url(options.judge or "")
     if not target["model"]:
         raise InputError(f"options.judge must be <model>@<base_url>, got {options.judge!r}")

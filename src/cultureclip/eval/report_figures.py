@@ -10,7 +10,10 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from functools import cache
+from importlib import resources
 from typing import Any
+
+import numpy as np
 
 from cultureclip.data.taxonomy import country as lookup_country
 from cultureclip.eval.results import EvalResult
@@ -59,7 +62,6 @@ def _country_continents(result: EvalResult) -> dict[str, str]:
 def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: float | None) -> str:
     """Horizontal bars per group and model, labelled with their value, CI whiskers, chance line."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     models = sorted({r["model"] for r in rows})
     groups = sorted({r["group"] for r in rows}, key=lambda g: (g == "unknown", g))
@@ -170,8 +172,6 @@ def world_geometry() -> tuple[str, frozenset[str]] | None:
     map on the page, each map setting its colours as CSS variables on a ``<use>``.
     """
     try:
-        from importlib import resources
-
         source = resources.files("pygal_maps_world").joinpath("worldmap.svg")
         text = source.read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, OSError):
@@ -250,7 +250,6 @@ MAP_LEGEND = (
 
 def before_after(results: Sequence[EvalResult]) -> str | None:
     import matplotlib.pyplot as plt
-    import numpy as np
 
     compared = [r for r in results if r.baseline is not None]
     if not compared:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from cultureclip.data.taxonomy import country
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
@@ -50,8 +51,6 @@ def parse_subset(subset: Any) -> tuple[str, str]:
 
 def country_code(name: str) -> str:
     """The ISO code of a country name when the taxonomy knows it, else the name itself."""
-    from cultureclip.data.taxonomy import country
-
     # CVQA subsets like "Indonesia-Javanese" or "China-Mandarin" keep the country first
     for candidate in (name, name.split("-")[0].strip(), name.split("(")[0].strip()):
         found = country(candidate) if candidate else None

@@ -3,7 +3,9 @@ embeddings read in parallel, with unreadable images reported, not fatal."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -70,8 +72,6 @@ def embed_images(
     be read (missing, truncated, not an image) is left out of the result and ``failed[key]``
     says why; without it, the error propagates.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     unique = list(dict.fromkeys(keys))
     features: dict[str, Tensor] = {}
     chunks = list(batched(unique, batch_size))
@@ -107,8 +107,6 @@ def embed_images(
 
 def image_key(item: MCQItem) -> str:
     """One key per distinct image (and crop box): each is decoded and encoded once."""
-    import hashlib
-
     image = item.image
     key = image if isinstance(image, str) else "bytes:" + hashlib.sha256(image).hexdigest()[:32]
     box = (item.model_extra or {}).get("crop_box")

@@ -32,6 +32,7 @@ from cultureclip.eval.benchmarks.features import (
     embed_images,
     image_key,
 )
+from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -119,8 +120,6 @@ class MCQBenchmark(Benchmark):
         if isinstance(model, VisionLanguageModel):
             predictions = self._run_contrastive(model, item_set, progress, unreadable)
         else:
-            from cultureclip.eval.generative import GenerativeModel
-
             if not isinstance(model, GenerativeModel):
                 raise TypeError(
                     f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
@@ -243,8 +242,6 @@ class MCQBenchmark(Benchmark):
         progress: bool,
         unreadable: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import AnswerStore, MCQPrompt, parse_answer_letter
-
         options: MCQOptions = self.options  # type: ignore[assignment]
         # Resume: answered items are kept; failed ones are asked again.
         answers = AnswerStore(work_dir, model, self.name, self.options)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from cultureclip.core.errors import InputError
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
+from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
@@ -90,8 +91,6 @@ class TwinBenchmark(Benchmark):
                 raise InputError(
                     f"no twin pair with two readable images in {self.data}; {skipped[-1]}"
                 )
-        from cultureclip.data.taxonomy import continent_of
-
         scale = float(model.logit_scale.detach())
         predictions = []
         for record in records:
