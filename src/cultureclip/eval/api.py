@@ -35,7 +35,6 @@ from cultureclip.eval.results import (
     load_result,
     model_identity,
     result_dir,
-    reuse_key,
     served_name,
 )
 from cultureclip.utils.io import write_jsonl
@@ -276,14 +275,14 @@ def _result_key(
 ) -> dict[str, Any]:
     # an object is known by the name it is given (pass a spec to fingerprint saved weights)
     identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
-    key = reuse_key(
-        benchmark=bench.name,
-        model=identity,
-        data=data_identity(data, exclude=directory),
-        split=split,
-        options=bench.options.model_dump(mode="json"),
-        protocol=PROTOCOL_VERSION * 1000 + bench.protocol_version,
-    )
+    key = {
+        "benchmark": bench.name,
+        "model": identity,
+        "data": data_identity(data, exclude=directory),
+        "split": split,
+        "options": served_name(bench.options.model_dump(mode="json")),
+        "protocol": PROTOCOL_VERSION * 1000 + bench.protocol_version,
+    }
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
 
 

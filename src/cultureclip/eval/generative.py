@@ -78,15 +78,6 @@ CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
 }
 
 
-def generative_options(settings: GenerativeSettings | dict[str, Any] | None) -> dict[str, Any]:
-    """What a backend is given: the options set away from their defaults."""
-    if settings is None:
-        return {}
-    if isinstance(settings, GenerativeSettings):
-        return settings.model_dump(exclude_defaults=True)
-    return dict(settings)
-
-
 @dataclass
 class MCQPrompt:
     """What a generative model is asked: one image, a question, the options.
@@ -427,7 +418,9 @@ def create_generative_model(
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    options = {**generative_options(settings), **options}
+    if isinstance(settings, GenerativeSettings):  # a backend is given what was set
+        settings = settings.model_dump(exclude_defaults=True)
+    options = {**(settings or {}), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:

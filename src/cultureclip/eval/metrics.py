@@ -42,8 +42,7 @@ def best_correct_rank(scores: Tensor, correct: Sequence[Sequence[int]]) -> Tenso
             raise ValueError(f"query {query} has no correct candidate")
         mask[query, list(targets)] = True
     best = scores.masked_fill(~mask, float("-inf")).max(dim=1, keepdim=True).values
-    wrong_ahead = ((scores >= best) & ~mask).sum(dim=1)
-    return wrong_ahead
+    return ((scores >= best) & ~mask).sum(dim=1)  # the wrong candidates ahead
 
 
 def retrieval_metrics(

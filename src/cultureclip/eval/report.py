@@ -28,6 +28,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from cultureclip.eval.report_figures import (
     country_name,
     country_tiles,
     group_figure,
+    merged_counts,
+    predictions_of,
     world_geometry,
 )
 from cultureclip.eval.results import EvalResult, find_results, load_result
@@ -59,17 +62,10 @@ def main_metric(result: EvalResult) -> str:
     return next(iter(result.metrics), "")
 
 
-def _predictions(result: EvalResult) -> list[dict[str, Any]]:
-    try:
-        return result.predictions()
-    except (ValueError, FileNotFoundError):
-        return []
-
-
 def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> tuple[float, float]:
     """Bootstrap 95% CI of the main metric when it is a per-item accuracy, else (nan, nan)."""
     metric = main_metric(result)
-    predictions = _predictions(result)
+    predictions = predictions_of(result)
     if metric not in ("accuracy", "acc1") or not predictions:
         return (math.nan, math.nan)
     if result.config.get("protocol") == "cultureclip" and any(
@@ -87,36 +83,31 @@ def group_rows(
 
     Countries are merged under their taxonomy name, so ``KR`` and ``South Korea`` are one row.
     """
-    predictions = _predictions(result)
+    predictions = predictions_of(result)
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for record in predictions:
         for key in result.per_group:
             flags[(key, _group_value(key, record.get(key)))].append(bool(record.get("correct")))
-    merged: dict[tuple[str, str], list[float]] = {}
-    for key, groups in result.per_group.items():
-        for value, stats in groups.items():
-            name = _group_value(key, value)
-            n, correct = merged.get((key, name), [0.0, 0.0])
-            merged[(key, name)] = [n + stats["n"], correct + stats.get("correct", 0.0)]
     rows = []
-    for (key, value), (n, correct) in merged.items():
-        low, high = (
-            bootstrap_ci(flags[(key, value)], n_resamples=n_resamples, seed=seed)
-            if flags.get((key, value))
-            else (math.nan, math.nan)
-        )
-        rows.append(
-            {
-                "model": result.model,
-                "benchmark": result.benchmark,
-                "group_key": key,
-                "group": value,
-                "n": int(n),
-                "accuracy": round(100.0 * correct / n, 4) if n else 0.0,
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
+    for key, groups in result.per_group.items():
+        for value, (n, correct) in merged_counts(groups, partial(_group_value, key)).items():
+            low, high = (
+                bootstrap_ci(flags[(key, value)], n_resamples=n_resamples, seed=seed)
+                if flags.get((key, value))
+                else (math.nan, math.nan)
+            )
+            rows.append(
+                {
+                    "model": result.model,
+                    "benchmark": result.benchmark,
+                    "group_key": key,
+                    "group": value,
+                    "n": int(n),
+                    "accuracy": round(100.0 * correct / n, 4) if n else 0.0,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
     return rows
 
 
@@ -173,12 +164,7 @@ def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> 
     }
     best = {
         label: max(
-            (
-                by[(m, label)].metrics.get(metric_of[label], -1.0)
-                for m in models
-                if (m, label) in by
-            ),
-            default=None,
+            by[(m, label)].metrics.get(metric_of[label], -1.0) for m in models if (m, label) in by
         )
         for label in labels
     }

@@ -16,6 +16,7 @@ answer the lettered options.
 from __future__ import annotations
 
 import ast
+import contextlib
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -39,14 +40,11 @@ def parse_subset(subset: Any) -> tuple[str, str]:
     """``"('Japanese', 'Japan')"`` (or a list/tuple) -> ``("Japanese", "Japan")``."""
     value = subset
     if isinstance(subset, str):
-        try:
+        with contextlib.suppress(ValueError, SyntaxError):
             value = ast.literal_eval(subset)  # literals only: never executes code
-        except (ValueError, SyntaxError):
-            value = subset
     if isinstance(value, list | tuple) and len(value) == 2:
         return str(value[0]).strip(), str(value[1]).strip()
-    text = str(subset).strip()
-    return "", text
+    return "", str(subset).strip()
 
 
 def country_code(name: str) -> str:

@@ -81,12 +81,11 @@ def embed_images(
     def load_chunk(chunk: Sequence[str]) -> list[tuple[str, Any]]:
         loaded = []
         for key in chunk:
-            if failed is None:
-                loaded.append((key, load(key)))
-                continue
             try:
                 loaded.append((key, load(key)))
             except IMAGE_ERRORS as exc:
+                if failed is None:
+                    raise
                 failed[key] = describe_image_error(exc)
         return loaded
 
