@@ -291,17 +291,14 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
         if llm is None:
             client.close()
     questions = {r["concept_id"]: r for r in stored}
-    counts = _write_outputs(config, out, concepts, questions)
-    counts["documents"] = len(documents)
+    counts = {"documents": len(documents), **_write_outputs(config, out, concepts, questions)}
     failed = concept_step.failed + question_step.failed
     if failed:
         raise LLMError(
             f"{failed} answer(s) failed validation or transport "
             f"(raw replies in {out / 'work' / 'failures.jsonl'})"
         )
-    return {
-        key: counts[key] for key in ("documents", "concepts", "questions", "items", "needs_image")
-    }
+    return counts
 
 
 REVIEW_FIELDS = [

@@ -27,9 +27,6 @@ class TextFeatureCache:
         self._features: dict[str, Tensor] = {}
         self.encoded = 0  # how many texts went through the text tower (for tests/benchmarks)
 
-    def __len__(self) -> int:
-        return len(self._features)
-
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self._features))

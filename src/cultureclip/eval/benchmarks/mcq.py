@@ -173,7 +173,7 @@ class MCQBenchmark(Benchmark):
         model: VisionLanguageModel,
         item_set: ItemSet,
         progress: bool,
-        unreadable: list[str] | None = None,
+        unreadable: list[str],
     ) -> list[dict[str, Any]]:
         items = item_set.items
         by_key = {image_key(item): item for item in items}
@@ -194,7 +194,7 @@ class MCQBenchmark(Benchmark):
                 error = failed.get(image_key(item))
                 if error is None:
                     kept.append(item)
-                elif unreadable is not None:
+                else:
                     unreadable.append(f"item {item.id!r}: unreadable image: {error}")
             items = kept
         if not items:
@@ -240,7 +240,7 @@ class MCQBenchmark(Benchmark):
         item_set: ItemSet,
         work_dir: Path | None,
         progress: bool,
-        unreadable: list[str] | None = None,
+        unreadable: list[str],
     ) -> list[dict[str, Any]]:
         options: MCQOptions = self.options  # type: ignore[assignment]
         # Resume: answered items are kept; failed ones are asked again.
@@ -254,21 +254,19 @@ class MCQBenchmark(Benchmark):
                 try:
                     image = item_set.load_image(i)
                 except IMAGE_ERRORS as exc:
-                    if unreadable is not None:
-                        unreadable.append(
-                            f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
-                        )
+                    unreadable.append(
+                        f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
+                    )
                     continue
                 prompts.append(
                     MCQPrompt(image, i.question or "What is shown in the picture?", i.options)
                 )
                 asked.append(i)
-            chunk = asked
-            if not chunk:
+            if not asked:
                 continue
             outcomes = model.generate(prompts)
             records = []
-            for item, outcome in zip(chunk, outcomes, strict=True):
+            for item, outcome in zip(asked, outcomes, strict=True):
                 choice = (
                     parse_answer_letter(outcome.reply, item.options)
                     if outcome.reply is not None
@@ -284,7 +282,7 @@ class MCQBenchmark(Benchmark):
                         error=outcome.error,
                     )
                 )
-            answers.add(chunk, records)
+            answers.add(asked, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in item_set.items if item.id in done]
 

@@ -80,14 +80,9 @@ class ZeroShotBenchmark(Benchmark):
         if not path.exists() or is_hub_layout(path):
             rows, _ = read_rows(self.data, self.split, label_names=True)
             images = [pick(r, ("image", "img"), "image") for r in rows]
-            labels_raw = [pick(r, ("label", "class", "classname"), "label") for r in rows]
-            classnames = sorted({str(label) for label in labels_raw})
-            return (
-                images,
-                [classnames.index(str(label)) for label in labels_raw],
-                classnames,
-                Path("."),
-            )
+            names = [str(pick(r, ("label", "class", "classname"), "label")) for r in rows]
+            classnames = sorted(set(names))
+            return images, [classnames.index(name) for name in names], classnames, Path(".")
         labelled_list = path.is_dir() and any((path / name).is_file() for name in LABEL_FILES)
         if path.is_dir() and not labelled_list and any(p.is_dir() for p in path.iterdir()):
             return self._load_folder(path)
