@@ -27,8 +27,6 @@ fine-tuning generative VLMs; see :func:`export_instruction_data`).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from collections.abc import Sequence
@@ -52,7 +50,8 @@ from cultureclip.eval.items import (
     resolve_answer,
     write_items,
 )
-from cultureclip.utils.io import atomic_write_text, stable_hash, write_jsonl
+from cultureclip.eval.report import write_csv
+from cultureclip.utils.io import stable_hash, write_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DOCUMENT_SUFFIXES = (".txt", ".md")
@@ -357,11 +356,7 @@ def _write_outputs(
                     )
                 )
     write_items(out / "items.jsonl", items)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REVIEW_FIELDS)
-    writer.writeheader()
-    writer.writerows(review)
-    atomic_write_text(out / "review.csv", buffer.getvalue())
+    write_csv(out / "review.csv", review, REVIEW_FIELDS)
     item_set = read_items(out / "items.jsonl") if items else ItemSet(items=[], root=out)
     export_instruction_data(item_set, out / "instruct.jsonl")
     return {

@@ -122,7 +122,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
+    """Writes ``rows`` as CSV with a header of ``fields``, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields))
     writer.writeheader()
@@ -243,9 +244,9 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric_rows = [row for r in results for row in _metric_rows(r)]
-    _write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
+    write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
     groups = [row for r in results for row in group_rows(r, n_resamples=n_resamples, seed=seed)]
-    _write_csv(
+    write_csv(
         out / "groups.csv",
         groups,
         ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"],
