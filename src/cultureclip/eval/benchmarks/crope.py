@@ -38,6 +38,11 @@ from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import accuracy
 
+IMAGE_KEYS = ("image", "image_path", "img")
+ASKED_KEYS = ("concept", "definition_concept", "query_concept", "question_concept")
+TARGET_KEYS = ("target_concept", "target", "image_concept", "depicted_concept")
+DEFINITION_KEYS = ("definition_images", "context_images", "definition_image")
+
 
 class CropeOptions(MCQOptions):
     templates: dict[str, str] = Field(
@@ -65,26 +70,10 @@ class CropeBenchmark(MCQBenchmark):
             if str(record.get("answer", "")).strip().lower() != "no":
                 continue
             try:
-                image = pick(record, ("image", "image_path", "img"), "image")
-                asked = str(
-                    pick(
-                        record,
-                        ("concept", "definition_concept", "query_concept", "question_concept"),
-                        "concept",
-                    )
-                )
-                target = str(
-                    pick(
-                        record,
-                        ("target_concept", "target", "image_concept", "depicted_concept"),
-                        "target concept",
-                    )
-                )
-                definitions = pick(
-                    record,
-                    ("definition_images", "context_images", "definition_image"),
-                    "definition images",
-                )
+                image = pick(record, IMAGE_KEYS, "image")
+                asked = str(pick(record, ASKED_KEYS, "concept"))
+                target = str(pick(record, TARGET_KEYS, "target concept"))
+                definitions = pick(record, DEFINITION_KEYS, "definition images")
             except ValueError as exc:
                 rows.append({"id": item_id, "_error": str(exc)})
                 continue

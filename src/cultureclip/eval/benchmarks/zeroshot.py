@@ -40,6 +40,7 @@ from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
 LABEL_FILES = ("labels.csv", "labels.jsonl", "labels.tsv", "labels.parquet", "test.csv")
+LIST_IMAGE_KEYS = ("image", "image_path", "filepath", "file_name", "path")
 NOT_IMAGES = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".md", ".yaml", ".yml"}
 
 
@@ -88,9 +89,7 @@ class ZeroShotBenchmark(Benchmark):
             return self._load_folder(path)
         file = find_annotation_file(path, LABEL_FILES)
         rows = read_records(file)
-        images = [
-            pick(r, ("image", "image_path", "filepath", "file_name", "path"), "image") for r in rows
-        ]
+        images = [pick(r, LIST_IMAGE_KEYS, "image") for r in rows]
         raw = [pick(r, ("label", "class", "classname", "category"), "label") for r in rows]
         classnames = _read_classnames(file.parent)
         if classnames is None:
