@@ -181,8 +181,7 @@ def run(
     protocol version (``result.key``); otherwise, or with ``overwrite``, it is recomputed.
     The data is read and validated before the model is loaded. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
-    ``result.baseline``: the forgetting check. ``label`` names the results in place of the
-    benchmark (two datasets of one benchmark in one report).
+    ``result.baseline``: the forgetting check.
     """
     model = config.model if model is None else model
     data = config.data if data is None else data
@@ -372,9 +371,8 @@ def run_suite(
 ) -> SuiteRun:
     """Evaluates every model on every benchmark of ``suite``, then writes one report.
 
-    Each (model, benchmark) is skipped when its stored result has the same key (model
-    identity, data fingerprint, split, options, protocol): rerunning a suite computes
-    only what is missing or changed. A benchmark whose data cannot be read (no hub access,
+    Each (model, benchmark) is reused as :func:`run` reuses a result, so rerunning a suite
+    computes only what is missing or changed. A benchmark whose data cannot be read (no hub access,
     a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
     result)`` is called after each one (the CLI prints a line). With ``baseline``, every
     result also stores the delta against that model on the same benchmark (the report's

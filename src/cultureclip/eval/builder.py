@@ -13,10 +13,9 @@ server by default):
 The prompts are versioned YAML (``eval/prompts/build-*.yaml``, or files of your own).
 Every reply is validated with pydantic and asked again with the error when it does not
 fit. Work is resumable on the keyed store (``<out>/work/``): each document's concepts and
-each concept's questions are keyed by a hash of everything that decides them (the
-document's text, the concept, prompt id and version, the LLM's backend, model and
-sampling, categories and limits), so a rerun asks nothing again, and a changed
-``--llm``, prompt or setting asks again exactly what it changes.
+each concept's questions are keyed by a hash of everything that decides them (see
+``_Step.key``), so a rerun asks nothing again, and a changed ``--llm``, prompt or setting
+asks again exactly what it changes.
 
 Outputs in ``out``: ``items.jsonl`` (the MCQ item format, for concepts that have an
 image in ``images/`` named by the concept's slug, e.g. ``images/jp-kimono.jpg``),

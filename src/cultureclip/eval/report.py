@@ -7,17 +7,12 @@
 - ``groups.csv``: one row per (model, benchmark, group key, group) with n, accuracy and a
   seeded percentile-bootstrap 95% confidence interval computed from the predictions;
 - ``report.html``, self-contained (figures as base64 PNG, the map as inline SVG; no CDN,
-  no network): a **leaderboard** (models × benchmarks, main metric with its 95% CI and a
-  chance row), a summary of every result (data, n, skipped, wall time), the skipped items,
-  a **world map** per benchmark and model (a choropleth of accuracy by country, drawn from
-  the ISO-keyed world SVG of the ``pygal_maps_world`` package, installed with
-  ``cultureclip[report]``; continent tiles when it is missing), before/after deltas of
-  fine-tuned models against their baselines, and per benchmark its metrics (with the
-  chance level) and, per group key (continent, country, category, question type,
-  language, zero-shot class), one table with the models as columns (accuracy and CI) and a
-  horizontal bar figure with a dashed chance line (groups with a single value get the
-  table only). Country values are normalised through :mod:`cultureclip.data.taxonomy`
-  (``KR`` and ``South Korea`` are one country).
+  no network): a leaderboard (main metric with its 95% CI, a chance row), a summary and
+  the skipped items of every result, a world map of accuracy by country per benchmark and
+  model (the ISO-keyed SVG of ``pygal_maps_world``, from ``cultureclip[report]``; continent
+  tiles without it), before/after deltas, and per benchmark and group key a table with the
+  models as columns and a bar figure with the chance line. Country values are normalised
+  through :mod:`cultureclip.data.taxonomy` (``KR`` and ``South Korea`` are one country).
 """
 
 from __future__ import annotations

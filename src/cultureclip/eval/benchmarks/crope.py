@@ -16,12 +16,10 @@ evaluator computes it) ``accuracy`` pools main and definition images; with
 ``protocol=cultureclip`` it is the main-image accuracy.
 
 Layout accepted: an annotation file (or a directory holding one, ``crope.json`` preferred)
-with, per record, the main ``image`` (aliases ``image, image_path, img``), the ``answer``
-(``yes``/``no``), the asked-about concept (``concept, definition_concept, query_concept,
-question_concept``), the depicted concept (``target_concept, target, image_concept,
-depicted_concept``) and the definition images (``definition_images, context_images,
-definition_image``, a list or one path). Country/category (``country, culture``;
-``category``) are used for grouping when present.
+with, per record, the main image, the ``answer`` (``yes``/``no``), the asked-about concept,
+the depicted concept and the definition images (a list or one path), each under one of the
+key aliases below. Country/category (``country, culture``; ``category``) are used for
+grouping when present.
 """
 
 from __future__ import annotations

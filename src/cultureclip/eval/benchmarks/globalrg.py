@@ -15,10 +15,8 @@ prints. Setting ``templates`` overrides both.
 
 Layout accepted: an annotation file (JSON list / ``{"data": [...]}`` / JSONL / CSV /
 Parquet), or a directory holding exactly one (or ``grounding.json`` / ``retrieval.json``),
-with image paths relative to it. Key aliases: image ``image, image_path, img, file_name,
-filename, path``; concept ``concept, keyword, label, name``; region ``region, country,
-culture``; universal ``universal, concept, category``. Distractors are drawn with a
-generator seeded by ``(seed, record id)``, so an item's options do not depend on which
+with image paths relative to it; key aliases are listed below. Distractors are drawn with
+a generator seeded by ``(seed, record id)``, so an item's options do not depend on which
 other records are present. The correct option's position is shuffled with the same
 generator (it matters to generative models).
 """

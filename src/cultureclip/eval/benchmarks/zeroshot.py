@@ -9,9 +9,9 @@ Data, either:
   images are reported as skipped; a folder with a single class is refused (it is
   almost always a labelled list or a wrong level);
 - a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column
-  (``image, image_path, filepath, file_name, path``) and a label column (``label,
-  class, classname, category``); a ``classnames.txt`` beside it, if present, fixes the
-  class list (integer labels index into it). A directory holding ``labels.csv`` (or
+  (:data:`LIST_IMAGE_KEYS`) and a label column (``label, class, classname, category``);
+  a ``classnames.txt`` beside it, if present, fixes the class list (integer labels index
+  into it). A directory holding ``labels.csv`` (or
   ``labels.jsonl``, ``labels.tsv``, ``labels.parquet``, ``test.csv``) is read as a
   labelled list even when its images sit in a sub-folder.
 
