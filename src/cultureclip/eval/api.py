@@ -91,7 +91,6 @@ def resolve_model(
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
-
     if is_generative_spec(str(model)):
         return create_generative_model(str(model), generative)
     from cultureclip.models.registry import create_model

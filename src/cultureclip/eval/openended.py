@@ -203,18 +203,17 @@ class OpenEndedBenchmark(Benchmark):
         except (KeyError, IndexError) as exc:
             raise InputError(f"options.template may only use {{answer}}: {exc}") from None
         text_features = TextFeatureCache(model).encode(texts)
-        keys = {str(i.image) if isinstance(i.image, str) else i.id: i for i in items}
+        keys = [i.image if isinstance(i.image, str) else i.id for i in items]
+        by_key = dict(zip(keys, items, strict=True))
         image_features = embed_images(
             model,
-            list(keys),
-            lambda key: load_image(keys[key].image, root),
+            keys,
+            lambda key: load_image(by_key[key].image, root),
             batch_size=options.batch_size,
             progress=progress,
             description=f"{self.name}: images",
         )
-        images = torch.stack(
-            [image_features[str(i.image) if isinstance(i.image, str) else i.id] for i in items]
-        )
+        images = torch.stack([image_features[key] for key in keys])
         best = (images @ text_features.T).argmax(dim=1)
         return [
             self._record(item, vocabulary[int(best[row])], None) for row, item in enumerate(items)

@@ -408,12 +408,8 @@ def _benchmark_section(
         n_groups = len({g["group"] for g in rows})
         title = f"<h3>per {html.escape(key.replace('_', ' '))}</h3>"
         figure = group_figure(rows, key, benchmark, chance) if n_groups >= 2 else ""
+        table = _models_as_columns(rows, models)
         if n_groups > 12:  # long lists: the figure, and the table folded away
-            table = (
-                f"<details><summary>table ({n_groups} groups)</summary>"
-                f"{_models_as_columns(rows, models)}</details>"
-            )
-        else:
-            table = _models_as_columns(rows, models)
+            table = f"<details><summary>table ({n_groups} groups)</summary>{table}</details>"
         sections.append(title + figure + table)
     return "".join(sections)

@@ -92,17 +92,11 @@ def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: f
     fig, ax = plt.subplots(figsize=(7.5, height))
     y = np.arange(len(groups))
     for m, model in enumerate(models):
-        values = [by[(model, g)]["accuracy"] if (model, g) in by else np.nan for g in groups]
-        lows = [by[(model, g)]["ci_low"] if (model, g) in by else np.nan for g in groups]
-        highs = [by[(model, g)]["ci_high"] if (model, g) in by else np.nan for g in groups]
-        err = np.nan_to_num(
-            np.array(
-                [
-                    [max(0.0, v - lo) for v, lo in zip(values, lows, strict=True)],
-                    [max(0.0, hi - v) for v, hi in zip(values, highs, strict=True)],
-                ]
-            )
+        values, lows, highs = (
+            np.array([by[(model, g)][field] if (model, g) in by else np.nan for g in groups])
+            for field in ("accuracy", "ci_low", "ci_high")
         )
+        err = np.nan_to_num(np.clip([values - lows, highs - values], 0.0, None))
         positions = y - 0.4 + bar * (m + 0.5)
         ax.barh(positions, values, bar, xerr=err, capsize=2, label=model, error_kw={"lw": 0.8})
         for position, value in zip(positions, values, strict=True):

@@ -44,14 +44,13 @@ IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
 REGION_KEYS = ("region", "country", "culture")
 
 
-#: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
-#: ``cultureclip``: the templates as the paper prints them (with the period)
-PROTOCOLS = ("authors", "cultureclip")
 GROUNDING_TEMPLATE = "The item in the picture is {option} in {region}"
 RETRIEVAL_TEMPLATE = "The picture depicts a kind of {universal} in {option}"
 
 
 class _ProtocolOptions(MCQOptions):
+    #: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
+    #: ``cultureclip``: the templates as the paper prints them (with the period)
     protocol: Literal["authors", "cultureclip"] = "authors"
     #: empty: the protocol's template
     templates: dict[str, str] = Field(default_factory=dict)

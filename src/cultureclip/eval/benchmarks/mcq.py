@@ -188,15 +188,12 @@ class MCQBenchmark(Benchmark):
             failed=failed,
         )
         self._image_features = image_features  # for subclasses' extra metrics (GlobalRG)
-        if failed:
-            kept = []
-            for item in items:
-                error = failed.get(image_key(item))
-                if error is None:
-                    kept.append(item)
-                else:
-                    unreadable.append(f"item {item.id!r}: unreadable image: {error}")
-            items = kept
+        unreadable += [
+            f"item {item.id!r}: unreadable image: {failed[image_key(item)]}"
+            for item in items
+            if image_key(item) in failed
+        ]
+        items = [item for item in items if image_key(item) not in failed]
         if not items:
             return []
         texts_per_item = [self.option_texts(item) for item in items]
