@@ -208,11 +208,8 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
     seen: set[str] = set()
     for line, raw in rows:
         raw_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
-        if isinstance(raw, Exception):
-            problem = (
-                f"not valid JSON: {raw}" if isinstance(raw, json.JSONDecodeError) else str(raw)
-            )
-            errors.append(BadItem(line, None, problem))
+        if isinstance(raw, Exception):  # a line that did not read as an object
+            errors.append(BadItem(line, None, str(raw)))
             continue
         if not isinstance(raw, dict):
             errors.append(BadItem(line, None, f"expected an object, got {type(raw).__name__}"))
