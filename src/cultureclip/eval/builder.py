@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +147,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "concept"
 
 
-def _match_category(category: str, allowed: Sequence[str]) -> str | None:
-    lowered = {c.lower(): c for c in allowed}
-    return lowered.get(category.strip().lower())
-
-
 def _find_image(directory: Path, concept_id: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        if (directory / f"{concept_id}{suffix}").exists():
-            return directory / f"{concept_id}{suffix}"
-    return None
+    candidates = (directory / f"{concept_id}{suffix}" for suffix in IMAGE_SUFFIXES)
+    return next((path for path in candidates if path.exists()), None)
 
 
 def _documents(config: BuilderConfig) -> list[Path]:
@@ -220,8 +212,9 @@ def _concept_records(
 ) -> dict[str, Any]:
     """The region-specific concepts in known categories, one per concept id."""
     country, concepts, seen = document["country"], [], set()
+    by_lowercase = {c.lower(): c for c in allowed}
     for concept in found.concepts[:limit]:
-        category = _match_category(concept.category, allowed)
+        category = by_lowercase.get(concept.category.strip().lower())
         concept_id = f"{slug(country)}-{slug(concept.name)}"
         if not concept.region_specific or category is None or concept_id in seen:
             continue

@@ -78,19 +78,15 @@ class TwinBenchmark(Benchmark):
             description="twins: images",
             failed=failed,
         )
-        skipped = [f"line {bad.line}: {bad.error}" for bad in load.errors]
-        if failed:
-            # A pair is scored only when both of its images read; the others are reported.
-            for key, error in failed.items():
-                skipped.append(
-                    f"record {key.rsplit('/', 1)[0]!r} ({key}): unreadable image: {error}"
-                )
-            broken = {key.rsplit("/", 1)[0] for key in failed}
-            records = [r for r in records if r.id not in broken]
-            if not records:
-                raise InputError(
-                    f"no twin pair with two readable images in {self.data}; {skipped[-1]}"
-                )
+        # A pair is scored only when both of its images read; the others are reported.
+        skipped = [f"line {bad.line}: {bad.error}" for bad in load.errors] + [
+            f"record {key.rsplit('/', 1)[0]!r} ({key}): unreadable image: {error}"
+            for key, error in failed.items()
+        ]
+        broken = {key.rsplit("/", 1)[0] for key in failed}
+        records = [r for r in records if r.id not in broken]
+        if not records:
+            raise InputError(f"no twin pair with two readable images in {self.data}; {skipped[-1]}")
         scale = float(model.logit_scale.detach())
         predictions = []
         for record in records:
