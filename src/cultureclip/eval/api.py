@@ -318,7 +318,6 @@ class Suite(Config):
 
 
 def suite_names() -> list[str]:
-    """The suites that ship with cultureclip."""
     folder = resources.files("cultureclip.eval").joinpath("suites")
     return sorted(
         p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")

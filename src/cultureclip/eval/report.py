@@ -118,7 +118,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
-    """Writes ``rows`` as CSV with a header of ``fields``, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields))
     writer.writeheader()

@@ -22,8 +22,6 @@ T = TypeVar("T")
 
 
 class BenchmarkOptions(Config):
-    """Options every benchmark takes."""
-
     batch_size: int = Field(64, ge=1)
     seed: int = 42
 

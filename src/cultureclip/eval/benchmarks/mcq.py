@@ -40,8 +40,6 @@ from cultureclip.models.base import VisionLanguageModel
 
 # ---- multiple-choice benchmarks ------------------------------------------------------------
 class MCQOptions(BenchmarkOptions):
-    """Options of multiple-choice benchmarks."""
-
     #: per question type, how an option becomes a text for contrastive scoring; fields of the
     #: item can be used: {option}, {question}, {country}, {category}, {region}, {concept}…
     templates: dict[str, str] = Field(
