@@ -304,10 +304,6 @@ class SuiteEntry(Config):
     label: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def shown_as(self) -> str:
-        return self.label or self.benchmark
-
 
 class Suite(Config):
     """A named list of benchmarks, stored as YAML (``cultureclip/eval/suites/<name>.yaml``)."""
@@ -377,14 +373,13 @@ def run_suite(
     before/after section).
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    names = model_names or []
-    if names and len(names) != len(models):
+    names = model_names or [None] * len(models)
+    if len(names) != len(models):
         raise ValueError("model_names must name every model")
     run = SuiteRun()
-    for index, model in enumerate(models):
-        name = names[index] if names else None
+    for model, name in zip(models, names, strict=True):
         for entry in suite.benchmarks:
-            shown = f"{name or model} · {entry.shown_as}"
+            shown = f"{name or model} · {entry.label or entry.benchmark}"
             try:
                 result = evaluate(
                     model,
