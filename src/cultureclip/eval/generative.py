@@ -9,10 +9,9 @@ Specs, in the :data:`GENERATIVE_MODELS` registry:
   (``AutoModelForImageTextToText`` + its processor's chat template): batched greedy
   decoding, or option likelihood with ``generative.mode=likelihood``.
 
-The prompt shows the question and lettered options (A, B, C, …) and asks for the letter;
-:func:`parse_answer_letter` reads the reply robustly ("B", "(B)", "Answer: B", "The
-answer is b.", or the option text echoed back). An unreadable reply is recorded as such
-and counts as wrong; it is never guessed.
+The prompt shows the question and lettered options (A, B, C, …) and asks for the letter,
+which :func:`parse_answer_letter` reads from the reply. An unreadable reply is recorded as
+such and counts as wrong; it is never guessed.
 """
 
 from __future__ import annotations

@@ -194,14 +194,12 @@ class ZeroShotBenchmark(Benchmark):
             for i in range(len(images))
         ]
         per_class = group_accuracy(predictions, keys=("class",))
+        # over the classes that have images (CLIP_benchmark, sklearn balanced accuracy)
+        recalls = [group["accuracy"] for group in per_class.get("class", {}).values()]
         metrics = {
             "acc1": accuracy([r == 0 for r in ranks.tolist()]),
             "acc5": accuracy([r < 5 for r in ranks.tolist()]),
-            # over the classes that have images (CLIP_benchmark, sklearn balanced accuracy)
-            "mean_per_class_recall": float(
-                sum(g["accuracy"] for g in per_class.get("class", {}).values())
-                / max(1, len(per_class.get("class", {})))
-            ),
+            "mean_per_class_recall": float(sum(recalls) / max(1, len(recalls))),
         }
         return BenchmarkOutput(
             metrics=metrics,
