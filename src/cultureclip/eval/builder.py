@@ -300,10 +300,7 @@ REVIEW_FIELDS = [
     "introduction",
     "question_type",
     "question",
-    "option_A",
-    "option_B",
-    "option_C",
-    "option_D",
+    *(f"option_{letter}" for letter in LETTERS[:4]),  # a question has 4 options
     "answer",
     "reason",
     "image",
