@@ -325,19 +325,33 @@ def _write_outputs(
         image = _find_image(images_dir, concept["concept_id"])
         status = "ok" if image else f"needs image {images_dir / concept['concept_id']}.jpg"
         for question_type in ("recognition", "knowledge", "scene"):
-            q, item_id = qs[question_type], f"{concept['concept_id']}-{question_type}"
-            review.append(_review_row(item_id, concept, question_type, q, image, status))
+            q = qs[question_type]
+            shared = {
+                "id": f"{concept['concept_id']}-{question_type}",
+                "question": q["question"],
+                "country": concept["country"],
+                "category": concept["category"],
+                "question_type": question_type,
+            }
+            review.append(
+                {
+                    **shared,
+                    "concept": concept["name"],
+                    "introduction": concept["introduction"],
+                    **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
+                    "answer": LETTERS[q["answer"]],
+                    "reason": q["reason"],
+                    "image": str(image) if image else "",
+                    "status": status,
+                }
+            )
             if image is not None:
                 items.append(
                     MCQItem(
-                        id=item_id,
+                        **shared,
                         image=str(Path(image).resolve()),
-                        question=q["question"],
                         options=q["options"],
                         answer=q["answer"],
-                        country=concept["country"],
-                        category=concept["category"],
-                        question_type=question_type,
                         language=config.language,
                         concept=concept["name"],
                         reason=q["reason"],
@@ -353,30 +367,6 @@ def _write_outputs(
         "questions": 3 * len(questions),
         "items": len(items),
         "needs_image": sum(r["status"] != "ok" for r in review),
-    }
-
-
-def _review_row(
-    item_id: str,
-    concept: dict[str, Any],
-    question_type: str,
-    q: dict[str, Any],
-    image: Path | None,
-    status: str,
-) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "country": concept["country"],
-        "category": concept["category"],
-        "concept": concept["name"],
-        "introduction": concept["introduction"],
-        "question_type": question_type,
-        "question": q["question"],
-        **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
-        "answer": LETTERS[q["answer"]],
-        "reason": q["reason"],
-        "image": str(image) if image else "",
-        "status": status,
     }
 
 
