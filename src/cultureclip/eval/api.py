@@ -30,7 +30,6 @@ from cultureclip.eval.results import (
     PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
-    compare,
     data_identity,
     load_result,
     model_identity,
@@ -231,9 +230,8 @@ def run(
             update = {"model": _spec_or_name(baseline, base_name), "model_name": base_name}
             base_config = config.model_copy(update={**update, "baseline": None})
             base = run(base_config, model=baseline, data=data, progress=progress)
-            result.baseline = BaselineComparison(
-                model=base_name, metrics=base.metrics, delta=compare(result.metrics, base.metrics)
-            )
+            delta = {k: v - base.metrics[k] for k, v in result.metrics.items() if k in base.metrics}
+            result.baseline = BaselineComparison(model=base_name, metrics=base.metrics, delta=delta)
             if directory is not None:
                 result.save(directory)
     return result

@@ -125,11 +125,6 @@ def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
     return Path(out_dir) / benchmark / slugify(model_name)
 
 
-def compare(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """``metrics − baseline`` for the metrics both have."""
-    return {key: metrics[key] - baseline[key] for key in metrics if key in baseline}
-
-
 def model_identity(spec: str) -> dict[str, str]:
     """The spec plus, when it names a local directory or file, that content's fingerprint.
 
