@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from cultureclip.eval import BENCHMARKS, create_benchmark, evaluate, load_result, twin_accuracy
-from cultureclip.eval.benchmarks.base import MCQBenchmark, TextFeatureCache
+from cultureclip.eval.benchmarks.features import TextFeatureCache
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark
 from cultureclip.utils.io import read_jsonl
 
 

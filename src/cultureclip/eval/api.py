@@ -6,28 +6,34 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+import yaml
+from pydantic import Field, ValidationError
 
-from cultureclip.config import Config, out_field
+from cultureclip.config import Config, out_field, read_config_file
 from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError, UserError
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
-from cultureclip.eval.generative import GenerativeSettings
+from cultureclip.eval.generative import (
+    GenerativeSettings,
+    create_generative_model,
+    is_generative_spec,
+)
+from cultureclip.eval.report import build_report
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
     PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
-    compare,
     data_identity,
     load_result,
     model_identity,
     result_dir,
-    reuse_key,
     served_name,
 )
 from cultureclip.utils.io import write_jsonl
@@ -84,8 +90,6 @@ def resolve_model(
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
-    from cultureclip.eval.generative import create_generative_model, is_generative_spec
-
     if is_generative_spec(str(model)):
         return create_generative_model(str(model), generative)
     from cultureclip.models.registry import create_model
@@ -97,10 +101,6 @@ def create_benchmark(
     name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
 ) -> Benchmark:
     """Instantiates a registered benchmark on its data (options are validated)."""
-    from pydantic import ValidationError
-
-    from cultureclip.core.errors import InputError
-
     cls = BENCHMARKS.get(name)
     try:
         return cls(data, split=split, **options)
@@ -179,8 +179,7 @@ def run(
     protocol version (``result.key``); otherwise, or with ``overwrite``, it is recomputed.
     The data is read and validated before the model is loaded. ``baseline`` runs the same
     benchmark on a second (e.g. base) model and stores its metrics and the delta in
-    ``result.baseline``: the forgetting check. ``label`` names the results in place of the
-    benchmark (two datasets of one benchmark in one report).
+    ``result.baseline``: the forgetting check.
     """
     model = config.model if model is None else model
     data = config.data if data is None else data
@@ -195,18 +194,34 @@ def run(
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
-        result = _run(
-            bench,
-            resolve_model(model, device=config.device, generative=config.generative),
-            name,
-            directory,
-            progress,
-            shown_as,
+        scorer = resolve_model(model, device=config.device, generative=config.generative)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            if config.overwrite:  # no answer of an earlier run is kept
+                (directory / PARTIAL_NAME).unlink(missing_ok=True)
+        started = time.perf_counter()
+        output = bench.run(scorer, work_dir=directory, progress=progress)
+        result = EvalResult(
+            benchmark=shown_as,
+            model=name,
+            task=bench.task,
+            metrics=output.metrics,
+            per_group=output.per_group,
+            n=output.n,
+            n_skipped=len(output.skipped),
+            skipped=output.skipped[:100],
+            config=bench.config(),
+            seconds=round(time.perf_counter() - started, 3),
             data=config.data,
             key=key,
-            fresh=config.overwrite,
+            chance=output.chance,
         )
         if directory is not None:
+            write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
+            result.save(directory)  # last: a result file means a finished run
+            if not output.metrics.get("n_failed", 0):
+                # Kept while answers are missing: the rerun asks only those.
+                (directory / PARTIAL_NAME).unlink(missing_ok=True)
             config.save(directory)
     baseline = config.baseline if baseline is None else baseline
     if baseline is not None:
@@ -215,9 +230,8 @@ def run(
             update = {"model": _spec_or_name(baseline, base_name), "model_name": base_name}
             base_config = config.model_copy(update={**update, "baseline": None})
             base = run(base_config, model=baseline, data=data, progress=progress)
-            result.baseline = BaselineComparison(
-                model=base_name, metrics=base.metrics, delta=compare(result.metrics, base.metrics)
-            )
+            delta = {k: v - base.metrics[k] for k, v in result.metrics.items() if k in base.metrics}
+            result.baseline = BaselineComparison(model=base_name, metrics=base.metrics, delta=delta)
             if directory is not None:
                 result.save(directory)
     return result
@@ -253,61 +267,19 @@ def _result_key(
     name: str,
     data: str,
     split: str | None,
-    directory: Path | None = None,
+    directory: Path | None,
 ) -> dict[str, Any]:
     # an object is known by the name it is given (pass a spec to fingerprint saved weights)
     identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
-    key = reuse_key(
-        benchmark=bench.name,
-        model=identity,
-        data=data_identity(data, exclude=directory),
-        split=split,
-        options=bench.options.model_dump(mode="json"),
-        protocol=PROTOCOL_VERSION * 1000 + bench.protocol_version,
-    )
+    key = {
+        "benchmark": bench.name,
+        "model": identity,
+        "data": data_identity(data, exclude=directory),
+        "split": split,
+        "options": served_name(bench.options.model_dump(mode="json")),
+        "protocol": PROTOCOL_VERSION * 1000 + bench.protocol_version,
+    }
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
-
-
-def _run(
-    bench: Benchmark,
-    model: Any,
-    name: str,
-    directory: Path | None,
-    progress: bool,
-    shown_as: str | None = None,
-    *,
-    data: str = "",
-    key: dict[str, Any] | None = None,
-    fresh: bool = False,
-) -> EvalResult:
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        if fresh:  # --overwrite: no answer of an earlier run is kept
-            (directory / PARTIAL_NAME).unlink(missing_ok=True)
-    started = time.perf_counter()
-    output = bench.run(model, work_dir=directory, progress=progress)
-    result = EvalResult(
-        benchmark=shown_as or bench.name,
-        model=name,
-        task=bench.task,
-        metrics=output.metrics,
-        per_group=output.per_group,
-        n=output.n,
-        n_skipped=len(output.skipped),
-        skipped=output.skipped[:100],
-        config=bench.config(),
-        seconds=round(time.perf_counter() - started, 3),
-        data=data,
-        key=key or {},
-        chance=output.chance,
-    )
-    if directory is not None:
-        write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
-        result.save(directory)  # last: a result file means a finished run
-        if not output.metrics.get("n_failed", 0):
-            # Kept while answers are missing: the rerun asks only those.
-            (directory / PARTIAL_NAME).unlink(missing_ok=True)
-    return result
 
 
 PARTIAL_NAME = "predictions.partial.jsonl"
@@ -330,10 +302,6 @@ class SuiteEntry(Config):
     label: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def shown_as(self) -> str:
-        return self.label or self.benchmark
-
 
 class Suite(Config):
     """A named list of benchmarks, stored as YAML (``cultureclip/eval/suites/<name>.yaml``)."""
@@ -344,9 +312,6 @@ class Suite(Config):
 
 
 def suite_names() -> list[str]:
-    """The suites that ship with cultureclip."""
-    from importlib import resources
-
     folder = resources.files("cultureclip.eval").joinpath("suites")
     return sorted(
         p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
@@ -356,16 +321,9 @@ def suite_names() -> list[str]:
 def load_suite(name_or_path: str | Path) -> Suite:
     """A shipped suite by name (``culture-contrastive``, ``culture-generative``, ``general``)
     or a suite YAML file of your own (local data paths, other options)."""
-    from importlib import resources
-
-    from cultureclip.config import read_config_file
-    from cultureclip.core.errors import UnknownNameError
-
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
-            from cultureclip.core.errors import MissingInputError
-
             raise MissingInputError(f"suite file not found: {path}")
         return Suite.model_validate(read_config_file(path))
     shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
@@ -374,8 +332,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
             f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "
             "(or pass a suite .yaml file)"
         )
-    import yaml
-
     return Suite.model_validate(yaml.safe_load(shipped.read_text(encoding="utf-8")))
 
 
@@ -407,25 +363,21 @@ def run_suite(
 ) -> SuiteRun:
     """Evaluates every model on every benchmark of ``suite``, then writes one report.
 
-    Each (model, benchmark) is skipped when its stored result has the same key (model
-    identity, data fingerprint, split, options, protocol): rerunning a suite computes
-    only what is missing or changed. A benchmark whose data cannot be read (no hub access,
+    Each (model, benchmark) is reused as :func:`run` reuses a result, so rerunning a suite
+    computes only what is missing or changed. A benchmark whose data cannot be read (no hub access,
     a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
     result)`` is called after each one (the CLI prints a line). With ``baseline``, every
     result also stores the delta against that model on the same benchmark (the report's
     before/after section).
     """
-    from cultureclip.core.errors import UserError
-
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    names = model_names or []
-    if names and len(names) != len(models):
+    names = model_names or [None] * len(models)
+    if len(names) != len(models):
         raise ValueError("model_names must name every model")
     run = SuiteRun()
-    for index, model in enumerate(models):
-        name = names[index] if names else None
+    for model, name in zip(models, names, strict=True):
         for entry in suite.benchmarks:
-            shown = f"{name or model} · {entry.shown_as}"
+            shown = f"{name or model} · {entry.label or entry.benchmark}"
             try:
                 result = evaluate(
                     model,
@@ -455,8 +407,6 @@ def run_suite(
             if on_result is not None:
                 on_result(shown, result)
     if run.results:
-        from cultureclip.eval.report import build_report
-
         target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
         run.report = str(build_report(run.results, target, n_resamples=n_resamples))
     return run

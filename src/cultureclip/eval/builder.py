@@ -13,10 +13,9 @@ server by default):
 The prompts are versioned YAML (``eval/prompts/build-*.yaml``, or files of your own).
 Every reply is validated with pydantic and asked again with the error when it does not
 fit. Work is resumable on the keyed store (``<out>/work/``): each document's concepts and
-each concept's questions are keyed by a hash of everything that decides them (the
-document's text, the concept, prompt id and version, the LLM's backend, model and
-sampling, categories and limits), so a rerun asks nothing again, and a changed
-``--llm``, prompt or setting asks again exactly what it changes.
+each concept's questions are keyed by a hash of everything that decides them (see
+``_Step.key``), so a rerun asks nothing again, and a changed ``--llm``, prompt or setting
+asks again exactly what it changes.
 
 Outputs in ``out``: ``items.jsonl`` (the MCQ item format, for concepts that have an
 image in ``images/`` named by the concept's slug, e.g. ``images/jp-kimono.jpg``),
@@ -27,11 +26,8 @@ fine-tuning generative VLMs; see :func:`export_instruction_data`).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,8 @@ from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
+from cultureclip.data.taxonomy import categories
+from cultureclip.eval.generative import ANSWER_INSTRUCTION
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -50,7 +48,8 @@ from cultureclip.eval.items import (
     resolve_answer,
     write_items,
 )
-from cultureclip.utils.io import atomic_write_text, stable_hash, write_jsonl
+from cultureclip.eval.report import write_csv
+from cultureclip.utils.io import stable_hash, write_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DOCUMENT_SUFFIXES = (".txt", ".md")
@@ -148,16 +147,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "concept"
 
 
-def _match_category(category: str, allowed: Sequence[str]) -> str | None:
-    lowered = {c.lower(): c for c in allowed}
-    return lowered.get(category.strip().lower())
-
-
 def _find_image(directory: Path, concept_id: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        if (directory / f"{concept_id}{suffix}").exists():
-            return directory / f"{concept_id}{suffix}"
-    return None
+    candidates = (directory / f"{concept_id}{suffix}" for suffix in IMAGE_SUFFIXES)
+    return next((path for path in candidates if path.exists()), None)
 
 
 def _documents(config: BuilderConfig) -> list[Path]:
@@ -175,8 +167,6 @@ def _documents(config: BuilderConfig) -> list[Path]:
 def _categories(config: BuilderConfig) -> list[str]:
     if config.categories is not None:
         return list(config.categories)
-    from cultureclip.data.taxonomy import categories
-
     return list(categories("cultureverse"))
 
 
@@ -222,8 +212,9 @@ def _concept_records(
 ) -> dict[str, Any]:
     """The region-specific concepts in known categories, one per concept id."""
     country, concepts, seen = document["country"], [], set()
+    by_lowercase = {c.lower(): c for c in allowed}
     for concept in found.concepts[:limit]:
-        category = _match_category(concept.category, allowed)
+        category = by_lowercase.get(concept.category.strip().lower())
         concept_id = f"{slug(country)}-{slug(concept.name)}"
         if not concept.region_specific or category is None or concept_id in seen:
             continue
@@ -291,17 +282,14 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
         if llm is None:
             client.close()
     questions = {r["concept_id"]: r for r in stored}
-    counts = _write_outputs(config, out, concepts, questions)
-    counts["documents"] = len(documents)
+    counts = {"documents": len(documents), **_write_outputs(config, out, concepts, questions)}
     failed = concept_step.failed + question_step.failed
     if failed:
         raise LLMError(
             f"{failed} answer(s) failed validation or transport "
             f"(raw replies in {out / 'work' / 'failures.jsonl'})"
         )
-    return {
-        key: counts[key] for key in ("documents", "concepts", "questions", "items", "needs_image")
-    }
+    return counts
 
 
 REVIEW_FIELDS = [
@@ -312,10 +300,7 @@ REVIEW_FIELDS = [
     "introduction",
     "question_type",
     "question",
-    "option_A",
-    "option_B",
-    "option_C",
-    "option_D",
+    *(f"option_{letter}" for letter in LETTERS[:4]),  # a question has 4 options
     "answer",
     "reason",
     "image",
@@ -340,19 +325,33 @@ def _write_outputs(
         image = _find_image(images_dir, concept["concept_id"])
         status = "ok" if image else f"needs image {images_dir / concept['concept_id']}.jpg"
         for question_type in ("recognition", "knowledge", "scene"):
-            q, item_id = qs[question_type], f"{concept['concept_id']}-{question_type}"
-            review.append(_review_row(item_id, concept, question_type, q, image, status))
+            q = qs[question_type]
+            shared = {
+                "id": f"{concept['concept_id']}-{question_type}",
+                "question": q["question"],
+                "country": concept["country"],
+                "category": concept["category"],
+                "question_type": question_type,
+            }
+            review.append(
+                {
+                    **shared,
+                    "concept": concept["name"],
+                    "introduction": concept["introduction"],
+                    **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
+                    "answer": LETTERS[q["answer"]],
+                    "reason": q["reason"],
+                    "image": str(image) if image else "",
+                    "status": status,
+                }
+            )
             if image is not None:
                 items.append(
                     MCQItem(
-                        id=item_id,
+                        **shared,
                         image=str(Path(image).resolve()),
-                        question=q["question"],
                         options=q["options"],
                         answer=q["answer"],
-                        country=concept["country"],
-                        category=concept["category"],
-                        question_type=question_type,
                         language=config.language,
                         concept=concept["name"],
                         reason=q["reason"],
@@ -360,11 +359,7 @@ def _write_outputs(
                     )
                 )
     write_items(out / "items.jsonl", items)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REVIEW_FIELDS)
-    writer.writeheader()
-    writer.writerows(review)
-    atomic_write_text(out / "review.csv", buffer.getvalue())
+    write_csv(out / "review.csv", review, REVIEW_FIELDS)
     item_set = read_items(out / "items.jsonl") if items else ItemSet(items=[], root=out)
     export_instruction_data(item_set, out / "instruct.jsonl")
     return {
@@ -372,30 +367,6 @@ def _write_outputs(
         "questions": 3 * len(questions),
         "items": len(items),
         "needs_image": sum(r["status"] != "ok" for r in review),
-    }
-
-
-def _review_row(
-    item_id: str,
-    concept: dict[str, Any],
-    question_type: str,
-    q: dict[str, Any],
-    image: Path | None,
-    status: str,
-) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "country": concept["country"],
-        "category": concept["category"],
-        "concept": concept["name"],
-        "introduction": concept["introduction"],
-        "question_type": question_type,
-        "question": q["question"],
-        **{f"option_{LETTERS[i]}": o for i, o in enumerate(q["options"])},
-        "answer": LETTERS[q["answer"]],
-        "reason": q["reason"],
-        "image": str(image) if image else "",
-        "status": status,
     }
 
 
@@ -408,8 +379,6 @@ def export_instruction_data(
     {"from": "gpt", "value": "B. Hanbok. <reason>"}]}``; ``image`` is the item's path
     as stored (resolve relative paths against the items file).
     """
-    from cultureclip.eval.generative import ANSWER_INSTRUCTION
-
     records = []
     for item in item_set.items:
         lines = [item.question.strip()] if item.question.strip() else []

@@ -9,10 +9,9 @@ Specs, in the :data:`GENERATIVE_MODELS` registry:
   (``AutoModelForImageTextToText`` + its processor's chat template): batched greedy
   decoding, or option likelihood with ``generative.mode=likelihood``.
 
-The prompt shows the question and lettered options (A, B, C, …) and asks for the letter;
-:func:`parse_answer_letter` reads the reply robustly ("B", "(B)", "Answer: B", "The
-answer is b.", or the option text echoed back). An unreadable reply is recorded as such
-and counts as wrong; it is never guessed.
+The prompt shows the question and lettered options (A, B, C, …) and asks for the letter,
+which :func:`parse_answer_letter` reads from the reply. An unreadable reply is recorded as
+such and counts as wrong; it is never guessed.
 """
 
 from __future__ import annotations
@@ -26,15 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
+from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
+from cultureclip.core.store import ResultStore
 from cultureclip.eval.items import LETTERS
 from cultureclip.registry import Registry
 from cultureclip.utils.io import stable_hash
+from cultureclip.vlm.chat import (
+    encode,
+    first_token_ids,
+    load_vlm,
+    n_tokens,
+    pick_dtype,
+    render,
+    user_turn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +75,6 @@ CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
     "backoff",
     "max_backoff",
 }
-
-
-def generative_options(settings: GenerativeSettings | dict[str, Any] | None) -> dict[str, Any]:
-    """What a backend is given: the options set away from their defaults."""
-    if settings is None:
-        return {}
-    if isinstance(settings, GenerativeSettings):
-        return settings.model_dump(exclude_defaults=True)
-    return dict(settings)
 
 
 @dataclass
@@ -180,8 +182,6 @@ class AnswerStore:
     def __init__(
         self, work_dir: Path | None, model: GenerativeModel, benchmark: str, options: BaseModel
     ) -> None:
-        from cultureclip.core.store import ResultStore
-
         deciding = options.model_dump(mode="json", exclude=set(self.NOT_DECIDING))
         if isinstance(deciding.get("judge"), str):  # the judge's model decides, not its server
             deciding["judge"] = deciding["judge"].partition("@")[0]
@@ -300,9 +300,6 @@ class HFVisionChatModel(GenerativeModel):
         batch_size: int = 8,
         max_new_tokens: int = 8,
     ) -> None:
-        from cultureclip.core.device import resolve_device
-        from cultureclip.vlm.chat import load_vlm, pick_dtype
-
         if mode not in SCORING_MODES:
             raise InputError(f"generative.mode must be one of {SCORING_MODES}, got {mode!r}")
         if likelihood_target not in LIKELIHOOD_TARGETS:
@@ -333,8 +330,6 @@ class HFVisionChatModel(GenerativeModel):
         return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
     def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
-        from cultureclip.vlm.chat import render, user_turn
-
         return [
             render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in prompts
         ]
@@ -354,10 +349,6 @@ class HFVisionChatModel(GenerativeModel):
         return outcomes
 
     def _decode(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        import torch
-
-        from cultureclip.vlm.chat import encode
-
         inputs = encode(
             self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
         )
@@ -373,10 +364,6 @@ class HFVisionChatModel(GenerativeModel):
         return [GenerationOutcome(reply.strip()) for reply in replies]
 
     def _letter_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        import torch
-
-        from cultureclip.vlm.chat import encode, first_token_ids
-
         inputs = encode(
             self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
         )
@@ -393,10 +380,6 @@ class HFVisionChatModel(GenerativeModel):
         return outcomes
 
     def _text_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        import torch
-
-        from cultureclip.vlm.chat import encode, n_tokens
-
         prefixes = self._prompt_texts(prompts)
         texts, images, lengths, owners = [], [], [], []
         for index, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
@@ -434,7 +417,9 @@ def create_generative_model(
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    options = {**generative_options(settings), **options}
+    if isinstance(settings, GenerativeSettings):  # a backend is given what was set
+        settings = settings.model_dump(exclude_defaults=True)
+    options = {**(settings or {}), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:

@@ -31,6 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.data.taxonomy import continent_of
 from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
@@ -179,33 +180,24 @@ class ItemSet:
             image = image.crop(tuple(round(v) for v in clamped))
         return image
 
-    def error_report(self) -> str:
-        return "\n".join(str(bad) for bad in self.errors)
-
 
 def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Image:
     """Opens an item image: a path (relative to ``root``), a ``data:`` URL, or encoded bytes."""
     if isinstance(source, bytes):
-        with Image.open(io.BytesIO(source)) as image:
-            return image.convert("RGB")
-    text = str(source)
-    if text.startswith("data:"):
-        _, _, payload = text.partition(",")
-        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
-            return image.convert("RGB")
-    path = Path(text)
-    path = path if path.is_absolute() else root / path
-    if not path.exists():
-        raise MissingInputError(f"image not found: {path}")
-    with Image.open(path) as image:
+        opened: io.BytesIO | Path = io.BytesIO(source)
+    elif str(source).startswith("data:"):
+        opened = io.BytesIO(base64.b64decode(str(source).partition(",")[2]))
+    else:
+        opened = root / source  # an absolute path replaces root
+        if not opened.exists():
+            raise MissingInputError(f"image not found: {opened}")
+    with Image.open(opened) as image:
         return image.convert("RGB")
 
 
 def _fill_continent(item: MCQItem) -> None:
     if item.continent or not item.country:
         return
-    from cultureclip.data.taxonomy import continent_of
-
     item.continent = continent_of(item.country)
 
 
@@ -216,11 +208,8 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
     seen: set[str] = set()
     for line, raw in rows:
         raw_id = str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else None
-        if isinstance(raw, Exception):
-            problem = (
-                f"not valid JSON: {raw}" if isinstance(raw, json.JSONDecodeError) else str(raw)
-            )
-            errors.append(BadItem(line, None, problem))
+        if isinstance(raw, Exception):  # a line that did not read as an object
+            errors.append(BadItem(line, None, str(raw)))
             continue
         if not isinstance(raw, dict):
             errors.append(BadItem(line, None, f"expected an object, got {type(raw).__name__}"))

@@ -42,8 +42,7 @@ def best_correct_rank(scores: Tensor, correct: Sequence[Sequence[int]]) -> Tenso
             raise ValueError(f"query {query} has no correct candidate")
         mask[query, list(targets)] = True
     best = scores.masked_fill(~mask, float("-inf")).max(dim=1, keepdim=True).values
-    wrong_ahead = ((scores >= best) & ~mask).sum(dim=1)
-    return wrong_ahead
+    return ((scores >= best) & ~mask).sum(dim=1)  # the wrong candidates ahead
 
 
 def retrieval_metrics(
@@ -62,12 +61,11 @@ def retrieval_metrics(
         raise ValueError(
             f"sim has {n_texts} text columns but text_to_images has {len(text_to_images)} rows"
         )
+    image_to_texts: list[list[int]] = [[] for _ in range(n_images)]
     for t, images in enumerate(text_to_images):
         bad = [i for i in images if not 0 <= i < n_images]
         if bad:
             raise ValueError(f"text {t} refers to image index(es) {bad} outside 0..{n_images - 1}")
-    image_to_texts: list[list[int]] = [[] for _ in range(n_images)]
-    for t, images in enumerate(text_to_images):
         for i in images:
             image_to_texts[i].append(t)
     queried_images = [i for i in range(n_images) if image_to_texts[i]]

@@ -32,19 +32,26 @@ import string
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
+from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.progress import track
-from cultureclip.eval.benchmarks.base import (
+from cultureclip.data.taxonomy import continent_of
+from cultureclip.eval.benchmarks.benchmark import (
     Benchmark,
     BenchmarkOptions,
     BenchmarkOutput,
     batched,
 )
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)
@@ -94,8 +101,6 @@ class OpenItem(BaseModel):
     def group_fields(self) -> dict[str, str]:
         continent = self.continent
         if not continent and self.country:
-            from cultureclip.data.taxonomy import continent_of
-
             continent = continent_of(self.country)
         return {
             "country": self.country,
@@ -150,14 +155,10 @@ class OpenEndedBenchmark(Benchmark):
     name = "openended"
     task = "openended"
     Options: ClassVar[type[BenchmarkOptions]] = OpenEndedOptions
-    supports_generative = True
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        from cultureclip.eval.generative import GenerativeModel
-        from cultureclip.models.base import VisionLanguageModel
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         items, errors, root = read_open_items(self.data)
         if not items:
@@ -195,10 +196,6 @@ class OpenEndedBenchmark(Benchmark):
     def _run_contrastive(
         self, model: Any, items: list[OpenItem], root: Path, progress: bool
     ) -> list[dict[str, Any]]:
-        import torch
-
-        from cultureclip.eval.benchmarks.base import TextFeatureCache, embed_images
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         vocabulary = list(dict.fromkeys(a.strip() for item in items for a in item.answers))
         try:
@@ -206,18 +203,17 @@ class OpenEndedBenchmark(Benchmark):
         except (KeyError, IndexError) as exc:
             raise InputError(f"options.template may only use {{answer}}: {exc}") from None
         text_features = TextFeatureCache(model).encode(texts)
-        keys = {str(i.image) if isinstance(i.image, str) else i.id: i for i in items}
+        keys = [i.image if isinstance(i.image, str) else i.id for i in items]
+        by_key = dict(zip(keys, items, strict=True))
         image_features = embed_images(
             model,
-            list(keys),
-            lambda key: load_image(keys[key].image, root),
+            keys,
+            lambda key: load_image(by_key[key].image, root),
             batch_size=options.batch_size,
             progress=progress,
             description=f"{self.name}: images",
         )
-        images = torch.stack(
-            [image_features[str(i.image) if isinstance(i.image, str) else i.id] for i in items]
-        )
+        images = torch.stack([image_features[key] for key in keys])
         best = (images @ text_features.T).argmax(dim=1)
         return [
             self._record(item, vocabulary[int(best[row])], None) for row, item in enumerate(items)
@@ -232,8 +228,6 @@ class OpenEndedBenchmark(Benchmark):
         work_dir: Path | None,
         progress: bool,
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import AnswerStore, MCQPrompt
-
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
         answers = AnswerStore(work_dir, model, self.name, options)
         done = answers.reused(items)
@@ -269,8 +263,6 @@ class OpenEndedBenchmark(Benchmark):
         }
 
     def _judge(self, client: Any, items: list[OpenItem], records: list[dict[str, Any]]) -> None:
-        from cultureclip.core.llm import load_prompt
-
         prompt = load_prompt("openended-judge", "cultureclip.eval")
         asked = [
             (item, record)
@@ -305,9 +297,6 @@ class OpenEndedBenchmark(Benchmark):
 
 
 def _judge_client(options: OpenEndedOptions) -> Any:
-    from cultureclip.core.llm import LLMSettings, SyncLLM
-    from cultureclip.core.llm.settings import parse_model_at_url
-
     target = parse_model_at_url(options.judge or "")
     if not target["model"]:
         raise InputError(f"options.judge must be <model>@<base_url>, got {options.judge!r}")

@@ -7,17 +7,12 @@
 - ``groups.csv``: one row per (model, benchmark, group key, group) with n, accuracy and a
   seeded percentile-bootstrap 95% confidence interval computed from the predictions;
 - ``report.html``, self-contained (figures as base64 PNG, the map as inline SVG; no CDN,
-  no network): a **leaderboard** (models × benchmarks, main metric with its 95% CI and a
-  chance row), a summary of every result (data, n, skipped, wall time), the skipped items,
-  a **world map** per benchmark and model (a choropleth of accuracy by country, drawn from
-  the ISO-keyed world SVG of the ``pygal_maps_world`` package, installed with
-  ``cultureclip[report]``; continent tiles when it is missing), before/after deltas of
-  fine-tuned models against their baselines, and per benchmark its metrics (with the
-  chance level) and, per group key (continent, country, category, question type,
-  language, zero-shot class), one table with the models as columns (accuracy and CI) and a
-  horizontal bar figure with a dashed chance line (groups with a single value get the
-  table only). Country values are normalised through :mod:`cultureclip.data.taxonomy`
-  (``KR`` and ``South Korea`` are one country).
+  no network): a leaderboard (main metric with its 95% CI, a chance row), a summary and
+  the skipped items of every result, a world map of accuracy by country per benchmark and
+  model (the ISO-keyed SVG of ``pygal_maps_world``, from ``cultureclip[report]``; continent
+  tiles without it), before/after deltas, and per benchmark and group key a table with the
+  models as columns and a bar figure with the chance line. Country values are normalised
+  through :mod:`cultureclip.data.taxonomy` (``KR`` and ``South Korea`` are one country).
 """
 
 from __future__ import annotations
@@ -28,6 +23,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +36,8 @@ from cultureclip.eval.report_figures import (
     country_name,
     country_tiles,
     group_figure,
+    merged_counts,
+    predictions_of,
     world_geometry,
 )
 from cultureclip.eval.results import EvalResult, find_results, load_result
@@ -59,17 +57,10 @@ def main_metric(result: EvalResult) -> str:
     return next(iter(result.metrics), "")
 
 
-def _predictions(result: EvalResult) -> list[dict[str, Any]]:
-    try:
-        return result.predictions()
-    except (ValueError, FileNotFoundError):
-        return []
-
-
 def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> tuple[float, float]:
     """Bootstrap 95% CI of the main metric when it is a per-item accuracy, else (nan, nan)."""
     metric = main_metric(result)
-    predictions = _predictions(result)
+    predictions = predictions_of(result)
     if metric not in ("accuracy", "acc1") or not predictions:
         return (math.nan, math.nan)
     if result.config.get("protocol") == "cultureclip" and any(
@@ -87,36 +78,31 @@ def group_rows(
 
     Countries are merged under their taxonomy name, so ``KR`` and ``South Korea`` are one row.
     """
-    predictions = _predictions(result)
+    predictions = predictions_of(result)
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for record in predictions:
         for key in result.per_group:
             flags[(key, _group_value(key, record.get(key)))].append(bool(record.get("correct")))
-    merged: dict[tuple[str, str], list[float]] = {}
-    for key, groups in result.per_group.items():
-        for value, stats in groups.items():
-            name = _group_value(key, value)
-            n, correct = merged.get((key, name), [0.0, 0.0])
-            merged[(key, name)] = [n + stats["n"], correct + stats.get("correct", 0.0)]
     rows = []
-    for (key, value), (n, correct) in merged.items():
-        low, high = (
-            bootstrap_ci(flags[(key, value)], n_resamples=n_resamples, seed=seed)
-            if flags.get((key, value))
-            else (math.nan, math.nan)
-        )
-        rows.append(
-            {
-                "model": result.model,
-                "benchmark": result.benchmark,
-                "group_key": key,
-                "group": value,
-                "n": int(n),
-                "accuracy": round(100.0 * correct / n, 4) if n else 0.0,
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
+    for key, groups in result.per_group.items():
+        for value, (n, correct) in merged_counts(groups, partial(_group_value, key)).items():
+            low, high = (
+                bootstrap_ci(flags[(key, value)], n_resamples=n_resamples, seed=seed)
+                if flags.get((key, value))
+                else (math.nan, math.nan)
+            )
+            rows.append(
+                {
+                    "model": result.model,
+                    "benchmark": result.benchmark,
+                    "group_key": key,
+                    "group": value,
+                    "n": int(n),
+                    "accuracy": round(100.0 * correct / n, 4) if n else 0.0,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
     return rows
 
 
@@ -131,7 +117,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields))
     writer.writeheader()
@@ -173,12 +159,7 @@ def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> 
     }
     best = {
         label: max(
-            (
-                by[(m, label)].metrics.get(metric_of[label], -1.0)
-                for m in models
-                if (m, label) in by
-            ),
-            default=None,
+            by[(m, label)].metrics.get(metric_of[label], -1.0) for m in models if (m, label) in by
         )
         for label in labels
     }
@@ -257,9 +238,9 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric_rows = [row for r in results for row in _metric_rows(r)]
-    _write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
+    write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
     groups = [row for r in results for row in group_rows(r, n_resamples=n_resamples, seed=seed)]
-    _write_csv(
+    write_csv(
         out / "groups.csv",
         groups,
         ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"],
@@ -426,12 +407,8 @@ def _benchmark_section(
         n_groups = len({g["group"] for g in rows})
         title = f"<h3>per {html.escape(key.replace('_', ' '))}</h3>"
         figure = group_figure(rows, key, benchmark, chance) if n_groups >= 2 else ""
+        table = _models_as_columns(rows, models)
         if n_groups > 12:  # long lists: the figure, and the table folded away
-            table = (
-                f"<details><summary>table ({n_groups} groups)</summary>"
-                f"{_models_as_columns(rows, models)}</details>"
-            )
-        else:
-            table = _models_as_columns(rows, models)
+            table = f"<details><summary>table ({n_groups} groups)</summary>{table}</details>"
         sections.append(title + figure + table)
     return "".join(sections)

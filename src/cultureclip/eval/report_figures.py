@@ -8,9 +8,12 @@ import html
 import io
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
+from importlib import resources
 from typing import Any
+
+import numpy as np
 
 from cultureclip.data.taxonomy import country as lookup_country
 from cultureclip.eval.results import EvalResult
@@ -33,6 +36,12 @@ def country_name(value: str) -> str:
     return entry.name if entry else value
 
 
+def _map_code(value: str) -> str:
+    """The lowercase ISO code the world map knows a country by ("" when unknown)."""
+    entry = lookup_country(value) if value and value != "unknown" else None
+    return entry.iso2.lower() if entry else ""
+
+
 def _figure_to_img(fig: Any, alt: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -43,13 +52,28 @@ def _figure_to_img(fig: Any, alt: str) -> str:
     return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _country_continents(result: EvalResult) -> dict[str, str]:
+def predictions_of(result: EvalResult) -> list[dict[str, Any]]:
+    """The result's prediction records; none when it has no predictions file."""
     try:
-        predictions = result.predictions()
+        return result.predictions()
     except (ValueError, FileNotFoundError):
-        return {}
+        return []
+
+
+def merged_counts(
+    groups: dict[str, dict[str, float]], name: Callable[[str], str]
+) -> dict[str, list[float]]:
+    """``{name(group): [n, correct]}``: groups of one name (``KR``, ``South Korea``) added up."""
+    merged: dict[str, list[float]] = {}
+    for value, stats in groups.items():
+        n, correct = merged.get(name(value), [0.0, 0.0])
+        merged[name(value)] = [n + stats["n"], correct + stats.get("correct", 0.0)]
+    return merged
+
+
+def _country_continents(result: EvalResult) -> dict[str, str]:
     votes: dict[str, Counter[str]] = defaultdict(Counter)
-    for record in predictions:
+    for record in predictions_of(result):
         if record.get("country"):
             name = country_name(str(record["country"]))
             votes[name][str(record.get("continent") or "Unknown")] += 1
@@ -59,7 +83,6 @@ def _country_continents(result: EvalResult) -> dict[str, str]:
 def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: float | None) -> str:
     """Horizontal bars per group and model, labelled with their value, CI whiskers, chance line."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     models = sorted({r["model"] for r in rows})
     groups = sorted({r["group"] for r in rows}, key=lambda g: (g == "unknown", g))
@@ -69,17 +92,11 @@ def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: f
     fig, ax = plt.subplots(figsize=(7.5, height))
     y = np.arange(len(groups))
     for m, model in enumerate(models):
-        values = [by[(model, g)]["accuracy"] if (model, g) in by else np.nan for g in groups]
-        lows = [by[(model, g)]["ci_low"] if (model, g) in by else np.nan for g in groups]
-        highs = [by[(model, g)]["ci_high"] if (model, g) in by else np.nan for g in groups]
-        err = np.nan_to_num(
-            np.array(
-                [
-                    [max(0.0, v - lo) for v, lo in zip(values, lows, strict=True)],
-                    [max(0.0, hi - v) for v, hi in zip(values, highs, strict=True)],
-                ]
-            )
+        values, lows, highs = (
+            np.array([by[(model, g)][field] if (model, g) in by else np.nan for g in groups])
+            for field in ("accuracy", "ci_low", "ci_high")
         )
+        err = np.nan_to_num(np.clip([values - lows, highs - values], 0.0, None))
         positions = y - 0.4 + bar * (m + 0.5)
         ax.barh(positions, values, bar, xerr=err, capsize=2, label=model, error_kw={"lw": 0.8})
         for position, value in zip(positions, values, strict=True):
@@ -107,13 +124,10 @@ def country_tiles(result: EvalResult) -> str | None:
     raw = result.per_group.get("country")
     if not raw:
         return None
-    countries: dict[str, dict[str, float]] = {}
-    for value, stats in raw.items():
-        name = country_name(value)
-        n, correct = countries.get(name, {"n": 0.0, "correct": 0.0}).values()
-        countries[name] = {"n": n + stats["n"], "correct": correct + stats.get("correct", 0.0)}
-    for stats in countries.values():
-        stats["accuracy"] = 100.0 * stats["correct"] / stats["n"] if stats["n"] else 0.0
+    countries = {
+        name: 100.0 * correct / n if n else 0.0
+        for name, (n, correct) in merged_counts(raw, country_name).items()
+    }
     if len(countries) < 2:
         return None
     continents = _country_continents(result)
@@ -128,7 +142,7 @@ def country_tiles(result: EvalResult) -> str | None:
     cmap, norm = colormaps["viridis"], Normalize(0, 100)
     for col, continent in enumerate(order):
         for row, country in enumerate(columns[continent]):
-            value = countries[country]["accuracy"]
+            value = countries[country]
             ax.add_patch(plt.Rectangle((col, -row), 0.95, 0.9, color=cmap(norm(value))))
             colour = "white" if value < 60 else "black"
             ax.text(
@@ -170,8 +184,6 @@ def world_geometry() -> tuple[str, frozenset[str]] | None:
     map on the page, each map setting its colours as CSS variables on a ``<use>``.
     """
     try:
-        from importlib import resources
-
         source = resources.files("pygal_maps_world").joinpath("worldmap.svg")
         text = source.read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, OSError):
@@ -204,16 +216,8 @@ def country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
     raw = result.per_group.get("country")
     if not raw:
         return None
-    merged: dict[str, list[float]] = {}
-    unplaced: list[str] = []
-    for value, stats in raw.items():
-        entry = lookup_country(value) if value and value != "unknown" else None
-        code = entry.iso2.lower() if entry else ""
-        if code not in codes:
-            unplaced.append(value)
-            continue
-        n, correct = merged.get(code, [0.0, 0.0])
-        merged[code] = [n + stats["n"], correct + stats.get("correct", 0.0)]
+    unplaced = [value for value in raw if _map_code(value) not in codes]
+    merged = {code: v for code, v in merged_counts(raw, _map_code).items() if code in codes}
     if len(merged) + len(unplaced) < 2 or not merged:
         return None
     style = ";".join(
@@ -250,7 +254,6 @@ MAP_LEGEND = (
 
 def before_after(results: Sequence[EvalResult]) -> str | None:
     import matplotlib.pyplot as plt
-    import numpy as np
 
     compared = [r for r in results if r.baseline is not None]
     if not compared:

@@ -14,7 +14,7 @@ forgetting check, ``baseline`` (the base model's metrics and the delta).
 ``key`` records everything that decides a result: the model identity (spec plus a
 fingerprint of a local model directory), the data path and a fingerprint of its
 content, the split, the benchmark options and the protocol version. An existing
-result is reused only when its key equals the new run's (:func:`reuse_key`).
+result is reused only when its key equals the new run's.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class EvalResult(BaseModel):
     data: str = ""
     #: the main metric of a uniform random guess (percent); None where it has none
     chance: float | None = None
-    #: what decides the result (see :func:`reuse_key`); a stored result is reused only on equality
+    #: what decides the result; a stored result is reused only on equality
     key: dict[str, Any] = Field(default_factory=dict)
 
     # where the result was read from / written to, and whether it was reused (not serialised)
@@ -125,11 +125,6 @@ def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
     return Path(out_dir) / benchmark / slugify(model_name)
 
 
-def compare(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """``metrics − baseline`` for the metrics both have."""
-    return {key: metrics[key] - baseline[key] for key in metrics if key in baseline}
-
-
 def model_identity(spec: str) -> dict[str, str]:
     """The spec plus, when it names a local directory or file, that content's fingerprint.
 
@@ -170,23 +165,3 @@ def served_name(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: served_name(v) for k, v in value.items()}
     return value
-
-
-def reuse_key(
-    *,
-    benchmark: str,
-    model: dict[str, str],
-    data: dict[str, str],
-    split: str | None,
-    options: dict[str, Any],
-    protocol: int,
-) -> dict[str, Any]:
-    """Everything that decides a result, as stored in ``result.json``'s ``key``."""
-    return {
-        "benchmark": benchmark,
-        "model": model,
-        "data": data,
-        "split": split,
-        "options": served_name(options),
-        "protocol": protocol,
-    }

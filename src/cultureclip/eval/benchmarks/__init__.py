@@ -9,13 +9,8 @@ from cultureclip.eval.benchmarks import (  # noqa: F401
     twins,
     zeroshot,
 )
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOptions,
-    BenchmarkOutput,
-    MCQBenchmark,
-    MCQOptions,
-)
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 
 __all__ = [

@@ -22,8 +22,6 @@ T = TypeVar("T")
 
 
 class BenchmarkOptions(Config):
-    """Options every benchmark takes."""
-
     batch_size: int = Field(64, ge=1)
     seed: int = 42
 
@@ -45,8 +43,6 @@ class Benchmark(ABC):
     name: ClassVar[str] = ""
     task: ClassVar[str] = ""
     Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
-    #: whether generative chat models can be scored (multiple-choice benchmarks)
-    supports_generative: ClassVar[bool] = False
     #: bumped when this benchmark's scoring changes (part of the result's reuse key)
     protocol_version: ClassVar[int] = 1
 
@@ -72,18 +68,6 @@ class Benchmark(ABC):
 def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(sequence), size):
         yield sequence[start : start + size]
-
-
-# ---- data location --------------------------------------------------------------------
-def is_local(data: str | Path) -> bool:
-    return Path(data).exists()
-
-
-def load_hub_rows(name: str, split: str | None) -> list[dict[str, Any]]:
-    """Rows of a hub dataset (``datasets.load_dataset``); images keep their original bytes."""
-    from cultureclip.eval.benchmarks.source import load_dataset_rows
-
-    return load_dataset_rows(name, split, local=False)
 
 
 def seeded_rng(seed: int, *key: Any) -> random.Random:

@@ -16,12 +16,10 @@ evaluator computes it) ``accuracy`` pools main and definition images; with
 ``protocol=cultureclip`` it is the main-image accuracy.
 
 Layout accepted: an annotation file (or a directory holding one, ``crope.json`` preferred)
-with, per record, the main ``image`` (aliases ``image, image_path, img``), the ``answer``
-(``yes``/``no``), the asked-about concept (``concept, definition_concept, query_concept,
-question_concept``), the depicted concept (``target_concept, target, image_concept,
-depicted_concept``) and the definition images (``definition_images, context_images,
-definition_image``, a list or one path). Country/category (``country, culture``;
-``category``) are used for grouping when present.
+with, per record, the main image, the ``answer`` (``yes``/``no``), the asked-about concept,
+the depicted concept and the definition images (a list or one path), each under one of the
+key aliases below. Country/category (``country, culture``; ``category``) are used for
+grouping when present.
 """
 
 from __future__ import annotations
@@ -30,17 +28,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cultureclip.eval.benchmarks.base import (
-    BenchmarkOptions,
-    MCQBenchmark,
-    MCQOptions,
-    items_from_rows,
-)
+from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import accuracy
+
+IMAGE_KEYS = ("image", "image_path", "img")
+ASKED_KEYS = ("concept", "definition_concept", "query_concept", "question_concept")
+TARGET_KEYS = ("target_concept", "target", "image_concept", "depicted_concept")
+DEFINITION_KEYS = ("definition_images", "context_images", "definition_image")
 
 
 class CropeOptions(MCQOptions):
@@ -69,26 +68,10 @@ class CropeBenchmark(MCQBenchmark):
             if str(record.get("answer", "")).strip().lower() != "no":
                 continue
             try:
-                image = pick(record, ("image", "image_path", "img"), "image")
-                asked = str(
-                    pick(
-                        record,
-                        ("concept", "definition_concept", "query_concept", "question_concept"),
-                        "concept",
-                    )
-                )
-                target = str(
-                    pick(
-                        record,
-                        ("target_concept", "target", "image_concept", "depicted_concept"),
-                        "target concept",
-                    )
-                )
-                definitions = pick(
-                    record,
-                    ("definition_images", "context_images", "definition_image"),
-                    "definition images",
-                )
+                image = pick(record, IMAGE_KEYS, "image")
+                asked = str(pick(record, ASKED_KEYS, "concept"))
+                target = str(pick(record, TARGET_KEYS, "target concept"))
+                definitions = pick(record, DEFINITION_KEYS, "definition images")
             except ValueError as exc:
                 rows.append({"id": item_id, "_error": str(exc)})
                 continue

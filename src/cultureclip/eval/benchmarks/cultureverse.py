@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cultureclip.eval.benchmarks.base import MCQBenchmark, MCQOptions, items_from_rows
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, is_hub_layout, read_rows
 from cultureclip.eval.items import ItemSet, read_items

@@ -16,16 +16,14 @@ answer the lettered options.
 from __future__ import annotations
 
 import ast
+import contextlib
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cultureclip.eval.benchmarks.base import (
-    BenchmarkOptions,
-    MCQBenchmark,
-    MCQOptions,
-    items_from_rows,
-)
+from cultureclip.data.taxonomy import country
+from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
@@ -42,20 +40,15 @@ def parse_subset(subset: Any) -> tuple[str, str]:
     """``"('Japanese', 'Japan')"`` (or a list/tuple) -> ``("Japanese", "Japan")``."""
     value = subset
     if isinstance(subset, str):
-        try:
+        with contextlib.suppress(ValueError, SyntaxError):
             value = ast.literal_eval(subset)  # literals only: never executes code
-        except (ValueError, SyntaxError):
-            value = subset
     if isinstance(value, list | tuple) and len(value) == 2:
         return str(value[0]).strip(), str(value[1]).strip()
-    text = str(subset).strip()
-    return "", text
+    return "", str(subset).strip()
 
 
 def country_code(name: str) -> str:
     """The ISO code of a country name when the taxonomy knows it, else the name itself."""
-    from cultureclip.data.taxonomy import country
-
     # CVQA subsets like "Indonesia-Javanese" or "China-Mandarin" keep the country first
     for candidate in (name, name.split("-")[0].strip(), name.split("(")[0].strip()):
         found = country(candidate) if candidate else None

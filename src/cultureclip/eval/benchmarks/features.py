@@ -3,7 +3,9 @@ embeddings read in parallel, with unreadable images reported, not fatal."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -24,9 +26,6 @@ class TextFeatureCache:
         self.batch_size = batch_size
         self._features: dict[str, Tensor] = {}
         self.encoded = 0  # how many texts went through the text tower (for tests/benchmarks)
-
-    def __len__(self) -> int:
-        return len(self._features)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Tensor:
@@ -70,8 +69,6 @@ def embed_images(
     be read (missing, truncated, not an image) is left out of the result and ``failed[key]``
     says why; without it, the error propagates.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     unique = list(dict.fromkeys(keys))
     features: dict[str, Tensor] = {}
     chunks = list(batched(unique, batch_size))
@@ -81,12 +78,11 @@ def embed_images(
     def load_chunk(chunk: Sequence[str]) -> list[tuple[str, Any]]:
         loaded = []
         for key in chunk:
-            if failed is None:
-                loaded.append((key, load(key)))
-                continue
             try:
                 loaded.append((key, load(key)))
             except IMAGE_ERRORS as exc:
+                if failed is None:
+                    raise
                 failed[key] = describe_image_error(exc)
         return loaded
 
@@ -107,8 +103,6 @@ def embed_images(
 
 def image_key(item: MCQItem) -> str:
     """One key per distinct image (and crop box): each is decoded and encoded once."""
-    import hashlib
-
     image = item.image
     key = image if isinstance(image, str) else "bytes:" + hashlib.sha256(image).hexdigest()[:32]
     box = (item.model_extra or {}).get("crop_box")

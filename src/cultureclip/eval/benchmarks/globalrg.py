@@ -15,30 +15,26 @@ prints. Setting ``templates`` overrides both.
 
 Layout accepted: an annotation file (JSON list / ``{"data": [...]}`` / JSONL / CSV /
 Parquet), or a directory holding exactly one (or ``grounding.json`` / ``retrieval.json``),
-with image paths relative to it. Key aliases: image ``image, image_path, img, file_name,
-filename, path``; concept ``concept, keyword, label, name``; region ``region, country,
-culture``; universal ``universal, concept, category``. Distractors are drawn with a
-generator seeded by ``(seed, record id)``, so an item's options do not depend on which
+with image paths relative to it; key aliases are listed below. Distractors are drawn with
+a generator seeded by ``(seed, record id)``, so an item's options do not depend on which
 other records are present. The correct option's position is shuffled with the same
 generator (it matters to generative models).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    BenchmarkOptions,
-    MCQBenchmark,
-    MCQOptions,
-    items_from_rows,
-    seeded_rng,
-)
+from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions, seeded_rng
+from cultureclip.eval.benchmarks.features import TextFeatureCache, image_key
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows
@@ -48,14 +44,13 @@ IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
 REGION_KEYS = ("region", "country", "culture")
 
 
-#: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
-#: ``cultureclip``: the templates as the paper prints them (with the period)
-PROTOCOLS = ("authors", "cultureclip")
 GROUNDING_TEMPLATE = "The item in the picture is {option} in {region}"
 RETRIEVAL_TEMPLATE = "The picture depicts a kind of {universal} in {option}"
 
 
 class _ProtocolOptions(MCQOptions):
+    #: ``authors``: the CultureCLIP authors' evaluator (templates without the final period);
+    #: ``cultureclip``: the templates as the paper prints them (with the period)
     protocol: Literal["authors", "cultureclip"] = "authors"
     #: empty: the protocol's template
     templates: dict[str, str] = Field(default_factory=dict)
@@ -180,36 +175,26 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         output = super().run(model, work_dir=work_dir, progress=progress)
         features = getattr(self, "_image_features", None)
         if features:
-            metrics, _ = self.retrieval_metrics(model, features)
-            output.metrics.update(metrics)
+            output.metrics.update(self.retrieval_metrics(model, features))
         return output
 
-    def retrieval_metrics(
-        self, model: Any, features: dict[str, Any]
-    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    def retrieval_metrics(self, model: Any, features: dict[str, Any]) -> dict[str, float]:
         """GlobalRG's retrieval view: per universal, rank every image by the query text.
 
         ``precision@k``: the share of the top k images that show the queried universal;
         ``diversity@k``: the normalised Shannon entropy of the regions among the top k
         (1 = all different regions, 0 = one region), both averaged over universals.
         """
-        import math
-
-        import torch
-
-        from cultureclip.eval.benchmarks.base import TextFeatureCache, image_key
-
         options: RetrievalOptions = self.options  # type: ignore[assignment]
         items = [i for i in self.items().items if image_key(i) in features]
         if not items:
-            return {}, {}
+            return {}
         universals = sorted({str(i.model_extra["universal"]) for i in items})
         queries = [options.query_template.format(universal=u) for u in universals]
         texts = TextFeatureCache(model).encode(queries)
         images = torch.stack([features[image_key(i)] for i in items])
         sim = texts @ images.T  # [universals, images]
         metrics: dict[str, float] = {}
-        per: dict[str, dict[str, float]] = {}
         for k in options.retrieval_ks:
             top = min(k, len(items))
             precisions, diversities = [], []
@@ -219,22 +204,14 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
                 precision = (
                     100.0 * sum(str(h.model_extra["universal"]) == universal for h in hits) / top
                 )
-                counts: dict[str, int] = {}
-                for h in hits:
-                    counts[h.country] = counts.get(h.country, 0) + 1
+                counts = Counter(h.country for h in hits)
                 entropy = -sum(c / top * math.log(c / top) for c in counts.values())
                 diversity = 100.0 * entropy / math.log(top) if top > 1 else 0.0
                 precisions.append(precision)
                 diversities.append(diversity)
-                if k == options.retrieval_ks[0]:
-                    per[universal] = {
-                        "n": float(top),
-                        "correct": precision * top / 100.0,
-                        "accuracy": precision,
-                    }
             metrics[f"precision@{k}"] = sum(precisions) / len(precisions)
             metrics[f"diversity@{k}"] = sum(diversities) / len(diversities)
-        return metrics, per
+        return metrics
 
     def load_items(self) -> ItemSet:
         options: RetrievalOptions = self.options  # type: ignore[assignment]

@@ -32,6 +32,7 @@ from cultureclip.eval.benchmarks.features import (
     embed_images,
     image_key,
 )
+from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -39,8 +40,6 @@ from cultureclip.models.base import VisionLanguageModel
 
 # ---- multiple-choice benchmarks ------------------------------------------------------------
 class MCQOptions(BenchmarkOptions):
-    """Options of multiple-choice benchmarks."""
-
     #: per question type, how an option becomes a text for contrastive scoring; fields of the
     #: item can be used: {option}, {question}, {country}, {category}, {region}, {concept}…
     templates: dict[str, str] = Field(
@@ -62,7 +61,6 @@ class MCQBenchmark(Benchmark):
 
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
-    supports_generative = True
     #: the fields results are grouped by (``language`` too for multilingual sets)
     group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 
@@ -120,8 +118,6 @@ class MCQBenchmark(Benchmark):
         if isinstance(model, VisionLanguageModel):
             predictions = self._run_contrastive(model, item_set, progress, unreadable)
         else:
-            from cultureclip.eval.generative import GenerativeModel
-
             if not isinstance(model, GenerativeModel):
                 raise TypeError(
                     f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
@@ -175,7 +171,7 @@ class MCQBenchmark(Benchmark):
         model: VisionLanguageModel,
         item_set: ItemSet,
         progress: bool,
-        unreadable: list[str] | None = None,
+        unreadable: list[str],
     ) -> list[dict[str, Any]]:
         items = item_set.items
         by_key = {image_key(item): item for item in items}
@@ -190,15 +186,12 @@ class MCQBenchmark(Benchmark):
             failed=failed,
         )
         self._image_features = image_features  # for subclasses' extra metrics (GlobalRG)
-        if failed:
-            kept = []
-            for item in items:
-                error = failed.get(image_key(item))
-                if error is None:
-                    kept.append(item)
-                elif unreadable is not None:
-                    unreadable.append(f"item {item.id!r}: unreadable image: {error}")
-            items = kept
+        unreadable += [
+            f"item {item.id!r}: unreadable image: {failed[image_key(item)]}"
+            for item in items
+            if image_key(item) in failed
+        ]
+        items = [item for item in items if image_key(item) not in failed]
         if not items:
             return []
         texts_per_item = [self.option_texts(item) for item in items]
@@ -242,10 +235,8 @@ class MCQBenchmark(Benchmark):
         item_set: ItemSet,
         work_dir: Path | None,
         progress: bool,
-        unreadable: list[str] | None = None,
+        unreadable: list[str],
     ) -> list[dict[str, Any]]:
-        from cultureclip.eval.generative import AnswerStore, MCQPrompt, parse_answer_letter
-
         options: MCQOptions = self.options  # type: ignore[assignment]
         # Resume: answered items are kept; failed ones are asked again.
         answers = AnswerStore(work_dir, model, self.name, self.options)
@@ -258,21 +249,19 @@ class MCQBenchmark(Benchmark):
                 try:
                     image = item_set.load_image(i)
                 except IMAGE_ERRORS as exc:
-                    if unreadable is not None:
-                        unreadable.append(
-                            f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
-                        )
+                    unreadable.append(
+                        f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
+                    )
                     continue
                 prompts.append(
                     MCQPrompt(image, i.question or "What is shown in the picture?", i.options)
                 )
                 asked.append(i)
-            chunk = asked
-            if not chunk:
+            if not asked:
                 continue
             outcomes = model.generate(prompts)
             records = []
-            for item, outcome in zip(chunk, outcomes, strict=True):
+            for item, outcome in zip(asked, outcomes, strict=True):
                 choice = (
                     parse_answer_letter(outcome.reply, item.options)
                     if outcome.reply is not None
@@ -288,7 +277,7 @@ class MCQBenchmark(Benchmark):
                         error=outcome.error,
                     )
                 )
-            answers.add(chunk, records)
+            answers.add(asked, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in item_set.items if item.id in done]
 

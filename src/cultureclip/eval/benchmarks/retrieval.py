@@ -14,12 +14,9 @@ from typing import Any
 import torch
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.data.collections import load_collection
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.metrics import best_correct_rank, retrieval_metrics
 from cultureclip.models.base import VisionLanguageModel
@@ -35,8 +32,6 @@ class RetrievalBenchmark(Benchmark):
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
-        from cultureclip.data.collections import load_collection
-
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("retrieval scores contrastive models only")
         collection = load_collection(self.data, self.split)

@@ -21,11 +21,14 @@ dataset that cannot be loaded (offline, unknown name, gated) is a one-line error
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.eval.benchmarks.records import RECORD_SUFFIXES, find_annotation_file, read_records
@@ -73,11 +76,7 @@ def image_value(value: Any) -> Any:
         return None
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
-    from PIL import Image
-
     if isinstance(value, Image.Image):
-        import io
-
         buffer = io.BytesIO()
         value.save(buffer, format=value.format or "PNG")
         return buffer.getvalue()

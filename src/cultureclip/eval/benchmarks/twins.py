@@ -16,13 +16,9 @@ from pydantic import Field
 
 from cultureclip.core.errors import InputError
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOptions,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.data.taxonomy import continent_of
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decision
@@ -82,21 +78,15 @@ class TwinBenchmark(Benchmark):
             description="twins: images",
             failed=failed,
         )
-        skipped = [f"line {bad.line}: {bad.error}" for bad in load.errors]
-        if failed:
-            # A pair is scored only when both of its images read; the others are reported.
-            for key, error in failed.items():
-                skipped.append(
-                    f"record {key.rsplit('/', 1)[0]!r} ({key}): unreadable image: {error}"
-                )
-            broken = {key.rsplit("/", 1)[0] for key in failed}
-            records = [r for r in records if r.id not in broken]
-            if not records:
-                raise InputError(
-                    f"no twin pair with two readable images in {self.data}; {skipped[-1]}"
-                )
-        from cultureclip.data.taxonomy import continent_of
-
+        # A pair is scored only when both of its images read; the others are reported.
+        skipped = [f"line {bad.line}: {bad.error}" for bad in load.errors] + [
+            f"record {key.rsplit('/', 1)[0]!r} ({key}): unreadable image: {error}"
+            for key, error in failed.items()
+        ]
+        broken = {key.rsplit("/", 1)[0] for key in failed}
+        records = [r for r in records if r.id not in broken]
+        if not records:
+            raise InputError(f"no twin pair with two readable images in {self.data}; {skipped[-1]}")
         scale = float(model.logit_scale.detach())
         predictions = []
         for record in records:

@@ -9,9 +9,9 @@ Data, either:
   images are reported as skipped; a folder with a single class is refused (it is
   almost always a labelled list or a wrong level);
 - a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column
-  (``image, image_path, filepath, file_name, path``) and a label column (``label,
-  class, classname, category``); a ``classnames.txt`` beside it, if present, fixes the
-  class list (integer labels index into it). A directory holding ``labels.csv`` (or
+  (:data:`LIST_IMAGE_KEYS`) and a label column (``label, class, classname, category``);
+  a ``classnames.txt`` beside it, if present, fixes the class list (integer labels index
+  into it). A directory holding ``labels.csv`` (or
   ``labels.jsonl``, ``labels.tsv``, ``labels.parquet``, ``test.csv``) is read as a
   labelled list even when its images sit in a sub-folder.
 
@@ -30,13 +30,8 @@ import torch
 from pydantic import Field
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.base import (
-    Benchmark,
-    BenchmarkOptions,
-    BenchmarkOutput,
-    TextFeatureCache,
-    embed_images,
-)
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
@@ -45,6 +40,7 @@ from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
 LABEL_FILES = ("labels.csv", "labels.jsonl", "labels.tsv", "labels.parquet", "test.csv")
+LIST_IMAGE_KEYS = ("image", "image_path", "filepath", "file_name", "path")
 NOT_IMAGES = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".md", ".yaml", ".yml"}
 
 
@@ -85,22 +81,15 @@ class ZeroShotBenchmark(Benchmark):
         if not path.exists() or is_hub_layout(path):
             rows, _ = read_rows(self.data, self.split, label_names=True)
             images = [pick(r, ("image", "img"), "image") for r in rows]
-            labels_raw = [pick(r, ("label", "class", "classname"), "label") for r in rows]
-            classnames = sorted({str(label) for label in labels_raw})
-            return (
-                images,
-                [classnames.index(str(label)) for label in labels_raw],
-                classnames,
-                Path("."),
-            )
+            names = [str(pick(r, ("label", "class", "classname"), "label")) for r in rows]
+            classnames = sorted(set(names))
+            return images, [classnames.index(name) for name in names], classnames, Path(".")
         labelled_list = path.is_dir() and any((path / name).is_file() for name in LABEL_FILES)
         if path.is_dir() and not labelled_list and any(p.is_dir() for p in path.iterdir()):
             return self._load_folder(path)
         file = find_annotation_file(path, LABEL_FILES)
         rows = read_records(file)
-        images = [
-            pick(r, ("image", "image_path", "filepath", "file_name", "path"), "image") for r in rows
-        ]
+        images = [pick(r, LIST_IMAGE_KEYS, "image") for r in rows]
         raw = [pick(r, ("label", "class", "classname", "category"), "label") for r in rows]
         classnames = _read_classnames(file.parent)
         if classnames is None:
@@ -205,14 +194,12 @@ class ZeroShotBenchmark(Benchmark):
             for i in range(len(images))
         ]
         per_class = group_accuracy(predictions, keys=("class",))
+        # over the classes that have images (CLIP_benchmark, sklearn balanced accuracy)
+        recalls = [group["accuracy"] for group in per_class.get("class", {}).values()]
         metrics = {
             "acc1": accuracy([r == 0 for r in ranks.tolist()]),
             "acc5": accuracy([r < 5 for r in ranks.tolist()]),
-            # over the classes that have images (CLIP_benchmark, sklearn balanced accuracy)
-            "mean_per_class_recall": float(
-                sum(g["accuracy"] for g in per_class.get("class", {}).values())
-                / max(1, len(per_class.get("class", {})))
-            ),
+            "mean_per_class_recall": float(sum(recalls) / max(1, len(recalls))),
         }
         return BenchmarkOutput(
             metrics=metrics,
