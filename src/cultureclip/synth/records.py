@@ -100,10 +100,6 @@ class Twin:
     similarity: float | None = None
 
 
-def provenance(prompt_id: str, model: str, seed: int) -> dict[str, Any]:
-    return {"prompt": prompt_id, "model": model, "seed": seed}
-
-
 def corpus_root(row: CorpusRow) -> str:
     parts: list[Any] = [row.name, row.image, row.caption, row.country, row.category]
     if row.group and row.group != row.country:
