@@ -212,7 +212,7 @@ def _register_inspect(synth: typer.Typer) -> None:
     @synth.command("prompts")
     def prompts_command() -> None:
         """List the built-in prompts and their versions."""
-        from cultureclip.synth.prompts import list_prompts, load_prompt
+        from cultureclip.core.llm import list_prompts, load_prompt
 
         for name in list_prompts():
             prompt = load_prompt(name)
