@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cultureclip.core.llm import FEEDBACK_PREFIX
-from cultureclip.synth.prompts import list_prompts, load_prompt
+from cultureclip.core.llm import FEEDBACK_PREFIX, list_prompts, load_prompt
 
 
 @dataclass
