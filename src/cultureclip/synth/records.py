@@ -107,15 +107,15 @@ def corpus_root(row: CorpusRow) -> str:
     return stable_hash("corpus", *parts)
 
 
-def side_from_row(row: CorpusRow, country: str, category: str, context: str, features: str) -> Side:
+def side_from_row(row: CorpusRow) -> Side:
     return Side(
         concept=row.name,
-        context=context,
-        features=features,
-        category=category,
-        country=country,
+        context=row.context,
+        features=row.features,
+        category=row.category,
+        country=row.country,
         image=row.image,
         captions=(row.caption,) if row.caption else (),
         glyph=row.glyph,
-        group=row.group or country,
+        group=row.group or row.country,
     )
