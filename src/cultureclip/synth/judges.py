@@ -162,8 +162,6 @@ class ClipScoreJudge(Judge):
 class NoJudge(Judge):
     """Keeps every image (no quality filter); the manifest records that none was applied."""
 
-    batch_size = 256
-
     def identity(self) -> dict[str, Any]:
         return {"backend": "none"}
 

@@ -85,12 +85,10 @@ class SynthReport:
 def run_synth(
     config: SynthConfig,
     *,
-    stages: list[str] | None = None,
     shard: Shard | None = None,
-    writer: str | None = None,
     merge_after: bool | None = None,
 ) -> SynthReport:
-    """Runs ``stages`` (default: ``config.stages``) for ``shard``; merges unless sharded.
+    """Runs ``config.stages`` for ``shard``; merges unless sharded.
 
     Under ``accelerate launch`` only the images stage uses every process; the LLM stages
     and the merge run on the main process while the others wait.
@@ -98,12 +96,12 @@ def run_synth(
     from accelerate import PartialState
 
     shard = shard or Shard()
-    ctx = SynthContext(config, shard, writer or shard.tag)
+    ctx = SynthContext(config, shard, shard.tag)
     state = PartialState()
     if state.is_main_process:
         config.save(ctx.out_dir)
     reports = []
-    for stage in stages or config.stages:
+    for stage in config.stages:
         if stage == "images" or state.is_main_process:
             report = STAGE_FUNCTIONS[stage](ctx)
             reports.append(report)

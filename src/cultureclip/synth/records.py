@@ -80,6 +80,17 @@ class Side:
         return self.image is not None and bool(self.captions)
 
 
+def side_variables(side: Side) -> dict[str, str]:
+    """What the twins and captions prompts are told of a side."""
+    return {
+        "concept": side.concept,
+        "country_name": country_name(side.country),
+        "category": side.category,
+        "context": side.context or "(none)",
+        "features": side.features or "(none)",
+    }
+
+
 @dataclass(frozen=True)
 class Concept:
     id: str

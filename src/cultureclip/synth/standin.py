@@ -236,12 +236,8 @@ class StandInLLMServer:
         self._thread: threading.Thread | None = None
 
     @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def start(self) -> StandInLLMServer:
         self._thread = threading.Thread(

@@ -10,7 +10,7 @@ from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.pool import LLMItem, run_llm_items
-from cultureclip.synth.records import Side, country_name
+from cultureclip.synth.records import Side, country_name, side_variables
 from cultureclip.synth.schemas import CaptionsAnswer, check_captions
 from cultureclip.utils.io import stable_hash
 
@@ -97,15 +97,7 @@ def _captions_item(ctx: SynthContext, key: str, side: Side) -> LLMItem:
         )
         return {"captions": kept}
 
-    variables = {
-        "concept": side.concept,
-        "country_name": country_name(side.country),
-        "category": side.category,
-        "context": side.context or "(none)",
-        "features": side.features or "(none)",
-        "n": s.n,
-        "max_words": s.max_words,
-    }
+    variables = {**side_variables(side), "n": s.n, "max_words": s.max_words}
     fields = {"side": side.key, "concept": side.concept}
     return LLMItem(key, variables, check, fields, failed={"captions": []})
 

@@ -14,7 +14,7 @@ from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_concepts, mine_keys
 from cultureclip.synth.pool import LLMItem, run_llm_items
-from cultureclip.synth.records import Concept, country_code, country_name
+from cultureclip.synth.records import Concept, country_code, side_variables
 from cultureclip.synth.schemas import TwinAnswer
 from cultureclip.utils.io import stable_hash
 
@@ -72,20 +72,13 @@ def _twin_item(ctx: SynthContext, prompt: PromptTemplate, concept: Concept) -> L
             raise ValueError("the twin must come from a different country")
         return {**answer.model_dump(), "neg_country": code}
 
-    variables = {
-        "category": side.category,
-        "concept": side.concept,
-        "country_name": country_name(side.country),
-        "context": side.context or "(none)",
-        "features": side.features or "(none)",
-    }
     fields = {
         "root": concept.root,
         "pos_id": concept.id,
         "pos_concept": side.concept,
         "method": "llm",
     }
-    return LLMItem(key, variables, check, fields)
+    return LLMItem(key, side_variables(side), check, fields)
 
 
 def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any]]:
