@@ -22,7 +22,6 @@ from cultureclip.utils.io import stable_hash
 
 
 def run_concepts(ctx: SynthContext) -> StageReport:
-    """Top-down concept writing per country × category, or the bottom-up corpus filter."""
     settings, report = ctx.config.concepts, StageReport("concepts")
     if settings.source in ("corpus", "folder"):
         left_out: list[tuple[str, str]] = []

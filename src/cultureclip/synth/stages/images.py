@@ -62,7 +62,6 @@ def plan_units(ctx: SynthContext, identity: dict[str, Any]) -> tuple[list[ImageU
 
 
 def run_images(ctx: SynthContext) -> StageReport:
-    """Renders one image per caption (or per concept); splits work over accelerate processes."""
     from accelerate import PartialState
 
     from cultureclip.synth.images import RenderRequest
