@@ -6,7 +6,6 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow
 from cultureclip.utils.io import stable_hash
 
@@ -32,14 +31,6 @@ def country_name(code: str) -> str:
 
     entry = country(code) if code else None
     return entry.name if entry else code
-
-
-def category_list(config: SynthConfig) -> list[str]:
-    if config.concepts.categories:
-        return list(config.concepts.categories)
-    from cultureclip.data.taxonomy import categories
-
-    return list(categories("cultwin"))
 
 
 @dataclass(frozen=True)

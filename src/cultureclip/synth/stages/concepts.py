@@ -6,12 +6,12 @@ from typing import Any
 
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import PromptTemplate, load_prompt
+from cultureclip.data import taxonomy
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.corpus import CorpusRow, read_corpus
 from cultureclip.synth.loaders import corpus_rows
 from cultureclip.synth.pool import LLMItem, run_llm_items
 from cultureclip.synth.records import (
-    category_list,
     corpus_root,
     country_code,
     country_name,
@@ -36,7 +36,7 @@ def run_concepts(ctx: SynthContext) -> StageReport:
                 f"{len(left_out)} unreadable image(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
             )
         return report
-    categories = category_list(ctx.config)
+    categories = list(settings.categories or taxonomy.categories("cultwin"))
     if settings.source == "topdown":
         prompt = load_prompt(settings.prompt)
         names = country_names()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -224,14 +225,11 @@ def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
 
 def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
     """Adds how many concepts have no twin, and why, to the report."""
-    reasons: dict[str, int] = {}
-    for record in records:
-        if record is not None and record.get("neg_id") is None:
-            why = record.get("no_twin", "no candidate")
-            reasons[why] = reasons.get(why, 0) + 1
+    reasons = Counter(
+        record.get("no_twin", "no candidate")
+        for record in records
+        if record is not None and record.get("neg_id") is None
+    )
     if reasons:
-        total = sum(reasons.values())
-        top = "; ".join(
-            f"{n} x {why}" for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:3]
-        )
-        report.notes.append(f"{total} concept(s) without a twin ({top})")
+        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(3))
+        report.notes.append(f"{reasons.total()} concept(s) without a twin ({top})")
