@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from cultureclip.core.llm import LLMError, ask, create_llm
+from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
 from cultureclip.synth.config import LLMSettings
-from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import TwinAnswer
 from cultureclip.synth.standin import Reply, StandInLLMServer
 

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from cultureclip.core.llm import LLMError, ask, create_llm
+from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
 from cultureclip.core.llm.backends.transformers import TransformersLLM
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.config import LLMSettings, SynthConfig
 from cultureclip.synth.pipeline import run_synth
-from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import CaptionsAnswer
 from cultureclip.testing import build_tiny_chat_lm, teach_fixed_answer
 from cultureclip.utils.io import read_jsonl

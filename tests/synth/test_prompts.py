@@ -5,8 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from cultureclip.core.llm import extract_json
-from cultureclip.synth.prompts import PromptError, list_prompts, load_prompt
+from cultureclip.core.llm import PromptError, extract_json, list_prompts, load_prompt
 from cultureclip.synth.schemas import (
     CaptionsAnswer,
     ConceptsAnswer,

@@ -184,7 +184,7 @@ def failures_command(
 
 def prompts_command() -> None:
     """List the built-in prompts and their versions."""
-    from cultureclip.synth.prompts import list_prompts, load_prompt
+    from cultureclip.core.llm import list_prompts, load_prompt
 
     for name in list_prompts():
         prompt = load_prompt(name)

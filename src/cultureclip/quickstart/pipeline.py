@@ -16,9 +16,11 @@ continues where it stopped. The same flow runs on real CLIP with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from pydantic import Field
 
 from cultureclip.config import Config
 from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSetup, TrainMode
-from cultureclip.quickstart.world import WorldSettings, build_world
+from cultureclip.quickstart.world import World, WorldSettings, build_world
 from cultureclip.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -35,10 +37,6 @@ logger = logging.getLogger(__name__)
 SUMMARY_NAME = "summary.json"
 FEATURES_DIR = "features"  # frozen-tower outputs (cultureclip.models.feature_cache)
 MODEL_ORDER = ("base", "clip", "cultureclip")
-
-
-def _heads() -> TrainingSetup:
-    return TrainingSetup(image=TrainMode.heads, text=TrainMode.heads)
 
 
 class StageSettings(Config):
@@ -76,7 +74,9 @@ class QuickstartConfig(Config):
     model: str = "lite:en?image_size=128&cache=100000"
     world: WorldSettings = Field(default_factory=WorldSettings)
     #: which parts train in alignment and fine-tuning (heads: the projection layers)
-    training: TrainingSetup = Field(default_factory=_heads)
+    training: TrainingSetup = Field(
+        default_factory=lambda: TrainingSetup(image=TrainMode.heads, text=TrainMode.heads)
+    )
     align: AlignSettings = Field(default_factory=AlignSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     #: the losses compared in fine-tuning (the first is the baseline of the gain)
@@ -120,28 +120,19 @@ class QuickstartResult:
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def twin_gain(self, kind: str = "seen") -> float:
-        return self.twin_accuracy[kind]["cultureclip"] - self.twin_accuracy[kind]["base"]
-
-    def twin_gain_over_clip(self, kind: str = "seen") -> float:
-        return self.twin_accuracy[kind]["cultureclip"] - self.twin_accuracy[kind]["clip"]
-
-    @property
-    def general_change_vs_clip(self) -> float:
-        return self.general_accuracy["cultureclip"] - self.general_accuracy["clip"]
+    def gain(self, over: str, kind: str | None = None) -> float:
+        """CultureCLIP's accuracy minus ``over``'s: on twins of ``kind``, else general top-1."""
+        accuracy = self.general_accuracy if kind is None else self.twin_accuracy[kind]
+        return accuracy["cultureclip"] - accuracy[over]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "twin_accuracy": self.twin_accuracy,
             "general_accuracy": self.general_accuracy,
-            "twin_gain_over_base": {k: round(self.twin_gain(k), 3) for k in self.twin_accuracy},
-            "twin_gain_over_clip": {
-                k: round(self.twin_gain_over_clip(k), 3) for k in self.twin_accuracy
-            },
-            "general_change_vs_clip": round(self.general_change_vs_clip, 3),
-            "general_change_vs_base": round(
-                self.general_accuracy["cultureclip"] - self.general_accuracy["base"], 3
-            ),
+            "twin_gain_over_base": {k: round(self.gain("base", k), 3) for k in self.twin_accuracy},
+            "twin_gain_over_clip": {k: round(self.gain("clip", k), 3) for k in self.twin_accuracy},
+            "general_change_vs_clip": round(self.gain("clip"), 3),
+            "general_change_vs_base": round(self.gain("base"), 3),
             "model_dirs": self.model_dirs,
             "searches": self.searches,
             "report": str(self.report) if self.report else None,
@@ -216,11 +207,16 @@ def _changed_settings(output_dir: Path, config: Any) -> list[str]:
     return changed_fields(previous.run_identity(), config.run_identity())
 
 
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    mark = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - mark
+
+
 def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     """Runs (or resumes) the whole quickstart; returns the measured accuracies."""
-    from cultureclip.eval.api import evaluate
     from cultureclip.eval.report import build_report
-    from cultureclip.models.registry import create_model
 
     config = config or QuickstartConfig()
     out = Path(config.out)
@@ -228,7 +224,40 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     config.save(out)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    with _timed(seconds, "world"):
+        world = _build_world(config, out)
+    with _timed(seconds, "align"):
+        base = _align(config, world, out)
+    model_dirs = {"base": base}
+    for loss in config.losses:
+        with _timed(seconds, f"finetune_{loss}"):
+            model_dirs[loss] = _finetune(config, world, base, loss, out)
+    with _timed(seconds, "eval"):
+        twin_accuracy, general_accuracy = _evaluate(config, world, model_dirs, out / "eval")
+    with _timed(seconds, "retrieval"):
+        _log(config, "5/6 indexing the new views of the twins for retrieval")
+        searches = _example_searches(
+            config, model_dirs[config.losses[-1]], world.twins_train_views, out
+        )
+    _log(config, "6/6 writing the report")
+    report = build_report([out / "eval"], out)
+    seconds["total"] = time.perf_counter() - started
+    result = QuickstartResult(
+        out=out,
+        twin_accuracy=twin_accuracy,
+        general_accuracy=general_accuracy,
+        model_dirs=model_dirs,
+        searches=searches,
+        report=report,
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+    )
+    atomic_write_json(out / SUMMARY_NAME, {"counts": world.counts, **result.to_dict()})
+    atomic_write_text(out / "summary.md", summary_markdown(result, world.counts))
+    return result
 
+
+def _build_world(config: QuickstartConfig, out: Path) -> World:
+    """Step 1; a changed world makes what was trained, evaluated and indexed on it stale."""
     _log(config, "1/6 building the emoji-and-flag CulTwin world")
     world_manifest = out / "world" / "world.json"
     before = world_manifest.read_bytes() if world_manifest.exists() else None
@@ -243,49 +272,53 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
         f"{counts['twin_pairs_test']} held out), {counts['general_train']} general emoji to align "
         f"on, {counts['general_test']} held out",
     )
-    seconds["world"] = time.perf_counter() - started
+    return world
 
-    mark = time.perf_counter()
-    if config.align.epochs > 0:
-        _log(config, "2/6 aligning the towers on general emoji (clip loss, heads)")
-        base = str(
-            _train_stage(
-                config,
-                model=config.model,
-                data=str(world.general_train),
-                loss="clip",
-                stage=config.align,
-                output_dir=out / "train" / "align",
-            )
-        )
-    else:
-        base = config.model
-    seconds["align"] = time.perf_counter() - mark
 
-    model_dirs = {"base": base}
-    for loss in config.losses:
-        mark = time.perf_counter()
-        _log(config, f"3/6 fine-tuning on {counts['twin_pairs_train']} twin pairs with loss {loss}")
-        model_dirs[loss] = str(
-            _train_stage(
-                config,
-                model=base,
-                data=str(world.twins_train),
-                loss=loss,
-                stage=config.finetune,
-                output_dir=out / "train" / loss,
-            )
-        )
-        seconds[f"finetune_{loss}"] = time.perf_counter() - mark
+def _align(config: QuickstartConfig, world: World, out: Path) -> str:
+    """Step 2: the model fine-tuning starts from (``config.model`` itself with ``epochs=0``)."""
+    if config.align.epochs == 0:
+        return config.model
+    _log(config, "2/6 aligning the towers on general emoji (clip loss, heads)")
+    final = _train_stage(
+        config,
+        model=config.model,
+        data=str(world.general_train),
+        loss="clip",
+        stage=config.align,
+        output_dir=out / "train" / "align",
+    )
+    return str(final)
 
-    mark = time.perf_counter()
+
+def _finetune(config: QuickstartConfig, world: World, base: str, loss: str, out: Path) -> str:
+    """Step 3, once per compared loss: the fine-tuned model's directory."""
+    pairs = world.counts["twin_pairs_train"]
+    _log(config, f"3/6 fine-tuning on {pairs} twin pairs with loss {loss}")
+    final = _train_stage(
+        config,
+        model=base,
+        data=str(world.twins_train),
+        loss=loss,
+        stage=config.finetune,
+        output_dir=out / "train" / loss,
+    )
+    return str(final)
+
+
+def _evaluate(
+    config: QuickstartConfig, world: World, model_dirs: dict[str, str], eval_dir: Path
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Step 4: (twin accuracy per kind and role, general zero-shot top-1 per role)."""
+    from cultureclip.eval.api import evaluate
+    from cultureclip.models.registry import create_model
+
     _log(config, "4/6 evaluating on held-out twins and held-out general emoji")
     labels = dict(zip(MODEL_ORDER, ("base", *config.losses), strict=True))
-    eval_dir = out / "eval"
     twin_sets = {"seen": world.twins_train_views, "unseen": world.twins_test}
     twin_accuracy: dict[str, dict[str, float]] = {kind: {} for kind in twin_sets}
     general_accuracy: dict[str, float] = {}
-    base_model = create_model(base)
+    base_model = create_model(model_dirs["base"])
     # The three models share the base's frozen towers, whose outputs the process-wide
     # feature store keeps (the spec's ``cache``): each image goes through the image tower
     # once. The benchmarks encode a few texts per call; encoding them all here, in a few
@@ -317,30 +350,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
             **common,
         )
         general_accuracy[role] = round(general.metrics["acc1"], 3)
-    seconds["eval"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    _log(config, "5/6 indexing the new views of the twins for retrieval")
-    searches = _example_searches(
-        config, model_dirs[config.losses[-1]], world.twins_train_views, out
-    )
-    seconds["retrieval"] = time.perf_counter() - mark
-
-    _log(config, "6/6 writing the report")
-    report = build_report([eval_dir], out)
-    seconds["total"] = time.perf_counter() - started
-    result = QuickstartResult(
-        out=out,
-        twin_accuracy=twin_accuracy,
-        general_accuracy=general_accuracy,
-        model_dirs=model_dirs,
-        searches=searches,
-        report=report,
-        seconds={k: round(v, 1) for k, v in seconds.items()},
-    )
-    atomic_write_json(out / SUMMARY_NAME, {"counts": counts, **result.to_dict()})
-    atomic_write_text(out / "summary.md", summary_markdown(result, counts))
-    return result
+    return twin_accuracy, general_accuracy
 
 
 def _eval_texts(config: QuickstartConfig, twin_sets: dict[str, Path], general: Path) -> list[str]:
@@ -440,10 +450,10 @@ def summary_markdown(result: QuickstartResult, counts: dict[str, int]) -> str:
 def gain_summary(result: QuickstartResult) -> str:
     """The headline sentence: CultureCLIP's twin gains and its general-accuracy change."""
     return (
-        f"CultureCLIP twin gain over base: {result.twin_gain('seen'):+.1f} points on new views, "
-        f"{result.twin_gain('unseen'):+.1f} on unseen concepts (over CLIP-tuned: "
-        f"{result.twin_gain_over_clip('seen'):+.1f} / {result.twin_gain_over_clip('unseen'):+.1f}); "
-        f"general change vs CLIP-tuned: {result.general_change_vs_clip:+.1f} points."
+        f"CultureCLIP twin gain over base: {result.gain('base', 'seen'):+.1f} points on new views, "
+        f"{result.gain('base', 'unseen'):+.1f} on unseen concepts (over CLIP-tuned: "
+        f"{result.gain('clip', 'seen'):+.1f} / {result.gain('clip', 'unseen'):+.1f}); "
+        f"general change vs CLIP-tuned: {result.gain('clip'):+.1f} points."
     )
 
 

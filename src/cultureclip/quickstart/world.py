@@ -61,9 +61,6 @@ class Concept:
     image: str = ""  # path relative to the world directory
     captions: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 def flag_to_iso2(sequence: str) -> str | None:
     """'🇮🇩' → 'ID'; None if the sequence is not a regional-indicator pair."""
@@ -94,13 +91,6 @@ def culture_concepts() -> list[Concept]:
             )
         )
     return concepts
-
-
-def _nearest_colour(rgb: Sequence[int]) -> str:
-    return min(
-        BASIC_COLOURS,
-        key=lambda n: sum((a - b) ** 2 for a, b in zip(rgb, BASIC_COLOURS[n], strict=True)),
-    )
 
 
 def describe_flag(image: Image.Image, max_colours: int = 3) -> str:
@@ -177,10 +167,6 @@ def flag_concepts(size: int = 96) -> list[Concept]:
     return sorted(concepts, key=lambda c: c.country)
 
 
-def _clean_emoji_name(code: str) -> str:
-    return code.strip(":").replace("_", " ")
-
-
 def general_concepts(exclude: set[str]) -> list[Concept]:
     """Single-code-point, fully-qualified emoji that are not culture concepts or flags."""
     import emoji
@@ -195,7 +181,7 @@ def general_concepts(exclude: set[str]) -> list[Concept]:
             continue
         if not glyph_available(sequence):
             continue
-        name = _clean_emoji_name(data["en"])
+        name = data["en"].strip(":").replace("_", " ")
         unicode_name = unicodedata.name(sequence[0], "").lower()
         features = unicode_name if unicode_name and unicode_name != name.lower() else ""
         concepts.append(
@@ -437,7 +423,7 @@ def build_world(
     split_of.update({c.key: "test" for c in general_test})
     write_jsonl(
         staging / "concepts.jsonl",
-        [{**c.to_dict(), "split": split_of.get(c.key, "unused")} for c in concepts],
+        [{**asdict(c), "split": split_of.get(c.key, "unused")} for c in concepts],
     )
     write = twins.write
     counts = {

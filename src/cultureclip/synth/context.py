@@ -25,10 +25,6 @@ class SynthContext:
     def work_dir(self) -> Path:
         return self.out_dir / "work"
 
-    @property
-    def image_dir(self) -> Path:
-        return self.out_dir / "images"
-
     def store(self, stage: str) -> ResultStore:
         return ResultStore(self.work_dir, stage, self.writer)
 

@@ -38,12 +38,10 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, raw row) of a CSV or JSONL file; bad JSON names its line."""
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
-            raw_rows = list(enumerate(csv.DictReader(handle), start=2))
-    elif path.suffix in (".jsonl", ".json"):
-        raw_rows = list(iter_jsonl(path, tolerate_torn_tail=False))
-    else:
-        raise InputError(f"corpus {path} must be .jsonl or .csv")
-    return raw_rows
+            return list(enumerate(csv.DictReader(handle), start=2))
+    if path.suffix in (".jsonl", ".json"):
+        return list(iter_jsonl(path, tolerate_torn_tail=False))
+    raise InputError(f"corpus {path} must be .jsonl or .csv")
 
 
 def read_corpus(path: str | Path, *, group_by: str = "country") -> list[CorpusRow]:

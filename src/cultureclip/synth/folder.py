@@ -42,10 +42,8 @@ LABEL_FILES = ("labels.csv", "labels.jsonl")
 GROUP_FIELDS = ("concept", "context", "features", "country", "category")
 
 
-def read_groups(path: Path | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(defaults, per-group entries) of a groups YAML; nothing when ``path`` is None."""
-    if path is None:
-        return {}, {}
+def read_groups(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(defaults, per-group entries) of a groups YAML."""
     import yaml
 
     if not path.exists():
@@ -141,8 +139,8 @@ def read_folder(
     if not root.is_dir():
         raise MissingInputError(f"photo folder not found: {root}")
     groups_file = Path(settings.groups) if settings.groups else root / "groups.yaml"
-    defaults, entries = read_groups(
-        groups_file if settings.groups or groups_file.exists() else None
+    defaults, entries = (
+        read_groups(groups_file) if settings.groups or groups_file.exists() else ({}, {})
     )
     photos = _photo_rows(root, settings)
     unknown = sorted(set(entries) - {group for group, _, _ in photos})

@@ -52,27 +52,20 @@ def create_image_backend(settings: ImageSettings) -> ImageBackend:
     return IMAGE_BACKENDS.create(settings.backend, settings)
 
 
-def resolve_device_dtype(device: str, dtype: str) -> tuple[str, Any]:
-    """``auto``: CUDA in fp16 when there is a GPU, else CPU in fp32 (half precision is slow on CPU)."""
-    import torch
-
-    from cultureclip.core.device import resolve_device
-
-    device = resolve_device(device)
-    if dtype == "auto":
-        return device, torch.float16 if device.startswith("cuda") else torch.float32
-    return device, {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-        dtype
-    ]
-
-
 @IMAGE_BACKENDS.register("diffusers")
 class DiffusersBackend(ImageBackend):
     """Any diffusers text-to-image model (hub id or local dir); reference: SD-3.5-Large-Turbo."""
 
-    def __init__(self, settings: ImageSettings, device: str | None = None) -> None:
+    def __init__(self, settings: ImageSettings) -> None:
+        import torch
+
+        from cultureclip.core.device import resolve_device
+
         super().__init__(settings)
-        self.device, self.dtype = resolve_device_dtype(device or settings.device, settings.dtype)
+        self.device = resolve_device(settings.device)
+        # auto: fp16 on CUDA, fp32 on CPU (half precision is slow there)
+        auto = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.dtype = auto if settings.dtype == "auto" else getattr(torch, settings.dtype)
         self._pipe: Any = None
 
     def identity(self) -> dict[str, Any]:

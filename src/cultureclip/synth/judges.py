@@ -19,10 +19,9 @@ from typing import Any
 
 from PIL import Image
 
-from cultureclip.core.llm import Outcome, ask, create_llm, with_images
+from cultureclip.core.llm import Outcome, ask, create_llm, load_prompt, with_images
 from cultureclip.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
-from cultureclip.synth.prompts import load_prompt
 from cultureclip.synth.schemas import JudgeAnswer, judge_passes
 
 
@@ -95,7 +94,7 @@ class VLMJudge(Judge):
         messages = with_images(self.prompt.messages(variables), [request.image])
 
         def verdict(answer: JudgeAnswer) -> Verdict:
-            scores = answer.scores()
+            scores = answer.model_dump()
             return {"passed": judge_passes(scores), "scores": scores}
 
         assert self._llm is not None
@@ -118,10 +117,10 @@ class VLMJudge(Judge):
 class ClipScoreJudge(Judge):
     """CLIPScore ``2.5 * max(cos, 0)`` of image and caption with any registered model."""
 
-    def __init__(self, settings: FilterSettings, llm: LLMSettings, model: Any = None) -> None:
+    def __init__(self, settings: FilterSettings, llm: LLMSettings) -> None:
         super().__init__(settings, llm)
         self.batch_size = settings.batch_size
-        self._model = model
+        self._model: Any = None
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -162,8 +161,6 @@ class ClipScoreJudge(Judge):
 @JUDGES.register("none")
 class NoJudge(Judge):
     """Keeps every image (no quality filter); the manifest records that none was applied."""
-
-    batch_size = 256
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "none"}

@@ -107,19 +107,22 @@ def corpus_rows(
     return rows
 
 
+def _concept(root: str, side: Side, source: str, provenance: dict[str, Any]) -> Concept:
+    return Concept(
+        stable_hash("concept", root, side.concept.lower()), root, side, source, provenance
+    )
+
+
 def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concept]:
     """The concepts stored by the concepts stage (or read from the corpus), this shard's only."""
-    settings = ctx.config.concepts
+    source = ctx.config.concepts.source
     concepts: list[Concept] = []
-    if settings.source in ("corpus", "folder"):
+    if source in ("corpus", "folder"):
         for row in corpus_rows(ctx):
-            root = corpus_root(row)
-            side = side_from_row(row, row.country, row.category, row.context, row.features)
-            concepts.append(
-                Concept(stable_hash("concept", root, row.name.lower()), root, side, settings.source)
-            )
+            concepts.append(_concept(corpus_root(row), side_from_row(row), source, {}))
     else:
         for record in ResultStore(ctx.work_dir, "concepts").records():
+            root, provenance = record["root"], record["provenance"]
             if record["source"] == "topdown":
                 for item in record["concepts"]:
                     side = Side(
@@ -129,10 +132,7 @@ def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concep
                         record["category"],
                         record["country"],
                     )
-                    concept_id = stable_hash("concept", record["root"], item["concept"].lower())
-                    concepts.append(
-                        Concept(concept_id, record["root"], side, "topdown", record["provenance"])
-                    )
+                    concepts.append(_concept(root, side, "topdown", provenance))
             elif record["answer"] == "yes":
                 side = Side(
                     record["concept"],
@@ -144,10 +144,7 @@ def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concep
                     captions=(record["caption"],) if record.get("caption") else (),
                     glyph=record.get("glyph"),
                 )
-                concept_id = stable_hash("concept", record["root"], record["concept"].lower())
-                concepts.append(
-                    Concept(concept_id, record["root"], side, "bottomup", record["provenance"])
-                )
+                concepts.append(_concept(root, side, "bottomup", provenance))
     concepts = [c for c in concepts if all_shards or ctx.shard.owns(c.root)]
     return sorted({c.id: c for c in concepts}.values(), key=lambda c: c.id)
 
@@ -155,21 +152,19 @@ def load_concepts(ctx: SynthContext, *, all_shards: bool = False) -> list[Concep
 def load_twins(ctx: SynthContext) -> list[Twin]:
     every = load_concepts(ctx, all_shards=True)
     concepts = {c.id: c for c in every}
-    current = set(mine_keys(ctx, every).values()) if ctx.config.twins.method == "mine" else None
+    current = set(mine_keys(ctx, every).values()) if ctx.config.twins.method == "mine" else set()
     twins = []
     for record in ResultStore(ctx.work_dir, "twins").records():
         pos = concepts.get(record["pos_id"])
         if pos is None or not ctx.shard.owns(record["root"]):
             continue  # a twin of a concept that is no longer produced (changed config)
-        if record["method"] == "mine" and (current is None or record["key"] not in current):
-            continue  # mined over another set of concepts (or mining is off): not this run's
-        if record["method"] == "mine" and record.get("neg_id") is None:
-            continue  # mined, and no twin was found: a finished outcome without a pair
         if record["method"] == "mine":
-            neg_concept = concepts.get(record["neg_id"])
-            if neg_concept is None:
+            mined = concepts.get(record.get("neg_id") or "")
+            # Mined over another set of concepts (or mining is off): not this run's; or
+            # mined with no twin found: a finished outcome without a pair.
+            if record["key"] not in current or mined is None:
                 continue
-            neg = neg_concept.side
+            neg = mined.side
         else:
             neg = Side(
                 record["neg_concept"],

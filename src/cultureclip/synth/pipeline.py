@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from cultureclip.synth.loaders import corpus_rows, load_concepts, load_twins, mi
 from cultureclip.synth.stages import STAGE_FUNCTIONS
 from cultureclip.synth.stages.captions import side_captions
 from cultureclip.synth.stages.filter import verdict_key
-from cultureclip.synth.stages.images import ImageUnit, image_backend, image_units
+from cultureclip.synth.stages.images import ImageUnit, image_identity, image_units
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
@@ -84,12 +85,10 @@ class SynthReport:
 def run_synth(
     config: SynthConfig,
     *,
-    stages: list[str] | None = None,
     shard: Shard | None = None,
-    writer: str | None = None,
     merge_after: bool | None = None,
 ) -> SynthReport:
-    """Runs ``stages`` (default: ``config.stages``) for ``shard``; merges unless sharded.
+    """Runs ``config.stages`` for ``shard``; merges unless sharded.
 
     Under ``accelerate launch`` only the images stage uses every process; the LLM stages
     and the merge run on the main process while the others wait.
@@ -97,12 +96,12 @@ def run_synth(
     from accelerate import PartialState
 
     shard = shard or Shard()
-    ctx = SynthContext(config, shard, writer or shard.tag)
+    ctx = SynthContext(config, shard, shard.tag)
     state = PartialState()
     if state.is_main_process:
         config.save(ctx.out_dir)
     reports = []
-    for stage in stages or config.stages:
+    for stage in config.stages:
         if stage == "images" or state.is_main_process:
             report = STAGE_FUNCTIONS[stage](ctx)
             reports.append(report)
@@ -138,7 +137,7 @@ def merge(config: SynthConfig) -> MergeReport:
     ``filter.backend=none``, both images passed the judge.
     """
     state = _Merge(config)
-    concepts, no_twin = _mining_outcomes(state.ctx, state.count)
+    concepts, no_twin = _mining_outcomes(state.ctx, state.reasons)
     twins = load_twins(state.ctx)
     records = sorted(
         (record for twin in twins for record in state.twin_records(twin)), key=lambda r: r.id
@@ -170,7 +169,7 @@ class _Merge:
 
         self.config = config
         self.ctx = ctx = SynthContext(config)
-        self.identity = image_backend(ctx, config.images.device).identity()
+        self.identity = image_identity(ctx)
         self.judge_identity = create_judge(config.filter, config.llm).identity()
         self.use_filter = config.filter.backend != "none"
         self.captions = ResultStore(ctx.work_dir, "captions")
@@ -178,10 +177,7 @@ class _Merge:
         self.verdicts = ResultStore(ctx.work_dir, "filter")
         self.grouped = config.concepts.group_column() != "country"
         self.incomplete = self.rejected = 0
-        self.reasons: dict[str, int] = {}
-
-    def count(self, why: str) -> None:
-        self.reasons[why] = self.reasons.get(why, 0) + 1
+        self.reasons: Counter[str] = Counter()
 
     def unit_state(self, unit: ImageUnit) -> tuple[str | None, dict[str, Any] | None]:
         """(image path in the dataset, verdict) of a unit; None where not there yet."""
@@ -206,7 +202,7 @@ class _Merge:
         (pos_texts, pos_units), (neg_texts, neg_units) = sides
         if not pos_units or not neg_units:
             self.incomplete += 1
-            self.count("incomplete: captions not written yet (captions stage)")
+            self.reasons["incomplete: captions not written yet (captions stage)"] += 1
             return []
         records = []
         for slot in range(min(len(pos_units), len(neg_units))):
@@ -232,12 +228,11 @@ class _Merge:
                 for name, verdict in (("photo", pos_verdict), ("twin", neg_verdict))
                 if not verdict["passed"]
             ]
-            self.count(
-                f"rejected by the {self.config.filter.backend} filter: {' and '.join(failed)} failed"
-            )
+            backend = self.config.filter.backend
+            self.reasons[f"rejected by the {backend} filter: {' and '.join(failed)} failed"] += 1
             return False
         self.incomplete += 1
-        self.count(why)
+        self.reasons[why] += 1
         return False
 
     def _record(
@@ -297,13 +292,13 @@ class _Merge:
         )
 
 
-def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
+def _mining_outcomes(ctx: SynthContext, reasons: Counter[str]) -> tuple[int, int]:
     """(concepts mined, concepts without a twin) of a mining run; (0, 0) otherwise."""
     if ctx.config.concepts.source in ("corpus", "folder"):
         left_out: list[tuple[str, str]] = []
         corpus_rows(ctx, left_out)
-        for _ in left_out:
-            count("left out: not a readable image")
+        if left_out:
+            reasons["left out: not a readable image"] += len(left_out)
     if ctx.config.twins.method != "mine":
         return 0, 0
     concepts = load_concepts(ctx, all_shards=True)
@@ -313,7 +308,7 @@ def _mining_outcomes(ctx: SynthContext, count: Any) -> tuple[int, int]:
         record = stored.get(key)
         if record is not None and record.get("neg_id") is None:
             no_twin += 1
-            count(f"no twin: {record.get('no_twin', 'no candidate')}")
+            reasons[f"no twin: {record.get('no_twin', 'no candidate')}"] += 1
     return len(concepts), no_twin
 
 

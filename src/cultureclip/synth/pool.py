@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from cultureclip.core.llm import LLMBackend, Outcome, create_llm
+from pydantic import BaseModel
+
+from cultureclip.core.llm import LLMBackend, PromptTemplate, ask, create_llm
 from cultureclip.core.progress import progress
 from cultureclip.synth.context import StageReport, SynthContext
 
@@ -39,40 +43,76 @@ async def run_pool(
     await asyncio.gather(*(worker() for _ in range(min(concurrency, queue.qsize()))))
 
 
-async def run_llm_items(
+@dataclass(frozen=True)
+class LLMItem:
+    """One keyed request of an LLM stage and what is stored for it.
+
+    ``check`` turns the parsed answer into the fields kept (see :func:`ask`); the record
+    stored is ``fields``, those (``failed`` in the failure log) and the provenance.
+    """
+
+    key: str
+    variables: dict[str, Any]
+    check: Callable[[Any], dict[str, Any]]
+    fields: dict[str, Any]
+    failed: dict[str, Any] = field(default_factory=dict)
+
+
+def run_llm_items(
     ctx: SynthContext,
     stage: str,
-    items: list[tuple[str, Callable[[LLMBackend], Awaitable[tuple[Outcome[Any], dict[str, Any]]]]]],
+    items: list[LLMItem],
     report: StageReport,
+    *,
+    prompt: PromptTemplate,
+    schema: type[BaseModel],
+    temperature: float | None,
 ) -> None:
-    """Runs keyed LLM work items concurrently; successes are stored, failures logged."""
+    """Asks ``prompt`` for every item not stored yet, concurrently; successes are stored,
+    failures logged."""
     store, failures = ctx.store(stage), ctx.failures()
+    seed = ctx.config.seed
     report.total = len(items)
-    pending = [(key, work) for key, work in items if key not in store]
+    pending = [item for item in items if item.key not in store]
     report.cached = report.total - len(pending)
-    if not pending:
-        return
-    async with create_llm(ctx.config.llm) as llm:
-        with progress(
-            stage, report.total, completed=report.cached, enabled=ctx.config.progress
-        ) as task:
 
-            async def handle(batch: list[tuple[str, Any]]) -> None:
-                for key, work in batch:
-                    outcome, record = await work(llm)
-                    # fsync in a worker thread: durable, without stalling the requests in flight.
-                    if outcome.ok:
-                        await asyncio.to_thread(store.add, {"key": key, **record})
-                        report.done += 1
-                    else:
-                        await asyncio.to_thread(
-                            failures.add, stage, key, outcome.error, raw=outcome.raw, item=record
-                        )
-                        report.failed += 1
-
-            await run_pool(
-                pending,
-                handle,
-                concurrency=ctx.config.llm.concurrency,
-                on_done=lambda n: task.update(advance=n),
+    async def handle(llm: LLMBackend, batch: list[LLMItem]) -> None:
+        for item in batch:
+            outcome = await ask(
+                llm,
+                prompt,
+                item.variables,
+                schema,
+                check=item.check,
+                temperature=temperature,
+                seed=seed,
             )
+            record = {
+                **item.fields,
+                **(outcome.value or item.failed),
+                "provenance": {"prompt": prompt.id, "model": llm.model_id, "seed": seed},
+            }
+            # fsync in a worker thread: durable, without stalling the requests in flight.
+            if outcome.ok:
+                await asyncio.to_thread(store.add, {"key": item.key, **record})
+                report.done += 1
+            else:
+                await asyncio.to_thread(
+                    failures.add, stage, item.key, outcome.error, raw=outcome.raw, item=record
+                )
+                report.failed += 1
+
+    async def main() -> None:
+        async with create_llm(ctx.config.llm) as llm:
+            with progress(
+                stage, report.total, completed=report.cached, enabled=ctx.config.progress
+            ) as task:
+                await run_pool(
+                    pending,
+                    functools.partial(handle, llm),
+                    concurrency=ctx.config.llm.concurrency,
+                    on_done=lambda n: task.update(advance=n),
+                )
+
+    if pending:
+        asyncio.run(main())

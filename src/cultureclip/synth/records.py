@@ -6,7 +6,6 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.corpus import CorpusRow
 from cultureclip.utils.io import stable_hash
 
@@ -32,14 +31,6 @@ def country_name(code: str) -> str:
 
     entry = country(code) if code else None
     return entry.name if entry else code
-
-
-def category_list(config: SynthConfig) -> list[str]:
-    if config.concepts.categories:
-        return list(config.concepts.categories)
-    from cultureclip.data.taxonomy import categories
-
-    return list(categories("cultwin"))
 
 
 @dataclass(frozen=True)
@@ -80,6 +71,17 @@ class Side:
         return self.image is not None and bool(self.captions)
 
 
+def side_variables(side: Side) -> dict[str, str]:
+    """What the twins and captions prompts are told of a side."""
+    return {
+        "concept": side.concept,
+        "country_name": country_name(side.country),
+        "category": side.category,
+        "context": side.context or "(none)",
+        "features": side.features or "(none)",
+    }
+
+
 @dataclass(frozen=True)
 class Concept:
     id: str
@@ -100,10 +102,6 @@ class Twin:
     similarity: float | None = None
 
 
-def provenance(prompt_id: str, model: str, seed: int) -> dict[str, Any]:
-    return {"prompt": prompt_id, "model": model, "seed": seed}
-
-
 def corpus_root(row: CorpusRow) -> str:
     parts: list[Any] = [row.name, row.image, row.caption, row.country, row.category]
     if row.group and row.group != row.country:
@@ -111,15 +109,15 @@ def corpus_root(row: CorpusRow) -> str:
     return stable_hash("corpus", *parts)
 
 
-def side_from_row(row: CorpusRow, country: str, category: str, context: str, features: str) -> Side:
+def side_from_row(row: CorpusRow) -> Side:
     return Side(
         concept=row.name,
-        context=context,
-        features=features,
-        category=category,
-        country=country,
+        context=row.context,
+        features=row.features,
+        category=row.category,
+        country=row.country,
         image=row.image,
         captions=(row.caption,) if row.caption else (),
         glyph=row.glyph,
-        group=row.group or country,
+        group=row.group or row.country,
     )

@@ -64,13 +64,6 @@ class JudgeAnswer(Answer):
     consistency: int = Field(ge=1, le=5)
     fidelity: int = Field(ge=1, le=5)
 
-    def scores(self) -> dict[str, int]:
-        return {
-            "authenticity": self.authenticity,
-            "consistency": self.consistency,
-            "fidelity": self.fidelity,
-        }
-
 
 def judge_passes(scores: dict[str, float]) -> bool:
     """CulTwin's rule: an image passes iff no score is 1 and the mean is above 3."""

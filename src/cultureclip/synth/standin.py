@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cultureclip.core.llm import FEEDBACK_PREFIX
-from cultureclip.synth.prompts import list_prompts, load_prompt
+from cultureclip.core.llm import FEEDBACK_PREFIX, list_prompts, load_prompt
 
 
 @dataclass
@@ -237,12 +236,8 @@ class StandInLLMServer:
         self._thread: threading.Thread | None = None
 
     @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def start(self) -> StandInLLMServer:
         self._thread = threading.Thread(

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.llm import LLMBackend, Outcome, ask
+from cultureclip.core.llm import load_prompt
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
-from cultureclip.synth.pool import run_llm_items
-from cultureclip.synth.prompts import load_prompt
-from cultureclip.synth.records import Side, country_name, provenance
-from cultureclip.synth.schemas import (
-    CaptionsAnswer,
-    check_captions,
-)
+from cultureclip.synth.pool import LLMItem, run_llm_items
+from cultureclip.synth.records import Side, country_name, side_variables
+from cultureclip.synth.schemas import CaptionsAnswer, check_captions
 from cultureclip.utils.io import stable_hash
 
 
@@ -38,7 +32,7 @@ def caption_key(ctx: SynthContext, side: Side) -> str:
 
 def run_captions(ctx: SynthContext, sides: list[Side] | None = None) -> StageReport:
     """``n`` diverse captions per concept side, each shorter than ``max_words`` and feature-bearing."""
-    report = StageReport("captions")
+    settings, report = ctx.config.captions, StageReport("captions")
     if sides is None:
         every = twin_sides(load_twins(ctx))
         sides = [s for s in every if not s.captions]
@@ -46,20 +40,21 @@ def run_captions(ctx: SynthContext, sides: list[Side] | None = None) -> StageRep
             report.notes.append(f"{len(every) - len(sides)} side(s) have captions of their own")
     if not sides and not report.notes:
         report.notes.append("no twins stored yet (the twins stage has none)")
-    templates = ctx.config.captions.templates
-    if templates:
+    if settings.templates:
         report.total = report.given = len(sides)
         report.notes.append("written from captions.templates (no LLM)")
         return report
-    prompt = load_prompt(ctx.config.captions.prompt)
     # Sides of one concept with their own photos share the written captions: one request.
-    items = list(
-        {
-            caption_key(ctx, side): functools.partial(_write_captions, ctx, prompt, side)
-            for side in sides
-        }.items()
+    by_key = {caption_key(ctx, side): side for side in sides}
+    run_llm_items(
+        ctx,
+        "captions",
+        [_captions_item(ctx, key, side) for key, side in by_key.items()],
+        report,
+        prompt=load_prompt(settings.prompt),
+        schema=CaptionsAnswer,
+        temperature=settings.temperature,
     )
-    asyncio.run(run_llm_items(ctx, "captions", items, report))
     return report
 
 
@@ -89,42 +84,22 @@ def template_captions(ctx: SynthContext, side: Side) -> list[str]:
     return list(dict.fromkeys(captions)) or [side.concept]
 
 
-async def _write_captions(
-    ctx: SynthContext, prompt: Any, side: Side, llm: LLMBackend
-) -> tuple[Outcome[Any], dict[str, Any]]:
+def _captions_item(ctx: SynthContext, key: str, side: Side) -> LLMItem:
     s = ctx.config.captions
-    variables = {
-        "concept": side.concept,
-        "country_name": country_name(side.country),
-        "category": side.category,
-        "context": side.context or "(none)",
-        "features": side.features or "(none)",
-        "n": s.n,
-        "max_words": s.max_words,
-    }
-    check = functools.partial(
-        check_captions,
-        n=s.n,
-        max_words=s.max_words,
-        features=side.features,
-        require_features=s.require_features,
-    )
-    outcome = await ask(
-        llm,
-        prompt,
-        variables,
-        CaptionsAnswer,
-        check=check,
-        temperature=s.temperature,
-        seed=ctx.config.seed,
-    )
-    record = {
-        "side": side.key,
-        "concept": side.concept,
-        "captions": outcome.value or [],
-        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
-    }
-    return outcome, record
+
+    def check(answer: CaptionsAnswer) -> dict[str, Any]:
+        kept = check_captions(
+            answer,
+            n=s.n,
+            max_words=s.max_words,
+            features=side.features,
+            require_features=s.require_features,
+        )
+        return {"captions": kept}
+
+    variables = {**side_variables(side), "n": s.n, "max_words": s.max_words}
+    fields = {"side": side.key, "concept": side.concept}
+    return LLMItem(key, variables, check, fields, failed={"captions": []})
 
 
 def side_captions(ctx: SynthContext, side: Side, store: ResultStore) -> list[str] | None:

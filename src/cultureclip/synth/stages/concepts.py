@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.llm import LLMBackend, Outcome, ask
+from cultureclip.core.llm import PromptTemplate, load_prompt
+from cultureclip.data import taxonomy
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.corpus import CorpusRow, read_corpus
 from cultureclip.synth.loaders import corpus_rows
-from cultureclip.synth.pool import run_llm_items
-from cultureclip.synth.prompts import load_prompt
+from cultureclip.synth.pool import LLMItem, run_llm_items
 from cultureclip.synth.records import (
-    category_list,
     corpus_root,
     country_code,
     country_name,
     country_names,
-    provenance,
 )
-from cultureclip.synth.schemas import (
-    BottomUpAnswer,
-    ConceptsAnswer,
-)
+from cultureclip.synth.schemas import BottomUpAnswer, ConceptsAnswer
 from cultureclip.utils.io import stable_hash
 
 
 def run_concepts(ctx: SynthContext) -> StageReport:
-    """Top-down concept writing per country × category, or the bottom-up corpus filter."""
     settings, report = ctx.config.concepts, StageReport("concepts")
     if settings.source in ("corpus", "folder"):
         left_out: list[tuple[str, str]] = []
@@ -44,9 +36,7 @@ def run_concepts(ctx: SynthContext) -> StageReport:
                 f"{len(left_out)} unreadable image(s) left out, e.g. {left_out[0][0]} ({left_out[0][1]})"
             )
         return report
-    seed, model = ctx.config.seed, ctx.llm_id()
-    categories = category_list(ctx.config)
-    items: list[tuple[str, Any]] = []
+    categories = list(settings.categories or taxonomy.categories("cultwin"))
     if settings.source == "topdown":
         prompt = load_prompt(settings.prompt)
         names = country_names()
@@ -54,84 +44,71 @@ def run_concepts(ctx: SynthContext) -> StageReport:
         unknown = [c for c in codes if c not in names]
         if unknown:
             raise InputError(f"concepts.countries: unknown ISO 3166-1 alpha-2 code(s) {unknown}")
+        items = []
         for code in codes:
             for category in categories:
                 root = stable_hash("cell", code, category)
-                if not ctx.shard.owns(root):
-                    continue
-                key = stable_hash(
-                    "concepts",
-                    code,
-                    category,
-                    settings.per_pair,
-                    prompt.id,
-                    model,
-                    seed,
-                    settings.temperature,
-                )
-                items.append(
-                    (key, functools.partial(_write_concepts, ctx, prompt, root, code, category))
-                )
-    else:
-        if not settings.corpus:
-            raise InputError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
-        prompt = load_prompt(settings.bottomup_prompt)
-        for row in read_corpus(settings.corpus):
-            root = corpus_root(row)
-            if not ctx.shard.owns(root):
-                continue
-            key = stable_hash("bottomup", root, categories, prompt.id, model, seed)
-            items.append((key, functools.partial(_judge_title, ctx, prompt, root, row, categories)))
-    asyncio.run(run_llm_items(ctx, "concepts", items, report))
+                if ctx.shard.owns(root):
+                    items.append(_concepts_item(ctx, prompt, root, code, category))
+        run_llm_items(
+            ctx,
+            "concepts",
+            items,
+            report,
+            prompt=prompt,
+            schema=ConceptsAnswer,
+            temperature=settings.temperature,
+        )
+        return report
+    if not settings.corpus:
+        raise InputError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
+    prompt = load_prompt(settings.bottomup_prompt)
+    items = []
+    for row in read_corpus(settings.corpus):
+        root = corpus_root(row)
+        if ctx.shard.owns(root):
+            items.append(_title_item(ctx, prompt, root, row, categories))
+    run_llm_items(
+        ctx, "concepts", items, report, prompt=prompt, schema=BottomUpAnswer, temperature=0.0
+    )
     return report
 
 
-async def _write_concepts(
-    ctx: SynthContext, prompt: Any, root: str, code: str, category: str, llm: LLMBackend
-) -> tuple[Outcome[Any], dict[str, Any]]:
-    n = ctx.config.concepts.per_pair
-    variables = {"country": code, "country_name": country_name(code), "category": category, "n": n}
+def _concepts_item(
+    ctx: SynthContext, prompt: PromptTemplate, root: str, code: str, category: str
+) -> LLMItem:
+    settings = ctx.config.concepts
+    n = settings.per_pair
+    key = stable_hash(
+        "concepts",
+        code,
+        category,
+        n,
+        prompt.id,
+        ctx.llm_id(),
+        ctx.config.seed,
+        settings.temperature,
+    )
 
-    def check(answer: ConceptsAnswer) -> list[dict[str, str]]:
+    def check(answer: ConceptsAnswer) -> dict[str, Any]:
         unique = list({c.concept.lower(): c for c in answer.concepts}.values())
         if len(unique) < n:
             raise ValueError(f"expected {n} different concepts, got {len(unique)}")
-        return [c.model_dump() for c in unique[:n]]
+        return {"concepts": [c.model_dump() for c in unique[:n]]}
 
-    outcome = await ask(
-        llm,
-        prompt,
-        variables,
-        ConceptsAnswer,
-        check=check,
-        temperature=ctx.config.concepts.temperature,
-        seed=ctx.config.seed,
+    return LLMItem(
+        key,
+        {"country": code, "country_name": country_name(code), "category": category, "n": n},
+        check,
+        {"root": root, "source": "topdown", "country": code, "category": category},
+        failed={"concepts": []},
     )
-    record = {
-        "root": root,
-        "source": "topdown",
-        "country": code,
-        "category": category,
-        "concepts": outcome.value or [],
-        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
-    }
-    return outcome, record
 
 
-async def _judge_title(
-    ctx: SynthContext,
-    prompt: Any,
-    root: str,
-    row: CorpusRow,
-    categories: list[str],
-    llm: LLMBackend,
-) -> tuple[Outcome[Any], dict[str, Any]]:
-    variables = {
-        "title": row.name,
-        "caption": row.caption or "(none)",
-        "categories": ", ".join(categories),
-        "country_hint": row.country or "unknown",
-    }
+def _title_item(
+    ctx: SynthContext, prompt: PromptTemplate, root: str, row: CorpusRow, categories: list[str]
+) -> LLMItem:
+    key = stable_hash("bottomup", root, categories, prompt.id, ctx.llm_id(), ctx.config.seed)
     by_lower = {c.lower(): c for c in categories}
 
     def check(answer: BottomUpAnswer) -> dict[str, Any]:
@@ -153,17 +130,18 @@ async def _judge_title(
             "features": answer.features,
         }
 
-    outcome = await ask(
-        llm, prompt, variables, BottomUpAnswer, check=check, temperature=0.0, seed=ctx.config.seed
-    )
-    record = {
+    variables = {
+        "title": row.name,
+        "caption": row.caption or "(none)",
+        "categories": ", ".join(categories),
+        "country_hint": row.country or "unknown",
+    }
+    fields = {
         "root": root,
         "source": "bottomup",
         "concept": row.name,
         "image": row.image,
         "caption": row.caption,
         "glyph": row.glyph,
-        **(outcome.value or {"answer": None}),
-        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
     }
-    return outcome, record
+    return LLMItem(key, variables, check, fields, failed={"answer": None})

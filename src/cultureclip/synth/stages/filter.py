@@ -35,7 +35,6 @@ def verdict_key(unit: ImageUnit, judge_identity: dict[str, Any]) -> str:
 
 
 def run_filter(ctx: SynthContext) -> StageReport:
-    """Scores every image with the configured judge; verdicts are stored, not applied (merge does)."""
     from cultureclip.data.pairs import open_image
     from cultureclip.synth.judges import JudgeRequest, create_judge
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cultureclip.core.progress import progress
@@ -12,7 +11,7 @@ from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.records import Side
 from cultureclip.synth.stages.captions import side_captions
-from cultureclip.utils.io import stable_hash
+from cultureclip.utils.io import atomic_path, stable_hash
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,6 @@ def plan_units(ctx: SynthContext, identity: dict[str, Any]) -> tuple[list[ImageU
 
 
 def run_images(ctx: SynthContext) -> StageReport:
-    """Renders one image per caption (or per concept); splits work over accelerate processes."""
     from accelerate import PartialState
 
     from cultureclip.synth.images import RenderRequest
@@ -116,7 +114,8 @@ def run_images(ctx: SynthContext) -> StageReport:
                     )
                     report.failed += 1
                     continue
-                _save_png(image, ctx.out_dir / unit.relpath)
+                with atomic_path(ctx.out_dir / unit.relpath) as tmp:
+                    image.save(tmp, format="PNG")
                 store.add(
                     {
                         "key": unit.key,
@@ -138,16 +137,6 @@ def image_backend(ctx: SynthContext, device: str) -> Any:
 
     settings = ctx.config.images.model_copy(update={"device": device})
     return create_image_backend(settings)
-
-
-def _save_png(image: Any, path: Path) -> None:
-    import io
-
-    from cultureclip.utils.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def image_identity(ctx: SynthContext) -> dict[str, Any]:

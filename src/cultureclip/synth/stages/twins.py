@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.llm import LLMBackend, Outcome, ask
+from cultureclip.core.llm import PromptTemplate, load_prompt
 from cultureclip.core.progress import progress
+from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_concepts, mine_keys
-from cultureclip.synth.pool import run_llm_items
-from cultureclip.synth.prompts import load_prompt
-from cultureclip.synth.records import Concept, country_code, country_name, provenance
-from cultureclip.synth.schemas import (
-    TwinAnswer,
-)
+from cultureclip.synth.pool import LLMItem, run_llm_items
+from cultureclip.synth.records import Concept, country_code, side_variables
+from cultureclip.synth.schemas import TwinAnswer
 from cultureclip.utils.io import stable_hash
 
 logger = logging.getLogger(__name__)
+
+NO_CONCEPTS = (
+    "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
+)
 
 
 def run_twins(ctx: SynthContext) -> StageReport:
@@ -30,41 +32,34 @@ def run_twins(ctx: SynthContext) -> StageReport:
         return mine_twins_stage(ctx)
     settings, report = ctx.config.twins, StageReport("twins")
     prompt = load_prompt(settings.prompt)
-    model, seed = ctx.llm_id(), ctx.config.seed
-    items = []
-    for concept in load_concepts(ctx):
-        side = concept.side
-        key = stable_hash(
-            "twins",
-            concept.id,
-            side.concept,
-            side.context,
-            side.features,
-            prompt.id,
-            model,
-            seed,
-            settings.temperature,
-        )
-        items.append((key, functools.partial(_write_twin, ctx, prompt, concept)))
+    items = [_twin_item(ctx, prompt, concept) for concept in load_concepts(ctx)]
     if not items:
-        report.notes.append(
-            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
-        )
-    asyncio.run(run_llm_items(ctx, "twins", items, report))
+        report.notes.append(NO_CONCEPTS)
+    run_llm_items(
+        ctx,
+        "twins",
+        items,
+        report,
+        prompt=prompt,
+        schema=TwinAnswer,
+        temperature=settings.temperature,
+    )
     return report
 
 
-async def _write_twin(
-    ctx: SynthContext, prompt: Any, concept: Concept, llm: LLMBackend
-) -> tuple[Outcome[Any], dict[str, Any]]:
+def _twin_item(ctx: SynthContext, prompt: PromptTemplate, concept: Concept) -> LLMItem:
     side = concept.side
-    variables = {
-        "category": side.category,
-        "concept": side.concept,
-        "country_name": country_name(side.country),
-        "context": side.context or "(none)",
-        "features": side.features or "(none)",
-    }
+    key = stable_hash(
+        "twins",
+        concept.id,
+        side.concept,
+        side.context,
+        side.features,
+        prompt.id,
+        ctx.llm_id(),
+        ctx.config.seed,
+        ctx.config.twins.temperature,
+    )
 
     def check(answer: TwinAnswer) -> dict[str, str]:
         if answer.neg_concept.strip().lower() == side.concept.strip().lower():
@@ -78,24 +73,13 @@ async def _write_twin(
             raise ValueError("the twin must come from a different country")
         return {**answer.model_dump(), "neg_country": code}
 
-    outcome = await ask(
-        llm,
-        prompt,
-        variables,
-        TwinAnswer,
-        check=check,
-        temperature=ctx.config.twins.temperature,
-        seed=ctx.config.seed,
-    )
-    record = {
+    fields = {
         "root": concept.root,
         "pos_id": concept.id,
         "pos_concept": side.concept,
         "method": "llm",
-        **(outcome.value or {}),
-        "provenance": provenance(prompt.id, llm.model_id, ctx.config.seed),
     }
-    return outcome, record
+    return LLMItem(key, side_variables(side), check, fields)
 
 
 def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any]]:
@@ -133,57 +117,68 @@ def _no_twin_reason(concept: Concept, concepts: list[Concept], column: str) -> s
 
 
 def mine_twins_stage(ctx: SynthContext) -> StageReport:
-    settings, report = ctx.config.twins, StageReport("twins")
-    source = ctx.config.concepts.source
-    if ctx.shard.count > 1 and source not in ("corpus", "folder"):
+    report = StageReport("twins")
+    if ctx.shard.count > 1 and ctx.config.concepts.source not in ("corpus", "folder"):
         raise InputError(
             "twins.method=mine across shards needs concepts.source=corpus or folder "
             "(every shard mines all concepts)"
         )
-    column = ctx.config.concepts.group_column()
     # Mining compares every concept with every other, so it sees all shards' concepts
     # and keeps the pairs whose concept belongs to this shard.
     concepts = load_concepts(ctx, all_shards=True)
     if not concepts:
-        report.notes.append(
-            "no concepts stored yet (the concepts stage has none; see `cultureclip synth failures`)"
-        )
+        report.notes.append(NO_CONCEPTS)
         return report
     store = ctx.store("twins")
-    owned = [i for i, c in enumerate(concepts) if ctx.shard.owns(c.root)]
     every_key = mine_keys(ctx, concepts)
-    keys = {i: every_key[concepts[i].id] for i in owned}
-    report.total = len(owned)
-    report.cached = sum(1 for i in owned if keys[i] in store)
+    keys = {i: every_key[c.id] for i, c in enumerate(concepts) if ctx.shard.owns(c.root)}
+    pending = {i: key for i, key in keys.items() if key not in store}
+    report.total, report.cached = len(keys), len(keys) - len(pending)
+    _note_one_group(report, concepts, ctx.config.concepts.group_column())
+    if pending:
+        _store_mined(ctx, store, concepts, pending, report)
+    _note_no_twins(report, [store.get(key) for key in keys.values()])
+    return report
+
+
+def _note_one_group(report: StageReport, concepts: list[Concept], column: str) -> None:
+    """Warns when every concept is in one group: mining across groups then finds nothing."""
     groups = {c.side.twin_group for c in concepts}
-    if len(groups) == 1 and concepts:
-        note = (
-            f"every concept has the same {column} ({next(iter(groups))!r}): twins are mined "
-            f"across {column}, so none has a candidate"
-            + (
-                "; name the column that holds the groups with concepts.group_by"
-                if column == "country"
-                else ""
-            )
+    if len(groups) > 1:
+        return
+    note = (
+        f"every concept has the same {column} ({next(iter(groups))!r}): twins are mined "
+        f"across {column}, so none has a candidate"
+        + (
+            "; name the column that holds the groups with concepts.group_by"
+            if column == "country"
+            else ""
         )
-        report.notes.append(note)
-        logger.warning("twins: %s", note)
-    if report.cached == report.total:
-        _note_no_twins(report, [store.get(keys[i]) for i in owned])
-        return report
+    )
+    report.notes.append(note)
+    logger.warning("twins: %s", note)
+
+
+def _store_mined(
+    ctx: SynthContext,
+    store: ResultStore,
+    concepts: list[Concept],
+    pending: dict[int, str],
+    report: StageReport,
+) -> None:
+    """Mines twins among all ``concepts`` and stores the outcome of each pending one."""
+    column = ctx.config.concepts.group_column()
     found = _mined_pairs(ctx, concepts)
     provenance = {
         "method": "mine",
-        "model": settings.mine_model,
+        "model": ctx.config.twins.mine_model,
         "seed": ctx.config.seed,
         "across": column,
     }
-    for i in owned:
-        if keys[i] in store:
-            continue
+    for i, key in pending.items():
         pos = concepts[i]
         record: dict[str, Any] = {
-            "key": keys[i],
+            "key": key,
             "root": pos.root,
             "pos_id": pos.id,
             "pos_concept": pos.side.concept,
@@ -194,19 +189,16 @@ def mine_twins_stage(ctx: SynthContext) -> StageReport:
         if twin is None:
             # A finished outcome: a rerun must not embed everything again for it.
             record.update(neg_id=None, no_twin=_no_twin_reason(pos, concepts, column))
-            store.add(record)
             report.skipped += 1
-            continue
-        neg = concepts[twin.neg]
-        record.update(
-            neg_id=neg.id,
-            neg_concept=neg.side.concept,
-            similarity=round(twin.similarity, 6),
-        )
+        else:
+            neg = concepts[twin.neg]
+            record.update(
+                neg_id=neg.id,
+                neg_concept=neg.side.concept,
+                similarity=round(twin.similarity, 6),
+            )
+            report.done += 1
         store.add(record)
-        report.done += 1
-    _note_no_twins(report, [store.get(keys[i]) for i in owned])
-    return report
 
 
 def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
@@ -233,14 +225,11 @@ def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
 
 def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
     """Adds how many concepts have no twin, and why, to the report."""
-    reasons: dict[str, int] = {}
-    for record in records:
-        if record is not None and record.get("neg_id") is None:
-            why = record.get("no_twin", "no candidate")
-            reasons[why] = reasons.get(why, 0) + 1
+    reasons = Counter(
+        record.get("no_twin", "no candidate")
+        for record in records
+        if record is not None and record.get("neg_id") is None
+    )
     if reasons:
-        total = sum(reasons.values())
-        top = "; ".join(
-            f"{n} x {why}" for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:3]
-        )
-        report.notes.append(f"{total} concept(s) without a twin ({top})")
+        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(3))
+        report.notes.append(f"{reasons.total()} concept(s) without a twin ({top})")
