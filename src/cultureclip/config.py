@@ -11,7 +11,7 @@ field's name before layers are merged, so the last layer wins whatever name it u
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -90,20 +90,19 @@ def canonical(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def canonical_path(cls: type[BaseModel], parts: Sequence[str]) -> list[str]:
-    """A ``--set`` key path with old names renamed (``output_dir`` → ``out``)."""
+def resolve_key(cls: type[BaseModel], parts: Sequence[str]) -> tuple[list[str], Any]:
+    """A ``--set`` key path with old names renamed (``output_dir`` → ``out``), and the type
+    of the field it ends at (None below an untyped mapping or past the known fields)."""
     model: Any = cls
+    annotation: Any = None
     result: list[str] = []
     for part in parts:
-        fields = getattr(model, "model_fields", None)
-        if fields is None:
-            result.append(part)
-            model = None
-            continue
-        name = _renames(model).get(part, part)
+        fields = getattr(model, "model_fields", None) or {}
+        name = _renames(model).get(part, part) if fields else part
         result.append(name)
-        model = _model_in(fields[name].annotation) if name in fields else None
-    return result
+        annotation = fields[name].annotation if name in fields else None
+        model = _model_in(annotation)
+    return result, annotation
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -123,33 +122,25 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(
-    data: dict[str, Any],
-    overrides: Sequence[str],
-    *,
-    is_text: Callable[[Sequence[str]], bool] | None = None,
-    model: type[BaseModel] | None = None,
+    data: dict[str, Any], overrides: Sequence[str], *, model: type[BaseModel] | None = None
 ) -> dict[str, Any]:
     """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``).
 
-    With ``model`` (the config class), old key names are renamed to their fields and
-    ``is_text`` defaults to that class's text fields.
-
-    A value whose target is a text field (``is_text(key parts)``) stays the string as
-    typed, so ``--set template={concept}`` is the template, not a YAML mapping. Where the
-    target is untyped, a value that only YAML's flow syntax would turn into a mapping of
-    empty keys (``{option}``, ``{concept} in {region}``) is also kept as text.
+    With ``model`` (the config class), old key names are renamed to their fields, and a
+    value whose target is a text field stays the string as typed, so ``--set
+    template={concept}`` is the template, not a YAML mapping. Where the target is untyped,
+    a value that only YAML's flow syntax would turn into a mapping of empty keys
+    (``{option}``, ``{concept} in {region}``) is also kept as text.
     """
-    if is_text is None:
-        is_text = _text_field(model) if model is not None else lambda key: False
     result = json.loads(json.dumps(data))
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.path=value")
         key, raw = override.split("=", 1)
-        parts = key.strip().split(".")
+        parts, annotation = key.strip().split("."), None
         if model is not None:
-            parts = canonical_path(model, parts)
-        value = raw if is_text(parts) else _parse_value(override, raw)
+            parts, annotation = resolve_key(model, parts)
+        value = raw if _is_str(annotation) else _parse_value(override, raw)
         node = result
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -173,23 +164,6 @@ def _parse_value(override: str, raw: str) -> Any:
     if looks_like_template and isinstance(value, dict) and all(v is None for v in value.values()):
         return raw
     return value
-
-
-def _text_field(cls: type[BaseModel]) -> Callable[[Sequence[str]], bool]:
-    """Whether a key path of ``cls`` ends at a field typed as text."""
-
-    def is_text(parts: Sequence[str]) -> bool:
-        model: Any = cls
-        annotation: Any = None
-        for part in canonical_path(cls, parts):
-            fields = getattr(model, "model_fields", None)
-            if fields is None or part not in fields:
-                return False
-            annotation = fields[part].annotation
-            model = _model_in(annotation)
-        return _is_str(annotation)
-
-    return is_text
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:

@@ -229,7 +229,7 @@ def cvqa_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def openended_file(tmp_path: Path) -> Path:
     """Four open-ended questions with reference answers (the ``openended`` benchmark)."""
-    from cultureclip.testing import write_open_items
+    from tests.helpers import write_open_items
 
     return write_open_items(tmp_path / "openended")
 

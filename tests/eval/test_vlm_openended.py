@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cultureclip.cli.main import app
 from cultureclip.eval import evaluate
 from cultureclip.eval.openended import match_scores, normalize_answer, read_open_items
-from cultureclip.testing import OPEN_QUESTIONS as ITEMS
-from cultureclip.testing import write_open_items
 from tests.eval.chat_server import chat_server
+from tests.helpers import OPEN_QUESTIONS as ITEMS
+from tests.helpers import write_open_items
 
 runner = CliRunner()
 # the model's reply per question: exact, normalised-only, contained, wrong

@@ -64,7 +64,7 @@ def build_tiny_diffusers_pipeline(path: Path) -> Path:
     )
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
-    from cultureclip.testing import minilm_dir
+    from cultureclip.models.lite import minilm_dir
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

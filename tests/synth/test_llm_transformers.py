@@ -16,8 +16,9 @@ from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.config import LLMSettings, SynthConfig
 from cultureclip.synth.pipeline import run_synth
 from cultureclip.synth.schemas import CaptionsAnswer
-from cultureclip.testing import build_tiny_chat_lm, teach_fixed_answer
+from cultureclip.testing import build_tiny_chat_lm
 from cultureclip.utils.io import read_jsonl
+from tests.helpers import teach_fixed_answer
 
 CAPTIONS = {"captions": ["a photo of it with wide sleeves", "a close photo of it in the light"]}
 VARIABLES = {
