@@ -18,6 +18,7 @@ CLASSES = {
     "eval": "cultureclip.eval.api:EvalConfig",
     "index": "cultureclip.retrieval.index:IndexConfig",
     "retrieval-eval": "cultureclip.retrieval.evaluate:RetrievalEvalConfig",
+    "quickstart": "cultureclip.quickstart.pipeline:QuickstartConfig",
 }
 #: keys a preset may leave to the command line
 REQUIRED = {"train": {"data": {"path": "x"}}, "index": {"out": "x"}}

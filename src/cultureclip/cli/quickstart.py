@@ -30,7 +30,12 @@ def register(app: typer.Typer) -> None:
             "(add --set align.epochs=0 to skip aligning an already aligned model).",
         ),
         small: bool = typer.Option(
-            False, "--small", help="A small world and short training (about a minute; for tests)."
+            False,
+            "--small",
+            help="A small world and short training (about a minute; for tests): --preset small.",
+        ),
+        device: str | None = typer.Option(
+            None, "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         config: Path | None = ConfigOption,
@@ -39,22 +44,28 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole workflow offline: world → align → fine-tune → eval → index → report."""
         with user_errors():
+            from cultureclip.core.errors import InputError
             from cultureclip.quickstart.pipeline import (
-                SMALL_SETTINGS,
                 QuickstartConfig,
                 gain_summary,
                 run,
                 summary_rows,
             )
 
+            if small and preset not in (None, "small"):
+                raise InputError("--small is --preset small; give one preset")
             cfg = stage_config(
                 QuickstartConfig,
                 "quickstart",
                 config=config,
-                preset=preset,
-                # --small comes before --set, so --set can change what it sets
-                overrides=[*(SMALL_SETTINGS if small else []), *(overrides or [])],
-                flags={"out": out, "model": model, "progress": False if quiet else None},
+                preset="small" if small else preset,
+                overrides=overrides,
+                flags={
+                    "out": out,
+                    "model": model,
+                    "device": device,
+                    "progress": False if quiet else None,
+                },
             )
             result = run(cfg)
 

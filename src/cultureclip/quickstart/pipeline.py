@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import Field
 
 from cultureclip.config import Config
+from cultureclip.core.device import AUTO, Device, resolve_device
 from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSetup, TrainMode
 from cultureclip.quickstart.world import World, WorldSettings, build_world
 from cultureclip.utils.io import atomic_write_json, atomic_write_text
@@ -72,6 +73,7 @@ class QuickstartConfig(Config):
     out: str = "runs/quickstart"
     #: the model to start from; ``cache`` keeps frozen-tower outputs (heads-only training)
     model: str = "lite:en?image_size=128&cache=100000"
+    device: Device = AUTO
     world: WorldSettings = Field(default_factory=WorldSettings)
     #: which parts train in alignment and fine-tuning (heads: the projection layers)
     training: TrainingSetup = Field(
@@ -89,19 +91,6 @@ class QuickstartConfig(Config):
     example_searches: int = Field(4, ge=0, description="text queries run on the index")
     seed: int = 42
     progress: bool = True
-
-
-#: ``--small``: a few dozen concepts and short training, for tests and smoke runs
-SMALL_SETTINGS = (
-    "world.max_culture=40",
-    "world.max_flags=60",
-    "world.max_general=160",
-    "align.epochs=3",
-    "align.batch_size=64",
-    "finetune.epochs=10",
-    "finetune.batch_size=16",
-    "example_searches=2",
-)
 
 
 @dataclass
@@ -159,6 +148,7 @@ def _train_stage(
 
     train_config = TrainConfig(
         model=model,
+        device=config.device,
         # Frozen-tower outputs are kept on disk too: a rerun with other training settings
         # (or the second fine-tune's data, when it is the first's) encodes nothing again.
         data={"path": data, "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
@@ -318,14 +308,15 @@ def _evaluate(
     twin_sets = {"seen": world.twins_train_views, "unseen": world.twins_test}
     twin_accuracy: dict[str, dict[str, float]] = {kind: {} for kind in twin_sets}
     general_accuracy: dict[str, float] = {}
-    base_model = create_model(model_dirs["base"])
+    device = resolve_device(config.device)
+    base_model = create_model(model_dirs["base"], device=device)
     # The three models share the base's frozen towers, whose outputs the process-wide
     # feature store keeps (the spec's ``cache``): each image goes through the image tower
     # once. The benchmarks encode a few texts per call; encoding them all here, in a few
     # large batches, leaves each of those calls a lookup.
     base_model.embed_texts(_eval_texts(config, twin_sets, world.general_test))
     for role, key in labels.items():
-        model = base_model if role == "base" else create_model(model_dirs[key])
+        model = base_model if role == "base" else create_model(model_dirs[key], device=device)
         name = "base" if role == "base" else f"{key}-tuned"
         baseline = None if role == "base" else base_model
         common = {"model_name": name, "baseline": baseline, "baseline_name": "base"}
@@ -386,7 +377,9 @@ def _example_searches(
 
     index_dir = out / "index"
     build_index(
-        IndexConfig(model=model_dir, data=str(twins / "images"), out=str(index_dir)),
+        IndexConfig(
+            model=model_dir, data=str(twins / "images"), out=str(index_dir), device=config.device
+        ),
         progress=False,
     )
     if config.example_searches == 0:
