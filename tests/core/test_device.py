@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cultureclip.config import Config
-from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.device import Device, resolve_device, resolve_dtype
+from cultureclip.core.errors import InputError
 
 
 class WithDevice(Config):
@@ -38,3 +39,24 @@ def test_naming_cuda_without_it_is_a_user_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="CUDA is not available"):
         resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "on_cuda", "expected"),
+    [
+        ("auto", "cpu", "bfloat16", torch.float32),
+        ("auto", "cuda:1", "bfloat16", torch.bfloat16),
+        ("auto", "cuda", "float16", torch.float16),
+        ("float16", "cpu", "bfloat16", torch.float16),
+    ],
+)
+def test_dtype_auto_is_half_precision_only_on_a_gpu(
+    dtype: str, device: str, on_cuda: str, expected: torch.dtype
+) -> None:
+    assert resolve_dtype(dtype, device, on_cuda=on_cuda) is expected
+
+
+@pytest.mark.parametrize("name", ["Tensor", "fp8", "manual_seed"])
+def test_a_name_that_is_no_dtype_is_a_user_error(name: str) -> None:
+    with pytest.raises(InputError, match="unknown dtype"):
+        resolve_dtype(name, "cpu")

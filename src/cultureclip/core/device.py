@@ -33,3 +33,15 @@ def resolve_device(device: str | None = AUTO, local_rank: int | None = None) -> 
     if device == "cuda" and local_rank is not None:
         device = f"cuda:{local_rank % max(1, torch.cuda.device_count())}"
     return device
+
+
+def resolve_dtype(dtype: str, device: str, *, on_cuda: str = "bfloat16") -> Any:
+    """``auto`` → ``on_cuda`` on a GPU and float32 elsewhere (half precision is slow on a
+    CPU); any other name → the torch dtype of that name."""
+    import torch
+
+    name = (on_cuda if device.startswith("cuda") else "float32") if dtype == AUTO else dtype
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return value

@@ -57,15 +57,11 @@ class DiffusersBackend(ImageBackend):
     """Any diffusers text-to-image model (hub id or local dir); reference: SD-3.5-Large-Turbo."""
 
     def __init__(self, settings: ImageSettings) -> None:
-        import torch
-
-        from cultureclip.core.device import resolve_device
+        from cultureclip.core.device import resolve_device, resolve_dtype
 
         super().__init__(settings)
         self.device = resolve_device(settings.device)
-        # auto: fp16 on CUDA, fp32 on CPU (half precision is slow there)
-        auto = torch.float16 if self.device.startswith("cuda") else torch.float32
-        self.dtype = auto if settings.dtype == "auto" else getattr(torch, settings.dtype)
+        self.dtype = resolve_dtype(settings.dtype, self.device, on_cuda="float16")
         self._pipe: Any = None
 
     def identity(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from cultureclip.core.device import resolve_device
+from cultureclip.core.device import resolve_device, resolve_dtype
 from cultureclip.core.llm.base import LLMS, LLMBackend, LLMError, Message, text_only
 from cultureclip.core.llm.settings import LLMSettings
 
@@ -24,19 +24,11 @@ class TransformersLLM(LLMBackend):
     """
 
     def __init__(self, settings: LLMSettings) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         super().__init__(settings)
         device = resolve_device(settings.device)
-        dtype = {
-            "auto": None,
-            "float32": torch.float32,
-            "float16": torch.float16,
-            "bfloat16": torch.bfloat16,
-        }[settings.dtype]
-        if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = resolve_dtype(settings.dtype, device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
             model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
