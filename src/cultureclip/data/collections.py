@@ -89,8 +89,8 @@ def _convert_hint(root: Path) -> str:
     )
 
 
-def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
-    seen: dict[str, Path] = {}
+def _folder_images(folder: Path) -> dict[str, ImageSource]:
+    seen: dict[str, ImageSource] = {}
     for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -99,10 +99,10 @@ def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
                 f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
             )
         seen[file.stem] = file
-    return list(seen), list(seen.values())
+    return seen
 
 
-def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
+def _read_tsv(imgs_path: Path) -> dict[str, ImageSource]:
     found: dict[str, ImageSource] = {}
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -118,7 +118,7 @@ def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
             if key in found:
                 raise CollectionFormatError(f"{imgs_path}:{number}: duplicate image id {key!r}")
             found[key] = payload
-    return list(found), list(found.values())
+    return found
 
 
 def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
@@ -131,23 +131,20 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     split = normalize_split(split)
     imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
     folder = None if imgs_path.exists() else image_folder(root, split)
-    for path in (imgs_path, texts_path):
-        if not path.exists() and not (path == imgs_path and folder is not None):
-            present = ", ".join(chinese_clip_splits(root)) or "none"
-            raise MissingInputError(
-                f"{path} not found (splits present in {root}: {present}); an image folder "
-                f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
-            )
+    missing_file = imgs_path if folder is None and not imgs_path.exists() else texts_path
+    if not missing_file.exists():
+        present = ", ".join(chinese_clip_splits(root)) or "none"
+        raise MissingInputError(
+            f"{missing_file} not found (splits present in {root}: {present}); an image folder "
+            f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
+        )
 
-    if folder is not None:
-        image_ids, images = _folder_images(folder)
-        imgs_path = folder
-    else:
-        image_ids, images = _read_tsv(imgs_path)
-    position = {key: n for n, key in enumerate(image_ids)}
+    images = _read_tsv(imgs_path) if folder is None else _folder_images(folder)
+    imgs_path = folder or imgs_path
+    position = {key: n for n, key in enumerate(images)}
     pairs = PairCollection(
-        image_ids,
-        images,
+        list(images),
+        list(images.values()),
         name=f"{root.name}/{split}",
         meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
     )
@@ -186,26 +183,40 @@ def _json_id(value: str) -> int | str:
 
 
 def write_chinese_clip(
-    root: str | Path, split: str, collection: PairCollection, *, urlsafe: bool = False
+    root: str | Path,
+    split: str,
+    collection: PairCollection,
+    *,
+    urlsafe: bool = False,
+    folder: bool = False,
 ) -> tuple[Path, Path]:
     """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically).
 
-    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do)."""
+    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do);
+    ``folder`` writes ``{split}_images/{image id}.png`` … instead of the TSV (the
+    CulTi samples layout)."""
     root = Path(root)
     split = normalize_split(split)
-    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
-    with atomic_path(imgs_path) as tmp, open(tmp, "wb") as handle:
-        for image_id, source in zip(collection.image_ids, collection.images, strict=True):
-            if "\t" in image_id or "\n" in image_id:
-                raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
-            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
-    _write_texts_jsonl(texts_path, collection)
-    return imgs_path, texts_path
-
-
-def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
+    texts_path = root / f"{split}_texts.jsonl"
+    if folder:
+        imgs_path = root / f"{split}_images"
+        for image_id in collection.image_ids:
+            if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
+                raise CollectionFormatError(
+                    f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
+                )
+        names = _write_images(imgs_path, collection)
+        if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
+            raise CollectionFormatError("two image ids map to the same file name")
+    else:
+        imgs_path = root / f"{split}_imgs.tsv"
+        with atomic_path(imgs_path) as tmp, open(tmp, "wb") as handle:
+            for image_id, source in zip(collection.image_ids, collection.images, strict=True):
+                if "\t" in image_id or "\n" in image_id:
+                    raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
+                handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
     write_jsonl(
-        path,
+        texts_path,
         (
             {
                 "text_id": _json_id(text_id),
@@ -217,6 +228,7 @@ def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
             )
         ),
     )
+    return imgs_path, texts_path
 
 
 # ---- caption folders ----------------------------------------------------------------
@@ -468,8 +480,8 @@ def load_collection(
     """
     path = Path(path)
     layout = detect_layout(path)
+    directory = path.parent if path.is_file() else path
     if layout == "chinese_clip":
-        root = path.parent if path.is_file() else path
         if path.is_file():
             from_name = path.name.rsplit("_", 1)[0]
             if split is not None and normalize_split(split) != normalize_split(from_name):
@@ -478,19 +490,16 @@ def load_collection(
                 )
             split = from_name
         if split is None:
-            present = chinese_clip_splits(root)
+            present = chinese_clip_splits(directory)
             if len(present) != 1:
                 raise InputError(
-                    f"{root} holds splits {', '.join(present)}; choose one with --split"
+                    f"{directory} holds splits {', '.join(present)}; choose one with --split"
                 )
             split = present[0]
-        collection = read_chinese_clip(root, split)
-        collection.meta.update(source=str(root.resolve()), split=normalize_split(split))
+        collection = read_chinese_clip(directory, split)
+        collection.meta.update(source=str(directory.resolve()), split=normalize_split(split))
         return collection
-    if layout == "cultwin":
-        collection = read_cultwin_pairs(path)
-    else:
-        collection = read_caption_folder(path.parent if path.is_file() else path)
+    collection = read_cultwin_pairs(path) if layout == "cultwin" else read_caption_folder(directory)
     collection.meta["source"] = str(path.resolve())
     if split is None:
         return collection
@@ -552,49 +561,30 @@ def _write_images(folder: Path, collection: PairCollection) -> list[str]:
     return names
 
 
-def write_image_folder_layout(root: str | Path, split: str, collection: PairCollection) -> Path:
-    """``{split}_texts.jsonl`` + ``{split}_images/{image id}.png`` (the CulTi samples layout)."""
-    root = Path(root)
-    split = normalize_split(split)
-    for image_id in collection.image_ids:
-        if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
-            raise CollectionFormatError(
-                f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
-            )
-    names = _write_images(root / f"{split}_images", collection)
-    if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
-        raise CollectionFormatError("two image ids map to the same file name")
-    _write_texts_jsonl(root / f"{split}_texts.jsonl", collection)
-    return root
-
-
-def write_caption_folder(root: str | Path, collection: PairCollection) -> Path:
+def write_caption_folder(root: str | Path, collection: PairCollection) -> None:
     """``images/…`` + ``captions.jsonl`` rows ``{image, captions, image_id, text_ids}``.
 
     Ids are kept, and a text describing several images appears under each with the same
-    text id, so :func:`read_caption_folder` gives back the same collection.
+    text id, so :func:`read_caption_folder` gives back the same collection. An image
+    without text is left out: a caption folder has no place for it.
     """
     root = Path(root)
     names = _write_images(root / "images", collection)
     per_image = collection.image_to_texts()
-    rows = []
-    for number, (image_id, name) in enumerate(zip(collection.image_ids, names, strict=True)):
-        texts = per_image[number]
-        if not texts:
-            continue  # a caption folder has no place for an image without text
-        rows.append(
-            {
-                "image": f"images/{name}",
-                "captions": [collection.texts[t] for t in texts],
-                "image_id": image_id,
-                "text_ids": [collection.text_ids[t] for t in texts],
-            }
-        )
+    rows = [
+        {
+            "image": f"images/{name}",
+            "captions": [collection.texts[t] for t in texts],
+            "image_id": image_id,
+            "text_ids": [collection.text_ids[t] for t in texts],
+        }
+        for image_id, name, texts in zip(collection.image_ids, names, per_image, strict=True)
+        if texts
+    ]
     write_jsonl(root / "captions.jsonl", rows)
-    return root
 
 
-def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
+def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> None:
     """A collection read from a CulTwin set (image ids ``{record}:pos`` / ``{record}:neg``)
     written back as ``cultwin.jsonl`` with ``images/``.
 
@@ -629,7 +619,6 @@ def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
             row[f"{side}_image"] = f"images/{names[number]}"
         records.append(row)
     write_cultwin(root / "cultwin.jsonl", records)
-    return root
 
 
 def write_collection(
@@ -642,10 +631,9 @@ def write_collection(
 ) -> Path:
     """Writes ``collection`` in one of :data:`WRITE_FORMATS` under ``out``."""
     out = Path(out)
-    if format == "chinese-clip":
-        write_chinese_clip(out, split, collection, urlsafe=urlsafe)
-    elif format == "chinese-clip-folder":
-        write_image_folder_layout(out, split, collection)
+    if format in ("chinese-clip", "chinese-clip-folder"):
+        folder = format == "chinese-clip-folder"
+        write_chinese_clip(out, split, collection, urlsafe=urlsafe, folder=folder)
     elif format == "folder":
         write_caption_folder(out, collection)
     elif format == "cultwin":
