@@ -205,12 +205,9 @@ class _Row:
     raw: str = ""
     where: str = ""  # ``shard:member`` for shards
     shard: Path | None = None
-    members: frozenset[str] = frozenset()  # the sample's other members (its images)
-
-    def in_shard(self, image: str) -> bool:
-        # Only names of this sample's own members point into the shard; any other
-        # value is an ordinary path, relative to the shard directory.
-        return self.shard is not None and image in self.members
+    # The sample's other members (its images): only these names point into the shard,
+    # any other image value is an ordinary path, relative to the shard directory.
+    members: frozenset[str] = frozenset()
 
 
 def read_cultwin(
@@ -243,10 +240,9 @@ def read_cultwin(
             prefix = f"{row.where}: " if row.where else ""
             result.errors.append(BadRecord(row.number, prefix + record, row.raw[:200], row.where))
             continue
-        if row.shard is not None:
-            for image in (record.pos_image, record.neg_image):
-                if image in row.members:
-                    result.shard_images[image] = (row.shard, image)
+        for image in (record.pos_image, record.neg_image):
+            if row.shard is not None and image in row.members:
+                result.shard_images[image] = (row.shard, image)
         seen.add(record.id)
         result.records.append(record)
     if strict and result.errors:
@@ -289,7 +285,7 @@ def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> Twi
             image
             for image in (record.pos_image, record.neg_image)
             if image is not None
-            and not row.in_shard(image)
+            and image not in row.members
             and not (Path(image) if Path(image).is_absolute() else root / image).exists()
         ]
         if missing:
@@ -300,10 +296,8 @@ def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> Twi
 def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any]]) -> Path:
     """Writes records atomically; the format follows the suffix (``.jsonl`` or ``.parquet``)."""
     path = Path(path)
-    rows = [
-        (r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r)).model_dump(mode="json")
-        for r in records
-    ]
+    # model_validate returns a TwinRecord as it is and validates a dict.
+    rows = [TwinRecord.model_validate(r).model_dump(mode="json") for r in records]
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -370,7 +364,7 @@ def write_cultwin_shards(
         raise InputError("shard_size must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    validated = [r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r) for r in records]
+    validated = [TwinRecord.model_validate(r) for r in records]
     duplicates = [i for i, n in Counter(r.id for r in validated).items() if n > 1]
     if duplicates:
         raise InputError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
