@@ -186,9 +186,9 @@ class IndexSummary:
 
 
 def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
-    """What must match for chunks on disk to be reused by a rerun."""
+    """What must match for chunks on disk to be reused by a rerun (``config.model`` resolved)."""
     return {
-        "model": resolve_model_spec(config.model),
+        "model": config.model,
         "model_fingerprint": model_fingerprint(config.model),
         "data": str(Path(config.data).resolve()),
         "split": config.split,
@@ -258,8 +258,9 @@ def build_index(
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:
         config.save(out)
+    fingerprint = _fingerprint(config, collection)
     build = _ChunkedBuild(config, collection, model, out / "chunks", rank, world, log)
-    _prepare_chunks(build.chunks, _fingerprint(config, collection), overwrite)
+    _prepare_chunks(build.chunks, fingerprint, overwrite)
     with (
         track_progress("images", len(collection.images), enabled=progress) as images_task,
         track_progress("texts", len(collection.texts), enabled=progress) as texts_task,
@@ -272,32 +273,36 @@ def build_index(
             build.summary.finalized = False
             return build.summary
         build.collect_other_shards()
-    return _finalize(out, build)
+    return _finalize(out, build, fingerprint["model_fingerprint"])
 
 
-def _row_chunks(n: int, size: int) -> list[range]:
-    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+def _chunk_files(
+    chunks: Path, kind: str, suffix: str, n: int, size: int
+) -> list[tuple[Path, range]]:
+    """``(chunks/{kind}-{number:05d}{suffix}, rows)`` of each chunk of ``size`` of ``n`` rows."""
+    starts = enumerate(range(0, n, size))
+    return [(chunks / f"{kind}-{i:05d}{suffix}", range(s, min(s + size, n))) for i, s in starts]
 
 
+@dataclass
 class _ChunkedBuild:
     """The chunk loop of one process: encodes its chunks, counts what was reused."""
 
-    def __init__(
-        self,
-        config: IndexConfig,
-        collection: PairCollection,
-        model: VisionLanguageModel,
-        chunks: Path,
-        rank: int,
-        world: int,
-        log: Any,
-    ) -> None:
-        self.config, self.collection, self.model, self.chunks = config, collection, model, chunks
-        self.rank, self.world, self.log = rank, world, log
-        self.image_chunks = _row_chunks(len(collection.images), config.chunk_size)
-        self.text_chunks = _row_chunks(len(collection.texts), config.chunk_size)
+    config: IndexConfig
+    collection: PairCollection
+    model: VisionLanguageModel
+    chunks: Path
+    rank: int
+    world: int
+    log: Any
+
+    def __post_init__(self) -> None:
+        size = self.config.chunk_size
+        n_images, n_texts = len(self.collection.images), len(self.collection.texts)
+        self.image_chunks = _chunk_files(self.chunks, "images", ".npz", n_images, size)
+        self.text_chunks = _chunk_files(self.chunks, "texts", ".npy", n_texts, size)
         #: filled in as chunks are encoded or reused; returned by :func:`build_index`
-        self.summary = IndexSummary(chunks.parent, 0, 0, [], 0, {}, 0)
+        self.summary = IndexSummary(self.chunks.parent, 0, 0, [], 0, {}, 0)
         self.waiting: list[Path] = []  # chunks of other shards, not written yet
 
     def mine(self, number: int) -> bool:
@@ -305,8 +310,7 @@ class _ChunkedBuild:
 
     def encode_images(self, task: Any) -> None:
         started = time.perf_counter()
-        for number, rows in enumerate(self.image_chunks):
-            path = self.chunks / f"images-{number:05d}.npz"
+        for number, (path, rows) in enumerate(self.image_chunks):
             if path.exists() and (
                 path.with_suffix(".bin").exists() or not self.config.store_images
             ):
@@ -415,8 +419,7 @@ class _ChunkedBuild:
 
     def encode_texts(self, task: Any) -> None:
         started = time.perf_counter()
-        for number, rows in enumerate(self.text_chunks):
-            path = self.chunks / f"texts-{number:05d}.npy"
+        for number, (path, rows) in enumerate(self.text_chunks):
             if path.exists():
                 self.summary.resumed_chunks += 1
             elif not self.mine(number):
@@ -435,17 +438,13 @@ class _ChunkedBuild:
                 self._read_reports(path)
 
 
-def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
+def _finalize(out: Path, build: _ChunkedBuild, model_fingerprint: str | None) -> IndexSummary:
     """Joins every shard's chunks into the index directory (rank 0)."""
-    config, collection, chunks = build.config, build.collection, build.chunks
+    config, collection = build.config, build.collection
     # Chunks whose images all failed hold empty arrays of unknown view count: leave them out.
-    parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(build.image_chunks))]
-    blobs = [
-        chunks / f"images-{n:05d}.bin"
-        for n in range(len(build.image_chunks))
-        if parts[n]["rows"].size and config.store_images
-    ]
-    parts = [p for p in parts if p["rows"].size]
+    loaded = [(np.load(path), path.with_suffix(".bin")) for path, _ in build.image_chunks]
+    parts = [part for part, _ in loaded if part["rows"].size]
+    blobs = [blob for part, blob in loaded if part["rows"].size]
     if not parts:
         write_jsonl(out / "failed_images.jsonl", build.summary.failed)
         raise RetrievalIndexError(
@@ -453,7 +452,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         )
     rows = np.concatenate([p["rows"] for p in parts])
     image_vectors = np.concatenate([p["vectors"] for p in parts]).astype(np.float32)
-    text_parts = [np.load(chunks / f"texts-{n:05d}.npy") for n in range(len(build.text_chunks))]
+    text_parts = [np.load(path) for path, _ in build.text_chunks]
     text_vectors = (
         np.concatenate(text_parts).astype(np.float32)
         if text_parts
@@ -494,7 +493,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         extra={
             "timings": build.summary.timings,
             "encoded_views": build.summary.encoded_views,
-            "model_fingerprint": model_fingerprint(config.model),
+            "model_fingerprint": model_fingerprint,
             "model_bundled": bundled,
             "images_stored": config.store_images,
             "max_pixels": config.max_pixels,
