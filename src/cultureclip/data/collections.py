@@ -352,12 +352,12 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
     )
     for record in load.records:
         for side in ("pos", "neg"):
-            half = record.side(side)
-            image_path = load.image_path(half["image"])
+            image_path = load.image_path(getattr(record, f"{side}_image"))
             if image_path is None:
                 continue
             index = pairs.add_image(f"{record.id}:{side}", image_path)
-            for number, caption in enumerate(half["captions"] or [half["concept"]]):
+            captions = getattr(record, f"{side}_captions") or [getattr(record, f"{side}_concept")]
+            for number, caption in enumerate(captions):
                 pairs.add_text(f"{record.id}:{side}:{number}", caption, [index])
     return pairs
 

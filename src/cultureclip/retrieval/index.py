@@ -532,10 +532,8 @@ def _join_blobs(out: Path, blobs: list[Path], offsets: list[np.ndarray]) -> None
             with open(blob, "rb") as part:
                 shutil.copyfileobj(part, handle, 1 << 20)
             starts.append(starts[-1] + blob.stat().st_size)
-    joined = [np.zeros(1, np.int64)]
-    for start, part in zip(starts, offsets, strict=False):
-        joined.append(part[1:] + start)
-    save_npy(out / "image_offsets.npy", np.concatenate(joined))
+    joined = [part[1:] + start for start, part in zip(starts, offsets, strict=False)]
+    save_npy(out / "image_offsets.npy", np.concatenate([np.zeros(1, np.int64), *joined]))
 
 
 def _bundle_model(out: Path, spec: str) -> dict[str, str] | None:
@@ -615,15 +613,11 @@ def write_index(
     # A handful of texts cannot train IVF cells; small text sides are searched exactly.
     text_settings = faiss_settings if len(text_vectors) >= 1000 else FaissSettings()
     write_faiss(build_faiss(text_vectors, text_settings), out / "texts.faiss")
-    source = source or {}
+    source = {"split_seed": 0, **(source or {})}
     manifest = {
         "version": INDEX_VERSION,
         "model": model,
-        "data": source.get("data"),
-        "split": source.get("split"),
-        "split_seed": source.get("split_seed", 0),
-        "layout": source.get("layout"),
-        "name": source.get("name"),
+        **{key: source.get(key) for key in ("data", "split", "split_seed", "layout", "name")},
         "n_images": len(image_ids),
         "n_texts": len(text_ids),
         "n_failed": len(failed),
