@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import itertools
 import random
 from collections.abc import Sequence
@@ -533,8 +534,6 @@ _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
 
 def _file_name(image_id: str, raw: bytes) -> str:
     """A safe file name for an image id, with the suffix of its real format."""
-    import io
-
     try:
         with Image.open(io.BytesIO(raw)) as image:
             suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")

@@ -158,7 +158,7 @@ def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Pat
     removed: list[Path] = []
     for path in candidates:
         number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
-        if number and world > 1 and int(number.group(1)) % world != rank:
+        if number and int(number.group(1)) % world != rank:
             continue
         if path.is_file():
             path.unlink(missing_ok=True)
@@ -451,13 +451,11 @@ def _finalize(out: Path, build: _ChunkedBuild, model_fingerprint: str | None) ->
             f"no image of {config.data} could be decoded; see {out / 'failed_images.jsonl'}"
         )
     rows = np.concatenate([p["rows"] for p in parts])
-    image_vectors = np.concatenate([p["vectors"] for p in parts]).astype(np.float32)
+    # write_index makes the vectors contiguous float32
+    image_vectors = np.concatenate([p["vectors"] for p in parts])
     text_parts = [np.load(path) for path, _ in build.text_chunks]
-    text_vectors = (
-        np.concatenate(text_parts).astype(np.float32)
-        if text_parts
-        else np.zeros((0, image_vectors.shape[1]), np.float32)
-    )
+    dim = image_vectors.shape[1]
+    text_vectors = np.concatenate(text_parts) if text_parts else np.zeros((0, dim), np.float32)
     started = time.perf_counter()
     laclip_arrays = (
         {key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")}
