@@ -365,7 +365,7 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
 
 # ---- splitting and dispatch -----------------------------------------------------------
 def _image_groups(collection: PairCollection) -> list[list[int]]:
-    """Connected components of images linked by shared texts (union–find)."""
+    """Images linked by shared texts (union–find components), sorted, ordered by first image."""
     parent = list(range(len(collection.images)))
 
     def find(i: int) -> int:
@@ -415,7 +415,6 @@ def split_collection(
             f"ratios must be three non-negative numbers with a positive sum, got {ratios}"
         )
     groups = _image_groups(collection)
-    groups.sort(key=lambda g: g[0])  # independent of dict order, so the seed alone decides
     random.Random(seed).shuffle(groups)
     total = len(collection.images)
     bounds = [total * acc / sum(ratios) for acc in itertools.accumulate(ratios)]
