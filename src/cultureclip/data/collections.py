@@ -64,11 +64,8 @@ def normalize_split(split: str) -> str:
 # ---- Chinese-CLIP / CulTi -----------------------------------------------------------
 def image_folder(root: str | Path, split: str) -> Path | None:
     """The image folder that stands in for ``{split}_imgs.tsv`` (CulTi samples layout)."""
-    root = Path(root)
-    for name in (f"{split}_images", f"{split}_imgs", "images"):
-        if (root / name).is_dir():
-            return root / name
-    return None
+    folders = (Path(root) / name for name in (f"{split}_images", f"{split}_imgs", "images"))
+    return next((folder for folder in folders if folder.is_dir()), None)
 
 
 def chinese_clip_splits(root: str | Path) -> list[str]:
@@ -90,8 +87,8 @@ def _convert_hint(root: Path) -> str:
     )
 
 
-def _folder_images(folder: Path) -> dict[str, ImageSource]:
-    seen: dict[str, ImageSource] = {}
+def _folder_images(folder: Path) -> dict[str, Path]:
+    seen: dict[str, Path] = {}
     for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -103,8 +100,8 @@ def _folder_images(folder: Path) -> dict[str, ImageSource]:
     return seen
 
 
-def _read_tsv(imgs_path: Path) -> dict[str, ImageSource]:
-    found: dict[str, ImageSource] = {}
+def _read_tsv(imgs_path: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
