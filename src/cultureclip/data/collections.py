@@ -362,7 +362,7 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
 
 # ---- splitting and dispatch -----------------------------------------------------------
 def _image_groups(collection: PairCollection) -> list[list[int]]:
-    """Images linked by shared texts (union–find components), sorted, ordered by first image."""
+    """Connected components of images linked by shared texts (union–find), by first image."""
     parent = list(range(len(collection.images)))
 
     def find(i: int) -> int:
