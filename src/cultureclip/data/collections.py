@@ -129,16 +129,16 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     split = normalize_split(split)
     imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
     folder = None if imgs_path.exists() else image_folder(root, split)
-    missing_file = imgs_path if folder is None and not imgs_path.exists() else texts_path
-    if not missing_file.exists():
+    images_from = folder or imgs_path
+    missing = [path for path in (images_from, texts_path) if not path.exists()]
+    if missing:
         present = ", ".join(chinese_clip_splits(root)) or "none"
         raise MissingInputError(
-            f"{missing_file} not found (splits present in {root}: {present}); an image folder "
+            f"{missing[0]} not found (splits present in {root}: {present}); an image folder "
             f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
         )
 
     images = _read_tsv(imgs_path) if folder is None else _folder_images(folder)
-    imgs_path = folder or imgs_path
     position = {key: n for n, key in enumerate(images)}
     pairs = PairCollection(
         list(images),
@@ -157,7 +157,7 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
         if missing:
             raise CollectionFormatError(
                 f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
-                f"that are not in {imgs_path.name}"
+                f"that are not in {images_from.name}"
             )
         pairs.add_text(text_id, text, [position[str(i)] for i in refs])
     return pairs
