@@ -280,8 +280,10 @@ def _chunk_files(
     chunks: Path, kind: str, suffix: str, n: int, size: int
 ) -> list[tuple[Path, range]]:
     """``(chunks/{kind}-{number:05d}{suffix}, rows)`` of each chunk of ``size`` of ``n`` rows."""
-    starts = enumerate(range(0, n, size))
-    return [(chunks / f"{kind}-{i:05d}{suffix}", range(s, min(s + size, n))) for i, s in starts]
+    return [
+        (chunks / f"{kind}-{number:05d}{suffix}", range(start, min(start + size, n)))
+        for number, start in enumerate(range(0, n, size))
+    ]
 
 
 @dataclass
