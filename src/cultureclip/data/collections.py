@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import itertools
 import random
 from collections.abc import Sequence
@@ -63,11 +64,8 @@ def normalize_split(split: str) -> str:
 # ---- Chinese-CLIP / CulTi -----------------------------------------------------------
 def image_folder(root: str | Path, split: str) -> Path | None:
     """The image folder that stands in for ``{split}_imgs.tsv`` (CulTi samples layout)."""
-    root = Path(root)
-    for name in (f"{split}_images", f"{split}_imgs", "images"):
-        if (root / name).is_dir():
-            return root / name
-    return None
+    folders = (Path(root) / name for name in (f"{split}_images", f"{split}_imgs", "images"))
+    return next((folder for folder in folders if folder.is_dir()), None)
 
 
 def chinese_clip_splits(root: str | Path) -> list[str]:
@@ -89,7 +87,7 @@ def _convert_hint(root: Path) -> str:
     )
 
 
-def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
+def _folder_images(folder: Path) -> dict[str, Path]:
     seen: dict[str, Path] = {}
     for file in sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem, p.suffix)):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -99,11 +97,11 @@ def _folder_images(folder: Path) -> tuple[list[str], list[ImageSource]]:
                 f"{folder}: {seen[file.stem].name} and {file.name} both give image id {file.stem!r}"
             )
         seen[file.stem] = file
-    return list(seen), list(seen.values())
+    return seen
 
 
-def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
-    found: dict[str, ImageSource] = {}
+def _read_tsv(imgs_path: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
     with open(imgs_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
@@ -118,7 +116,7 @@ def _read_tsv(imgs_path: Path) -> tuple[list[str], list[ImageSource]]:
             if key in found:
                 raise CollectionFormatError(f"{imgs_path}:{number}: duplicate image id {key!r}")
             found[key] = payload
-    return list(found), list(found.values())
+    return found
 
 
 def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
@@ -131,23 +129,20 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
     split = normalize_split(split)
     imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
     folder = None if imgs_path.exists() else image_folder(root, split)
-    for path in (imgs_path, texts_path):
-        if not path.exists() and not (path == imgs_path and folder is not None):
-            present = ", ".join(chinese_clip_splits(root)) or "none"
-            raise MissingInputError(
-                f"{path} not found (splits present in {root}: {present}); an image folder "
-                f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
-            )
+    images_from = folder or imgs_path
+    missing = [path for path in (images_from, texts_path) if not path.exists()]
+    if missing:
+        present = ", ".join(chinese_clip_splits(root)) or "none"
+        raise MissingInputError(
+            f"{missing[0]} not found (splits present in {root}: {present}); an image folder "
+            f"{split}_images/ beside {texts_path.name} works too, or {_convert_hint(root)}"
+        )
 
-    if folder is not None:
-        image_ids, images = _folder_images(folder)
-        imgs_path = folder
-    else:
-        image_ids, images = _read_tsv(imgs_path)
-    position = {key: n for n, key in enumerate(image_ids)}
+    images = _read_tsv(imgs_path) if folder is None else _folder_images(folder)
+    position = {key: n for n, key in enumerate(images)}
     pairs = PairCollection(
-        image_ids,
-        images,
+        list(images),
+        list(images.values()),
         name=f"{root.name}/{split}",
         meta={"layout": "chinese_clip" if folder is None else "chinese_clip_folder"},
     )
@@ -162,7 +157,7 @@ def read_chinese_clip(root: str | Path, split: str) -> PairCollection:
         if missing:
             raise CollectionFormatError(
                 f"{texts_path}:{number}: text {text_id} refers to image id(s) {missing[:5]} "
-                f"that are not in {imgs_path.name}"
+                f"that are not in {images_from.name}"
             )
         pairs.add_text(text_id, text, [position[str(i)] for i in refs])
     return pairs
@@ -186,26 +181,40 @@ def _json_id(value: str) -> int | str:
 
 
 def write_chinese_clip(
-    root: str | Path, split: str, collection: PairCollection, *, urlsafe: bool = False
+    root: str | Path,
+    split: str,
+    collection: PairCollection,
+    *,
+    urlsafe: bool = False,
+    folder: bool = False,
 ) -> tuple[Path, Path]:
     """Writes ``collection`` as ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (atomically).
 
-    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do)."""
+    ``urlsafe`` writes the URL-safe base64 alphabet (as Chinese-CLIP's own tools do);
+    ``folder`` writes ``{split}_images/{image id}.png`` … instead of the TSV (the
+    CulTi samples layout)."""
     root = Path(root)
     split = normalize_split(split)
-    imgs_path, texts_path = root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
-    with atomic_path(imgs_path) as tmp, open(tmp, "wb") as handle:
-        for image_id, source in zip(collection.image_ids, collection.images, strict=True):
-            if "\t" in image_id or "\n" in image_id:
-                raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
-            handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
-    _write_texts_jsonl(texts_path, collection)
-    return imgs_path, texts_path
-
-
-def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
+    texts_path = root / f"{split}_texts.jsonl"
+    if folder:
+        imgs_path = root / f"{split}_images"
+        for image_id in collection.image_ids:
+            if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
+                raise CollectionFormatError(
+                    f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
+                )
+        names = _write_images(imgs_path, collection)
+        if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
+            raise CollectionFormatError("two image ids map to the same file name")
+    else:
+        imgs_path = root / f"{split}_imgs.tsv"
+        with atomic_path(imgs_path) as tmp, open(tmp, "wb") as handle:
+            for image_id, source in zip(collection.image_ids, collection.images, strict=True):
+                if "\t" in image_id or "\n" in image_id:
+                    raise CollectionFormatError(f"image id {image_id!r} contains a tab or newline")
+                handle.write(image_id.encode("utf-8") + b"\t" + _as_base64(source, urlsafe) + b"\n")
     write_jsonl(
-        path,
+        texts_path,
         (
             {
                 "text_id": _json_id(text_id),
@@ -217,6 +226,7 @@ def _write_texts_jsonl(path: Path, collection: PairCollection) -> None:
             )
         ),
     )
+    return imgs_path, texts_path
 
 
 # ---- caption folders ----------------------------------------------------------------
@@ -340,19 +350,19 @@ def read_cultwin_pairs(path: str | Path) -> PairCollection:
     )
     for record in load.records:
         for side in ("pos", "neg"):
-            half = record.side(side)
-            image_path = load.image_path(half["image"])
+            image_path = load.image_path(getattr(record, f"{side}_image"))
             if image_path is None:
                 continue
             index = pairs.add_image(f"{record.id}:{side}", image_path)
-            for number, caption in enumerate(half["captions"] or [half["concept"]]):
+            captions = getattr(record, f"{side}_captions") or [getattr(record, f"{side}_concept")]
+            for number, caption in enumerate(captions):
                 pairs.add_text(f"{record.id}:{side}:{number}", caption, [index])
     return pairs
 
 
 # ---- splitting and dispatch -----------------------------------------------------------
 def _image_groups(collection: PairCollection) -> list[list[int]]:
-    """Connected components of images linked by shared texts (union–find)."""
+    """Connected components of images linked by shared texts (union–find), by first image."""
     parent = list(range(len(collection.images)))
 
     def find(i: int) -> int:
@@ -402,7 +412,6 @@ def split_collection(
             f"ratios must be three non-negative numbers with a positive sum, got {ratios}"
         )
     groups = _image_groups(collection)
-    groups.sort(key=lambda g: g[0])  # independent of dict order, so the seed alone decides
     random.Random(seed).shuffle(groups)
     total = len(collection.images)
     bounds = [total * acc / sum(ratios) for acc in itertools.accumulate(ratios)]
@@ -468,8 +477,8 @@ def load_collection(
     """
     path = Path(path)
     layout = detect_layout(path)
+    directory = path.parent if path.is_file() else path
     if layout == "chinese_clip":
-        root = path.parent if path.is_file() else path
         if path.is_file():
             from_name = path.name.rsplit("_", 1)[0]
             if split is not None and normalize_split(split) != normalize_split(from_name):
@@ -478,19 +487,16 @@ def load_collection(
                 )
             split = from_name
         if split is None:
-            present = chinese_clip_splits(root)
+            present = chinese_clip_splits(directory)
             if len(present) != 1:
                 raise InputError(
-                    f"{root} holds splits {', '.join(present)}; choose one with --split"
+                    f"{directory} holds splits {', '.join(present)}; choose one with --split"
                 )
             split = present[0]
-        collection = read_chinese_clip(root, split)
-        collection.meta.update(source=str(root.resolve()), split=normalize_split(split))
+        collection = read_chinese_clip(directory, split)
+        collection.meta.update(source=str(directory.resolve()), split=normalize_split(split))
         return collection
-    if layout == "cultwin":
-        collection = read_cultwin_pairs(path)
-    else:
-        collection = read_caption_folder(path.parent if path.is_file() else path)
+    collection = read_cultwin_pairs(path) if layout == "cultwin" else read_caption_folder(directory)
     collection.meta["source"] = str(path.resolve())
     if split is None:
         return collection
@@ -524,8 +530,6 @@ _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
 
 def _file_name(image_id: str, raw: bytes) -> str:
     """A safe file name for an image id, with the suffix of its real format."""
-    import io
-
     try:
         with Image.open(io.BytesIO(raw)) as image:
             suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")
@@ -552,49 +556,30 @@ def _write_images(folder: Path, collection: PairCollection) -> list[str]:
     return names
 
 
-def write_image_folder_layout(root: str | Path, split: str, collection: PairCollection) -> Path:
-    """``{split}_texts.jsonl`` + ``{split}_images/{image id}.png`` (the CulTi samples layout)."""
-    root = Path(root)
-    split = normalize_split(split)
-    for image_id in collection.image_ids:
-        if _file_name(image_id, b"").rsplit(".", 1)[0] != image_id:
-            raise CollectionFormatError(
-                f"image id {image_id!r} is not usable as a file name; use --format chinese-clip"
-            )
-    names = _write_images(root / f"{split}_images", collection)
-    if len({n.rsplit(".", 1)[0] for n in names}) != len(names):
-        raise CollectionFormatError("two image ids map to the same file name")
-    _write_texts_jsonl(root / f"{split}_texts.jsonl", collection)
-    return root
-
-
-def write_caption_folder(root: str | Path, collection: PairCollection) -> Path:
+def write_caption_folder(root: str | Path, collection: PairCollection) -> None:
     """``images/…`` + ``captions.jsonl`` rows ``{image, captions, image_id, text_ids}``.
 
     Ids are kept, and a text describing several images appears under each with the same
-    text id, so :func:`read_caption_folder` gives back the same collection.
+    text id, so :func:`read_caption_folder` gives back the same collection. An image
+    without text is left out: a caption folder has no place for it.
     """
     root = Path(root)
     names = _write_images(root / "images", collection)
     per_image = collection.image_to_texts()
-    rows = []
-    for number, (image_id, name) in enumerate(zip(collection.image_ids, names, strict=True)):
-        texts = per_image[number]
-        if not texts:
-            continue  # a caption folder has no place for an image without text
-        rows.append(
-            {
-                "image": f"images/{name}",
-                "captions": [collection.texts[t] for t in texts],
-                "image_id": image_id,
-                "text_ids": [collection.text_ids[t] for t in texts],
-            }
-        )
+    rows = [
+        {
+            "image": f"images/{name}",
+            "captions": [collection.texts[t] for t in texts],
+            "image_id": image_id,
+            "text_ids": [collection.text_ids[t] for t in texts],
+        }
+        for image_id, name, texts in zip(collection.image_ids, names, per_image, strict=True)
+        if texts
+    ]
     write_jsonl(root / "captions.jsonl", rows)
-    return root
 
 
-def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
+def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> None:
     """A collection read from a CulTwin set (image ids ``{record}:pos`` / ``{record}:neg``)
     written back as ``cultwin.jsonl`` with ``images/``.
 
@@ -629,7 +614,6 @@ def write_cultwin_pairs(root: str | Path, collection: PairCollection) -> Path:
             row[f"{side}_image"] = f"images/{names[number]}"
         records.append(row)
     write_cultwin(root / "cultwin.jsonl", records)
-    return root
 
 
 def write_collection(
@@ -642,10 +626,9 @@ def write_collection(
 ) -> Path:
     """Writes ``collection`` in one of :data:`WRITE_FORMATS` under ``out``."""
     out = Path(out)
-    if format == "chinese-clip":
-        write_chinese_clip(out, split, collection, urlsafe=urlsafe)
-    elif format == "chinese-clip-folder":
-        write_image_folder_layout(out, split, collection)
+    if format in ("chinese-clip", "chinese-clip-folder"):
+        folder = format == "chinese-clip-folder"
+        write_chinese_clip(out, split, collection, urlsafe=urlsafe, folder=folder)
     elif format == "folder":
         write_caption_folder(out, collection)
     elif format == "cultwin":

@@ -89,15 +89,6 @@ class TwinRecord(BaseModel):
                 return {"raw": value}
         return value
 
-    def side(self, which: str) -> dict[str, Any]:
-        """The ``pos`` or ``neg`` half as ``{concept, context, features, captions, image}``."""
-        if which not in ("pos", "neg"):
-            raise ValueError("which must be 'pos' or 'neg'")
-        return {
-            key: getattr(self, f"{which}_{key}")
-            for key in ("concept", "context", "features", "captions", "image")
-        }
-
 
 @dataclass
 class BadRecord:
@@ -110,13 +101,13 @@ class BadRecord:
 @dataclass
 class CulTwinLoad:
     """Loaded records. For shards, ``shard_images`` maps an image field value (a member
-    name such as ``abc.pos.png``) to its ``(shard, member)``; :meth:`image_path` extracts
+    name such as ``abc.pos.png``) to the shard holding it; :meth:`image_path` extracts
     that shard's images into ``cache_dir`` on first use and returns a path there."""
 
     records: list[TwinRecord]
     errors: list[BadRecord] = field(default_factory=list)
     root: Path = Path(".")
-    shard_images: dict[str, tuple[Path, str]] = field(default_factory=dict, repr=False)
+    shard_images: dict[str, Path] = field(default_factory=dict, repr=False)
     cache_dir: Path | None = None
     _extracted: dict[Path, Path] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -131,17 +122,16 @@ class CulTwinLoad:
     def image_path(self, relative: str | None) -> Path | None:
         if relative is None:
             return None
-        if relative in self.shard_images:
-            shard, member = self.shard_images[relative]
+        shard = self.shard_images.get(relative)
+        if shard is not None:
             directory = self._extracted.get(shard)
             if directory is None:
                 directory = _extract_shard_images(
                     shard, self.cache_dir or _cache_root(shard.parent)
                 )
                 self._extracted[shard] = directory
-            return directory / member
-        path = Path(relative)
-        return path if path.is_absolute() else self.root / path
+            return directory / relative
+        return self.root / relative  # an absolute path stays as it is
 
     def error_report(self) -> str:
         return "\n".join(f"line {bad.line}: {bad.error}" for bad in self.errors)
@@ -171,10 +161,7 @@ def is_cultwin_path(path: str | Path) -> bool:
         return True
     if path.suffix == ".jsonl" and path.is_file():
         with open(path, "rb") as handle:
-            for line in handle:
-                if line.strip():
-                    return b'"pos_concept"' in line
-        return False
+            return b'"pos_concept"' in next((line for line in handle if line.strip()), b"")
     if path.suffix == ".parquet" and path.is_file():
         import pyarrow.parquet as pq
 
@@ -205,12 +192,9 @@ class _Row:
     raw: str = ""
     where: str = ""  # ``shard:member`` for shards
     shard: Path | None = None
-    members: frozenset[str] = frozenset()  # the sample's other members (its images)
-
-    def in_shard(self, image: str) -> bool:
-        # Only names of this sample's own members point into the shard; any other
-        # value is an ordinary path, relative to the shard directory.
-        return self.shard is not None and image in self.members
+    # The sample's other members (its images): only these names point into the shard,
+    # any other image value is an ordinary path, relative to the shard directory.
+    members: frozenset[str] = frozenset()
 
 
 def read_cultwin(
@@ -243,10 +227,9 @@ def read_cultwin(
             prefix = f"{row.where}: " if row.where else ""
             result.errors.append(BadRecord(row.number, prefix + record, row.raw[:200], row.where))
             continue
-        if row.shard is not None:
-            for image in (record.pos_image, record.neg_image):
-                if image in row.members:
-                    result.shard_images[image] = (row.shard, image)
+        for image in (record.pos_image, record.neg_image):
+            if row.shard is not None and image in row.members:
+                result.shard_images[image] = row.shard
         seen.add(record.id)
         result.records.append(record)
     if strict and result.errors:
@@ -288,9 +271,7 @@ def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> Twi
         missing = [
             image
             for image in (record.pos_image, record.neg_image)
-            if image is not None
-            and not row.in_shard(image)
-            and not (Path(image) if Path(image).is_absolute() else root / image).exists()
+            if image is not None and image not in row.members and not (root / image).exists()
         ]
         if missing:
             return f"image file(s) missing: {', '.join(missing)}"
@@ -300,10 +281,8 @@ def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> Twi
 def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any]]) -> Path:
     """Writes records atomically; the format follows the suffix (``.jsonl`` or ``.parquet``)."""
     path = Path(path)
-    rows = [
-        (r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r)).model_dump(mode="json")
-        for r in records
-    ]
+    # model_validate returns a TwinRecord as it is and validates a dict.
+    rows = [TwinRecord.model_validate(r).model_dump(mode="json") for r in records]
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -318,10 +297,6 @@ def write_cultwin(path: str | Path, records: Sequence[TwinRecord | dict[str, Any
 
 # ---- tar shards (WebDataset layout) -----------------------------------------------------
 _BLOCK = tarfile.BLOCKSIZE
-
-
-def shard_name(index: int) -> str:
-    return f"cultwin-{index:06d}.tar"
 
 
 def sample_key(record_id: str) -> str:
@@ -370,7 +345,9 @@ def write_cultwin_shards(
         raise InputError("shard_size must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    validated = [r if isinstance(r, TwinRecord) else TwinRecord.model_validate(r) for r in records]
+    validated = [TwinRecord.model_validate(r) for r in records]
+    if not isinstance(image_root, CulTwinLoad):  # a folder: images at image_root / relative
+        image_root = CulTwinLoad([], root=Path(image_root))
     duplicates = [i for i, n in Counter(r.id for r in validated).items() if n > 1]
     if duplicates:
         raise InputError(f"duplicate record id(s): {', '.join(map(repr, duplicates[:10]))}")
@@ -378,7 +355,7 @@ def write_cultwin_shards(
     shards: list[Path] = []
     entries: list[dict[str, Any]] = []
     for start in range(0, len(validated), shard_size):
-        target = out / shard_name(len(shards))
+        target = out / f"cultwin-{len(shards):06d}.tar"
         chunk = range(start, min(start + shard_size, len(validated)))
         # atomic_path fsyncs the shard once the tar and its file are closed.
         with (
@@ -421,7 +398,7 @@ def _sample_keys(records: Sequence[TwinRecord]) -> list[str]:
 
 
 def _sample_members(
-    record: TwinRecord, key: str, image_root: str | Path | CulTwinLoad
+    record: TwinRecord, key: str, images_of: CulTwinLoad
 ) -> list[tuple[str, bytes]]:
     """The ``(member name, bytes)`` of one record's sample, the record first so a
     streaming reader meets it before the images."""
@@ -431,11 +408,8 @@ def _sample_members(
         relative = row[f"{side}_image"]
         if relative is None:
             continue
-        if isinstance(image_root, CulTwinLoad):
-            path = image_root.image_path(relative)
-            assert path is not None
-        else:
-            path = Path(image_root) / relative
+        path = images_of.image_path(relative)
+        assert path is not None
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -109,7 +109,8 @@ def render_glyph(
     if size < 8:
         raise InputError(f"glyph size must be at least 8 pixels, got {size}")
     if not glyph_available(text):
-        raise GlyphError(f"the OpenMoji font has no single glyph for {text!r} ({_codes(text)})")
+        codes = " ".join(f"U+{ord(char):04X}" for char in text)
+        raise GlyphError(f"the OpenMoji font has no single glyph for {text!r} ({codes})")
     sequence = normalize_sequence(text)
     canvas = Image.new("RGBA", (2 * _RENDER_SIZE, 2 * _RENDER_SIZE), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text(
@@ -128,7 +129,3 @@ def render_glyph(
     )
     image.alpha_composite(glyph, ((size - target[0]) // 2, (size - target[1]) // 2))
     return image if mode == "RGBA" else image.convert("RGB")
-
-
-def _codes(text: str) -> str:
-    return " ".join(f"U+{ord(char):04X}" for char in text)

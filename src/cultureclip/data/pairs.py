@@ -41,9 +41,7 @@ def decode_base64(data: bytes) -> bytes:
         raise binascii.Error("base64 mixes the standard (+/) and URL-safe (-_) alphabets")
     padded = data + b"=" * (-len(data) % 4)
     try:
-        if urlsafe:
-            return base64.b64decode(padded, altchars=b"-_", validate=True)
-        return base64.b64decode(padded, validate=True)
+        return base64.b64decode(padded, altchars=b"-_" if urlsafe else None, validate=True)
     except binascii.Error as exc:
         alphabet = "URL-safe" if urlsafe else "standard"
         raise binascii.Error(f"not valid {alphabet} base64 ({exc})") from exc

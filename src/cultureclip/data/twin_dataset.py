@@ -86,11 +86,11 @@ class TwinDataset(Dataset):
         return {**item, "pos_image": pixels[0], "neg_image": pixels[1]}
 
 
+@dataclass
 class TwinCollator:
     """Stacks images and tokenises captions and concept names with the model's tokenizer."""
 
-    def __init__(self, tokenize: Tokenize) -> None:
-        self.tokenize = tokenize
+    tokenize: Tokenize
 
     def __call__(self, items: list[dict[str, Any]]) -> TwinBatch:
         def texts(key: str) -> list[str]:

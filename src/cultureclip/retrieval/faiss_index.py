@@ -47,7 +47,7 @@ def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> f
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = settings.ef_construction
         index.hnsw.efSearch = settings.ef_search
-    elif settings.kind in ("ivf", "ivfpq"):
+    else:  # ivf, ivfpq
         nlist = settings.nlist or max(1, min(round(4 * np.sqrt(n)), n // 39))
         if n < nlist:
             raise RetrievalIndexError(
@@ -70,8 +70,6 @@ def build_faiss(vectors: np.ndarray, settings: FaissSettings | None = None) -> f
             )
         index.train(vectors)
         index.nprobe = min(settings.nprobe, nlist)
-    else:  # pydantic keeps this unreachable; kept for direct callers
-        raise RetrievalIndexError(f"unknown FAISS index kind {settings.kind!r}")
     if n:
         index.add(vectors)
     return index

@@ -158,7 +158,7 @@ def clean_stale_temp_files(out: Path, rank: int = 0, world: int = 1) -> list[Pat
     removed: list[Path] = []
     for path in candidates:
         number = re.match(r"\.(?:images|texts)-(\d+)\.", path.name)
-        if number and world > 1 and int(number.group(1)) % world != rank:
+        if number and int(number.group(1)) % world != rank:
             continue
         if path.is_file():
             path.unlink(missing_ok=True)
@@ -186,9 +186,9 @@ class IndexSummary:
 
 
 def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
-    """What must match for chunks on disk to be reused by a rerun."""
+    """What must match for chunks on disk to be reused by a rerun (``config.model`` resolved)."""
     return {
-        "model": resolve_model_spec(config.model),
+        "model": config.model,
         "model_fingerprint": model_fingerprint(config.model),
         "data": str(Path(config.data).resolve()),
         "split": config.split,
@@ -258,8 +258,9 @@ def build_index(
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:
         config.save(out)
+    fingerprint = _fingerprint(config, collection)
     build = _ChunkedBuild(config, collection, model, out / "chunks", rank, world, log)
-    _prepare_chunks(build.chunks, _fingerprint(config, collection), overwrite)
+    _prepare_chunks(build.chunks, fingerprint, overwrite)
     with (
         track_progress("images", len(collection.images), enabled=progress) as images_task,
         track_progress("texts", len(collection.texts), enabled=progress) as texts_task,
@@ -272,32 +273,38 @@ def build_index(
             build.summary.finalized = False
             return build.summary
         build.collect_other_shards()
-    return _finalize(out, build)
+    return _finalize(out, build, fingerprint["model_fingerprint"])
 
 
-def _row_chunks(n: int, size: int) -> list[range]:
-    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+def _chunk_files(
+    chunks: Path, kind: str, suffix: str, n: int, size: int
+) -> list[tuple[Path, range]]:
+    """``(chunks/{kind}-{number:05d}{suffix}, rows)`` of each chunk of ``size`` of ``n`` rows."""
+    return [
+        (chunks / f"{kind}-{number:05d}{suffix}", range(start, min(start + size, n)))
+        for number, start in enumerate(range(0, n, size))
+    ]
 
 
+@dataclass
 class _ChunkedBuild:
     """The chunk loop of one process: encodes its chunks, counts what was reused."""
 
-    def __init__(
-        self,
-        config: IndexConfig,
-        collection: PairCollection,
-        model: VisionLanguageModel,
-        chunks: Path,
-        rank: int,
-        world: int,
-        log: Any,
-    ) -> None:
-        self.config, self.collection, self.model, self.chunks = config, collection, model, chunks
-        self.rank, self.world, self.log = rank, world, log
-        self.image_chunks = _row_chunks(len(collection.images), config.chunk_size)
-        self.text_chunks = _row_chunks(len(collection.texts), config.chunk_size)
+    config: IndexConfig
+    collection: PairCollection
+    model: VisionLanguageModel
+    chunks: Path
+    rank: int
+    world: int
+    log: Any
+
+    def __post_init__(self) -> None:
+        size = self.config.chunk_size
+        n_images, n_texts = len(self.collection.images), len(self.collection.texts)
+        self.image_chunks = _chunk_files(self.chunks, "images", ".npz", n_images, size)
+        self.text_chunks = _chunk_files(self.chunks, "texts", ".npy", n_texts, size)
         #: filled in as chunks are encoded or reused; returned by :func:`build_index`
-        self.summary = IndexSummary(chunks.parent, 0, 0, [], 0, {}, 0)
+        self.summary = IndexSummary(self.chunks.parent, 0, 0, [], 0, {}, 0)
         self.waiting: list[Path] = []  # chunks of other shards, not written yet
 
     def mine(self, number: int) -> bool:
@@ -305,8 +312,7 @@ class _ChunkedBuild:
 
     def encode_images(self, task: Any) -> None:
         started = time.perf_counter()
-        for number, rows in enumerate(self.image_chunks):
-            path = self.chunks / f"images-{number:05d}.npz"
+        for number, (path, rows) in enumerate(self.image_chunks):
             if path.exists() and (
                 path.with_suffix(".bin").exists() or not self.config.store_images
             ):
@@ -415,8 +421,7 @@ class _ChunkedBuild:
 
     def encode_texts(self, task: Any) -> None:
         started = time.perf_counter()
-        for number, rows in enumerate(self.text_chunks):
-            path = self.chunks / f"texts-{number:05d}.npy"
+        for number, (path, rows) in enumerate(self.text_chunks):
             if path.exists():
                 self.summary.resumed_chunks += 1
             elif not self.mine(number):
@@ -435,30 +440,24 @@ class _ChunkedBuild:
                 self._read_reports(path)
 
 
-def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
+def _finalize(out: Path, build: _ChunkedBuild, model_fingerprint: str | None) -> IndexSummary:
     """Joins every shard's chunks into the index directory (rank 0)."""
-    config, collection, chunks = build.config, build.collection, build.chunks
+    config, collection = build.config, build.collection
     # Chunks whose images all failed hold empty arrays of unknown view count: leave them out.
-    parts = [np.load(chunks / f"images-{n:05d}.npz") for n in range(len(build.image_chunks))]
-    blobs = [
-        chunks / f"images-{n:05d}.bin"
-        for n in range(len(build.image_chunks))
-        if parts[n]["rows"].size and config.store_images
-    ]
-    parts = [p for p in parts if p["rows"].size]
+    loaded = [(np.load(path), path.with_suffix(".bin")) for path, _ in build.image_chunks]
+    parts = [part for part, _ in loaded if part["rows"].size]
+    blobs = [blob for part, blob in loaded if part["rows"].size]
     if not parts:
         write_jsonl(out / "failed_images.jsonl", build.summary.failed)
         raise RetrievalIndexError(
             f"no image of {config.data} could be decoded; see {out / 'failed_images.jsonl'}"
         )
     rows = np.concatenate([p["rows"] for p in parts])
-    image_vectors = np.concatenate([p["vectors"] for p in parts]).astype(np.float32)
-    text_parts = [np.load(chunks / f"texts-{n:05d}.npy") for n in range(len(build.text_chunks))]
-    text_vectors = (
-        np.concatenate(text_parts).astype(np.float32)
-        if text_parts
-        else np.zeros((0, image_vectors.shape[1]), np.float32)
-    )
+    # write_index makes the vectors contiguous float32
+    image_vectors = np.concatenate([p["vectors"] for p in parts])
+    text_parts = [np.load(path) for path, _ in build.text_chunks]
+    dim = image_vectors.shape[1]
+    text_vectors = np.concatenate(text_parts) if text_parts else np.zeros((0, dim), np.float32)
     started = time.perf_counter()
     laclip_arrays = (
         {key: np.concatenate([p[key] for p in parts]) for key in ("global", "weights", "boxes")}
@@ -494,7 +493,7 @@ def _finalize(out: Path, build: _ChunkedBuild) -> IndexSummary:
         extra={
             "timings": build.summary.timings,
             "encoded_views": build.summary.encoded_views,
-            "model_fingerprint": model_fingerprint(config.model),
+            "model_fingerprint": model_fingerprint,
             "model_bundled": bundled,
             "images_stored": config.store_images,
             "max_pixels": config.max_pixels,
@@ -533,10 +532,8 @@ def _join_blobs(out: Path, blobs: list[Path], offsets: list[np.ndarray]) -> None
             with open(blob, "rb") as part:
                 shutil.copyfileobj(part, handle, 1 << 20)
             starts.append(starts[-1] + blob.stat().st_size)
-    joined = [np.zeros(1, np.int64)]
-    for start, part in zip(starts, offsets, strict=False):
-        joined.append(part[1:] + start)
-    save_npy(out / "image_offsets.npy", np.concatenate(joined))
+    joined = [part[1:] + start for start, part in zip(starts, offsets, strict=False)]
+    save_npy(out / "image_offsets.npy", np.concatenate([np.zeros(1, np.int64), *joined]))
 
 
 def _bundle_model(out: Path, spec: str) -> dict[str, str] | None:
@@ -616,15 +613,11 @@ def write_index(
     # A handful of texts cannot train IVF cells; small text sides are searched exactly.
     text_settings = faiss_settings if len(text_vectors) >= 1000 else FaissSettings()
     write_faiss(build_faiss(text_vectors, text_settings), out / "texts.faiss")
-    source = source or {}
+    source = {"split_seed": 0, **(source or {})}
     manifest = {
         "version": INDEX_VERSION,
         "model": model,
-        "data": source.get("data"),
-        "split": source.get("split"),
-        "split_seed": source.get("split_seed", 0),
-        "layout": source.get("layout"),
-        "name": source.get("name"),
+        **{key: source.get(key) for key in ("data", "split", "split_seed", "layout", "name")},
         "n_images": len(image_ids),
         "n_texts": len(text_ids),
         "n_failed": len(failed),
