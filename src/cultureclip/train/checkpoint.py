@@ -136,14 +136,19 @@ def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> P
     return path
 
 
-def load_latest_intact(checkpoint_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``latest`` names, or, when that file is unreadable (a truncated copy,
-    a disk error), the newest checkpoint of the folder that reads, with a warning."""
+def load_resume_checkpoint(
+    resume: str, checkpoint_dir: str | os.PathLike[str]
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``resume`` names (see :func:`resolve_checkpoint`), loaded. When the
+    file ``latest`` names is unreadable (a truncated copy, a disk error), the newest
+    checkpoint of the folder that reads, with a warning."""
     checkpoint_dir = Path(checkpoint_dir)
-    path = resolve_checkpoint(LATEST_NAME, checkpoint_dir)
+    path = resolve_checkpoint(resume, checkpoint_dir)
     try:
         return path, load_checkpoint(path)
     except CheckpointError as exc:
+        if resume != LATEST_NAME:
+            raise
         first_error = exc
     for candidate in reversed(list_checkpoints(checkpoint_dir)):
         if candidate == path:

@@ -47,13 +47,10 @@ from cultureclip.data.twin_dataset import TwinBatch
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.train import distributed
 from cultureclip.train.checkpoint import (
-    LATEST_NAME,
     CheckpointError,
     checkpoint_step,
     list_checkpoints,
-    load_checkpoint,
-    load_latest_intact,
-    resolve_checkpoint,
+    load_resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -62,7 +59,6 @@ from cultureclip.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
-    EpochKeys,
     ResumableSampler,
     build_dataset,
     encoder_inputs,
@@ -202,14 +198,6 @@ def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
     return 1.0 - progress
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config, total_steps)
-    )
-
-
 # ---- one optimiser step ---------------------------------------------------------------
 @dataclass
 class Cursor:
@@ -286,7 +274,9 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.config = config
         self.optimizer = build_optimizer(model, config.optim)
-        self.scheduler = build_scheduler(self.optimizer, config.schedule, total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, config.schedule, total_steps)
+        )
         self.features = loss_fn.required_features(kind)
         self.dist = dist_info or DistInfo()
         self.autocast, needs_scaler = resolve_precision(config.precision, model.device)
@@ -484,11 +474,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _load_resume_state(config: TrainConfig, dist_info: DistInfo) -> tuple[Path, dict[str, Any]]:
-    if config.resume == LATEST_NAME:
-        path, state = load_latest_intact(config.checkpoint_dir)
-    else:
-        path = resolve_checkpoint(config.resume, config.checkpoint_dir)
-        state = load_checkpoint(path)
+    path, state = load_resume_checkpoint(config.resume, config.checkpoint_dir)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
     changed = changed_fields(saved, config.run_identity())
     if changed:
@@ -667,7 +653,7 @@ def _training_data(
     loader = DataLoader(
         EpochItems(dataset),
         batch_size=per_rank_batch,
-        sampler=EpochKeys(sampler),
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate,
         num_workers=workers,
