@@ -14,13 +14,13 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import PairCollection
@@ -178,7 +178,8 @@ def build_dataset(
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` order (per-epoch seeded shuffle, equal shards, drop_last),
-    starting at any position of the epoch; ``num_samples`` is the whole shard's length."""
+    starting at any position of the epoch, as ``(epoch, index)`` keys for
+    :class:`EpochItems`; ``num_samples`` is the whole shard's length."""
 
     def __init__(
         self, length: int, *, rank: int, world_size: int, seed: int, shuffle: bool
@@ -199,35 +200,22 @@ class ResumableSampler(DistributedSampler):
         super().set_epoch(epoch)
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.start, None)
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        indices = itertools.islice(super().__iter__(), self.start, None)
+        return zip(itertools.repeat(self.epoch), indices)
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
 
 
-class EpochKeys(Sampler[tuple[int, int]]):
-    """The sampler's indices as ``(epoch, index)`` keys for :class:`EpochItems`."""
-
-    def __init__(self, sampler: ResumableSampler) -> None:
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.sampler.epoch
-        return ((epoch, index) for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
+@dataclass
 class EpochItems(Dataset):
     """A dataset read by ``(epoch, index)``: loader workers that live across epochs
     (``persistent_workers``) hold their own copy of the dataset, so the epoch, which
     decides each record's caption draw, travels with every index instead."""
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self._epoch: int | None = None
+    dataset: Any
+    _epoch: int | None = field(default=None, init=False)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -388,6 +376,7 @@ class _Table:
 IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
 
 
+@dataclass
 class FrozenFeatureDataset(Dataset):
     """A twin or pair dataset whose fixed towers' inputs are looked up, not decoded.
 
@@ -396,12 +385,9 @@ class FrozenFeatureDataset(Dataset):
     and the others into pixels and tokens as usual.
     """
 
-    def __init__(
-        self, inner: TwinDataset | PairDataset, kind: DataKind, decodes_images: bool
-    ) -> None:
-        self.inner = inner
-        self.kind = kind
-        self.decodes_images = decodes_images
+    inner: TwinDataset | PairDataset
+    kind: DataKind
+    decodes_images: bool
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
