@@ -11,6 +11,7 @@ a resumed run see exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -378,16 +379,20 @@ IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
 
 @dataclass
 class FrozenFeatureDataset(Dataset):
-    """A twin or pair dataset whose fixed towers' inputs are looked up, not decoded.
+    """A twin or pair dataset whose fixed image tower's inputs are looked up, not decoded.
 
-    Items carry image sources and raw texts; the collator turns those of a fixed tower
-    into its stored outputs (``images`` ``[B, F]``, texts ``{TOWER_FEATURES: [B, F]}``)
-    and the others into pixels and tokens as usual.
+    Items carry that tower's stored outputs ``[F]`` in place of pixels (pixels when the
+    image tower trains) and raw texts, which :func:`frozen_feature_data`'s collator
+    tokenises or looks up in turn.
     """
 
     inner: TwinDataset | PairDataset
     kind: DataKind
-    decodes_images: bool
+    images: _Table | None
+
+    @property
+    def decodes_images(self) -> bool:
+        return self.images is None
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
@@ -397,51 +402,22 @@ class FrozenFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.inner.sources(index)
-        if self.decodes_images:
+        fields = IMAGE_FIELDS[self.kind]
+        if self.images is not None:
+            images = self.images([item[f] for f in fields])
+        else:
             from cultureclip.data.pairs import open_image
 
-            fields = IMAGE_FIELDS[self.kind]
-            pixels = self.inner.transform([open_image(item[f]) for f in fields])
-            item.update(zip(fields, pixels, strict=True))
+            images = self.inner.transform([open_image(item[f]) for f in fields])
+        item.update(zip(fields, images, strict=True))
         return item
 
 
-@dataclass
-class FrozenFeatureCollator:
-    """Batches :class:`FrozenFeatureDataset` items: stored rows for fixed towers, else tensors."""
+def _stored_text_features(texts: _Table, batch: Sequence[str]) -> Tokens:
+    """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
+    from cultureclip.models.base import TOWER_FEATURES
 
-    kind: DataKind
-    tokenize: Any
-    images: _Table | None
-    texts: _Table | None
-
-    def _image(self, items: list[dict[str, Any]], field: str) -> Tensor:
-        values = [item[field] for item in items]
-        return self.images(values) if self.images is not None else torch.stack(values)
-
-    def _text(self, items: list[dict[str, Any]], field: str) -> Tokens:
-        from cultureclip.models.base import TOWER_FEATURES
-
-        values = [item[field] for item in items]
-        if self.texts is not None:
-            return {TOWER_FEATURES: self.texts(values)}
-        return self.tokenize(values)
-
-    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | EncoderInputs:
-        if self.kind == "pairs":
-            return EncoderInputs(
-                images={"image": self._image(items, "image")},
-                texts={"text": self._text(items, "text")},
-            )
-        return TwinBatch(
-            pos_images=self._image(items, "pos_image"),
-            neg_images=self._image(items, "neg_image"),
-            pos_captions=self._text(items, "pos_caption"),
-            neg_captions=self._text(items, "neg_caption"),
-            pos_concepts=self._text(items, "pos_concept"),
-            neg_concepts=self._text(items, "neg_concept"),
-            ids=[item["id"] for item in items],
-        )
+    return {TOWER_FEATURES: texts(batch)}
 
 
 def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str]]:
@@ -478,7 +454,7 @@ def frozen_feature_data(
     workers: int | None = None,
     batch_size: int = 64,
     show_progress: bool = False,
-) -> tuple[FrozenFeatureDataset, FrozenFeatureCollator] | None:
+) -> tuple[FrozenFeatureDataset, TwinCollator | PairCollator] | None:
     """The dataset and collator that feed fixed towers' heads from outputs computed once.
 
     None (train on pixels and tokens as before) when ``config.frozen_features`` is off,
@@ -529,5 +505,8 @@ def frozen_feature_data(
         len(texts) if text_table else "no",
         shared_store().computed - computed_before,
     )
-    features = FrozenFeatureDataset(dataset, kind, decodes_images=image_table is None)
-    return features, FrozenFeatureCollator(kind, model.tokenize, image_table, text_table)
+    tokenize = model.tokenize
+    if text_table is not None:
+        tokenize = functools.partial(_stored_text_features, text_table)
+    collate = TwinCollator(tokenize) if kind == "twin" else PairCollator(tokenize)
+    return FrozenFeatureDataset(dataset, kind, image_table), collate
