@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.data.pairs import PairCollection
+from cultureclip.data.pairs import PairCollection, open_image
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
 from cultureclip.train.config import DataConfig
 from cultureclip.train.losses import DataKind
@@ -107,9 +107,9 @@ class PairDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_index, text_index = self.examples[index]
-        pixels = self.transform([self.collection.load_image(image_index)])[0]
-        return {"image": pixels, "text": self.collection.texts[text_index]}
+        item = self.sources(index)
+        item["image"] = self.transform([open_image(item["image"])])[0]
+        return item
 
     def sources(self, index: int) -> dict[str, Any]:
         """Example ``index`` before decoding, as :meth:`TwinDataset.sources`."""
@@ -268,8 +268,6 @@ class _ImageSources(Dataset):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> Tensor:
-        from cultureclip.data.pairs import open_image
-
         source = self.sources[index]
         return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
 
@@ -401,15 +399,11 @@ class FrozenFeatureDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.images is None:
+            return self.inner[index]
         item = self.inner.sources(index)
         fields = IMAGE_FIELDS[self.kind]
-        if self.images is not None:
-            images = self.images([item[f] for f in fields])
-        else:
-            from cultureclip.data.pairs import open_image
-
-            images = self.inner.transform([open_image(item[f]) for f in fields])
-        item.update(zip(fields, images, strict=True))
+        item.update(zip(fields, self.images([item[f] for f in fields]), strict=True))
         return item
 
 

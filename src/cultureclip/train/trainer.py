@@ -134,9 +134,7 @@ def resolve_fused(fused: bool | str, device: torch.device) -> bool:
     return bool(fused)
 
 
-def build_optimizer(
-    model: VisionLanguageModel, config: OptimConfig, device: torch.device | None = None
-) -> torch.optim.AdamW:
+def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW; biases, norms and the temperature get no weight decay (as in open_clip)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -151,7 +149,7 @@ def build_optimizer(
         for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
         if params
     ]
-    fused = resolve_fused(config.fused, device or model.device)
+    fused = resolve_fused(config.fused, model.device)
     return torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused or None
     )
