@@ -89,10 +89,8 @@ def save_checkpoint(
 
 
 def checkpoint_step(path: Path) -> int:
-    match = _STEP_FILE.match(path.name)
-    if match is None:
-        raise CheckpointError(f"{path.name} is not a checkpoint file name (step_NNNNNNNN.pt)")
-    return int(match.group(1))
+    """The step of a file :func:`list_checkpoints` listed."""
+    return int(path.stem.removeprefix("step_"))
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
@@ -100,8 +98,7 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in directory.iterdir() if _STEP_FILE.match(p.name)), key=checkpoint_step)
 
 
 def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> Path:

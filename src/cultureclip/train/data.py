@@ -149,12 +149,9 @@ def build_dataset(
     tokenize: Any,
     seed: int,
     collection: PairCollection | None = None,
-) -> tuple[DataKind, Dataset, Any]:
+) -> tuple[DataKind, TwinDataset | PairDataset, Any]:
     """(kind, dataset, collate_fn) for the configured data; ``collection`` bypasses loading."""
-    if collection is not None:
-        return "pairs", PairDataset(collection, transform), PairCollator(tokenize)
-    kind = detect_kind(config)
-    if kind == "twin":
+    if collection is None and detect_kind(config) == "twin":
         from cultureclip.data.cultwin import read_cultwin
 
         # Images are checked now: a missing one would otherwise stop the run many steps in.
@@ -170,11 +167,12 @@ def build_dataset(
                 f"{len(load) - len(dataset)} of {len(load)} records in {config.path} lack pos_image or "
                 "neg_image; training needs both images of every pair"
             )
-        return kind, dataset, TwinCollator(tokenize)
-    from cultureclip.data.collections import load_collection
+        return "twin", dataset, TwinCollator(tokenize)
+    if collection is None:
+        from cultureclip.data.collections import load_collection
 
-    pairs = load_collection(config.path, split=config.split)
-    return "pairs", PairDataset(pairs, transform), PairCollator(tokenize)
+        collection = load_collection(config.path, split=config.split)
+    return "pairs", PairDataset(collection, transform), PairCollator(tokenize)
 
 
 class ResumableSampler(DistributedSampler):
@@ -442,7 +440,7 @@ def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str
 def frozen_feature_data(
     model: Any,
     kind: DataKind,
-    dataset: Dataset,
+    dataset: TwinDataset | PairDataset,
     config: DataConfig,
     *,
     workers: int | None = None,
@@ -457,7 +455,7 @@ def frozen_feature_data(
     """
     from cultureclip.models.feature_cache import DiskFeatureCache, shared_store
 
-    if not config.frozen_features or not isinstance(dataset, TwinDataset | PairDataset):
+    if not config.frozen_features:
         return None
     image_space = model.tower_namespace("image")
     text_space = model.tower_namespace("text")

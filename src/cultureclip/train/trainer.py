@@ -1,18 +1,17 @@
-"""The fine-tuning loop: plain PyTorch, one function, readable top to bottom.
+"""The fine-tuning loop: plain PyTorch.
 
-``train(config)`` builds the model (``create_model`` + ``configure_training``), the
-loss (``create_loss``), the data (CulTwin or image–text pairs), AdamW and a
-warmup + linear/cosine schedule, then runs :class:`TrainStep` until the step budget
-is spent, checkpointing every ``checkpoint_every`` steps. One step is:
+``train(config)`` builds the model, the loss, the data and :class:`TrainStep` (AdamW
+and a warmup + linear/cosine schedule), then runs steps until the budget is spent,
+checkpointing every ``checkpoint_every`` steps. One step is:
 
     for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered,
                                                      # gradients averaged by DDP (last chunk)
     clip, optimiser.step(), scheduler.step()
 
-Resuming (``resume="latest"``) restores weights, optimiser, scheduler, every RNG
-and the position inside the epoch, so the continued run is the uninterrupted one.
-An output directory that already holds a run is never trained into from scratch: the
-run is resumed (``resume``), replaced (``overwrite``), or refused with a message.
+Resuming restores weights, optimiser, scheduler, every RNG and the :class:`Cursor`
+(the position inside the epoch), so the continued run is the uninterrupted one. An
+output directory that already holds a run is resumed, replaced (``overwrite``), or
+refused with a message; it is never trained into from scratch.
 """
 
 from __future__ import annotations
