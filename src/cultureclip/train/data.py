@@ -11,7 +11,6 @@ a resumed run see exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -369,6 +368,12 @@ class _Table:
     def __call__(self, inputs: Sequence[Any]) -> Tensor:
         return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
 
+    def as_tokens(self, texts: Sequence[str]) -> Tokens:
+        """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
+        from cultureclip.models.base import TOWER_FEATURES
+
+        return {TOWER_FEATURES: self(texts)}
+
 
 IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
 
@@ -403,13 +408,6 @@ class FrozenFeatureDataset(Dataset):
         fields = IMAGE_FIELDS[self.kind]
         item.update(zip(fields, self.images([item[f] for f in fields]), strict=True))
         return item
-
-
-def _stored_text_features(texts: _Table, batch: Sequence[str]) -> Tokens:
-    """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
-    from cultureclip.models.base import TOWER_FEATURES
-
-    return {TOWER_FEATURES: texts(batch)}
 
 
 def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str]]:
@@ -497,8 +495,6 @@ def frozen_feature_data(
         len(texts) if text_table else "no",
         shared_store().computed - computed_before,
     )
-    tokenize = model.tokenize
-    if text_table is not None:
-        tokenize = functools.partial(_stored_text_features, text_table)
+    tokenize = model.tokenize if text_table is None else text_table.as_tokens
     collate = TwinCollator(tokenize) if kind == "twin" else PairCollator(tokenize)
     return FrozenFeatureDataset(dataset, kind, image_table), collate

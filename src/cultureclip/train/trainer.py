@@ -552,7 +552,7 @@ def _train(
     completed = cursor.step >= total_steps
     final_model, final_dir, export_dir = model, None, None
     if completed and dist_info.is_main:
-        final_model, final_dir, export_dir = _save_final(config, model, output_dir, device)
+        final_model, final_dir, export_dir = _save_final(config, model, output_dir)
     distributed.barrier(dist_info)
     return TrainResult(
         output_dir=output_dir,
@@ -687,14 +687,14 @@ def _step_record(
 
 
 def _save_final(
-    config: TrainConfig, model: VisionLanguageModel, output_dir: Path, device: torch.device
+    config: TrainConfig, model: VisionLanguageModel, output_dir: Path
 ) -> tuple[VisionLanguageModel, Path, Path | None]:
     """Saves the finished model (WiSE-FT'd when asked) and its export."""
     model.eval()
     final_model = model
     if config.wise_ft_alpha is not None:
         model.save(output_dir / "finetuned")
-        base = _create_model(config).to(device)
+        base = _create_model(config).to(model.device)
         final_model = wise_ft(base, model, config.wise_ft_alpha)
     final_dir = final_model.save(output_dir / "final")
     export_dir = None
