@@ -93,7 +93,7 @@ def bare(spec: str, collection: PairCollection, epochs: int, batch: int) -> dict
     epoch_s = []
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
-        order = list(sampler)
+        order = [index for _, index in sampler]
         mark = time.perf_counter()
         for start in range(0, len(order) - batch + 1, batch):
             rows = torch.tensor(order[start : start + batch])

@@ -127,10 +127,10 @@ def train_step_ratio(args: argparse.Namespace, device: torch.device) -> dict[str
     import open_clip
 
     from cultureclip.models.registry import create_model
-    from cultureclip.train.config import OptimConfig
+    from cultureclip.train.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig
     from cultureclip.train.data import EncoderInputs
     from cultureclip.train.losses import create_loss
-    from cultureclip.train.trainer import TrainStep, build_optimizer
+    from cultureclip.train.trainer import TrainStep
 
     lr, wd = 1e-5, 0.2
     ours = create_model(f"open_clip:{args.arch}")
@@ -139,11 +139,14 @@ def train_step_ratio(args: argparse.Namespace, device: torch.device) -> dict[str
         image=mode, text=mode, logit_scale=True, lora={"r": args.lora_rank, "dropout": 0.0}
     )
     ours.to(device).train()
-    # ``fused: false`` keeps both on torch's default AdamW: the ratio is the machinery's
-    optimizer = build_optimizer(ours, OptimConfig(lr=lr, weight_decay=wd, fused=False), device)
-    step = TrainStep(
-        ours, create_loss("clip"), optimizer, None, kind="pairs", precision=args.precision
+    config = TrainConfig(
+        data=DataConfig(path="unused"),  # the step reads no data
+        precision=args.precision,
+        # ``fused: false`` keeps both on torch's default AdamW: the ratio is the machinery's
+        optim=OptimConfig(lr=lr, weight_decay=wd, fused=False),
+        schedule=ScheduleConfig(kind="constant", warmup_steps=0),
     )
+    step = TrainStep(ours, create_loss("clip"), config, kind="pairs", total_steps=1)
 
     theirs = open_clip.create_model(args.arch, pretrained=None)
     if args.lora:

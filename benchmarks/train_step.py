@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from cultureclip.models.registry import create_model
-from cultureclip.train.config import OptimConfig, ScheduleConfig
+from cultureclip.train.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig
 from cultureclip.train.data import EncoderInputs
 from cultureclip.train.losses import create_loss
-from cultureclip.train.trainer import TrainStep, build_optimizer, build_scheduler
+from cultureclip.train.trainer import TrainStep
 
 SIZES = {
     "vitb32": dict(
@@ -166,16 +166,13 @@ def main() -> None:
         image_size = model.image_processor.crop_size["height"]
         inputs = make_inputs(model, args.pairs, image_size).to(device)
 
-        optim = OptimConfig(lr=1e-6, weight_decay=0.1)
-        trainer_optimizer = build_optimizer(model, optim)
-        step = TrainStep(
-            model,
-            create_loss("cultureclip"),
-            trainer_optimizer,
-            build_scheduler(trainer_optimizer, ScheduleConfig(warmup_steps=0), 10_000),
-            kind="twin",
+        config = TrainConfig(
+            data=DataConfig(path="unused"),  # the step reads no data
             precision="fp32",
+            optim=OptimConfig(lr=1e-6, weight_decay=0.1),
+            schedule=ScheduleConfig(warmup_steps=0),
         )
+        step = TrainStep(model, create_loss("cultureclip"), config, kind="twin", total_steps=10_000)
         bare_optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-6, weight_decay=0.1)
 
         def sync() -> None:

@@ -175,13 +175,13 @@ class _EpochEcho(torch.utils.data.Dataset):
 
 
 def test_persistent_workers_see_every_epoch() -> None:
-    from cultureclip.train.data import EpochItems, EpochKeys, ResumableSampler
+    from cultureclip.train.data import EpochItems, ResumableSampler
 
     sampler = ResumableSampler(4, rank=0, world_size=1, seed=0, shuffle=False)
     loader = torch.utils.data.DataLoader(
         EpochItems(_EpochEcho()),
         batch_size=2,
-        sampler=EpochKeys(sampler),
+        sampler=sampler,
         num_workers=1,
         persistent_workers=True,
     )

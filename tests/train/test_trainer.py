@@ -167,9 +167,9 @@ def test_cuda_speed_options_are_accepted_and_resolve_to_off_on_cpu(
     assert resolve_compile(False, cpu) is False
 
     tiny_model.configure_training(image="lora", text="lora")
-    assert not build_optimizer(tiny_model, OptimConfig(), cpu).param_groups[0]["fused"]
+    assert not build_optimizer(tiny_model, OptimConfig()).param_groups[0]["fused"]
     # forcing the fused kernel is honoured where torch has one (its CPU kernel included)
-    assert build_optimizer(tiny_model, OptimConfig(fused=True), cpu).param_groups[0]["fused"]
+    assert build_optimizer(tiny_model, OptimConfig(fused=True)).param_groups[0]["fused"]
 
     before = torch.backends.cuda.matmul.fp32_precision
     assert train(config).completed

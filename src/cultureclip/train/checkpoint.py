@@ -72,11 +72,8 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_checkpoint(
-    directory: str | os.PathLike[str], step: int, state: dict[str, Any], keep_last: int
-) -> Path:
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
     """Writes ``state`` as the checkpoint of ``step``, moves ``latest`` to it, prunes old ones."""
-    directory = Path(directory)
     target = directory / f"step_{step:08d}.pt"
     with atomic_path(target) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, tmp)
@@ -89,28 +86,23 @@ def save_checkpoint(
 
 
 def checkpoint_step(path: Path) -> int:
-    match = _STEP_FILE.match(path.name)
-    if match is None:
-        raise CheckpointError(f"{path.name} is not a checkpoint file name (step_NNNNNNNN.pt)")
-    return int(match.group(1))
+    """The step of a file :func:`list_checkpoints` listed."""
+    return int(path.stem.removeprefix("step_"))
 
 
-def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
+def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoint files of ``directory``, oldest first (temp files are not matched)."""
-    directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in directory.iterdir() if _STEP_FILE.match(p.name)), key=checkpoint_step)
 
 
-def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> Path:
+def resolve_checkpoint(resume: str, checkpoint_dir: Path) -> Path:
     """``latest`` → the file the pointer names; anything else is taken as a checkpoint path.
 
     The pointer may only name a checkpoint file inside ``checkpoint_dir``: a pointer to
     ``../../elsewhere.pt`` is refused, not followed.
     """
-    checkpoint_dir = Path(checkpoint_dir)
     if resume != LATEST_NAME:
         path = Path(resume)
         if not path.is_file():
@@ -136,14 +128,16 @@ def resolve_checkpoint(resume: str, checkpoint_dir: str | os.PathLike[str]) -> P
     return path
 
 
-def load_latest_intact(checkpoint_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``latest`` names, or, when that file is unreadable (a truncated copy,
-    a disk error), the newest checkpoint of the folder that reads, with a warning."""
-    checkpoint_dir = Path(checkpoint_dir)
-    path = resolve_checkpoint(LATEST_NAME, checkpoint_dir)
+def load_resume_checkpoint(resume: str, checkpoint_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``resume`` names (see :func:`resolve_checkpoint`), loaded. When the
+    file ``latest`` names is unreadable (a truncated copy, a disk error), the newest
+    checkpoint of the folder that reads, with a warning."""
+    path = resolve_checkpoint(resume, checkpoint_dir)
     try:
         return path, load_checkpoint(path)
     except CheckpointError as exc:
+        if resume != LATEST_NAME:
+            raise
         first_error = exc
     for candidate in reversed(list_checkpoints(checkpoint_dir)):
         if candidate == path:

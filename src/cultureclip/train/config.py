@@ -172,6 +172,10 @@ class TrainConfig(Config):
         }
     )
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.out) / "checkpoints"
+
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
         exclude: dict[str, Any] = dict.fromkeys(self.RESUMABLE_CHANGES, True)

@@ -14,16 +14,16 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.data.pairs import PairCollection
+from cultureclip.data.pairs import PairCollection, open_image
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
 from cultureclip.train.config import DataConfig
 from cultureclip.train.losses import DataKind
@@ -106,9 +106,9 @@ class PairDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_index, text_index = self.examples[index]
-        pixels = self.transform([self.collection.load_image(image_index)])[0]
-        return {"image": pixels, "text": self.collection.texts[text_index]}
+        item = self.sources(index)
+        item["image"] = self.transform([open_image(item["image"])])[0]
+        return item
 
     def sources(self, index: int) -> dict[str, Any]:
         """Example ``index`` before decoding, as :meth:`TwinDataset.sources`."""
@@ -148,12 +148,9 @@ def build_dataset(
     tokenize: Any,
     seed: int,
     collection: PairCollection | None = None,
-) -> tuple[DataKind, Dataset, Any]:
+) -> tuple[DataKind, TwinDataset | PairDataset, Any]:
     """(kind, dataset, collate_fn) for the configured data; ``collection`` bypasses loading."""
-    if collection is not None:
-        return "pairs", PairDataset(collection, transform), PairCollator(tokenize)
-    kind = detect_kind(config)
-    if kind == "twin":
+    if collection is None and detect_kind(config) == "twin":
         from cultureclip.data.cultwin import read_cultwin
 
         # Images are checked now: a missing one would otherwise stop the run many steps in.
@@ -169,16 +166,18 @@ def build_dataset(
                 f"{len(load) - len(dataset)} of {len(load)} records in {config.path} lack pos_image or "
                 "neg_image; training needs both images of every pair"
             )
-        return kind, dataset, TwinCollator(tokenize)
-    from cultureclip.data.collections import load_collection
+        return "twin", dataset, TwinCollator(tokenize)
+    if collection is None:
+        from cultureclip.data.collections import load_collection
 
-    pairs = load_collection(config.path, split=config.split)
-    return "pairs", PairDataset(pairs, transform), PairCollator(tokenize)
+        collection = load_collection(config.path, split=config.split)
+    return "pairs", PairDataset(collection, transform), PairCollator(tokenize)
 
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` order (per-epoch seeded shuffle, equal shards, drop_last),
-    starting at any position of the epoch; ``num_samples`` is the whole shard's length."""
+    starting at any position of the epoch, as ``(epoch, index)`` keys for
+    :class:`EpochItems`; ``num_samples`` is the whole shard's length."""
 
     def __init__(
         self, length: int, *, rank: int, world_size: int, seed: int, shuffle: bool
@@ -199,35 +198,22 @@ class ResumableSampler(DistributedSampler):
         super().set_epoch(epoch)
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.start, None)
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        indices = itertools.islice(super().__iter__(), self.start, None)
+        return zip(itertools.repeat(self.epoch), indices)
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
 
 
-class EpochKeys(Sampler[tuple[int, int]]):
-    """The sampler's indices as ``(epoch, index)`` keys for :class:`EpochItems`."""
-
-    def __init__(self, sampler: ResumableSampler) -> None:
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.sampler.epoch
-        return ((epoch, index) for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
+@dataclass
 class EpochItems(Dataset):
     """A dataset read by ``(epoch, index)``: loader workers that live across epochs
     (``persistent_workers``) hold their own copy of the dataset, so the epoch, which
     decides each record's caption draw, travels with every index instead."""
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self._epoch: int | None = None
+    dataset: Any
+    _epoch: int | None = field(default=None, init=False)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -279,8 +265,6 @@ class _ImageSources(Dataset):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> Tensor:
-        from cultureclip.data.pairs import open_image
-
         source = self.sources[index]
         return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
 
@@ -384,24 +368,32 @@ class _Table:
     def __call__(self, inputs: Sequence[Any]) -> Tensor:
         return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
 
+    def as_tokens(self, texts: Sequence[str]) -> Tokens:
+        """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
+        from cultureclip.models.base import TOWER_FEATURES
+
+        return {TOWER_FEATURES: self(texts)}
+
 
 IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
 
 
+@dataclass
 class FrozenFeatureDataset(Dataset):
-    """A twin or pair dataset whose fixed towers' inputs are looked up, not decoded.
+    """A twin or pair dataset whose fixed image tower's inputs are looked up, not decoded.
 
-    Items carry image sources and raw texts; the collator turns those of a fixed tower
-    into its stored outputs (``images`` ``[B, F]``, texts ``{TOWER_FEATURES: [B, F]}``)
-    and the others into pixels and tokens as usual.
+    Items carry that tower's stored outputs ``[F]`` in place of pixels (pixels when the
+    image tower trains) and raw texts, which :func:`frozen_feature_data`'s collator
+    tokenises or looks up in turn.
     """
 
-    def __init__(
-        self, inner: TwinDataset | PairDataset, kind: DataKind, decodes_images: bool
-    ) -> None:
-        self.inner = inner
-        self.kind = kind
-        self.decodes_images = decodes_images
+    inner: TwinDataset | PairDataset
+    kind: DataKind
+    images: _Table | None
+
+    @property
+    def decodes_images(self) -> bool:
+        return self.images is None
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
@@ -410,52 +402,12 @@ class FrozenFeatureDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.images is None:
+            return self.inner[index]
         item = self.inner.sources(index)
-        if self.decodes_images:
-            from cultureclip.data.pairs import open_image
-
-            fields = IMAGE_FIELDS[self.kind]
-            pixels = self.inner.transform([open_image(item[f]) for f in fields])
-            item.update(zip(fields, pixels, strict=True))
+        fields = IMAGE_FIELDS[self.kind]
+        item.update(zip(fields, self.images([item[f] for f in fields]), strict=True))
         return item
-
-
-@dataclass
-class FrozenFeatureCollator:
-    """Batches :class:`FrozenFeatureDataset` items: stored rows for fixed towers, else tensors."""
-
-    kind: DataKind
-    tokenize: Any
-    images: _Table | None
-    texts: _Table | None
-
-    def _image(self, items: list[dict[str, Any]], field: str) -> Tensor:
-        values = [item[field] for item in items]
-        return self.images(values) if self.images is not None else torch.stack(values)
-
-    def _text(self, items: list[dict[str, Any]], field: str) -> Tokens:
-        from cultureclip.models.base import TOWER_FEATURES
-
-        values = [item[field] for item in items]
-        if self.texts is not None:
-            return {TOWER_FEATURES: self.texts(values)}
-        return self.tokenize(values)
-
-    def __call__(self, items: list[dict[str, Any]]) -> TwinBatch | EncoderInputs:
-        if self.kind == "pairs":
-            return EncoderInputs(
-                images={"image": self._image(items, "image")},
-                texts={"text": self._text(items, "text")},
-            )
-        return TwinBatch(
-            pos_images=self._image(items, "pos_image"),
-            neg_images=self._image(items, "neg_image"),
-            pos_captions=self._text(items, "pos_caption"),
-            neg_captions=self._text(items, "neg_caption"),
-            pos_concepts=self._text(items, "pos_concept"),
-            neg_concepts=self._text(items, "neg_concept"),
-            ids=[item["id"] for item in items],
-        )
 
 
 def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str]]:
@@ -486,13 +438,13 @@ def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str
 def frozen_feature_data(
     model: Any,
     kind: DataKind,
-    dataset: Dataset,
+    dataset: TwinDataset | PairDataset,
     config: DataConfig,
     *,
     workers: int | None = None,
     batch_size: int = 64,
     show_progress: bool = False,
-) -> tuple[FrozenFeatureDataset, FrozenFeatureCollator] | None:
+) -> tuple[FrozenFeatureDataset, TwinCollator | PairCollator] | None:
     """The dataset and collator that feed fixed towers' heads from outputs computed once.
 
     None (train on pixels and tokens as before) when ``config.frozen_features`` is off,
@@ -501,7 +453,7 @@ def frozen_feature_data(
     """
     from cultureclip.models.feature_cache import DiskFeatureCache, shared_store
 
-    if not config.frozen_features or not isinstance(dataset, TwinDataset | PairDataset):
+    if not config.frozen_features:
         return None
     image_space = model.tower_namespace("image")
     text_space = model.tower_namespace("text")
@@ -543,5 +495,6 @@ def frozen_feature_data(
         len(texts) if text_table else "no",
         shared_store().computed - computed_before,
     )
-    features = FrozenFeatureDataset(dataset, kind, decodes_images=image_table is None)
-    return features, FrozenFeatureCollator(kind, model.tokenize, image_table, text_table)
+    tokenize = model.tokenize if text_table is None else text_table.as_tokens
+    collate = TwinCollator(tokenize) if kind == "twin" else PairCollator(tokenize)
+    return FrozenFeatureDataset(dataset, kind, image_table), collate

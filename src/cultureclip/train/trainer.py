@@ -1,18 +1,17 @@
-"""The fine-tuning loop: plain PyTorch, one function, readable top to bottom.
+"""The fine-tuning loop: plain PyTorch.
 
-``train(config)`` builds the model (``create_model`` + ``configure_training``), the
-loss (``create_loss``), the data (CulTwin or image–text pairs), AdamW and a
-warmup + linear/cosine schedule, then runs :class:`TrainStep` until the step budget
-is spent, checkpointing every ``checkpoint_every`` steps. One step is:
+``train(config)`` builds the model, the loss, the data and :class:`TrainStep` (AdamW
+and a warmup + linear/cosine schedule), then runs steps until the budget is spent,
+checkpointing every ``checkpoint_every`` steps. One step is:
 
     for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered,
                                                      # gradients averaged by DDP (last chunk)
     clip, optimiser.step(), scheduler.step()
 
-Resuming (``resume="latest"``) restores weights, optimiser, scheduler, every RNG
-and the position inside the epoch, so the continued run is the uninterrupted one.
-An output directory that already holds a run is never trained into from scratch: the
-run is resumed (``resume``), replaced (``overwrite``), or refused with a message.
+Resuming restores weights, optimiser, scheduler, every RNG and the :class:`Cursor`
+(the position inside the epoch), so the continued run is the uninterrupted one. An
+output directory that already holds a run is resumed, replaced (``overwrite``), or
+refused with a message; it is never trained into from scratch.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import itertools
 import logging
 import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +46,10 @@ from cultureclip.data.twin_dataset import TwinBatch
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.train import distributed
 from cultureclip.train.checkpoint import (
-    LATEST_NAME,
     CheckpointError,
     checkpoint_step,
     list_checkpoints,
-    load_checkpoint,
-    load_latest_intact,
-    resolve_checkpoint,
+    load_resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -61,7 +58,6 @@ from cultureclip.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
-    EpochKeys,
     ResumableSampler,
     build_dataset,
     encoder_inputs,
@@ -137,9 +133,7 @@ def resolve_fused(fused: bool | str, device: torch.device) -> bool:
     return bool(fused)
 
 
-def build_optimizer(
-    model: VisionLanguageModel, config: OptimConfig, device: torch.device | None = None
-) -> torch.optim.AdamW:
+def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW; biases, norms and the temperature get no weight decay (as in open_clip)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -154,7 +148,7 @@ def build_optimizer(
         for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
         if params
     ]
-    fused = resolve_fused(config.fused, device or model.device)
+    fused = resolve_fused(config.fused, model.device)
     return torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused or None
     )
@@ -201,15 +195,51 @@ def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
     return 1.0 - progress
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config, total_steps)
-    )
-
-
 # ---- one optimiser step ---------------------------------------------------------------
+@dataclass
+class Cursor:
+    """Where a run stands: what a checkpoint saves and a resume continues from."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0
+
+
+@dataclass
+class StepBatches:
+    """The loader's micro-batches, ``grad_accum_steps`` per optimiser step, from any cursor."""
+
+    loader: DataLoader
+    sampler: ResumableSampler
+    per_rank_batch: int
+    grad_accum_steps: int
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return self.sampler.num_samples // self.per_rank_batch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # Micro-batches left after an epoch's last whole step are skipped.
+        return self.micro_per_epoch // self.grad_accum_steps
+
+    def until(self, stop_step: int, cursor: Cursor) -> Iterator[list[TwinBatch | EncoderInputs]]:
+        """Each step's micro-batches up to ``stop_step``; ``cursor`` moves past a step
+        before its batches are yielded (so the step's checkpoint resumes after it)."""
+        accum = self.grad_accum_steps
+        while cursor.step < stop_step:
+            self.sampler.set_epoch(cursor.epoch, start=cursor.micro_in_epoch * self.per_rank_batch)
+            epoch_batches = iter(self.loader)
+            steps_left = self.steps_per_epoch - cursor.micro_in_epoch // accum
+            for _ in range(min(steps_left, stop_step - cursor.step)):
+                micro_batches = list(itertools.islice(epoch_batches, accum))
+                cursor.step += 1
+                cursor.micro_in_epoch += accum
+                if cursor.micro_in_epoch >= self.steps_per_epoch * accum:
+                    cursor.epoch, cursor.micro_in_epoch = cursor.epoch + 1, 0
+                yield micro_batches
+
+
 @dataclass
 class StepOutput:
     loss: float
@@ -231,74 +261,82 @@ class TrainStep:
         self,
         model: VisionLanguageModel,
         loss_fn: ContrastiveLoss,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        config: TrainConfig,
         *,
         kind: DataKind,
-        chunk_size: int | None = None,
-        precision: str = "fp32",
+        total_steps: int,
         dist_info: DistInfo | None = None,
-        grad_accum_steps: int = 1,
-        max_grad_norm: float | None = None,
-        local_loss: bool = True,
-        compile_model: bool = False,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.config = config
+        self.optimizer = build_optimizer(model, config.optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, config.schedule, total_steps)
+        )
         self.features = loss_fn.required_features(kind)
-        self.chunk_size = chunk_size
         self.dist = dist_info or DistInfo()
-        self.grad_accum_steps = grad_accum_steps
-        self.max_grad_norm = max_grad_norm
-        self.autocast, needs_scaler = resolve_precision(precision, model.device)
+        self.autocast, needs_scaler = resolve_precision(config.precision, model.device)
         # A disabled scaler passes everything through unchanged (fp32 and bf16).
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
         self.parameters = model.trainable_parameters()
-        if self.dist.enabled and local_loss and not loss_fn.supports_local:
+        if self.dist.enabled and config.local_loss and not loss_fn.supports_local:
             logger.info(
                 "loss %r computes no local loss: every process computes the whole batch's loss",
                 loss_fn.name,
             )
-        self.local_loss = self.dist.enabled and local_loss and loss_fn.supports_local
+        self.local_loss = self.dist.enabled and config.local_loss and loss_fn.supports_local
         encoder: torch.nn.Module = FeatureEncoder(model)
         self._no_sync: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
         if self.dist.enabled:
             ddp = distributed.wrap_ddp(encoder, model.device)
             self._no_sync = ddp.no_sync
             encoder = ddp
-        if resolve_compile(compile_model, model.device):
+        if resolve_compile(config.compile, model.device):
             encoder = torch.compile(encoder)
         self.encoder: Encoder = encoder
 
     def update(self) -> float:
         """Clips, steps optimiser and schedule; returns the lr used (gradients are averaged already)."""
         self.scaler.unscale_(self.optimizer)
-        if self.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        if self.config.optim.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.config.optim.max_grad_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
-    def state_dict(self) -> dict[str, Any]:
-        """The trainable tensors and the optimiser, schedule and grad-scaler states."""
-        return {
-            "model": {
+    def checkpoint(self, cursor: Cursor) -> Path | None:
+        """Rank 0 writes the checkpoint of ``cursor.step``: the trainable tensors, the
+        optimiser, schedule and grad-scaler states, and every rank's RNG states."""
+        states = distributed.all_gather_object(rng_state(self.model.device), self.dist)
+        path = None
+        if self.dist.is_main:
+            trainable = {
                 n: p.detach().cpu().clone()
                 for n, p in self.model.named_parameters()
                 if p.requires_grad
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-        }
+            }
+            payload = {
+                "epoch": cursor.epoch,
+                "micro_in_epoch": cursor.micro_in_epoch,
+                "model": trainable,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "config": self.config.model_dump(mode="json"),
+                "rng": states,
+            }
+            path = save_checkpoint(
+                self.config.checkpoint_dir, cursor.step, payload, self.config.keep_last
+            )
+        distributed.barrier(self.dist)
+        return path
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def resume(self, state: dict[str, Any]) -> Cursor:
+        """Restores what :meth:`checkpoint` saved; returns where the run continues."""
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         saved = set(state["model"])
         if saved != trainable:
@@ -308,15 +346,15 @@ class TrainStep:
             )
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.load_state_dict(state["scheduler"])
         if state.get("grad_scaler") is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"][self.dist.rank], self.model.device)
+        return Cursor(state["step"], state["epoch"], state["micro_in_epoch"])
 
     def __call__(self, batches: Sequence[TwinBatch | EncoderInputs]) -> StepOutput:
-        """One optimiser step over ``grad_accum_steps`` micro-batches."""
-        if len(batches) != self.grad_accum_steps:
-            raise ValueError(f"expected {self.grad_accum_steps} micro-batches, got {len(batches)}")
+        """One optimiser step over ``batches`` (``grad_accum_steps`` micro-batches), their
+        losses averaged."""
         rows: list[Tensor] = []
         names: list[str] = []
         for index, batch in enumerate(batches):
@@ -328,11 +366,11 @@ class TrainStep:
                     self.model,
                     self.loss_fn,
                     inputs,
-                    chunk_size=self.chunk_size,
+                    chunk_size=self.config.grad_cache_chunk,
                     autocast=self.autocast,
                     dist=self.dist,
                     local_loss=self.local_loss,
-                    loss_multiplier=1.0 / self.grad_accum_steps,
+                    loss_multiplier=1.0 / len(batches),
                     backward=lambda t: self.scaler.scale(t).backward(),
                     encoder=self.encoder,
                     no_sync=self._no_sync,
@@ -432,14 +470,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_resume_state(
-    config: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo
-) -> tuple[Path, dict[str, Any]]:
-    if config.resume == LATEST_NAME:
-        path, state = load_latest_intact(checkpoint_dir)
-    else:
-        path = resolve_checkpoint(config.resume, checkpoint_dir)
-        state = load_checkpoint(path)
+def _load_resume_state(config: TrainConfig, dist_info: DistInfo) -> tuple[Path, dict[str, Any]]:
+    path, state = load_resume_checkpoint(config.resume, config.checkpoint_dir)
     saved = TrainConfig.model_validate(state["config"]).run_identity()
     changed = changed_fields(saved, config.run_identity())
     if changed:
@@ -461,14 +493,9 @@ def _train(
     dist_info: DistInfo,
     collection: PairCollection | None,
 ) -> TrainResult:
-    # Longer than our usual 80 lines on purpose: the step loop and the checkpoint closure
-    # share the step/epoch/position counters a resume restores; split apart, they would
-    # pass that state around by hand. Set-up and saving live in the helpers below.
     output_dir = Path(config.out)
-    checkpoint_dir = output_dir / "checkpoints"
-    world, rank = dist_info.world_size, dist_info.rank
-    per_rank_batch = _per_rank_batch(config, world, device)  # fails before loading anything
-    resume_path, state = _open_output_dir(config, output_dir, checkpoint_dir, dist_info)
+    per_rank_batch = _per_rank_batch(config, dist_info.world_size, device)  # fails before loading
+    resume_path, state = _open_output_dir(config, output_dir, dist_info)
 
     # Same seed → same LoRA initialisation on every rank and in every (re)start.
     _seed_everything(config.seed)
@@ -477,100 +504,55 @@ def _train(
     model.to(device)
 
     loss_fn = create_loss(config.loss, **config.loss_kwargs)
-    kind, dataset, collate, workers = _training_data(
-        config, model, loss_fn, collection, per_rank_batch, dist_info
+    kind, batches = _training_data(config, model, loss_fn, collection, per_rank_batch, dist_info)
+    total_steps = config.max_steps or config.epochs * batches.steps_per_epoch
+    stepper = TrainStep(
+        model, loss_fn, config, kind=kind, total_steps=total_steps, dist_info=dist_info
     )
-    sampler = ResumableSampler(
-        len(dataset), rank=rank, world_size=world, seed=config.seed, shuffle=config.data.shuffle
-    )
-    micro_per_epoch = sampler.num_samples // per_rank_batch
-    steps_per_epoch = micro_per_epoch // config.grad_accum_steps
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{len(dataset)} training examples do not fill one step of batch_size={config.batch_size} × "
-            f"grad_accum_steps={config.grad_accum_steps}; lower the batch size or add data"
-        )
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-
-    stepper = _train_step(config, model, loss_fn, kind, dist_info, total_steps)
     metrics = MetricsLogger(config, output_dir, enabled=dist_info.is_main)
 
-    step, epoch, micro_in_epoch = 0, 0, 0
-    if state is not None:
-        stepper.load_state_dict(state)
-        step, epoch, micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
-        logger.info("resumed from step %d (%s)", step, resume_path)
-        metrics.truncate(step)
-        set_rng_state(state["rng"][rank], device)
-    else:
+    if state is None:
         # Dropout differs per rank, as independent data-parallel workers would have it.
-        torch.manual_seed(config.seed + rank)
-
-    def checkpoint() -> Path | None:
-        states = distributed.all_gather_object(rng_state(device), dist_info)
-        path = None
-        if dist_info.is_main:
-            payload = {
-                "epoch": epoch,
-                "micro_in_epoch": micro_in_epoch,
-                **stepper.state_dict(),
-                "config": config.model_dump(mode="json"),
-                "rng": states,
-            }
-            path = save_checkpoint(checkpoint_dir, step, payload, config.keep_last)
-        distributed.barrier(dist_info)
-        return path
+        torch.manual_seed(config.seed + dist_info.rank)
+        cursor = Cursor()
+    else:
+        cursor = stepper.resume(state)
+        logger.info("resumed from step %d (%s)", cursor.step, resume_path)
+        metrics.truncate(cursor.step)
 
     last_checkpoint = resume_path
+    # An example is one training record: a twin record holds two images (and four texts),
+    # a pair record one image.
     images_per_example = 2 if kind == "twin" else 1
+    examples_per_step = config.batch_size * config.grad_accum_steps
     last_loss: float | None = None
     stop_step = min(total_steps, config.stop_at_step or total_steps)
     model.train()
     last_time = time.perf_counter()
     enabled = config.progress and dist_info.is_main
-    loader = _loader(dataset, collate, sampler, per_rank_batch, workers, device, config.seed)
-    with progress("train", total_steps, completed=step, enabled=enabled) as task:
-        while step < stop_step:
-            sampler.set_epoch(epoch, start=micro_in_epoch * per_rank_batch)
-            micro_batches: list[TwinBatch | EncoderInputs] = []
-            for batch in loader:
-                micro_batches.append(batch)
-                micro_in_epoch += 1
-                if len(micro_batches) < config.grad_accum_steps:
-                    continue
-                out = stepper(micro_batches)
-                micro_batches = []
-                step += 1
-                last_loss = out.loss
-                now = time.perf_counter()
-                # An example is one training record: a twin record holds two images
-                # (and four texts), a pair record one image.
-                examples_per_s = (
-                    config.batch_size * config.grad_accum_steps / max(now - last_time, 1e-9)
-                )
-                images_per_s = examples_per_s * images_per_example
-                last_time = now
-                epoch_done = micro_in_epoch >= steps_per_epoch * config.grad_accum_steps
-                if epoch_done:
-                    epoch, micro_in_epoch = epoch + 1, 0
-                if step % config.log_every == 0 or step == stop_step:
-                    position = epoch + micro_in_epoch / max(1, micro_per_epoch)
-                    metrics.log(_step_record(step, position, out, examples_per_s, images_per_s))
-                task.update(
-                    completed=step,
-                    stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  {images_per_s:.1f} images/s",
-                )
-                if step % config.checkpoint_every == 0 or step == stop_step:
-                    last_checkpoint = checkpoint() or last_checkpoint
-                if epoch_done or step >= stop_step:
-                    break
+    with progress("train", total_steps, completed=cursor.step, enabled=enabled) as task:
+        for micro_batches in batches.until(stop_step, cursor):
+            out = stepper(micro_batches)
+            last_loss = out.loss
+            now = time.perf_counter()
+            examples_per_s = examples_per_step / max(now - last_time, 1e-9)
+            images_per_s = examples_per_s * images_per_example
+            last_time = now
+            if cursor.step % config.log_every == 0 or cursor.step == stop_step:
+                position = cursor.epoch + cursor.micro_in_epoch / batches.micro_per_epoch
+                metrics.log(_step_record(cursor.step, position, out, examples_per_s, images_per_s))
+            task.update(
+                completed=cursor.step,
+                stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  {images_per_s:.1f} images/s",
+            )
+            if cursor.step % config.checkpoint_every == 0 or cursor.step == stop_step:
+                last_checkpoint = stepper.checkpoint(cursor) or last_checkpoint
     metrics.close()
 
-    completed = step >= total_steps
-    final_dir = export_dir = None
-    final_model = model
+    completed = cursor.step >= total_steps
+    final_model, final_dir, export_dir = model, None, None
     if completed and dist_info.is_main:
-        final_model, final_dir, export_dir = _save_final(config, model, output_dir, device)
+        final_model, final_dir, export_dir = _save_final(config, model, output_dir)
     distributed.barrier(dist_info)
     return TrainResult(
         output_dir=output_dir,
@@ -578,7 +560,7 @@ def _train(
         export_dir=export_dir,
         metrics_path=output_dir / METRICS_NAME,
         last_checkpoint=last_checkpoint,
-        steps=step,
+        steps=cursor.step,
         total_steps=total_steps,
         final_loss=last_loss,
         completed=completed,
@@ -613,17 +595,15 @@ def _per_rank_batch(config: TrainConfig, world: int, device: torch.device) -> in
 
 
 def _open_output_dir(
-    config: TrainConfig, output_dir: Path, checkpoint_dir: Path, dist_info: DistInfo
+    config: TrainConfig, output_dir: Path, dist_info: DistInfo
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """The checkpoint to resume from (if asked), with the output dir claimed and ready."""
-    resume_path, state = (
-        _load_resume_state(config, checkpoint_dir, dist_info) if config.resume else (None, None)
-    )
+    resume_path, state = _load_resume_state(config, dist_info) if config.resume else (None, None)
     if dist_info.is_main:
         if state is None:
             _claim_output_dir(config, output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(checkpoint_dir, "step_*.pt")
+        remove_stale_temp_files(config.checkpoint_dir, "step_*.pt")
         config.save(output_dir)
     distributed.barrier(dist_info)
     return resume_path, state
@@ -636,9 +616,9 @@ def _training_data(
     collection: PairCollection | None,
     per_rank_batch: int,
     dist_info: DistInfo,
-) -> tuple[DataKind, Any, Callable[[list[Any]], Any], int]:
-    """(kind, dataset, collate, loader workers); fixed towers' outputs are computed once
-    here and their heads train on the stored rows."""
+) -> tuple[DataKind, StepBatches]:
+    """The data's kind and this process's step batches; fixed towers' outputs are computed
+    once here and their heads train on the stored rows."""
     kind, dataset, collate = build_dataset(
         config.data,
         transform=model.preprocess,
@@ -659,58 +639,36 @@ def _training_data(
     )
     if frozen is not None:
         dataset, collate = frozen
-    return kind, dataset, collate, loader_workers(config.data, config.num_workers, dataset)
-
-
-def _train_step(
-    config: TrainConfig,
-    model: VisionLanguageModel,
-    loss_fn: ContrastiveLoss,
-    kind: DataKind,
-    dist_info: DistInfo,
-    total_steps: int,
-) -> TrainStep:
-    optimizer = build_optimizer(model, config.optim)
-    return TrainStep(
-        model,
-        loss_fn,
-        optimizer,
-        build_scheduler(optimizer, config.schedule, total_steps),
-        kind=kind,
-        chunk_size=config.grad_cache_chunk,
-        precision=config.precision,
-        dist_info=dist_info,
-        grad_accum_steps=config.grad_accum_steps,
-        max_grad_norm=config.optim.max_grad_norm,
-        local_loss=config.local_loss,
-        compile_model=config.compile,
+    workers = loader_workers(config.data, config.num_workers, dataset)
+    sampler = ResumableSampler(
+        len(dataset),
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        seed=config.seed,
+        shuffle=config.data.shuffle,
     )
-
-
-def _loader(
-    dataset: Any,
-    collate: Callable[[list[Any]], Any],
-    sampler: ResumableSampler,
-    per_rank_batch: int,
-    workers: int,
-    device: torch.device,
-    seed: int,
-) -> DataLoader:
-    return DataLoader(
+    loader = DataLoader(
         EpochItems(dataset),
         batch_size=per_rank_batch,
-        sampler=EpochKeys(sampler),
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate,
         num_workers=workers,
         # Workers start once per run, not once per epoch.
         persistent_workers=workers > 0,
         worker_init_fn=worker_init if workers else None,
-        pin_memory=device.type == "cuda",
+        pin_memory=model.device.type == "cuda",
         # A private generator: worker seeds must not consume the global RNG,
         # or a run resumed mid-epoch would draw different dropout masks.
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(config.seed),
     )
+    batches = StepBatches(loader, sampler, per_rank_batch, config.grad_accum_steps)
+    if batches.steps_per_epoch == 0:
+        raise ConfigError(
+            f"{len(dataset)} training examples do not fill one step of batch_size={config.batch_size} × "
+            f"grad_accum_steps={config.grad_accum_steps}; lower the batch size or add data"
+        )
+    return kind, batches
 
 
 def _step_record(
@@ -729,14 +687,14 @@ def _step_record(
 
 
 def _save_final(
-    config: TrainConfig, model: VisionLanguageModel, output_dir: Path, device: torch.device
+    config: TrainConfig, model: VisionLanguageModel, output_dir: Path
 ) -> tuple[VisionLanguageModel, Path, Path | None]:
     """Saves the finished model (WiSE-FT'd when asked) and its export."""
     model.eval()
     final_model = model
     if config.wise_ft_alpha is not None:
         model.save(output_dir / "finetuned")
-        base = _create_model(config).to(device)
+        base = _create_model(config).to(model.device)
         final_model = wise_ft(base, model, config.wise_ft_alpha)
     final_dir = final_model.save(output_dir / "final")
     export_dir = None
@@ -751,7 +709,7 @@ RUN_OUTPUTS = ("checkpoints", "final", "finetuned", "export", "tensorboard", MET
 
 def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
     """Makes sure a fresh run never mixes with another run's files in ``output_dir``."""
-    checkpoints = list_checkpoints(output_dir / "checkpoints")
+    checkpoints = list_checkpoints(config.checkpoint_dir)
     finished = (output_dir / "final").exists()
     if config.overwrite:
         for name in RUN_OUTPUTS:
