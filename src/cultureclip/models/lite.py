@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,8 @@ TEXT_FEATURES = 384
 # TensorFlow EfficientNet-Lite normalisation (x - 127.5) / 127.5, see the module doc.
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
-CROP_FRACTION = (
-    0.875  # resize the short side to size / 0.875, then centre-crop (timm's eval recipe)
-)
+# Resize the short side to size / 0.875, then centre-crop (timm's eval recipe).
+CROP_FRACTION = 0.875
 INIT_TEMPERATURE = 0.07
 # The multilingual tower reads UTF-8 bytes; longer texts are cut at a character
 # boundary (captions are < 15 words; e5 itself stops at 512 tokens).
@@ -318,8 +317,10 @@ class LiteBackend(VisionLanguageModel):
             "text": ("query", "value"),
         }
         self._preprocess = image_transform(options.image_size)
-        self._image_fingerprint = TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled")
-        self._text_fingerprint = TowerFingerprint(self.text_tower, f"{variant}:pooled")
+        self._fingerprints = {
+            "image": TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled"),
+            "text": TowerFingerprint(self.text_tower, f"{variant}:pooled"),
+        }
         self._preprocessing: dict[str, str] = {}
         # Outputs for preprocessed inputs (keyed by the tensor rows), shared process-wide.
         # (partials of bound methods: a deep copy of the model rebinds them to the copy)
@@ -360,8 +361,7 @@ class LiteBackend(VisionLanguageModel):
         tower = self.tower(name)
         if mode not in (TrainMode.frozen, TrainMode.heads) or tower.training:
             return None
-        fingerprint = self._image_fingerprint if name == "image" else self._text_fingerprint
-        return namespace(kind, name, fingerprint(), self._preprocessing_of(name))
+        return namespace(kind, name, self._fingerprints[name](), self._preprocessing_of(name))
 
     def _preprocessing_of(self, name: str) -> str:
         """What turns a raw input into this tower's input (part of every input-keyed namespace)."""
@@ -411,21 +411,27 @@ class LiteBackend(VisionLanguageModel):
         return self.text_head(features.to(self.text_head.weight.dtype))
 
     def _towers_changed(self) -> None:
-        self._image_fingerprint.reset()
-        self._text_fingerprint.reset()
+        for fingerprint in self._fingerprints.values():
+            fingerprint.reset()
+
+    def _fixed_outputs(
+        self, cache: StoreView, inputs: tuple[Tensor, ...], tower: Callable[..., Tensor]
+    ) -> Tensor:
+        """``tower(*inputs)``, from the shared store while the tower is fixed (keyed by rows)."""
+        space = cache.namespace() if len(inputs[0]) else None
+        if space is None:
+            return tower(*inputs)
+        with torch.no_grad():
+            return cache.lookup(
+                space,
+                tensor_row_keys(*inputs),
+                lambda rows: tower(*(tensor[rows] for tensor in inputs)),
+            ).to(inputs[0].device)
 
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
-        space = self._image_cache.namespace() if len(pixel_values) else None
-        if space is not None:
-            with torch.no_grad():
-                pooled = self._image_cache.lookup(
-                    space,
-                    tensor_row_keys(pixel_values),
-                    lambda rows: self._pooled_image(pixel_values[rows]),
-                ).to(pixel_values.device)
-        else:
-            pooled = self._pooled_image(pixel_values)
-        return self.image_head(pooled)
+        return self.image_head(
+            self._fixed_outputs(self._image_cache, (pixel_values,), self._pooled_image)
+        )
 
     def _encode_image_patches(self, pixel_values: Tensor) -> Tensor:
         # Each cell of the final 1280-channel map, projected like the pooled vector; the
@@ -434,23 +440,10 @@ class LiteBackend(VisionLanguageModel):
         return self.image_head(cells)
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
-        # The multilingual tower caches by text itself; MiniLM's outputs are cached here.
-        space = (
-            self._text_cache.namespace()
-            if self.variant == "en" and len(tokens["input_ids"])
-            else None
-        )
-        if space is not None:
-            ids, mask = tokens["input_ids"], tokens["attention_mask"]
-            with torch.no_grad():
-                pooled = self._text_cache.lookup(
-                    space,
-                    tensor_row_keys(ids, mask),
-                    lambda rows: self.text_tower(input_ids=ids[rows], attention_mask=mask[rows]),
-                ).to(ids.device)
-        else:
-            pooled = self.text_tower(**tokens)
-        return self.text_head(pooled)
+        if self.variant != "en":  # the multilingual tower caches by text itself
+            return self.text_head(self.text_tower(**tokens))
+        inputs = (tokens["input_ids"], tokens["attention_mask"])
+        return self.text_head(self._fixed_outputs(self._text_cache, inputs, self.text_tower))
 
     def tower(self, name: str) -> nn.Module:
         return {"image": self.image_tower, "text": self.text_tower}[name]
