@@ -1,30 +1,11 @@
 """``cultureclip serve``: a search page and a JSON API over a retrieval index (FastAPI).
 
-Routes:
-
-- ``GET /`` (and ``HEAD /``): the search page (one self-contained HTML file in the package).
-- ``GET /api/health``: ``{"ready": …, "status": "loading"|"ready"|"failed"}``; the model is
-  loaded and warmed at start, so the first search is as fast as any other.
-- ``GET /api/info``: what the index holds (collection and model names, never paths).
-- ``GET /api/search?q=…&k=…&offset=…``: text → images (paged).
-- ``POST /api/search-image`` (multipart field ``file``): image → texts.
-- ``GET /api/image?id=…[&size=full]``: an indexed image, looked up by id (never by a path
-  from the request), re-encoded as a JPEG of at most ``thumbnail_px`` (or ``full_px``)
-  pixels a side.
-- ``GET /api/item?id=…``: one image's texts (with ids) and metadata.
-- ``GET /api/explain?id=…&q=…``: the LACLIP views behind one image's score.
-- ``GET /api/font.woff``: a subset of a CJK font on the server (the index's characters),
-  which the page uses when the browser's computer has no Chinese font (404 when the server
-  has none either; see :mod:`cultureclip.retrieval.fonts`).
-- ``GET /api/openapi.json``: the schema (no docs page: it would load assets from a CDN).
-
-Model work (encoding queries, uploads, explanations) runs in a bounded worker pool off
-the event loop, so ``/api/info``, thumbnails and the page stay responsive while an
-upload is encoded; when ``max_pending`` jobs are already waiting a request gets 503 with
-``Retry-After``. Every error is JSON ``{"error": {"status": …, "message": …}}`` (unknown
-routes, wrong methods and malformed bodies included); a 500 carries an ``id`` and its
-details go to the server log only. Uploads larger than ``max_upload_bytes`` get 413,
-non-image content types 415, undecodable images 400, images over ``max_pixels`` 413.
+docs/retrieval.md lists the routes. Images are looked up by id, never by a path from the
+request. Model work (queries, uploads, explanations) runs in a bounded worker pool off the
+event loop, so the page, ``/api/info`` and thumbnails stay responsive; past ``max_pending``
+waiting jobs a request gets 503 with ``Retry-After``. Every error is JSON
+``{"error": {"status": …, "message": …}}`` (unknown routes and malformed bodies included);
+a 500 carries an ``id`` and its details go to the server log only.
 """
 
 from __future__ import annotations
@@ -40,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -64,6 +45,9 @@ _READ_BLOCK = 64 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file bytes
 
 T = TypeVar("T")
+#: an image id or a query text
+Text = Annotated[str, Query(min_length=1, max_length=1000)]
+TopK = Annotated[int, Query(ge=1, le=MAX_K)]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -301,6 +285,10 @@ def _image_url(image_id: str, size: str | None = None) -> str:
     return f"/api/image?id={quote(image_id, safe='')}" + (f"&size={size}" if size else "")
 
 
+def _urls(image_id: str) -> dict[str, str]:
+    return {"image_url": _image_url(image_id), "full_url": _image_url(image_id, "full")}
+
+
 def _add_page_routes(app: FastAPI, served: _Served) -> None:
     index = served.index
 
@@ -342,15 +330,14 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
         return Response(data, media_type="font/woff", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/api/item")
-    async def item(id: str = Query(..., min_length=1, max_length=1000)) -> dict[str, Any]:
+    async def item(id: Text) -> dict[str, Any]:
         served.known(id)
         rows = index.texts_of(id)
         return {
             "image_id": id,
             "collection": index.name,
             "texts": [{"text_id": index.text_ids[t], "text": index.texts[t]} for t in rows],
-            "image_url": _image_url(id),
-            "full_url": _image_url(id, "full"),
+            **_urls(id),
         }
 
 
@@ -359,9 +346,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
 
     @app.get("/api/search")
     async def search(
-        q: str = Query(..., min_length=1, max_length=1000),
-        k: int = Query(default_k, ge=1, le=MAX_K),
-        offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        q: Text, k: TopK = default_k, offset: int = Query(0, ge=0, le=MAX_OFFSET)
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query is empty")
@@ -377,17 +362,14 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
                 {
                     **dataclasses.asdict(hit),
                     "text_ids": [index.text_ids[t] for t in index.texts_of(hit.image_id)],
-                    "image_url": _image_url(hit.image_id),
-                    "full_url": _image_url(hit.image_id, "full"),
+                    **_urls(hit.image_id),
                 }
                 for hit in page_hits
             ],
         }
 
     @app.post("/api/search-image")
-    async def search_image(
-        file: UploadFile = File(...), k: int = Query(default_k, ge=1, le=MAX_K)
-    ) -> dict[str, Any]:
+    async def search_image(file: UploadFile = File(...), k: TopK = default_k) -> dict[str, Any]:
         data = await _read_upload(file, served.max_upload_bytes)
 
         def run() -> list[Any]:
@@ -410,10 +392,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
         }
 
     @app.get("/api/explain")
-    async def explain(
-        id: str = Query(..., min_length=1, max_length=1000),
-        q: str = Query(..., min_length=1, max_length=1000),
-    ) -> dict[str, Any]:
+    async def explain(id: Text, q: Text) -> dict[str, Any]:
         served.known(id)
         if index.laclip is None:
             raise HTTPException(
@@ -453,10 +432,7 @@ def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px:
     full_view = lru_cache(maxsize=16)(render)
 
     @app.get("/api/image")
-    def image(
-        id: str = Query(..., min_length=1, max_length=1000),
-        size: str = Query("thumb", pattern="^(thumb|full)$"),
-    ) -> Response:
+    def image(id: Text, size: str = Query("thumb", pattern="^(thumb|full)$")) -> Response:
         served.known(id)
         if size == "full":
             data = _safe(full_view, id, full_px)
