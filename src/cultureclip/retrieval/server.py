@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_K = 100
 MAX_OFFSET = 10_000
+RETRY_AFTER_S = 2  # what a busy server asks a client to wait
 _READ_BLOCK = 64 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file bytes
 
@@ -79,10 +80,9 @@ class ModelWorkers:
     never blocked; a job that would exceed the queue is refused with 503 + Retry-After.
     """
 
-    def __init__(self, workers: int = 1, max_pending: int = 64, retry_after_s: int = 2) -> None:
+    def __init__(self, workers: int = 1, max_pending: int = 64) -> None:
         self.workers = workers
         self.max_pending = max_pending
-        self.retry_after_s = retry_after_s
         self.pending = 0  # touched from the event loop only
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -91,7 +91,7 @@ class ModelWorkers:
             raise HTTPException(
                 503,
                 f"the server is busy ({self.pending} model jobs queued); retry shortly",
-                headers={"Retry-After": str(self.retry_after_s)},
+                headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.workers)
