@@ -149,27 +149,17 @@ class OpenCLIPBackend(VisionLanguageModel):
         return {"image": self.model.visual, "text": self.model.text}[name]
 
     def head_parameters(self, name: str) -> list[nn.Parameter]:
-        if name == "image":
-            visual = self.model.visual
-            projection = getattr(visual, "proj", None)
-            if isinstance(projection, nn.Parameter):
-                return [projection]
-            head = getattr(visual, "head", None)  # timm image towers
-            if head is None and hasattr(visual, "attnpool"):  # ModifiedResNet
-                head = visual.attnpool.c_proj
-            if head is None:
-                raise BackendError(
-                    f"{self.arch!r}: no image projection head found for 'heads' mode"
-                )
-            return list(head.parameters())
-        projection = getattr(self.model.text, "text_projection", None)  # TextTransformer
-        if projection is None:
-            projection = getattr(self.model.text, "proj", None)  # HF text towers
-        if projection is None:
-            raise BackendError(f"{self.arch!r}: no text projection head found for 'heads' mode")
-        return (
-            [projection] if isinstance(projection, nn.Parameter) else list(projection.parameters())
-        )
+        tower = self.tower(name)
+        if name == "image":  # a ViT's proj, a timm tower's head, a ModifiedResNet's attnpool
+            attnpool = getattr(tower, "attnpool", None)
+            candidates = [getattr(tower, "proj", None), getattr(tower, "head", None)]
+            candidates.append(getattr(attnpool, "c_proj", None))
+        else:  # a TextTransformer's text_projection, an HF text tower's proj
+            candidates = [getattr(tower, "text_projection", None), getattr(tower, "proj", None)]
+        head = next((part for part in candidates if part is not None), None)
+        if head is None:
+            raise BackendError(f"{self.arch!r}: no {name} projection head found for 'heads' mode")
+        return [head] if isinstance(head, nn.Parameter) else list(head.parameters())
 
     @property
     def logit_scale_param(self) -> nn.Parameter:
@@ -201,18 +191,17 @@ class OpenCLIPBackend(VisionLanguageModel):
 
         self.merge_lora()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         state = {
             name: tensor.detach().cpu().contiguous()
             for name, tensor in self.model.state_dict().items()
         }
         with atomic_path(path / EXPORT_WEIGHTS) as tmp:
             save_file(state, str(tmp))
-        preprocess = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in get_model_preprocess_cfg(self.model).items()
-        }
         atomic_write_json(
-            path / EXPORT_CONFIG, {"model_cfg": self.model_config(), "preprocess_cfg": preprocess}
+            path / EXPORT_CONFIG,
+            {
+                "model_cfg": self.model_config(),
+                "preprocess_cfg": get_model_preprocess_cfg(self.model),
+            },
         )
         return path
