@@ -45,13 +45,6 @@ def by_length(texts: Sequence[str]) -> list[int]:
     return sorted(range(len(texts)), key=lambda i: len(texts[i]))
 
 
-def unsort(rows: Tensor, order: Sequence[int]) -> Tensor:
-    """Rows computed in ``order`` put back in the original order."""
-    result = torch.empty_like(rows)
-    result[torch.as_tensor(list(order), dtype=torch.long)] = rows
-    return result
-
-
 class TrainMode(StrEnum):
     """How one tower trains."""
 
@@ -259,7 +252,9 @@ class VisionLanguageModel(nn.Module, ABC):
             ]
         if not out:
             return torch.empty(0, self.embed_dim)
-        return unsort(torch.cat(out), order)
+        rows = torch.empty(len(texts), out[0].shape[1])
+        rows[torch.as_tensor(order)] = torch.cat(out)  # back in the texts' order
+        return rows
 
     # ---- training modes -------------------------------------------------------------
     def configure_training(
@@ -367,8 +362,7 @@ class VisionLanguageModel(nn.Module, ABC):
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / WEIGHTS_NAME) as tmp:
+        with atomic_path(path / WEIGHTS_NAME) as tmp:  # creates the directory
             save_file(self.trainable_state_dict(), str(tmp))
         atomic_write_json(
             path / MODEL_CONFIG_NAME,

@@ -274,12 +274,8 @@ class StoreView:
     def store(self) -> FeatureStore:
         return self._store if self._store is not None else shared_store()
 
-    @property
-    def enabled(self) -> bool:
-        return self.size > 0 and self.store.max_bytes > 0
-
     def namespace(self) -> str | None:
-        return self._space() if self.enabled else None
+        return self._space() if self.size > 0 and self.store.max_bytes > 0 else None
 
     def __len__(self) -> int:
         return self.store.count(self.namespace())

@@ -13,6 +13,7 @@ from cultureclip.models.base import BackendError, VisionLanguageModel
 from cultureclip.models.registry import MODELS
 
 SUPPORTED_MODEL_TYPES = ("clip", "chinese_clip", "siglip")
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")  # what the text towers read
 
 
 def _pooled(output: object) -> Tensor:
@@ -69,11 +70,7 @@ class HFBackend(VisionLanguageModel):
             max_length=self.context_length,
             return_tensors="pt",
         )
-        return {
-            k: v
-            for k, v in tokens.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
+        return {k: v for k, v in tokens.items() if k in TOKEN_KEYS}
 
     # ---- towers ---------------------------------------------------------------------
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
@@ -97,8 +94,7 @@ class HFBackend(VisionLanguageModel):
 
     def head_parameters(self, name: str) -> list[nn.Parameter]:
         if self.model_type == "siglip":
-            head = self.model.vision_model.head if name == "image" else self.model.text_model.head
-            return list(head.parameters())
+            return list(self.tower(name).head.parameters())
         projection = self.model.visual_projection if name == "image" else self.model.text_projection
         return list(projection.parameters())
 
