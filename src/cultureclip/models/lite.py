@@ -218,7 +218,11 @@ def _e5_engine() -> Any:
 
 def encode_utf8(texts: Sequence[str], max_bytes: int = MAX_TEXT_BYTES) -> dict[str, Tensor]:
     """Texts → ``{"utf8": uint8 [B, L], "utf8_length": int64 [B]}`` (zero-padded)."""
-    encoded = [_truncate_utf8(text.encode("utf-8"), max_bytes) for text in texts]
+    # Cut at ``max_bytes``, then drop the partial character the cut may leave at the end.
+    encoded = [
+        text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
+        for text in texts
+    ]
     width = max((len(b) for b in encoded), default=0)
     data = torch.zeros(len(encoded), max(width, 1), dtype=torch.uint8)
     for row, raw in enumerate(encoded):
@@ -234,12 +238,6 @@ def decode_utf8(tokens: Mapping[str, Tensor]) -> list[str]:
     return [
         bytes(data[row, :length].tolist()).decode("utf-8") for row, length in enumerate(lengths)
     ]
-
-
-def _truncate_utf8(raw: bytes, max_bytes: int) -> bytes:
-    if len(raw) <= max_bytes:
-        return raw
-    return raw[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
 
 
 class E5Tower(nn.Module):
