@@ -160,10 +160,8 @@ class VisionLanguageModel(nn.Module, ABC):
         """The text tower's pooled outputs ``[B, F]`` for raw texts, no grad."""
         raise BackendError(f"backend {self.backend!r} does not expose tower features")
 
-    def _encode_image_from_tower(self, features: Tensor) -> Tensor:
-        raise BackendError(f"backend {self.backend!r} cannot encode from tower features")
-
-    def _encode_text_from_tower(self, features: Tensor) -> Tensor:
+    def _encode_from_tower(self, name: str, features: Tensor) -> Tensor:
+        """Unnormalised embeddings from tower ``name``'s pooled outputs (its head only)."""
         raise BackendError(f"backend {self.backend!r} cannot encode from tower features")
 
     def _towers_changed(self) -> None:
@@ -188,7 +186,7 @@ class VisionLanguageModel(nn.Module, ABC):
         # Only a backend that splits its towers reads [B, F] as tower outputs: another
         # backend's preprocessing may well make 2-D pixel tensors of its own.
         if inputs.ndim == 2 and self.splits_towers:
-            features = self._encode_image_from_tower(inputs)
+            features = self._encode_from_tower("image", inputs)
         else:
             features = self._encode_image(inputs)
         return nn.functional.normalize(features, dim=-1) if normalize else features
@@ -197,7 +195,7 @@ class VisionLanguageModel(nn.Module, ABC):
         """Token tensors, or ``{TOWER_FEATURES: [B, F]}`` from a fixed text tower (heads only)."""
         inputs = {k: v.to(self.device) for k, v in tokens.items()}
         if TOWER_FEATURES in inputs:
-            features = self._encode_text_from_tower(inputs[TOWER_FEATURES])
+            features = self._encode_from_tower("text", inputs[TOWER_FEATURES])
         else:
             features = self._encode_text(inputs)
         return nn.functional.normalize(features, dim=-1) if normalize else features

@@ -402,11 +402,9 @@ class LiteBackend(VisionLanguageModel):
         tokens = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
         return self.text_tower(**tokens)
 
-    def _encode_image_from_tower(self, features: Tensor) -> Tensor:
-        return self.image_head(features.to(self.image_head.weight.dtype))
-
-    def _encode_text_from_tower(self, features: Tensor) -> Tensor:
-        return self.text_head(features.to(self.text_head.weight.dtype))
+    def _encode_from_tower(self, name: str, features: Tensor) -> Tensor:
+        head = self._head(name)
+        return head(features.to(head.weight.dtype))
 
     def _towers_changed(self) -> None:
         for fingerprint in self._fingerprints.values():
@@ -446,8 +444,11 @@ class LiteBackend(VisionLanguageModel):
     def tower(self, name: str) -> nn.Module:
         return {"image": self.image_tower, "text": self.text_tower}[name]
 
+    def _head(self, name: str) -> nn.Linear:
+        return {"image": self.image_head, "text": self.text_head}[name]
+
     def head_parameters(self, name: str) -> list[nn.Parameter]:
-        return list((self.image_head if name == "image" else self.text_head).parameters())
+        return list(self._head(name).parameters())
 
     @property
     def logit_scale_param(self) -> nn.Parameter:
