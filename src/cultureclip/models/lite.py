@@ -248,9 +248,8 @@ class E5Tower(nn.Module):
     repeat every epoch and the engine is the slowest part of a CPU training step.
     """
 
-    def __init__(self, cache_size: int = TEXT_CACHE_SIZE) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.cache_size = cache_size
         self._cache: OrderedDict[str, Tensor] = OrderedDict()  # LRU: text → CPU float32 row
         # A buffer gives the tower a device and dtype to return embeddings on.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
@@ -267,7 +266,7 @@ class E5Tower(nn.Module):
         for text in texts:
             self._cache.move_to_end(text)
         rows = torch.stack([self._cache[text] for text in texts])
-        while len(self._cache) > self.cache_size:
+        while len(self._cache) > TEXT_CACHE_SIZE:
             self._cache.popitem(last=False)
         return rows.to(device=self._anchor.device, dtype=self._anchor.dtype)
 

@@ -152,9 +152,9 @@ def chance_levels(
 
 
 def query_hits(
-    sim: torch.Tensor, targets: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
+    sim: torch.Tensor, targets: Sequence[Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query hits ``[queries, len(ks)]`` (bool) for text → image and image → text, under
+    """Per-query hits at each of RECALL_KS (bool) for text → image and image → text, under
     the rules of :func:`~cultureclip.eval.metrics.retrieval_metrics`."""
     from cultureclip.eval.metrics import best_correct_rank
 
@@ -162,25 +162,18 @@ def query_hits(
     queried = [i for i, t in enumerate(image_texts) if t]
     t2i = best_correct_rank(sim.T, targets).numpy()
     i2t = best_correct_rank(sim[queried], [image_texts[i] for i in queried]).numpy()
-    ks_array = np.asarray(ks)
-    return t2i[:, None] < ks_array, i2t[:, None] < ks_array
+    ks = np.asarray(RECALL_KS)
+    return t2i[:, None] < ks, i2t[:, None] < ks
 
 
-def bootstrap_ci(
-    t2i_hits: np.ndarray,
-    i2t_hits: np.ndarray,
-    ks: Sequence[int] = RECALL_KS,
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of every recall and MR, resampling queries with replacement
-    (texts and images independently)."""
-    rng = np.random.default_rng(seed)
-    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (resamples, len(t2i_hits)))].mean(axis=1)
-    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (resamples, len(i2t_hits)))].mean(axis=1)
-    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(ks)}
-    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(ks)})
+def bootstrap_ci(t2i_hits: np.ndarray, i2t_hits: np.ndarray) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of every recall and MR over 1,000 seeded resamples of the
+    queries with replacement (texts and images independently)."""
+    rng = np.random.default_rng(0)
+    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (1000, len(t2i_hits)))].mean(axis=1)
+    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (1000, len(i2t_hits)))].mean(axis=1)
+    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(RECALL_KS)}
+    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(RECALL_KS)})
     draws["MR"] = np.mean([draws[key] for key in list(draws)], axis=0)
     return {
         key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
