@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_K = 100
 MAX_OFFSET = 10_000
+DEFAULT_K = 12
+THUMBNAIL_PX = 384  # longest side of the JPEGs /api/image sends
+FULL_PX = 2048  # the same for its size=full views
 RETRY_AFTER_S = 2  # what a busy server asks a client to wait
 _READ_BLOCK = 64 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file bytes
@@ -107,9 +110,6 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    default_k: int = 12,
-    thumbnail_px: int = 384,
-    full_px: int = 2048,
     workers: int = 1,
     max_pending: int = 64,
     warm: bool = True,
@@ -132,7 +132,6 @@ def create_app(
         status="loading" if warm else "ready",
         max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels,
-        default_k=default_k,
     )
 
     @contextlib.asynccontextmanager
@@ -156,7 +155,7 @@ def create_app(
     _add_error_handling(app, max_upload_bytes)
     _add_page_routes(app, served)
     _add_search_routes(app, served)
-    _add_image_routes(app, served, thumbnail_px, full_px)
+    _add_image_routes(app, served)
     return app
 
 
@@ -215,7 +214,6 @@ class _Served:
     status: str
     max_upload_bytes: int
     max_pixels: int
-    default_k: int
 
     async def warm(self) -> None:
         try:
@@ -315,7 +313,7 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
             "n_failed": manifest["n_failed"],
             "faiss": manifest["faiss"]["kind"],
             "laclip": manifest["laclip"],
-            "default_k": served.default_k,
+            "default_k": DEFAULT_K,
             "max_k": MAX_K,
             "max_upload_bytes": served.max_upload_bytes,
             "ready": served.status == "ready",
@@ -342,11 +340,11 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
 
 
 def _add_search_routes(app: FastAPI, served: _Served) -> None:
-    index, pool, default_k = served.index, served.pool, served.default_k
+    index, pool = served.index, served.pool
 
     @app.get("/api/search")
     async def search(
-        q: Text, k: TopK = default_k, offset: int = Query(0, ge=0, le=MAX_OFFSET)
+        q: Text, k: TopK = DEFAULT_K, offset: int = Query(0, ge=0, le=MAX_OFFSET)
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query is empty")
@@ -369,7 +367,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
         }
 
     @app.post("/api/search-image")
-    async def search_image(file: UploadFile = File(...), k: TopK = default_k) -> dict[str, Any]:
+    async def search_image(file: UploadFile = File(...), k: TopK = DEFAULT_K) -> dict[str, Any]:
         data = await _read_upload(file, served.max_upload_bytes)
 
         def run() -> list[Any]:
@@ -417,7 +415,7 @@ async def _read_upload(file: UploadFile, max_upload_bytes: int) -> bytes:
     return bytes(data)
 
 
-def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px: int) -> None:
+def _add_image_routes(app: FastAPI, served: _Served) -> None:
     index = served.index
 
     def render(image_id: str, side: int) -> bytes:
@@ -428,14 +426,13 @@ def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px:
         return buffer.getvalue()
 
     # Thumbnails are small and asked for often; full views are large: a short cache.
-    thumbnail = lru_cache(maxsize=512)(render)
-    full_view = lru_cache(maxsize=16)(render)
+    views = {
+        "thumb": lru_cache(maxsize=512)(partial(render, side=THUMBNAIL_PX)),
+        "full": lru_cache(maxsize=16)(partial(render, side=FULL_PX)),
+    }
 
     @app.get("/api/image")
     def image(id: Text, size: str = Query("thumb", pattern="^(thumb|full)$")) -> Response:
         served.known(id)
-        if size == "full":
-            data = _safe(full_view, id, full_px)
-        else:
-            data = _safe(thumbnail, id, thumbnail_px)
+        data = _safe(views[size], id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
