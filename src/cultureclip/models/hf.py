@@ -30,9 +30,7 @@ def _pooled(output: object) -> Tensor:
 class HFBackend(VisionLanguageModel):
     backend = "hf"
 
-    def __init__(
-        self, name_or_path: str, context_length: int | None = None, dtype: torch.dtype | None = None
-    ) -> None:
+    def __init__(self, name_or_path: str, context_length: int | None = None) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         config = AutoConfig.from_pretrained(name_or_path)
@@ -46,7 +44,7 @@ class HFBackend(VisionLanguageModel):
             f"hf:{name_or_path}", context_length=min(context_length or 77, max_positions)
         )
         self.model_type = config.model_type
-        self.model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+        self.model = AutoModel.from_pretrained(name_or_path, dtype=torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
         self.embed_dim = int(

@@ -64,9 +64,7 @@ class OpenCLIPBackend(VisionLanguageModel):
     backend = "open_clip"
     default_lora_targets = {"image": ("c_fc", "c_proj"), "text": ("c_fc", "c_proj")}
 
-    def __init__(
-        self, argument: str, context_length: int | None = None, precision: str = "fp32"
-    ) -> None:
+    def __init__(self, argument: str, context_length: int | None = None) -> None:
         try:
             import open_clip
         except ImportError as exc:
@@ -81,7 +79,7 @@ class OpenCLIPBackend(VisionLanguageModel):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    arch, pretrained=pretrained, precision=precision, force_custom_text=True
+                    arch, pretrained=pretrained, force_custom_text=True
                 )
             tokenizer = open_clip.get_tokenizer(arch)
         except (RuntimeError, FileNotFoundError, ValueError) as exc:
