@@ -52,7 +52,6 @@ class HFBackend(VisionLanguageModel):
         )
         if self.model_type == "chinese_clip":  # a BERT text tower
             self.default_lora_targets = {"image": ("q_proj", "v_proj"), "text": ("query", "value")}
-        self.model.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:

@@ -323,7 +323,6 @@ class LiteBackend(VisionLanguageModel):
         # (partials of bound methods: a deep copy of the model rebinds them to the copy)
         self._image_cache = StoreView(options.cache, partial(self._fixed_space, "image", "pixels"))
         self._text_cache = StoreView(options.cache, partial(self._fixed_space, "text", "tokens"))
-        self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:

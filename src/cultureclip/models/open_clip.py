@@ -108,7 +108,6 @@ class OpenCLIPBackend(VisionLanguageModel):
                 f"open_clip:{argument}: cannot tell the embedding size of this model"
             )
         self.embed_dim = int(output_dim)
-        self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:

@@ -193,7 +193,6 @@ class RetrievalIndex:
 
                 device = resolve_device(self._device)
                 self._model = create_model(self.model_spec(), device=device)
-                self._model.eval()
             return self._model
 
     def warm(self) -> None:
