@@ -1,15 +1,8 @@
-"""``open_clip:<arch>/<pretrained>``: models of the open_clip library.
+"""``open_clip:<arch>/<pretrained>``: models of the open_clip library (specs: docs/models.md).
 
-- ``open_clip:ViT-B-32/laion2b_s34b_b79k``: a built-in architecture with a pretrained
-  tag (downloaded by open_clip) or a checkpoint file (``open_clip:ViT-B-32//path/to/ckpt.pt``);
-- ``open_clip:ViT-B-32``: the architecture with random weights;
-- ``open_clip:local-dir:/path`` / ``open_clip:hf-hub:org/repo``: open_clip's own schemas
-  (a directory holding ``open_clip_config.json`` + weights, as :meth:`export` writes).
-
-Architectures registered with ``open_clip.add_model_config`` work like built-in ones.
-Models are always built with a separate text module (open_clip's
-``force_custom_text``) so the text tower is one module that LoRA and "full" mode can
-target; open_clip converts standard checkpoints to that layout when loading.
+Models are always built with a separate text module (open_clip's ``force_custom_text``)
+so the text tower is one module that LoRA and "full" mode can target; open_clip converts
+standard checkpoints to that layout when loading.
 
 LoRA defaults to the MLP projections ``c_fc`` and ``c_proj`` of every residual block.
 open_clip's attention is ``nn.MultiheadAttention``: its q/k/v projection is one fused
