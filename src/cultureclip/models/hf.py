@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -16,14 +17,9 @@ SUPPORTED_MODEL_TYPES = ("clip", "chinese_clip", "siglip")
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")  # what the text towers read
 
 
-def _pooled(output: object) -> Tensor:
+def _pooled(output: Any) -> Tensor:
     """transformers 5 returns an output object from ``get_*_features``; 4.x a tensor."""
-    if isinstance(output, Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if pooled is None:
-        raise BackendError(f"unexpected feature output type {type(output).__name__}")
-    return pooled
+    return output if isinstance(output, Tensor) else output.pooler_output
 
 
 @MODELS.register("hf", help="transformers CLIP / Chinese-CLIP / SigLIP (hf:<hub id or local dir>)")

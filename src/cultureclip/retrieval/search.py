@@ -310,13 +310,10 @@ class RetrievalIndex:
             explicit_scores(views.global_emb, views.local, features.weights, text_emb)[0, 0]
         )
         crops = [
-            CropExplanation(
-                box=[int(v) for v in views.boxes[0][j]],
-                weight=float(weights[j]),
-                similarity=per_view[j],
-                contribution=(1 - beta) * float(weights[j]) * per_view[j],
+            CropExplanation(box.tolist(), weight, similarity, (1 - beta) * weight * similarity)
+            for box, weight, similarity in zip(
+                views.boxes[0], weights.tolist(), per_view, strict=True
             )
-            for j in range(len(per_view))
         ]
         crops.sort(key=lambda c: c.weight, reverse=True)
         return Explanation(
