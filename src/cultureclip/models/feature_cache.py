@@ -118,14 +118,11 @@ class TowerFingerprint:
         self._signature: tuple[Any, ...] | None = None
         self._digest = ""
 
-    def _tensors(self) -> list[tuple[str, Tensor]]:
-        return [*self.module.named_parameters(), *self.module.named_buffers()]
-
     def reset(self) -> None:
         self._signature = None
 
     def __call__(self) -> str:
-        tensors = self._tensors()
+        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
         signature = tuple((n, t.data_ptr(), t._version, t.dtype) for n, t in tensors)
         if signature != self._signature:
             self._digest = hash_tensors(tensors, self.describe)

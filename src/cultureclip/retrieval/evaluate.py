@@ -261,6 +261,7 @@ def evaluate_retrieval(
     view_sets = []
     if groups:
         for number, configs in enumerate(groups.values()):
+            encoder = LaclipEncoder(model, configs[0])
             label = configs[0].label().rsplit(" ", 1)[0]
             with track_progress(label, n, enabled=progress) as task:
                 kept, parts = _encode_decodable(
@@ -268,15 +269,15 @@ def evaluate_retrieval(
                     batch_size,
                     failed if number == 0 else None,
                     lambda k, task=task: task.update(advance=k),
-                    LaclipEncoder(model, configs[0]).encode_views,
+                    encoder.encode_views,
                 )
             views = LaclipViews(
                 torch.cat([p.global_emb for p in parts]),
                 torch.cat([p.local for p in parts]),
                 np.concatenate([p.boxes for p in parts]),
             )
-            view_sets.append((configs, views))
-        global_emb = view_sets[0][1].global_emb
+            view_sets.append((encoder, configs, views))
+        global_emb = view_sets[0][2].global_emb
     else:
         with track_progress("global", n, enabled=progress) as task:
             kept, parts = _encode_decodable(
@@ -296,8 +297,7 @@ def evaluate_retrieval(
         return SweepRow(label, config, retrieval_metrics(sim, targets), bootstrap_ci(t2i, i2t))
 
     rows = [row("global", None, global_emb)]
-    for configs, views in view_sets:
-        encoder = LaclipEncoder(model, configs[0])
+    for encoder, configs, views in view_sets:
         for config in configs:
             rows.append(row(config.label(), config, encoder.fuse_views(views, config).fused))
     return SweepResult(
