@@ -207,14 +207,11 @@ class FeatureStore:
                 self._rows[(space, key)] = stored
                 self._bytes += stored.nbytes
                 self._per_namespace[space] += 1
-            self._evict(space, limit)
-
-    def _evict(self, space: str, limit: int) -> None:
-        if limit and self.count(space) > limit:
-            for key in [k for k in self._rows if k[0] == space][: self.count(space) - limit]:
-                self._drop(key)
-        while self._bytes > self.max_bytes and self._rows:
-            self._drop(next(iter(self._rows)))
+            if limit and self.count(space) > limit:  # the namespace's oldest rows first
+                for key in [k for k in self._rows if k[0] == space][: self.count(space) - limit]:
+                    self._drop(key)
+            while self._bytes > self.max_bytes and self._rows:
+                self._drop(next(iter(self._rows)))
 
     def lookup(
         self,
