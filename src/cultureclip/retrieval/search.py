@@ -138,6 +138,7 @@ class RetrievalIndex:
                 raise RetrievalIndexError(
                     f"{self.directory}/image_offsets.npy does not match images.parquet; rebuild it"
                 )
+            self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
         self.captions: dict[str, list[str]] = {}
         self._text_rows: dict[str, list[int]] = {}
         for row, (text, image_ids) in enumerate(zip(self.texts, self.text_image_ids, strict=True)):
@@ -219,10 +220,7 @@ class RetrievalIndex:
         of an indexed image, looked up by id only."""
         if image_id not in self.image_row:
             raise UnknownNameError(f"no image {image_id!r} in this index")
-        if self._offsets is not None:
-            with self._lock:
-                if self._blob is None:
-                    self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
+        if self._blob is not None and self._offsets is not None:
             row = self.image_row[image_id]
             return self._blob[self._offsets[row] : self._offsets[row + 1]].tobytes()
         data = self.manifest.get("data")
