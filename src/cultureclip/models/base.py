@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from cultureclip.config import Config
 from cultureclip.core.errors import UserError
-from cultureclip.utils.io import atomic_path, atomic_write_json, read_json
+from cultureclip.utils.io import atomic_path, atomic_write_json
 
 MODEL_CONFIG_NAME = "cultureclip_model.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -375,20 +375,17 @@ class VisionLanguageModel(nn.Module, ABC):
         )
         return path
 
-    def load_saved_weights(self, path: str | Path) -> None:
+    def load_saved_weights(self, path: Path, meta: Mapping[str, Any]) -> None:
+        """Loads what :meth:`save` wrote to ``path`` (``meta``: its model config)."""
         from safetensors.torch import load_file
 
-        meta = read_json(Path(path) / MODEL_CONFIG_NAME)
         setup = TrainingSetup.model_validate(meta["training_setup"])
         for tower_name in meta.get("lora_towers", []):
             self._inject_lora(tower_name, setup.lora)
-        state = load_file(str(Path(path) / WEIGHTS_NAME))
-        missing_in_model = set(state) - set(self.state_dict())
-        if missing_in_model:
-            raise BackendError(
-                f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}"
-            )
-        self.load_state_dict(state, strict=False)
+        state = load_file(str(path / WEIGHTS_NAME))
+        unexpected = self.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise BackendError(f"saved weights do not fit {self.spec!r}: {sorted(unexpected)[:5]}")
         # Diverged weights were saved whole: every parameter (a backend may add buffers).
         self.weights_diverged = {n for n, _ in self.named_parameters()} <= set(state)
         self.configure_training(setup)

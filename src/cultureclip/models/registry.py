@@ -57,7 +57,7 @@ def create_model(
         meta = read_json(path / MODEL_CONFIG_NAME)
         kwargs.setdefault("context_length", meta.get("context_length", 77))
         model = create_model(meta["base"], **kwargs)
-        model.load_saved_weights(path)
+        model.load_saved_weights(path, meta)
     else:
         backend, argument = parse_spec(str(spec))
         if backend in BUILTIN_BACKENDS:
