@@ -197,7 +197,7 @@ class SweepResult:
 def _encode_decodable(
     collection: PairCollection,
     batch_size: int,
-    failed: list[dict[str, str]] | None,
+    failed: list[dict[str, str]],
     advance: Callable[[int], None],
     encode: Callable[[list[Image.Image], list[str]], T],
 ) -> tuple[list[int], list[T]]:
@@ -212,8 +212,7 @@ def _encode_decodable(
                 images.append(decode_image(collection.images[row]))
                 rows.append(row)
             except ImageDecodeError as exc:
-                if failed is not None:
-                    failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
+                failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
         if images:
             parts.append(encode(images, [collection.image_ids[r] for r in rows]))
             kept.extend(rows)
@@ -267,7 +266,7 @@ def evaluate_retrieval(
                 kept, parts = _encode_decodable(
                     collection,
                     batch_size,
-                    failed if number == 0 else None,
+                    failed if number == 0 else [],  # every setting fails the same images
                     lambda k, task=task: task.update(advance=k),
                     encoder.encode_views,
                 )
