@@ -354,8 +354,7 @@ class LiteBackend(VisionLanguageModel):
     def _fixed_space(self, name: str, kind: str) -> str | None:
         """The namespace of tower ``name``'s outputs while they cannot change, else None."""
         mode = getattr(self.training_setup, name)
-        tower = self.tower(name)
-        if mode not in (TrainMode.frozen, TrainMode.heads) or tower.training:
+        if mode not in (TrainMode.frozen, TrainMode.heads) or self.tower(name).training:
             return None
         return namespace(kind, name, self._fingerprints[name](), self._preprocessing_of(name))
 
