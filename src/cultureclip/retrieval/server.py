@@ -349,7 +349,6 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
         if not q.strip():
             raise HTTPException(400, "the query is empty")
         hits = await pool.run(_safe, index.search_text, q, k + offset)
-        page_hits = hits[offset : offset + k]
         return {
             "query": q,
             "k": k,
@@ -362,7 +361,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
                     "text_ids": [index.text_ids[t] for t in index.texts_of(hit.image_id)],
                     **_urls(hit.image_id),
                 }
-                for hit in page_hits
+                for hit in hits[offset : offset + k]
             ],
         }
 
