@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from cultureclip.config import Config
 from cultureclip.core.errors import UserError
-from cultureclip.utils.io import atomic_path, atomic_write_json, read_json
+from cultureclip.utils.io import atomic_path, atomic_write_json
 
 MODEL_CONFIG_NAME = "cultureclip_model.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -43,13 +43,6 @@ TOWER_FEATURES = "tower_features"
 def by_length(texts: Sequence[str]) -> list[int]:
     """Indices of ``texts`` from shortest to longest (stable): batches that pad little."""
     return sorted(range(len(texts)), key=lambda i: len(texts[i]))
-
-
-def unsort(rows: Tensor, order: Sequence[int]) -> Tensor:
-    """Rows computed in ``order`` put back in the original order."""
-    result = torch.empty_like(rows)
-    result[torch.as_tensor(list(order), dtype=torch.long)] = rows
-    return result
 
 
 class TrainMode(StrEnum):
@@ -167,10 +160,8 @@ class VisionLanguageModel(nn.Module, ABC):
         """The text tower's pooled outputs ``[B, F]`` for raw texts, no grad."""
         raise BackendError(f"backend {self.backend!r} does not expose tower features")
 
-    def _encode_image_from_tower(self, features: Tensor) -> Tensor:
-        raise BackendError(f"backend {self.backend!r} cannot encode from tower features")
-
-    def _encode_text_from_tower(self, features: Tensor) -> Tensor:
+    def _encode_from_tower(self, name: str, features: Tensor) -> Tensor:
+        """Unnormalised embeddings from tower ``name``'s pooled outputs (its head only)."""
         raise BackendError(f"backend {self.backend!r} cannot encode from tower features")
 
     def _towers_changed(self) -> None:
@@ -195,7 +186,7 @@ class VisionLanguageModel(nn.Module, ABC):
         # Only a backend that splits its towers reads [B, F] as tower outputs: another
         # backend's preprocessing may well make 2-D pixel tensors of its own.
         if inputs.ndim == 2 and self.splits_towers:
-            features = self._encode_image_from_tower(inputs)
+            features = self._encode_from_tower("image", inputs)
         else:
             features = self._encode_image(inputs)
         return nn.functional.normalize(features, dim=-1) if normalize else features
@@ -204,7 +195,7 @@ class VisionLanguageModel(nn.Module, ABC):
         """Token tensors, or ``{TOWER_FEATURES: [B, F]}`` from a fixed text tower (heads only)."""
         inputs = {k: v.to(self.device) for k, v in tokens.items()}
         if TOWER_FEATURES in inputs:
-            features = self._encode_text_from_tower(inputs[TOWER_FEATURES])
+            features = self._encode_from_tower("text", inputs[TOWER_FEATURES])
         else:
             features = self._encode_text(inputs)
         return nn.functional.normalize(features, dim=-1) if normalize else features
@@ -259,7 +250,9 @@ class VisionLanguageModel(nn.Module, ABC):
             ]
         if not out:
             return torch.empty(0, self.embed_dim)
-        return unsort(torch.cat(out), order)
+        rows = torch.empty(len(texts), out[0].shape[1])
+        rows[torch.as_tensor(order)] = torch.cat(out)  # back in the texts' order
+        return rows
 
     # ---- training modes -------------------------------------------------------------
     def configure_training(
@@ -367,8 +360,7 @@ class VisionLanguageModel(nn.Module, ABC):
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / WEIGHTS_NAME) as tmp:
+        with atomic_path(path / WEIGHTS_NAME) as tmp:  # creates the directory
             save_file(self.trainable_state_dict(), str(tmp))
         atomic_write_json(
             path / MODEL_CONFIG_NAME,
@@ -383,20 +375,17 @@ class VisionLanguageModel(nn.Module, ABC):
         )
         return path
 
-    def load_saved_weights(self, path: str | Path) -> None:
+    def load_saved_weights(self, path: Path, meta: Mapping[str, Any]) -> None:
+        """Loads what :meth:`save` wrote to ``path`` (``meta``: its model config)."""
         from safetensors.torch import load_file
 
-        meta = read_json(Path(path) / MODEL_CONFIG_NAME)
         setup = TrainingSetup.model_validate(meta["training_setup"])
         for tower_name in meta.get("lora_towers", []):
             self._inject_lora(tower_name, setup.lora)
-        state = load_file(str(Path(path) / WEIGHTS_NAME))
-        missing_in_model = set(state) - set(self.state_dict())
-        if missing_in_model:
-            raise BackendError(
-                f"saved weights do not fit {self.spec!r}: {sorted(missing_in_model)[:5]}"
-            )
-        self.load_state_dict(state, strict=False)
+        state = load_file(str(path / WEIGHTS_NAME))
+        unexpected = self.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise BackendError(f"saved weights do not fit {self.spec!r}: {sorted(unexpected)[:5]}")
         # Diverged weights were saved whole: every parameter (a backend may add buffers).
         self.weights_diverged = {n for n, _ in self.named_parameters()} <= set(state)
         self.configure_training(setup)

@@ -118,14 +118,11 @@ class TowerFingerprint:
         self._signature: tuple[Any, ...] | None = None
         self._digest = ""
 
-    def _tensors(self) -> list[tuple[str, Tensor]]:
-        return [*self.module.named_parameters(), *self.module.named_buffers()]
-
     def reset(self) -> None:
         self._signature = None
 
     def __call__(self) -> str:
-        tensors = self._tensors()
+        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
         signature = tuple((n, t.data_ptr(), t._version, t.dtype) for n, t in tensors)
         if signature != self._signature:
             self._digest = hash_tensors(tensors, self.describe)
@@ -210,14 +207,11 @@ class FeatureStore:
                 self._rows[(space, key)] = stored
                 self._bytes += stored.nbytes
                 self._per_namespace[space] += 1
-            self._evict(space, limit)
-
-    def _evict(self, space: str, limit: int) -> None:
-        if limit and self.count(space) > limit:
-            for key in [k for k in self._rows if k[0] == space][: self.count(space) - limit]:
-                self._drop(key)
-        while self._bytes > self.max_bytes and self._rows:
-            self._drop(next(iter(self._rows)))
+            if limit and self.count(space) > limit:  # the namespace's oldest rows first
+                for key in [k for k in self._rows if k[0] == space][: self.count(space) - limit]:
+                    self._drop(key)
+            while self._bytes > self.max_bytes and self._rows:
+                self._drop(next(iter(self._rows)))
 
     def lookup(
         self,
@@ -274,12 +268,8 @@ class StoreView:
     def store(self) -> FeatureStore:
         return self._store if self._store is not None else shared_store()
 
-    @property
-    def enabled(self) -> bool:
-        return self.size > 0 and self.store.max_bytes > 0
-
     def namespace(self) -> str | None:
-        return self._space() if self.enabled else None
+        return self._space() if self.size > 0 and self.store.max_bytes > 0 else None
 
     def __len__(self) -> int:
         return self.store.count(self.namespace())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -13,25 +14,19 @@ from cultureclip.models.base import BackendError, VisionLanguageModel
 from cultureclip.models.registry import MODELS
 
 SUPPORTED_MODEL_TYPES = ("clip", "chinese_clip", "siglip")
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")  # what the text towers read
 
 
-def _pooled(output: object) -> Tensor:
+def _pooled(output: Any) -> Tensor:
     """transformers 5 returns an output object from ``get_*_features``; 4.x a tensor."""
-    if isinstance(output, Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if pooled is None:
-        raise BackendError(f"unexpected feature output type {type(output).__name__}")
-    return pooled
+    return output if isinstance(output, Tensor) else output.pooler_output
 
 
 @MODELS.register("hf", help="transformers CLIP / Chinese-CLIP / SigLIP (hf:<hub id or local dir>)")
 class HFBackend(VisionLanguageModel):
     backend = "hf"
 
-    def __init__(
-        self, name_or_path: str, context_length: int | None = None, dtype: torch.dtype | None = None
-    ) -> None:
+    def __init__(self, name_or_path: str, context_length: int | None = None) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         config = AutoConfig.from_pretrained(name_or_path)
@@ -45,7 +40,7 @@ class HFBackend(VisionLanguageModel):
             f"hf:{name_or_path}", context_length=min(context_length or 77, max_positions)
         )
         self.model_type = config.model_type
-        self.model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+        self.model = AutoModel.from_pretrained(name_or_path, dtype=torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
         self.embed_dim = int(
@@ -53,7 +48,6 @@ class HFBackend(VisionLanguageModel):
         )
         if self.model_type == "chinese_clip":  # a BERT text tower
             self.default_lora_targets = {"image": ("q_proj", "v_proj"), "text": ("query", "value")}
-        self.model.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
@@ -69,11 +63,7 @@ class HFBackend(VisionLanguageModel):
             max_length=self.context_length,
             return_tensors="pt",
         )
-        return {
-            k: v
-            for k, v in tokens.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
+        return {k: v for k, v in tokens.items() if k in TOKEN_KEYS}
 
     # ---- towers ---------------------------------------------------------------------
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
@@ -97,8 +87,7 @@ class HFBackend(VisionLanguageModel):
 
     def head_parameters(self, name: str) -> list[nn.Parameter]:
         if self.model_type == "siglip":
-            head = self.model.vision_model.head if name == "image" else self.model.text_model.head
-            return list(head.parameters())
+            return list(self.tower(name).head.parameters())
         projection = self.model.visual_projection if name == "image" else self.model.text_projection
         return list(projection.parameters())
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,8 @@ TEXT_FEATURES = 384
 # TensorFlow EfficientNet-Lite normalisation (x - 127.5) / 127.5, see the module doc.
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
-CROP_FRACTION = (
-    0.875  # resize the short side to size / 0.875, then centre-crop (timm's eval recipe)
-)
+# Resize the short side to size / 0.875, then centre-crop (timm's eval recipe).
+CROP_FRACTION = 0.875
 INIT_TEMPERATURE = 0.07
 # The multilingual tower reads UTF-8 bytes; longer texts are cut at a character
 # boundary (captions are < 15 words; e5 itself stops at 512 tokens).
@@ -219,7 +218,11 @@ def _e5_engine() -> Any:
 
 def encode_utf8(texts: Sequence[str], max_bytes: int = MAX_TEXT_BYTES) -> dict[str, Tensor]:
     """Texts → ``{"utf8": uint8 [B, L], "utf8_length": int64 [B]}`` (zero-padded)."""
-    encoded = [_truncate_utf8(text.encode("utf-8"), max_bytes) for text in texts]
+    # Cut at ``max_bytes``, then drop the partial character the cut may leave at the end.
+    encoded = [
+        text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
+        for text in texts
+    ]
     width = max((len(b) for b in encoded), default=0)
     data = torch.zeros(len(encoded), max(width, 1), dtype=torch.uint8)
     for row, raw in enumerate(encoded):
@@ -237,12 +240,6 @@ def decode_utf8(tokens: Mapping[str, Tensor]) -> list[str]:
     ]
 
 
-def _truncate_utf8(raw: bytes, max_bytes: int) -> bytes:
-    if len(raw) <= max_bytes:
-        return raw
-    return raw[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
-
-
 class E5Tower(nn.Module):
     """multilingual-e5-small (4-bit C engine) as a parameter-free tower.
 
@@ -251,9 +248,8 @@ class E5Tower(nn.Module):
     repeat every epoch and the engine is the slowest part of a CPU training step.
     """
 
-    def __init__(self, cache_size: int = TEXT_CACHE_SIZE) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.cache_size = cache_size
         self._cache: OrderedDict[str, Tensor] = OrderedDict()  # LRU: text → CPU float32 row
         # A buffer gives the tower a device and dtype to return embeddings on.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
@@ -270,7 +266,7 @@ class E5Tower(nn.Module):
         for text in texts:
             self._cache.move_to_end(text)
         rows = torch.stack([self._cache[text] for text in texts])
-        while len(self._cache) > self.cache_size:
+        while len(self._cache) > TEXT_CACHE_SIZE:
             self._cache.popitem(last=False)
         return rows.to(device=self._anchor.device, dtype=self._anchor.dtype)
 
@@ -318,14 +314,15 @@ class LiteBackend(VisionLanguageModel):
             "text": ("query", "value"),
         }
         self._preprocess = image_transform(options.image_size)
-        self._image_fingerprint = TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled")
-        self._text_fingerprint = TowerFingerprint(self.text_tower, f"{variant}:pooled")
+        self._fingerprints = {
+            "image": TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled"),
+            "text": TowerFingerprint(self.text_tower, f"{variant}:pooled"),
+        }
         self._preprocessing: dict[str, str] = {}
         # Outputs for preprocessed inputs (keyed by the tensor rows), shared process-wide.
         # (partials of bound methods: a deep copy of the model rebinds them to the copy)
         self._image_cache = StoreView(options.cache, partial(self._fixed_space, "image", "pixels"))
         self._text_cache = StoreView(options.cache, partial(self._fixed_space, "text", "tokens"))
-        self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
@@ -357,11 +354,9 @@ class LiteBackend(VisionLanguageModel):
     def _fixed_space(self, name: str, kind: str) -> str | None:
         """The namespace of tower ``name``'s outputs while they cannot change, else None."""
         mode = getattr(self.training_setup, name)
-        tower = self.tower(name)
-        if mode not in (TrainMode.frozen, TrainMode.heads) or tower.training:
+        if mode not in (TrainMode.frozen, TrainMode.heads) or self.tower(name).training:
             return None
-        fingerprint = self._image_fingerprint if name == "image" else self._text_fingerprint
-        return namespace(kind, name, fingerprint(), self._preprocessing_of(name))
+        return namespace(kind, name, self._fingerprints[name](), self._preprocessing_of(name))
 
     def _preprocessing_of(self, name: str) -> str:
         """What turns a raw input into this tower's input (part of every input-keyed namespace)."""
@@ -404,28 +399,32 @@ class LiteBackend(VisionLanguageModel):
         tokens = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
         return self.text_tower(**tokens)
 
-    def _encode_image_from_tower(self, features: Tensor) -> Tensor:
-        return self.image_head(features.to(self.image_head.weight.dtype))
-
-    def _encode_text_from_tower(self, features: Tensor) -> Tensor:
-        return self.text_head(features.to(self.text_head.weight.dtype))
+    def _encode_from_tower(self, name: str, features: Tensor) -> Tensor:
+        head = self._head(name)
+        return head(features.to(head.weight.dtype))
 
     def _towers_changed(self) -> None:
-        self._image_fingerprint.reset()
-        self._text_fingerprint.reset()
+        for fingerprint in self._fingerprints.values():
+            fingerprint.reset()
+
+    def _fixed_outputs(
+        self, cache: StoreView, inputs: tuple[Tensor, ...], tower: Callable[..., Tensor]
+    ) -> Tensor:
+        """``tower(*inputs)``, from the shared store while the tower is fixed (keyed by rows)."""
+        space = cache.namespace() if len(inputs[0]) else None
+        if space is None:
+            return tower(*inputs)
+        with torch.no_grad():
+            return cache.lookup(
+                space,
+                tensor_row_keys(*inputs),
+                lambda rows: tower(*(tensor[rows] for tensor in inputs)),
+            ).to(inputs[0].device)
 
     def _encode_image(self, pixel_values: Tensor) -> Tensor:
-        space = self._image_cache.namespace() if len(pixel_values) else None
-        if space is not None:
-            with torch.no_grad():
-                pooled = self._image_cache.lookup(
-                    space,
-                    tensor_row_keys(pixel_values),
-                    lambda rows: self._pooled_image(pixel_values[rows]),
-                ).to(pixel_values.device)
-        else:
-            pooled = self._pooled_image(pixel_values)
-        return self.image_head(pooled)
+        return self.image_head(
+            self._fixed_outputs(self._image_cache, (pixel_values,), self._pooled_image)
+        )
 
     def _encode_image_patches(self, pixel_values: Tensor) -> Tensor:
         # Each cell of the final 1280-channel map, projected like the pooled vector; the
@@ -434,29 +433,19 @@ class LiteBackend(VisionLanguageModel):
         return self.image_head(cells)
 
     def _encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
-        # The multilingual tower caches by text itself; MiniLM's outputs are cached here.
-        space = (
-            self._text_cache.namespace()
-            if self.variant == "en" and len(tokens["input_ids"])
-            else None
-        )
-        if space is not None:
-            ids, mask = tokens["input_ids"], tokens["attention_mask"]
-            with torch.no_grad():
-                pooled = self._text_cache.lookup(
-                    space,
-                    tensor_row_keys(ids, mask),
-                    lambda rows: self.text_tower(input_ids=ids[rows], attention_mask=mask[rows]),
-                ).to(ids.device)
-        else:
-            pooled = self.text_tower(**tokens)
-        return self.text_head(pooled)
+        if self.variant != "en":  # the multilingual tower caches by text itself
+            return self.text_head(self.text_tower(**tokens))
+        inputs = (tokens["input_ids"], tokens["attention_mask"])
+        return self.text_head(self._fixed_outputs(self._text_cache, inputs, self.text_tower))
 
     def tower(self, name: str) -> nn.Module:
         return {"image": self.image_tower, "text": self.text_tower}[name]
 
+    def _head(self, name: str) -> nn.Linear:
+        return {"image": self.image_head, "text": self.text_head}[name]
+
     def head_parameters(self, name: str) -> list[nn.Parameter]:
-        return list((self.image_head if name == "image" else self.text_head).parameters())
+        return list(self._head(name).parameters())
 
     @property
     def logit_scale_param(self) -> nn.Parameter:

@@ -1,15 +1,8 @@
-"""``open_clip:<arch>/<pretrained>``: models of the open_clip library.
+"""``open_clip:<arch>/<pretrained>``: models of the open_clip library (specs: docs/models.md).
 
-- ``open_clip:ViT-B-32/laion2b_s34b_b79k``: a built-in architecture with a pretrained
-  tag (downloaded by open_clip) or a checkpoint file (``open_clip:ViT-B-32//path/to/ckpt.pt``);
-- ``open_clip:ViT-B-32``: the architecture with random weights;
-- ``open_clip:local-dir:/path`` / ``open_clip:hf-hub:org/repo``: open_clip's own schemas
-  (a directory holding ``open_clip_config.json`` + weights, as :meth:`export` writes).
-
-Architectures registered with ``open_clip.add_model_config`` work like built-in ones.
-Models are always built with a separate text module (open_clip's
-``force_custom_text``) so the text tower is one module that LoRA and "full" mode can
-target; open_clip converts standard checkpoints to that layout when loading.
+Models are always built with a separate text module (open_clip's ``force_custom_text``)
+so the text tower is one module that LoRA and "full" mode can target; open_clip converts
+standard checkpoints to that layout when loading.
 
 LoRA defaults to the MLP projections ``c_fc`` and ``c_proj`` of every residual block.
 open_clip's attention is ``nn.MultiheadAttention``: its q/k/v projection is one fused
@@ -64,9 +57,7 @@ class OpenCLIPBackend(VisionLanguageModel):
     backend = "open_clip"
     default_lora_targets = {"image": ("c_fc", "c_proj"), "text": ("c_fc", "c_proj")}
 
-    def __init__(
-        self, argument: str, context_length: int | None = None, precision: str = "fp32"
-    ) -> None:
+    def __init__(self, argument: str, context_length: int | None = None) -> None:
         try:
             import open_clip
         except ImportError as exc:
@@ -81,7 +72,7 @@ class OpenCLIPBackend(VisionLanguageModel):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    arch, pretrained=pretrained, precision=precision, force_custom_text=True
+                    arch, pretrained=pretrained, force_custom_text=True
                 )
             tokenizer = open_clip.get_tokenizer(arch)
         except (RuntimeError, FileNotFoundError, ValueError) as exc:
@@ -110,7 +101,6 @@ class OpenCLIPBackend(VisionLanguageModel):
                 f"open_clip:{argument}: cannot tell the embedding size of this model"
             )
         self.embed_dim = int(output_dim)
-        self.eval()
 
     # ---- inputs ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
@@ -149,27 +139,17 @@ class OpenCLIPBackend(VisionLanguageModel):
         return {"image": self.model.visual, "text": self.model.text}[name]
 
     def head_parameters(self, name: str) -> list[nn.Parameter]:
-        if name == "image":
-            visual = self.model.visual
-            projection = getattr(visual, "proj", None)
-            if isinstance(projection, nn.Parameter):
-                return [projection]
-            head = getattr(visual, "head", None)  # timm image towers
-            if head is None and hasattr(visual, "attnpool"):  # ModifiedResNet
-                head = visual.attnpool.c_proj
-            if head is None:
-                raise BackendError(
-                    f"{self.arch!r}: no image projection head found for 'heads' mode"
-                )
-            return list(head.parameters())
-        projection = getattr(self.model.text, "text_projection", None)  # TextTransformer
-        if projection is None:
-            projection = getattr(self.model.text, "proj", None)  # HF text towers
-        if projection is None:
-            raise BackendError(f"{self.arch!r}: no text projection head found for 'heads' mode")
-        return (
-            [projection] if isinstance(projection, nn.Parameter) else list(projection.parameters())
-        )
+        tower = self.tower(name)
+        if name == "image":  # a ViT's proj, a timm tower's head, a ModifiedResNet's attnpool
+            attnpool = getattr(tower, "attnpool", None)
+            candidates = [getattr(tower, "proj", None), getattr(tower, "head", None)]
+            candidates.append(getattr(attnpool, "c_proj", None))
+        else:  # a TextTransformer's text_projection, an HF text tower's proj
+            candidates = [getattr(tower, "text_projection", None), getattr(tower, "proj", None)]
+        head = next((part for part in candidates if part is not None), None)
+        if head is None:
+            raise BackendError(f"{self.arch!r}: no {name} projection head found for 'heads' mode")
+        return [head] if isinstance(head, nn.Parameter) else list(head.parameters())
 
     @property
     def logit_scale_param(self) -> nn.Parameter:
@@ -201,18 +181,17 @@ class OpenCLIPBackend(VisionLanguageModel):
 
         self.merge_lora()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         state = {
             name: tensor.detach().cpu().contiguous()
             for name, tensor in self.model.state_dict().items()
         }
         with atomic_path(path / EXPORT_WEIGHTS) as tmp:
             save_file(state, str(tmp))
-        preprocess = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in get_model_preprocess_cfg(self.model).items()
-        }
         atomic_write_json(
-            path / EXPORT_CONFIG, {"model_cfg": self.model_config(), "preprocess_cfg": preprocess}
+            path / EXPORT_CONFIG,
+            {
+                "model_cfg": self.model_config(),
+                "preprocess_cfg": get_model_preprocess_cfg(self.model),
+            },
         )
         return path

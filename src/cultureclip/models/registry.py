@@ -25,23 +25,11 @@ MODELS: Registry[type[VisionLanguageModel]] = Registry(
 # Built-in backends register themselves on import. A spec names its backend, so only that
 # module is imported (fast start, optional dependencies stay optional); any other name
 # makes MODELS scan this package and the ``cultureclip.models`` entry points.
-_BUILTIN_MODULES = {
-    "hf": "cultureclip.models.hf",
-    "open_clip": "cultureclip.models.open_clip",
-    "lite": "cultureclip.models.lite",
-}
-
-
-def _ensure_registered(backend: str | None = None) -> None:
-    if backend in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[backend])
-    else:
-        MODELS.discover()
+BUILTIN_BACKENDS = ("hf", "open_clip", "lite")  # each in the module of its name
 
 
 def list_models() -> dict[str, str]:
     """Registered backends and a line of help each."""
-    _ensure_registered()
     return MODELS.describe()
 
 
@@ -69,10 +57,11 @@ def create_model(
         meta = read_json(path / MODEL_CONFIG_NAME)
         kwargs.setdefault("context_length", meta.get("context_length", 77))
         model = create_model(meta["base"], **kwargs)
-        model.load_saved_weights(path)
+        model.load_saved_weights(path, meta)
     else:
         backend, argument = parse_spec(str(spec))
-        _ensure_registered(backend)
+        if backend in BUILTIN_BACKENDS:
+            importlib.import_module(f"cultureclip.models.{backend}")
         factory = MODELS.get(backend)
         if backend == "hf":
             check_local(str(spec), argument)

@@ -152,9 +152,9 @@ def chance_levels(
 
 
 def query_hits(
-    sim: torch.Tensor, targets: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
+    sim: torch.Tensor, targets: Sequence[Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query hits ``[queries, len(ks)]`` (bool) for text → image and image → text, under
+    """Per-query hits at each of RECALL_KS (bool) for text → image and image → text, under
     the rules of :func:`~cultureclip.eval.metrics.retrieval_metrics`."""
     from cultureclip.eval.metrics import best_correct_rank
 
@@ -162,25 +162,18 @@ def query_hits(
     queried = [i for i, t in enumerate(image_texts) if t]
     t2i = best_correct_rank(sim.T, targets).numpy()
     i2t = best_correct_rank(sim[queried], [image_texts[i] for i in queried]).numpy()
-    ks_array = np.asarray(ks)
-    return t2i[:, None] < ks_array, i2t[:, None] < ks_array
+    ks = np.asarray(RECALL_KS)
+    return t2i[:, None] < ks, i2t[:, None] < ks
 
 
-def bootstrap_ci(
-    t2i_hits: np.ndarray,
-    i2t_hits: np.ndarray,
-    ks: Sequence[int] = RECALL_KS,
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of every recall and MR, resampling queries with replacement
-    (texts and images independently)."""
-    rng = np.random.default_rng(seed)
-    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (resamples, len(t2i_hits)))].mean(axis=1)
-    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (resamples, len(i2t_hits)))].mean(axis=1)
-    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(ks)}
-    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(ks)})
+def bootstrap_ci(t2i_hits: np.ndarray, i2t_hits: np.ndarray) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of every recall and MR over 1,000 seeded resamples of the
+    queries with replacement (texts and images independently)."""
+    rng = np.random.default_rng(0)
+    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (1000, len(t2i_hits)))].mean(axis=1)
+    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (1000, len(i2t_hits)))].mean(axis=1)
+    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(RECALL_KS)}
+    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(RECALL_KS)})
     draws["MR"] = np.mean([draws[key] for key in list(draws)], axis=0)
     return {
         key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
@@ -204,7 +197,7 @@ class SweepResult:
 def _encode_decodable(
     collection: PairCollection,
     batch_size: int,
-    failed: list[dict[str, str]] | None,
+    failed: list[dict[str, str]],
     advance: Callable[[int], None],
     encode: Callable[[list[Image.Image], list[str]], T],
 ) -> tuple[list[int], list[T]]:
@@ -219,8 +212,7 @@ def _encode_decodable(
                 images.append(decode_image(collection.images[row]))
                 rows.append(row)
             except ImageDecodeError as exc:
-                if failed is not None:
-                    failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
+                failed.append({"image_id": collection.image_ids[row], "reason": str(exc)})
         if images:
             parts.append(encode(images, [collection.image_ids[r] for r in rows]))
             kept.extend(rows)
@@ -268,22 +260,23 @@ def evaluate_retrieval(
     view_sets = []
     if groups:
         for number, configs in enumerate(groups.values()):
+            encoder = LaclipEncoder(model, configs[0])
             label = configs[0].label().rsplit(" ", 1)[0]
             with track_progress(label, n, enabled=progress) as task:
                 kept, parts = _encode_decodable(
                     collection,
                     batch_size,
-                    failed if number == 0 else None,
+                    failed if number == 0 else [],  # every setting fails the same images
                     lambda k, task=task: task.update(advance=k),
-                    LaclipEncoder(model, configs[0]).encode_views,
+                    encoder.encode_views,
                 )
             views = LaclipViews(
                 torch.cat([p.global_emb for p in parts]),
                 torch.cat([p.local for p in parts]),
                 np.concatenate([p.boxes for p in parts]),
             )
-            view_sets.append((configs, views))
-        global_emb = view_sets[0][1].global_emb
+            view_sets.append((encoder, configs, views))
+        global_emb = view_sets[0][2].global_emb
     else:
         with track_progress("global", n, enabled=progress) as task:
             kept, parts = _encode_decodable(
@@ -303,8 +296,7 @@ def evaluate_retrieval(
         return SweepRow(label, config, retrieval_metrics(sim, targets), bootstrap_ci(t2i, i2t))
 
     rows = [row("global", None, global_emb)]
-    for configs, views in view_sets:
-        encoder = LaclipEncoder(model, configs[0])
+    for encoder, configs, views in view_sets:
         for config in configs:
             rows.append(row(config.label(), config, encoder.fuse_views(views, config).fused))
     return SweepResult(

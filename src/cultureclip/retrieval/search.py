@@ -138,6 +138,7 @@ class RetrievalIndex:
                 raise RetrievalIndexError(
                     f"{self.directory}/image_offsets.npy does not match images.parquet; rebuild it"
                 )
+            self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
         self.captions: dict[str, list[str]] = {}
         self._text_rows: dict[str, list[int]] = {}
         for row, (text, image_ids) in enumerate(zip(self.texts, self.text_image_ids, strict=True)):
@@ -193,7 +194,6 @@ class RetrievalIndex:
 
                 device = resolve_device(self._device)
                 self._model = create_model(self.model_spec(), device=device)
-                self._model.eval()
             return self._model
 
     def warm(self) -> None:
@@ -220,10 +220,7 @@ class RetrievalIndex:
         of an indexed image, looked up by id only."""
         if image_id not in self.image_row:
             raise UnknownNameError(f"no image {image_id!r} in this index")
-        if self._offsets is not None:
-            with self._lock:
-                if self._blob is None:
-                    self._blob = np.memmap(self.directory / "images.bin", dtype=np.uint8, mode="r")
+        if self._blob is not None and self._offsets is not None:
             row = self.image_row[image_id]
             return self._blob[self._offsets[row] : self._offsets[row + 1]].tobytes()
         data = self.manifest.get("data")
@@ -311,13 +308,10 @@ class RetrievalIndex:
             explicit_scores(views.global_emb, views.local, features.weights, text_emb)[0, 0]
         )
         crops = [
-            CropExplanation(
-                box=[int(v) for v in views.boxes[0][j]],
-                weight=float(weights[j]),
-                similarity=per_view[j],
-                contribution=(1 - beta) * float(weights[j]) * per_view[j],
+            CropExplanation(box.tolist(), weight, similarity, (1 - beta) * weight * similarity)
+            for box, weight, similarity in zip(
+                views.boxes[0], weights.tolist(), per_view, strict=True
             )
-            for j in range(len(per_view))
         ]
         crops.sort(key=lambda c: c.weight, reverse=True)
         return Explanation(

@@ -1,30 +1,11 @@
 """``cultureclip serve``: a search page and a JSON API over a retrieval index (FastAPI).
 
-Routes:
-
-- ``GET /`` (and ``HEAD /``): the search page (one self-contained HTML file in the package).
-- ``GET /api/health``: ``{"ready": …, "status": "loading"|"ready"|"failed"}``; the model is
-  loaded and warmed at start, so the first search is as fast as any other.
-- ``GET /api/info``: what the index holds (collection and model names, never paths).
-- ``GET /api/search?q=…&k=…&offset=…``: text → images (paged).
-- ``POST /api/search-image`` (multipart field ``file``): image → texts.
-- ``GET /api/image?id=…[&size=full]``: an indexed image, looked up by id (never by a path
-  from the request), re-encoded as a JPEG of at most ``thumbnail_px`` (or ``full_px``)
-  pixels a side.
-- ``GET /api/item?id=…``: one image's texts (with ids) and metadata.
-- ``GET /api/explain?id=…&q=…``: the LACLIP views behind one image's score.
-- ``GET /api/font.woff``: a subset of a CJK font on the server (the index's characters),
-  which the page uses when the browser's computer has no Chinese font (404 when the server
-  has none either; see :mod:`cultureclip.retrieval.fonts`).
-- ``GET /api/openapi.json``: the schema (no docs page: it would load assets from a CDN).
-
-Model work (encoding queries, uploads, explanations) runs in a bounded worker pool off
-the event loop, so ``/api/info``, thumbnails and the page stay responsive while an
-upload is encoded; when ``max_pending`` jobs are already waiting a request gets 503 with
-``Retry-After``. Every error is JSON ``{"error": {"status": …, "message": …}}`` (unknown
-routes, wrong methods and malformed bodies included); a 500 carries an ``id`` and its
-details go to the server log only. Uploads larger than ``max_upload_bytes`` get 413,
-non-image content types 415, undecodable images 400, images over ``max_pixels`` 413.
+docs/retrieval.md lists the routes. Images are looked up by id, never by a path from the
+request. Model work (queries, uploads, explanations) runs in a bounded worker pool off the
+event loop, so the page, ``/api/info`` and thumbnails stay responsive; past ``max_pending``
+waiting jobs a request gets 503 with ``Retry-After``. Every error is JSON
+``{"error": {"status": …, "message": …}}`` (unknown routes and malformed bodies included);
+a 500 carries an ``id`` and its details go to the server log only.
 """
 
 from __future__ import annotations
@@ -40,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -60,10 +41,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_K = 100
 MAX_OFFSET = 10_000
+DEFAULT_K = 12
+THUMBNAIL_PX = 384  # longest side of the JPEGs /api/image sends
+FULL_PX = 2048  # the same for its size=full views
+RETRY_AFTER_S = 2  # what a busy server asks a client to wait
 _READ_BLOCK = 64 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file bytes
 
 T = TypeVar("T")
+#: an image id or a query text
+Text = Annotated[str, Query(min_length=1, max_length=1000)]
+TopK = Annotated[int, Query(ge=1, le=MAX_K)]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -95,10 +83,9 @@ class ModelWorkers:
     never blocked; a job that would exceed the queue is refused with 503 + Retry-After.
     """
 
-    def __init__(self, workers: int = 1, max_pending: int = 64, retry_after_s: int = 2) -> None:
+    def __init__(self, workers: int = 1, max_pending: int = 64) -> None:
         self.workers = workers
         self.max_pending = max_pending
-        self.retry_after_s = retry_after_s
         self.pending = 0  # touched from the event loop only
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -107,7 +94,7 @@ class ModelWorkers:
             raise HTTPException(
                 503,
                 f"the server is busy ({self.pending} model jobs queued); retry shortly",
-                headers={"Retry-After": str(self.retry_after_s)},
+                headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.workers)
@@ -123,9 +110,6 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    default_k: int = 12,
-    thumbnail_px: int = 384,
-    full_px: int = 2048,
     workers: int = 1,
     max_pending: int = 64,
     warm: bool = True,
@@ -148,7 +132,6 @@ def create_app(
         status="loading" if warm else "ready",
         max_upload_bytes=max_upload_bytes,
         max_pixels=max_pixels,
-        default_k=default_k,
     )
 
     @contextlib.asynccontextmanager
@@ -172,7 +155,7 @@ def create_app(
     _add_error_handling(app, max_upload_bytes)
     _add_page_routes(app, served)
     _add_search_routes(app, served)
-    _add_image_routes(app, served, thumbnail_px, full_px)
+    _add_image_routes(app, served)
     return app
 
 
@@ -231,7 +214,6 @@ class _Served:
     status: str
     max_upload_bytes: int
     max_pixels: int
-    default_k: int
 
     async def warm(self) -> None:
         try:
@@ -301,6 +283,10 @@ def _image_url(image_id: str, size: str | None = None) -> str:
     return f"/api/image?id={quote(image_id, safe='')}" + (f"&size={size}" if size else "")
 
 
+def _urls(image_id: str) -> dict[str, str]:
+    return {"image_url": _image_url(image_id), "full_url": _image_url(image_id, "full")}
+
+
 def _add_page_routes(app: FastAPI, served: _Served) -> None:
     index = served.index
 
@@ -327,7 +313,7 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
             "n_failed": manifest["n_failed"],
             "faiss": manifest["faiss"]["kind"],
             "laclip": manifest["laclip"],
-            "default_k": served.default_k,
+            "default_k": DEFAULT_K,
             "max_k": MAX_K,
             "max_upload_bytes": served.max_upload_bytes,
             "ready": served.status == "ready",
@@ -342,31 +328,27 @@ def _add_page_routes(app: FastAPI, served: _Served) -> None:
         return Response(data, media_type="font/woff", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/api/item")
-    async def item(id: str = Query(..., min_length=1, max_length=1000)) -> dict[str, Any]:
+    async def item(id: Text) -> dict[str, Any]:
         served.known(id)
         rows = index.texts_of(id)
         return {
             "image_id": id,
             "collection": index.name,
             "texts": [{"text_id": index.text_ids[t], "text": index.texts[t]} for t in rows],
-            "image_url": _image_url(id),
-            "full_url": _image_url(id, "full"),
+            **_urls(id),
         }
 
 
 def _add_search_routes(app: FastAPI, served: _Served) -> None:
-    index, pool, default_k = served.index, served.pool, served.default_k
+    index, pool = served.index, served.pool
 
     @app.get("/api/search")
     async def search(
-        q: str = Query(..., min_length=1, max_length=1000),
-        k: int = Query(default_k, ge=1, le=MAX_K),
-        offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        q: Text, k: TopK = DEFAULT_K, offset: int = Query(0, ge=0, le=MAX_OFFSET)
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query is empty")
         hits = await pool.run(_safe, index.search_text, q, k + offset)
-        page_hits = hits[offset : offset + k]
         return {
             "query": q,
             "k": k,
@@ -377,17 +359,14 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
                 {
                     **dataclasses.asdict(hit),
                     "text_ids": [index.text_ids[t] for t in index.texts_of(hit.image_id)],
-                    "image_url": _image_url(hit.image_id),
-                    "full_url": _image_url(hit.image_id, "full"),
+                    **_urls(hit.image_id),
                 }
-                for hit in page_hits
+                for hit in hits[offset : offset + k]
             ],
         }
 
     @app.post("/api/search-image")
-    async def search_image(
-        file: UploadFile = File(...), k: int = Query(default_k, ge=1, le=MAX_K)
-    ) -> dict[str, Any]:
+    async def search_image(file: UploadFile = File(...), k: TopK = DEFAULT_K) -> dict[str, Any]:
         data = await _read_upload(file, served.max_upload_bytes)
 
         def run() -> list[Any]:
@@ -410,10 +389,7 @@ def _add_search_routes(app: FastAPI, served: _Served) -> None:
         }
 
     @app.get("/api/explain")
-    async def explain(
-        id: str = Query(..., min_length=1, max_length=1000),
-        q: str = Query(..., min_length=1, max_length=1000),
-    ) -> dict[str, Any]:
+    async def explain(id: Text, q: Text) -> dict[str, Any]:
         served.known(id)
         if index.laclip is None:
             raise HTTPException(
@@ -438,7 +414,7 @@ async def _read_upload(file: UploadFile, max_upload_bytes: int) -> bytes:
     return bytes(data)
 
 
-def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px: int) -> None:
+def _add_image_routes(app: FastAPI, served: _Served) -> None:
     index = served.index
 
     def render(image_id: str, side: int) -> bytes:
@@ -449,17 +425,13 @@ def _add_image_routes(app: FastAPI, served: _Served, thumbnail_px: int, full_px:
         return buffer.getvalue()
 
     # Thumbnails are small and asked for often; full views are large: a short cache.
-    thumbnail = lru_cache(maxsize=512)(render)
-    full_view = lru_cache(maxsize=16)(render)
+    views = {
+        "thumb": lru_cache(maxsize=512)(partial(render, side=THUMBNAIL_PX)),
+        "full": lru_cache(maxsize=16)(partial(render, side=FULL_PX)),
+    }
 
     @app.get("/api/image")
-    def image(
-        id: str = Query(..., min_length=1, max_length=1000),
-        size: str = Query("thumb", pattern="^(thumb|full)$"),
-    ) -> Response:
+    def image(id: Text, size: str = Query("thumb", pattern="^(thumb|full)$")) -> Response:
         served.known(id)
-        if size == "full":
-            data = _safe(full_view, id, full_px)
-        else:
-            data = _safe(thumbnail, id, thumbnail_px)
+        data = _safe(views[size], id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
