@@ -73,12 +73,10 @@ def model_label(model: ModelLike, name: str | None = None) -> str:
     model (``openai:<model>@<url>``) is named without the URL, as its reuse key is."""
     if name:
         return name
-    if isinstance(model, str | Path):
-        return str(served_name(str(model)))
-    spec = getattr(model, "spec", "")
+    spec = str(model) if isinstance(model, str | Path) else getattr(model, "spec", "")
     if not spec:
         raise ValueError("cannot name this model; pass model_name=")
-    return str(served_name(str(spec)))
+    return str(served_name(spec))
 
 
 def resolve_model(
@@ -352,61 +350,47 @@ def run_suite(
     out_dir: str | Path = "runs/eval",
     model_names: list[str] | None = None,
     report_dir: str | Path | None = None,
-    overwrite: bool = False,
-    device: str | None = None,
-    generative: dict[str, Any] | None = None,
     progress: bool = False,
     n_resamples: int = 1000,
     on_result: Any = None,
-    baseline: str | None = None,
-    baseline_name: str | None = None,
+    **settings: Any,
 ) -> SuiteRun:
     """Evaluates every model on every benchmark of ``suite``, then writes one report.
 
-    Each (model, benchmark) is reused as :func:`run` reuses a result, so rerunning a suite
-    computes only what is missing or changed. A benchmark whose data cannot be read (no hub access,
-    a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
-    result)`` is called after each one (the CLI prints a line). With ``baseline``, every
-    result also stores the delta against that model on the same benchmark (the report's
-    before/after section).
+    ``settings`` are the :class:`EvalConfig` fields every run shares (``overwrite``,
+    ``device``, ``generative``, ``baseline``, ``baseline_name``). Each (model, benchmark)
+    is reused as :func:`run` reuses a result, so rerunning a suite computes only what is
+    missing or changed. A benchmark whose data cannot be read (no hub access, a wrong path)
+    is recorded in ``failed`` and the others still run. ``on_result(label, result)`` is
+    called after each one (the CLI prints a line). With ``baseline``, every result also
+    stores the delta against that model on the same benchmark (the report's before/after
+    section).
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)
     if len(names) != len(models):
         raise ValueError("model_names must name every model")
-    run = SuiteRun()
+    suite_run = SuiteRun()
     for model, name in zip(models, names, strict=True):
         for entry in suite.benchmarks:
             shown = f"{name or model} · {entry.label or entry.benchmark}"
+            config = EvalConfig(
+                **entry.model_dump(), model=model, model_name=name, out=str(out_dir), **settings
+            )
             try:
-                result = evaluate(
-                    model,
-                    entry.benchmark,
-                    data=entry.data,
-                    split=entry.split,
-                    out_dir=out_dir,
-                    overwrite=overwrite,
-                    model_name=name,
-                    label=entry.label,
-                    device=device,
-                    generative=generative,
-                    progress=progress,
-                    baseline=baseline,
-                    baseline_name=baseline_name,
-                    **entry.options,
-                )
+                result = run(config, progress=progress)
             except UserError as exc:
                 logger.warning("%s failed: %s", shown, exc)
-                run.failed[shown] = str(exc)
+                suite_run.failed[shown] = str(exc)
                 if on_result is not None:
                     on_result(shown, exc)
                 continue
-            (run.reused if result.reused else run.computed).append(shown)
+            (suite_run.reused if result.reused else suite_run.computed).append(shown)
             if result.path is not None:
-                run.results.append(str(result.path))
+                suite_run.results.append(str(result.path))
             if on_result is not None:
                 on_result(shown, result)
-    if run.results:
+    if suite_run.results:
         target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
-        run.report = str(build_report(run.results, target, n_resamples=n_resamples))
-    return run
+        suite_run.report = str(build_report(suite_run.results, target, n_resamples=n_resamples))
+    return suite_run

@@ -39,7 +39,7 @@ from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM,
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.data.taxonomy import categories
-from cultureclip.eval.generative import ANSWER_INSTRUCTION
+from cultureclip.eval.generative import prompt_text
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -381,9 +381,7 @@ def export_instruction_data(
     """
     records = []
     for item in item_set.items:
-        lines = [item.question.strip()] if item.question.strip() else []
-        lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(item.options)]
-        lines.append(ANSWER_INSTRUCTION)
+        prompt = prompt_text(item.question, item.options)
         answer = f"{LETTERS[item.answer]}. {item.answer_text}"
         reason = (item.model_extra or {}).get("reason", "")
         if with_reason and reason:
@@ -394,7 +392,7 @@ def export_instruction_data(
                 "id": item.id,
                 "image": image,
                 "conversations": [
-                    {"from": "human", "value": "<image>\n" + "\n".join(lines)},
+                    {"from": "human", "value": f"<image>\n{prompt}"},
                     {"from": "gpt", "value": answer},
                 ],
             }

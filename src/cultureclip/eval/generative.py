@@ -89,10 +89,15 @@ class MCQPrompt:
     options: list[str]
 
     def text(self) -> str:
-        lines = [self.question.strip()] if self.question.strip() else []
-        lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(self.options)]
-        lines.append(ANSWER_INSTRUCTION if self.options else OPEN_INSTRUCTION)
-        return "\n".join(lines)
+        return prompt_text(self.question, self.options)
+
+
+def prompt_text(question: str, options: Sequence[str]) -> str:
+    """What a model is asked (and what the chat export trains on): the lettered options."""
+    lines = [question.strip()] if question.strip() else []
+    lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
+    lines.append(ANSWER_INSTRUCTION if options else OPEN_INSTRUCTION)
+    return "\n".join(lines)
 
 
 @dataclass
@@ -329,29 +334,26 @@ class HFVisionChatModel(GenerativeModel):
     def identity(self) -> dict[str, Any]:
         return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
-    def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
-        return [
-            render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in prompts
-        ]
-
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         if self.mode == "likelihood" and any(not p.options for p in prompts):
             raise InputError("likelihood scoring needs options; use generative.mode=generate")
         outcomes: list[GenerationOutcome] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start : start + self.batch_size])
+            asked = [
+                render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in batch
+            ]
+            if self.mode == "likelihood" and self.likelihood_target == "text":
+                outcomes += self._text_likelihood(batch, asked)
+                continue
+            inputs = encode(self.processor, asked, [p.image for p in batch], self.device)
             if self.mode == "generate":
-                outcomes += self._decode(batch)
-            elif self.likelihood_target == "letter":
-                outcomes += self._letter_likelihood(batch)
+                outcomes += self._decode(inputs)
             else:
-                outcomes += self._text_likelihood(batch)
+                outcomes += self._letter_likelihood(batch, inputs)
         return outcomes
 
-    def _decode(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        inputs = encode(
-            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
-        )
+    def _decode(self, inputs: dict[str, Any]) -> list[GenerationOutcome]:
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -363,10 +365,7 @@ class HFVisionChatModel(GenerativeModel):
         replies = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [GenerationOutcome(reply.strip()) for reply in replies]
 
-    def _letter_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        inputs = encode(
-            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
-        )
+    def _letter_likelihood(self, prompts: list[MCQPrompt], inputs: Any) -> list[GenerationOutcome]:
         with torch.inference_mode():
             logits = self.model(**inputs).logits[:, -1, :].float()
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -379,10 +378,11 @@ class HFVisionChatModel(GenerativeModel):
             outcomes.append(_best_letter(scores))
         return outcomes
 
-    def _text_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        prefixes = self._prompt_texts(prompts)
+    def _text_likelihood(
+        self, prompts: list[MCQPrompt], asked: list[str]
+    ) -> list[GenerationOutcome]:
         texts, images, lengths, owners = [], [], [], []
-        for index, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
+        for index, (prompt, prefix) in enumerate(zip(prompts, asked, strict=True)):
             for option in prompt.options:
                 texts.append(prefix + option)
                 images.append(prompt.image)
