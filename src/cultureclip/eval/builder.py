@@ -44,7 +44,6 @@ from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
     MCQItem,
-    read_items,
     resolve_answer,
     write_items,
 )
@@ -360,8 +359,7 @@ def _write_outputs(
                 )
     write_items(out / "items.jsonl", items)
     write_csv(out / "review.csv", review, REVIEW_FIELDS)
-    item_set = read_items(out / "items.jsonl") if items else ItemSet(items=[], root=out)
-    export_instruction_data(item_set, out / "instruct.jsonl")
+    export_instruction_data(ItemSet(items=items, root=out), out / "instruct.jsonl")
     return {
         "concepts": len(concepts),
         "questions": 3 * len(questions),

@@ -30,6 +30,7 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
@@ -195,12 +196,6 @@ def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Imag
         return image.convert("RGB")
 
 
-def _fill_continent(item: MCQItem) -> None:
-    if item.continent or not item.country:
-        return
-    item.continent = continent_of(item.country)
-
-
 def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "") -> ItemSet:
     """Validates ``(line, raw)`` rows into an :class:`ItemSet`; bad rows become :class:`BadItem`."""
     items: list[MCQItem] = []
@@ -220,20 +215,14 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
         try:
             item = MCQItem.model_validate(raw)
         except (ValidationError, ValueError) as exc:
-            message = (
-                "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<item>'}: {e['msg']}"
-                    for e in exc.errors()
-                )
-                if isinstance(exc, ValidationError)
-                else str(exc)
-            )
+            message = describe(exc, "<item>") if isinstance(exc, ValidationError) else str(exc)
             errors.append(BadItem(line, raw_id, message))
             continue
         if item.id in seen:
             errors.append(BadItem(line, item.id, "duplicate id"))
             continue
-        _fill_continent(item)
+        if not item.continent and item.country:
+            item.continent = continent_of(item.country)
         seen.add(item.id)
         items.append(item)
     return ItemSet(items=items, errors=errors, root=root, name=name)

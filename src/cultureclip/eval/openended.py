@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
@@ -127,9 +128,7 @@ def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Pa
                 raw["id"] = str(raw["id"])
             items.append(OpenItem.model_validate(raw))
         except ValidationError as exc:
-            item_id = raw.get("id")
-            reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            errors.append(BadItem(number, item_id, reason))
+            errors.append(BadItem(number, raw.get("id"), describe(exc, "")))
     return items, errors, path.parent
 
 

@@ -169,7 +169,7 @@ class AnswerOnlyCollator:
         return full, full[start:]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from cultureclip.vlm.chat import n_tokens
+        from cultureclip.vlm.chat import encode, n_tokens
 
         texts, n_answer = [], []
         for row in rows:
@@ -177,12 +177,7 @@ class AnswerOnlyCollator:
             texts.append(full)
             n_answer.append(n_tokens(self.tokenizer, suffix))
         self.tokenizer.padding_side = "right"
-        batch = self.processor(
-            text=texts,
-            images=[[row["image"]] for row in rows],
-            padding=True,
-            return_tensors="pt",
-        )
+        batch = encode(self.processor, texts, [row["image"] for row in rows], "cpu")
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)
         for row, (length, n) in enumerate(zip(lengths.tolist(), n_answer, strict=True)):
