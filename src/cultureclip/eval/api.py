@@ -79,20 +79,18 @@ def model_label(model: ModelLike, name: str | None = None) -> str:
     return str(served_name(spec))
 
 
-def resolve_model(
-    model: ModelLike,
-    *,
-    device: str | None = None,
-    generative: GenerativeSettings | dict[str, Any] | None = None,
-) -> Any:
+def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
     if is_generative_spec(str(model)):
-        return create_generative_model(str(model), generative)
+        # a backend is given only what was set (each has its own defaults)
+        return create_generative_model(
+            str(model), **config.generative.model_dump(exclude_defaults=True)
+        )
     from cultureclip.models.registry import create_model
 
-    return create_model(model, device=resolve_device(device))
+    return create_model(model, device=resolve_device(config.device))
 
 
 def create_benchmark(
@@ -192,7 +190,7 @@ def run(
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
-        scorer = resolve_model(model, device=config.device, generative=config.generative)
+        scorer = resolve_model(model, config)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if config.overwrite:  # no answer of an earlier run is kept

@@ -133,9 +133,8 @@ def parse_answer_letter(reply: str, options: Sequence[str]) -> int | None:
     text = reply.strip()
     valid = LETTERS[: len(options)]
     for pattern in _PATTERNS:
-        flags_upper = pattern.flags & re.IGNORECASE
         for match in pattern.finditer(text):
-            letter = match.group(1).upper() if flags_upper else match.group(1)
+            letter = match.group(1).upper()  # a no-op where the pattern only matches capitals
             if letter in valid:
                 return valid.index(letter)
     # lowercase lone letter ("b", "b.") — only when the whole reply is that short
@@ -410,16 +409,11 @@ def is_generative_spec(spec: object) -> bool:
     return isinstance(spec, str) and spec.partition(":")[0] in GENERATIVE_MODELS
 
 
-def create_generative_model(
-    spec: str, settings: GenerativeSettings | dict[str, Any] | None = None, **options: Any
-) -> GenerativeModel:
+def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
     """Builds a generative model from ``openai:<model>@<url>`` or ``hf-vlm:<id or dir>``."""
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    if isinstance(settings, GenerativeSettings):  # a backend is given what was set
-        settings = settings.model_dump(exclude_defaults=True)
-    options = {**(settings or {}), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:
