@@ -281,18 +281,16 @@ class OpenEndedBenchmark(Benchmark):
             ],
             JudgeVerdict,
         )
-        for record in records:
-            record["judge"] = False  # no reply: wrong, and nothing to judge
+        for record in records:  # no reply: wrong, and nothing to judge
+            record["judge"] = record["correct"] = False
         for (item, record), outcome in zip(asked, outcomes, strict=True):
             if outcome.ok:
-                record["judge"] = bool(outcome.value.correct)
+                record["judge"] = record["correct"] = bool(outcome.value.correct)
             else:
                 record["judge"] = None
                 # no verdict: counted as wrong, reported, and asked again on resume
                 logger.warning("judge failed on %s: %s", item.id, outcome.error)
                 record["error"] = f"judge: {outcome.error}"
-        for record in records:
-            record["correct"] = bool(record["judge"])
 
 
 def _judge_client(options: OpenEndedOptions) -> Any:
