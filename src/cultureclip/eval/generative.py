@@ -276,21 +276,14 @@ LIKELIHOOD_TARGETS = ("letter", "text")
     "hf-vlm", help="local transformers image-text-to-text model: hf-vlm:<hub id or dir>"
 )
 class HFVisionChatModel(GenerativeModel):
-    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics3/SmolVLM, …).
+    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics3/SmolVLM, …) asked the
+    API path's lettered prompt through the processor's chat template.
 
-    The prompt is the API path's lettered prompt in one user turn with the image, rendered
-    by the processor's chat template. Two scoring modes (``generative.mode``):
-
-    - ``generate`` (default): batched greedy decoding (left padding) of
-      ``max_new_tokens``; the reply is parsed like an API reply;
-    - ``likelihood``: no decoding and no parsing. ``likelihood_target=letter`` compares
-      the next-token log-probability of each option letter right after the generation
-      prompt (with and without a leading space); ``text`` compares the mean per-token
-      log-probability of each option's text as the reply. The reply recorded is the
-      winning letter, so both modes are scored and resumed by the same code.
-
-    ``device`` defaults to CUDA when present; ``dtype=auto`` is bfloat16 on CUDA and
-    float32 elsewhere.
+    ``generative.mode=generate``: batched greedy decoding (left padding), the reply parsed
+    like an API reply. ``likelihood``: no decoding; an option scores the next-token
+    log-probability of its letter (``likelihood_target=letter``, with and without a leading
+    space) or the mean per-token log-probability of its text (``text``). The winning letter
+    is recorded as the reply, so both modes are scored and resumed by the same code.
     """
 
     def __init__(
@@ -313,8 +306,8 @@ class HFVisionChatModel(GenerativeModel):
             )
         if batch_size < 1 or max_new_tokens < 1:
             raise InputError("generative.batch_size and max_new_tokens must be at least 1")
-        self.mode = mode
-        self.likelihood_target = likelihood_target
+        #: how an option is picked: decoding and parsing, or the letter's or text's likelihood
+        self.scoring = mode if mode == "generate" else likelihood_target
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = resolve_device(device)
@@ -334,7 +327,7 @@ class HFVisionChatModel(GenerativeModel):
         return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
-        if self.mode == "likelihood" and any(not p.options for p in prompts):
+        if self.scoring != "generate" and any(not p.options for p in prompts):
             raise InputError("likelihood scoring needs options; use generative.mode=generate")
         outcomes: list[GenerationOutcome] = []
         for start in range(0, len(prompts), self.batch_size):
@@ -342,11 +335,11 @@ class HFVisionChatModel(GenerativeModel):
             asked = [
                 render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in batch
             ]
-            if self.mode == "likelihood" and self.likelihood_target == "text":
+            if self.scoring == "text":
                 outcomes += self._text_likelihood(batch, asked)
                 continue
             inputs = encode(self.processor, asked, [p.image for p in batch], self.device)
-            if self.mode == "generate":
+            if self.scoring == "generate":
                 outcomes += self._decode(inputs)
             else:
                 outcomes += self._letter_likelihood(batch, inputs)
