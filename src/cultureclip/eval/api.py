@@ -186,7 +186,7 @@ def run(
     bench = create_benchmark(config.benchmark, data, config.split, **options)
     shown_as = config.label or config.benchmark
     directory = result_dir(config.out, shown_as, name) if config.out is not None else None
-    key = _result_key(bench, model, name, config.data, config.split, directory)
+    key = _result_key(config, bench, model, name, directory)
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
@@ -258,20 +258,15 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
 
 
 def _result_key(
-    bench: Benchmark,
-    model: ModelLike,
-    name: str,
-    data: str,
-    split: str | None,
-    directory: Path | None,
+    config: EvalConfig, bench: Benchmark, model: ModelLike, name: str, directory: Path | None
 ) -> dict[str, Any]:
     # an object is known by the name it is given (pass a spec to fingerprint saved weights)
     identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
     key = {
         "benchmark": bench.name,
         "model": identity,
-        "data": data_identity(data, exclude=directory),
-        "split": split,
+        "data": data_identity(config.data, exclude=directory),
+        "split": config.split,
         "options": served_name(bench.options.model_dump(mode="json")),
         "protocol": PROTOCOL_VERSION * 1000 + bench.protocol_version,
     }
@@ -307,10 +302,12 @@ class Suite(Config):
     benchmarks: list[SuiteEntry] = Field(min_length=1)
 
 
+SUITES = resources.files("cultureclip.eval").joinpath("suites")
+
+
 def suite_names() -> list[str]:
-    folder = resources.files("cultureclip.eval").joinpath("suites")
     return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+        p.name.removesuffix(".yaml") for p in SUITES.iterdir() if p.name.endswith(".yaml")
     )
 
 
@@ -322,7 +319,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         if not path.is_file():
             raise MissingInputError(f"suite file not found: {path}")
         return Suite.model_validate(read_config_file(path))
-    shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
+    shipped = SUITES.joinpath(f"{name_or_path}.yaml")
     if not shipped.is_file():
         raise UnknownNameError(
             f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "

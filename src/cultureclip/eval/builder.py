@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +242,8 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
     config.save(out)
     documents, allowed = _documents(config), _categories(config)
     package = "cultureclip.eval"
-    client = llm or SyncLLM(config.llm)
-    try:
+    # a client passed in stays open for its owner
+    with SyncLLM(config.llm) if llm is None else nullcontext(llm) as client:
         concept_step = _Step(out, "concepts", client, load_prompt(config.concepts_prompt, package))
         limit = config.max_concepts_per_document
         work = []
@@ -277,9 +278,6 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
             QuestionSet,
             lambda item, answer: {"concept_id": item["concept_id"], **answer.model_dump()},
         )
-    finally:
-        if llm is None:
-            client.close()
     questions = {r["concept_id"]: r for r in stored}
     counts = {"documents": len(documents), **_write_outputs(config, out, concepts, questions)}
     failed = concept_step.failed + question_step.failed

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import string
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -165,16 +166,13 @@ class OpenEndedBenchmark(Benchmark):
         if not isinstance(model, VisionLanguageModel | GenerativeModel):
             raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
         judge = _judge_client(options) if options.judge else None
-        try:
+        with judge or nullcontext():
             if isinstance(model, VisionLanguageModel):
                 predictions = self._run_contrastive(model, items, root, progress)
                 if judge is not None:
                     self._judge(judge, items, predictions)
             else:
                 predictions = self._run_generative(model, items, root, judge, work_dir, progress)
-        finally:
-            if judge is not None:
-                judge.close()
         metrics = {
             key: accuracy([bool(p.get(key)) for p in predictions])
             for key in ("exact", "normalized", "contains")
