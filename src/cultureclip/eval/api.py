@@ -169,13 +169,11 @@ def run(
     """The eval stage: runs ``config.benchmark`` on ``config.model``.
 
     ``model``/``data``/``baseline`` objects may be passed to use them in place of the
-    config's specs (tests, notebooks). With ``config.out``, an existing result is returned
-    without recomputing (``result.reused`` is then true) only when everything that decides
-    it is the same: model identity, data path and content fingerprint, split, options and
-    protocol version (``result.key``); otherwise, or with ``overwrite``, it is recomputed.
-    The data is read and validated before the model is loaded. ``baseline`` runs the same
-    benchmark on a second (e.g. base) model and stores its metrics and the delta in
-    ``result.baseline``: the forgetting check.
+    config's specs (tests, notebooks). With ``config.out``, a stored result of the same
+    ``key`` (see :mod:`cultureclip.eval.results`) is returned, ``reused``, unless
+    ``overwrite``. The data is read and validated before the model is loaded. ``baseline``
+    runs the same benchmark on a second (e.g. base) model and stores its metrics and the
+    delta in ``result.baseline``: the forgetting check.
     """
     model = config.model if model is None else model
     data = config.data if data is None else data

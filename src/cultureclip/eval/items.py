@@ -170,15 +170,11 @@ class ItemSet:
         box = (item.model_extra or {}).get("crop_box")
         if box:
             x0, y0, x1, y1 = (float(v) for v in box)
-            clamped = (
-                max(0.0, x0),
-                max(0.0, y0),
-                min(float(image.width), x1),
-                min(float(image.height), y1),
-            )
-            if clamped[2] - clamped[0] < 1 or clamped[3] - clamped[1] < 1:
+            x0, y0 = max(0.0, x0), max(0.0, y0)
+            x1, y1 = min(float(image.width), x1), min(float(image.height), y1)
+            if x1 - x0 < 1 or y1 - y0 < 1:
                 raise ValueError(f"crop box {list(box)} is outside the {image.size} image")
-            image = image.crop(tuple(round(v) for v in clamped))
+            image = image.crop((round(x0), round(y0), round(x1), round(y1)))
         return image
 
 
