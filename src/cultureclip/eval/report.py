@@ -333,7 +333,8 @@ def _skipped_section(results: Sequence[EvalResult]) -> str:
 
 def _maps_section(results: Sequence[EvalResult]) -> str:
     geometry = world_geometry()
-    ordered = sorted(results, key=lambda r: (r.benchmark, r.model))
+    with_countries = (r for r in results if r.per_group.get("country"))
+    ordered = sorted(with_countries, key=lambda r: (r.benchmark, r.model))
     drawn = [country_map(r, geometry[1]) if geometry else country_tiles(r) for r in ordered]
     maps = [m for m in drawn if m]
     if not maps:
