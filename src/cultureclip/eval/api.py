@@ -355,9 +355,7 @@ def run_suite(
     is reused as :func:`run` reuses a result, so rerunning a suite computes only what is
     missing or changed. A benchmark whose data cannot be read (no hub access, a wrong path)
     is recorded in ``failed`` and the others still run. ``on_result(label, result)`` is
-    called after each one (the CLI prints a line). With ``baseline``, every result also
-    stores the delta against that model on the same benchmark (the report's before/after
-    section).
+    called after each one (the CLI prints a line).
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)

@@ -79,10 +79,7 @@ CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
 
 @dataclass
 class MCQPrompt:
-    """What a generative model is asked: one image, a question, the options.
-
-    With no options the question is open-ended and the prompt asks for a short answer.
-    """
+    """One image, a question and its options (none: open-ended, answered in a short phrase)."""
 
     image: Image.Image
     question: str
