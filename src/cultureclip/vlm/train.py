@@ -270,9 +270,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     dataset = ChatDataset(examples, root)
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
     precision = _precision(config, on_cuda)
-    processor, model = load_vlm(
-        config.model, device="cpu", dtype=getattr(torch, config.load_dtype), train=True
-    )
+    processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
     model = _prepare_model(config, model)
     out = Path(config.out)
     checkpoints = out / "checkpoints"
