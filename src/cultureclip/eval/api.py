@@ -377,8 +377,7 @@ def run_suite(
                     on_result(shown, exc)
                 continue
             (suite_run.reused if result.reused else suite_run.computed).append(shown)
-            if result.path is not None:
-                suite_run.results.append(str(result.path))
+            suite_run.results.append(str(result.path))  # every suite result is saved under out_dir
             if on_result is not None:
                 on_result(shown, result)
     if suite_run.results:
