@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.taxonomy import continent_of
+from cultureclip.eval.metrics import GROUP_KEYS
 from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
@@ -101,12 +102,7 @@ class MCQItem(BaseModel):
         return self.options[self.answer]
 
     def group_fields(self) -> dict[str, str]:
-        return {
-            "country": self.country,
-            "continent": self.continent,
-            "category": self.category,
-            "question_type": self.question_type,
-        }
+        return self.model_dump(include=set(GROUP_KEYS))
 
 
 def resolve_answer(answer: Any, options: Sequence[str]) -> int:

@@ -52,7 +52,7 @@ from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
-from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import jsonl_lines
 
@@ -101,15 +101,10 @@ class OpenItem(BaseModel):
         return [value] if isinstance(value, str) else value
 
     def group_fields(self) -> dict[str, str]:
-        continent = self.continent
-        if not continent and self.country:
-            continent = continent_of(self.country)
-        return {
-            "country": self.country,
-            "continent": continent,
-            "category": self.category,
-            "question_type": self.question_type,
-        }
+        fields = self.model_dump(include=set(GROUP_KEYS))
+        if not self.continent and self.country:  # filled here: the item (and its key) stays as read
+            fields["continent"] = continent_of(self.country)
+        return fields
 
 
 def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Path]:
