@@ -145,12 +145,11 @@ class ChatDataset:
         return {"image": load_image(example.image, self.root), "example": example}
 
 
+@dataclass
 class AnswerOnlyCollator:
     """Renders chats with the processor and labels only the assistant turn's tokens."""
 
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
+    processor: Any
 
     def answer_suffix(self, prompt: str, answer: str) -> tuple[str, str]:
         """``(full text, the part of it the loss covers)``."""
@@ -171,12 +170,13 @@ class AnswerOnlyCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from cultureclip.vlm.chat import encode, n_tokens
 
+        tokenizer = self.processor.tokenizer
         texts, n_answer = [], []
         for row in rows:
             full, suffix = self.answer_suffix(row["example"].prompt, row["example"].answer)
             texts.append(full)
-            n_answer.append(n_tokens(self.tokenizer, suffix))
-        self.tokenizer.padding_side = "right"
+            n_answer.append(n_tokens(tokenizer, suffix))
+        tokenizer.padding_side = "right"
         batch = encode(self.processor, texts, [row["image"] for row in rows], "cpu")
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)
