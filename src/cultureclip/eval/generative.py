@@ -22,6 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -370,24 +371,21 @@ class HFVisionChatModel(GenerativeModel):
     def _text_likelihood(
         self, prompts: list[MCQPrompt], asked: list[str]
     ) -> list[GenerationOutcome]:
-        texts, images, lengths, owners = [], [], [], []
-        for index, (prompt, prefix) in enumerate(zip(prompts, asked, strict=True)):
+        texts, images, lengths = [], [], []
+        for prompt, prefix in zip(prompts, asked, strict=True):
             for option in prompt.options:
                 texts.append(prefix + option)
                 images.append(prompt.image)
                 lengths.append(max(1, n_tokens(self.tokenizer, option)))
-                owners.append(index)
         inputs = encode(self.processor, texts, images, self.device)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = inputs["input_ids"][:, 1:]
         token_scores = log_probs.gather(2, targets[..., None]).squeeze(2)
-        scores: list[list[float]] = [[] for _ in prompts]
-        for row, (n, owner) in enumerate(zip(lengths, owners, strict=True)):
-            # left padding: the option's tokens are the last n of the row
-            scores[owner].append(float(token_scores[row, -n:].mean()))
-        return [_best_letter(s) for s in scores]
+        # left padding: an option's tokens are the last n of its row; a prompt's rows follow on
+        rows = iter(float(token_scores[row, -n:].mean()) for row, n in enumerate(lengths))
+        return [_best_letter(list(islice(rows, len(p.options)))) for p in prompts]
 
 
 def _best_letter(scores: Sequence[float]) -> GenerationOutcome:
