@@ -214,10 +214,10 @@ def validate(cls: type[C], data: dict[str, Any]) -> C:
         raise ConfigError(f"invalid {cls.__name__}: {describe(exc)}") from exc
 
 
-def describe(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``key.path: message; ...``."""
+def describe(exc: ValidationError, root: str = "<root>") -> str:
+    """A pydantic error as one line: ``key.path: message; ...`` (``root`` names an empty path)."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}" for err in exc.errors()
     )
 
 

@@ -73,28 +73,24 @@ def model_label(model: ModelLike, name: str | None = None) -> str:
     model (``openai:<model>@<url>``) is named without the URL, as its reuse key is."""
     if name:
         return name
-    if isinstance(model, str | Path):
-        return str(served_name(str(model)))
-    spec = getattr(model, "spec", "")
+    spec = str(model) if isinstance(model, str | Path) else getattr(model, "spec", "")
     if not spec:
         raise ValueError("cannot name this model; pass model_name=")
-    return str(served_name(str(spec)))
+    return str(served_name(spec))
 
 
-def resolve_model(
-    model: ModelLike,
-    *,
-    device: str | None = None,
-    generative: GenerativeSettings | dict[str, Any] | None = None,
-) -> Any:
+def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
     """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
     if is_generative_spec(str(model)):
-        return create_generative_model(str(model), generative)
+        # a backend is given only what was set (each has its own defaults)
+        return create_generative_model(
+            str(model), **config.generative.model_dump(exclude_defaults=True)
+        )
     from cultureclip.models.registry import create_model
 
-    return create_model(model, device=resolve_device(device))
+    return create_model(model, device=resolve_device(config.device))
 
 
 def create_benchmark(
@@ -173,13 +169,11 @@ def run(
     """The eval stage: runs ``config.benchmark`` on ``config.model``.
 
     ``model``/``data``/``baseline`` objects may be passed to use them in place of the
-    config's specs (tests, notebooks). With ``config.out``, an existing result is returned
-    without recomputing (``result.reused`` is then true) only when everything that decides
-    it is the same: model identity, data path and content fingerprint, split, options and
-    protocol version (``result.key``); otherwise, or with ``overwrite``, it is recomputed.
-    The data is read and validated before the model is loaded. ``baseline`` runs the same
-    benchmark on a second (e.g. base) model and stores its metrics and the delta in
-    ``result.baseline``: the forgetting check.
+    config's specs (tests, notebooks). With ``config.out``, a stored result of the same
+    ``key`` (see :mod:`cultureclip.eval.results`) is returned, ``reused``, unless
+    ``overwrite``. The data is read and validated before the model is loaded. ``baseline``
+    runs the same benchmark on a second (e.g. base) model and stores its metrics and the
+    delta in ``result.baseline``: the forgetting check.
     """
     model = config.model if model is None else model
     data = config.data if data is None else data
@@ -190,11 +184,11 @@ def run(
     bench = create_benchmark(config.benchmark, data, config.split, **options)
     shown_as = config.label or config.benchmark
     directory = result_dir(config.out, shown_as, name) if config.out is not None else None
-    key = _result_key(bench, model, name, config.data, config.split, directory)
+    key = _result_key(config, bench, model, name, directory)
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
-        scorer = resolve_model(model, device=config.device, generative=config.generative)
+        scorer = resolve_model(model, config)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if config.overwrite:  # no answer of an earlier run is kept
@@ -262,20 +256,15 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
 
 
 def _result_key(
-    bench: Benchmark,
-    model: ModelLike,
-    name: str,
-    data: str,
-    split: str | None,
-    directory: Path | None,
+    config: EvalConfig, bench: Benchmark, model: ModelLike, name: str, directory: Path | None
 ) -> dict[str, Any]:
     # an object is known by the name it is given (pass a spec to fingerprint saved weights)
     identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
     key = {
         "benchmark": bench.name,
         "model": identity,
-        "data": data_identity(data, exclude=directory),
-        "split": split,
+        "data": data_identity(config.data, exclude=directory),
+        "split": config.split,
         "options": served_name(bench.options.model_dump(mode="json")),
         "protocol": PROTOCOL_VERSION * 1000 + bench.protocol_version,
     }
@@ -311,10 +300,12 @@ class Suite(Config):
     benchmarks: list[SuiteEntry] = Field(min_length=1)
 
 
+SUITES = resources.files("cultureclip.eval").joinpath("suites")
+
+
 def suite_names() -> list[str]:
-    folder = resources.files("cultureclip.eval").joinpath("suites")
     return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+        p.name.removesuffix(".yaml") for p in SUITES.iterdir() if p.name.endswith(".yaml")
     )
 
 
@@ -326,7 +317,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         if not path.is_file():
             raise MissingInputError(f"suite file not found: {path}")
         return Suite.model_validate(read_config_file(path))
-    shipped = resources.files("cultureclip.eval").joinpath("suites", f"{name_or_path}.yaml")
+    shipped = SUITES.joinpath(f"{name_or_path}.yaml")
     if not shipped.is_file():
         raise UnknownNameError(
             f"unknown suite {str(name_or_path)!r}; shipped: {', '.join(suite_names())} "
@@ -352,61 +343,44 @@ def run_suite(
     out_dir: str | Path = "runs/eval",
     model_names: list[str] | None = None,
     report_dir: str | Path | None = None,
-    overwrite: bool = False,
-    device: str | None = None,
-    generative: dict[str, Any] | None = None,
     progress: bool = False,
     n_resamples: int = 1000,
     on_result: Any = None,
-    baseline: str | None = None,
-    baseline_name: str | None = None,
+    **settings: Any,
 ) -> SuiteRun:
     """Evaluates every model on every benchmark of ``suite``, then writes one report.
 
-    Each (model, benchmark) is reused as :func:`run` reuses a result, so rerunning a suite
-    computes only what is missing or changed. A benchmark whose data cannot be read (no hub access,
-    a wrong path) is recorded in ``failed`` and the others still run. ``on_result(label,
-    result)`` is called after each one (the CLI prints a line). With ``baseline``, every
-    result also stores the delta against that model on the same benchmark (the report's
-    before/after section).
+    ``settings`` are the :class:`EvalConfig` fields every run shares (``overwrite``,
+    ``device``, ``generative``, ``baseline``, ``baseline_name``). Each (model, benchmark)
+    is reused as :func:`run` reuses a result, so rerunning a suite computes only what is
+    missing or changed. A benchmark whose data cannot be read (no hub access, a wrong path)
+    is recorded in ``failed`` and the others still run. ``on_result(label, result)`` is
+    called after each one (the CLI prints a line).
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)
     if len(names) != len(models):
         raise ValueError("model_names must name every model")
-    run = SuiteRun()
+    suite_run = SuiteRun()
     for model, name in zip(models, names, strict=True):
         for entry in suite.benchmarks:
             shown = f"{name or model} · {entry.label or entry.benchmark}"
+            config = EvalConfig(
+                **entry.model_dump(), model=model, model_name=name, out=str(out_dir), **settings
+            )
             try:
-                result = evaluate(
-                    model,
-                    entry.benchmark,
-                    data=entry.data,
-                    split=entry.split,
-                    out_dir=out_dir,
-                    overwrite=overwrite,
-                    model_name=name,
-                    label=entry.label,
-                    device=device,
-                    generative=generative,
-                    progress=progress,
-                    baseline=baseline,
-                    baseline_name=baseline_name,
-                    **entry.options,
-                )
+                result = run(config, progress=progress)
             except UserError as exc:
                 logger.warning("%s failed: %s", shown, exc)
-                run.failed[shown] = str(exc)
+                suite_run.failed[shown] = str(exc)
                 if on_result is not None:
                     on_result(shown, exc)
                 continue
-            (run.reused if result.reused else run.computed).append(shown)
-            if result.path is not None:
-                run.results.append(str(result.path))
+            (suite_run.reused if result.reused else suite_run.computed).append(shown)
+            suite_run.results.append(str(result.path))  # every suite result is saved under out_dir
             if on_result is not None:
                 on_result(shown, result)
-    if run.results:
+    if suite_run.results:
         target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
-        run.report = str(build_report(run.results, target, n_resamples=n_resamples))
-    return run
+        suite_run.report = str(build_report(suite_run.results, target, n_resamples=n_resamples))
+    return suite_run

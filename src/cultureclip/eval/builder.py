@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,11 @@ from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM,
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.data.taxonomy import categories
-from cultureclip.eval.generative import ANSWER_INSTRUCTION
+from cultureclip.eval.generative import prompt_text
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
     MCQItem,
-    read_items,
     resolve_answer,
     write_items,
 )
@@ -242,8 +242,8 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
     config.save(out)
     documents, allowed = _documents(config), _categories(config)
     package = "cultureclip.eval"
-    client = llm or SyncLLM(config.llm)
-    try:
+    # a client passed in stays open for its owner
+    with SyncLLM(config.llm) if llm is None else nullcontext(llm) as client:
         concept_step = _Step(out, "concepts", client, load_prompt(config.concepts_prompt, package))
         limit = config.max_concepts_per_document
         work = []
@@ -278,9 +278,6 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
             QuestionSet,
             lambda item, answer: {"concept_id": item["concept_id"], **answer.model_dump()},
         )
-    finally:
-        if llm is None:
-            client.close()
     questions = {r["concept_id"]: r for r in stored}
     counts = {"documents": len(documents), **_write_outputs(config, out, concepts, questions)}
     failed = concept_step.failed + question_step.failed
@@ -360,8 +357,7 @@ def _write_outputs(
                 )
     write_items(out / "items.jsonl", items)
     write_csv(out / "review.csv", review, REVIEW_FIELDS)
-    item_set = read_items(out / "items.jsonl") if items else ItemSet(items=[], root=out)
-    export_instruction_data(item_set, out / "instruct.jsonl")
+    export_instruction_data(ItemSet(items=items, root=out), out / "instruct.jsonl")
     return {
         "concepts": len(concepts),
         "questions": 3 * len(questions),
@@ -381,9 +377,7 @@ def export_instruction_data(
     """
     records = []
     for item in item_set.items:
-        lines = [item.question.strip()] if item.question.strip() else []
-        lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(item.options)]
-        lines.append(ANSWER_INSTRUCTION)
+        prompt = prompt_text(item.question, item.options)
         answer = f"{LETTERS[item.answer]}. {item.answer_text}"
         reason = (item.model_extra or {}).get("reason", "")
         if with_reason and reason:
@@ -394,7 +388,7 @@ def export_instruction_data(
                 "id": item.id,
                 "image": image,
                 "conversations": [
-                    {"from": "human", "value": "<image>\n" + "\n".join(lines)},
+                    {"from": "human", "value": f"<image>\n{prompt}"},
                     {"from": "gpt", "value": answer},
                 ],
             }

@@ -22,6 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -79,20 +80,22 @@ CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
 
 @dataclass
 class MCQPrompt:
-    """What a generative model is asked: one image, a question, the options.
-
-    With no options the question is open-ended and the prompt asks for a short answer.
-    """
+    """One image, a question and its options (none: open-ended, answered in a short phrase)."""
 
     image: Image.Image
     question: str
     options: list[str]
 
     def text(self) -> str:
-        lines = [self.question.strip()] if self.question.strip() else []
-        lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(self.options)]
-        lines.append(ANSWER_INSTRUCTION if self.options else OPEN_INSTRUCTION)
-        return "\n".join(lines)
+        return prompt_text(self.question, self.options)
+
+
+def prompt_text(question: str, options: Sequence[str]) -> str:
+    """What a model is asked (and what the chat export trains on): the lettered options."""
+    lines = [question.strip()] if question.strip() else []
+    lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
+    lines.append(ANSWER_INSTRUCTION if options else OPEN_INSTRUCTION)
+    return "\n".join(lines)
 
 
 @dataclass
@@ -128,9 +131,8 @@ def parse_answer_letter(reply: str, options: Sequence[str]) -> int | None:
     text = reply.strip()
     valid = LETTERS[: len(options)]
     for pattern in _PATTERNS:
-        flags_upper = pattern.flags & re.IGNORECASE
         for match in pattern.finditer(text):
-            letter = match.group(1).upper() if flags_upper else match.group(1)
+            letter = match.group(1).upper()  # a no-op where the pattern only matches capitals
             if letter in valid:
                 return valid.index(letter)
     # lowercase lone letter ("b", "b.") — only when the whole reply is that short
@@ -272,21 +274,14 @@ LIKELIHOOD_TARGETS = ("letter", "text")
     "hf-vlm", help="local transformers image-text-to-text model: hf-vlm:<hub id or dir>"
 )
 class HFVisionChatModel(GenerativeModel):
-    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics3/SmolVLM, …).
+    """A local ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, Idefics3/SmolVLM, …) asked the
+    API path's lettered prompt through the processor's chat template.
 
-    The prompt is the API path's lettered prompt in one user turn with the image, rendered
-    by the processor's chat template. Two scoring modes (``generative.mode``):
-
-    - ``generate`` (default): batched greedy decoding (left padding) of
-      ``max_new_tokens``; the reply is parsed like an API reply;
-    - ``likelihood``: no decoding and no parsing. ``likelihood_target=letter`` compares
-      the next-token log-probability of each option letter right after the generation
-      prompt (with and without a leading space); ``text`` compares the mean per-token
-      log-probability of each option's text as the reply. The reply recorded is the
-      winning letter, so both modes are scored and resumed by the same code.
-
-    ``device`` defaults to CUDA when present; ``dtype=auto`` is bfloat16 on CUDA and
-    float32 elsewhere.
+    ``generative.mode=generate``: batched greedy decoding (left padding), the reply parsed
+    like an API reply. ``likelihood``: no decoding; an option scores the next-token
+    log-probability of its letter (``likelihood_target=letter``, with and without a leading
+    space) or the mean per-token log-probability of its text (``text``). The winning letter
+    is recorded as the reply, so both modes are scored and resumed by the same code.
     """
 
     def __init__(
@@ -309,8 +304,8 @@ class HFVisionChatModel(GenerativeModel):
             )
         if batch_size < 1 or max_new_tokens < 1:
             raise InputError("generative.batch_size and max_new_tokens must be at least 1")
-        self.mode = mode
-        self.likelihood_target = likelihood_target
+        #: how an option is picked: decoding and parsing, or the letter's or text's likelihood
+        self.scoring = mode if mode == "generate" else likelihood_target
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = resolve_device(device)
@@ -329,29 +324,26 @@ class HFVisionChatModel(GenerativeModel):
     def identity(self) -> dict[str, Any]:
         return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
 
-    def _prompt_texts(self, prompts: Sequence[MCQPrompt]) -> list[str]:
-        return [
-            render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in prompts
-        ]
-
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
-        if self.mode == "likelihood" and any(not p.options for p in prompts):
+        if self.scoring != "generate" and any(not p.options for p in prompts):
             raise InputError("likelihood scoring needs options; use generative.mode=generate")
         outcomes: list[GenerationOutcome] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start : start + self.batch_size])
-            if self.mode == "generate":
-                outcomes += self._decode(batch)
-            elif self.likelihood_target == "letter":
-                outcomes += self._letter_likelihood(batch)
+            asked = [
+                render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in batch
+            ]
+            if self.scoring == "text":
+                outcomes += self._text_likelihood(batch, asked)
+                continue
+            inputs = encode(self.processor, asked, [p.image for p in batch], self.device)
+            if self.scoring == "generate":
+                outcomes += self._decode(inputs)
             else:
-                outcomes += self._text_likelihood(batch)
+                outcomes += self._letter_likelihood(batch, inputs)
         return outcomes
 
-    def _decode(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        inputs = encode(
-            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
-        )
+    def _decode(self, inputs: dict[str, Any]) -> list[GenerationOutcome]:
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -363,10 +355,7 @@ class HFVisionChatModel(GenerativeModel):
         replies = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [GenerationOutcome(reply.strip()) for reply in replies]
 
-    def _letter_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        inputs = encode(
-            self.processor, self._prompt_texts(prompts), [p.image for p in prompts], self.device
-        )
+    def _letter_likelihood(self, prompts: list[MCQPrompt], inputs: Any) -> list[GenerationOutcome]:
         with torch.inference_mode():
             logits = self.model(**inputs).logits[:, -1, :].float()
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -379,26 +368,24 @@ class HFVisionChatModel(GenerativeModel):
             outcomes.append(_best_letter(scores))
         return outcomes
 
-    def _text_likelihood(self, prompts: list[MCQPrompt]) -> list[GenerationOutcome]:
-        prefixes = self._prompt_texts(prompts)
-        texts, images, lengths, owners = [], [], [], []
-        for index, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
+    def _text_likelihood(
+        self, prompts: list[MCQPrompt], asked: list[str]
+    ) -> list[GenerationOutcome]:
+        texts, images, lengths = [], [], []
+        for prompt, prefix in zip(prompts, asked, strict=True):
             for option in prompt.options:
                 texts.append(prefix + option)
                 images.append(prompt.image)
                 lengths.append(max(1, n_tokens(self.tokenizer, option)))
-                owners.append(index)
         inputs = encode(self.processor, texts, images, self.device)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
         targets = inputs["input_ids"][:, 1:]
         token_scores = log_probs.gather(2, targets[..., None]).squeeze(2)
-        scores: list[list[float]] = [[] for _ in prompts]
-        for row, (n, owner) in enumerate(zip(lengths, owners, strict=True)):
-            # left padding: the option's tokens are the last n of the row
-            scores[owner].append(float(token_scores[row, -n:].mean()))
-        return [_best_letter(s) for s in scores]
+        # left padding: an option's tokens are the last n of its row; a prompt's rows follow on
+        rows = iter(float(token_scores[row, -n:].mean()) for row, n in enumerate(lengths))
+        return [_best_letter(list(islice(rows, len(p.options)))) for p in prompts]
 
 
 def _best_letter(scores: Sequence[float]) -> GenerationOutcome:
@@ -410,16 +397,11 @@ def is_generative_spec(spec: object) -> bool:
     return isinstance(spec, str) and spec.partition(":")[0] in GENERATIVE_MODELS
 
 
-def create_generative_model(
-    spec: str, settings: GenerativeSettings | dict[str, Any] | None = None, **options: Any
-) -> GenerativeModel:
+def create_generative_model(spec: str, **options: Any) -> GenerativeModel:
     """Builds a generative model from ``openai:<model>@<url>`` or ``hf-vlm:<id or dir>``."""
     backend, _, argument = spec.partition(":")
     if not argument:
         raise InputError(f"generative model spec {spec!r} must look like <backend>:<argument>")
-    if isinstance(settings, GenerativeSettings):  # a backend is given what was set
-        settings = settings.model_dump(exclude_defaults=True)
-    options = {**(settings or {}), **options}
     try:
         return GENERATIVE_MODELS.create(backend, argument, **options)
     except TypeError as exc:

@@ -30,8 +30,10 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.taxonomy import continent_of
+from cultureclip.eval.metrics import GROUP_KEYS
 from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
@@ -100,12 +102,7 @@ class MCQItem(BaseModel):
         return self.options[self.answer]
 
     def group_fields(self) -> dict[str, str]:
-        return {
-            "country": self.country,
-            "continent": self.continent,
-            "category": self.category,
-            "question_type": self.question_type,
-        }
+        return self.model_dump(include=set(GROUP_KEYS))
 
 
 def resolve_answer(answer: Any, options: Sequence[str]) -> int:
@@ -169,15 +166,11 @@ class ItemSet:
         box = (item.model_extra or {}).get("crop_box")
         if box:
             x0, y0, x1, y1 = (float(v) for v in box)
-            clamped = (
-                max(0.0, x0),
-                max(0.0, y0),
-                min(float(image.width), x1),
-                min(float(image.height), y1),
-            )
-            if clamped[2] - clamped[0] < 1 or clamped[3] - clamped[1] < 1:
+            x0, y0 = max(0.0, x0), max(0.0, y0)
+            x1, y1 = min(float(image.width), x1), min(float(image.height), y1)
+            if x1 - x0 < 1 or y1 - y0 < 1:
                 raise ValueError(f"crop box {list(box)} is outside the {image.size} image")
-            image = image.crop(tuple(round(v) for v in clamped))
+            image = image.crop((round(x0), round(y0), round(x1), round(y1)))
         return image
 
 
@@ -193,12 +186,6 @@ def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Imag
             raise MissingInputError(f"image not found: {opened}")
     with Image.open(opened) as image:
         return image.convert("RGB")
-
-
-def _fill_continent(item: MCQItem) -> None:
-    if item.continent or not item.country:
-        return
-    item.continent = continent_of(item.country)
 
 
 def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "") -> ItemSet:
@@ -220,20 +207,14 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
         try:
             item = MCQItem.model_validate(raw)
         except (ValidationError, ValueError) as exc:
-            message = (
-                "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<item>'}: {e['msg']}"
-                    for e in exc.errors()
-                )
-                if isinstance(exc, ValidationError)
-                else str(exc)
-            )
+            message = describe(exc, "<item>") if isinstance(exc, ValidationError) else str(exc)
             errors.append(BadItem(line, raw_id, message))
             continue
         if item.id in seen:
             errors.append(BadItem(line, item.id, "duplicate id"))
             continue
-        _fill_continent(item)
+        if not item.continent and item.country:
+            item.continent = continent_of(item.country)
         seen.add(item.id)
         items.append(item)
     return ItemSet(items=items, errors=errors, root=root, name=name)

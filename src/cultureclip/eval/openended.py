@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 import re
 import string
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
@@ -50,7 +52,7 @@ from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
-from cultureclip.eval.metrics import accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import jsonl_lines
 
@@ -99,15 +101,10 @@ class OpenItem(BaseModel):
         return [value] if isinstance(value, str) else value
 
     def group_fields(self) -> dict[str, str]:
-        continent = self.continent
-        if not continent and self.country:
-            continent = continent_of(self.country)
-        return {
-            "country": self.country,
-            "continent": continent,
-            "category": self.category,
-            "question_type": self.question_type,
-        }
+        fields = self.model_dump(include=set(GROUP_KEYS))
+        if not self.continent and self.country:  # filled here: the item (and its key) stays as read
+            fields["continent"] = continent_of(self.country)
+        return fields
 
 
 def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Path]:
@@ -127,9 +124,7 @@ def read_open_items(path: str | Path) -> tuple[list[OpenItem], list[BadItem], Pa
                 raw["id"] = str(raw["id"])
             items.append(OpenItem.model_validate(raw))
         except ValidationError as exc:
-            item_id = raw.get("id")
-            reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            errors.append(BadItem(number, item_id, reason))
+            errors.append(BadItem(number, raw.get("id"), describe(exc, "")))
     return items, errors, path.parent
 
 
@@ -166,16 +161,13 @@ class OpenEndedBenchmark(Benchmark):
         if not isinstance(model, VisionLanguageModel | GenerativeModel):
             raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
         judge = _judge_client(options) if options.judge else None
-        try:
+        with judge or nullcontext():
             if isinstance(model, VisionLanguageModel):
                 predictions = self._run_contrastive(model, items, root, progress)
                 if judge is not None:
                     self._judge(judge, items, predictions)
             else:
                 predictions = self._run_generative(model, items, root, judge, work_dir, progress)
-        finally:
-            if judge is not None:
-                judge.close()
         metrics = {
             key: accuracy([bool(p.get(key)) for p in predictions])
             for key in ("exact", "normalized", "contains")
@@ -282,18 +274,16 @@ class OpenEndedBenchmark(Benchmark):
             ],
             JudgeVerdict,
         )
-        for record in records:
-            record["judge"] = False  # no reply: wrong, and nothing to judge
+        for record in records:  # no reply: wrong, and nothing to judge
+            record["judge"] = record["correct"] = False
         for (item, record), outcome in zip(asked, outcomes, strict=True):
             if outcome.ok:
-                record["judge"] = bool(outcome.value.correct)
+                record["judge"] = record["correct"] = bool(outcome.value.correct)
             else:
                 record["judge"] = None
                 # no verdict: counted as wrong, reported, and asked again on resume
                 logger.warning("judge failed on %s: %s", item.id, outcome.error)
                 record["error"] = f"judge: {outcome.error}"
-        for record in records:
-            record["correct"] = bool(record["judge"])
 
 
 def _judge_client(options: OpenEndedOptions) -> Any:

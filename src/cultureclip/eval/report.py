@@ -22,7 +22,7 @@ import html
 import io
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,11 @@ details{margin:0.2em 0}
 """
 
 
+def _chance(results: Iterable[EvalResult]) -> float | None:
+    """The chance level of a benchmark: the first of its results that has one."""
+    return next((r.chance for r in results if r.chance is not None), None)
+
+
 def _ci_text(low: float, high: float) -> str:
     return "" if math.isnan(low) else f" [{low:.1f}–{high:.1f}]"
 
@@ -185,12 +190,9 @@ def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> 
         mean = sum(values) / len(values) if values else math.nan
         cells.append(f"<td>{mean:.2f}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    chance_cells = ["<td>chance</td>"]
-    for label in labels:
-        chances = [r.chance for r in results if r.benchmark == label and r.chance is not None]
-        chance_cells.append(f"<td>{chances[0]:.2f}</td>" if chances else "<td>–</td>")
-    chance_cells.append("<td></td>")
-    rows.append("<tr class='chance'>" + "".join(chance_cells) + "</tr>")
+    chances = [_chance(r for r in results if r.benchmark == label) for label in labels]
+    chance_cells = "".join("<td>–</td>" if c is None else f"<td>{c:.2f}</td>" for c in chances)
+    rows.append(f"<tr class='chance'><td>chance</td>{chance_cells}<td></td></tr>")
     metrics = ", ".join(f"{label}: {metric_of[label]}" for label in labels)
     return (
         "<h2>Leaderboard</h2><p class='note'>Main metric per benchmark ("
@@ -331,11 +333,10 @@ def _skipped_section(results: Sequence[EvalResult]) -> str:
 
 def _maps_section(results: Sequence[EvalResult]) -> str:
     geometry = world_geometry()
-    maps = []
-    for r in sorted(results, key=lambda r: (r.benchmark, r.model)):
-        drawn = country_map(r, geometry[1]) if geometry else country_tiles(r)
-        if drawn:
-            maps.append(drawn)
+    with_countries = (r for r in results if r.per_group.get("country"))
+    ordered = sorted(with_countries, key=lambda r: (r.benchmark, r.model))
+    drawn = [country_map(r, geometry[1]) if geometry else country_tiles(r) for r in ordered]
+    maps = [m for m in drawn if m]
     if not maps:
         return ""
     if geometry:
@@ -381,7 +382,7 @@ def _benchmark_section(
     """One benchmark: its metrics per model, then a figure and a table per group key."""
     runs = sorted((r for r in results if r.benchmark == benchmark), key=lambda r: r.model)
     models = [r.model for r in runs]
-    chance = next((r.chance for r in runs if r.chance is not None), None)
+    chance = _chance(runs)
     names = sorted({m for r in runs for m in r.metrics})
     sections = [
         f"<h2>{html.escape(benchmark)}</h2>",

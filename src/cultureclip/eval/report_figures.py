@@ -116,17 +116,14 @@ def group_figure(rows: list[dict[str, Any]], key: str, benchmark: str, chance: f
 
 
 def country_tiles(result: EvalResult) -> str | None:
-    """The fallback map: countries as tiles grouped by continent (when no map geometry)."""
+    """The fallback map (no map geometry) of a result with country groups: tiles by continent."""
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
-    raw = result.per_group.get("country")
-    if not raw:
-        return None
     countries = {
         name: 100.0 * correct / n if n else 0.0
-        for name, (n, correct) in merged_counts(raw, country_name).items()
+        for name, (n, correct) in merged_counts(result.per_group["country"], country_name).items()
     }
     if len(countries) < 2:
         return None
@@ -213,9 +210,7 @@ def _viridis(value: float) -> str:
 
 def country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
     """A choropleth of accuracy by country (needs 2+ countries), or None."""
-    raw = result.per_group.get("country")
-    if not raw:
-        return None
+    raw = result.per_group["country"]
     unplaced = [value for value in raw if _map_code(value) not in codes]
     merged = {code: v for code, v in merged_counts(raw, _map_code).items() if code in codes}
     if len(merged) + len(unplaced) < 2 or not merged:

@@ -6,10 +6,8 @@ Layout under an output directory::
     <out>/<benchmark>/<model slug>/predictions.jsonl  # one record per scored unit
     <out>/<benchmark>/<model slug>/config.yaml        # the resolved EvalConfig
 
-``result.json`` follows CLIP_benchmark in spirit (``benchmark, model, task, metrics``)
-and adds ``per_group`` (continent / country / category / question type → n, correct,
-accuracy), ``n``, the benchmark ``config``, the ``predictions_file`` and, for a
-forgetting check, ``baseline`` (the base model's metrics and the delta).
+``result.json`` follows CLIP_benchmark in spirit (``benchmark, model, task, metrics``);
+its other fields are :class:`EvalResult`'s.
 
 ``key`` records everything that decides a result: the model identity (spec plus a
 fingerprint of a local model directory), the data path and a fingerprint of its

@@ -39,10 +39,9 @@ def pick_dtype(dtype: str, device: str) -> Any:
         ) from None
 
 
-def load_vlm(
-    source: str | Path, *, device: str, dtype: Any, train: bool = False
-) -> tuple[Any, Any]:
-    """``(processor, model)`` from a hub id or a directory, the ``from_pretrained`` way."""
+def load_vlm(source: str | Path, *, device: str, dtype: Any) -> tuple[Any, Any]:
+    """``(processor, model)`` from a hub id or a directory, in eval mode (``Trainer`` switches
+    to train mode at every step)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     source = str(source)
@@ -67,9 +66,7 @@ def load_vlm(
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
     except OSError as exc:  # not on the hub, offline, no access
         raise MissingInputError(f"cannot load the VLM {source!r}: {exc}") from exc
-    model.to(device)
-    model.train(train)
-    return processor, model
+    return processor, model.to(device)
 
 
 def render(processor: Any, conversation: list[dict[str, Any]], *, generation_prompt: bool) -> str:

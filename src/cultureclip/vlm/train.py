@@ -145,12 +145,11 @@ class ChatDataset:
         return {"image": load_image(example.image, self.root), "example": example}
 
 
+@dataclass
 class AnswerOnlyCollator:
     """Renders chats with the processor and labels only the assistant turn's tokens."""
 
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
+    processor: Any
 
     def answer_suffix(self, prompt: str, answer: str) -> tuple[str, str]:
         """``(full text, the part of it the loss covers)``."""
@@ -169,20 +168,16 @@ class AnswerOnlyCollator:
         return full, full[start:]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from cultureclip.vlm.chat import n_tokens
+        from cultureclip.vlm.chat import encode, n_tokens
 
+        tokenizer = self.processor.tokenizer
         texts, n_answer = [], []
         for row in rows:
             full, suffix = self.answer_suffix(row["example"].prompt, row["example"].answer)
             texts.append(full)
-            n_answer.append(n_tokens(self.tokenizer, suffix))
-        self.tokenizer.padding_side = "right"
-        batch = self.processor(
-            text=texts,
-            images=[[row["image"]] for row in rows],
-            padding=True,
-            return_tensors="pt",
-        )
+            n_answer.append(n_tokens(tokenizer, suffix))
+        tokenizer.padding_side = "right"
+        batch = encode(self.processor, texts, [row["image"] for row in rows], "cpu")
         labels = batch["input_ids"].clone()
         lengths = batch["attention_mask"].sum(dim=1)
         for row, (length, n) in enumerate(zip(lengths.tolist(), n_answer, strict=True)):
@@ -275,9 +270,7 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     dataset = ChatDataset(examples, root)
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
     precision = _precision(config, on_cuda)
-    processor, model = load_vlm(
-        config.model, device="cpu", dtype=getattr(torch, config.load_dtype), train=True
-    )
+    processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
     model = _prepare_model(config, model)
     out = Path(config.out)
     checkpoints = out / "checkpoints"
