@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
-from cultureclip.core.device import resolve_device
+from cultureclip.core.device import resolve_device, resolve_dtype
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
@@ -43,7 +43,6 @@ from cultureclip.vlm.chat import (
     first_token_ids,
     load_vlm,
     n_tokens,
-    pick_dtype,
     render,
     user_turn,
 )
@@ -65,7 +64,6 @@ class GenerativeSettings(LLMSettings):
     timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("timeout_s", "timeout"))
     mode: str = "generate"
     likelihood_target: str = "letter"
-    device: str | None = None  # type: ignore[assignment]  # None: CUDA when present
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(8, ge=1)
 
@@ -310,7 +308,7 @@ class HFVisionChatModel(GenerativeModel):
         self.max_new_tokens = max_new_tokens
         self.device = resolve_device(device)
         self.processor, self.model = load_vlm(
-            argument, device=self.device, dtype=pick_dtype(dtype, self.device)
+            argument, device=self.device, dtype=resolve_dtype(dtype, self.device)
         )
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation continues every row at the end

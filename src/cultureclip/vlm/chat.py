@@ -25,20 +25,6 @@ def assistant_turn(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-def pick_dtype(dtype: str, device: str) -> Any:
-    """``auto``: bfloat16 on CUDA, float32 elsewhere; or a torch dtype name."""
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return getattr(torch, dtype)
-    except AttributeError:
-        raise InputError(
-            f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16"
-        ) from None
-
-
 def load_vlm(source: str | Path, *, device: str, dtype: Any) -> tuple[Any, Any]:
     """``(processor, model)`` from a hub id or a directory, in eval mode (``Trainer`` switches
     to train mode at every step)."""
