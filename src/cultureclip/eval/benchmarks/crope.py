@@ -30,9 +30,8 @@ from pydantic import Field
 
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
-from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, read_rows
+from cultureclip.eval.benchmarks.source import pick
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import accuracy
 
@@ -59,9 +58,7 @@ class CropeBenchmark(MCQBenchmark):
     Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
 
     def load_items(self) -> ItemSet:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        records, root = read_rows(self.data, self.split, ("crope.json", "crope.jsonl"))
-        records = [apply_columns(record, options.columns) for record in records]
+        records, root = self.rows(("crope.json", "crope.jsonl"))
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
             item_id = str(record.get("id") or f"crope-{index:06d}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, is_hub_layout, read_rows
+from cultureclip.eval.benchmarks.source import is_hub_layout
 from cultureclip.eval.items import ItemSet, read_items
 
 ITEM_FILES = ("items.jsonl", "items.parquet", "items.json")
@@ -37,7 +37,5 @@ class CultureVerseBenchmark(MCQBenchmark):
         ) or (path.is_dir() and any((path / name).is_file() for name in ITEM_FILES))
         if item_format and not (path.is_dir() and is_hub_layout(path)):
             return read_items(path, columns=options.columns)
-        rows, root = read_rows(self.data, self.split, ITEM_FILES)
-        return items_from_rows(
-            [apply_columns(row, options.columns) for row in rows], root, str(self.data)
-        )
+        rows, root = self.rows(ITEM_FILES)
+        return items_from_rows(rows, root, str(self.data))

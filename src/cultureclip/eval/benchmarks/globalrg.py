@@ -35,9 +35,8 @@ from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions, seeded_rng
 from cultureclip.eval.benchmarks.features import TextFeatureCache, image_key
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
-from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, read_rows
+from cultureclip.eval.benchmarks.source import pick
 from cultureclip.eval.items import ItemSet
 
 IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
@@ -83,13 +82,6 @@ class RetrievalOptions(_ProtocolOptions):
 
 
 class _GlobalRGBenchmark(MCQBenchmark):
-    preferred_files: ClassVar[tuple[str, ...]] = ()
-
-    def raw_records(self) -> tuple[list[dict[str, Any]], Path]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        rows, root = read_rows(self.data, self.split, self.preferred_files)
-        return [apply_columns(row, options.columns) for row in rows], root
-
     def _base(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
         if "_error" in record:
             raise InputError(str(record["_error"]))
@@ -112,11 +104,10 @@ class _GlobalRGBenchmark(MCQBenchmark):
 class GlobalRGGrounding(_GlobalRGBenchmark):
     name = "globalrg-grounding"
     Options: ClassVar[type[BenchmarkOptions]] = GroundingOptions
-    preferred_files = ("grounding.json", "grounding.jsonl", "annotations.json")
 
     def load_items(self) -> ItemSet:
         options: GroundingOptions = self.options  # type: ignore[assignment]
-        records, root = self.raw_records()
+        records, root = self.rows(("grounding.json", "grounding.jsonl", "annotations.json"))
         rows: list[dict[str, Any]] = []
         concepts_by_region: dict[str, set[str]] = defaultdict(set)
         parsed = []
@@ -169,7 +160,6 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
 class GlobalRGRetrieval(_GlobalRGBenchmark):
     name = "globalrg-retrieval"
     Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
-    preferred_files = ("retrieval.json", "retrieval.jsonl", "annotations.json")
 
     def run(self, model: Any, *, work_dir: Path | None = None, progress: bool = True) -> Any:
         output = super().run(model, work_dir=work_dir, progress=progress)
@@ -215,7 +205,7 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
 
     def load_items(self) -> ItemSet:
         options: RetrievalOptions = self.options  # type: ignore[assignment]
-        records, root = self.raw_records()
+        records, root = self.rows(("retrieval.json", "retrieval.jsonl", "annotations.json"))
         rows: list[dict[str, Any]] = []
         parsed = []
         for index, record in enumerate(records):

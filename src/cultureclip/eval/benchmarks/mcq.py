@@ -32,6 +32,7 @@ from cultureclip.eval.benchmarks.features import (
     embed_images,
     image_key,
 )
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
@@ -86,6 +87,12 @@ class MCQBenchmark(Benchmark):
             raise InputError(
                 f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
             )
+
+    def rows(self, preferred: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
+        """The data's rows with ``columns`` applied, and the folder image paths start from."""
+        options: MCQOptions = self.options  # type: ignore[assignment]
+        rows, root = read_rows(self.data, self.split, preferred)
+        return [apply_columns(row, options.columns) for row in rows], root
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""

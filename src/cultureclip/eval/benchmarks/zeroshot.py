@@ -32,9 +32,14 @@ from pydantic import Field
 from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
+from cultureclip.eval.benchmarks.source import (
+    find_annotation_file,
+    is_hub_layout,
+    pick,
+    read_records,
+    read_rows,
+)
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
