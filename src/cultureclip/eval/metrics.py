@@ -14,6 +14,7 @@ Conventions (documented in ``docs/eval.md``):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,6 +98,25 @@ def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bo
 def accuracy(correct: Sequence[bool]) -> float:
     """Percentage of true values (0.0 for an empty list)."""
     return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
+
+
+def role_accuracy(
+    predictions: Sequence[Mapping[str, Any]], roles: Sequence[str]
+) -> dict[str, float]:
+    """``accuracy``, ``{role}_accuracy`` per role and ``both_accuracy``: the share of groups
+    (records sharing a ``group_id``: a CROPE item, a twin pair) whose every record is right."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for record in predictions:
+        groups[record["group_id"]].append(bool(record["correct"]))
+    by_role = {
+        f"{role}_accuracy": accuracy([p["correct"] for p in predictions if p.get("role") == role])
+        for role in roles
+    }
+    return {
+        "accuracy": accuracy([p["correct"] for p in predictions]),
+        **by_role,
+        "both_accuracy": accuracy([all(flags) for flags in groups.values()]),
+    }
 
 
 def bootstrap_ci(

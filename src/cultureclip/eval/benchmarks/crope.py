@@ -33,7 +33,7 @@ from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import pick
 from cultureclip.eval.items import ItemSet
-from cultureclip.eval.metrics import accuracy
+from cultureclip.eval.metrics import role_accuracy
 
 IMAGE_KEYS = ("image", "image_path", "img")
 ASKED_KEYS = ("concept", "definition_concept", "query_concept", "question_concept")
@@ -98,16 +98,8 @@ class CropeBenchmark(MCQBenchmark):
         return items_from_rows(rows, root, self.name)
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
-        main = [p["correct"] for p in predictions if p.get("role") == "main"]
-        definition = [p["correct"] for p in predictions if p.get("role") == "definition"]
-        by_item: dict[str, bool] = {}
-        for p in predictions:
-            by_item[p["group_id"]] = by_item.get(p["group_id"], True) and bool(p["correct"])
         options: CropeOptions = self.options  # type: ignore[assignment]
-        pooled = main + definition
-        return {
-            "accuracy": accuracy(pooled if options.protocol == "authors" else main),
-            "main_accuracy": accuracy(main),
-            "definition_accuracy": accuracy(definition),
-            "both_accuracy": accuracy(list(by_item.values())),
-        }
+        metrics = role_accuracy(predictions, ("main", "definition"))  # accuracy pools both roles
+        if options.protocol == "cultureclip":
+            metrics["accuracy"] = metrics["main_accuracy"]
+        return metrics

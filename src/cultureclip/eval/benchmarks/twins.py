@@ -21,7 +21,7 @@ from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, B
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import load_image
-from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decision
+from cultureclip.eval.metrics import group_accuracy, mcq_decision, role_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
 
@@ -111,17 +111,8 @@ class TwinBenchmark(Benchmark):
                         **fields,
                     }
                 )
-        pairs: dict[str, bool] = {}
-        for p in predictions:
-            pairs[p["group_id"]] = pairs.get(p["group_id"], True) and p["correct"]
-        metrics = {
-            "accuracy": accuracy([p["correct"] for p in predictions]),
-            "pos_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "pos"]),
-            "neg_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "neg"]),
-            "both_accuracy": accuracy(list(pairs.values())),
-        }
         return BenchmarkOutput(
-            metrics=metrics,
+            metrics=role_accuracy(predictions, ("pos", "neg")),
             predictions=predictions,
             per_group=group_accuracy(predictions),
             n=len(predictions),
