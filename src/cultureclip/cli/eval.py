@@ -12,6 +12,7 @@ from cultureclip.cli.common import (
     OverrideOption,
     PresetOption,
     console,
+    print_table,
     stage_config,
     switch,
     user_errors,
@@ -172,14 +173,9 @@ def build_command(
 
 def benchmarks_command() -> None:
     """List the registered benchmarks."""
-    from rich.table import Table
-
     from cultureclip.eval.benchmarks import BENCHMARKS
 
-    table = Table("benchmark", "description", title="benchmarks")
-    for name, description in BENCHMARKS.describe().items():
-        table.add_row(name, description)
-    console.print(table)
+    print_table("benchmarks", ("benchmark", "description"), BENCHMARKS.describe().items())
 
 
 def _run_suite(
