@@ -181,14 +181,16 @@ def setup_progress() -> None:
         set_sink(_SINK)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A rich table of plain cells on stderr (listings and summaries)."""
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], out: Console = console
+) -> None:
+    """A rich table of plain cells, on stderr unless ``out`` says otherwise."""
     from rich.table import Table
 
     table = Table(*columns, title=title)
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    out.print(table)
 
 
 def fail(message: str) -> None:

@@ -230,15 +230,13 @@ def _run_suite(
 
 
 def _print_result(result: EvalResult) -> None:
-    from rich.table import Table
-
-    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")
+    rows = []
     for key, value in result.metrics.items():
         delta = ""
         if result.baseline is not None and key in result.baseline.delta:
             delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"
-        table.add_row(key, f"{value:.2f}{delta}")
-    console.print(table)
+        rows.append((key, f"{value:.2f}{delta}"))
+    print_table(f"{result.benchmark} · {result.model} · n={result.n}", ("metric", "value"), rows)
     if result.reused:
         console.print(
             "reused the stored result (same model, data fingerprint, split, options and "
