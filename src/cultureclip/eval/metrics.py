@@ -81,18 +81,23 @@ def retrieval_metrics(
     return metrics
 
 
-def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
-    """Prediction and correctness of one multiple-choice item under pessimistic ties.
+def mcq_decisions(scores: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
+    """Predictions and correctness of ``[items, options]`` scores under pessimistic ties.
 
-    The item is correct only if the answer's score is strictly above every other option's;
-    otherwise the prediction is the best *other* option.
+    An item is correct only if its answer's score is strictly above every other option's;
+    otherwise the prediction is the best *other* option (padding options score ``-inf``).
     """
+    answer_scores = scores.gather(1, answers[:, None]).squeeze(1)
+    others = scores.scatter(1, answers[:, None], float("-inf"))
+    correct = answer_scores > others.max(dim=1).values
+    return torch.where(correct, answers, others.argmax(dim=1)), correct
+
+
+def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
+    """:func:`mcq_decisions` of one item."""
     values = torch.as_tensor(scores, dtype=torch.float64)
-    others = values.clone()
-    others[answer] = float("-inf")
-    best_other = int(torch.argmax(others))
-    correct = bool(values[answer] > values[best_other]) if len(values) > 1 else True
-    return (answer if correct else best_other), correct
+    predicted, correct = mcq_decisions(values[None], torch.tensor([answer]))
+    return int(predicted[0]), bool(correct[0])
 
 
 def accuracy(correct: Sequence[bool]) -> float:

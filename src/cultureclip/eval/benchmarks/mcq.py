@@ -35,7 +35,7 @@ from cultureclip.eval.benchmarks.features import (
 from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
-from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy, mcq_decisions
 from cultureclip.models.base import VisionLanguageModel
 
 
@@ -219,13 +219,7 @@ class MCQBenchmark(Benchmark):
         scores = scale * torch.einsum("nd,nkd->nk", images, text_features[option_ids])
         scores = scores.masked_fill(~valid, float("-inf")).double()
         probs = torch.softmax(scores, dim=1)
-        answers = torch.tensor([item.answer for item in items])
-        answer_scores = scores.gather(1, answers[:, None]).squeeze(1)
-        others = scores.scatter(1, answers[:, None], float("-inf"))
-        best_other = others.argmax(dim=1)
-        # pessimistic ties: right only when strictly above every other option (see metrics)
-        correct = answer_scores > others.max(dim=1).values
-        predicted = torch.where(correct, answers, best_other)
+        predicted, correct = mcq_decisions(scores, torch.tensor([item.answer for item in items]))
         return [
             self._record(
                 item,
