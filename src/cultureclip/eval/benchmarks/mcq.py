@@ -124,12 +124,12 @@ class MCQBenchmark(Benchmark):
         unreadable: list[str] = []
         if isinstance(model, VisionLanguageModel):
             predictions = self._run_contrastive(model, item_set, progress, unreadable)
-        else:
-            if not isinstance(model, GenerativeModel):
-                raise TypeError(
-                    f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
-                )
+        elif isinstance(model, GenerativeModel):
             predictions = self._run_generative(model, item_set, work_dir, progress, unreadable)
+        else:
+            raise TypeError(
+                f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
+            )
         if not predictions:
             raise InputError(
                 f"benchmark {self.name!r}: no item of {self.data} has a readable image"

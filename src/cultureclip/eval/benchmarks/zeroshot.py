@@ -175,16 +175,15 @@ class ZeroShotBenchmark(Benchmark):
             failed=failed,
         )
         skipped = list(self.skipped)
-        if failed:
-            for key, error in failed.items():
-                name = images[int(key)] if isinstance(images[int(key)], str) else f"row {key}"
-                skipped.append(f"{name}: unreadable image: {error}")
-            keep = [i for i in range(len(images)) if str(i) not in failed]
-            if not keep:
-                raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
-            images = [images[i] for i in keep]
-            labels = [labels[i] for i in keep]
-            keys = [str(i) for i in keep]
+        for key, error in failed.items():
+            name = images[int(key)] if isinstance(images[int(key)], str) else f"row {key}"
+            skipped.append(f"{name}: unreadable image: {error}")
+        keep = [i for i in range(len(images)) if str(i) not in failed]
+        if not keep:
+            raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
+        images = [images[i] for i in keep]
+        labels = [labels[i] for i in keep]
+        keys = [str(i) for i in keep]
         logits = torch.stack([features[k] for k in keys]) @ weights.T
         ranks = best_correct_rank(logits, [[label] for label in labels])
         predictions = [
