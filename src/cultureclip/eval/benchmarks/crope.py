@@ -56,6 +56,7 @@ class CropeOptions(MCQOptions):
 class CropeBenchmark(MCQBenchmark):
     name = "crope"
     Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
+    options: CropeOptions
 
     def load_items(self) -> ItemSet:
         records, root = self.rows(("crope.json", "crope.jsonl"))
@@ -98,8 +99,7 @@ class CropeBenchmark(MCQBenchmark):
         return items_from_rows(rows, root, self.name)
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
-        options: CropeOptions = self.options  # type: ignore[assignment]
         metrics = role_accuracy(predictions, ("main", "definition"))  # accuracy pools both roles
-        if options.protocol == "cultureclip":
+        if self.options.protocol == "cultureclip":
             metrics["accuracy"] = metrics["main_accuracy"]
         return metrics

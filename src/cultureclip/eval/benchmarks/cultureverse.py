@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import is_hub_layout
 from cultureclip.eval.items import ItemSet, read_items
@@ -30,12 +30,11 @@ class CultureVerseBenchmark(MCQBenchmark):
     name = "cultureverse"
 
     def load_items(self) -> ItemSet:
-        options: MCQOptions = self.options  # type: ignore[assignment]
         path = Path(str(self.data))
         item_format = (
             path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".parquet")
         ) or (path.is_dir() and any((path / name).is_file() for name in ITEM_FILES))
         if item_format and not (path.is_dir() and is_hub_layout(path)):
-            return read_items(path, columns=options.columns)
+            return read_items(path, columns=self.options.columns)
         rows, root = self.rows(ITEM_FILES)
         return items_from_rows(rows, root, str(self.data))

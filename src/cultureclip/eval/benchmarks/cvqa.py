@@ -62,12 +62,12 @@ def country_code(name: str) -> str:
 class CVQABenchmark(MCQBenchmark):
     name = "cvqa"
     Options: ClassVar[type[BenchmarkOptions]] = CVQAOptions
+    options: CVQAOptions
     group_keys: ClassVar[tuple[str, ...]] = (*GROUP_KEYS, "language")
 
     def load_items(self) -> ItemSet:
-        options: CVQAOptions = self.options  # type: ignore[assignment]
         records, root = self.rows(("cvqa.parquet", "test.parquet"))
-        english = options.language == "english"
+        english = self.options.language == "english"
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
             item_id = str(record.get("ID") or record.get("id") or f"cvqa-{index:06d}")

@@ -62,6 +62,7 @@ class MCQBenchmark(Benchmark):
 
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
+    options: MCQOptions
     #: the fields results are grouped by (``language`` too for multilingual sets)
     group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 
@@ -90,17 +91,15 @@ class MCQBenchmark(Benchmark):
 
     def rows(self, preferred: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
         """The data's rows with ``columns`` applied, and the folder image paths start from."""
-        options: MCQOptions = self.options  # type: ignore[assignment]
         rows, root = read_rows(self.data, self.split, preferred)
-        return [apply_columns(row, options.columns) for row in rows], root
+        return [apply_columns(row, self.options.columns) for row in rows], root
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""
         return {"accuracy": accuracy([p["correct"] for p in predictions])}
 
     def option_texts(self, item: MCQItem) -> list[str]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        template = options.templates.get(item.question_type)
+        template = self.options.templates.get(item.question_type)
         if template is None:
             raise InputError(
                 f"no template for question type {item.question_type!r}; set templates.{item.question_type}"
@@ -238,12 +237,11 @@ class MCQBenchmark(Benchmark):
         progress: bool,
         unreadable: list[str],
     ) -> list[dict[str, Any]]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
         # Resume: answered items are kept; failed ones are asked again.
         answers = AnswerStore(work_dir, model, self.name, self.options)
         done = answers.reused(item_set.items)
         todo = [item for item in item_set.items if item.id not in done]
-        chunks = list(batched(todo, options.chunk_size))
+        chunks = list(batched(todo, self.options.chunk_size))
         for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
             prompts, asked = [], []
             for i in chunk:

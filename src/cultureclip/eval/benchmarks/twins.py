@@ -38,6 +38,7 @@ class TwinBenchmark(Benchmark):
     name = "twins"
     task = "twin_accuracy"
     Options: ClassVar[type[BenchmarkOptions]] = TwinOptions
+    options: TwinOptions
 
     def __init__(
         self, data: str | Path | CulTwinLoad, *, split: str | None = None, **options: Any
@@ -58,7 +59,6 @@ class TwinBenchmark(Benchmark):
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("twin accuracy scores contrastive models only")
-        options: TwinOptions = self.options  # type: ignore[assignment]
         self.prepare()
         load = self._load
         assert load is not None
@@ -73,7 +73,7 @@ class TwinBenchmark(Benchmark):
             model,
             list(images),
             lambda key: load_image(str(images[key])),
-            batch_size=options.batch_size,
+            batch_size=self.options.batch_size,
             progress=progress,
             description="twins: images",
             failed=failed,
@@ -92,8 +92,8 @@ class TwinBenchmark(Benchmark):
         for record in records:
             fields = {"country": record.country, "category": record.category}
             texts = [
-                options.template.format(concept=record.pos_concept, **fields),
-                options.template.format(concept=record.neg_concept, **fields),
+                self.options.template.format(concept=record.pos_concept, **fields),
+                self.options.template.format(concept=record.neg_concept, **fields),
             ]
             text_features = cache.encode(texts)
             for answer, side in enumerate(("pos", "neg")):

@@ -78,6 +78,7 @@ class ZeroShotBenchmark(Benchmark):
     name = "zeroshot"
     task = "zeroshot_classification"
     Options: ClassVar[type[BenchmarkOptions]] = ZeroShotOptions
+    options: ZeroShotOptions
 
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
         """Images, label indices, class names and the image root (skips in ``self.skipped``)."""
@@ -152,15 +153,14 @@ class ZeroShotBenchmark(Benchmark):
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("zero-shot classification scores contrastive models only")
-        options: ZeroShotOptions = self.options  # type: ignore[assignment]
         self.prepare()
         images, labels, classnames, root = self._loaded
         # Every class's prompts in one pass: a tower call per class is mostly overhead.
-        prompts = [t.format(c=name) for name in classnames for t in options.templates]
+        prompts = [t.format(c=name) for name in classnames for t in self.options.templates]
         per_class = (
             TextFeatureCache(model)
             .encode(prompts)
-            .view(len(classnames), len(options.templates), -1)
+            .view(len(classnames), len(self.options.templates), -1)
         )
         weights = torch.nn.functional.normalize(per_class.mean(dim=1), dim=-1)
         keys = [str(i) for i in range(len(images))]
@@ -169,7 +169,7 @@ class ZeroShotBenchmark(Benchmark):
             model,
             keys,
             lambda key: load_image(images[int(key)], root),
-            batch_size=options.batch_size,
+            batch_size=self.options.batch_size,
             progress=progress,
             description="zeroshot: images",
             failed=failed,
