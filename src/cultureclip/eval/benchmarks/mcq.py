@@ -141,20 +141,17 @@ class MCQBenchmark(Benchmark):
             metrics["n_unparsed"] = float(
                 sum(p.get("error") is None and p["prediction"] == -1 for p in predictions)
             )
+        # chance: the expected accuracy of a uniform guess over each scored item's options
+        widths = {item.id: len(item.options) for item in item_set.items}
+        chance = 100.0 * sum(1.0 / widths[p["id"]] for p in predictions) / len(predictions)
         return BenchmarkOutput(
             metrics=metrics,
             predictions=predictions,
             per_group=group_accuracy(predictions, keys=self.group_keys),
             n=len(predictions),
             skipped=[str(bad) for bad in item_set.errors] + unreadable,
-            chance=self.chance(item_set, predictions),
+            chance=round(chance, 4),
         )
-
-    def chance(self, item_set: ItemSet, predictions: list[dict[str, Any]]) -> float | None:
-        """Expected accuracy of a uniform guess over each scored item's options (percent)."""
-        widths = {item.id: len(item.options) for item in item_set.items}
-        scored = [widths[p["id"]] for p in predictions if p["id"] in widths]
-        return round(100.0 * sum(1.0 / w for w in scored) / len(scored), 4) if scored else None
 
     def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
         record = {
