@@ -151,11 +151,11 @@ def index_command(
             overwrite=overwrite,
             log=lambda message: console.print(f"[yellow]warning:[/] {message}"),
         )
+    seconds = summary.timings["images_s"] + summary.timings["texts_s"]
     if not summary.finalized:
         console.print(
             f"[green]shard {cfg.shard or 'from RANK/WORLD_SIZE'} done[/] "
-            f"({summary.timings['images_s'] + summary.timings['texts_s']:.1f}s); "
-            f"rank 0 writes the index"
+            f"({seconds:.1f}s); rank 0 writes the index"
         )
         return
     resumed = f", {summary.resumed_chunks} chunk(s) reused" if summary.resumed_chunks else ""
@@ -164,8 +164,7 @@ def index_command(
         failed += f", {len(summary.downscaled)} over max_pixels indexed downscaled"
     console.print(
         f"[green]indexed[/] {summary.n_images} images and {summary.n_texts} texts "
-        f"in {summary.timings['images_s'] + summary.timings['texts_s']:.1f}s{resumed}{failed} "
-        f"→ {summary.out}"
+        f"in {seconds:.1f}s{resumed}{failed} → {summary.out}"
     )
 
 
