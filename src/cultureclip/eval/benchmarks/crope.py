@@ -62,7 +62,7 @@ class CropeBenchmark(MCQBenchmark):
         records, root = self.rows(("crope.json", "crope.jsonl"))
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
-            item_id = str(record.get("id") or f"crope-{index:06d}")
+            item_id = self.record_id(record, index)
             if str(record.get("answer", "")).strip().lower() != "no":
                 continue
             try:

@@ -70,7 +70,7 @@ class CVQABenchmark(MCQBenchmark):
         english = self.options.language == "english"
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
-            item_id = str(record.get("ID") or record.get("id") or f"cvqa-{index:06d}")
+            item_id = self.record_id(record, index, ("ID", "id"))
             if "_error" in record:
                 rows.append({"id": item_id, "_error": record["_error"]})
                 continue

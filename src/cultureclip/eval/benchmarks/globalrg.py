@@ -86,9 +86,8 @@ class _GlobalRGBenchmark(MCQBenchmark):
         if "_error" in record:
             raise InputError(str(record["_error"]))
         region = str(pick(record, REGION_KEYS, "region"))
-        record_id = record.get("id") or record.get("u_id") or record.get("image_id")
         return {
-            "id": str(record_id or f"{self.name}-{index:06d}"),
+            "id": self.record_id(record, index, ("id", "u_id", "image_id")),
             "image": pick(record, IMAGE_KEYS, "image"),
             "country": region,
             "region": region,
@@ -116,9 +115,7 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
                 base = self._base(index, record)
                 concept = str(pick(record, ("concept", "keyword", "label", "name"), "concept"))
             except ValueError as exc:
-                rows.append(
-                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
-                )
+                rows.append({"id": self.record_id(record, index), "_error": str(exc)})
                 continue
             if self.options.use_boxes:
                 box = next(
@@ -214,9 +211,7 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
                 base = self._base(index, record)
                 universal = str(pick(record, ("universal", "concept", "category"), "universal"))
             except ValueError as exc:
-                rows.append(
-                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
-                )
+                rows.append({"id": self.record_id(record, index), "_error": str(exc)})
                 continue
             parsed.append((base, universal))
         regions = sorted({base["region"] for base, _ in parsed})

@@ -94,6 +94,11 @@ class MCQBenchmark(Benchmark):
         rows, root = read_rows(self.data, self.split, preferred)
         return [apply_columns(row, self.options.columns) for row in rows], root
 
+    def record_id(self, record: dict[str, Any], index: int, keys: Sequence[str] = ("id",)) -> str:
+        """The record's own id (the first of ``keys`` it has), else ``{name}-{index:06d}``."""
+        found = next((record[key] for key in keys if record.get(key)), None)
+        return str(found or f"{self.name}-{index:06d}")
+
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""
         return {"accuracy": accuracy([p["correct"] for p in predictions])}
