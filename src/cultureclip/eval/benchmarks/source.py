@@ -179,7 +179,7 @@ def _undecoded_features(features: Any) -> Any:
 def load_dataset_rows(
     source: str, split: str | None, *, local: bool, label_names: bool = False
 ) -> list[dict[str, Any]]:
-    """Rows of ``datasets.load_dataset(source, split=…)`` with images kept as original bytes.
+    """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``).
 
     With ``label_names``, ``ClassLabel`` columns give the class name instead of its index
     (zero-shot classification needs the names).
@@ -206,18 +206,12 @@ def load_dataset_rows(
     undecoded = _undecoded_features(dataset.features)
     if undecoded != dataset.features:  # keep the encoded bytes: no decode, no PNG re-encode
         dataset = dataset.cast(undecoded)
-    names = {
-        key: feature.names
-        for key, feature in dataset.features.items()
-        if label_names and isinstance(feature, datasets.ClassLabel)
-    }
-    rows = []
-    for row in dataset:
-        cells = {key: image_cell(value) for key, value in row.items()}
-        for key, classes in names.items():
-            if isinstance(cells.get(key), int) and 0 <= cells[key] < len(classes):
-                cells[key] = classes[cells[key]]
-        rows.append(cells)
+    rows = list(dataset)
+    for key, feature in dataset.features.items():
+        if label_names and isinstance(feature, datasets.ClassLabel):
+            for row in rows:
+                if isinstance(row[key], int) and 0 <= row[key] < len(feature.names):
+                    row[key] = feature.names[row[key]]
     return rows
 
 
@@ -240,16 +234,20 @@ def read_rows(
     if path.exists():
         own_file = any((path / name).is_file() for name in preferred)
         if path.is_dir() and not own_file and is_hub_layout(path):
-            return load_dataset_rows(str(path), split, local=True, label_names=label_names), path
-        file = find_annotation_file(path, preferred) if path.is_dir() else path
-        rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
-        return [{key: image_cell(value) for key, value in row.items()} for row in rows], file.parent
-    if looks_like_local_path(text):
+            rows = load_dataset_rows(str(path), split, local=True, label_names=label_names)
+            root = path
+        else:
+            file = find_annotation_file(path, preferred) if path.is_dir() else path
+            rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
+            root = file.parent
+    elif looks_like_local_path(text):
         raise MissingInputError(
             f"benchmark data not found: {text} (it looks like a local path, so it was not "
             "tried as a hub dataset name)"
         )
-    return load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+    else:
+        rows, root = load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+    return [{key: image_cell(value) for key, value in row.items()} for row in rows], root
 
 
 def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
