@@ -100,17 +100,15 @@ class ZeroShotBenchmark(Benchmark):
         classnames = _read_classnames(file.parent)
         if classnames is None:
             classnames = sorted({str(label) for label in raw})
-            labels = [classnames.index(str(label)) for label in raw]
-        else:
-            labels = []
-            for label in raw:
-                text = str(label)
-                if text in classnames:
-                    labels.append(classnames.index(text))
-                elif text.lstrip("-").isdigit() and 0 <= int(text) < len(classnames):
-                    labels.append(int(text))
-                else:
-                    raise InputError(f"label {label!r} in {file} is not in classnames.txt")
+        labels = []
+        for label in raw:  # a class name, or with classnames.txt also an index into it
+            text = str(label)
+            if text in classnames:
+                labels.append(classnames.index(text))
+            elif text.lstrip("-").isdigit() and 0 <= int(text) < len(classnames):
+                labels.append(int(text))
+            else:
+                raise InputError(f"label {label!r} in {file} is not in classnames.txt")
         return images, labels, classnames, file.parent
 
     def _load_folder(self, path: Path) -> tuple[list[str | bytes], list[int], list[str], Path]:
