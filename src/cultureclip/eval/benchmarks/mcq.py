@@ -58,8 +58,6 @@ class MCQOptions(BenchmarkOptions):
 
 
 class MCQBenchmark(Benchmark):
-    """A benchmark whose data are multiple-choice items."""
-
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
     options: MCQOptions
