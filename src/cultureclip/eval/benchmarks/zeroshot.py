@@ -161,28 +161,26 @@ class ZeroShotBenchmark(Benchmark):
             .view(len(classnames), len(self.options.templates), -1)
         )
         weights = torch.nn.functional.normalize(per_class.mean(dim=1), dim=-1)
-        keys = [str(i) for i in range(len(images))]
-        failed: dict[str, str] = {}
+        failed: dict[int, str] = {}
         features = embed_images(
             model,
-            keys,
-            lambda key: load_image(images[int(key)], root),
+            range(len(images)),
+            lambda index: load_image(images[index], root),
             batch_size=self.options.batch_size,
             progress=progress,
             description="zeroshot: images",
             failed=failed,
         )
         skipped = list(self.skipped)
-        for key, error in failed.items():
-            name = images[int(key)] if isinstance(images[int(key)], str) else f"row {key}"
+        for index, error in failed.items():
+            name = images[index] if isinstance(images[index], str) else f"row {index}"
             skipped.append(f"{name}: unreadable image: {error}")
-        keep = [i for i in range(len(images)) if str(i) not in failed]
+        keep = [i for i in range(len(images)) if i not in failed]
         if not keep:
             raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
+        logits = torch.stack([features[i] for i in keep]) @ weights.T
         images = [images[i] for i in keep]
         labels = [labels[i] for i in keep]
-        keys = [str(i) for i in keep]
-        logits = torch.stack([features[k] for k in keys]) @ weights.T
         ranks = best_correct_rank(logits, [[label] for label in labels])
         predictions = [
             {
