@@ -113,15 +113,12 @@ def role_accuracy(
     groups: dict[str, list[bool]] = defaultdict(list)
     for record in predictions:
         groups[record["group_id"]].append(bool(record["correct"]))
-    by_role = {
-        f"{role}_accuracy": accuracy([p["correct"] for p in predictions if p.get("role") == role])
-        for role in roles
-    }
-    return {
-        "accuracy": accuracy([p["correct"] for p in predictions]),
-        **by_role,
-        "both_accuracy": accuracy([all(flags) for flags in groups.values()]),
-    }
+    metrics = {"accuracy": accuracy([p["correct"] for p in predictions])}
+    for role in roles:
+        in_role = [p["correct"] for p in predictions if p.get("role") == role]
+        metrics[f"{role}_accuracy"] = accuracy(in_role)
+    metrics["both_accuracy"] = accuracy([all(flags) for flags in groups.values()])
+    return metrics
 
 
 def bootstrap_ci(
