@@ -3,7 +3,7 @@
 Writes a local folder in the exact hub layout (``README.md`` with ``dataset_info`` and
 ``data/test-00000-of-00001.parquet`` with a ``datasets.Image`` column) holding ``--images``
 640×480 JPEGs, then loads it the way ``cultureclip eval`` does
-(``cultureclip.eval.benchmarks.source.load_dataset_rows``: ``Image(decode=False)``, bytes
+(``cultureclip.eval.benchmarks.source.read_rows``: ``Image(decode=False)``, bytes
 kept) and the way it did before (``load_dataset`` decoding every image to PIL, converted to
 RGB and re-encoded as PNG in memory). Prints the MB held and the seconds of each.
 
@@ -55,14 +55,14 @@ def main() -> None:
     args = parser.parse_args()
     import datasets
 
-    from cultureclip.eval.benchmarks.source import load_dataset_rows
+    from cultureclip.eval.benchmarks.source import read_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "hub"
         write_folder(root, args.images)
         on_disk = sum(p.stat().st_size for p in (root / "data").iterdir()) / 1e6
         started = time.perf_counter()
-        kept = [row["image"] for row in load_dataset_rows(str(root), "test", local=True)]
+        kept = [row["image"] for row in read_rows(str(root), "test")[0]]
         now = time.perf_counter() - started
         started = time.perf_counter()
         before = []

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,6 +179,18 @@ def setup_progress() -> None:
     if console.is_terminal:
         _SINK = RichSink()
         set_sink(_SINK)
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], out: Console = console
+) -> None:
+    """A rich table of plain cells, on stderr unless ``out`` says otherwise."""
+    from rich.table import Table
+
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def fail(message: str) -> None:

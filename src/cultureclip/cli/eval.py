@@ -12,6 +12,7 @@ from cultureclip.cli.common import (
     OverrideOption,
     PresetOption,
     console,
+    print_table,
     stage_config,
     switch,
     user_errors,
@@ -82,7 +83,37 @@ def eval_command(
                     "drop --benchmark/--data/--set/--config/--preset (or write your own "
                     "suite .yaml)"
                 )
-            _run_suite(suite, model or [], out, report, model_name, overwrite, device, baseline)
+            from cultureclip.eval.api import load_suite, run_suite
+
+            if not model:
+                raise InputError("--suite needs at least one --model")
+            loaded = load_suite(suite)
+            if model_name and len(model) > 1:
+                raise InputError("--model-name names a single --model")
+            console.print(
+                f"suite [bold]{loaded.name}[/]: {len(loaded.benchmarks)} benchmark(s) × "
+                f"{len(model)} model(s)"
+            )
+            done = run_suite(
+                loaded,
+                model,
+                out_dir=out or "runs/eval",
+                model_names=[model_name] if model_name else None,
+                report_dir=report,
+                overwrite=overwrite,
+                device=device,
+                progress=True,
+                on_result=_print_suite_result,
+                baseline=baseline,
+            )
+            console.print(
+                f"{len(done.computed)} computed, {len(done.reused)} reused, {len(done.failed)} failed"
+            )
+            if done.report:
+                console.print(f"report written to [bold]{done.report}[/]")
+                typer.echo(done.report)
+            if done.failed:
+                raise typer.Exit(1)
             return
         from cultureclip.eval.api import EvalConfig, run
 
@@ -172,77 +203,28 @@ def build_command(
 
 def benchmarks_command() -> None:
     """List the registered benchmarks."""
-    from rich.table import Table
-
     from cultureclip.eval.benchmarks import BENCHMARKS
 
-    table = Table("benchmark", "description", title="benchmarks")
-    for name, description in BENCHMARKS.describe().items():
-        table.add_row(name, description)
-    console.print(table)
+    print_table("benchmarks", ("benchmark", "description"), BENCHMARKS.describe().items())
 
 
-def _run_suite(
-    suite: str,
-    models: list[str],
-    out: str | None,
-    report: str | None,
-    model_name: str | None,
-    overwrite: bool,
-    device: str | None,
-    baseline: str | None = None,
-) -> None:
-    from cultureclip.eval.api import load_suite, run_suite
-
-    if not models:
-        raise InputError("--suite needs at least one --model")
-    loaded = load_suite(suite)
-    if model_name and len(models) > 1:
-        raise InputError("--model-name names a single --model")
-    console.print(
-        f"suite [bold]{loaded.name}[/]: {len(loaded.benchmarks)} benchmark(s) × {len(models)} model(s)"
-    )
-
-    def said(shown: str, outcome: EvalResult | Exception) -> None:
-        if isinstance(outcome, Exception):
-            console.print(f"[red]failed[/] {shown}: {outcome}")
-            return
-        main = next(iter(outcome.metrics.items()), ("", float("nan")))
-        how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"
-        console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
-
-    run = run_suite(
-        loaded,
-        models,
-        out_dir=out or "runs/eval",
-        model_names=[model_name] if model_name else None,
-        report_dir=report,
-        overwrite=overwrite,
-        device=device,
-        progress=True,
-        on_result=said,
-        baseline=baseline,
-    )
-    console.print(
-        f"{len(run.computed)} computed, {len(run.reused)} reused, {len(run.failed)} failed"
-    )
-    if run.report:
-        console.print(f"report written to [bold]{run.report}[/]")
-        typer.echo(run.report)
-    if run.failed:
-        raise typer.Exit(1)
+def _print_suite_result(shown: str, outcome: EvalResult | Exception) -> None:
+    if isinstance(outcome, Exception):
+        console.print(f"[red]failed[/] {shown}: {outcome}")
+        return
+    main = next(iter(outcome.metrics.items()), ("", float("nan")))
+    how = "reused" if outcome.reused else f"{outcome.seconds:.1f}s"
+    console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
 
 
 def _print_result(result: EvalResult) -> None:
-    from rich.table import Table
-
-    table = Table("metric", "value", title=f"{result.benchmark} · {result.model} · n={result.n}")
+    rows = []
     for key, value in result.metrics.items():
         delta = ""
         if result.baseline is not None and key in result.baseline.delta:
             delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"
-        table.add_row(key, f"{value:.2f}{delta}")
-    console.print(table)
+        rows.append((key, f"{value:.2f}{delta}"))
+    print_table(f"{result.benchmark} · {result.model} · n={result.n}", ("metric", "value"), rows)
     if result.reused:
         console.print(
             "reused the stored result (same model, data fingerprint, split, options and "

@@ -40,15 +40,10 @@ def _setup(
 @app.command()
 def models() -> None:
     """List the registered model backends."""
-    from rich.table import Table
-
-    from cultureclip.cli.common import console
+    from cultureclip.cli.common import print_table
     from cultureclip.models.registry import list_models
 
-    table = Table("backend", "description", title="model backends")
-    for name, description in list_models().items():
-        table.add_row(name, description)
-    console.print(table)
+    print_table("model backends", ("backend", "description"), list_models().items())
 
 
 @app.command()

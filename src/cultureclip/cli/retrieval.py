@@ -17,6 +17,7 @@ from cultureclip.cli.common import (
     PresetOption,
     console,
     fail,
+    print_table,
     stage_config,
     switch,
     user_errors,
@@ -150,11 +151,11 @@ def index_command(
             overwrite=overwrite,
             log=lambda message: console.print(f"[yellow]warning:[/] {message}"),
         )
+    seconds = summary.timings["images_s"] + summary.timings["texts_s"]
     if not summary.finalized:
         console.print(
             f"[green]shard {cfg.shard or 'from RANK/WORLD_SIZE'} done[/] "
-            f"({summary.timings['images_s'] + summary.timings['texts_s']:.1f}s); "
-            f"rank 0 writes the index"
+            f"({seconds:.1f}s); rank 0 writes the index"
         )
         return
     resumed = f", {summary.resumed_chunks} chunk(s) reused" if summary.resumed_chunks else ""
@@ -163,8 +164,7 @@ def index_command(
         failed += f", {len(summary.downscaled)} over max_pixels indexed downscaled"
     console.print(
         f"[green]indexed[/] {summary.n_images} images and {summary.n_texts} texts "
-        f"in {summary.timings['images_s'] + summary.timings['texts_s']:.1f}s{resumed}{failed} "
-        f"→ {summary.out}"
+        f"in {seconds:.1f}s{resumed}{failed} → {summary.out}"
     )
 
 
@@ -196,16 +196,12 @@ def search_command(
         typer.echo(json.dumps({**query, "results": results}, ensure_ascii=False))
         return
     if text is not None:
-        table = Table("rank", "score", "image id", "caption", title=f"images for “{text}”")
-        for hit in hits:
-            table.add_row(
-                str(hit.rank), f"{hit.score:.4f}", hit.image_id, (hit.captions or [""])[0]
-            )
+        title, columns = f"images for “{text}”", ("rank", "score", "image id", "caption")
+        rows = [(str(h.rank), f"{h.score:.4f}", h.image_id, (h.captions or [""])[0]) for h in hits]
     else:
-        table = Table("rank", "score", "text id", "text", title=f"texts for {image}")
-        for hit in hits:
-            table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.text_id, hit.text)
-    Console().print(table)
+        title, columns = f"texts for {image}", ("rank", "score", "text id", "text")
+        rows = [(str(h.rank), f"{h.score:.4f}", h.text_id, h.text) for h in hits]
+    print_table(title, columns, rows, out=Console())
 
 
 def retrieval_eval_command(

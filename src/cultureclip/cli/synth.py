@@ -13,6 +13,7 @@ from cultureclip.cli.common import (
     OverrideOption,
     PresetOption,
     console,
+    print_table,
     stage_config,
     user_errors,
 )
@@ -52,15 +53,9 @@ def _load(
 
 def _summary(reports: list, failures: dict) -> None:
     """Prints what each stage did; exits 1 (saying how to see them) when failures remain open."""
-    from rich.table import Table
-
     if reports:
-        table = Table(
-            "stage", "items", "given", "cached", "done", "skipped", "failed", title="synth"
-        )
-        for report in reports:
-            table.add_row(report.stage, *(str(getattr(report, name)) for name in _COUNTS))
-        console.print(table)
+        rows = [(r.stage, *(str(getattr(r, name)) for name in _COUNTS)) for r in reports]
+        print_table("synth", ("stage", "items", *_COUNTS[1:]), rows)
     open_count = failures.get("open_failures", 0)
     if not open_count:
         return
@@ -166,8 +161,6 @@ def failures_command(
 ) -> None:
     """List the items that failed and have not succeeded since (raw answers in failures.jsonl)."""
     with user_errors():
-        from rich.table import Table
-
         from cultureclip.core.errors import InputError, MissingInputError
         from cultureclip.core.store import open_failures
 
@@ -176,10 +169,8 @@ def failures_command(
         if not (out / "work").is_dir():
             raise InputError(f"{out} is not a synth output directory (it has no work/)")
         failures = open_failures(out / "work")
-        table = Table("stage", "key", "error", title=f"{len(failures)} open failure(s)")
-        for failure in failures[:show]:
-            table.add_row(failure["stage"], failure["key"], failure["error"][:160])
-        console.print(table)
+        rows = [(f["stage"], f["key"], f["error"][:160]) for f in failures[:show]]
+        print_table(f"{len(failures)} open failure(s)", ("stage", "key", "error"), rows)
 
 
 def prompts_command() -> None:

@@ -14,6 +14,7 @@ Conventions (documented in ``docs/eval.md``):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,23 +81,44 @@ def retrieval_metrics(
     return metrics
 
 
-def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
-    """Prediction and correctness of one multiple-choice item under pessimistic ties.
+def mcq_decisions(scores: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
+    """Predictions and correctness of ``[items, options]`` scores under pessimistic ties.
 
-    The item is correct only if the answer's score is strictly above every other option's;
-    otherwise the prediction is the best *other* option.
+    An item is correct only if its answer's score is strictly above every other option's;
+    otherwise the prediction is the best *other* option (padding options score ``-inf``).
     """
+    answer_scores = scores.gather(1, answers[:, None]).squeeze(1)
+    others = scores.scatter(1, answers[:, None], float("-inf"))
+    correct = answer_scores > others.max(dim=1).values
+    return torch.where(correct, answers, others.argmax(dim=1)), correct
+
+
+def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
+    """:func:`mcq_decisions` of one item."""
     values = torch.as_tensor(scores, dtype=torch.float64)
-    others = values.clone()
-    others[answer] = float("-inf")
-    best_other = int(torch.argmax(others))
-    correct = bool(values[answer] > values[best_other]) if len(values) > 1 else True
-    return (answer if correct else best_other), correct
+    predicted, correct = mcq_decisions(values[None], torch.tensor([answer]))
+    return int(predicted[0]), bool(correct[0])
 
 
 def accuracy(correct: Sequence[bool]) -> float:
     """Percentage of true values (0.0 for an empty list)."""
     return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
+
+
+def role_accuracy(
+    predictions: Sequence[Mapping[str, Any]], roles: Sequence[str]
+) -> dict[str, float]:
+    """``accuracy``, ``{role}_accuracy`` per role and ``both_accuracy``: the share of groups
+    (records sharing a ``group_id``: a CROPE item, a twin pair) whose every record is right."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for record in predictions:
+        groups[record["group_id"]].append(bool(record["correct"]))
+    metrics = {"accuracy": accuracy([p["correct"] for p in predictions])}
+    for role in roles:
+        in_role = [p["correct"] for p in predictions if p.get("role") == role]
+        metrics[f"{role}_accuracy"] = accuracy(in_role)
+    metrics["both_accuracy"] = accuracy([all(flags) for flags in groups.values()])
+    return metrics
 
 
 def bootstrap_ci(

@@ -38,8 +38,6 @@ class BenchmarkOutput:
 
 
 class Benchmark(ABC):
-    """Base class of registered benchmarks."""
-
     name: ClassVar[str] = ""
     task: ClassVar[str] = ""
     Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions

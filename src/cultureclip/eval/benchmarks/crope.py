@@ -30,11 +30,10 @@ from pydantic import Field
 
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
-from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, read_rows
+from cultureclip.eval.benchmarks.source import pick
 from cultureclip.eval.items import ItemSet
-from cultureclip.eval.metrics import accuracy
+from cultureclip.eval.metrics import role_accuracy
 
 IMAGE_KEYS = ("image", "image_path", "img")
 ASKED_KEYS = ("concept", "definition_concept", "query_concept", "question_concept")
@@ -57,14 +56,13 @@ class CropeOptions(MCQOptions):
 class CropeBenchmark(MCQBenchmark):
     name = "crope"
     Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
+    options: CropeOptions
 
     def load_items(self) -> ItemSet:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        records, root = read_rows(self.data, self.split, ("crope.json", "crope.jsonl"))
-        records = [apply_columns(record, options.columns) for record in records]
+        records, root = self.rows(("crope.json", "crope.jsonl"))
         rows: list[dict[str, Any]] = []
         for index, record in enumerate(records):
-            item_id = str(record.get("id") or f"crope-{index:06d}")
+            item_id = self.record_id(record, index)
             if str(record.get("answer", "")).strip().lower() != "no":
                 continue
             try:
@@ -101,16 +99,7 @@ class CropeBenchmark(MCQBenchmark):
         return items_from_rows(rows, root, self.name)
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
-        main = [p["correct"] for p in predictions if p.get("role") == "main"]
-        definition = [p["correct"] for p in predictions if p.get("role") == "definition"]
-        by_item: dict[str, bool] = {}
-        for p in predictions:
-            by_item[p["group_id"]] = by_item.get(p["group_id"], True) and bool(p["correct"])
-        options: CropeOptions = self.options  # type: ignore[assignment]
-        pooled = main + definition
-        return {
-            "accuracy": accuracy(pooled if options.protocol == "authors" else main),
-            "main_accuracy": accuracy(main),
-            "definition_accuracy": accuracy(definition),
-            "both_accuracy": accuracy(list(by_item.values())),
-        }
+        metrics = role_accuracy(predictions, ("main", "definition"))  # accuracy pools both roles
+        if self.options.protocol == "cultureclip":
+            metrics["accuracy"] = metrics["main_accuracy"]
+        return metrics

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
+from cultureclip.eval.benchmarks.mcq import MCQBenchmark, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, is_hub_layout, read_rows
+from cultureclip.eval.benchmarks.source import is_hub_layout
 from cultureclip.eval.items import ItemSet, read_items
 
 ITEM_FILES = ("items.jsonl", "items.parquet", "items.json")
@@ -30,14 +30,11 @@ class CultureVerseBenchmark(MCQBenchmark):
     name = "cultureverse"
 
     def load_items(self) -> ItemSet:
-        options: MCQOptions = self.options  # type: ignore[assignment]
         path = Path(str(self.data))
         item_format = (
             path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".parquet")
         ) or (path.is_dir() and any((path / name).is_file() for name in ITEM_FILES))
         if item_format and not (path.is_dir() and is_hub_layout(path)):
-            return read_items(path, columns=options.columns)
-        rows, root = read_rows(self.data, self.split, ITEM_FILES)
-        return items_from_rows(
-            [apply_columns(row, options.columns) for row in rows], root, str(self.data)
-        )
+            return read_items(path, columns=self.options.columns)
+        rows, root = self.rows(ITEM_FILES)
+        return items_from_rows(rows, root, str(self.data))

@@ -25,7 +25,6 @@ from cultureclip.data.taxonomy import country
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.items import ItemSet
 from cultureclip.eval.metrics import GROUP_KEYS
 
@@ -63,16 +62,15 @@ def country_code(name: str) -> str:
 class CVQABenchmark(MCQBenchmark):
     name = "cvqa"
     Options: ClassVar[type[BenchmarkOptions]] = CVQAOptions
+    options: CVQAOptions
     group_keys: ClassVar[tuple[str, ...]] = (*GROUP_KEYS, "language")
 
     def load_items(self) -> ItemSet:
-        options: CVQAOptions = self.options  # type: ignore[assignment]
-        records, root = read_rows(self.data, self.split, ("cvqa.parquet", "test.parquet"))
-        english = options.language == "english"
+        records, root = self.rows(("cvqa.parquet", "test.parquet"))
+        english = self.options.language == "english"
         rows: list[dict[str, Any]] = []
-        for index, raw in enumerate(records):
-            record = apply_columns(raw, options.columns)
-            item_id = str(record.get("ID") or record.get("id") or f"cvqa-{index:06d}")
+        for index, record in enumerate(records):
+            item_id = self.record_id(record, index, ("ID", "id"))
             if "_error" in record:
                 rows.append({"id": item_id, "_error": record["_error"]})
                 continue

@@ -4,9 +4,9 @@ embeddings read in parallel, with unreadable images reported, not fatal."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -40,6 +40,8 @@ class TextFeatureCache:
         return torch.stack([self._features[t] for t in texts])
 
 
+K = TypeVar("K", bound=Hashable)
+
 #: what an unreadable image raises: missing file, truncated or non-image data, bad data: URL
 IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError)
 
@@ -53,14 +55,14 @@ def describe_image_error(exc: BaseException) -> str:
 @torch.no_grad()
 def embed_images(
     model: VisionLanguageModel,
-    keys: Sequence[str],
-    load: Callable[[str], Any],
+    keys: Sequence[K],
+    load: Callable[[K], Any],
     *,
     batch_size: int,
     progress: bool,
     description: str = "images",
-    failed: dict[str, str] | None = None,
-) -> dict[str, Tensor]:
+    failed: dict[K, str] | None = None,
+) -> dict[K, Tensor]:
     """Embeds each distinct image key once: ``{key: normalised feature}``.
 
     The next batch is decoded on a background thread while the model encodes the current
@@ -70,12 +72,12 @@ def embed_images(
     says why; without it, the error propagates.
     """
     unique = list(dict.fromkeys(keys))
-    features: dict[str, Tensor] = {}
+    features: dict[K, Tensor] = {}
     chunks = list(batched(unique, batch_size))
     if not chunks:
         return features
 
-    def load_chunk(chunk: Sequence[str]) -> list[tuple[str, Any]]:
+    def load_chunk(chunk: Sequence[K]) -> list[tuple[K, Any]]:
         loaded = []
         for key in chunk:
             try:

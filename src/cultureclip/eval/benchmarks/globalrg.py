@@ -35,9 +35,8 @@ from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions, seeded_rng
 from cultureclip.eval.benchmarks.features import TextFeatureCache, image_key
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
-from cultureclip.eval.benchmarks.records import pick
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import apply_columns, read_rows
+from cultureclip.eval.benchmarks.source import pick
 from cultureclip.eval.items import ItemSet
 
 IMAGE_KEYS = ("image", "image_path", "img", "file_name", "filename", "path")
@@ -83,20 +82,12 @@ class RetrievalOptions(_ProtocolOptions):
 
 
 class _GlobalRGBenchmark(MCQBenchmark):
-    preferred_files: ClassVar[tuple[str, ...]] = ()
-
-    def raw_records(self) -> tuple[list[dict[str, Any]], Path]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        rows, root = read_rows(self.data, self.split, self.preferred_files)
-        return [apply_columns(row, options.columns) for row in rows], root
-
     def _base(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
         if "_error" in record:
             raise InputError(str(record["_error"]))
         region = str(pick(record, REGION_KEYS, "region"))
-        record_id = record.get("id") or record.get("u_id") or record.get("image_id")
         return {
-            "id": str(record_id or f"{self.name}-{index:06d}"),
+            "id": self.record_id(record, index, ("id", "u_id", "image_id")),
             "image": pick(record, IMAGE_KEYS, "image"),
             "country": region,
             "region": region,
@@ -112,11 +103,10 @@ class _GlobalRGBenchmark(MCQBenchmark):
 class GlobalRGGrounding(_GlobalRGBenchmark):
     name = "globalrg-grounding"
     Options: ClassVar[type[BenchmarkOptions]] = GroundingOptions
-    preferred_files = ("grounding.json", "grounding.jsonl", "annotations.json")
+    options: GroundingOptions
 
     def load_items(self) -> ItemSet:
-        options: GroundingOptions = self.options  # type: ignore[assignment]
-        records, root = self.raw_records()
+        records, root = self.rows(("grounding.json", "grounding.jsonl", "annotations.json"))
         rows: list[dict[str, Any]] = []
         concepts_by_region: dict[str, set[str]] = defaultdict(set)
         parsed = []
@@ -125,11 +115,9 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
                 base = self._base(index, record)
                 concept = str(pick(record, ("concept", "keyword", "label", "name"), "concept"))
             except ValueError as exc:
-                rows.append(
-                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
-                )
+                rows.append({"id": self.record_id(record, index), "_error": str(exc)})
                 continue
-            if options.use_boxes:
+            if self.options.use_boxes:
                 box = next(
                     (record[k] for k in ("bbox", "box", "bounding_box") if record.get(k)), None
                 )
@@ -140,16 +128,18 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
                         rows.append({"id": base["id"], "_error": f"box {box!r} is not 4 numbers"})
                         continue
                     base["crop_box"] = (
-                        [x0, y0, x0 + a, y0 + b] if options.box_format == "xywh" else [x0, y0, a, b]
+                        [x0, y0, x0 + a, y0 + b]
+                        if self.options.box_format == "xywh"
+                        else [x0, y0, a, b]
                     )
             concepts_by_region[base["region"]].add(concept)
             parsed.append((base, concept))
         for base, concept in parsed:
             pool = sorted(concepts_by_region[base["region"]] - {concept})
-            if len(pool) < options.n_options - 1:
+            if len(pool) < self.options.n_options - 1:
                 continue  # the protocol keeps only regions with enough concepts
-            rng = seeded_rng(options.seed, base["id"])
-            choices = [concept, *rng.sample(pool, options.n_options - 1)]
+            rng = seeded_rng(self.options.seed, base["id"])
+            choices = [concept, *rng.sample(pool, self.options.n_options - 1)]
             rng.shuffle(choices)
             rows.append(
                 {
@@ -169,7 +159,7 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
 class GlobalRGRetrieval(_GlobalRGBenchmark):
     name = "globalrg-retrieval"
     Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
-    preferred_files = ("retrieval.json", "retrieval.jsonl", "annotations.json")
+    options: RetrievalOptions
 
     def run(self, model: Any, *, work_dir: Path | None = None, progress: bool = True) -> Any:
         output = super().run(model, work_dir=work_dir, progress=progress)
@@ -185,17 +175,16 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         ``diversity@k``: the normalised Shannon entropy of the regions among the top k
         (1 = all different regions, 0 = one region), both averaged over universals.
         """
-        options: RetrievalOptions = self.options  # type: ignore[assignment]
         items = [i for i in self.items().items if image_key(i) in features]
         if not items:
             return {}
         universals = sorted({str(i.model_extra["universal"]) for i in items})
-        queries = [options.query_template.format(universal=u) for u in universals]
+        queries = [self.options.query_template.format(universal=u) for u in universals]
         texts = TextFeatureCache(model).encode(queries)
         images = torch.stack([features[image_key(i)] for i in items])
         sim = texts @ images.T  # [universals, images]
         metrics: dict[str, float] = {}
-        for k in options.retrieval_ks:
+        for k in self.options.retrieval_ks:
             top = min(k, len(items))
             precisions, diversities = [], []
             for row, universal in enumerate(universals):
@@ -214,8 +203,7 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
         return metrics
 
     def load_items(self) -> ItemSet:
-        options: RetrievalOptions = self.options  # type: ignore[assignment]
-        records, root = self.raw_records()
+        records, root = self.rows(("retrieval.json", "retrieval.jsonl", "annotations.json"))
         rows: list[dict[str, Any]] = []
         parsed = []
         for index, record in enumerate(records):
@@ -223,21 +211,19 @@ class GlobalRGRetrieval(_GlobalRGBenchmark):
                 base = self._base(index, record)
                 universal = str(pick(record, ("universal", "concept", "category"), "universal"))
             except ValueError as exc:
-                rows.append(
-                    {"id": str(record.get("id") or f"{self.name}-{index:06d}"), "_error": str(exc)}
-                )
+                rows.append({"id": self.record_id(record, index), "_error": str(exc)})
                 continue
             parsed.append((base, universal))
         regions = sorted({base["region"] for base, _ in parsed})
-        if len(regions) < options.n_options:
+        if len(regions) < self.options.n_options:
             raise InputError(
-                f"{self.name} needs at least {options.n_options} regions for {options.n_options}-way items; "
+                f"{self.name} needs at least {self.options.n_options} regions for {self.options.n_options}-way items; "
                 f"{self.data} has {len(regions)}"
             )
         for base, universal in parsed:
-            rng = seeded_rng(options.seed, base["id"])
+            rng = seeded_rng(self.options.seed, base["id"])
             distractors = rng.sample(
-                [r for r in regions if r != base["region"]], options.n_options - 1
+                [r for r in regions if r != base["region"]], self.options.n_options - 1
             )
             choices = [base["region"], *distractors]
             rng.shuffle(choices)

@@ -32,9 +32,10 @@ from cultureclip.eval.benchmarks.features import (
     embed_images,
     image_key,
 )
+from cultureclip.eval.benchmarks.source import apply_columns, read_rows
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem, validate_items
-from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
+from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy, mcq_decisions
 from cultureclip.models.base import VisionLanguageModel
 
 
@@ -57,10 +58,9 @@ class MCQOptions(BenchmarkOptions):
 
 
 class MCQBenchmark(Benchmark):
-    """A benchmark whose data are multiple-choice items."""
-
     task = "mcq"
     Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
+    options: MCQOptions
     #: the fields results are grouped by (``language`` too for multilingual sets)
     group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS
 
@@ -87,13 +87,22 @@ class MCQBenchmark(Benchmark):
                 f"benchmark {self.name!r} found no valid items in {self.data}{problems}"
             )
 
+    def rows(self, preferred: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
+        """The data's rows with ``columns`` applied, and the folder image paths start from."""
+        rows, root = read_rows(self.data, self.split, preferred)
+        return [apply_columns(row, self.options.columns) for row in rows], root
+
+    def record_id(self, record: dict[str, Any], index: int, keys: Sequence[str] = ("id",)) -> str:
+        """The record's own id (the first of ``keys`` it has), else ``{name}-{index:06d}``."""
+        found = next((record[key] for key in keys if record.get(key)), None)
+        return str(found or f"{self.name}-{index:06d}")
+
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         """Overall metrics from prediction records (default: accuracy)."""
         return {"accuracy": accuracy([p["correct"] for p in predictions])}
 
     def option_texts(self, item: MCQItem) -> list[str]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
-        template = options.templates.get(item.question_type)
+        template = self.options.templates.get(item.question_type)
         if template is None:
             raise InputError(
                 f"no template for question type {item.question_type!r}; set templates.{item.question_type}"
@@ -117,12 +126,12 @@ class MCQBenchmark(Benchmark):
         unreadable: list[str] = []
         if isinstance(model, VisionLanguageModel):
             predictions = self._run_contrastive(model, item_set, progress, unreadable)
-        else:
-            if not isinstance(model, GenerativeModel):
-                raise TypeError(
-                    f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
-                )
+        elif isinstance(model, GenerativeModel):
             predictions = self._run_generative(model, item_set, work_dir, progress, unreadable)
+        else:
+            raise TypeError(
+                f"cannot score a {type(model).__name__}; pass a model backend or a generative model"
+            )
         if not predictions:
             raise InputError(
                 f"benchmark {self.name!r}: no item of {self.data} has a readable image"
@@ -135,20 +144,17 @@ class MCQBenchmark(Benchmark):
             metrics["n_unparsed"] = float(
                 sum(p.get("error") is None and p["prediction"] == -1 for p in predictions)
             )
+        # chance: the expected accuracy of a uniform guess over each scored item's options
+        widths = {item.id: len(item.options) for item in item_set.items}
+        chance = 100.0 * sum(1.0 / widths[p["id"]] for p in predictions) / len(predictions)
         return BenchmarkOutput(
             metrics=metrics,
             predictions=predictions,
             per_group=group_accuracy(predictions, keys=self.group_keys),
             n=len(predictions),
             skipped=[str(bad) for bad in item_set.errors] + unreadable,
-            chance=self.chance(item_set, predictions),
+            chance=round(chance, 4),
         )
-
-    def chance(self, item_set: ItemSet, predictions: list[dict[str, Any]]) -> float | None:
-        """Expected accuracy of a uniform guess over each scored item's options (percent)."""
-        widths = {item.id: len(item.options) for item in item_set.items}
-        scored = [widths[p["id"]] for p in predictions if p["id"] in widths]
-        return round(100.0 * sum(1.0 / w for w in scored) / len(scored), 4) if scored else None
 
     def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
         record = {
@@ -212,13 +218,7 @@ class MCQBenchmark(Benchmark):
         scores = scale * torch.einsum("nd,nkd->nk", images, text_features[option_ids])
         scores = scores.masked_fill(~valid, float("-inf")).double()
         probs = torch.softmax(scores, dim=1)
-        answers = torch.tensor([item.answer for item in items])
-        answer_scores = scores.gather(1, answers[:, None]).squeeze(1)
-        others = scores.scatter(1, answers[:, None], float("-inf"))
-        best_other = others.argmax(dim=1)
-        # pessimistic ties: right only when strictly above every other option (see metrics)
-        correct = answer_scores > others.max(dim=1).values
-        predicted = torch.where(correct, answers, best_other)
+        predicted, correct = mcq_decisions(scores, torch.tensor([item.answer for item in items]))
         return [
             self._record(
                 item,
@@ -237,12 +237,11 @@ class MCQBenchmark(Benchmark):
         progress: bool,
         unreadable: list[str],
     ) -> list[dict[str, Any]]:
-        options: MCQOptions = self.options  # type: ignore[assignment]
         # Resume: answered items are kept; failed ones are asked again.
         answers = AnswerStore(work_dir, model, self.name, self.options)
         done = answers.reused(item_set.items)
         todo = [item for item in item_set.items if item.id not in done]
-        chunks = list(batched(todo, options.chunk_size))
+        chunks = list(batched(todo, self.options.chunk_size))
         for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
             prompts, asked = [], []
             for i in chunk:

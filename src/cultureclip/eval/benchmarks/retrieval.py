@@ -37,16 +37,16 @@ class RetrievalBenchmark(Benchmark):
         collection = load_collection(self.data, self.split)
         if not collection.texts:
             raise InputError(f"no texts in {self.data} (split {self.split})")
-        keys = [str(i) for i in range(len(collection.images))]
+        indices = range(len(collection.images))
         features = embed_images(
             model,
-            keys,
-            lambda key: collection.load_image(int(key)),
+            indices,
+            collection.load_image,
             batch_size=self.options.batch_size,
             progress=progress,
             description="retrieval: images",
         )
-        image_features = torch.stack([features[k] for k in keys])
+        image_features = torch.stack([features[i] for i in indices])
         text_features = TextFeatureCache(model).encode(collection.texts)
         sim = image_features @ text_features.T
         metrics = retrieval_metrics(sim, collection.text_to_images)

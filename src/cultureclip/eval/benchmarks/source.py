@@ -2,9 +2,9 @@
 
 :func:`read_rows` gives every benchmark the same reader:
 
-- a **local annotation file**: JSON / JSONL / CSV / TSV / Parquet / Arrow (see
-  :mod:`~cultureclip.eval.benchmarks.records`); image columns may hold a path, a
-  ``data:`` URL, or the ``{bytes, path}`` struct a ``datasets.Image`` feature stores;
+- a **local annotation file**: JSON / JSONL / CSV / TSV / Parquet / Arrow; image columns
+  may hold a path, a ``data:`` URL, or the ``{bytes, path}`` struct a ``datasets.Image``
+  feature stores;
 - a **local folder in the Hugging Face layout** (``README.md`` with ``dataset_info`` or
   ``configs``, or parquet/arrow files under ``data/``), read with
   ``datasets.load_dataset(folder)``, exactly as a downloaded hub snapshot;
@@ -16,13 +16,16 @@ Images are never decoded or re-encoded here: ``datasets.Image`` columns are cast
 images are decoded one batch at a time while scoring. A path that looks like a local
 path but does not exist is reported as missing (never sent to the hub), and a hub
 dataset that cannot be loaded (offline, unknown name, gated) is a one-line error.
+
+Released datasets disagree on key names too: :func:`pick` finds a field under its known
+aliases, so a loader states the aliases it accepts in one place.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import io
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +34,10 @@ from typing import Any
 from PIL import Image
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.eval.benchmarks.records import RECORD_SUFFIXES, find_annotation_file, read_records
-
-logger = logging.getLogger(__name__)
+from cultureclip.utils.io import iter_jsonl, read_json
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 DATA_SUFFIXES = (*RECORD_SUFFIXES, ".arrow")
 
 
@@ -83,6 +85,65 @@ def image_value(value: Any) -> Any:
     return value
 
 
+def find_annotation_file(path: Path, preferred: Sequence[str] = ()) -> Path:
+    """``path`` itself, or in a directory the first of ``preferred`` names, else the only annotation file."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise MissingInputError(f"benchmark data not found: {path}")
+    for name in preferred:
+        if (path / name).exists():
+            return path / name
+    candidates = sorted(
+        p for p in path.iterdir() if p.suffix in RECORD_SUFFIXES and not p.name.startswith(".")
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    names = ", ".join(p.name for p in candidates) or "none"
+    raise MissingInputError(
+        f"cannot tell which annotation file in {path} to use (found: {names}); pass the file itself"
+    )
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON (list, ``{"data": [...]}`` or ``{id: record}``), JSONL, CSV/TSV or Parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    if suffix == ".jsonl":
+        return [record for _, record in iter_jsonl(path)]
+    data = read_json(path)
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for key in ("data", "annotations", "items", "images"):
+            if isinstance(data.get(key), list):
+                return data[key]
+        if all(isinstance(v, dict) for v in data.values()):
+            return [{"id": key, **value} for key, value in data.items()]
+    raise InputError(f"{path}: expected a list of records (or {{'data': [...]}} / {{id: record}})")
+
+
+def pick(
+    record: dict[str, Any], aliases: Sequence[str], what: str, *, required: bool = True
+) -> Any:
+    """The first present, non-empty alias of a field; a clear error when required and absent."""
+    for alias in aliases:
+        value = record.get(alias)
+        if value not in (None, ""):
+            return value
+    if required:
+        raise InputError(
+            f"record has no {what} (looked for keys {', '.join(aliases)}): {str(record)[:160]}"
+        )
+    return None
+
+
 def _read_arrow(path: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
 
@@ -118,7 +179,7 @@ def _undecoded_features(features: Any) -> Any:
 def load_dataset_rows(
     source: str, split: str | None, *, local: bool, label_names: bool = False
 ) -> list[dict[str, Any]]:
-    """Rows of ``datasets.load_dataset(source, split=…)`` with images kept as original bytes.
+    """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``).
 
     With ``label_names``, ``ClassLabel`` columns give the class name instead of its index
     (zero-shot classification needs the names).
@@ -145,18 +206,12 @@ def load_dataset_rows(
     undecoded = _undecoded_features(dataset.features)
     if undecoded != dataset.features:  # keep the encoded bytes: no decode, no PNG re-encode
         dataset = dataset.cast(undecoded)
-    names = {
-        key: feature.names
-        for key, feature in dataset.features.items()
-        if label_names and isinstance(feature, datasets.ClassLabel)
-    }
-    rows = []
-    for row in dataset:
-        cells = {key: image_cell(value) for key, value in row.items()}
-        for key, classes in names.items():
-            if isinstance(cells.get(key), int) and 0 <= cells[key] < len(classes):
-                cells[key] = classes[cells[key]]
-        rows.append(cells)
+    rows = list(dataset)
+    for key, feature in dataset.features.items():
+        if label_names and isinstance(feature, datasets.ClassLabel):
+            for row in rows:
+                if isinstance(row[key], int) and 0 <= row[key] < len(feature.names):
+                    row[key] = feature.names[row[key]]
     return rows
 
 
@@ -179,16 +234,20 @@ def read_rows(
     if path.exists():
         own_file = any((path / name).is_file() for name in preferred)
         if path.is_dir() and not own_file and is_hub_layout(path):
-            return load_dataset_rows(str(path), split, local=True, label_names=label_names), path
-        file = find_annotation_file(path, preferred) if path.is_dir() else path
-        rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
-        return [{key: image_cell(value) for key, value in row.items()} for row in rows], file.parent
-    if looks_like_local_path(text):
+            rows = load_dataset_rows(str(path), split, local=True, label_names=label_names)
+            root = path
+        else:
+            file = find_annotation_file(path, preferred) if path.is_dir() else path
+            rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
+            root = file.parent
+    elif looks_like_local_path(text):
         raise MissingInputError(
             f"benchmark data not found: {text} (it looks like a local path, so it was not "
             "tried as a hub dataset name)"
         )
-    return load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+    else:
+        rows, root = load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+    return [{key: image_cell(value) for key, value in row.items()} for row in rows], root
 
 
 def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, B
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import load_image
-from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decision
+from cultureclip.eval.metrics import group_accuracy, mcq_decision, role_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
 
@@ -38,6 +38,7 @@ class TwinBenchmark(Benchmark):
     name = "twins"
     task = "twin_accuracy"
     Options: ClassVar[type[BenchmarkOptions]] = TwinOptions
+    options: TwinOptions
 
     def __init__(
         self, data: str | Path | CulTwinLoad, *, split: str | None = None, **options: Any
@@ -58,7 +59,6 @@ class TwinBenchmark(Benchmark):
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("twin accuracy scores contrastive models only")
-        options: TwinOptions = self.options  # type: ignore[assignment]
         self.prepare()
         load = self._load
         assert load is not None
@@ -73,7 +73,7 @@ class TwinBenchmark(Benchmark):
             model,
             list(images),
             lambda key: load_image(str(images[key])),
-            batch_size=options.batch_size,
+            batch_size=self.options.batch_size,
             progress=progress,
             description="twins: images",
             failed=failed,
@@ -92,8 +92,8 @@ class TwinBenchmark(Benchmark):
         for record in records:
             fields = {"country": record.country, "category": record.category}
             texts = [
-                options.template.format(concept=record.pos_concept, **fields),
-                options.template.format(concept=record.neg_concept, **fields),
+                self.options.template.format(concept=record.pos_concept, **fields),
+                self.options.template.format(concept=record.neg_concept, **fields),
             ]
             text_features = cache.encode(texts)
             for answer, side in enumerate(("pos", "neg")):
@@ -111,17 +111,8 @@ class TwinBenchmark(Benchmark):
                         **fields,
                     }
                 )
-        pairs: dict[str, bool] = {}
-        for p in predictions:
-            pairs[p["group_id"]] = pairs.get(p["group_id"], True) and p["correct"]
-        metrics = {
-            "accuracy": accuracy([p["correct"] for p in predictions]),
-            "pos_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "pos"]),
-            "neg_accuracy": accuracy([p["correct"] for p in predictions if p["role"] == "neg"]),
-            "both_accuracy": accuracy(list(pairs.values())),
-        }
         return BenchmarkOutput(
-            metrics=metrics,
+            metrics=role_accuracy(predictions, ("pos", "neg")),
             predictions=predictions,
             per_group=group_accuracy(predictions),
             n=len(predictions),

@@ -32,9 +32,14 @@ from pydantic import Field
 from cultureclip.core.errors import InputError
 from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
-from cultureclip.eval.benchmarks.records import find_annotation_file, pick, read_records
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import is_hub_layout, read_rows
+from cultureclip.eval.benchmarks.source import (
+    find_annotation_file,
+    is_hub_layout,
+    pick,
+    read_records,
+    read_rows,
+)
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
 from cultureclip.models.base import VisionLanguageModel
@@ -73,6 +78,7 @@ class ZeroShotBenchmark(Benchmark):
     name = "zeroshot"
     task = "zeroshot_classification"
     Options: ClassVar[type[BenchmarkOptions]] = ZeroShotOptions
+    options: ZeroShotOptions
 
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
         """Images, label indices, class names and the image root (skips in ``self.skipped``)."""
@@ -94,17 +100,15 @@ class ZeroShotBenchmark(Benchmark):
         classnames = _read_classnames(file.parent)
         if classnames is None:
             classnames = sorted({str(label) for label in raw})
-            labels = [classnames.index(str(label)) for label in raw]
-        else:
-            labels = []
-            for label in raw:
-                text = str(label)
-                if text in classnames:
-                    labels.append(classnames.index(text))
-                elif text.lstrip("-").isdigit() and 0 <= int(text) < len(classnames):
-                    labels.append(int(text))
-                else:
-                    raise InputError(f"label {label!r} in {file} is not in classnames.txt")
+        labels = []
+        for label in raw:  # a class name, or with classnames.txt also an index into it
+            text = str(label)
+            if text in classnames:
+                labels.append(classnames.index(text))
+            elif text.lstrip("-").isdigit() and 0 <= int(text) < len(classnames):
+                labels.append(int(text))
+            else:
+                raise InputError(f"label {label!r} in {file} is not in classnames.txt")
         return images, labels, classnames, file.parent
 
     def _load_folder(self, path: Path) -> tuple[list[str | bytes], list[int], list[str], Path]:
@@ -147,40 +151,36 @@ class ZeroShotBenchmark(Benchmark):
     ) -> BenchmarkOutput:
         if not isinstance(model, VisionLanguageModel):
             raise TypeError("zero-shot classification scores contrastive models only")
-        options: ZeroShotOptions = self.options  # type: ignore[assignment]
         self.prepare()
         images, labels, classnames, root = self._loaded
         # Every class's prompts in one pass: a tower call per class is mostly overhead.
-        prompts = [t.format(c=name) for name in classnames for t in options.templates]
+        prompts = [t.format(c=name) for name in classnames for t in self.options.templates]
         per_class = (
             TextFeatureCache(model)
             .encode(prompts)
-            .view(len(classnames), len(options.templates), -1)
+            .view(len(classnames), len(self.options.templates), -1)
         )
         weights = torch.nn.functional.normalize(per_class.mean(dim=1), dim=-1)
-        keys = [str(i) for i in range(len(images))]
-        failed: dict[str, str] = {}
+        failed: dict[int, str] = {}
         features = embed_images(
             model,
-            keys,
-            lambda key: load_image(images[int(key)], root),
-            batch_size=options.batch_size,
+            range(len(images)),
+            lambda index: load_image(images[index], root),
+            batch_size=self.options.batch_size,
             progress=progress,
             description="zeroshot: images",
             failed=failed,
         )
         skipped = list(self.skipped)
-        if failed:
-            for key, error in failed.items():
-                name = images[int(key)] if isinstance(images[int(key)], str) else f"row {key}"
-                skipped.append(f"{name}: unreadable image: {error}")
-            keep = [i for i in range(len(images)) if str(i) not in failed]
-            if not keep:
-                raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
-            images = [images[i] for i in keep]
-            labels = [labels[i] for i in keep]
-            keys = [str(i) for i in keep]
-        logits = torch.stack([features[k] for k in keys]) @ weights.T
+        for index, error in failed.items():
+            name = images[index] if isinstance(images[index], str) else f"row {index}"
+            skipped.append(f"{name}: unreadable image: {error}")
+        keep = [i for i in range(len(images)) if i not in failed]
+        if not keep:
+            raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
+        logits = torch.stack([features[i] for i in keep]) @ weights.T
+        images = [images[i] for i in keep]
+        labels = [labels[i] for i in keep]
         ranks = best_correct_rank(logits, [[label] for label in labels])
         predictions = [
             {
