@@ -41,7 +41,7 @@ def _readable(
             problem = unreadable(path)
             if problem is not None:
                 logger.warning(
-                    "left out %s:%d: not a readable image (%s)", where, row.line, problem
+                    "left out %s (%s:%d): not a readable image (%s)", path, where, row.line, problem
                 )
                 if left_out is not None:
                     left_out.append((str(path), problem))
@@ -54,11 +54,11 @@ def corpus_rows(
     ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
 ) -> list[CorpusRow]:
     """The labelled rows of ``concepts.source=corpus`` or ``folder``, checked; unreadable
-    photos of a folder are left out (and listed in ``left_out``)."""
+    images are left out (and listed in ``left_out`` as ``(path, why)``)."""
     settings = ctx.config.concepts
     column = settings.group_column()
     if settings.source == "folder":
-        rows, where = read_folder(settings, left_out), str(settings.folder)
+        rows, where = read_folder(settings), str(settings.folder)
     else:
         if not settings.corpus:
             raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
@@ -78,7 +78,7 @@ def corpus_rows(
                 r if r.category else dataclasses.replace(r, category=settings.category)
                 for r in rows
             ]
-        rows = _readable(rows, where, left_out)
+    rows = _readable(rows, where, left_out)
     for row in rows:
         if not row.group:
             raise InputError(
