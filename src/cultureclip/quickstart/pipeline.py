@@ -138,6 +138,8 @@ def _train_stage(
     config: QuickstartConfig, model: str, data: Path, loss: str, stage: StageSettings, name: str
 ) -> str:
     """Trains (or resumes, or reuses) one stage in ``train/<name>``; its final model directory."""
+    from cultureclip.config import read_config_file
+    from cultureclip.core.store import changed_fields
     from cultureclip.train import TrainConfig, train
 
     output_dir = Path(config.out) / "train" / name
@@ -164,8 +166,11 @@ def _train_stage(
         log_every=5,
         progress=config.progress,
     )
-    final = output_dir / "final"
-    changed = _changed_settings(output_dir, train_config)
+    final, saved = output_dir / "final", output_dir / "config.yaml"
+    changed = ["(no earlier run)"]
+    if saved.exists():
+        previous = TrainConfig.model_validate(read_config_file(saved))
+        changed = changed_fields(previous.run_identity(), train_config.run_identity())
     if not changed:
         if (final / MODEL_CONFIG_NAME).exists():  # written last by ``save``: stage finished
             logger.info("reusing %s: same settings", final)
@@ -179,18 +184,6 @@ def _train_stage(
     if result.final_model_dir is None:
         raise RuntimeError(f"training in {output_dir} stopped before its last step")
     return str(result.final_model_dir)
-
-
-def _changed_settings(output_dir: Path, config: Any) -> list[str]:
-    """What differs from the run saved in ``output_dir`` (everything when there is none)."""
-    from cultureclip.config import read_config_file
-    from cultureclip.core.store import changed_fields
-
-    saved = output_dir / "config.yaml"
-    if not saved.exists():
-        return ["(no earlier run)"]
-    previous = type(config).model_validate(read_config_file(saved))
-    return changed_fields(previous.run_identity(), config.run_identity())
 
 
 @contextlib.contextmanager
