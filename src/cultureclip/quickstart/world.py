@@ -496,7 +496,8 @@ class _TwinPairs:
         records = []
         for index in indices:
             a, b = self.pairs[index]
-            for concept in (self.candidates[a], self.candidates[b]):
+            pos, neg = self.candidates[a], self.candidates[b]
+            for concept in (pos, neg):
                 if concept.key not in images:
                     images[concept.key] = f"images/{concept.image}"
                     if views:
@@ -504,11 +505,7 @@ class _TwinPairs:
                         render_view(concept.key, size, seed).save(out / images[concept.key])
                     else:
                         shutil.copyfile(self.glyph_dir / concept.image, out / images[concept.key])
-            records.append(
-                _twin_record(
-                    self.candidates[a], self.candidates[b], self.similarity[(a, b)], images
-                )
-            )
+            records.append(_twin_record(pos, neg, self.similarity[(a, b)], images))
         write_cultwin(out / "cultwin.jsonl", records)
         # The same images once each, with their captions: a caption folder to index.
         by_key = {c.key: c for c in self.candidates}
