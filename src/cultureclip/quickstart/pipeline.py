@@ -353,24 +353,21 @@ def _example_searches(
     index = RetrievalIndex(index_dir)
     names = [r.pos_concept for r in read_cultwin(twins).records]
     queries = [q for q in FAVOURITE_QUERIES if q in names] + names
-    searches = []
-    for query in list(dict.fromkeys(queries))[: config.example_searches]:
-        hits = index.search_text(query, k=3)
-        searches.append(
-            {
-                "query": query,
-                "hits": [
-                    {
-                        "rank": h.rank,
-                        "image": h.image_id,
-                        "score": round(h.score, 4),
-                        "caption": h.captions[0] if h.captions else "",
-                    }
-                    for h in hits
-                ],
-            }
-        )
-    return searches
+    return [
+        {
+            "query": query,
+            "hits": [
+                {
+                    "rank": h.rank,
+                    "image": h.image_id,
+                    "score": round(h.score, 4),
+                    "caption": h.captions[0] if h.captions else "",
+                }
+                for h in index.search_text(query, k=3)
+            ],
+        }
+        for query in list(dict.fromkeys(queries))[: config.example_searches]
+    ]
 
 
 def summary_rows(result: QuickstartResult) -> list[tuple[str, float, float, float]]:
