@@ -63,21 +63,17 @@ def corpus_rows(
         if not settings.corpus:
             raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
         where = settings.corpus
-        rows = [
-            row
-            if row.country or not settings.country
-            else dataclasses.replace(
-                row,
-                country=settings.country,
-                group=settings.country if column == "country" else row.group,
+        rows = []
+        for row in read_corpus(where, group_by=column):
+            country = row.country or settings.country or ""
+            rows.append(
+                dataclasses.replace(
+                    row,
+                    country=country,
+                    category=row.category or settings.category or "",
+                    group=country if column == "country" else row.group,
+                )
             )
-            for row in read_corpus(where, group_by=column)
-        ]
-        if settings.category:
-            rows = [
-                r if r.category else dataclasses.replace(r, category=settings.category)
-                for r in rows
-            ]
     rows = _readable(rows, where, left_out)
     for row in rows:
         if not row.group:
