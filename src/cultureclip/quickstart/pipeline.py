@@ -135,23 +135,21 @@ def _log(config: QuickstartConfig, message: str) -> None:
 
 
 def _train_stage(
-    config: QuickstartConfig,
-    *,
-    model: str,
-    data: str,
-    loss: str,
-    stage: StageSettings,
-    output_dir: Path,
-) -> Path:
-    """Trains (or resumes, or reuses) one stage and returns the final model directory."""
+    config: QuickstartConfig, model: str, data: Path, loss: str, stage: StageSettings, name: str
+) -> str:
+    """Trains (or resumes, or reuses) one stage in ``train/<name>``; its final model directory."""
+    from cultureclip.config import read_config_file
+    from cultureclip.core.store import changed_fields
     from cultureclip.train import TrainConfig, train
+
+    output_dir = Path(config.out) / "train" / name
 
     train_config = TrainConfig(
         model=model,
         device=config.device,
         # Frozen-tower outputs are kept on disk too: a rerun with other training settings
         # (or the second fine-tune's data, when it is the first's) encodes nothing again.
-        data={"path": data, "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
+        data={"path": str(data), "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
         loss=loss,
         training=config.training,
         epochs=stage.epochs,
@@ -168,12 +166,15 @@ def _train_stage(
         log_every=5,
         progress=config.progress,
     )
-    final = output_dir / "final"
-    changed = _changed_settings(output_dir, train_config)
+    final, saved = output_dir / "final", output_dir / "config.yaml"
+    changed = ["(no earlier run)"]
+    if saved.exists():
+        previous = TrainConfig.model_validate(read_config_file(saved))
+        changed = changed_fields(previous.run_identity(), train_config.run_identity())
     if not changed:
         if (final / MODEL_CONFIG_NAME).exists():  # written last by ``save``: stage finished
             logger.info("reusing %s: same settings", final)
-            return final
+            return str(final)
         if (output_dir / "checkpoints" / "latest").exists():
             train_config = train_config.model_copy(update={"resume": "latest"})
     elif output_dir.exists():
@@ -182,19 +183,7 @@ def _train_stage(
     result = train(train_config)
     if result.final_model_dir is None:
         raise RuntimeError(f"training in {output_dir} stopped before its last step")
-    return result.final_model_dir
-
-
-def _changed_settings(output_dir: Path, config: Any) -> list[str]:
-    """What differs from the run saved in ``output_dir`` (everything when there is none)."""
-    from cultureclip.config import read_config_file
-    from cultureclip.core.store import changed_fields
-
-    saved = output_dir / "config.yaml"
-    if not saved.exists():
-        return ["(no earlier run)"]
-    previous = type(config).model_validate(read_config_file(saved))
-    return changed_fields(previous.run_identity(), config.run_identity())
+    return str(result.final_model_dir)
 
 
 @contextlib.contextmanager
@@ -217,11 +206,19 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     with _timed(seconds, "world"):
         world = _build_world(config, out)
     with _timed(seconds, "align"):
-        base = _align(config, world, out)
+        # epochs=0: fine-tuning starts from ``config.model`` itself (an aligned model)
+        base = config.model
+        if config.align.epochs:
+            _log(config, "2/6 aligning the towers on general emoji (clip loss, heads)")
+            base = _train_stage(config, base, world.general_train, "clip", config.align, "align")
     model_dirs = {"base": base}
     for loss in config.losses:
         with _timed(seconds, f"finetune_{loss}"):
-            model_dirs[loss] = _finetune(config, world, base, loss, out)
+            pairs = world.counts["twin_pairs_train"]
+            _log(config, f"3/6 fine-tuning on {pairs} twin pairs with loss {loss}")
+            model_dirs[loss] = _train_stage(
+                config, base, world.twins_train, loss, config.finetune, loss
+            )
     with _timed(seconds, "eval"):
         twin_accuracy, general_accuracy = _evaluate(config, world, model_dirs, out / "eval")
     with _timed(seconds, "retrieval"):
@@ -263,37 +260,6 @@ def _build_world(config: QuickstartConfig, out: Path) -> World:
         f"on, {counts['general_test']} held out",
     )
     return world
-
-
-def _align(config: QuickstartConfig, world: World, out: Path) -> str:
-    """Step 2: the model fine-tuning starts from (``config.model`` itself with ``epochs=0``)."""
-    if config.align.epochs == 0:
-        return config.model
-    _log(config, "2/6 aligning the towers on general emoji (clip loss, heads)")
-    final = _train_stage(
-        config,
-        model=config.model,
-        data=str(world.general_train),
-        loss="clip",
-        stage=config.align,
-        output_dir=out / "train" / "align",
-    )
-    return str(final)
-
-
-def _finetune(config: QuickstartConfig, world: World, base: str, loss: str, out: Path) -> str:
-    """Step 3, once per compared loss: the fine-tuned model's directory."""
-    pairs = world.counts["twin_pairs_train"]
-    _log(config, f"3/6 fine-tuning on {pairs} twin pairs with loss {loss}")
-    final = _train_stage(
-        config,
-        model=base,
-        data=str(world.twins_train),
-        loss=loss,
-        stage=config.finetune,
-        output_dir=out / "train" / loss,
-    )
-    return str(final)
 
 
 def _evaluate(
@@ -387,24 +353,21 @@ def _example_searches(
     index = RetrievalIndex(index_dir)
     names = [r.pos_concept for r in read_cultwin(twins).records]
     queries = [q for q in FAVOURITE_QUERIES if q in names] + names
-    searches = []
-    for query in list(dict.fromkeys(queries))[: config.example_searches]:
-        hits = index.search_text(query, k=3)
-        searches.append(
-            {
-                "query": query,
-                "hits": [
-                    {
-                        "rank": h.rank,
-                        "image": h.image_id,
-                        "score": round(h.score, 4),
-                        "caption": h.captions[0] if h.captions else "",
-                    }
-                    for h in hits
-                ],
-            }
-        )
-    return searches
+    return [
+        {
+            "query": query,
+            "hits": [
+                {
+                    "rank": h.rank,
+                    "image": h.image_id,
+                    "score": round(h.score, 4),
+                    "caption": h.captions[0] if h.captions else "",
+                }
+                for h in index.search_text(query, k=3)
+            ],
+        }
+        for query in list(dict.fromkeys(queries))[: config.example_searches]
+    ]
 
 
 def summary_rows(result: QuickstartResult) -> list[tuple[str, float, float, float]]:

@@ -425,17 +425,14 @@ def build_world(
         staging / "concepts.jsonl",
         [{**asdict(c), "split": split_of.get(c.key, "unused")} for c in concepts],
     )
-    write = twins.write
     counts = {
         "culture_concepts": len(culture),
         "flag_concepts": len(flags),
         "general_concepts": len(general),
         "twin_pairs": len(twins.pairs),
-        "twin_pairs_train": write(staging / "twins-train", train_pairs, glyph_dir, settings),
-        "twin_pairs_test": write(staging / "twins-test", test_pairs, glyph_dir, settings),
-        "twin_pairs_train_views": write(
-            staging / "twins-train-views", train_pairs, glyph_dir, settings, views=True
-        ),
+        "twin_pairs_train": twins.write(staging / "twins-train", train_pairs),
+        "twin_pairs_test": twins.write(staging / "twins-test", test_pairs),
+        "twin_pairs_train_views": twins.write(staging / "twins-train-views", train_pairs, True),
         "general_train": len(general_train),
         "general_test": len(general_test),
     }
@@ -467,6 +464,8 @@ class _TwinPairs:
     candidates: list[Concept]
     pairs: list[tuple[int, int]]
     similarity: dict[tuple[int, int], float]
+    glyph_dir: Path
+    settings: WorldSettings
 
     @classmethod
     def mine(
@@ -485,39 +484,28 @@ class _TwinPairs:
         for twin in mine_twins(candidates, embeddings):
             pair = (min(twin.pos, twin.neg), max(twin.pos, twin.neg))
             similarity[pair] = max(similarity.get(pair, -1.0), twin.similarity)
-        return cls(candidates, sorted(similarity), similarity)
+        return cls(candidates, sorted(similarity), similarity, glyph_dir, settings)
 
     def concepts(self, indices: list[int]) -> list[Concept]:
         return [self.candidates[i] for index in indices for i in self.pairs[index]]
 
-    def write(
-        self,
-        out: Path,
-        indices: list[int],
-        glyph_dir: Path,
-        settings: WorldSettings,
-        views: bool = False,
-    ) -> int:
+    def write(self, out: Path, indices: list[int], views: bool = False) -> int:
         """A CulTwin set of the pairs at ``indices`` in ``out`` (new renderings with ``views``)."""
         (out / "images").mkdir(parents=True)
         images: dict[str, str] = {}
         records = []
         for index in indices:
             a, b = self.pairs[index]
-            for concept in (self.candidates[a], self.candidates[b]):
+            pos, neg = self.candidates[a], self.candidates[b]
+            for concept in (pos, neg):
                 if concept.key not in images:
                     images[concept.key] = f"images/{concept.image}"
                     if views:
-                        render_view(concept.key, settings.image_size, settings.seed).save(
-                            out / images[concept.key]
-                        )
+                        size, seed = self.settings.image_size, self.settings.seed
+                        render_view(concept.key, size, seed).save(out / images[concept.key])
                     else:
-                        shutil.copyfile(glyph_dir / concept.image, out / images[concept.key])
-            records.append(
-                _twin_record(
-                    self.candidates[a], self.candidates[b], self.similarity[(a, b)], images
-                )
-            )
+                        shutil.copyfile(self.glyph_dir / concept.image, out / images[concept.key])
+            records.append(_twin_record(pos, neg, self.similarity[(a, b)], images))
         write_cultwin(out / "cultwin.jsonl", records)
         # The same images once each, with their captions: a caption folder to index.
         by_key = {c.key: c for c in self.candidates}

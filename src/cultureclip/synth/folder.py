@@ -125,14 +125,8 @@ def _check_image(path: str, mtime_ns: int, size: int) -> str | None:
     return None
 
 
-def read_folder(
-    settings: ConceptSettings, left_out: list[tuple[str, str]] | None = None
-) -> list[CorpusRow]:
-    """One :class:`CorpusRow` per readable photo of ``settings.folder``.
-
-    A photo that does not read as an image is left out with a warning and, if
-    ``left_out`` is given, appended to it as ``(path, why)``.
-    """
+def read_folder(settings: ConceptSettings) -> list[CorpusRow]:
+    """One :class:`CorpusRow` per photo of ``settings.folder`` (readable or not)."""
     if not settings.folder:
         raise InputError("concepts.source=folder needs concepts.folder (a photo folder)")
     root = Path(settings.folder)
@@ -149,12 +143,6 @@ def read_folder(
     rows = []
     by_country = settings.group_column() == "country"
     for number, (group, path, raw) in enumerate(photos, start=1):
-        problem = unreadable(path)
-        if problem is not None:
-            logger.warning("left out %s: not a readable image (%s)", path, problem)
-            if left_out is not None:
-                left_out.append((str(path), problem))
-            continue
         entry = entries.get(group, {})
 
         def value(name: str, fallback: str = "", raw: dict = raw, entry: dict = entry) -> str:

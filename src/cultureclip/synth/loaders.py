@@ -41,7 +41,7 @@ def _readable(
             problem = unreadable(path)
             if problem is not None:
                 logger.warning(
-                    "left out %s:%d: not a readable image (%s)", where, row.line, problem
+                    "left out %s (%s:%d): not a readable image (%s)", path, where, row.line, problem
                 )
                 if left_out is not None:
                     left_out.append((str(path), problem))
@@ -54,31 +54,27 @@ def corpus_rows(
     ctx: SynthContext, left_out: list[tuple[str, str]] | None = None
 ) -> list[CorpusRow]:
     """The labelled rows of ``concepts.source=corpus`` or ``folder``, checked; unreadable
-    photos of a folder are left out (and listed in ``left_out``)."""
+    images are left out (and listed in ``left_out`` as ``(path, why)``)."""
     settings = ctx.config.concepts
     column = settings.group_column()
     if settings.source == "folder":
-        rows, where = read_folder(settings, left_out), str(settings.folder)
+        rows, where = read_folder(settings), str(settings.folder)
     else:
         if not settings.corpus:
             raise InputError("concepts.source=corpus needs concepts.corpus (a JSONL or CSV file)")
         where = settings.corpus
-        rows = [
-            row
-            if row.country or not settings.country
-            else dataclasses.replace(
-                row,
-                country=settings.country,
-                group=settings.country if column == "country" else row.group,
+        rows = []
+        for row in read_corpus(where, group_by=column):
+            country = row.country or settings.country or ""
+            rows.append(
+                dataclasses.replace(
+                    row,
+                    country=country,
+                    category=row.category or settings.category or "",
+                    group=country if column == "country" else row.group,
+                )
             )
-            for row in read_corpus(where, group_by=column)
-        ]
-        if settings.category:
-            rows = [
-                r if r.category else dataclasses.replace(r, category=settings.category)
-                for r in rows
-            ]
-        rows = _readable(rows, where, left_out)
+    rows = _readable(rows, where, left_out)
     for row in rows:
         if not row.group:
             raise InputError(

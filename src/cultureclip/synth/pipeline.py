@@ -25,6 +25,7 @@ from cultureclip.synth.stages import STAGE_FUNCTIONS
 from cultureclip.synth.stages.captions import side_captions
 from cultureclip.synth.stages.filter import verdict_key
 from cultureclip.synth.stages.images import ImageUnit, image_identity, image_units
+from cultureclip.synth.stages.twins import no_twin_reasons
 from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
@@ -303,13 +304,9 @@ def _mining_outcomes(ctx: SynthContext, reasons: Counter[str]) -> tuple[int, int
         return 0, 0
     concepts = load_concepts(ctx, all_shards=True)
     stored = ResultStore(ctx.work_dir, "twins")
-    no_twin = 0
-    for key in mine_keys(ctx, concepts).values():
-        record = stored.get(key)
-        if record is not None and record.get("neg_id") is None:
-            no_twin += 1
-            reasons[f"no twin: {record.get('no_twin', 'no candidate')}"] += 1
-    return len(concepts), no_twin
+    found = no_twin_reasons(stored.get(key) for key in mine_keys(ctx, concepts).values())
+    reasons.update({f"no twin: {why}": n for why, n in found.items()})
+    return len(concepts), found.total()
 
 
 #: the stage's entry point under the name every stage uses

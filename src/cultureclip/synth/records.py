@@ -66,10 +66,6 @@ class Side:
             return self.text_key
         return stable_hash("side-image", self.text_key, self.image, self.captions, self.group)
 
-    @property
-    def given(self) -> bool:
-        return self.image is not None and bool(self.captions)
-
 
 def side_variables(side: Side) -> dict[str, str]:
     """What the twins and captions prompts are told of a side."""

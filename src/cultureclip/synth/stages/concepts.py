@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm import PromptTemplate, load_prompt
 from cultureclip.data import taxonomy
@@ -37,39 +39,30 @@ def run_concepts(ctx: SynthContext) -> StageReport:
             )
         return report
     categories = list(settings.categories or taxonomy.categories("cultwin"))
+    items = []
     if settings.source == "topdown":
-        prompt = load_prompt(settings.prompt)
+        prompt, temperature = load_prompt(settings.prompt), settings.temperature
+        schema: type[BaseModel] = ConceptsAnswer
         names = country_names()
         codes = [c.upper() for c in settings.countries] if settings.countries else sorted(names)
         unknown = [c for c in codes if c not in names]
         if unknown:
             raise InputError(f"concepts.countries: unknown ISO 3166-1 alpha-2 code(s) {unknown}")
-        items = []
         for code in codes:
             for category in categories:
                 root = stable_hash("cell", code, category)
                 if ctx.shard.owns(root):
                     items.append(_concepts_item(ctx, prompt, root, code, category))
-        run_llm_items(
-            ctx,
-            "concepts",
-            items,
-            report,
-            prompt=prompt,
-            schema=ConceptsAnswer,
-            temperature=settings.temperature,
-        )
-        return report
-    if not settings.corpus:
-        raise InputError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
-    prompt = load_prompt(settings.bottomup_prompt)
-    items = []
-    for row in read_corpus(settings.corpus):
-        root = corpus_root(row)
-        if ctx.shard.owns(root):
-            items.append(_title_item(ctx, prompt, root, row, categories))
+    else:
+        if not settings.corpus:
+            raise InputError("concepts.source=bottomup needs concepts.corpus (a JSONL or CSV file)")
+        prompt, schema, temperature = load_prompt(settings.bottomup_prompt), BottomUpAnswer, 0.0
+        for row in read_corpus(settings.corpus):
+            root = corpus_root(row)
+            if ctx.shard.owns(root):
+                items.append(_title_item(ctx, prompt, root, row, categories))
     run_llm_items(
-        ctx, "concepts", items, report, prompt=prompt, schema=BottomUpAnswer, temperature=0.0
+        ctx, "concepts", items, report, prompt=prompt, schema=schema, temperature=temperature
     )
     return report
 

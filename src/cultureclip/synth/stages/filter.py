@@ -15,21 +15,6 @@ from cultureclip.synth.stages.images import ImageUnit, image_identity, plan_unit
 from cultureclip.utils.io import stable_hash
 
 
-def judged_units(ctx: SynthContext) -> tuple[list[tuple[ImageUnit, Path]], int]:
-    """Units whose image exists (rendered or given), and how many are not rendered yet."""
-    units, waiting = plan_units(ctx, image_identity(ctx))
-    images = ResultStore(ctx.work_dir, "images")
-    ready = []
-    for unit in units:
-        if unit.given is not None:
-            ready.append((unit, Path(unit.given)))
-        elif unit.key in images:
-            ready.append((unit, ctx.out_dir / unit.relpath))
-        else:
-            waiting += 1
-    return ready, waiting
-
-
 def verdict_key(unit: ImageUnit, judge_identity: dict[str, Any]) -> str:
     return stable_hash("verdict", unit.key, unit.caption, judge_identity)
 
@@ -41,7 +26,17 @@ def run_filter(ctx: SynthContext) -> StageReport:
     report = StageReport("filter")
     judge = create_judge(ctx.config.filter, ctx.config.llm)
     identity = judge.identity()
-    ready, report.waiting = judged_units(ctx)
+    # Units whose image exists (given, or rendered by the images stage); the rest wait.
+    units, report.waiting = plan_units(ctx, image_identity(ctx))
+    images = ResultStore(ctx.work_dir, "images")
+    ready = []
+    for unit in units:
+        if unit.given is not None:
+            ready.append((unit, Path(unit.given)))
+        elif unit.key in images:
+            ready.append((unit, ctx.out_dir / unit.relpath))
+        else:
+            report.waiting += 1
     if not ready and not report.waiting:
         report.notes.append("no images yet")
     if ctx.config.filter.backend == "none":

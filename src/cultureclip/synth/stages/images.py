@@ -64,14 +64,14 @@ def plan_units(ctx: SynthContext, identity: dict[str, Any]) -> tuple[list[ImageU
 def run_images(ctx: SynthContext) -> StageReport:
     from accelerate import PartialState
 
-    from cultureclip.synth.images import RenderRequest
+    from cultureclip.synth.images import RenderRequest, create_image_backend
 
     report = StageReport("images")
     state = PartialState()
     device = ctx.config.images.device
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
-    backend = image_backend(ctx, device)
+    backend = create_image_backend(ctx.config.images.model_copy(update={"device": device}))
     units, report.waiting = plan_units(ctx, backend.identity())
     given = sum(1 for u in units if u.given is not None)
     units = [u for u in units if u.given is None]
@@ -132,13 +132,8 @@ def run_images(ctx: SynthContext) -> StageReport:
     return report
 
 
-def image_backend(ctx: SynthContext, device: str) -> Any:
-    from cultureclip.synth.images import create_image_backend
-
-    settings = ctx.config.images.model_copy(update={"device": device})
-    return create_image_backend(settings)
-
-
 def image_identity(ctx: SynthContext) -> dict[str, Any]:
     """The image backend identity without loading a model (diffusers loads lazily)."""
-    return image_backend(ctx, ctx.config.images.device).identity()
+    from cultureclip.synth.images import create_image_backend
+
+    return create_image_backend(ctx.config.images).identity()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,10 @@ def mine_twins_stage(ctx: SynthContext) -> StageReport:
     _note_one_group(report, concepts, ctx.config.concepts.group_column())
     if pending:
         _store_mined(ctx, store, concepts, pending, report)
-    _note_no_twins(report, [store.get(key) for key in keys.values()])
+    reasons = no_twin_reasons(store.get(key) for key in keys.values())
+    if reasons:
+        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(3))
+        report.notes.append(f"{reasons.total()} concept(s) without a twin ({top})")
     return report
 
 
@@ -223,13 +227,10 @@ def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
     return {twin.pos: twin for twin in mine_twins(labels, embeddings, across="group")}
 
 
-def _note_no_twins(report: StageReport, records: list[dict[str, Any] | None]) -> None:
-    """Adds how many concepts have no twin, and why, to the report."""
-    reasons = Counter(
+def no_twin_reasons(records: Iterable[dict[str, Any] | None]) -> Counter[str]:
+    """Why mined concepts have no twin (a finished outcome), counted over their records."""
+    return Counter(
         record.get("no_twin", "no candidate")
         for record in records
         if record is not None and record.get("neg_id") is None
     )
-    if reasons:
-        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(3))
-        report.notes.append(f"{reasons.total()} concept(s) without a twin ({top})")
