@@ -36,7 +36,7 @@ from cultureclip.models.feature_cache import shared_store
 from cultureclip.models.registry import create_model
 from cultureclip.train import TrainConfig, train
 from cultureclip.train import trainer as trainer_module
-from cultureclip.train.config import OptimConfig
+from cultureclip.train.config import OptimSettings
 from cultureclip.train.data import ResumableSampler
 from cultureclip.train.losses import create_loss
 from cultureclip.train.trainer import build_optimizer
@@ -88,7 +88,7 @@ def bare(spec: str, collection: PairCollection, epochs: int, batch: int) -> dict
     model.train()
     torch.manual_seed(SEED)
     loss_fn = create_loss("clip")
-    optimizer = build_optimizer(model, OptimConfig(lr=LR, weight_decay=0.0))
+    optimizer = build_optimizer(model, OptimSettings(lr=LR, weight_decay=0.0))
     sampler = ResumableSampler(len(images), rank=0, world_size=1, seed=SEED, shuffle=True)
     epoch_s = []
     for epoch in range(epochs):

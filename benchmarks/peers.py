@@ -127,7 +127,7 @@ def train_step_ratio(args: argparse.Namespace, device: torch.device) -> dict[str
     import open_clip
 
     from cultureclip.models.registry import create_model
-    from cultureclip.train.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig
+    from cultureclip.train.config import DataSettings, OptimSettings, ScheduleSettings, TrainConfig
     from cultureclip.train.data import EncoderInputs
     from cultureclip.train.losses import create_loss
     from cultureclip.train.trainer import TrainStep
@@ -140,11 +140,11 @@ def train_step_ratio(args: argparse.Namespace, device: torch.device) -> dict[str
     )
     ours.to(device).train()
     config = TrainConfig(
-        data=DataConfig(path="unused"),  # the step reads no data
+        data=DataSettings(path="unused"),  # the step reads no data
         precision=args.precision,
         # ``fused: false`` keeps both on torch's default AdamW: the ratio is the machinery's
-        optim=OptimConfig(lr=lr, weight_decay=wd, fused=False),
-        schedule=ScheduleConfig(kind="constant", warmup_steps=0),
+        optim=OptimSettings(lr=lr, weight_decay=wd, fused=False),
+        schedule=ScheduleSettings(kind="constant", warmup_steps=0),
     )
     step = TrainStep(ours, create_loss("clip"), config, kind="pairs", total_steps=1)
 

@@ -41,7 +41,7 @@ from cultureclip.data.pairs import PairCollection
 from cultureclip.models.registry import create_model
 from cultureclip.retrieval import (
     IndexConfig,
-    LaclipConfig,
+    LaclipSettings,
     RetrievalIndex,
     agreement_weights,
     build_index,
@@ -72,7 +72,9 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def write_vector_index(out: Path, vectors: np.ndarray, laclip: LaclipConfig | None = None) -> Path:
+def write_vector_index(
+    out: Path, vectors: np.ndarray, laclip: LaclipSettings | None = None
+) -> Path:
     n, dim = vectors.shape
     arrays = None
     if laclip is not None:
@@ -102,7 +104,7 @@ def search_benchmark(args: argparse.Namespace, work: Path) -> dict[str, float]:
     queries = unit(rng.standard_normal((args.queries, dim), dtype=np.float32))
 
     # LACLIP fused vectors of the same images: k noisy local views per image, chunked.
-    laclip = LaclipConfig(k=args.k)
+    laclip = LaclipSettings(k=args.k)
     fused = np.empty_like(global_vectors)
     for start in range(0, n, 10_000):
         g = torch.from_numpy(global_vectors[start : start + 10_000])
@@ -289,7 +291,7 @@ def indexing_benchmark(args: argparse.Namespace, work: Path) -> dict[str, float]
 
     runs = {"count": 0}
 
-    def project(laclip: LaclipConfig | None, batch_size: int) -> Callable[[], float]:
+    def project(laclip: LaclipSettings | None, batch_size: int) -> Callable[[], float]:
         def run() -> float:
             runs["count"] += 1
             out = work / f"index{runs['count']}"
@@ -311,7 +313,7 @@ def indexing_benchmark(args: argparse.Namespace, work: Path) -> dict[str, float]
     # LACLIP batches images; this keeps the views per forward pass close to the bare batch.
     laclip_batch = max(1, batch // (args.k + 1))
     t_bare, t_index, t_laclip = best_of(
-        args.repeats, bare, project(None, batch), project(LaclipConfig(k=args.k), laclip_batch)
+        args.repeats, bare, project(None, batch), project(LaclipSettings(k=args.k), laclip_batch)
     )
     views = n * (args.k + 1)
     print(

@@ -38,7 +38,7 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 def build_index(root: Path, images: int, hidden: int, layers: int) -> Path:
     from cultureclip.data.collections import write_chinese_clip
     from cultureclip.data.pairs import PairCollection
-    from cultureclip.retrieval import IndexConfig, LaclipConfig
+    from cultureclip.retrieval import IndexConfig, LaclipSettings
     from cultureclip.retrieval import build_index as build
     from cultureclip.testing import build_tiny_hf_model
 
@@ -67,7 +67,7 @@ def build_index(root: Path, images: int, hidden: int, layers: int) -> Path:
             data=str(root / "data"),
             split="test",
             out=str(out),
-            laclip=LaclipConfig(k=4),
+            laclip=LaclipSettings(k=4),
         ),
         progress=False,
     )

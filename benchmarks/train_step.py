@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from cultureclip.models.registry import create_model
-from cultureclip.train.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig
+from cultureclip.train.config import DataSettings, OptimSettings, ScheduleSettings, TrainConfig
 from cultureclip.train.data import EncoderInputs
 from cultureclip.train.losses import create_loss
 from cultureclip.train.trainer import TrainStep
@@ -167,10 +167,10 @@ def main() -> None:
         inputs = make_inputs(model, args.pairs, image_size).to(device)
 
         config = TrainConfig(
-            data=DataConfig(path="unused"),  # the step reads no data
+            data=DataSettings(path="unused"),  # the step reads no data
             precision="fp32",
-            optim=OptimConfig(lr=1e-6, weight_decay=0.1),
-            schedule=ScheduleConfig(warmup_steps=0),
+            optim=OptimSettings(lr=1e-6, weight_decay=0.1),
+            schedule=ScheduleSettings(warmup_steps=0),
         )
         step = TrainStep(model, create_loss("cultureclip"), config, kind="twin", total_steps=10_000)
         bare_optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-6, weight_decay=0.1)

@@ -130,7 +130,7 @@ def test_one_detection_says_the_same_to_training_and_collections(toy_cultwin: Pa
     from cultureclip.core.errors import InputError
     from cultureclip.data.collections import detect_layout
     from cultureclip.data.cultwin import is_cultwin_path
-    from cultureclip.train.config import DataConfig
+    from cultureclip.train.config import DataSettings
     from cultureclip.train.data import detect_kind
 
     renamed = toy_cultwin.with_name("my_twins.jsonl")
@@ -138,8 +138,8 @@ def test_one_detection_says_the_same_to_training_and_collections(toy_cultwin: Pa
     plain = toy_cultwin.with_name("pairs.jsonl")
     plain.write_text('{"image": "images/a.png", "text": "a castle"}\n')
     assert is_cultwin_path(renamed) and not is_cultwin_path(plain)
-    assert detect_kind(DataConfig(path=str(renamed))) == "twin"
+    assert detect_kind(DataSettings(path=str(renamed))) == "twin"
     assert detect_layout(renamed) == "cultwin"
-    assert detect_kind(DataConfig(path=str(plain))) == "pairs"
+    assert detect_kind(DataSettings(path=str(plain))) == "pairs"
     with pytest.raises(InputError, match="cannot tell the layout"):
         detect_layout(plain)

@@ -261,12 +261,12 @@ def test_load_without_shards_is_unchanged(jsonl: Path) -> None:
 
 def test_shard_directories_are_recognised_by_training_and_collections(tmp_path: Path) -> None:
     from cultureclip.data.collections import detect_layout, load_collection
-    from cultureclip.train.config import DataConfig
+    from cultureclip.train.config import DataSettings
     from cultureclip.train.data import detect_kind
 
     source = read_cultwin(write_toy_cultwin(tmp_path / "toy", n_pairs=4))
     shards = tmp_path / "shards"
     write_cultwin_shards(source.records, shards, image_root=source.root, shard_size=3)
-    assert detect_kind(DataConfig(path=str(shards))) == "twin"
+    assert detect_kind(DataSettings(path=str(shards))) == "twin"
     assert detect_layout(shards) == "cultwin"
     assert len(load_collection(shards).images) == 8

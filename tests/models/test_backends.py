@@ -208,11 +208,11 @@ def test_unknown_spec_errors() -> None:
 
 def test_loaded_lora_model_has_no_dropout(tiny_clip_dir: Path, tmp_path: Path) -> None:
     """Loading injects adapters into an eval-mode model: they must not drop out."""
-    from cultureclip.models.base import LoraSettings, TrainingSetup
+    from cultureclip.models.base import LoraSettings, TrainingSettings
 
     model = create_model(f"hf:{tiny_clip_dir}")
     model.configure_training(
-        TrainingSetup(image=TrainMode.lora, text=TrainMode.lora, lora=LoraSettings(dropout=0.9))
+        TrainingSettings(image=TrainMode.lora, text=TrainMode.lora, lora=LoraSettings(dropout=0.9))
     )
     loaded = create_model(str(model.save(tmp_path / "saved")))
     assert not any(m.training for m in loaded.modules())

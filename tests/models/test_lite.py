@@ -11,7 +11,7 @@ from PIL import Image
 from cultureclip.models import BackendError, TrainMode, create_model
 from cultureclip.models.lite import (
     E5Tower,
-    LiteOptions,
+    LiteSettings,
     decode_utf8,
     encode_utf8,
     image_transform,
@@ -77,10 +77,10 @@ def test_weight_mapping_fails_loudly_when_shapes_do_not_pair(
 
 def test_spec_options_parse_and_canonicalise() -> None:
     variant, options = parse_lite_spec("multi?dim=128&image_size=160")
-    assert variant == "multi" and options == LiteOptions(dim=128, image_size=160)
+    assert variant == "multi" and options == LiteSettings(dim=128, image_size=160)
     assert lite_spec(variant, options) == "lite:multi?image_size=160&dim=128"
-    assert lite_spec("en", LiteOptions()) == "lite:en"
-    assert lite_spec("en", LiteOptions(dim=256)) == "lite:en"  # defaults are left out
+    assert lite_spec("en", LiteSettings()) == "lite:en"
+    assert lite_spec("en", LiteSettings(dim=256)) == "lite:en"  # defaults are left out
     for bad, message in [
         ("fr", "unknown lite variant"),
         ("en?colour=red", "colour"),

@@ -60,7 +60,7 @@ def laclip_index(
     tmp_path_factory: pytest.TempPathFactory, culti_dir: Path, tiny_clip_dir: Path, session_model
 ) -> Path:
     """A LACLIP index (k=3 crops) over ``culti_dir``."""
-    from cultureclip.retrieval import IndexConfig, LaclipConfig, build_index
+    from cultureclip.retrieval import IndexConfig, LaclipSettings, build_index
 
     out = tmp_path_factory.mktemp("index") / "laclip"
     config = IndexConfig(
@@ -68,7 +68,7 @@ def laclip_index(
         data=str(culti_dir),
         split="test",
         out=str(out),
-        laclip=LaclipConfig(k=3),
+        laclip=LaclipSettings(k=3),
     )
     build_index(config, model=session_model, progress=False)
     return out

@@ -14,7 +14,7 @@ from cultureclip.data.pairs import PairCollection
 from cultureclip.retrieval import (
     FaissSettings,
     IndexConfig,
-    LaclipConfig,
+    LaclipSettings,
     RetrievalIndex,
     RetrievalIndexError,
     build_faiss,
@@ -81,7 +81,7 @@ def test_corrupt_image_is_reported_and_skipped(
     write_chinese_clip(tmp_path / "cc", "test", collection)
     messages: list[str] = []
     out = tmp_path / "idx"
-    config = _config(tiny_clip_dir, tmp_path / "cc", out, chunk_size=2, laclip=LaclipConfig(k=2))
+    config = _config(tiny_clip_dir, tmp_path / "cc", out, chunk_size=2, laclip=LaclipSettings(k=2))
     summary = build_index(config, model=session_model, progress=False, log=messages.append)
     assert [f["image_id"] for f in summary.failed] == ["102", "103", "107"]
     assert all("cannot decode image" in f["reason"] for f in summary.failed)
@@ -115,7 +115,7 @@ def test_interrupted_build_resumes_from_finished_chunks(
 ) -> None:
     out = tmp_path / "idx"
     config = _config(
-        tiny_clip_dir, culti_dir, out, chunk_size=4, batch_size=2, laclip=LaclipConfig(k=2)
+        tiny_clip_dir, culti_dir, out, chunk_size=4, batch_size=2, laclip=LaclipSettings(k=2)
     )
     calls = {"n": 0}
     original = session_model.encode_image
@@ -147,7 +147,7 @@ def test_interrupted_build_resumes_from_finished_chunks(
         np.load(out / "image_vectors.npy"), np.load(fresh.out / "image_vectors.npy"), atol=1e-6
     )
 
-    changed = config.model_copy(update={"laclip": LaclipConfig(k=3)})
+    changed = config.model_copy(update={"laclip": LaclipSettings(k=3)})
     with pytest.raises(RetrievalIndexError, match="differs in laclip"):
         build_index(changed, model=session_model, progress=False)
     assert (
@@ -160,7 +160,7 @@ def test_laclip_index_stores_fused_vectors_and_explains_them(
     laclip_index, culti_dir, session_model
 ) -> None:
     index = RetrievalIndex(laclip_index, model=session_model)
-    assert index.laclip == LaclipConfig(k=3)
+    assert index.laclip == LaclipSettings(k=3)
     collection = load_collection(culti_dir, "test")
     images = [collection.load_image(i) for i in range(12)]
     features = LaclipEncoder(session_model, index.laclip).encode(images, collection.image_ids)

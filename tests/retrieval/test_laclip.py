@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw
 
 from cultureclip.config import ConfigError
 from cultureclip.retrieval.laclip import (
-    LaclipConfig,
     LaclipEncoder,
+    LaclipSettings,
     agreement_weights,
     crop_boxes,
     explicit_scores,
@@ -44,7 +44,7 @@ def test_crops_equal_to_the_whole_image_reduce_to_global_scores(
 ) -> None:
     images = _images()
     ids = [f"img{i}" for i in range(len(images))]
-    config = LaclipConfig(k=3, scale=(1.0, 1.0), ratio=(1.0, 1.0), weighting=weighting, tau=0.07)
+    config = LaclipSettings(k=3, scale=(1.0, 1.0), ratio=(1.0, 1.0), weighting=weighting, tau=0.07)
     features = LaclipEncoder(session_model, config).encode(images, ids)
     assert (features.views.boxes == np.array([0, 0, 40, 40])).all()
     global_emb = session_model.embed_images(images)
@@ -81,7 +81,7 @@ def test_fused_vector_score_equals_explicit_sum(weighting: str, beta: float) -> 
 
 def test_fused_vector_from_a_real_model_matches_explicit_scores(session_model) -> None:
     images = _images(3)
-    encoder = LaclipEncoder(session_model, LaclipConfig(k=5, beta=0.25))
+    encoder = LaclipEncoder(session_model, LaclipSettings(k=5, beta=0.25))
     features = encoder.encode(images, ["a", "b", "c"])
     texts = session_model.embed_texts(["one", "two"])
     views = features.views
@@ -137,7 +137,9 @@ def test_crop_boxes_are_seeded_per_image_and_respect_scale() -> None:
 
 def test_patch_variant(session_model) -> None:
     images = _images(2, size=(64, 48))
-    features = LaclipEncoder(session_model, LaclipConfig(mode="patches")).encode(images, ["a", "b"])
+    features = LaclipEncoder(session_model, LaclipSettings(mode="patches")).encode(
+        images, ["a", "b"]
+    )
     n_patches = (32 // 8) ** 2  # tiny CLIP: 32 px input, 8 px patches
     assert features.views.local.shape == (2, n_patches, session_model.embed_dim)
     assert features.weights.shape == (2, n_patches)
@@ -155,7 +157,7 @@ def test_patch_variant(session_model) -> None:
 
 
 def test_parse_laclip_option() -> None:
-    assert parse_laclip_option("on") == LaclipConfig()
+    assert parse_laclip_option("on") == LaclipSettings()
     config = parse_laclip_option(
         "k=4, scale=0.3-0.8, tau=0.1, weighting=relu, beta=0.2, mode=crops"
     )

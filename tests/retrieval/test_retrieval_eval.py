@@ -11,7 +11,7 @@ import torch
 from cultureclip.cli.retrieval import results_table
 from cultureclip.data.collections import load_collection
 from cultureclip.eval.metrics import retrieval_metrics
-from cultureclip.retrieval import LaclipConfig, RetrievalEvalConfig, evaluate_retrieval
+from cultureclip.retrieval import LaclipSettings, RetrievalEvalConfig, evaluate_retrieval
 from cultureclip.retrieval.evaluate import METRIC_KEYS
 
 
@@ -56,7 +56,7 @@ def test_evaluate_retrieval_matches_brute_force_on_model_embeddings(
     culti_dir, session_model
 ) -> None:
     collection = load_collection(culti_dir, "test")
-    result = evaluate_retrieval(session_model, collection, [LaclipConfig(k=3)])
+    result = evaluate_retrieval(session_model, collection, [LaclipSettings(k=3)])
     images = session_model.embed_images(
         [collection.load_image(i) for i in range(len(collection.images))]
     )
@@ -70,7 +70,7 @@ def test_evaluate_retrieval_matches_brute_force_on_model_embeddings(
 
 def test_sweep_reuses_views_and_whole_image_crops_match_global(culti_dir, session_model) -> None:
     collection = load_collection(culti_dir, "test")
-    whole = LaclipConfig(k=2, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    whole = LaclipSettings(k=2, scale=(1.0, 1.0), ratio=(1.0, 1.0))
     sweep = RetrievalEvalConfig(
         model="unused",
         data="unused",
@@ -137,7 +137,7 @@ def test_chance_levels_bootstrap_and_an_80_column_table(culti_dir, session_model
     assert low < 25 < high and low >= 0 and high <= 100 and high - low > 10  # n=40 is noisy
 
     collection = load_collection(culti_dir, "test")
-    result = evaluate_retrieval(session_model, collection, [LaclipConfig(k=3)])
+    result = evaluate_retrieval(session_model, collection, [LaclipSettings(k=3)])
     assert result.chance["t2i_R@10"] > 50  # 12 candidates: R@10 is nearly free
     for row in result.rows:
         for key in METRIC_KEYS:

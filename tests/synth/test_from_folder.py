@@ -226,9 +226,9 @@ def test_the_guides_option_block_is_what_from_folder_starts_from() -> None:
 
 def test_models_doc_names_every_lite_option() -> None:
     """Issue 16 item 7: docs/models.md never named the lite ``cache=`` option."""
-    from cultureclip.models.lite import LiteOptions
+    from cultureclip.models.lite import LiteSettings
 
     doc = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
-    for name in LiteOptions.model_fields:
+    for name in LiteSettings.model_fields:
         assert f"| `{name}` |" in doc, f"docs/models.md does not document lite option {name}"
     assert "cache=" in doc and "heads-only" in doc

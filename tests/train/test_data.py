@@ -10,7 +10,7 @@ import torch
 from cultureclip.models.base import TOWER_FEATURES
 from cultureclip.models.feature_cache import shared_store
 from cultureclip.train import TrainConfig, train
-from cultureclip.train.config import DataConfig
+from cultureclip.train.config import DataSettings
 from cultureclip.train.data import (
     MIN_EXAMPLES_FOR_WORKERS,
     FrozenFeatureDataset,
@@ -71,7 +71,7 @@ def test_frozen_feature_data_serves_rows_and_keeps_trained_towers_on_pixels(
     data = write_toy_cultwin(tmp_path / "toy", n_pairs=4)
     model = create_model(LITE)
     model.configure_training(image="heads", text="full")
-    config = DataConfig(path=str(data))
+    config = DataSettings(path=str(data))
     kind, dataset, _ = build_dataset(
         config, transform=model.preprocess, tokenize=model.tokenize, seed=0
     )
@@ -98,7 +98,7 @@ def test_frozen_feature_data_serves_rows_and_keeps_trained_towers_on_pixels(
     model.configure_training(image="full", text="full")
     assert frozen_feature_data(model, kind, dataset, config) is None
     model.configure_training(image="heads", text="heads")
-    off = DataConfig(path=str(data), frozen_features=False)
+    off = DataSettings(path=str(data), frozen_features=False)
     assert frozen_feature_data(model, kind, dataset, off) is None
 
 
@@ -118,10 +118,10 @@ def test_loader_workers_default_to_the_cpus_on_enough_data(monkeypatch) -> None:
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     assert auto_workers(10_000) == 1
     big = list(range(10_000))
-    config = DataConfig(path="x")
+    config = DataSettings(path="x")
     assert loader_workers(config, 0, big) == 1  # type: ignore[arg-type]
     assert loader_workers(config, 3, big) == 3  # the old top-level num_workers still counts
-    assert loader_workers(DataConfig(path="x", workers=0), 3, big) == 0  # data.workers wins
+    assert loader_workers(DataSettings(path="x", workers=0), 3, big) == 0  # data.workers wins
 
 
 def test_data_loading_settings_do_not_change_the_run_identity(tmp_path: Path) -> None:

@@ -12,7 +12,12 @@ from cultureclip.config import ConfigError
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.registry import create_model
 from cultureclip.train import LossError, TrainConfig, train, wise_ft
-from cultureclip.train.config import OptimConfig, ScheduleConfig, list_presets, load_train_config
+from cultureclip.train.config import (
+    OptimSettings,
+    ScheduleSettings,
+    list_presets,
+    load_train_config,
+)
 from cultureclip.train.trainer import (
     build_optimizer,
     lr_factor,
@@ -167,9 +172,9 @@ def test_cuda_speed_options_are_accepted_and_resolve_to_off_on_cpu(
     assert resolve_compile(False, cpu) is False
 
     tiny_model.configure_training(image="lora", text="lora")
-    assert not build_optimizer(tiny_model, OptimConfig()).param_groups[0]["fused"]
+    assert not build_optimizer(tiny_model, OptimSettings()).param_groups[0]["fused"]
     # forcing the fused kernel is honoured where torch has one (its CPU kernel included)
-    assert build_optimizer(tiny_model, OptimConfig(fused=True)).param_groups[0]["fused"]
+    assert build_optimizer(tiny_model, OptimSettings(fused=True)).param_groups[0]["fused"]
 
     before = torch.backends.cuda.matmul.fp32_precision
     assert train(config).completed
@@ -193,11 +198,11 @@ def test_compile_on_cpu_is_refused_with_a_clear_message(make_config) -> None:
 
 
 def test_lr_schedule_shapes() -> None:
-    linear = ScheduleConfig(kind="linear", warmup_steps=4)
+    linear = ScheduleSettings(kind="linear", warmup_steps=4)
     assert [lr_factor(s, linear, 12) for s in (0, 3, 4, 8, 12)] == [0.25, 1.0, 1.0, 0.5, 0.0]
-    cosine = ScheduleConfig(kind="cosine", warmup_steps=0)
+    cosine = ScheduleSettings(kind="cosine", warmup_steps=0)
     assert lr_factor(5, cosine, 10) == pytest.approx(0.5)
-    assert lr_factor(7, ScheduleConfig(kind="constant", warmup_steps=2), 10) == 1.0
+    assert lr_factor(7, ScheduleSettings(kind="constant", warmup_steps=2), 10) == 1.0
 
 
 def test_presets_load_and_match_the_paper() -> None:

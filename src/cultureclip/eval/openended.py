@@ -44,8 +44,8 @@ from cultureclip.core.progress import track
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.benchmarks.benchmark import (
     Benchmark,
-    BenchmarkOptions,
     BenchmarkOutput,
+    BenchmarkSettings,
     batched,
 )
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
@@ -132,7 +132,7 @@ class JudgeVerdict(BaseModel):
     correct: bool
 
 
-class OpenEndedOptions(BenchmarkOptions):
+class OpenEndedOptions(BenchmarkSettings):
     #: contrastive models: how a candidate answer becomes a text (``{answer}``)
     template: str = "a photo of {answer}."
     #: items sent to the model per checkpointed chunk
@@ -149,7 +149,7 @@ class OpenEndedOptions(BenchmarkOptions):
 class OpenEndedBenchmark(Benchmark):
     name = "openended"
     task = "openended"
-    Options: ClassVar[type[BenchmarkOptions]] = OpenEndedOptions
+    Options: ClassVar[type[BenchmarkSettings]] = OpenEndedOptions
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True

@@ -3,7 +3,7 @@
 from cultureclip.models.base import (
     BackendError,
     LoraSettings,
-    TrainingSetup,
+    TrainingSettings,
     TrainMode,
     VisionLanguageModel,
 )
@@ -14,7 +14,7 @@ __all__ = [
     "BackendError",
     "LoraSettings",
     "TrainMode",
-    "TrainingSetup",
+    "TrainingSettings",
     "VisionLanguageModel",
     "create_model",
     "list_models",

@@ -62,7 +62,7 @@ class LoraSettings(Config):
     target_modules: list[str] | None = None
 
 
-class TrainingSetup(Config):
+class TrainingSettings(Config):
     image: TrainMode = TrainMode.frozen
     text: TrainMode = TrainMode.frozen
     logit_scale: bool = False
@@ -93,7 +93,7 @@ class VisionLanguageModel(nn.Module, ABC):
         super().__init__()
         self.spec = spec  # what create_model() was given; reloads the base weights
         self.context_length = context_length
-        self.training_setup = TrainingSetup()
+        self.training_setup = TrainingSettings()
         self.embed_dim = 0  # set by the subclass
         self._lora_towers: set[str] = set()
         # True once weights outside the heads may differ from the base checkpoint
@@ -256,14 +256,14 @@ class VisionLanguageModel(nn.Module, ABC):
 
     # ---- training modes -------------------------------------------------------------
     def configure_training(
-        self, setup: TrainingSetup | None = None, **kwargs: Any
-    ) -> TrainingSetup:
+        self, setup: TrainingSettings | None = None, **kwargs: Any
+    ) -> TrainingSettings:
         """Sets which parameters train; LoRA adapters are injected with peft where asked.
 
-        ``configure_training(image="lora", text="lora")`` or pass a :class:`TrainingSetup`.
+        ``configure_training(image="lora", text="lora")`` or pass a :class:`TrainingSettings`.
         Calling it again re-applies from scratch (LoRA layers already injected stay).
         """
-        setup = setup or TrainingSetup.model_validate(kwargs)
+        setup = setup or TrainingSettings.model_validate(kwargs)
         for name in TOWERS:
             mode = getattr(setup, name)
             if mode not in self.supported_modes[name]:
@@ -379,7 +379,7 @@ class VisionLanguageModel(nn.Module, ABC):
         """Loads what :meth:`save` wrote to ``path`` (``meta``: its model config)."""
         from safetensors.torch import load_file
 
-        setup = TrainingSetup.model_validate(meta["training_setup"])
+        setup = TrainingSettings.model_validate(meta["training_setup"])
         for tower_name in meta.get("lora_towers", []):
             self._inject_lora(tower_name, setup.lora)
         state = load_file(str(path / WEIGHTS_NAME))

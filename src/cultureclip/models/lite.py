@@ -80,7 +80,7 @@ VARIANTS = {
 }
 
 
-class LiteOptions(Config):
+class LiteSettings(Config):
     """Options of a ``lite:`` spec (``lite:en?image_size=160&dim=128``)."""
 
     image_size: int = Field(224, ge=32, le=1024, description="square input side in pixels")
@@ -95,8 +95,8 @@ class LiteOptions(Config):
     )
 
 
-def parse_lite_spec(argument: str) -> tuple[str, LiteOptions]:
-    """``"en?dim=128"`` → ``("en", LiteOptions(dim=128))``; raises BackendError on bad input."""
+def parse_lite_spec(argument: str) -> tuple[str, LiteSettings]:
+    """``"en?dim=128"`` → ``("en", LiteSettings(dim=128))``; raises BackendError on bad input."""
     variant, _, query = argument.partition("?")
     if variant not in VARIANTS:
         raise BackendError(
@@ -114,17 +114,17 @@ def parse_lite_spec(argument: str) -> tuple[str, LiteOptions]:
             raise BackendError(f"lite:{argument}: option {key!r} given twice")
         raw[key] = value
     try:
-        options = LiteOptions.model_validate(raw)
+        options = LiteSettings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        allowed = ", ".join(LiteOptions.model_fields)
+        allowed = ", ".join(LiteSettings.model_fields)
         raise BackendError(f"lite:{argument}: {problems} (options: {allowed})") from exc
     return variant, options
 
 
-def lite_spec(variant: str, options: LiteOptions) -> str:
+def lite_spec(variant: str, options: LiteSettings) -> str:
     """The canonical spec: only options that differ from the defaults, in a fixed order."""
-    defaults = LiteOptions()
+    defaults = LiteSettings()
     changed = {k: v for k, v in options.model_dump().items() if v != getattr(defaults, k)}
     return f"lite:{variant}" + (f"?{urlencode(changed)}" if changed else "")
 

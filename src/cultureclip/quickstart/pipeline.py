@@ -29,7 +29,7 @@ from pydantic import Field
 
 from cultureclip.config import Config
 from cultureclip.core.device import AUTO, Device, resolve_device
-from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSetup, TrainMode
+from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSettings, TrainMode
 from cultureclip.quickstart.world import World, WorldSettings, build_world
 from cultureclip.utils.io import atomic_write_json, atomic_write_text
 
@@ -76,8 +76,8 @@ class QuickstartConfig(Config):
     device: Device = AUTO
     world: WorldSettings = Field(default_factory=WorldSettings)
     #: which parts train in alignment and fine-tuning (heads: the projection layers)
-    training: TrainingSetup = Field(
-        default_factory=lambda: TrainingSetup(image=TrainMode.heads, text=TrainMode.heads)
+    training: TrainingSettings = Field(
+        default_factory=lambda: TrainingSettings(image=TrainMode.heads, text=TrainMode.heads)
     )
     align: AlignSettings = Field(default_factory=AlignSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)

@@ -15,8 +15,8 @@ from cultureclip.retrieval.evaluate import (
 from cultureclip.retrieval.faiss_index import FaissSettings, build_faiss
 from cultureclip.retrieval.index import IndexConfig, IndexSummary, build_index, write_index
 from cultureclip.retrieval.laclip import (
-    LaclipConfig,
     LaclipEncoder,
+    LaclipSettings,
     agreement_weights,
     crop_boxes,
     explicit_scores,
@@ -30,8 +30,8 @@ __all__ = [
     "FaissSettings",
     "IndexConfig",
     "IndexSummary",
-    "LaclipConfig",
     "LaclipEncoder",
+    "LaclipSettings",
     "RetrievalEvalConfig",
     "RetrievalIndex",
     "RetrievalIndexError",

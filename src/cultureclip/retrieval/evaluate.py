@@ -32,7 +32,7 @@ from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.base import VisionLanguageModel
-from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, LaclipViews, Weighting
+from cultureclip.retrieval.laclip import LaclipEncoder, LaclipSettings, LaclipViews, Weighting
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -84,9 +84,9 @@ class RetrievalEvalConfig(Config):
     def _all_is_none(cls, value: str | None) -> str | None:
         return None if value == "all" else value
 
-    def grid(self) -> list[LaclipConfig]:
+    def grid(self) -> list[LaclipSettings]:
         """Every LACLIP setting of the sweep (softmax rows once per τ, others once)."""
-        configs: list[LaclipConfig] = []
+        configs: list[LaclipSettings] = []
         views: list[dict[str, Any]] = [
             {"mode": "crops", "k": k, "scale": scale, "ratio": self.ratio, "seed": self.seed}
             for k, scale in itertools.product(self.ks, self.scales)
@@ -96,7 +96,7 @@ class RetrievalEvalConfig(Config):
         for view, weighting, beta in itertools.product(views, self.weightings, self.betas):
             taus = self.taus if weighting == "softmax" else [self.taus[0]]
             configs.extend(
-                LaclipConfig(**view, weighting=weighting, tau=tau, beta=beta) for tau in taus
+                LaclipSettings(**view, weighting=weighting, tau=tau, beta=beta) for tau in taus
             )
         return configs
 
@@ -104,7 +104,7 @@ class RetrievalEvalConfig(Config):
 @dataclass
 class SweepRow:
     label: str
-    laclip: LaclipConfig | None
+    laclip: LaclipSettings | None
     metrics: dict[str, float]
     #: 95% bootstrap interval per metric (percentile, over queries)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -239,7 +239,7 @@ def _text_targets(
 def evaluate_retrieval(
     model: VisionLanguageModel,
     collection: PairCollection,
-    laclip_configs: Sequence[LaclipConfig] = (),
+    laclip_configs: Sequence[LaclipSettings] = (),
     *,
     batch_size: int = 32,
     progress: bool = False,
@@ -253,7 +253,7 @@ def evaluate_retrieval(
 
     model.eval()
     failed: list[dict[str, str]] = []
-    groups: dict[tuple[object, ...], list[LaclipConfig]] = {}
+    groups: dict[tuple[object, ...], list[LaclipSettings]] = {}
     for config in laclip_configs:
         groups.setdefault(config.crop_key(), []).append(config)
     n = len(collection.images)
@@ -290,7 +290,7 @@ def evaluate_retrieval(
     text_rows, targets = _text_targets(collection, kept)
     text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
-    def row(label: str, config: LaclipConfig | None, image_vectors: torch.Tensor) -> SweepRow:
+    def row(label: str, config: LaclipSettings | None, image_vectors: torch.Tensor) -> SweepRow:
         sim = image_vectors.double() @ text_emb.double().T
         t2i, i2t = query_hits(sim, targets)
         return SweepRow(label, config, retrieval_metrics(sim, targets), bootstrap_ci(t2i, i2t))

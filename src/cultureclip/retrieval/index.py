@@ -56,7 +56,7 @@ from cultureclip.data.pairs import (
     raw_image_bytes,
 )
 from cultureclip.retrieval.faiss_index import FaissSettings, build_faiss, write_faiss
-from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder
+from cultureclip.retrieval.laclip import LaclipEncoder, LaclipSettings
 from cultureclip.retrieval.layout import (
     INDEX_VERSION,
     MANIFEST,
@@ -95,7 +95,7 @@ class IndexConfig(Config):
     #: images per resumable chunk file
     chunk_size: int = Field(512, ge=1)
     faiss: FaissSettings = FaissSettings()
-    laclip: LaclipConfig | None = None
+    laclip: LaclipSettings | None = None
     device: Device = "auto"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
@@ -565,7 +565,7 @@ def write_index(
     text_image_ids: Sequence[Sequence[str]],
     text_vectors: np.ndarray,
     faiss_settings: FaissSettings | None = None,
-    laclip: LaclipConfig | None = None,
+    laclip: LaclipSettings | None = None,
     laclip_arrays: dict[str, np.ndarray] | None = None,
     failed: Sequence[dict[str, str]] = (),
     source: dict[str, Any] | None = None,

@@ -44,7 +44,7 @@ from cultureclip.utils.io import stable_hash
 Weighting = Literal["softmax", "uniform", "relu", "cosine"]
 
 
-class LaclipConfig(Config):
+class LaclipSettings(Config):
     """Parameters of LACLIP local alignment."""
 
     #: ``crops``: k seeded random crops re-encoded by the model; ``patches``: the model's own
@@ -62,7 +62,7 @@ class LaclipConfig(Config):
     beta: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _check_ranges(self) -> LaclipConfig:
+    def _check_ranges(self) -> LaclipSettings:
         low, high = self.scale
         if not 0 < low <= high <= 1:
             raise InputError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
@@ -93,14 +93,14 @@ def _parse_range(raw: str) -> tuple[float, float]:
     return value, value
 
 
-def parse_laclip_option(text: str) -> LaclipConfig:
+def parse_laclip_option(text: str) -> LaclipSettings:
     """Parses the CLI form ``"k=8,scale=0.3-0.8,tau=0.05,weighting=softmax,beta=0.2"``.
 
     ``"on"`` or ``"default"`` gives the defaults. Ranges are ``low-high`` (or ``low:high``).
     """
     text = text.strip()
     if text.lower() in ("", "on", "default", "defaults", "true"):
-        return LaclipConfig()
+        return LaclipSettings()
     values: dict[str, object] = {}
     for item in text.split(","):
         key, sep, raw = item.partition("=")
@@ -109,9 +109,9 @@ def parse_laclip_option(text: str) -> LaclipConfig:
             raise ConfigError(
                 f"LACLIP option {item!r} must look like key=value (e.g. k=8,tau=0.05)"
             )
-        if key not in LaclipConfig.model_fields:
+        if key not in LaclipSettings.model_fields:
             raise ConfigError(
-                f"unknown LACLIP option {key!r}; known: {', '.join(LaclipConfig.model_fields)}"
+                f"unknown LACLIP option {key!r}; known: {', '.join(LaclipSettings.model_fields)}"
             )
         try:
             values[key] = _parse_range(raw) if key in ("scale", "ratio") else raw.strip()
@@ -120,7 +120,7 @@ def parse_laclip_option(text: str) -> LaclipConfig:
                 f"LACLIP option {key}={raw!r}: expected a number or a low-high range"
             ) from exc
     try:
-        return LaclipConfig.model_validate(values)
+        return LaclipSettings.model_validate(values)
     except ValueError as exc:
         raise ConfigError(f"invalid LACLIP options {text!r}: {exc}") from exc
 
@@ -249,9 +249,9 @@ class LaclipFeatures:
 class LaclipEncoder:
     """Encodes images into LACLIP views and fused vectors with any registered model."""
 
-    def __init__(self, model: VisionLanguageModel, config: LaclipConfig | None = None) -> None:
+    def __init__(self, model: VisionLanguageModel, config: LaclipSettings | None = None) -> None:
         self.model = model
-        self.config = config or LaclipConfig()
+        self.config = config or LaclipSettings()
 
     @torch.inference_mode()
     def encode_views(self, images: Sequence[Image.Image], image_ids: Sequence[str]) -> LaclipViews:
@@ -284,7 +284,9 @@ class LaclipEncoder:
         encoded = encoded.view(len(images), config.k + 1, -1)
         return LaclipViews(encoded[:, 0], encoded[:, 1:], np.stack(all_boxes))
 
-    def fuse_views(self, views: LaclipViews, config: LaclipConfig | None = None) -> LaclipFeatures:
+    def fuse_views(
+        self, views: LaclipViews, config: LaclipSettings | None = None
+    ) -> LaclipFeatures:
         """Weights and fused vectors; ``config`` may vary weighting/τ/β over the same views."""
         config = config or self.config
         weights = agreement_weights(views.global_emb, views.local, config.weighting, config.tau)

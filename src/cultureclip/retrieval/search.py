@@ -15,7 +15,7 @@ from cultureclip.core.errors import InputError, MissingInputError, UnknownNameEr
 from cultureclip.data.collections import decode_image, load_collection
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS, PairCollection
 from cultureclip.retrieval.faiss_index import FaissSettings, read_faiss
-from cultureclip.retrieval.laclip import LaclipConfig, LaclipEncoder, explicit_scores
+from cultureclip.retrieval.laclip import LaclipEncoder, LaclipSettings, explicit_scores
 from cultureclip.retrieval.layout import (
     INDEX_VERSION,
     MANIFEST,
@@ -108,7 +108,7 @@ class RetrievalIndex:
             )
         self.faiss_settings = FaissSettings.model_validate(self.manifest["faiss"])
         laclip = self.manifest.get("laclip")
-        self.laclip = LaclipConfig.model_validate(laclip) if laclip else None
+        self.laclip = LaclipSettings.model_validate(laclip) if laclip else None
         self.image_ids: list[str] = (
             pq.read_table(self.directory / "images.parquet").column("image_id").to_pylist()
         )

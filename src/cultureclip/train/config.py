@@ -19,12 +19,12 @@ from pydantic import Field, model_validator
 from cultureclip.config import Config, ConfigError, deep_merge, load_config, out_field
 from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError
-from cultureclip.models.base import TrainingSetup, TrainMode
+from cultureclip.models.base import TrainingSettings, TrainMode
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
-class DataConfig(Config):
+class DataSettings(Config):
     #: a CulTwin file/dir (``cultwin.jsonl``/``.parquet``) or an image–text collection
     #: readable by ``cultureclip.data.collections.load_collection``
     path: str
@@ -51,7 +51,7 @@ class DataConfig(Config):
     )
 
 
-class OptimConfig(Config):
+class OptimSettings(Config):
     lr: float = Field(3e-6, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -62,7 +62,7 @@ class OptimConfig(Config):
     fused: bool | Literal["auto"] = "auto"
 
 
-class ScheduleConfig(Config):
+class ScheduleSettings(Config):
     kind: Literal["linear", "cosine", "constant"] = "linear"
     warmup_steps: int = Field(100, ge=0)
 
@@ -72,14 +72,14 @@ class TrainConfig(Config):
 
     model: str = "hf:openai/clip-vit-base-patch32"
     context_length: int | None = Field(None, ge=1)
-    data: DataConfig
+    data: DataSettings
     loss: str = "cultureclip"
     loss_kwargs: dict[str, float] = Field(default_factory=dict)
-    training: TrainingSetup = Field(
-        default_factory=lambda: TrainingSetup(image=TrainMode.lora, text=TrainMode.lora)
+    training: TrainingSettings = Field(
+        default_factory=lambda: TrainingSettings(image=TrainMode.lora, text=TrainMode.lora)
     )
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
 
     epochs: int = Field(10, ge=1)
     #: stop after this many optimiser steps (overrides ``epochs`` for the schedule length)
@@ -179,7 +179,7 @@ class TrainConfig(Config):
     def run_identity(self) -> dict[str, Any]:
         """The fields that define the training trajectory (must match on resume)."""
         exclude: dict[str, Any] = dict.fromkeys(self.RESUMABLE_CHANGES, True)
-        exclude["data"] = dict.fromkeys(DataConfig.LOADING_FIELDS, True)
+        exclude["data"] = dict.fromkeys(DataSettings.LOADING_FIELDS, True)
         return self.model_dump(mode="json", exclude=exclude)
 
 

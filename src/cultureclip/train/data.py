@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import PairCollection, open_image
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
-from cultureclip.train.config import DataConfig
+from cultureclip.train.config import DataSettings
 from cultureclip.train.losses import DataKind
 
 Tokens = dict[str, Tensor]
@@ -130,7 +130,7 @@ class PairCollator:
         )
 
 
-def detect_kind(config: DataConfig) -> DataKind:
+def detect_kind(config: DataSettings) -> DataKind:
     if config.kind != "auto":
         return config.kind
     path = Path(config.path)
@@ -142,7 +142,7 @@ def detect_kind(config: DataConfig) -> DataKind:
 
 
 def build_dataset(
-    config: DataConfig,
+    config: DataSettings,
     *,
     transform: Any,
     tokenize: Any,
@@ -241,7 +241,7 @@ def auto_workers(examples: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
 
 
-def loader_workers(config: DataConfig, legacy: int, dataset: Dataset) -> int:
+def loader_workers(config: DataSettings, legacy: int, dataset: Dataset) -> int:
     """Workers of the training loader: ``data.workers``, else the top-level ``num_workers``
     when set above 0, else :func:`auto_workers` (0 when nothing is decoded per step)."""
     if config.workers is not None:
@@ -439,7 +439,7 @@ def frozen_feature_data(
     model: Any,
     kind: DataKind,
     dataset: TwinDataset | PairDataset,
-    config: DataConfig,
+    config: DataSettings,
     *,
     workers: int | None = None,
     batch_size: int = 64,

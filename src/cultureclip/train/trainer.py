@@ -54,7 +54,7 @@ from cultureclip.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cultureclip.train.config import OptimConfig, ScheduleConfig, TrainConfig
+from cultureclip.train.config import OptimSettings, ScheduleSettings, TrainConfig
 from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
@@ -133,7 +133,7 @@ def resolve_fused(fused: bool | str, device: torch.device) -> bool:
     return bool(fused)
 
 
-def build_optimizer(model: VisionLanguageModel, config: OptimConfig) -> torch.optim.AdamW:
+def build_optimizer(model: VisionLanguageModel, config: OptimSettings) -> torch.optim.AdamW:
     """AdamW; biases, norms and the temperature get no weight decay (as in open_clip)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -182,7 +182,7 @@ def tf32_matmuls(enabled: bool, device: torch.device):
         matmul.fp32_precision, conv.fp32_precision = saved
 
 
-def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
+def lr_factor(step: int, config: ScheduleSettings, total_steps: int) -> float:
     """Multiplier of the base lr before optimiser step ``step`` (0-based)."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps

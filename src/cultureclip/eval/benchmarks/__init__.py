@@ -9,15 +9,15 @@ from cultureclip.eval.benchmarks import (  # noqa: F401
     twins,
     zeroshot,
 )
-from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput, BenchmarkSettings
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
-    "BenchmarkOptions",
     "BenchmarkOutput",
+    "BenchmarkSettings",
     "MCQBenchmark",
     "MCQOptions",
 ]

@@ -21,7 +21,7 @@ from cultureclip.utils.io import stable_hash
 T = TypeVar("T")
 
 
-class BenchmarkOptions(Config):
+class BenchmarkSettings(Config):
     batch_size: int = Field(64, ge=1)
     seed: int = 42
 
@@ -40,7 +40,7 @@ class BenchmarkOutput:
 class Benchmark(ABC):
     name: ClassVar[str] = ""
     task: ClassVar[str] = ""
-    Options: ClassVar[type[BenchmarkOptions]] = BenchmarkOptions
+    Options: ClassVar[type[BenchmarkSettings]] = BenchmarkSettings
     #: bumped when this benchmark's scoring changes (part of the result's reuse key)
     protocol_version: ClassVar[int] = 1
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
+from cultureclip.eval.benchmarks.benchmark import BenchmarkSettings
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import pick
@@ -55,7 +55,7 @@ class CropeOptions(MCQOptions):
 )
 class CropeBenchmark(MCQBenchmark):
     name = "crope"
-    Options: ClassVar[type[BenchmarkOptions]] = CropeOptions
+    Options: ClassVar[type[BenchmarkSettings]] = CropeOptions
     options: CropeOptions
 
     def load_items(self) -> ItemSet:

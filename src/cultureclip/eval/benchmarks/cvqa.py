@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from cultureclip.data.taxonomy import country
-from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions
+from cultureclip.eval.benchmarks.benchmark import BenchmarkSettings
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import ItemSet
@@ -61,7 +61,7 @@ def country_code(name: str) -> str:
 )
 class CVQABenchmark(MCQBenchmark):
     name = "cvqa"
-    Options: ClassVar[type[BenchmarkOptions]] = CVQAOptions
+    Options: ClassVar[type[BenchmarkSettings]] = CVQAOptions
     options: CVQAOptions
     group_keys: ClassVar[tuple[str, ...]] = (*GROUP_KEYS, "language")
 

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field, model_validator
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.benchmark import BenchmarkOptions, seeded_rng
+from cultureclip.eval.benchmarks.benchmark import BenchmarkSettings, seeded_rng
 from cultureclip.eval.benchmarks.features import TextFeatureCache, image_key
 from cultureclip.eval.benchmarks.mcq import MCQBenchmark, MCQOptions, items_from_rows
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
@@ -102,7 +102,7 @@ class _GlobalRGBenchmark(MCQBenchmark):
 )
 class GlobalRGGrounding(_GlobalRGBenchmark):
     name = "globalrg-grounding"
-    Options: ClassVar[type[BenchmarkOptions]] = GroundingOptions
+    Options: ClassVar[type[BenchmarkSettings]] = GroundingOptions
     options: GroundingOptions
 
     def load_items(self) -> ItemSet:
@@ -158,7 +158,7 @@ class GlobalRGGrounding(_GlobalRGBenchmark):
 )
 class GlobalRGRetrieval(_GlobalRGBenchmark):
     name = "globalrg-retrieval"
-    Options: ClassVar[type[BenchmarkOptions]] = RetrievalOptions
+    Options: ClassVar[type[BenchmarkSettings]] = RetrievalOptions
     options: RetrievalOptions
 
     def run(self, model: Any, *, work_dir: Path | None = None, progress: bool = True) -> Any:

@@ -21,8 +21,8 @@ from cultureclip.core.errors import InputError
 from cultureclip.core.progress import track
 from cultureclip.eval.benchmarks.benchmark import (
     Benchmark,
-    BenchmarkOptions,
     BenchmarkOutput,
+    BenchmarkSettings,
     batched,
 )
 from cultureclip.eval.benchmarks.features import (
@@ -40,7 +40,7 @@ from cultureclip.models.base import VisionLanguageModel
 
 
 # ---- multiple-choice benchmarks ------------------------------------------------------------
-class MCQOptions(BenchmarkOptions):
+class MCQOptions(BenchmarkSettings):
     #: per question type, how an option becomes a text for contrastive scoring; fields of the
     #: item can be used: {option}, {question}, {country}, {category}, {region}, {concept}…
     templates: dict[str, str] = Field(
@@ -59,7 +59,7 @@ class MCQOptions(BenchmarkOptions):
 
 class MCQBenchmark(Benchmark):
     task = "mcq"
-    Options: ClassVar[type[BenchmarkOptions]] = MCQOptions
+    Options: ClassVar[type[BenchmarkSettings]] = MCQOptions
     options: MCQOptions
     #: the fields results are grouped by (``language`` too for multilingual sets)
     group_keys: ClassVar[tuple[str, ...]] = GROUP_KEYS

@@ -17,7 +17,7 @@ from pydantic import Field
 from cultureclip.core.errors import InputError
 from cultureclip.data.cultwin import CulTwinLoad, read_cultwin
 from cultureclip.data.taxonomy import continent_of
-from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput, BenchmarkSettings
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.items import load_image
@@ -25,7 +25,7 @@ from cultureclip.eval.metrics import group_accuracy, mcq_decision, role_accuracy
 from cultureclip.models.base import VisionLanguageModel
 
 
-class TwinOptions(BenchmarkOptions):
+class TwinOptions(BenchmarkSettings):
     template: str = Field(
         "a photo of {concept}.", description="text of a concept; {concept}, {country}, {category}"
     )
@@ -37,7 +37,7 @@ class TwinOptions(BenchmarkOptions):
 class TwinBenchmark(Benchmark):
     name = "twins"
     task = "twin_accuracy"
-    Options: ClassVar[type[BenchmarkOptions]] = TwinOptions
+    Options: ClassVar[type[BenchmarkSettings]] = TwinOptions
     options: TwinOptions
 
     def __init__(

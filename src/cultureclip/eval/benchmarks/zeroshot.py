@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOptions, BenchmarkOutput
+from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput, BenchmarkSettings
 from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
 from cultureclip.eval.benchmarks.registry import BENCHMARKS
 from cultureclip.eval.benchmarks.source import (
@@ -57,7 +57,7 @@ def image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
-class ZeroShotOptions(BenchmarkOptions):
+class ZeroShotOptions(BenchmarkSettings):
     templates: list[str] = Field(
         default_factory=lambda: ["a photo of a {c}.", "a photo of the {c}.", "an image of a {c}."],
         min_length=1,
@@ -77,7 +77,7 @@ def _read_classnames(directory: Path) -> list[str] | None:
 class ZeroShotBenchmark(Benchmark):
     name = "zeroshot"
     task = "zeroshot_classification"
-    Options: ClassVar[type[BenchmarkOptions]] = ZeroShotOptions
+    Options: ClassVar[type[BenchmarkSettings]] = ZeroShotOptions
     options: ZeroShotOptions
 
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
