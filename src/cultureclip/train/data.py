@@ -405,8 +405,9 @@ class FrozenFeatureDataset(Dataset):
         if self.images is None:
             return self.inner[index]
         item = self.inner.sources(index)
-        fields = IMAGE_FIELDS[self.kind]
-        item.update(zip(fields, self.images([item[f] for f in fields]), strict=True))
+        # A row view per field: the batch is assembled by one stack in the collator.
+        rows, index_of = self.images.rows, self.images.index
+        item.update((field, rows[index_of[item[field]]]) for field in IMAGE_FIELDS[self.kind])
         return item
 
 
