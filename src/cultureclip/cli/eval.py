@@ -75,6 +75,8 @@ def eval_command(
     A stored result is reused only when model, data fingerprint, split, options and
     protocol are the same ("reused" is printed); --overwrite recomputes.
     """
+    # Long because typer declares one parameter per flag; the body is two short branches
+    # (a suite, or one benchmark), each handing a config to the eval stage.
     with user_errors():
         if suite:
             if benchmark or data or overrides or config or preset:
