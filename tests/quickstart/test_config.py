@@ -46,3 +46,15 @@ def test_device_flag_and_conflicting_presets(
     conflict = runner.invoke(app, ["quickstart", "--small", "--preset", "other"])
     assert conflict.exit_code == 2 and "--small is --preset small" in conflict.output
     assert len(captured) == 1
+
+
+def test_a_missing_gpu_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "qs"
+    result = CliRunner().invoke(app, ["quickstart", "--device", "cuda", "--out", str(out)])
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+    assert not out.exists()

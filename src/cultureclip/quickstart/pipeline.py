@@ -198,6 +198,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     from cultureclip.eval.report import build_report
 
     config = config or QuickstartConfig()
+    resolve_device(config.device)  # a device this machine lacks fails before any work
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
