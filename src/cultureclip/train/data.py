@@ -368,6 +368,10 @@ class _Table:
     def __call__(self, inputs: Sequence[Any]) -> Tensor:
         return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
 
+    def row(self, source: Any) -> Tensor:
+        """One input's row, as a view (a batch is gathered by one stack in the collator)."""
+        return self.rows[self.index[source]]
+
     def as_tokens(self, texts: Sequence[str]) -> Tokens:
         """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
         from cultureclip.models.base import TOWER_FEATURES
@@ -405,9 +409,7 @@ class FrozenFeatureDataset(Dataset):
         if self.images is None:
             return self.inner[index]
         item = self.inner.sources(index)
-        # A row view per field: the batch is assembled by one stack in the collator.
-        rows, index_of = self.images.rows, self.images.index
-        item.update((field, rows[index_of[item[field]]]) for field in IMAGE_FIELDS[self.kind])
+        item.update((field, self.images.row(item[field])) for field in IMAGE_FIELDS[self.kind])
         return item
 
 
