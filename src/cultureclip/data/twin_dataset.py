@@ -88,17 +88,22 @@ class TwinDataset(Dataset):
 
 @dataclass
 class TwinCollator:
-    """Stacks images and tokenises captions and concept names with the model's tokenizer."""
+    """Stacks images and tokenises captions and concept names with the model's tokenizer.
+
+    ``batch_images`` turns a field's item values into one tensor: ``torch.stack`` of
+    pixels, or one gather of a fixed tower's stored rows (items carry image sources).
+    """
 
     tokenize: Tokenize
+    batch_images: Callable[[list[Any]], Tensor] = torch.stack
 
     def __call__(self, items: list[dict[str, Any]]) -> TwinBatch:
         def texts(key: str) -> list[str]:
             return [item[key] for item in items]
 
         return TwinBatch(
-            pos_images=torch.stack([item["pos_image"] for item in items]),
-            neg_images=torch.stack([item["neg_image"] for item in items]),
+            pos_images=self.batch_images(texts("pos_image")),
+            neg_images=self.batch_images(texts("neg_image")),
             pos_captions=self.tokenize(texts("pos_caption")),
             neg_captions=self.tokenize(texts("neg_caption")),
             pos_concepts=self.tokenize(texts("pos_concept")),

@@ -122,10 +122,12 @@ class PairDataset(Dataset):
 @dataclass
 class PairCollator:
     tokenize: Any
+    #: as :class:`TwinCollator`'s: stacked pixels, or one gather of stored rows
+    batch_images: Callable[[list[Any]], Tensor] = torch.stack
 
     def __call__(self, items: list[dict[str, Any]]) -> EncoderInputs:
         return EncoderInputs(
-            images={"image": torch.stack([item["image"] for item in items])},
+            images={"image": self.batch_images([item["image"] for item in items])},
             texts={"text": self.tokenize([item["text"] for item in items])},
         )
 
@@ -368,10 +370,6 @@ class _Table:
     def __call__(self, inputs: Sequence[Any]) -> Tensor:
         return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
 
-    def row(self, source: Any) -> Tensor:
-        """One input's row, as a view (a batch is gathered by one stack in the collator)."""
-        return self.rows[self.index[source]]
-
     def as_tokens(self, texts: Sequence[str]) -> Tokens:
         """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
         from cultureclip.models.base import TOWER_FEATURES
@@ -379,20 +377,15 @@ class _Table:
         return {TOWER_FEATURES: self(texts)}
 
 
-IMAGE_FIELDS = {"twin": ("pos_image", "neg_image"), "pairs": ("image",)}
-
-
 @dataclass
 class FrozenFeatureDataset(Dataset):
     """A twin or pair dataset whose fixed image tower's inputs are looked up, not decoded.
 
-    Items carry that tower's stored outputs ``[F]`` in place of pixels (pixels when the
-    image tower trains) and raw texts, which :func:`frozen_feature_data`'s collator
-    tokenises or looks up in turn.
+    Items carry image sources (pixels when the image tower trains) and raw texts; the
+    collator of :func:`frozen_feature_data` gathers the stored rows of fixed towers.
     """
 
     inner: TwinDataset | PairDataset
-    kind: DataKind
     images: _Table | None
 
     @property
@@ -406,11 +399,10 @@ class FrozenFeatureDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.images is None:
-            return self.inner[index]
-        item = self.inner.sources(index)
-        item.update((field, self.images.row(item[field])) for field in IMAGE_FIELDS[self.kind])
-        return item
+        # With stored image rows, items keep their image sources: the collator gathers a
+        # batch's rows in one indexing op (per-item rows and a stack cost a third of the
+        # heads-only throughput).
+        return self.inner[index] if self.images is None else self.inner.sources(index)
 
 
 def _all_inputs(dataset: TwinDataset | PairDataset) -> tuple[list[Any], list[str]]:
@@ -499,5 +491,7 @@ def frozen_feature_data(
         shared_store().computed - computed_before,
     )
     tokenize = model.tokenize if text_table is None else text_table.as_tokens
-    collate = TwinCollator(tokenize) if kind == "twin" else PairCollator(tokenize)
-    return FrozenFeatureDataset(dataset, kind, image_table), collate
+    batch_images = torch.stack if image_table is None else image_table
+    collator = TwinCollator if kind == "twin" else PairCollator
+    collate = collator(tokenize, batch_images)
+    return FrozenFeatureDataset(dataset, image_table), collate
