@@ -18,7 +18,6 @@ from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError, UserError
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
-from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark
 from cultureclip.eval.generative import (
     GenerativeSettings,
     create_generative_model,
@@ -36,6 +35,7 @@ from cultureclip.eval.results import (
     result_dir,
     served_name,
 )
+from cultureclip.eval.spec import Benchmark, create_benchmark
 from cultureclip.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ class EvalConfig(Config):
     """What ``cultureclip eval`` runs; written as ``config.yaml`` beside each result."""
 
     model: str
+    #: a benchmark name (``cultureclip benchmarks``) or the path of a spec file
     benchmark: str
-    data: str
+    #: local path or hub dataset name; none: the spec's ``source.data``
+    data: str | None = None
     split: str | None = None
     #: results directory (None: nothing is written)
     out: str | None = out_field("runs/eval", "out_dir", "output_dir")
@@ -93,31 +95,26 @@ def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
     return create_model(model, device=resolve_device(config.device))
 
 
-def create_benchmark(
-    name: str, data: str | Path | CulTwinLoad, split: str | None = None, **options: Any
-) -> Benchmark:
-    """Instantiates a registered benchmark on its data (options are validated)."""
-    cls = BENCHMARKS.get(name)
-    try:
-        return cls(data, split=split, **options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
-            + (
-                "unknown option (extra inputs are not permitted)"
-                if e["type"] == "extra_forbidden"
-                else e["msg"]
-            )
-            for e in exc.errors()
-        )
-        raise InputError(f"benchmark {name!r} options: {problems}") from None
+class Models:
+    """Models built from their specs, each once: a suite runs all its benchmarks on one load."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] = {}
+
+    def get(self, model: ModelLike, config: EvalConfig) -> Any:
+        if not isinstance(model, str | Path):
+            return model
+        key = f"{model}|{config.device}|{config.generative.model_dump_json()}"
+        if key not in self.loaded:
+            self.loaded[key] = resolve_model(model, config)
+        return self.loaded[key]
 
 
 def evaluate(
     model: ModelLike,
     benchmark: str,
     *,
-    data: str | Path | CulTwinLoad,
+    data: str | Path | CulTwinLoad | None = None,
     split: str | None = None,
     out_dir: str | Path | None = None,
     overwrite: bool = False,
@@ -139,7 +136,7 @@ def evaluate(
     config = EvalConfig(
         model=_spec_or_name(model, model_name),
         benchmark=benchmark,
-        data=str(data.root if isinstance(data, CulTwinLoad) else data),
+        data=None if data is None else str(data.root if isinstance(data, CulTwinLoad) else data),
         split=split,
         out=None if out_dir is None else str(out_dir),
         model_name=model_name,
@@ -165,11 +162,12 @@ def run(
     data: str | Path | CulTwinLoad | None = None,
     baseline: ModelLike | None = None,
     progress: bool = False,
+    models: Models | None = None,
 ) -> EvalResult:
-    """The eval stage: runs ``config.benchmark`` on ``config.model``.
+    """The eval stage: runs ``config.benchmark`` (a name or a spec file) on ``config.model``.
 
     ``model``/``data``/``baseline`` objects may be passed to use them in place of the
-    config's specs (tests, notebooks). With ``config.out``, a stored result of the same
+    config's specs (tests, notebooks); ``models`` keeps models loaded across runs. With ``config.out``, a stored result of the same
     ``key`` (see :mod:`cultureclip.eval.results`) is returned, ``reused``, unless
     ``overwrite``. The data is read and validated before the model is loaded. ``baseline``
     runs the same benchmark on a second (e.g. base) model and stores its metrics and the
@@ -180,15 +178,16 @@ def run(
     options = dict(config.options)
     if config.columns:
         options["columns"] = {**config.columns, **options.get("columns", {})}
+    models = models or Models()
     name = model_label(model, config.model_name)
     bench = create_benchmark(config.benchmark, data, config.split, **options)
-    shown_as = config.label or config.benchmark
+    shown_as = config.label or bench.name
     directory = result_dir(config.out, shown_as, name) if config.out is not None else None
     key = _result_key(config, bench, model, name, directory)
     result = _stored(directory, key) if not config.overwrite else None
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
-        scorer = resolve_model(model, config)
+        scorer = models.get(model, config)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if config.overwrite:  # no answer of an earlier run is kept
@@ -200,20 +199,19 @@ def run(
             model=name,
             task=bench.task,
             metrics=output.metrics,
+            counts={**output.counts, "items": output.n, "skipped": len(output.skipped)},
             per_group=output.per_group,
-            n=output.n,
-            n_skipped=len(output.skipped),
             skipped=output.skipped[:100],
             config=bench.config(),
             seconds=round(time.perf_counter() - started, 3),
-            data=config.data,
+            data=str(config.data or bench.data),
             key=key,
             chance=output.chance,
         )
         if directory is not None:
             write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
             result.save(directory)  # last: a result file means a finished run
-            if not output.metrics.get("n_failed", 0):
+            if not result.counts.failed:
                 # Kept while answers are missing: the rerun asks only those.
                 (directory / PARTIAL_NAME).unlink(missing_ok=True)
             config.save(directory)
@@ -223,7 +221,7 @@ def run(
         if result.baseline is None or result.baseline.model != base_name or config.overwrite:
             update = {"model": _spec_or_name(baseline, base_name), "model_name": base_name}
             base_config = config.model_copy(update={**update, "baseline": None})
-            base = run(base_config, model=baseline, data=data, progress=progress)
+            base = run(base_config, model=baseline, data=data, progress=progress, models=models)
             delta = {k: v - base.metrics[k] for k, v in result.metrics.items() if k in base.metrics}
             result.baseline = BaselineComparison(model=base_name, metrics=base.metrics, delta=delta)
             if directory is not None:
@@ -242,13 +240,9 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
             "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
         )
         return None
-    if stored.metrics.get("n_failed", 0):
+    if stored.counts.failed:
         # Answers lost to server errors are asked again; the answered ones are resumed.
-        logger.info(
-            "%s has %d failed answer(s); asking them again",
-            directory,
-            int(stored.metrics["n_failed"]),
-        )
+        logger.info("%s has %d failed answer(s); asking them again", directory, stored.counts.failed)
         return None
     stored._reused = True
     logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
@@ -263,10 +257,10 @@ def _result_key(
     key = {
         "benchmark": bench.name,
         "model": identity,
-        "data": data_identity(config.data, exclude=directory),
+        "data": data_identity(str(config.data or bench.data), exclude=directory),
         "split": config.split,
         "options": served_name(bench.options.model_dump(mode="json")),
-        "protocol": PROTOCOL_VERSION * 1000 + bench.protocol_version,
+        "protocol": PROTOCOL_VERSION * 1000 + bench.spec.protocol_version,
     }
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
 
@@ -285,7 +279,7 @@ class SuiteEntry(Config):
     """One benchmark of a suite: what ``cultureclip eval -b … -d …`` would be given."""
 
     benchmark: str
-    data: str
+    data: str | None = None
     split: str | None = None
     #: name of the results (default: the benchmark); two entries of one benchmark need two
     label: str | None = None
@@ -353,7 +347,8 @@ def run_suite(
     ``settings`` are the :class:`EvalConfig` fields every run shares (``overwrite``,
     ``device``, ``generative``, ``baseline``, ``baseline_name``). Each (model, benchmark)
     is reused as :func:`run` reuses a result, so rerunning a suite computes only what is
-    missing or changed. A benchmark whose data cannot be read (no hub access, a wrong path)
+    missing or changed; a model is loaded once, when its first benchmark needs it, and
+    scores all the benchmarks it has to. A benchmark whose data cannot be read (no hub access, a wrong path)
     is recorded in ``failed`` and the others still run. ``on_result(label, result)`` is
     called after each one (the CLI prints a line).
     """
@@ -362,6 +357,7 @@ def run_suite(
     if len(names) != len(models):
         raise ValueError("model_names must name every model")
     suite_run = SuiteRun()
+    loaded = Models()  # each model (and the baseline) loads once for the whole suite
     for model, name in zip(models, names, strict=True):
         for entry in suite.benchmarks:
             shown = f"{name or model} · {entry.label or entry.benchmark}"
@@ -369,7 +365,7 @@ def run_suite(
                 **entry.model_dump(), model=model, model_name=name, out=str(out_dir), **settings
             )
             try:
-                result = run(config, progress=progress)
+                result = run(config, progress=progress, models=loaded)
             except UserError as exc:
                 logger.warning("%s failed: %s", shown, exc)
                 suite_run.failed[shown] = str(exc)
@@ -380,6 +376,8 @@ def run_suite(
             suite_run.results.append(str(result.path))  # every suite result is saved under out_dir
             if on_result is not None:
                 on_result(shown, result)
+        if model != settings.get("baseline"):  # done with it: free its memory
+            loaded.loaded = {k: v for k, v in loaded.loaded.items() if k.split("|")[0] != model}
     if suite_run.results:
         target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
         suite_run.report = str(build_report(suite_run.results, target, n_resamples=n_resamples))

@@ -121,23 +121,35 @@ def role_accuracy(
     return metrics
 
 
+def bootstrap_draws(
+    values: Sequence[Any] | np.ndarray, *, n_resamples: int = 1000, rng: np.random.Generator
+) -> np.ndarray:
+    """Means (percent) of ``n_resamples`` resamples of the rows with replacement:
+    ``[n_resamples]`` for one value per row, ``[n_resamples, columns]`` for several."""
+    rows = np.asarray(values, dtype=np.float64)
+    return rows[rng.integers(0, len(rows), size=(n_resamples, len(rows)))].mean(axis=1) * 100.0
+
+
 def bootstrap_ci(
-    correct: Sequence[bool] | np.ndarray,
+    values: Sequence[Any] | np.ndarray | None = None,
     *,
+    draws: np.ndarray | None = None,
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 42,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of an accuracy (percent), seeded."""
-    values = np.asarray(correct, dtype=np.float64)
-    if values.size == 0:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, values.size, size=(n_resamples, values.size))
-    means = values[samples].mean(axis=1) * 100.0
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+) -> Any:
+    """Percentile bootstrap interval of a per-item score (percent), seeded: ``(low, high)``,
+    one per column for 2-D ``values``; or the interval of given ``draws``. The one bootstrap
+    of the toolkit (the report's accuracies, retrieval-eval's recalls)."""
+    if draws is None:
+        if values is None or len(values) == 0:
+            return (0.0, 0.0)
+        draws = bootstrap_draws(values, n_resamples=n_resamples, rng=np.random.default_rng(seed))
+    tail = round((1.0 - level) / 2.0, 10)
+    low, high = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+    if np.ndim(low) == 0:
+        return float(low), float(high)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
 
 
 def group_accuracy(

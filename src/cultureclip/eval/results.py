@@ -7,7 +7,10 @@ Layout under an output directory::
     <out>/<benchmark>/<model slug>/config.yaml        # the resolved EvalConfig
 
 ``result.json`` follows CLIP_benchmark in spirit (``benchmark, model, task, metrics``);
-its other fields are :class:`EvalResult`'s.
+its other fields are :class:`EvalResult`'s: scores in ``metrics``, counts beside them in
+``counts``, and ``schema_version``. A file of the first shape (no version; ``n``,
+``n_skipped`` and ``metrics.n_failed``…) is read into the current one; a file of a newer
+cultureclip is refused in one line.
 
 ``key`` records everything that decides a result: the model identity (spec plus a
 fingerprint of a local model directory), the data path and a fingerprint of its
@@ -22,15 +25,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from cultureclip.core.errors import MissingInputError
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.jsonl"
 #: bumped whenever scoring changes so that results computed before are not reused
 PROTOCOL_VERSION = 2
+#: the shape of result.json; 1: counts inside ``metrics`` (``n_failed``…), ``n``/``n_skipped``
+SCHEMA_VERSION = 2
+#: where the first shape kept each count
+_V1_COUNTS = {"n_failed": "failed", "n_unparsed": "refused", "n_judge_failed": "judge_failed"}
 
 
 class BaselineComparison(BaseModel):
@@ -41,14 +48,29 @@ class BaselineComparison(BaseModel):
     delta: dict[str, float]
 
 
+class Counts(BaseModel):
+    #: scored units (items, images, text queries)
+    items: int = 0
+    #: malformed records and unreadable images, left out of every metric
+    skipped: int = 0
+    #: answers lost to server errors or timeouts (wrong in the metrics; a rerun asks again)
+    failed: int = 0
+    #: replies with no readable answer (wrong in the metrics)
+    refused: int = 0
+    #: items whose answer the release withholds (not scored)
+    hidden: int = 0
+    #: verdicts the open-ended judge could not give
+    judge_failed: int = 0
+
+
 class EvalResult(BaseModel):
+    schema_version: int = SCHEMA_VERSION
     benchmark: str
     model: str
     task: str
     metrics: dict[str, float]
+    counts: Counts = Field(default_factory=Counts)
     per_group: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
-    n: int
-    n_skipped: int = 0
     skipped: list[str] = Field(default_factory=list, description="malformed items (first 100)")
     config: dict[str, Any] = Field(default_factory=dict)
     predictions_file: str = PREDICTIONS_NAME
@@ -65,6 +87,25 @@ class EvalResult(BaseModel):
     # where the result was read from / written to, and whether it was reused (not serialised)
     _path: Path | None = None
     _reused: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "schema_version" in data or "counts" in data:
+            return data
+        data = dict(data)  # the first shape: counts inside metrics, n and n_skipped
+        metrics = dict(data.get("metrics") or {})
+        counts = {new: int(metrics.pop(old)) for old, new in _V1_COUNTS.items() if old in metrics}
+        counts.update(items=data.pop("n", 0), skipped=data.pop("n_skipped", 0))
+        return {**data, "schema_version": SCHEMA_VERSION, "metrics": metrics, "counts": counts}
+
+    @property
+    def n(self) -> int:
+        return self.counts.items
+
+    @property
+    def n_skipped(self) -> int:
+        return self.counts.skipped
 
     @property
     def reused(self) -> bool:
@@ -94,7 +135,14 @@ def load_result(path: str | Path) -> EvalResult:
         path = path / RESULT_NAME
     if not path.exists():
         raise MissingInputError(f"no result file at {path}")
-    result = EvalResult.model_validate(read_json(path))
+    data = read_json(path)
+    version = data.get("schema_version", 1) if isinstance(data, dict) else None
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise InputError(
+            f"{path}: result schema version {version} is newer than this cultureclip reads "
+            f"({SCHEMA_VERSION}); upgrade cultureclip to read it"
+        )
+    result = EvalResult.model_validate(data)
     result._path = path
     return result
 

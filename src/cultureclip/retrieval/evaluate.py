@@ -31,6 +31,13 @@ from cultureclip.core.errors import InputError
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image
 from cultureclip.data.pairs import PairCollection
+from cultureclip.eval.metrics import (
+    RECALL_KS,
+    best_correct_rank,
+    bootstrap_ci,
+    bootstrap_draws,
+    retrieval_metrics,
+)
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.retrieval.laclip import LaclipEncoder, LaclipSettings, LaclipViews, Weighting
 
@@ -44,7 +51,6 @@ METRIC_KEYS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10
 #: about how many image–text pairs the published rows were measured on (the 2/10 test part
 #: of CulTi's 5,726 pairs)
 PUBLISHED_N = 1145
-RECALL_KS = (1, 5, 10)
 
 #: CulTi test split, published in the LACLIP paper (T2I R1/R5/R10, I2T R1/R5/R10, MR).
 PUBLISHED_CULTI: dict[str, tuple[float, ...]] = {
@@ -156,8 +162,6 @@ def query_hits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-query hits at each of RECALL_KS (bool) for text → image and image → text, under
     the rules of :func:`~cultureclip.eval.metrics.retrieval_metrics`."""
-    from cultureclip.eval.metrics import best_correct_rank
-
     image_texts = _image_to_texts(sim.shape[0], targets)
     queried = [i for i, t in enumerate(image_texts) if t]
     t2i = best_correct_rank(sim.T, targets).numpy()
@@ -166,19 +170,15 @@ def query_hits(
     return t2i[:, None] < ks, i2t[:, None] < ks
 
 
-def bootstrap_ci(t2i_hits: np.ndarray, i2t_hits: np.ndarray) -> dict[str, tuple[float, float]]:
+def recall_intervals(t2i_hits: np.ndarray, i2t_hits: np.ndarray) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of every recall and MR over 1,000 seeded resamples of the
-    queries with replacement (texts and images independently)."""
+    queries with replacement (texts and images independently), by the toolkit's bootstrap."""
     rng = np.random.default_rng(0)
-    t2i = t2i_hits[rng.integers(0, len(t2i_hits), (1000, len(t2i_hits)))].mean(axis=1)
-    i2t = i2t_hits[rng.integers(0, len(i2t_hits), (1000, len(i2t_hits)))].mean(axis=1)
-    draws = {f"t2i_R@{k}": 100 * t2i[:, n] for n, k in enumerate(RECALL_KS)}
-    draws.update({f"i2t_R@{k}": 100 * i2t[:, n] for n, k in enumerate(RECALL_KS)})
-    draws["MR"] = np.mean([draws[key] for key in list(draws)], axis=0)
-    return {
-        key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
-        for key, v in draws.items()
-    }
+    draws = np.concatenate(
+        [bootstrap_draws(t2i_hits, rng=rng), bootstrap_draws(i2t_hits, rng=rng)], axis=1
+    )
+    draws = np.concatenate([draws, draws.mean(axis=1, keepdims=True)], axis=1)
+    return dict(zip(METRIC_KEYS, bootstrap_ci(draws=draws), strict=True))
 
 
 @dataclass
@@ -192,6 +192,11 @@ class SweepResult:
     chance: dict[str, float] = field(default_factory=dict)
     #: images that are queries (described by at least one text) in image → text
     n_image_queries: int = 0
+    #: the global row's similarities [kept images, queried texts], the collection rows of
+    #: those images and texts (the eval stage's per-query predictions come from them)
+    sim: torch.Tensor | None = None
+    kept: list[int] = field(default_factory=list)
+    text_rows: list[int] = field(default_factory=list)
 
 
 def _encode_decodable(
@@ -249,8 +254,6 @@ def evaluate_retrieval(
     Undecodable images are left out (listed in ``failed``), and texts whose images were
     all left out are not queried (counted in ``dropped_texts``).
     """
-    from cultureclip.eval.metrics import retrieval_metrics
-
     model.eval()
     failed: list[dict[str, str]] = []
     groups: dict[tuple[object, ...], list[LaclipSettings]] = {}
@@ -293,9 +296,10 @@ def evaluate_retrieval(
     def row(label: str, config: LaclipSettings | None, image_vectors: torch.Tensor) -> SweepRow:
         sim = image_vectors.double() @ text_emb.double().T
         t2i, i2t = query_hits(sim, targets)
-        return SweepRow(label, config, retrieval_metrics(sim, targets), bootstrap_ci(t2i, i2t))
+        return SweepRow(label, config, retrieval_metrics(sim, targets), recall_intervals(t2i, i2t))
 
     rows = [row("global", None, global_emb)]
+    sim = global_emb.double() @ text_emb.double().T
     for encoder, configs, views in view_sets:
         for config in configs:
             rows.append(row(config.label(), config, encoder.fuse_views(views, config).fused))
@@ -307,6 +311,9 @@ def evaluate_retrieval(
         dropped_texts=len(collection.texts) - len(text_rows),
         chance=chance_levels(len(kept), targets),
         n_image_queries=sum(1 for t in _image_to_texts(len(kept), targets) if t),
+        sim=sim,
+        kept=kept,
+        text_rows=text_rows,
     )
 
 

@@ -177,7 +177,12 @@ def _undecoded_features(features: Any) -> Any:
 
 
 def load_dataset_rows(
-    source: str, split: str | None, *, local: bool, label_names: bool = False
+    source: str,
+    split: str | None,
+    *,
+    local: bool,
+    label_names: bool = False,
+    config: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``).
 
@@ -190,7 +195,7 @@ def load_dataset_rows(
         raise InputError("loading a hub dataset needs `pip install cultureclip[datasets]`") from exc
     wanted = split or "test"
     try:
-        dataset = datasets.load_dataset(source, split=wanted)
+        dataset = datasets.load_dataset(source, config, split=wanted)
     except Exception as exc:  # network, offline mode, unknown name, wrong split: say it in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where = "local dataset folder" if local else "hub dataset"
@@ -227,14 +232,16 @@ def read_rows(
     preferred: Sequence[str] = (),
     *,
     label_names: bool = False,
+    config: str | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Rows of a benchmark's data and the folder relative image paths start from."""
+    hub = {"label_names": label_names, "config": config}
     text = str(data)
     path = Path(text).expanduser()
     if path.exists():
         own_file = any((path / name).is_file() for name in preferred)
         if path.is_dir() and not own_file and is_hub_layout(path):
-            rows = load_dataset_rows(str(path), split, local=True, label_names=label_names)
+            rows = load_dataset_rows(str(path), split, local=True, **hub)
             root = path
         else:
             file = find_annotation_file(path, preferred) if path.is_dir() else path
@@ -246,7 +253,7 @@ def read_rows(
             "tried as a hub dataset name)"
         )
     else:
-        rows, root = load_dataset_rows(text, split, local=False, label_names=label_names), Path(".")
+        rows, root = load_dataset_rows(text, split, local=False, **hub), Path(".")
     return [{key: image_cell(value) for key, value in row.items()} for row in rows], root
 
 

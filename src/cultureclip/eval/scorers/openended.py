@@ -1,4 +1,4 @@
-"""Open-ended questions with reference answers (CulturalVQA style): the ``openended`` benchmark.
+"""Open-ended questions with reference answers (CulturalVQA style): ``scorer: openended``.
 
 One item per line of a JSONL file (or a directory holding ``items.jsonl``)::
 
@@ -42,17 +42,11 @@ from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.progress import track
 from cultureclip.data.taxonomy import continent_of
-from cultureclip.eval.benchmarks.benchmark import (
-    Benchmark,
-    BenchmarkOutput,
-    BenchmarkSettings,
-    batched,
-)
-from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
-from cultureclip.eval.benchmarks.registry import BENCHMARKS
+from cultureclip.eval.features import TextFeatureCache, batched, embed_images
 from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
+from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.utils.io import jsonl_lines
 
@@ -132,7 +126,7 @@ class JudgeVerdict(BaseModel):
     correct: bool
 
 
-class OpenEndedOptions(BenchmarkSettings):
+class OpenEndedOptions(ScorerSettings):
     #: contrastive models: how a candidate answer becomes a text (``{answer}``)
     template: str = "a photo of {answer}."
     #: items sent to the model per checkpointed chunk
@@ -143,21 +137,19 @@ class OpenEndedOptions(BenchmarkSettings):
     judge_options: dict[str, Any] = Field(default_factory=dict)
 
 
-@BENCHMARKS.register(
-    "openended", help="open-ended questions with reference answers (CulturalVQA style)"
-)
-class OpenEndedBenchmark(Benchmark):
-    name = "openended"
+@SCORERS.register("openended", help="open-ended answers: string match, optional LLM judge")
+class OpenEndedScorer(Scorer):
     task = "openended"
-    Options: ClassVar[type[BenchmarkSettings]] = OpenEndedOptions
+    Options: ClassVar[type[ScorerSettings]] = OpenEndedOptions
+    prompt_option = "template"
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
-        items, errors, root = read_open_items(self.data)
+        items, errors, root = read_open_items(self.bench.data)
         if not items:
-            raise InputError(f"no valid open-ended items in {self.data}")
+            raise InputError(f"no valid open-ended items in {self.bench.data}")
         if not isinstance(model, VisionLanguageModel | GenerativeModel):
             raise TypeError(f"cannot score a {type(model).__name__} on open-ended questions")
         judge = _judge_client(options) if options.judge else None
@@ -174,10 +166,12 @@ class OpenEndedBenchmark(Benchmark):
         }
         if judge is not None:
             metrics["judge"] = accuracy([bool(p.get("judge")) for p in predictions])
-            metrics["n_judge_failed"] = float(sum(p.get("judge") is None for p in predictions))
         metrics["accuracy"] = metrics["judge" if judge is not None else "normalized"]
-        metrics["n_failed"] = float(sum(p.get("error") is not None for p in predictions))
+        counts = {"failed": sum(p.get("error") is not None for p in predictions)}
+        if judge is not None:
+            counts["judge_failed"] = sum(p.get("judge") is None for p in predictions)
         return BenchmarkOutput(
+            counts=counts,
             metrics=metrics,
             predictions=predictions,
             per_group=group_accuracy(predictions),
@@ -203,7 +197,7 @@ class OpenEndedBenchmark(Benchmark):
             lambda key: load_image(by_key[key].image, root),
             batch_size=options.batch_size,
             progress=progress,
-            description=f"{self.name}: images",
+            description=f"{self.bench.name}: images",
         )
         images = torch.stack([image_features[key] for key in keys])
         best = (images @ text_features.T).argmax(dim=1)
@@ -221,11 +215,11 @@ class OpenEndedBenchmark(Benchmark):
         progress: bool,
     ) -> list[dict[str, Any]]:
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
-        answers = AnswerStore(work_dir, model, self.name, options)
+        answers = AnswerStore(work_dir, model, self.bench.name, options)
         done = answers.reused(items)
         todo = [item for item in items if item.id not in done]
         chunks = list(batched(todo, options.chunk_size))
-        for chunk in track(chunks, f"{self.name}: asking {model.spec}", enabled=progress):
+        for chunk in track(chunks, f"{self.bench.name}: asking {model.spec}", enabled=progress):
             prompts = [MCQPrompt(load_image(i.image, root), i.question, []) for i in chunk]
             outcomes = model.generate(prompts)
             records = [

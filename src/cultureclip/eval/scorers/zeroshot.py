@@ -1,24 +1,22 @@
-"""Zero-shot classification: the general task of the forgetting check.
+"""Zero-shot classification (``scorer: zeroshot``): the general task of the forgetting check.
 
 Data, either:
 
 - an **image folder**: ``root/<class name>/…/<image>`` (``_`` in folder names reads as a
   space; images in nested folders of a class belong to it; every extension Pillow
   opens counts, ``.jfif`` included), optionally with ``classnames.txt`` (one display name
-  per line, in sorted folder order) to override the folder names. Files that are not
-  images are reported as skipped; a folder with a single class is refused (it is
-  almost always a labelled list or a wrong level);
-- a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column
-  (:data:`LIST_IMAGE_KEYS`) and a label column (``label, class, classname, category``);
-  a ``classnames.txt`` beside it, if present, fixes the class list (integer labels index
-  into it). A directory holding ``labels.csv`` (or
-  ``labels.jsonl``, ``labels.tsv``, ``labels.parquet``, ``test.csv``) is read as a
-  labelled list even when its images sit in a sub-folder.
+  per line, in sorted folder order). Files that are not images are reported as skipped; a
+  folder with a single class is refused (it is almost always a labelled list or a wrong level);
+- a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column and a
+  label column; a ``classnames.txt`` beside it, if present, fixes the class list (integer
+  labels index into it). A directory holding one of the spec's ``source.files``
+  (``labels.csv``, …) is read as a labelled list even when its images sit in a sub-folder;
+- a hub dataset (or its local copy) with an image and a ``ClassLabel`` column.
 
 Each class text is the mean of its normalised template features (CLIP's prompt
 ensembling), re-normalised. Metrics: ``acc1``, ``acc5`` (top-5 with pessimistic ties) and
-``mean_per_class_recall`` (the mean recall over the classes that have images, as
-CLIP_benchmark and scikit-learn's balanced accuracy compute it), in percent.
+``mean_per_class_recall`` (over the classes that have images, as CLIP_benchmark and
+scikit-learn's balanced accuracy compute it), in percent.
 """
 
 from __future__ import annotations
@@ -30,22 +28,13 @@ import torch
 from pydantic import Field
 
 from cultureclip.core.errors import InputError
-from cultureclip.eval.benchmarks.benchmark import Benchmark, BenchmarkOutput, BenchmarkSettings
-from cultureclip.eval.benchmarks.features import TextFeatureCache, embed_images
-from cultureclip.eval.benchmarks.registry import BENCHMARKS
-from cultureclip.eval.benchmarks.source import (
-    find_annotation_file,
-    is_hub_layout,
-    pick,
-    read_records,
-    read_rows,
-)
+from cultureclip.eval.features import TextFeatureCache, embed_images
 from cultureclip.eval.items import load_image
 from cultureclip.eval.metrics import accuracy, best_correct_rank, group_accuracy
+from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
+from cultureclip.eval.source import find_annotation_file, is_hub_layout, read_records, read_rows
 from cultureclip.models.base import VisionLanguageModel
 
-LABEL_FILES = ("labels.csv", "labels.jsonl", "labels.tsv", "labels.parquet", "test.csv")
-LIST_IMAGE_KEYS = ("image", "image_path", "filepath", "file_name", "path")
 NOT_IMAGES = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".md", ".yaml", ".yml"}
 
 
@@ -57,7 +46,7 @@ def image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
-class ZeroShotOptions(BenchmarkSettings):
+class ZeroShotOptions(ScorerSettings):
     templates: list[str] = Field(
         default_factory=lambda: ["a photo of a {c}.", "a photo of the {c}.", "an image of a {c}."],
         min_length=1,
@@ -71,32 +60,31 @@ def _read_classnames(directory: Path) -> list[str] | None:
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@BENCHMARKS.register(
-    "zeroshot", help="zero-shot classification (image folder or labelled list), top-1/top-5"
-)
-class ZeroShotBenchmark(Benchmark):
-    name = "zeroshot"
+@SCORERS.register("zeroshot", help="zero-shot classification: top-1/top-5, per-class recall")
+class ZeroShotScorer(Scorer):
     task = "zeroshot_classification"
-    Options: ClassVar[type[BenchmarkSettings]] = ZeroShotOptions
-    options: ZeroShotOptions
+    Options: ClassVar[type[ScorerSettings]] = ZeroShotOptions
+    prompt_option = "templates"
 
     def load(self) -> tuple[list[str | bytes], list[int], list[str], Path]:
         """Images, label indices, class names and the image root (skips in ``self.skipped``)."""
         self.skipped: list[str] = []
-        path = Path(str(self.data))
+        bench = self.bench
+        path = Path(str(bench.data))
+        label_files = bench.spec.source.files
         if not path.exists() or is_hub_layout(path):
-            rows, _ = read_rows(self.data, self.split, label_names=True)
-            images = [pick(r, ("image", "img"), "image") for r in rows]
-            names = [str(pick(r, ("label", "class", "classname"), "label")) for r in rows]
+            rows, _ = read_rows(bench.data, bench.split, label_names=True)
+            images = [bench.field(r, "image") for r in rows]
+            names = [str(bench.field(r, "label")) for r in rows]
             classnames = sorted(set(names))
             return images, [classnames.index(name) for name in names], classnames, Path(".")
-        labelled_list = path.is_dir() and any((path / name).is_file() for name in LABEL_FILES)
+        labelled_list = path.is_dir() and any((path / name).is_file() for name in label_files)
         if path.is_dir() and not labelled_list and any(p.is_dir() for p in path.iterdir()):
             return self._load_folder(path)
-        file = find_annotation_file(path, LABEL_FILES)
+        file = find_annotation_file(path, label_files)
         rows = read_records(file)
-        images = [pick(r, LIST_IMAGE_KEYS, "image") for r in rows]
-        raw = [pick(r, ("label", "class", "classname", "category"), "label") for r in rows]
+        images = [bench.field(r, "image") for r in rows]
+        raw = [bench.field(r, "label") for r in rows]
         classnames = _read_classnames(file.parent)
         if classnames is None:
             classnames = sorted({str(label) for label in raw})
@@ -144,7 +132,7 @@ class ZeroShotBenchmark(Benchmark):
             self._loaded = self.load()
         if not self._loaded[0]:
             detail = f"; skipped: {self.skipped[0]}" if self.skipped else ""
-            raise InputError(f"no images found in {self.data}{detail}")
+            raise InputError(f"no images found in {self.bench.data}{detail}")
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
@@ -177,7 +165,7 @@ class ZeroShotBenchmark(Benchmark):
             skipped.append(f"{name}: unreadable image: {error}")
         keep = [i for i in range(len(images)) if i not in failed]
         if not keep:
-            raise InputError(f"no readable image in {self.data}; e.g. {skipped[0]}")
+            raise InputError(f"no readable image in {self.bench.data}; e.g. {skipped[0]}")
         logits = torch.stack([features[i] for i in keep]) @ weights.T
         images = [images[i] for i in keep]
         labels = [labels[i] for i in keep]

@@ -4,7 +4,7 @@ embeddings read in parallel, with unreadable images reported, not fatal."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -12,12 +12,17 @@ import torch
 from torch import Tensor
 
 from cultureclip.core.progress import track
-from cultureclip.eval.benchmarks.benchmark import batched
 from cultureclip.eval.items import MCQItem
 from cultureclip.models.base import VisionLanguageModel
 
+T = TypeVar("T")
 
-# ---- contrastive features ----------------------------------------------------------------
+
+def batched(sequence: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(sequence), size):
+        yield sequence[start : start + size]
+
+
 class TextFeatureCache:
     """Normalised text features by string: a repeated option text is encoded once."""
 

@@ -1,0 +1,73 @@
+"""Scorers: how a benchmark's items and a model become numbers. One file each, registered
+in :data:`SCORERS`; a benchmark spec (``eval/specs/*.yaml``) names the one it uses.
+
+A scorer is built for one :class:`~cultureclip.eval.spec.Benchmark` (its spec, data and
+validated options), reads and checks the data in :meth:`Scorer.prepare` (before any model
+loads) and scores a model in :meth:`Scorer.run`. Plugins register theirs from a module named
+by a ``cultureclip.benchmarks`` entry point.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from cultureclip.config import Config
+from cultureclip.registry import Registry
+
+if TYPE_CHECKING:
+    from cultureclip.eval.spec import Benchmark
+
+
+class ScorerSettings(Config):
+    """Options every scorer takes; a scorer's own ``Options`` adds to them."""
+
+    batch_size: int = Field(64, ge=1)
+    seed: int = 42
+
+
+@dataclass
+class BenchmarkOutput:
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]
+    per_group: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    n: int = 0
+    skipped: list[str] = field(default_factory=list)
+    #: the main metric of a uniform random guess (percent), when it has one
+    chance: float | None = None
+    #: what is not a score: answers lost to errors (``failed``), replies with no readable
+    #: answer (``refused``), verdicts a judge could not give (``judge_failed``)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Scorer(ABC):
+    task: ClassVar[str] = ""
+    Options: ClassVar[type[ScorerSettings]] = ScorerSettings
+    #: the option a spec's ``prompts.contrastive`` sets (templates per question type, …)
+    prompt_option: ClassVar[str | None] = None
+
+    def __init__(self, bench: Benchmark) -> None:
+        self.bench = bench
+
+    @property
+    def options(self) -> Any:
+        return self.bench.options
+
+    def prepare(self) -> None:
+        """Reads and validates the data (called before the model loads: errors come early)."""
+        return None
+
+    @abstractmethod
+    def run(
+        self, model: Any, *, work_dir: Path | None = None, progress: bool = True
+    ) -> BenchmarkOutput:
+        """Scores ``model`` (a :class:`VisionLanguageModel`, or a generative model if supported)."""
+
+
+SCORERS: Registry[type[Scorer]] = Registry(
+    "scorer", package="cultureclip.eval.scorers", entry_point_group="cultureclip.benchmarks"
+)
