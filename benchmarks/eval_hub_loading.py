@@ -3,7 +3,7 @@
 Writes a local folder in the exact hub layout (``README.md`` with ``dataset_info`` and
 ``data/test-00000-of-00001.parquet`` with a ``datasets.Image`` column) holding ``--images``
 640×480 JPEGs, then loads it the way ``cultureclip eval`` does
-(``cultureclip.eval.benchmarks.source.read_rows``: ``Image(decode=False)``, bytes
+(``cultureclip.eval.source.read_rows``: ``Image(decode=False)``, bytes
 kept) and the way it did before (``load_dataset`` decoding every image to PIL, converted to
 RGB and re-encoded as PNG in memory). Prints the MB held and the seconds of each.
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     import datasets
 
-    from cultureclip.eval.benchmarks.source import read_rows
+    from cultureclip.eval.source import read_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "hub"

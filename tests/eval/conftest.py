@@ -247,7 +247,7 @@ def benchmark_data(
     toy_cultwin: Path,
     cvqa_file: Path,
 ) -> dict[str, tuple[Path, dict]]:
-    """Data path and expected unit count of every built-in benchmark."""
+    """Data path and expected unit count of every shipped benchmark spec."""
     return {
         "cultureverse": (mcq_file, {"n": 18}),
         "globalrg-grounding": (grounding_dir, {"n": 9}),
@@ -257,5 +257,6 @@ def benchmark_data(
         "retrieval": (chinese_clip_dir, {"n": 3}),
         "twins": (toy_cultwin, {"n": 16}),
         "cvqa": (cvqa_file, {"n": 4}),
+        "cvqa-en": (cvqa_file, {"n": 4}),
         "openended": (openended_file, {"n": 4}),
     }

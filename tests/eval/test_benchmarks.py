@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from cultureclip.eval import BENCHMARKS, create_benchmark, evaluate, load_result, twin_accuracy
-from cultureclip.eval.benchmarks.features import TextFeatureCache
-from cultureclip.eval.benchmarks.mcq import MCQBenchmark
+from cultureclip.eval import benchmark_specs, create_benchmark, evaluate, load_result, twin_accuracy
+from cultureclip.eval.features import TextFeatureCache
+from cultureclip.eval.scorers.mcq import MCQScorer
 from cultureclip.utils.io import read_jsonl
 
 
-@pytest.mark.parametrize("name", BENCHMARKS.names())
+@pytest.mark.parametrize("name", sorted(benchmark_specs()))
 def test_every_benchmark_runs_on_its_fixture(
     name: str, tiny_model, benchmark_data, tmp_path: Path
 ) -> None:
@@ -58,7 +58,7 @@ def test_mcq_accuracy_follows_the_scores(tiny_model, mcq_file: Path, tmp_path: P
 
 def test_repeated_option_texts_are_encoded_once(tiny_model, mcq_file: Path) -> None:
     bench = create_benchmark("cultureverse", mcq_file)
-    assert isinstance(bench, MCQBenchmark)
+    assert isinstance(bench.scorer, MCQScorer)
     items = bench.load_items()
     texts = [t for item in items for t in bench.option_texts(item)]
     cache = TextFeatureCache(tiny_model)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cultureclip.cli.main import app
 from cultureclip.core.errors import InputError
 from cultureclip.eval import evaluate
-from cultureclip.eval.benchmarks.zeroshot import ZeroShotBenchmark
+from cultureclip.eval.spec import create_benchmark
 from cultureclip.eval.report import build_report
 
 from .conftest import COLOURS, write_image
@@ -168,14 +168,14 @@ def test_mean_per_class_recall_averages_over_classes_with_images(monkeypatch) ->
     classnames = [f"c{i}" for i in range(7)]
     labels = [label for label in range(6) for _ in range(4)]
     images: list[str | bytes] = [f"{i}.png" for i in range(len(labels))]
-    bench = ZeroShotBenchmark("unused", templates=["{c}"])
+    bench = create_benchmark("zeroshot", "unused", templates=["{c}"]).scorer
     bench.skipped = []
     bench._loaded = (images, labels, classnames, Path("."))
 
     class Model(torch.nn.Module):
         pass
 
-    from cultureclip.eval.benchmarks import zeroshot as module
+    from cultureclip.eval.scorers import zeroshot as module
 
     # one right of four in class 0, everything else right (features chosen by hand)
     dim = 7
@@ -225,7 +225,7 @@ def test_labels_csv_folder_is_a_labelled_list(tiny_model, tmp_path: Path) -> Non
 def test_single_class_image_folder_is_refused(tmp_path: Path) -> None:
     write_image(tmp_path / "only" / "images" / "0.png", COLOURS[0])
     with pytest.raises(InputError, match="single class"):
-        ZeroShotBenchmark(tmp_path / "only").prepare()
+        create_benchmark("zeroshot", tmp_path / "only").prepare()
 
 
 def test_zeroshot_reads_every_pillow_extension_recursively(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_zeroshot_reads_every_pillow_extension_recursively(tmp_path: Path) -> No
     (root / "cat" / "nested" / "deeper" / "b.png").rename(root / "cat" / "nested" / "b.jfif")
     write_image(root / "dog" / "c.png", COLOURS[2])
     (root / "dog" / "notes.xyz").write_text("not an image")
-    bench = ZeroShotBenchmark(root)
+    bench = create_benchmark("zeroshot", root)
     bench.prepare()
     images, labels, classnames, _ = bench._loaded
     assert sorted(map(str, images)) == ["cat/a.png", "cat/nested/b.jfif", "dog/c.png"]

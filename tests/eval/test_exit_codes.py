@@ -29,7 +29,7 @@ def test_lost_answers_exit_1_and_a_rerun_asks_only_them(mcq_file: Path, tmp_path
     assert first.exit_code == 1, first.output
     assert "answers failed" in first.output
     result = json.loads(next(out.rglob("result.json")).read_text())
-    lost = int(result["metrics"]["n_failed"])
+    lost = int(result["counts"]["failed"])
     assert lost > 0 and asked_first == result["n"]
     with chat_server(lambda body, n: (200, "A")) as server:
         second = _run(server.url, mcq_file, out)
@@ -37,4 +37,4 @@ def test_lost_answers_exit_1_and_a_rerun_asks_only_them(mcq_file: Path, tmp_path
     assert second.exit_code == 0, second.output
     assert asked_again == lost  # the answered ones were kept
     result = json.loads(next(out.rglob("result.json")).read_text())
-    assert result["metrics"]["n_failed"] == 0
+    assert result["counts"]["failed"] == 0

@@ -73,7 +73,7 @@ def test_generative_mcq_against_loopback_server(mcq_file: Path, tmp_path: Path) 
     items = read_items(mcq_file)
     expected = 100.0 * sum(item.answer == 0 for item in items) / len(items)
     assert result.metrics["accuracy"] == pytest.approx(expected)
-    assert result.metrics["n_failed"] == 0 and result.metrics["n_unparsed"] == 0
+    assert result.counts.failed == 0 and result.counts.refused == 0
     # the request carried the model name, lettered options and the image inline as a data URL
     body = server.requests[0]
     assert body["model"] == "tiny-vlm"
@@ -118,7 +118,7 @@ def test_timeout_is_recorded_then_resumed(mcq_file: Path, tmp_path: Path) -> Non
             model_name="vlm",
             generative=options,
         )
-    assert first.metrics["n_failed"] == 6  # the six scene questions timed out (twice each)
+    assert first.counts.failed == 6  # the six scene questions timed out (twice each)
     failed = [p for p in first.predictions() if p["error"]]
     assert all("timed out" in p["error"] and not p["correct"] for p in failed)
 
@@ -133,7 +133,7 @@ def test_timeout_is_recorded_then_resumed(mcq_file: Path, tmp_path: Path) -> Non
             generative=options,
             overwrite=True,
         )
-    assert second.metrics["n_failed"] == 0
+    assert second.counts.failed == 0
     assert len(healthy.requests) == 18  # --overwrite recomputes everything
 
 
@@ -167,7 +167,7 @@ def test_partial_predictions_resume_without_overwrite(mcq_file: Path, tmp_path: 
             generative=options,
         )
     assert len(healthy.requests) == 6  # only the six failed scene questions were asked again
-    assert resumed.metrics["n_failed"] == 0
+    assert resumed.counts.failed == 0
     assert not partial.exists()
 
 

@@ -111,7 +111,7 @@ def test_cvqa_both_settings_by_path_and_hub_layout(tmp_path: Path) -> None:
 
 
 def test_hub_layout_keeps_the_original_jpeg_bytes(tmp_path: Path) -> None:
-    from cultureclip.eval.benchmarks.source import read_rows
+    from cultureclip.eval.source import read_rows
 
     rows, features = cvqa_rows()
     hub = write_hub_layout(tmp_path / "hub", rows, features)

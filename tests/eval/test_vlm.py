@@ -150,14 +150,14 @@ def test_cli_eval_in_both_modes(tiny_vlm: Path, flags: Path, tmp_path: Path) -> 
         result = runner.invoke(app, _eval_args(tiny_vlm, flags, out, name, *extra))
         assert result.exit_code == 0, result.output
         saved = json.loads((out / "cultureverse" / name / "result.json").read_text())
-        assert saved["n"] == 8 and saved["metrics"]["n_failed"] == 0
+        assert saved["n"] == 8 and saved["counts"]["failed"] == 0
         rows = [
             json.loads(line) for line in (out / "cultureverse" / name / "predictions.jsonl").open()
         ]
         assert len(rows) == 8 and all("reply" in r for r in rows)
         if name.startswith("lik"):
             # likelihood always picks an option: nothing to parse, nothing unreadable
-            assert saved["metrics"]["n_unparsed"] == 0
+            assert saved["counts"]["refused"] == 0
             assert all(0 <= r["prediction"] < 4 for r in rows)
         assert saved["per_group"]  # grouped like the API path
     bad = runner.invoke(app, _eval_args(tiny_vlm, flags, out, "bad", "--set", "generative.mode=x"))

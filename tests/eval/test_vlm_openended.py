@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from cultureclip.cli.main import app
 from cultureclip.eval import evaluate
-from cultureclip.eval.openended import match_scores, normalize_answer, read_open_items
+from cultureclip.eval.scorers.openended import match_scores, normalize_answer, read_open_items
 from tests.eval.chat_server import chat_server
 from tests.helpers import OPEN_QUESTIONS as ITEMS
 from tests.helpers import write_open_items
@@ -79,7 +79,7 @@ def test_openended_with_a_judge_grouped_and_resumed(tmp_path: Path) -> None:
     metrics = result.metrics
     assert metrics["exact"] == 25.0 and metrics["normalized"] == 50.0
     assert metrics["contains"] == 75.0
-    assert metrics["judge"] == 50.0 and metrics["n_judge_failed"] == 1.0  # kimono: judge failed
+    assert metrics["judge"] == 50.0 and result.counts.judge_failed == 1  # kimono: judge failed
     assert metrics["accuracy"] == metrics["judge"] and result.n_skipped == 1
     assert result.per_group["country"]["NG"]["accuracy"] == 100.0
     assert set(result.per_group) >= {"continent", "country", "category"}
@@ -93,7 +93,7 @@ def test_openended_with_a_judge_grouped_and_resumed(tmp_path: Path) -> None:
                          out_dir=out, generative=FAST, **{**options, "judge": f"judge@{server.url}"})  # fmt: skip
         asked = [r for r in server.requests if not _is_judge(r)]
     assert len(asked) == 1 and "garment" in str(asked[0]["messages"][-1]["content"])
-    assert again.metrics["judge"] == 75.0 and again.metrics["n_judge_failed"] == 0.0
+    assert again.metrics["judge"] == 75.0 and again.counts.judge_failed == 0
 
 
 def _is_judge(request: dict) -> bool:
@@ -109,7 +109,7 @@ def test_hf_vlm_answers_open_questions(tmp_path: Path, tiny_vlm: Path) -> None:
     result = runner.invoke(app, [*args, "--set", "generative.max_new_tokens=4"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "runs" / "openended" / "tiny" / "result.json").read_text())
-    assert saved["n"] == 4 and saved["metrics"]["n_failed"] == 0
+    assert saved["n"] == 4 and saved["counts"]["failed"] == 0
     bad = runner.invoke(app, [*args[:-1], "lik", "--set", "generative.mode=likelihood"])
     assert bad.exit_code == 2 and "likelihood scoring needs options" in bad.output
 

@@ -157,7 +157,7 @@ def test_every_jsonl_reader_names_the_line_of_a_bad_byte(tmp_path: Path) -> None
     InputError naming file and line (or, for item sets, one skipped item), never a
     UnicodeDecodeError traceback."""
     from cultureclip.data.collections import load_collection
-    from cultureclip.eval.openended import read_open_items
+    from cultureclip.eval.scorers.openended import read_open_items
     from cultureclip.synth.corpus import read_corpus
     from cultureclip.vlm.train import read_chat_export
 

@@ -40,7 +40,10 @@ def eval_command(
         None, "--report", help="Report directory of a suite run (default: <out>/report)."
     ),
     benchmark: str = typer.Option(
-        None, "--benchmark", "-b", help="Benchmark name (see `cultureclip benchmarks`)."
+        None,
+        "--benchmark",
+        "-b",
+        help="Benchmark name (see `cultureclip benchmarks`) or a benchmark spec .yaml file.",
     ),
     data: str = typer.Option(
         None, "--data", "-d", help="Benchmark data: local path or hub dataset name."
@@ -144,7 +147,7 @@ def eval_command(
             )
             result = run(cfg, progress=True)
             _print_result(result)
-            failed = int(result.metrics.get("n_failed", 0))
+            failed = result.counts.failed
             if failed:
                 console.print(
                     f"[yellow]{failed} of {result.n} answers failed[/] (server errors or "
@@ -204,10 +207,14 @@ def build_command(
 
 
 def benchmarks_command() -> None:
-    """List the registered benchmarks."""
-    from cultureclip.eval.benchmarks import BENCHMARKS
+    """List the shipped and installed benchmarks (spec files) with their source and scorer."""
+    from cultureclip.eval.spec import benchmark_specs
 
-    print_table("benchmarks", ("benchmark", "description"), BENCHMARKS.describe().items())
+    rows = [
+        (name, spec.source.data or "-d PATH", spec.scorer, spec.description)
+        for name, spec in sorted(benchmark_specs().items())
+    ]
+    print_table("benchmarks", ("benchmark", "source", "scorer", "description"), rows)
 
 
 def _print_suite_result(shown: str, outcome: EvalResult | Exception) -> None:

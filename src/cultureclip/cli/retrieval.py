@@ -53,7 +53,7 @@ def results_table(result: SweepResult, *, published: bool = False) -> Table:
     """A rich table in the layout of the CulTi results (T2I R1/R5/R10, I2T R1/R5/R10, MR)
     that fits 80 columns: each cell holds the value and, below it, its 95% bootstrap
     interval; a ``chance`` row gives a random ranking's recall on the same candidates."""
-    from cultureclip.retrieval.evaluate import METRIC_KEYS, PUBLISHED_CULTI, PUBLISHED_N
+    from cultureclip.retrieval.evaluate import METRIC_KEYS, PUBLISHED_N, published_rows
 
     notes = [
         f"n: {result.n_texts} text queries over {result.n_images} images; "
@@ -95,7 +95,7 @@ def results_table(result: SweepResult, *, published: bool = False) -> Table:
         )
     if published:
         table.add_section()
-        for label, values in PUBLISHED_CULTI.items():
+        for label, values in published_rows().items():
             table.add_row(f"[dim]{label}[/]", *(f"[dim]{v:.1f}[/]" for v in values))
     return table
 

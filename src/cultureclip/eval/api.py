@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from cultureclip.config import Config, out_field, read_config_file
 from cultureclip.core.device import Device, resolve_device
-from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError, UserError
+from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.generative import (
@@ -242,7 +242,9 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
         return None
     if stored.counts.failed:
         # Answers lost to server errors are asked again; the answered ones are resumed.
-        logger.info("%s has %d failed answer(s); asking them again", directory, stored.counts.failed)
+        logger.info(
+            "%s has %d failed answer(s); asking them again", directory, stored.counts.failed
+        )
         return None
     stored._reused = True
     logger.info("reused %s (same model, data, split, options, protocol)", stored.path)

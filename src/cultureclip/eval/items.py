@@ -66,7 +66,7 @@ class MCQItem(BaseModel):
             data["id"] = str(data["id"])
         if isinstance(data.get("image"), dict | bytearray | memoryview):
             # the {bytes, path} struct of a datasets.Image column (parquet, arrow, hub)
-            from cultureclip.eval.benchmarks.source import image_value
+            from cultureclip.eval.source import image_value
 
             data["image"] = image_value(data["image"])
         options = data.get("options")
@@ -252,7 +252,7 @@ def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemS
             for number, parsed, _ in jsonl_lines(path)
         ]
     if columns:
-        from cultureclip.eval.benchmarks.source import apply_columns
+        from cultureclip.eval.source import apply_columns
 
         rows = [(n, apply_columns(r, columns) if isinstance(r, dict) else r) for n, r in rows]
     return validate_items(rows, root=path.parent, name=path.stem)

@@ -193,7 +193,9 @@ def globalrg_grounding(bench: Benchmark) -> ItemSet:
         rng = seeded_rng(options.seed, base["id"])
         choices = [concept, *rng.sample(pool, options.n_options - 1)]
         rng.shuffle(choices)
-        rows.append({**base, "options": choices, "answer": choices.index(concept), "concept": concept})
+        rows.append(
+            {**base, "options": choices, "answer": choices.index(concept), "concept": concept}
+        )
     return finish(bench, rows, root)
 
 
@@ -214,7 +216,12 @@ def globalrg_retrieval(bench: Benchmark) -> ItemSet:
         rng.shuffle(choices)
         base["category"] = base["category"] or universal
         rows.append(
-            {**base, "options": choices, "answer": choices.index(base["region"]), "universal": universal}
+            {
+                **base,
+                "options": choices,
+                "answer": choices.index(base["region"]),
+                "universal": universal,
+            }
         )
     return finish(bench, rows, root)
 
@@ -243,9 +250,19 @@ def crope(bench: Benchmark) -> ItemSet:
             "question_type": "recognition",
             "group_id": item_id,
         }
-        rows.append({**common, "id": f"{item_id}/main", "image": image, "answer": 0, "role": "main"})
-        for number, definition in enumerate([definitions] if isinstance(definitions, str) else definitions):
+        rows.append(
+            {**common, "id": f"{item_id}/main", "image": image, "answer": 0, "role": "main"}
+        )
+        for number, definition in enumerate(
+            [definitions] if isinstance(definitions, str) else definitions
+        ):
             rows.append(
-                {**common, "id": f"{item_id}/def{number}", "image": definition, "answer": 1, "role": "definition"}
+                {
+                    **common,
+                    "id": f"{item_id}/def{number}",
+                    "image": definition,
+                    "answer": 1,
+                    "role": "definition",
+                }
             )
     return finish(bench, rows, root)

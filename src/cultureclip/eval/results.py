@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.utils.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
@@ -99,10 +99,13 @@ class EvalResult(BaseModel):
         counts.update(items=data.pop("n", 0), skipped=data.pop("n_skipped", 0))
         return {**data, "schema_version": SCHEMA_VERSION, "metrics": metrics, "counts": counts}
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def n(self) -> int:
+        """Scored units (``counts.items``; written too, for readers of the first shape)."""
         return self.counts.items
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def n_skipped(self) -> int:
         return self.counts.skipped

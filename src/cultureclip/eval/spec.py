@@ -83,12 +83,15 @@ class BenchmarkSpec(Config):
         return value
 
 
+UNKNOWN = "unknown key (extra inputs are not permitted)"
+
+
 def _error_line(where: str, exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{path}: {'unknown key' if err['type'] == 'extra_forbidden' else message}")
+        problems.append(f"{path}: {UNKNOWN if err['type'] == 'extra_forbidden' else message}")
     return f"{where}: {'; '.join(problems)}"
 
 
@@ -132,7 +135,9 @@ def benchmark_specs() -> dict[str, BenchmarkSpec]:
             for spec in (parse_spec(s, point.name) if isinstance(s, dict) else s for s in found):
                 specs[spec.name] = spec
         except Exception as exc:  # a broken plugin must not break the toolkit
-            logger.warning("benchmark plugin %r (%s) failed to load: %s", point.name, point.value, exc)
+            logger.warning(
+                "benchmark plugin %r (%s) failed to load: %s", point.name, point.value, exc
+            )
     return specs
 
 
@@ -159,7 +164,12 @@ class Benchmark:
     """A spec on its data with validated options; ``run(model)`` scores a model."""
 
     def __init__(
-        self, spec: BenchmarkSpec | str, data: Any = None, *, split: str | None = None, **options: Any
+        self,
+        spec: BenchmarkSpec | str,
+        data: Any = None,
+        *,
+        split: str | None = None,
+        **options: Any,
     ) -> None:
         spec = get_spec(spec) if isinstance(spec, str) else spec
         self.data = spec.source.data if data is None else data
@@ -188,7 +198,9 @@ class Benchmark:
     def field(self, row: dict[str, Any], name: str, *, required: bool = True) -> Any:
         """A field of a raw row under the spec's column (aliases: the first present)."""
         columns = self.spec.columns.get(name, name)
-        return pick(row, [columns] if isinstance(columns, str) else columns, name, required=required)
+        return pick(
+            row, [columns] if isinstance(columns, str) else columns, name, required=required
+        )
 
     def rows(self) -> tuple[list[dict[str, Any]], Path]:
         """The data's rows with the run's ``columns`` applied, and the folder images start from."""
@@ -218,11 +230,13 @@ class Benchmark:
 
     def __getattr__(self, name: str) -> Any:
         # what a scorer offers beyond run (items(), option_texts(), …) is the benchmark's too
-        if name.startswith("_") or "scorer" not in self.__dict__:
+        if name.startswith("__") or "scorer" not in self.__dict__:
             raise AttributeError(name)
         return getattr(self.__dict__["scorer"], name)
 
 
-def create_benchmark(name: str, data: Any = None, split: str | None = None, **options: Any) -> Benchmark:
+def create_benchmark(
+    name: str, data: Any = None, split: str | None = None, **options: Any
+) -> Benchmark:
     """A benchmark by name (shipped or plugin) or spec path, on its data (options validated)."""
     return Benchmark(name, data, split=split, **options)

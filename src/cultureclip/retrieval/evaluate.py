@@ -52,13 +52,13 @@ METRIC_KEYS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10
 #: of CulTi's 5,726 pairs)
 PUBLISHED_N = 1145
 
-#: CulTi test split, published in the LACLIP paper (T2I R1/R5/R10, I2T R1/R5/R10, MR).
-PUBLISHED_CULTI: dict[str, tuple[float, ...]] = {
-    "CN-CLIP ViT-B (published)": (19.7, 43.9, 54.8, 17.4, 40.9, 53.0, 38.3),
-    "CN-CLIP ViT-L (published)": (22.9, 49.6, 62.2, 21.9, 46.2, 59.3, 43.7),
-    "CN-CLIP ViT-H (published)": (27.2, 53.2, 64.5, 24.5, 50.4, 64.0, 47.3),
-    "LACLIP ViT-H (published)": (28.1, 56.6, 66.2, 23.6, 49.9, 62.9, 47.9),
-}
+def published_rows() -> dict[str, tuple[float, ...]]:
+    """The ``retrieval`` spec's published rows (CulTi test split, the LACLIP paper), in
+    METRIC_KEYS order."""
+    from cultureclip.eval.spec import get_spec
+
+    reference = get_spec("retrieval").reference
+    return {f"{m} (published)": tuple(v[k] for k in METRIC_KEYS) for m, v in reference.items()}
 
 
 class RetrievalEvalConfig(Config):

@@ -177,8 +177,12 @@ class MCQScorer(Scorer):
         )
         lost = {item.id: failed[image_key(item)] for item in items if image_key(item) in failed}
         if self.whole_groups:  # a group is scored whole or not at all (a twin pair)
-            groups = {(i.model_extra or {}).get("group_id", i.id): i.id for i in items if i.id in lost}
-            unreadable += [f"record {g!r} ({i}): unreadable image: {lost[i]}" for g, i in groups.items()]
+            groups = {
+                (i.model_extra or {}).get("group_id", i.id): i.id for i in items if i.id in lost
+            }
+            unreadable += [
+                f"record {g!r} ({i}): unreadable image: {lost[i]}" for g, i in groups.items()
+            ]
             items = [i for i in items if (i.model_extra or {}).get("group_id", i.id) not in groups]
         else:
             unreadable += [f"item {i!r}: unreadable image: {error}" for i, error in lost.items()]
@@ -233,7 +237,9 @@ class MCQScorer(Scorer):
                 try:
                     image = item_set.load_image(i)
                 except IMAGE_ERRORS as exc:
-                    unreadable.append(f"item {i.id!r}: unreadable image: {describe_image_error(exc)}")
+                    unreadable.append(
+                        f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
+                    )
                     continue
                 question = i.question or "What is shown in the picture?"
                 prompts.append(MCQPrompt(image, question, i.options))
