@@ -120,7 +120,7 @@ def test_chance_levels_bootstrap_and_an_80_column_table(culti_dir, session_model
 
     from rich.console import Console
 
-    from cultureclip.retrieval.evaluate import bootstrap_ci, chance_levels
+    from cultureclip.retrieval.evaluate import chance_levels, recall_intervals
 
     # One correct image among 20: a random ranking hits at K with probability K/20.
     chance = chance_levels(20, [[i] for i in range(20)])
@@ -132,7 +132,7 @@ def test_chance_levels_bootstrap_and_an_80_column_table(culti_dir, session_model
 
     hits = np.zeros((40, 3), bool)
     hits[:10] = True  # 25% of queries hit at every K
-    ci = bootstrap_ci(hits, hits)
+    ci = recall_intervals(hits, hits)
     low, high = ci["t2i_R@1"]
     assert low < 25 < high and low >= 0 and high <= 100 and high - low > 10  # n=40 is noisy
 
@@ -164,3 +164,15 @@ def test_results_csv_quotes_what_needs_quoting(tmp_path: Path) -> None:
     assert rows[0] == ["label", *METRIC_KEYS]
     assert [row[0] for row in rows[1:]] == ["global", label]
     assert rows[2][1:] == [f"{v:.2f}" for v in metrics.values()]
+
+
+def test_eval_and_retrieval_eval_share_one_evaluator(culti_dir, session_model) -> None:
+    """``cultureclip eval -b retrieval`` is scored by retrieval-eval's evaluator: the same
+    global row, and one query per text that still has an image."""
+    from cultureclip.eval import evaluate
+
+    collection = load_collection(culti_dir, "test")
+    sweep = evaluate_retrieval(session_model, collection)
+    result = evaluate(session_model, "retrieval", data=culti_dir, split="test", model_name="m")
+    assert result.metrics == sweep.rows[0].metrics
+    assert result.n == sweep.n_texts

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 from collections import defaultdict
@@ -27,10 +26,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from cultureclip.core.errors import MissingInputError
 from cultureclip.eval.metrics import GROUP_KEYS, bootstrap_ci
 from cultureclip.eval.report_figures import (
-    MAP_LEGEND,
     before_after,
     country_map,
     country_name,
@@ -106,17 +106,6 @@ def group_rows(
     return rows
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "–" if math.isnan(value) else f"{value:.2f}"
-        return html.escape(str(value))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields))
@@ -125,101 +114,66 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> 
     atomic_write_text(path, buffer.getvalue())
 
 
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1250px;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child{text-align:left}
-table.leaderboard td,table.leaderboard th{font-size:1.05em;padding:4px 12px}
-table.leaderboard tr.chance td{color:#777;font-style:italic}
-td.best{font-weight:bold}
-img.figure{display:block;margin:0.5em 0 1.5em;max-width:100%}
-.note{color:#666;font-size:0.85em}
-.maps{display:flex;flex-wrap:wrap;gap:1em}
-figure.map{margin:0;width:600px}figure.map figcaption{font-weight:600;font-size:0.9em}
-svg.worldmap{width:600px;height:336px;background:#f7fbff;border:1px solid #ddd}
-.legend{display:flex;align-items:center;gap:0.4em;font-size:0.8em;color:#555;margin:0.3em 0}
-.legend .ramp{display:inline-block;width:160px;height:10px;
-background:linear-gradient(to right,#440154,#3b528b,#21918c,#5ec962,#fde725)}
-.legend .swatch{display:inline-block;width:14px;height:10px;background:#e4e4e4;margin-left:1em}
-details{margin:0.2em 0}
-"""
-
-
 def _chance(results: Iterable[EvalResult]) -> float | None:
     """The chance level of a benchmark: the first of its results that has one."""
     return next((r.chance for r in results if r.chance is not None), None)
 
 
-def _ci_text(low: float, high: float) -> str:
-    return "" if math.isnan(low) else f" [{low:.1f}–{high:.1f}]"
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.2f}"
+    return "–" if value is None else str(value)
 
 
-def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> str:
-    labels = sorted({r.benchmark for r in results})
+def _ci(bounds: tuple[float, float]) -> str:
+    return "" if math.isnan(bounds[0]) else f" [{bounds[0]:.1f}–{bounds[1]:.1f}]"
+
+
+def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> dict[str, Any]:
+    benchmarks = sorted({r.benchmark for r in results})
     models = sorted({r.model for r in results})
-    by = {(r.model, r.benchmark): r for r in results}
-    metric_of = {
-        label: main_metric(next(r for r in results if r.benchmark == label)) for label in labels
+    metric = {b: main_metric(next(r for r in results if r.benchmark == b)) for b in benchmarks}
+    cells = {
+        (r.model, r.benchmark): {
+            "value": r.metrics.get(metric[r.benchmark], math.nan),
+            "ci": main_ci(r, n_resamples=n_resamples, seed=seed),
+        }
+        for r in results
     }
-    best = {
-        label: max(
-            by[(m, label)].metrics.get(metric_of[label], -1.0) for m in models if (m, label) in by
-        )
-        for label in labels
+    for b in benchmarks:
+        column = [cells[(m, b)] for m in models if (m, b) in cells]
+        best = max(c["value"] for c in column)
+        for c in column:
+            c["best"] = len(models) > 1 and c["value"] == best
+    mean = {}
+    for m in models:
+        values = [cells[(m, b)]["value"] for b in benchmarks if (m, b) in cells]
+        mean[m] = sum(values) / len(values) if values else math.nan
+    chance = {b: _chance(r for r in results if r.benchmark == b) for b in benchmarks}
+    return {
+        "benchmarks": benchmarks,
+        "models": models,
+        "metric": metric,
+        "cells": cells,
+        "mean": mean,
+        "chance": chance,
     }
-    head = "".join(
-        f"<th title='{html.escape(metric_of[label])}'>{html.escape(label)}</th>" for label in labels
-    )
-    rows = []
-    for model in models:
-        cells = [f"<td>{html.escape(model)}</td>"]
-        values = []
-        for label in labels:
-            result = by.get((model, label))
-            if result is None:
-                cells.append("<td>–</td>")
-                continue
-            value = result.metrics.get(metric_of[label], math.nan)
-            values.append(value)
-            low, high = main_ci(result, n_resamples=n_resamples, seed=seed)
-            mark = " class='best'" if len(models) > 1 and value == best[label] else ""
-            cells.append(
-                f"<td{mark}>{value:.2f}<span class='note'>{_ci_text(low, high)}</span></td>"
-            )
-        mean = sum(values) / len(values) if values else math.nan
-        cells.append(f"<td>{mean:.2f}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    chances = [_chance(r for r in results if r.benchmark == label) for label in labels]
-    chance_cells = "".join("<td>–</td>" if c is None else f"<td>{c:.2f}</td>" for c in chances)
-    rows.append(f"<tr class='chance'><td>chance</td>{chance_cells}<td></td></tr>")
-    metrics = ", ".join(f"{label}: {metric_of[label]}" for label in labels)
-    return (
-        "<h2>Leaderboard</h2><p class='note'>Main metric per benchmark ("
-        + html.escape(metrics)
-        + "), 95% bootstrap CI in brackets; best per column in bold; the last row is a uniform "
-        "random guess.</p>"
-        f"<table class='leaderboard'><thead><tr><th>model</th>{head}<th>mean</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
 
 
-def _models_as_columns(rows: list[dict[str, Any]], models: list[str]) -> str:
+def _models_as_columns(rows: list[dict[str, Any]], models: list[str]) -> list[list[Any]]:
     groups = sorted({r["group"] for r in rows}, key=lambda g: (g == "unknown", g))
     by = {(r["model"], r["group"]): r for r in rows}
-    table_rows = []
+    table = []
     for group in groups:
         n = max((by[(m, group)]["n"] for m in models if (m, group) in by), default=0)
-        cells = [group, n]
-        for model in models:
-            row = by.get((model, group))
-            cells.append(
-                "–"
-                if row is None
-                else f"{row['accuracy']:.2f}{_ci_text(row['ci_low'], row['ci_high'])}"
-            )
-        table_rows.append(cells)
-    return _table(["group", "n", *models], table_rows)
+        cells = [
+            "–"
+            if (m, group) not in by
+            else f"{by[(m, group)]['accuracy']:.2f}{_ci((by[(m, group)]['ci_low'], by[(m, group)]['ci_high']))}"
+            for m in models
+        ]
+        table.append([group, n, *cells])
+    return table
 
 
 def build_report(
@@ -231,6 +185,7 @@ def build_report(
 ) -> Path:
     """Writes ``results.csv``, ``groups.csv`` and ``report.html`` to ``out_dir``; returns the HTML path."""
     import matplotlib
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
     matplotlib.use("Agg")
     files = find_results(list(result_paths))
@@ -242,30 +197,27 @@ def build_report(
     metric_rows = [row for r in results for row in _metric_rows(r)]
     write_csv(out / "results.csv", metric_rows, list(metric_rows[0]) if metric_rows else ["model"])
     groups = [row for r in results for row in group_rows(r, n_resamples=n_resamples, seed=seed)]
-    write_csv(
-        out / "groups.csv",
-        groups,
-        ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"],
+    write_csv(out / "groups.csv", groups, GROUP_FIELDS)
+    env = Environment(
+        loader=PackageLoader("cultureclip.eval", "templates"), autoescape=select_autoescape()
     )
-    sections = [
-        "<h1>cultureclip evaluation report</h1>",
-        f"<p class='note'>{len(results)} result(s). Metrics in percent; confidence intervals are "
-        f"{n_resamples}-sample percentile bootstrap, seed {seed}.</p>",
-        _leaderboard(results, n_resamples, seed),
-        _summary_section(results),
-        _skipped_section(results),
-        _maps_section(results),
-        _before_after_section(results),
-        *(
-            _benchmark_section(results, groups, name)
-            for name in sorted({r.benchmark for r in results})
-        ),
-    ]
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cultureclip report</title>"
-        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    env.filters.update(cell=_cell, ci=_ci)
+    page = env.get_template("report.html.jinja").render(
+        results=results,
+        n_resamples=n_resamples,
+        seed=seed,
+        board=_leaderboard(results, n_resamples, seed),
+        summary=[_summary_row(r) for r in results],
+        skipped=[r for r in results if r.n_skipped],
+        geometry=(world_geometry() or ("",))[0],
+        maps=_maps(results),
+        before_after=_before_after(results),
+        benchmarks=[_benchmark(results, groups, b) for b in sorted({r.benchmark for r in results})],
     )
     return atomic_write_text(out / "report.html", page)
+
+
+GROUP_FIELDS = ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"]
 
 
 def _metric_rows(r: EvalResult) -> list[dict[str, Any]]:
@@ -293,70 +245,34 @@ def _metric_rows(r: EvalResult) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary_section(results: Sequence[EvalResult]) -> str:
-    summary = [
-        (
-            r.model,
-            r.benchmark,
-            r.task,
-            r.data or r.config.get("data", ""),
-            r.n,
-            r.n_skipped,
-            f"{r.seconds:.1f}",
-            *[f"{k}={v:.2f}" for k, v in r.metrics.items()][:1],
-        )
-        for r in results
+def _summary_row(r: EvalResult) -> list[Any]:
+    main = main_metric(r)
+    counts = (r.n, r.n_skipped, r.counts.failed, r.counts.refused, r.counts.hidden)
+    value = f"{main}={r.metrics[main]:.2f}" if main in r.metrics else ""
+    return [
+        r.model,
+        r.benchmark,
+        r.task,
+        r.data or r.config.get("data", ""),
+        *counts,
+        f"{r.seconds:.1f}",
+        value,
     ]
-    headers = ["model", "benchmark", "task", "data", "n", "skipped", "wall s", "main metric"]
-    return "<h2>Results</h2>" + _table(headers, summary)
 
 
-def _skipped_section(results: Sequence[EvalResult]) -> str:
-    parts = []
-    for r in results:
-        if not r.n_skipped:
-            continue
-        shown = "".join(f"<li>{html.escape(s)}</li>" for s in r.skipped[:20])
-        more = r.n_skipped - min(20, len(r.skipped))
-        tail = f"<li>… and {more} more (see result.json)</li>" if more > 0 else ""
-        parts.append(
-            f"<details><summary>{html.escape(r.model)} · {html.escape(r.benchmark)}: "
-            f"{r.n_skipped} skipped of {r.n + r.n_skipped}</summary><ul>{shown}{tail}</ul></details>"
-        )
-    if not parts:
-        return ""
-    return (
-        "<h2>Skipped items</h2><p class='note'>Malformed items and unreadable images are "
-        "left out of every metric.</p>" + "".join(parts)
-    )
-
-
-def _maps_section(results: Sequence[EvalResult]) -> str:
+def _maps(results: Sequence[EvalResult]) -> list[Any]:
     geometry = world_geometry()
-    with_countries = (r for r in results if r.per_group.get("country"))
-    ordered = sorted(with_countries, key=lambda r: (r.benchmark, r.model))
-    drawn = [country_map(r, geometry[1]) if geometry else country_tiles(r) for r in ordered]
-    maps = [m for m in drawn if m]
-    if not maps:
-        return ""
-    if geometry:
-        return (
-            geometry[0] + "<h2>Accuracy by country</h2><p class='note'>Choropleth of accuracy per "
-            "country (map geometry: pygal_maps_world). Grey: no items from that country.</p>"
-            + MAP_LEGEND
-            + f"<div class='maps'>{''.join(maps)}</div>"
-        )
-    return (
-        "<h2>Accuracy by country</h2><p class='note'>Install cultureclip[report] "
-        "(pygal_maps_world) for a world map; tiles grouped by continent meanwhile.</p>"
-        + "".join(maps)
+    ordered = sorted(
+        (r for r in results if r.per_group.get("country")), key=lambda r: (r.benchmark, r.model)
     )
+    drawn = [country_map(r, geometry[1]) if geometry else country_tiles(r) for r in ordered]
+    return [Markup(m) if isinstance(m, str) else m for m in drawn if m]
 
 
-def _before_after_section(results: Sequence[EvalResult]) -> str:
+def _before_after(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     figure = before_after(results)
     if not figure:
-        return ""
+        return None
     rows = [
         (
             r.model,
@@ -372,44 +288,58 @@ def _before_after_section(results: Sequence[EvalResult]) -> str:
         for m, v in r.metrics.items()
         if m in r.baseline.metrics
     ]
-    headers = ["model", "benchmark", "metric", "baseline", "before", "after", "delta"]
-    return "<h2>Before / after fine-tuning</h2>" + figure + _table(headers, rows)
+    return {"figure": Markup(figure), "rows": rows}
 
 
-def _benchmark_section(
+def _benchmark(
     results: Sequence[EvalResult], groups: list[dict[str, Any]], benchmark: str
-) -> str:
-    """One benchmark: its metrics per model, then a figure and a table per group key."""
+) -> dict[str, Any]:
+    """One benchmark: its metrics per model, its published numbers, a figure and a table per group key."""
     runs = sorted((r for r in results if r.benchmark == benchmark), key=lambda r: r.model)
     models = [r.model for r in runs]
     chance = _chance(runs)
     names = sorted({m for r in runs for m in r.metrics})
-    sections = [
-        f"<h2>{html.escape(benchmark)}</h2>",
-        _table(
-            ["model", *names, "n", "skipped", "chance"],
-            [
-                (
-                    r.model,
-                    *[r.metrics.get(m, math.nan) for m in names],
-                    r.n,
-                    r.n_skipped,
-                    math.nan if r.chance is None else r.chance,
-                )
-                for r in runs
-            ],
-        ),
+    rows = [
+        (
+            r.model,
+            *[r.metrics.get(m, math.nan) for m in names],
+            r.n,
+            r.n_skipped,
+            math.nan if r.chance is None else r.chance,
+        )
+        for r in runs
     ]
+    reference = _reference(runs[0])
     bench_groups = [g for g in groups if g["benchmark"] == benchmark]
     keys = [k for k in GROUP_KEYS if any(g["group_key"] == k for g in bench_groups)]
     keys += sorted({g["group_key"] for g in bench_groups} - set(keys))
+    sections = []
     for key in keys:
-        rows = [g for g in bench_groups if g["group_key"] == key]
-        n_groups = len({g["group"] for g in rows})
-        title = f"<h3>per {html.escape(key.replace('_', ' '))}</h3>"
-        figure = group_figure(rows, key, benchmark, chance) if n_groups >= 2 else ""
-        table = _models_as_columns(rows, models)
-        if n_groups > 12:  # long lists: the figure, and the table folded away
-            table = f"<details><summary>table ({n_groups} groups)</summary>{table}</details>"
-        sections.append(title + figure + table)
-    return "".join(sections)
+        key_rows = [g for g in bench_groups if g["group_key"] == key]
+        n_groups = len({g["group"] for g in key_rows})
+        figure = group_figure(key_rows, key, benchmark, chance) if n_groups >= 2 else ""
+        sections.append(
+            {
+                "key": key,
+                "figure": Markup(figure),
+                "rows": _models_as_columns(key_rows, models),
+                "folded": n_groups > 12,
+            }  # long lists: the figure, and the table folded away
+        )
+    published = [(m, *[v.get(n, math.nan) for n in names]) for m, v in reference.items()]
+    return {
+        "name": benchmark,
+        "metrics": names,
+        "rows": rows,
+        "models": models,
+        "groups": sections,
+        "reference": published,
+    }
+
+
+def _reference(result: EvalResult) -> dict[str, dict[str, float]]:
+    """The published numbers of a result's benchmark spec, when it is a known one."""
+    from cultureclip.eval.spec import benchmark_specs
+
+    spec = benchmark_specs().get(str(result.key.get("benchmark", result.benchmark)))
+    return spec.reference if spec else {}

@@ -1,5 +1,6 @@
 """The figures and maps of the HTML report: per-group bars, the world map (or continent
-tiles), before/after deltas. Each returns an HTML fragment with its image inline."""
+tiles), before/after deltas. A figure is an ``<img>`` fragment with its PNG inline; a
+world map is the data its template part draws."""
 
 from __future__ import annotations
 
@@ -208,8 +209,8 @@ def _viridis(value: float) -> str:
     return str(to_hex(colormaps["viridis"](max(0.0, min(100.0, value)) / 100.0)))
 
 
-def country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
-    """A choropleth of accuracy by country (needs 2+ countries), or None."""
+def country_map(result: EvalResult, codes: frozenset[str]) -> dict[str, Any] | None:
+    """What the report draws as a choropleth of accuracy by country (2+ countries), or None."""
     raw = result.per_group["country"]
     unplaced = [value for value in raw if _map_code(value) not in codes]
     merged = {code: v for code, v in merged_counts(raw, _map_code).items() if code in codes}
@@ -219,32 +220,19 @@ def country_map(result: EvalResult, codes: frozenset[str]) -> str | None:
         f"--{code}:{_viridis(100.0 * correct / n if n else 0.0)}"
         for code, (n, correct) in sorted(merged.items())
     )
-    label = f"accuracy by country, {result.model}, {result.benchmark}"
-    listed = ", ".join(
-        f"{country_name(code.upper())} {100.0 * c / n:.0f}% (n={int(n)})"
+    # The numbers behind the colours are listed too (folded): a map is read at a glance, a list is not.
+    countries = [
+        (country_name(code.upper()), 100.0 * c / n, int(n))
         for code, (n, c) in sorted(merged.items())
-    )
-    # The numbers behind the colours, folded away: a map is read at a glance, a list is not.
-    note = (
-        f"<details class='note'><summary>{len(merged)} countries: values</summary>"
-        f"<p>{html.escape(listed)}"
-    )
-    if unplaced:
-        note += f"; not on the map: {html.escape(', '.join(sorted(unplaced)))}"
-    note += "</p></details>"
-    return (
-        f"<figure class='map'><figcaption>{html.escape(result.model)} · "
-        f"{html.escape(result.benchmark)}</figcaption>"
-        f"<svg class='worldmap' role='img' aria-label='{html.escape(label)}' "
-        f"viewBox='0 0 2475 1388' style='{style}'><title>{html.escape(label)}</title>"
-        f"<use href='#world'/></svg>{note}</figure>"
-    )
-
-
-MAP_LEGEND = (
-    "<div class='legend'><span>0%</span><span class='ramp'></span><span>100%</span>"
-    "<span class='swatch'></span><span>no data</span></div>"
-)
+    ]
+    return {
+        "model": result.model,
+        "benchmark": result.benchmark,
+        "label": f"accuracy by country, {result.model}, {result.benchmark}",
+        "style": style,
+        "countries": countries,
+        "unplaced": sorted(unplaced),
+    }
 
 
 def before_after(results: Sequence[EvalResult]) -> str | None:
