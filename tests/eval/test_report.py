@@ -55,7 +55,7 @@ def test_report_tables(results_dir: Path, tmp_path: Path) -> None:
     page = html_path.read_text()
     assert "http://" not in page and "https://" not in page  # self-contained
     assert page.count("data:image/png;base64,") >= 5  # the map is inline SVG
-    assert "accuracy by country" in page and "class='worldmap'" in page
+    assert "accuracy by country" in page and 'class="worldmap"' in page
 
 
 def test_report_needs_results(tmp_path: Path) -> None:

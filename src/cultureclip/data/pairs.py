@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from cultureclip.core.errors import MissingInputError
+
 ImageSource = Path | bytes
 
 RAW_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"RIFF", b"BM")
@@ -85,6 +87,21 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     opened = source if isinstance(source, Path) else io.BytesIO(raw_image_bytes(source))
     with Image.open(opened) as image:
         return _reduced(image, max_pixels) if max_pixels else image.convert("RGB")
+
+
+def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Image:
+    """Opens an item image (eval items, chat examples): a path (relative to ``root``), a
+    ``data:`` URL, or encoded bytes."""
+    if isinstance(source, bytes):
+        opened: io.BytesIO | Path = io.BytesIO(source)
+    elif str(source).startswith("data:"):
+        opened = io.BytesIO(base64.b64decode(str(source).partition(",")[2]))
+    else:
+        opened = root / source  # an absolute path replaces root
+        if not opened.exists():
+            raise MissingInputError(f"image not found: {opened}")
+    with Image.open(opened) as image:
+        return image.convert("RGB")
 
 
 @dataclass

@@ -20,7 +20,6 @@ One item per line::
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cultureclip.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.data.pairs import load_image
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.metrics import GROUP_KEYS
 from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
@@ -172,20 +172,6 @@ class ItemSet:
                 raise ValueError(f"crop box {list(box)} is outside the {image.size} image")
             image = image.crop((round(x0), round(y0), round(x1), round(y1)))
         return image
-
-
-def load_image(source: str | bytes | Path, root: Path = Path(".")) -> Image.Image:
-    """Opens an item image: a path (relative to ``root``), a ``data:`` URL, or encoded bytes."""
-    if isinstance(source, bytes):
-        opened: io.BytesIO | Path = io.BytesIO(source)
-    elif str(source).startswith("data:"):
-        opened = io.BytesIO(base64.b64decode(str(source).partition(",")[2]))
-    else:
-        opened = root / source  # an absolute path replaces root
-        if not opened.exists():
-            raise MissingInputError(f"image not found: {opened}")
-    with Image.open(opened) as image:
-        return image.convert("RGB")
 
 
 def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "") -> ItemSet:

@@ -139,7 +139,7 @@ class ChatDataset:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from cultureclip.eval.items import load_image
+        from cultureclip.data.pairs import load_image
 
         example = self.examples[index]
         return {"image": load_image(example.image, self.root), "example": example}

@@ -1,0 +1,36 @@
+"""eval/ and vlm/ do not import each other: eval scores with vlm's chat helpers, so nothing
+under vlm/ may import eval (read from the source, imports inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "cultureclip"
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """``{module file: the cultureclip sub-packages it imports}`` of one sub-package."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            names |= {m.split(".")[1] for m in modules if m.startswith("cultureclip.")}
+        found[str(path.relative_to(PACKAGE))] = names
+    return found
+
+
+@pytest.mark.parametrize(("lower", "upper"), [("vlm", "eval")])
+def test_no_import_cycle(lower: str, upper: str) -> None:
+    assert any(lower in names for names in imported_packages(upper).values())  # the one way
+    back = [module for module, names in imported_packages(lower).items() if upper in names]
+    assert not back, f"{', '.join(back)} import cultureclip.{upper}: a cycle with {upper}/"
