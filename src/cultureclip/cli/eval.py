@@ -208,13 +208,17 @@ def build_command(
 
 def benchmarks_command() -> None:
     """List the shipped and installed benchmarks (spec files) with their source and scorer."""
+    from rich.table import Table
+
     from cultureclip.eval.spec import benchmark_specs
 
-    rows = [
-        (name, spec.source.data or "-d PATH", spec.scorer, spec.description)
-        for name, spec in sorted(benchmark_specs().items())
-    ]
-    print_table("benchmarks", ("benchmark", "source", "scorer", "description"), rows)
+    table = Table(title="benchmarks (or: -b my_bench.yaml, see docs/benchmark-specs.md)")
+    table.add_column("benchmark", no_wrap=True)
+    for column in ("source", "scorer", "description"):
+        table.add_column(column, overflow="fold")
+    for name, spec in sorted(benchmark_specs().items()):
+        table.add_row(name, spec.source.data or "-d PATH", spec.scorer, spec.description)
+    console.print(table)
 
 
 def _print_suite_result(shown: str, outcome: EvalResult | Exception) -> None:
