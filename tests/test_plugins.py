@@ -18,25 +18,27 @@ import pytest
 
 PLUGIN = textwrap.dedent(
     '''
-    """Throwaway cultureclip plugins: one of each kind, in one file."""
-    from cultureclip.eval.benchmarks import BENCHMARKS, Benchmark, BenchmarkOutput
+    """Throwaway cultureclip plugins: one of each kind, in one file (and a spec beside it)."""
+    from pathlib import Path
+
+    from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer
     from cultureclip.models.hf import HFBackend
     from cultureclip.models.registry import MODELS
     from cultureclip.core.llm import LLMS, LLMBackend
     from cultureclip.train.losses import LOSSES, ClipLoss
 
+    #: the benchmarks this plugin ships: spec files (or mappings)
+    BENCHMARK_SPECS = [Path(__file__).with_name("demo_count.yaml")]
 
-    @BENCHMARKS.register("demo-count")
-    class CountImages(Benchmark):
-        """Counts the files of a folder (a benchmark in five lines)."""
 
-        name = "demo-count"
+    @SCORERS.register("demo-count")
+    class CountFiles(Scorer):
+        """Counts the files of a folder (a scorer in five lines)."""
+
         task = "demo"
 
         def run(self, model, *, work_dir=None, progress=True):
-            from pathlib import Path
-
-            files = sorted(p.name for p in Path(self.data).iterdir())
+            files = sorted(p.name for p in Path(self.bench.data).iterdir())
             return BenchmarkOutput(metrics={"files": float(len(files))}, predictions=[], n=len(files))
 
 
@@ -99,6 +101,9 @@ def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / "cc_plugin_demo.py").write_text(PLUGIN)
+    (site / "demo_count.yaml").write_text(
+        "name: demo-count\ndescription: files in a folder\nscorer: demo-count\n"
+    )
     meta = site / "cc_plugin_demo-0.1.dist-info"
     meta.mkdir()
     (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: cc-plugin-demo\nVersion: 0.1\n")
@@ -126,7 +131,7 @@ def test_plugins_of_each_kind_are_listed_and_run(
         [
             "-c",
             "import asyncio, json\n"
-            "from cultureclip.eval.benchmarks import BENCHMARKS\n"
+            "from cultureclip.eval import benchmark_specs\n"
             "from cultureclip.models.registry import list_models\n"
             "from cultureclip.synth.config import LLMSettings\n"
             "from cultureclip.core.llm import LLMS, create_llm\n"
@@ -134,7 +139,7 @@ def test_plugins_of_each_kind_are_listed_and_run(
             "async def echo():\n"
             "    async with create_llm(LLMSettings(backend='demo-echo', model='m')) as llm:\n"
             "        return await llm.complete([{'role': 'user', 'content': 'konnichiwa'}])\n"
-            "print(json.dumps([BENCHMARKS.names(), sorted(list_models()), LOSSES.names(),"
+            "print(json.dumps([sorted(benchmark_specs()), sorted(list_models()), LOSSES.names(),"
             " LLMS.names(), asyncio.run(echo())]))",
         ],
         plugin_site,
