@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from cultureclip.cli.main import app
 from cultureclip.core.errors import InputError
 from cultureclip.eval import evaluate
-from cultureclip.eval.spec import create_benchmark
 from cultureclip.eval.report import build_report
+from cultureclip.eval.spec import create_benchmark
 
 from .conftest import COLOURS, write_image
 

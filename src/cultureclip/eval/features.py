@@ -1,5 +1,5 @@
-"""Features of contrastive models that benchmarks share: cached text embeddings and image
-embeddings read in parallel, with unreadable images reported, not fatal."""
+"""Contrastive features benchmarks share: cached text embeddings, and image embeddings read
+on a background thread with unreadable images reported, not fatal."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
-"""Generative (chat) VLMs answering multiple-choice items with a letter.
-
-Specs, in the :data:`GENERATIVE_MODELS` registry:
-
-- ``openai:<model>@<base_url>`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp
-  server, hosted APIs); ``@<base_url>`` may be left out to use ``$OPENAI_BASE_URL``.
-  The key comes from ``$OPENAI_API_KEY`` (optional for local servers).
-- ``hf-vlm:<hub id or dir>`` — a local transformers image-text-to-text model
-  (``AutoModelForImageTextToText`` + its processor's chat template): batched greedy
-  decoding, or option likelihood with ``generative.mode=likelihood``.
-
-The prompt shows the question and lettered options (A, B, C, …) and asks for the letter,
-which :func:`parse_answer_letter` reads from the reply. An unreadable reply is recorded as
-such and counts as wrong; it is never guessed.
+"""Generative (chat) VLMs answering multiple-choice items with a letter, in the
+:data:`GENERATIVE_MODELS` registry: ``openai:<model>@<base_url>`` (any OpenAI-compatible
+server) and ``hf-vlm:<hub id or dir>`` (a local transformers image-text-to-text model,
+greedy decoding or option likelihood). :func:`parse_answer_letter` reads the reply; an
+unreadable one counts as wrong, never guessed.
 """
 
 from __future__ import annotations

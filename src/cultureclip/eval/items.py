@@ -1,20 +1,7 @@
-"""The multiple-choice item format every MCQ benchmark reads (JSONL or Parquet).
-
-One item per line::
-
-    {"id": "jp-0001", "image": "images/jp-0001.jpg",
-     "question": "What is shown in the picture?",
-     "options": ["Kimono", "Hanbok", "Qipao", "Ao dai"], "answer": 0,
-     "country": "JP", "continent": "Asia", "category": "Traditional Clothing",
-     "question_type": "recognition", "language": "en"}
-
-- ``answer`` is stored as the **0-based index** of the correct option. On load it may also
-  be the option text (exact, then case-insensitive match) or a letter ``"A"``… when no
-  option has that text.
-- ``image`` is a path relative to the items file (or absolute), a ``data:`` URL, or an
-  in-memory encoded image (hub datasets). ``continent`` is filled from ``country`` with
-  :func:`cultureclip.data.taxonomy.continent_of` when missing.
-- Malformed items are reported by id (or line) and skipped; they never stop a run.
+"""The multiple-choice item format every MCQ benchmark reads (docs/eval.md): JSONL, JSON
+or Parquet, one item ``{id, image, question, options, answer, country, continent,
+category, question_type, language}`` per record. ``answer`` is stored as the 0-based index
+(read also as the option text or a letter); malformed items are reported and skipped.
 """
 
 from __future__ import annotations

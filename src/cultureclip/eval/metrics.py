@@ -1,15 +1,7 @@
-"""Metric code shared by every benchmark: retrieval recall, grouped accuracy, bootstrap CIs.
-
-Conventions (documented in ``docs/eval.md``):
-
-- Every metric is a **percentage** (0–100), as in the papers' tables.
-- **Ties are pessimistic.** A wrong candidate that scores exactly as high as the right one
-  is ranked ahead of it (retrieval) or wins the item (multiple choice). A degenerate model
-  that gives every option the same score therefore scores 0, never "chance by luck of
-  index order".
-- A retrieval query with several correct targets (a CulTi text describing several images)
-  is a hit at K when *any* correct target is in the top K; the other correct targets do
-  not push each other down.
+"""Metric code shared by every benchmark: retrieval recall, grouped accuracy, the bootstrap.
+Every metric is a percentage; ties are pessimistic (a wrong candidate scoring as high as
+the right one ranks ahead of it); a query with several correct targets hits at K when any
+of them is in the top K.
 """
 
 from __future__ import annotations

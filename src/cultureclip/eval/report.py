@@ -1,18 +1,6 @@
-"""Merges result files into CSV tables and one self-contained HTML report.
-
-``build_report(result_paths, out_dir)`` writes:
-
-- ``results.csv``: one row per (model, benchmark, metric), with the baseline value and the
-  delta when the result carries a forgetting check;
-- ``groups.csv``: one row per (model, benchmark, group key, group) with n, accuracy and a
-  seeded percentile-bootstrap 95% confidence interval computed from the predictions;
-- ``report.html``, self-contained (figures as base64 PNG, the map as inline SVG; no CDN,
-  no network): a leaderboard (main metric with its 95% CI, a chance row), a summary and
-  the skipped items of every result, a world map of accuracy by country per benchmark and
-  model (the ISO-keyed SVG of ``pygal_maps_world``, from ``cultureclip[report]``; continent
-  tiles without it), before/after deltas, and per benchmark and group key a table with the
-  models as columns and a bar figure with the chance line. Country values are normalised
-  through :mod:`cultureclip.data.taxonomy` (``KR`` and ``South Korea`` are one country).
+"""Merges result files into ``results.csv``, ``groups.csv`` (per group: n, accuracy, a
+seeded bootstrap 95% CI) and ``report.html``, rendered from ``templates/report.html.jinja``
+and self-contained (figures inline, no network); see docs/eval.md, "Report".
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""Result files: one ``result.json`` per (model, benchmark), with per-item predictions beside it.
-
-Layout under an output directory::
-
-    <out>/<benchmark>/<model slug>/result.json        # EvalResult
-    <out>/<benchmark>/<model slug>/predictions.jsonl  # one record per scored unit
-    <out>/<benchmark>/<model slug>/config.yaml        # the resolved EvalConfig
-
-``result.json`` follows CLIP_benchmark in spirit (``benchmark, model, task, metrics``);
-its other fields are :class:`EvalResult`'s: scores in ``metrics``, counts beside them in
-``counts``, and ``schema_version``. A file of the first shape (no version; ``n``,
-``n_skipped`` and ``metrics.n_failed``…) is read into the current one; a file of a newer
-cultureclip is refused in one line.
-
-``key`` records everything that decides a result: the model identity (spec plus a
-fingerprint of a local model directory), the data path and a fingerprint of its
-content, the split, the benchmark options and the protocol version. An existing
+"""Result files: ``<out>/<benchmark>/<model slug>/result.json`` (:class:`EvalResult`) with
+``predictions.jsonl`` and ``config.yaml`` beside it. Scores are in ``metrics``, counts in
+``counts``; ``schema_version`` names the shape (the first one, counts inside ``metrics``,
+is still read; a newer one is refused in one line). ``key`` records everything that
+decides a result (model identity, data fingerprint, split, options, protocol): a stored
 result is reused only when its key equals the new run's.
 """
 

@@ -1,24 +1,7 @@
-"""Where benchmark rows come from: local files, local hub-layout folders, or the hub.
-
-:func:`read_rows` gives every benchmark the same reader:
-
-- a **local annotation file**: JSON / JSONL / CSV / TSV / Parquet / Arrow; image columns
-  may hold a path, a ``data:`` URL, or the ``{bytes, path}`` struct a ``datasets.Image``
-  feature stores;
-- a **local folder in the Hugging Face layout** (``README.md`` with ``dataset_info`` or
-  ``configs``, or parquet/arrow files under ``data/``), read with
-  ``datasets.load_dataset(folder)``, exactly as a downloaded hub snapshot;
-- a folder holding one annotation file (or one of the benchmark's preferred names);
-- a **hub dataset name** (``owner/name``), read with ``datasets.load_dataset``.
-
-Images are never decoded or re-encoded here: ``datasets.Image`` columns are cast to
-``decode=False`` so each row keeps the original encoded bytes (a JPEG stays a JPEG), and
-images are decoded one batch at a time while scoring. A path that looks like a local
-path but does not exist is reported as missing (never sent to the hub), and a hub
-dataset that cannot be loaded (offline, unknown name, gated) is a one-line error.
-
-Released datasets disagree on key names too: :func:`pick` finds a field under its known
-aliases, so a loader states the aliases it accepts in one place.
+"""Where benchmark rows come from (docs/eval.md, "Benchmarks"): a local annotation file
+(JSON/JSONL/CSV/TSV/Parquet/Arrow), a local folder in the hub layout, a folder holding one
+annotation file, or a hub dataset name. Images keep their encoded bytes (``datasets.Image``
+cast to ``decode=False``); a path that looks local but is missing is never tried on the hub.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Retrieval evaluation: Recall@1/5/10 both ways and MR, global-only next to LACLIP variants.
-
-Metrics come from :func:`cultureclip.eval.metrics.retrieval_metrics` (one implementation
-for the whole toolkit): a text with several correct images is a hit when any of them is
-in the top K. Views are encoded once per crop setting (k, scale, ratio, seed) and reused
-for every weighting, τ and β, so a sweep costs one encoding pass per crop setting.
-
-Every number comes with what it needs to be read: the candidate counts, the chance level
-of each recall (the expected recall of a random ranking, which is large on a 20-image
-set), and a 95% bootstrap interval over the queries.
+"""Retrieval evaluation, the toolkit's one retrieval evaluator (``retrieval-eval`` and the
+``retrieval`` benchmark): Recall@1/5/10 both ways and MR, global-only next to LACLIP
+variants (views encoded once per crop setting), each with its candidate counts, chance
+level and a 95% bootstrap interval over the queries.
 """
 
 from __future__ import annotations
@@ -51,6 +45,7 @@ METRIC_KEYS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10
 #: about how many image–text pairs the published rows were measured on (the 2/10 test part
 #: of CulTi's 5,726 pairs)
 PUBLISHED_N = 1145
+
 
 def published_rows() -> dict[str, tuple[float, ...]]:
     """The ``retrieval`` spec's published rows (CulTi test split, the LACLIP paper), in

@@ -1,27 +1,11 @@
 """Open-ended questions with reference answers (CulturalVQA style): ``scorer: openended``.
 
-One item per line of a JSONL file (or a directory holding ``items.jsonl``)::
-
-    {"id": "q1", "image": "images/q1.jpg", "question": "What is this dish called?",
-     "answers": ["jollof rice", "jollof"], "country": "NG", "category": "Cuisine"}
-
-A generative model (``openai:…``, ``hf-vlm:…`` in ``generate`` mode) answers each
-question in a short phrase. A contrastive model picks, for each image, the most similar
-text among all distinct reference answers of the benchmark (closed vocabulary; each
-answer turned into a text by ``options.template``), and that answer is scored as its
-reply. Scores per item, averaged as percentages:
-
-- ``exact``: the reply equals a reference answer (case and surrounding space ignored);
-- ``normalized``: equal after VQA-style normalisation (lowercase, punctuation and the
-  articles a/an/the removed, spaces collapsed);
-- ``contains``: a normalised reference appears as whole words in the normalised reply;
-- ``judge`` (with ``options.judge=<model>@<base_url>``): an LLM, asked through the core
-  client (``cultureclip.core.llm``; prompt ``eval/prompts/openended-judge.yaml``), says
-  whether the reply means the same as a reference.
-
-``correct`` (what groups and the report count) is the judge's verdict when a judge is
-set, else ``normalized``. Runs resume from the keyed answers in ``predictions.partial.jsonl``
-like the MCQ benchmarks (``eval.generative.AnswerStore``).
+Items are JSONL ``{id, image, question, answers: [...]}``. A generative model answers in a
+short phrase; a contrastive model picks the closest of all reference answers (``template``).
+Per item: ``exact``, ``normalized`` (VQA normalisation), ``contains`` (whole words) and,
+with ``judge=<model>@<url>``, ``judge`` (an LLM through ``cultureclip.core.llm``, prompt
+``eval/prompts/openended-judge.yaml``); ``correct`` is the judge's verdict, else
+``normalized``. Answers resume from the keyed store like the MCQ ones.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
-"""Zero-shot classification (``scorer: zeroshot``): the general task of the forgetting check.
+"""Zero-shot classification (``scorer: zeroshot``), the general task of the forgetting check.
 
-Data, either:
-
-- an **image folder**: ``root/<class name>/…/<image>`` (``_`` in folder names reads as a
-  space; images in nested folders of a class belong to it; every extension Pillow
-  opens counts, ``.jfif`` included), optionally with ``classnames.txt`` (one display name
-  per line, in sorted folder order). Files that are not images are reported as skipped; a
-  folder with a single class is refused (it is almost always a labelled list or a wrong level);
-- a **labelled list**: a CSV/TSV/JSONL/JSON/Parquet file with an image path column and a
-  label column; a ``classnames.txt`` beside it, if present, fixes the class list (integer
-  labels index into it). A directory holding one of the spec's ``source.files``
-  (``labels.csv``, …) is read as a labelled list even when its images sit in a sub-folder;
-- a hub dataset (or its local copy) with an image and a ``ClassLabel`` column.
-
-Each class text is the mean of its normalised template features (CLIP's prompt
-ensembling), re-normalised. Metrics: ``acc1``, ``acc5`` (top-5 with pessimistic ties) and
-``mean_per_class_recall`` (over the classes that have images, as CLIP_benchmark and
-scikit-learn's balanced accuracy compute it), in percent.
+Data: an image folder (``root/<class>/…``, nested folders and every extension Pillow opens;
+optional ``classnames.txt``; a single class is refused), a labelled list (a file, or a
+folder holding one of the spec's ``source.files``), or a hub dataset with a ``ClassLabel``.
+Class texts ensemble the ``templates``. Metrics: ``acc1``, ``acc5`` and
+``mean_per_class_recall`` (over the classes that have images, as CLIP_benchmark).
 """
 
 from __future__ import annotations
