@@ -121,3 +121,19 @@ def test_a_result_file_of_the_first_shape_still_reads(mcq_file: Path, tmp_path: 
     result.path.write_text(json.dumps({**stored, "schema_version": 99}))
     with pytest.raises(InputError, match="schema version 99 is newer"):
         load_result(result.path)
+
+
+def test_withheld_answers_are_counted_as_hidden_not_scored(tmp_path: Path) -> None:
+    from .layouts import write_plain_parquet
+    from .test_released_layouts import cvqa_rows
+
+    rows, features = cvqa_rows()
+    rows[1]["Label"] = rows[4]["Label"] = -1  # a hidden test split withholds them
+    data = write_plain_parquet(tmp_path / "cvqa.parquet", rows, features)
+    local = evaluate(ColourOracle(), "cvqa", data=data)
+    assert local.n == 4 and local.counts.hidden == 2 and local.n_skipped == 0
+    assert local.metrics["accuracy"] == pytest.approx(100.0)  # r1 (a tie) and r4 are gone
+    english = evaluate(ColourOracle(), "cvqa-en", data=data)
+    assert english.n == 4 and english.per_group["language"] == {
+        "English": {"n": 4, "correct": 4, "accuracy": 100.0}
+    }

@@ -140,6 +140,8 @@ class ItemSet:
     errors: list[BadItem] = field(default_factory=list)
     root: Path = Path(".")
     name: str = ""
+    #: records whose answer the release withholds (not scored)
+    hidden: int = 0
 
     def __iter__(self) -> Iterator[MCQItem]:
         return iter(self.items)

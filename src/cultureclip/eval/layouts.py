@@ -1,18 +1,7 @@
-"""Item builders a spec names as ``layout``: the few steps of a released benchmark that a
-column mapping cannot say (parsed fields, seeded distractors, one record becoming several
-items). Each takes the :class:`~cultureclip.eval.spec.Benchmark` and returns validated
-multiple-choice items; a record it cannot use becomes a skipped item naming why.
-
-- ``mcq-items``: the cultureclip item format (or any rows after ``columns``), as is;
-- ``cvqa``: CVQA's ``Subset`` (``"('Japanese', 'Japan')"``) → language and ISO country;
-- ``globalrg-grounding``: the concept + ``n_options - 1`` distractor concepts of the same
-  region (regions with enough concepts only), optionally the box crop;
-- ``globalrg-retrieval``: the universal's region + ``n_options - 1`` distractor regions;
-- ``crope``: each "no" record → its main image (picks the depicted concept) and each
-  definition image (picks the asked concept), grouped by record.
-
-Distractors and option order come from a generator seeded by ``(seed, record id)``, so an
-item's options do not depend on which other records are present.
+"""Item builders a spec names as ``layout``: what a column mapping cannot say (parsed
+fields, seeded distractors, one record becoming several items). Each returns validated
+items; a record it cannot use is a skipped item naming why. Distractors and option order
+come from a generator seeded by ``(seed, record id)``, independent of the other records.
 """
 
 from __future__ import annotations
@@ -61,12 +50,18 @@ def seeded_rng(seed: int, *key: Any) -> random.Random:
 
 
 def finish(bench: Benchmark, rows: list[dict[str, Any]], root: Path) -> ItemSet:
-    """Validates built rows as items; a row without a question gets the spec's generative one."""
-    asked = bench.spec.prompts.generative
-    for row in rows:
+    """Validates built rows as items; a row without a question gets the spec's generative
+    one, and a row whose answer the release withholds (none, -1) is counted as hidden."""
+    asked, numbered = bench.spec.prompts.generative, []
+    for line, row in enumerate(rows, start=1):
+        if "_error" not in row and row.get("answer") in (None, -1):
+            continue
         if asked and not row.get("question") and "_error" not in row:
             row["question"] = asked.format_map(row)
-    return validate_items(list(enumerate(rows, start=1)), root=root, name=bench.name)
+        numbered.append((line, row))
+    items = validate_items(numbered, root=root, name=bench.name)
+    items.hidden = len(rows) - len(numbered)
+    return items
 
 
 def mapped_rows(bench: Benchmark) -> tuple[list[dict[str, Any]], Path]:

@@ -79,6 +79,8 @@ class MCQScorer(Scorer):
         if not item_set.items:
             errors = item_set.errors
             problems = f"; {len(errors)} malformed: {errors[0]}" if errors else ""
+            if item_set.hidden:
+                problems += f"; {item_set.hidden} withhold their answer (a hidden test split?)"
             raise InputError(
                 f"benchmark {self.bench.name!r} found no valid items in {self.bench.data}{problems}"
             )
@@ -125,7 +127,7 @@ class MCQScorer(Scorer):
                 f"benchmark {self.bench.name!r}: no item of {self.bench.data} has a readable image"
                 + (f"; e.g. {unreadable[0]}" if unreadable else "")
             )
-        counts = {}
+        counts = {"hidden": item_set.hidden}
         if not isinstance(model, VisionLanguageModel):
             # Generative runs say how many answers were lost, so nobody mistakes them for wrong guesses.
             counts["failed"] = sum(p.get("error") is not None for p in predictions)
