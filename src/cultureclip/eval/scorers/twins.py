@@ -11,6 +11,7 @@ unreadable image is skipped whole and named by record id, never aborts the run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from cultureclip.core.errors import InputError
@@ -50,7 +51,8 @@ class TwinScorer(MCQScorer):
                     {"id": f"{r.id}/{side}", "image": str(image), "options": options, **common}
                     | {"answer": answer, "role": side}
                 )
-        items = validate_items(list(enumerate(rows, start=1)), root=load.root, name="twins")
+        # image paths are as the set gives them (relative to the working directory)
+        items = validate_items(list(enumerate(rows, start=1)), root=Path("."), name="twins")
         items.errors = [BadItem(bad.line, None, bad.error) for bad in load.errors] + items.errors
         if not items.items:
             raise InputError(f"no twin pair with both images in {self.bench.data}")
