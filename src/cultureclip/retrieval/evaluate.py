@@ -288,16 +288,19 @@ def evaluate_retrieval(
     text_rows, targets = _text_targets(collection, kept)
     text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
-    def row(label: str, config: LaclipSettings | None, image_vectors: torch.Tensor) -> SweepRow:
-        sim = image_vectors.double() @ text_emb.double().T
+    def row(label: str, config: LaclipSettings | None, sim: torch.Tensor) -> SweepRow:
         t2i, i2t = query_hits(sim, targets)
         return SweepRow(label, config, retrieval_metrics(sim, targets), recall_intervals(t2i, i2t))
 
-    rows = [row("global", None, global_emb)]
-    sim = global_emb.double() @ text_emb.double().T
+    def similarity(image_vectors: torch.Tensor) -> torch.Tensor:
+        return image_vectors.double() @ text_emb.double().T
+
+    sim = similarity(global_emb)
+    rows = [row("global", None, sim)]
     for encoder, configs, views in view_sets:
         for config in configs:
-            rows.append(row(config.label(), config, encoder.fuse_views(views, config).fused))
+            fused = encoder.fuse_views(views, config).fused
+            rows.append(row(config.label(), config, similarity(fused)))
     return SweepResult(
         rows,
         n_images=len(kept),
