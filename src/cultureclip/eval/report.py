@@ -51,10 +51,11 @@ def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> t
     predictions = predictions_of(result)
     if metric not in ("accuracy", "acc1") or not predictions:
         return (math.nan, math.nan)
-    if result.config.get("protocol") == "cultureclip" and any(
-        p.get("role") == "main" for p in predictions
-    ):  # CROPE, our protocol: accuracy counts the main images only
-        predictions = [p for p in predictions if p.get("role") == "main"]
+    role = result.config.get("accuracy_role")  # accuracy counts one role (CROPE, ours)
+    if role is None and result.config.get("protocol") == "cultureclip":  # a result of 0.x
+        role = "main" if any(p.get("role") == "main" for p in predictions) else None
+    if role is not None:
+        predictions = [p for p in predictions if p.get("role") == role]
     flags = [bool(p.get("correct")) for p in predictions]
     return bootstrap_ci(flags, n_resamples=n_resamples, seed=seed)
 
