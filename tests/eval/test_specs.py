@@ -54,6 +54,12 @@ def test_a_spec_given_by_path_runs_with_its_own_data(mcq_file: Path, tmp_path: P
     result = load_result(out / "my-colours" / "colour_oracle")
     assert result.n == 18 and set(result.per_group) == {"country"}
     assert result.config["templates"]["recognition"] == "{option}"
+    suite = tmp_path / "bench" / "suite.yaml"  # a suite names the spec relative to itself
+    suite.write_text(
+        yaml.safe_dump({"name": "mine", "benchmarks": [{"benchmark": "my_bench.yaml"}]})
+    )
+    ran = runner.invoke(app, ["eval", "--suite", str(suite), "-m", "colour:oracle", "-o", str(out)])
+    assert ran.exit_code == 0 and "1 reused" in ran.output, ran.output
 
 
 @pytest.mark.parametrize(

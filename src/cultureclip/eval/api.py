@@ -35,7 +35,7 @@ from cultureclip.eval.results import (
     result_dir,
     served_name,
 )
-from cultureclip.eval.spec import Benchmark, create_benchmark
+from cultureclip.eval.spec import Benchmark, create_benchmark, is_spec_path
 from cultureclip.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -312,7 +312,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise MissingInputError(f"suite file not found: {path}")
-        return Suite.model_validate(read_config_file(path))
+        suite = Suite.model_validate(read_config_file(path))
+        for entry in suite.benchmarks:  # a spec path is relative to the suite file
+            if is_spec_path(entry.benchmark) and (path.parent / entry.benchmark).is_file():
+                entry.benchmark = str(path.parent / entry.benchmark)
+        return suite
     shipped = SUITES.joinpath(f"{name_or_path}.yaml")
     if not shipped.is_file():
         raise UnknownNameError(
