@@ -26,8 +26,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
-from cultureclip.eval.builder import export_instruction_data
 from cultureclip.eval.items import read_items
+from cultureclip.synth.builder import export_instruction_data
 from cultureclip.testing import build_tiny_vlm, write_flag_mcq, write_general_mcq
 
 

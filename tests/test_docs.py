@@ -38,7 +38,7 @@ CONFIG_CLASSES = {
     ("quickstart",): "cultureclip.quickstart.pipeline:QuickstartConfig",
     ("index",): "cultureclip.retrieval.index:IndexConfig",
     ("retrieval-eval",): "cultureclip.retrieval.evaluate:RetrievalEvalConfig",
-    ("build-benchmark",): "cultureclip.eval.builder:BuilderConfig",
+    ("build-benchmark",): "cultureclip.synth.builder:BuilderConfig",
     ("train-vlm",): "cultureclip.vlm.train:VLMTrainConfig",
 }
 

@@ -239,7 +239,7 @@ def test_an_llm_backend_plugin_serves_synth_and_the_benchmark_builder(
         f"""
         import json
         from cultureclip.core.store import ResultStore
-        from cultureclip.eval.builder import BuilderConfig, build_benchmark
+        from cultureclip.synth.builder import BuilderConfig, build_benchmark
         from cultureclip.synth import SynthConfig, run_synth
 
         synth = SynthConfig.model_validate({{

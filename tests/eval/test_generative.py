@@ -11,7 +11,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM
 from cultureclip.eval import evaluate, read_items
-from cultureclip.eval.generative import (
+from cultureclip.models.generative import (
     GENERATIVE_MODELS,
     create_generative_model,
     parse_answer_letter,
@@ -210,7 +210,7 @@ def test_stored_answers_are_reused_only_under_the_same_model_settings(
     with chat_server(lambda body, number: (200, "A")) as server:
         run(server.url)
         assert len(server.requests) == 18
-        with caplog.at_level(logging.INFO, logger="cultureclip.eval.generative"):
+        with caplog.at_level(logging.INFO, logger="cultureclip.models.generative"):
             run(server.url)
         assert len(server.requests) == 18  # same settings: every answer reused
         assert "cultureverse: 18 answers reused, 0 to ask" in caplog.text

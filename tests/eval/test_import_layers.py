@@ -1,5 +1,7 @@
-"""eval/ and vlm/ do not import each other: eval scores with vlm's chat helpers, so nothing
-under vlm/ may import eval (read from the source, imports inside functions included)."""
+"""No import cycles between eval/, models/ and vlm/: eval scores with the model backends and
+vlm's chat helpers, the generative backend (models/generative.py) uses vlm's chat helpers, so
+nothing under vlm/ may import eval or models, nor models eval (read from the source, imports
+inside functions included)."""
 
 from __future__ import annotations
 
@@ -29,8 +31,21 @@ def imported_packages(package: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize(("lower", "upper"), [("vlm", "eval")])
+def reaches(package: str) -> set[str]:
+    """The sub-packages ``package`` imports, directly or through the ones it imports."""
+    seen, todo = set(), [package]
+    while todo:
+        for names in imported_packages(todo.pop()).values():
+            todo += [name for name in names - seen if (PACKAGE / name).is_dir()]
+            seen |= names
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper"), [("vlm", "eval"), ("models", "eval"), ("vlm", "models")]
+)
 def test_no_import_cycle(lower: str, upper: str) -> None:
-    assert any(lower in names for names in imported_packages(upper).values())  # the one way
+    assert lower in reaches(upper)  # the one way
     back = [module for module, names in imported_packages(lower).items() if upper in names]
     assert not back, f"{', '.join(back)} import cultureclip.{upper}: a cycle with {upper}/"
+    assert upper not in reaches(lower), f"cultureclip.{lower} reaches {upper}/: a cycle"

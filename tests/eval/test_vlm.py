@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
 from cultureclip.core.errors import InputError, UserError
-from cultureclip.eval.generative import (
+from cultureclip.models.generative import (
     HFVisionChatModel,
     MCQPrompt,
     create_generative_model,

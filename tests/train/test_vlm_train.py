@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from cultureclip.cli.main import app
 from cultureclip.config import load_config
 from cultureclip.core.errors import InputError, UserError
-from cultureclip.eval.builder import export_instruction_data
 from cultureclip.eval.items import read_items
+from cultureclip.synth.builder import export_instruction_data
 from cultureclip.testing import write_flag_mcq, write_general_mcq
 from cultureclip.vlm.train import (
     AnswerOnlyCollator,
@@ -76,7 +76,7 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     tiny_vlm = any_vlm
     from safetensors.torch import load_file
 
-    from cultureclip.eval.generative import create_generative_model
+    from cultureclip.models.generative import create_generative_model
 
     out = tmp_path / "lora"
     cfg = load_config(

@@ -192,7 +192,7 @@ def build_command(
     with user_errors():
         from cultureclip.core.errors import UserError
         from cultureclip.core.llm import LLMError
-        from cultureclip.eval.builder import BuilderConfig, build_benchmark
+        from cultureclip.synth.builder import BuilderConfig, build_benchmark
 
         flags = dict(documents=documents, llm=llm, out=out, images=images)
         cfg = stage_config(

@@ -7,7 +7,7 @@
   CulTwin set.
 - :mod:`cultureclip.eval.metrics` has the metric code (``retrieval_metrics``, the bootstrap).
 - :mod:`cultureclip.eval.report` merges results into CSV + a self-contained HTML report.
-- :mod:`cultureclip.eval.generative` scores chat VLMs; :mod:`cultureclip.eval.builder`
+- :mod:`cultureclip.models.generative` scores chat VLMs; :mod:`cultureclip.synth.builder`
   builds CultureVerse-style benchmarks from documents with an LLM.
 """
 

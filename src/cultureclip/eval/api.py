@@ -18,11 +18,6 @@ from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
-from cultureclip.eval.generative import (
-    GenerativeSettings,
-    create_generative_model,
-    is_generative_spec,
-)
 from cultureclip.eval.report import build_report
 from cultureclip.eval.results import (
     PREDICTIONS_NAME,
@@ -36,6 +31,11 @@ from cultureclip.eval.results import (
     served_name,
 )
 from cultureclip.eval.spec import Benchmark, create_benchmark, is_spec_path
+from cultureclip.models.generative import (
+    GenerativeSettings,
+    create_generative_model,
+    is_generative_spec,
+)
 from cultureclip.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``cultureclip train-vlm``: supervised fine-tuning of a chat VLM on CultureVerse data.
 
 The data is the chat export of ``build-benchmark`` (``instruct.jsonl``, written by
-:func:`cultureclip.eval.builder.export_instruction_data`). Each record becomes a user
+:func:`cultureclip.synth.builder.export_instruction_data`). Each record becomes a user
 turn (image + prompt) and an assistant turn, rendered by the processor's chat template;
 the loss covers only the assistant turn's tokens. The loop, checkpoints, resuming,
 mixed precision and multi-GPU are transformers' ``Trainer``; this module adds the data,

@@ -4,7 +4,7 @@ The spec's layout turns the data into :class:`~cultureclip.eval.items.MCQItem` s
 contrastive model scores each option's text (the question type's template over the item's
 fields): softmax over ``s·cos(image, text)``, argmax with pessimistic ties; each distinct
 text and image is encoded once. A generative chat model answers the lettered options
-(resumable, :class:`~cultureclip.eval.generative.AnswerStore`). ``roles`` adds
+(resumable, :class:`~cultureclip.models.generative.AnswerStore`). ``roles`` adds
 ``{role}_accuracy`` and ``both_accuracy`` over the items sharing a ``group_id`` (CROPE).
 """
 
@@ -26,12 +26,17 @@ from cultureclip.eval.features import (
     embed_images,
     image_key,
 )
-from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt, parse_answer_letter
 from cultureclip.eval.items import ItemSet, MCQItem
 from cultureclip.eval.layouts import LAYOUTS
 from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decisions, role_accuracy
 from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
 from cultureclip.models.base import VisionLanguageModel
+from cultureclip.models.generative import (
+    AnswerStore,
+    GenerativeModel,
+    MCQPrompt,
+    parse_answer_letter,
+)
 
 
 class MCQOptions(ScorerSettings):

@@ -27,11 +27,11 @@ from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.progress import track
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.features import TextFeatureCache, batched, embed_images
-from cultureclip.eval.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
 from cultureclip.models.base import VisionLanguageModel
+from cultureclip.models.generative import AnswerStore, GenerativeModel, MCQPrompt
 from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,6 @@ from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM,
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.data.taxonomy import categories
-from cultureclip.eval.generative import prompt_text
 from cultureclip.eval.items import (
     LETTERS,
     ItemSet,
@@ -49,6 +48,7 @@ from cultureclip.eval.items import (
     write_items,
 )
 from cultureclip.eval.report import write_csv
+from cultureclip.models.generative import prompt_text
 from cultureclip.utils.io import stable_hash, write_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

@@ -10,7 +10,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from cultureclip.core.llm import FEEDBACK_PREFIX
 from cultureclip.eval import read_items
-from cultureclip.eval.builder import BuilderConfig, build_benchmark
+from cultureclip.synth.builder import BuilderConfig, build_benchmark
 from cultureclip.utils.io import read_jsonl
 from tests.eval.chat_server import chat_server
 
@@ -127,7 +127,7 @@ def test_builder_keys_decide_what_is_asked_again(tmp_path: Path, caplog) -> None
     asks again everything it decides; a changed language only the questions."""
     import logging
 
-    from cultureclip.eval.builder import _categories
+    from cultureclip.synth.builder import _categories
 
     docs = _japan(tmp_path)
     with chat_server(behaviour) as server:
@@ -143,7 +143,7 @@ def test_builder_keys_decide_what_is_asked_again(tmp_path: Path, caplog) -> None
 
         first = build()
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="cultureclip.eval.builder"):
+        with caplog.at_level(logging.INFO, logger="cultureclip.synth.builder"):
             assert build() == 0
         assert "concepts: 1 reused, 0 to ask" in caplog.text
         assert "questions: 2 reused, 0 to ask" in caplog.text

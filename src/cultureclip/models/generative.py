@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from string import ascii_uppercase as LETTERS
 from typing import Any
 
 import torch
@@ -26,7 +27,6 @@ from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import ResultStore
-from cultureclip.eval.items import LETTERS
 from cultureclip.registry import Registry
 from cultureclip.utils.io import stable_hash
 from cultureclip.vlm.chat import (
