@@ -21,7 +21,8 @@ from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import load_image
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.metrics import GROUP_KEYS
-from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines, read_json
+from cultureclip.eval.source import apply_columns, image_value, read_records
+from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -53,8 +54,6 @@ class MCQItem(BaseModel):
             data["id"] = str(data["id"])
         if isinstance(data.get("image"), dict | bytearray | memoryview):
             # the {bytes, path} struct of a datasets.Image column (parquet, arrow, hub)
-            from cultureclip.eval.source import image_value
-
             data["image"] = image_value(data["image"])
         options = data.get("options")
         if isinstance(options, str):
@@ -210,25 +209,14 @@ def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemS
             raise MissingInputError(f"no items.jsonl / items.parquet / items.json in {path}")
     if not path.exists():
         raise MissingInputError(f"items file not found: {path}")
-    rows: list[tuple[int, Any]] = []
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = list(enumerate(pq.read_table(path).to_pylist(), start=1))
-    elif path.suffix == ".json":
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise InputError(f"{path} must hold a JSON list of items")
-        rows = list(enumerate(data, start=1))
-    else:
-        # One bad line (bad byte, bad JSON) costs its own item, named by line.
-        rows = [
+    if path.suffix not in (".parquet", ".json"):  # a bad line costs its own item only
+        rows: list[tuple[int, Any]] = [
             (number, parsed if isinstance(parsed, dict) else ValueError(parsed))
             for number, parsed, _ in jsonl_lines(path)
         ]
+    else:
+        rows = list(enumerate(read_records(path), start=1))
     if columns:
-        from cultureclip.eval.source import apply_columns
-
         rows = [(n, apply_columns(r, columns) if isinstance(r, dict) else r) for n, r in rows]
     return validate_items(rows, root=path.parent, name=path.stem)
 

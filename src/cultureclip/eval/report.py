@@ -31,6 +31,9 @@ from cultureclip.eval.report_figures import (
 from cultureclip.eval.results import EvalResult, find_results, load_result
 from cultureclip.utils.io import atomic_write_text
 
+GROUP_FIELDS = ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"]
+NO_CI = (math.nan, math.nan)
+
 
 def _group_value(key: str, value: Any) -> str:
     text = str(value or "unknown")
@@ -50,7 +53,7 @@ def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> t
     metric = main_metric(result)
     predictions = predictions_of(result)
     if metric not in ("accuracy", "acc1") or not predictions:
-        return (math.nan, math.nan)
+        return NO_CI
     role = result.config.get("accuracy_role")  # accuracy counts one role (CROPE, ours)
     if role is None and result.config.get("protocol") == "cultureclip":  # a result of 0.x
         role = "main" if any(p.get("role") == "main" for p in predictions) else None
@@ -75,23 +78,11 @@ def group_rows(
     rows = []
     for key, groups in result.per_group.items():
         for value, (n, correct) in merged_counts(groups, partial(_group_value, key)).items():
-            low, high = (
-                bootstrap_ci(flags[(key, value)], n_resamples=n_resamples, seed=seed)
-                if flags.get((key, value))
-                else (math.nan, math.nan)
-            )
-            rows.append(
-                {
-                    "model": result.model,
-                    "benchmark": result.benchmark,
-                    "group_key": key,
-                    "group": value,
-                    "n": int(n),
-                    "accuracy": round(100.0 * correct / n, 4) if n else 0.0,
-                    "ci_low": low,
-                    "ci_high": high,
-                }
-            )
+            flagged = flags.get((key, value))
+            ci = bootstrap_ci(flagged, n_resamples=n_resamples, seed=seed) if flagged else None
+            row = (result.model, result.benchmark, key, value, int(n))
+            accuracy = round(100.0 * correct / n, 4) if n else 0.0
+            rows.append(dict(zip(GROUP_FIELDS, (*row, accuracy, *(ci or NO_CI)), strict=True)))
     return rows
 
 
@@ -206,7 +197,8 @@ def build_report(
     return atomic_write_text(out / "report.html", page)
 
 
-GROUP_FIELDS = ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"]
+METRIC_FIELDS = ["model", "benchmark", "task", "metric", "value", "n", "n_skipped", "chance"]
+METRIC_FIELDS += ["baseline_model", "baseline_value", "delta", "data", "seconds"]
 
 
 def _metric_rows(r: EvalResult) -> list[dict[str, Any]]:
@@ -214,39 +206,22 @@ def _metric_rows(r: EvalResult) -> list[dict[str, Any]]:
     rows = []
     for metric, value in r.metrics.items():
         base = r.baseline.metrics.get(metric) if r.baseline else None
-        rows.append(
-            {
-                "model": r.model,
-                "benchmark": r.benchmark,
-                "task": r.task,
-                "metric": metric,
-                "value": round(value, 4),
-                "n": r.n,
-                "n_skipped": r.n_skipped,
-                "chance": "" if r.chance is None or metric != main_metric(r) else r.chance,
-                "baseline_model": r.baseline.model if r.baseline else "",
-                "baseline_value": "" if base is None else round(base, 4),
-                "delta": "" if base is None else round(value - base, 4),
-                "data": r.data or r.config.get("data", ""),
-                "seconds": r.seconds,
-            }
-        )
+        chance = "" if r.chance is None or metric != main_metric(r) else r.chance
+        versus = ("", "") if base is None else (round(base, 4), round(value - base, 4))
+        row = (r.model, r.benchmark, r.task, metric, round(value, 4), r.n, r.n_skipped, chance)
+        baseline = r.baseline.model if r.baseline else ""
+        data = r.data or r.config.get("data", "")
+        row += (baseline, *versus, data, r.seconds)
+        rows.append(dict(zip(METRIC_FIELDS, row, strict=True)))
     return rows
 
 
 def _summary_row(r: EvalResult) -> list[Any]:
     main = main_metric(r)
-    counts = (r.n, r.n_skipped, r.counts.failed, r.counts.refused, r.counts.hidden)
     value = f"{main}={r.metrics[main]:.2f}" if main in r.metrics else ""
-    return [
-        r.model,
-        r.benchmark,
-        r.task,
-        r.data or r.config.get("data", ""),
-        *counts,
-        f"{r.seconds:.1f}",
-        value,
-    ]
+    counts = (r.n, r.n_skipped, r.counts.failed, r.counts.refused, r.counts.hidden)
+    where = r.data or r.config.get("data", "")
+    return [r.model, r.benchmark, r.task, where, *counts, f"{r.seconds:.1f}", value]
 
 
 def _maps(results: Sequence[EvalResult]) -> list[Any]:
@@ -263,19 +238,12 @@ def _before_after(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     if not figure:
         return None
     rows = [
-        (
-            r.model,
-            r.benchmark,
-            m,
-            r.baseline.model,
-            r.baseline.metrics[m],
-            v,
-            v - r.baseline.metrics[m],
-        )
+        (r.model, r.benchmark, m, r.baseline.model, base[m], v, v - base[m])
         for r in results
         if r.baseline
+        for base in [r.baseline.metrics]
         for m, v in r.metrics.items()
-        if m in r.baseline.metrics
+        if m in base
     ]
     return {"figure": Markup(figure), "rows": rows}
 
@@ -289,13 +257,7 @@ def _benchmark(
     chance = _chance(runs)
     names = sorted({m for r in runs for m in r.metrics})
     rows = [
-        (
-            r.model,
-            *[r.metrics.get(m, math.nan) for m in names],
-            r.n,
-            r.n_skipped,
-            math.nan if r.chance is None else r.chance,
-        )
+        (r.model, *[r.metrics.get(m, math.nan) for m in names], r.n, r.n_skipped, r.chance)
         for r in runs
     ]
     reference = _reference(runs[0])
@@ -307,23 +269,18 @@ def _benchmark(
         key_rows = [g for g in bench_groups if g["group_key"] == key]
         n_groups = len({g["group"] for g in key_rows})
         figure = group_figure(key_rows, key, benchmark, chance) if n_groups >= 2 else ""
-        sections.append(
-            {
-                "key": key,
-                "figure": Markup(figure),
-                "rows": _models_as_columns(key_rows, models),
-                "folded": n_groups > 12,
-            }  # long lists: the figure, and the table folded away
-        )
+        table = _models_as_columns(key_rows, models)
+        # long lists: the figure, and the table folded away
+        sections.append(dict(key=key, figure=Markup(figure), rows=table, folded=n_groups > 12))
     published = [(m, *[v.get(n, math.nan) for n in names]) for m, v in reference.items()]
-    return {
-        "name": benchmark,
-        "metrics": names,
-        "rows": rows,
-        "models": models,
-        "groups": sections,
-        "reference": published,
-    }
+    return dict(
+        name=benchmark,
+        metrics=names,
+        rows=rows,
+        models=models,
+        groups=sections,
+        reference=published,
+    )
 
 
 def _reference(result: EvalResult) -> dict[str, dict[str, float]]:

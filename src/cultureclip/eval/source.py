@@ -48,11 +48,10 @@ def is_hub_layout(path: Path) -> bool:
 
 
 def image_value(value: Any) -> Any:
-    """An image cell as items store it: encoded bytes or a path / ``data:`` URL.
-
-    Accepts the ``{bytes, path}`` struct of ``datasets.Image`` (bytes win when present), a
-    PIL image (encoded once, in its own format when known) and passes anything else on.
-    """
+    """An image cell (or a list of them) as items store it: encoded bytes or a path /
+    ``data:`` URL; the ``{bytes, path}`` struct of ``datasets.Image`` gives its bytes first."""
+    if isinstance(value, list):
+        return [image_value(v) for v in value]
     if isinstance(value, dict) and ("bytes" in value or "path" in value):
         if value.get("bytes"):
             return bytes(value["bytes"])
@@ -89,12 +88,21 @@ def find_annotation_file(path: Path, preferred: Sequence[str] = ()) -> Path:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON (list, ``{"data": [...]}`` or ``{id: record}``), JSONL, CSV/TSV or Parquet file."""
+    """Rows of a JSON (list, ``{"data": [...]}`` or ``{id: record}``), JSONL, CSV/TSV,
+    Parquet or Arrow (stream or file) file."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if suffix in (".parquet", ".arrow"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        if suffix == ".parquet":
+            return pq.read_table(path).to_pylist()
+        with open(path, "rb") as handle:
+            try:
+                return pa.ipc.open_stream(handle).read_all().to_pylist()
+            except pa.ArrowInvalid:
+                handle.seek(0)
+                return pa.ipc.open_file(handle).read_all().to_pylist()
     if suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", newline="") as handle:
             return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
@@ -125,18 +133,6 @@ def pick(
             f"record has no {what} (looked for keys {', '.join(aliases)}): {str(record)[:160]}"
         )
     return None
-
-
-def _read_arrow(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-
-    with open(path, "rb") as handle:
-        try:
-            table = pa.ipc.open_stream(handle).read_all()
-        except pa.ArrowInvalid:
-            handle.seek(0)
-            table = pa.ipc.open_file(handle).read_all()
-    return table.to_pylist()
 
 
 def _undecoded_features(features: Any) -> Any:
@@ -203,12 +199,6 @@ def load_dataset_rows(
     return rows
 
 
-def image_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return [image_value(v) for v in value]
-    return image_value(value)
-
-
 def read_rows(
     data: str | Path,
     split: str | None = None,
@@ -228,7 +218,7 @@ def read_rows(
             root = path
         else:
             file = find_annotation_file(path, preferred) if path.is_dir() else path
-            rows = _read_arrow(file) if file.suffix.lower() == ".arrow" else read_records(file)
+            rows = read_records(file)
             root = file.parent
     elif looks_like_local_path(text):
         raise MissingInputError(
@@ -237,7 +227,7 @@ def read_rows(
         )
     else:
         rows, root = load_dataset_rows(text, split, local=False, **hub), Path(".")
-    return [{key: image_cell(value) for key, value in row.items()} for row in rows], root
+    return [{key: image_value(value) for key, value in row.items()} for row in rows], root
 
 
 def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
