@@ -44,8 +44,6 @@ ModelLike = Any  # a VisionLanguageModel, a GenerativeModel, or a spec string
 
 
 class EvalConfig(Config):
-    """What ``cultureclip eval`` runs; written as ``config.yaml`` beside each result."""
-
     model: str
     #: a benchmark name (``cultureclip benchmarks``) or the path of a spec file
     benchmark: str
@@ -82,7 +80,6 @@ def model_label(model: ModelLike, name: str | None = None) -> str:
 
 
 def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
-    """Builds a model from a spec string; passes model objects through."""
     if not isinstance(model, str | Path):
         return model
     if is_generative_spec(str(model)):
@@ -127,12 +124,8 @@ def evaluate(
     label: str | None = None,
     **options: Any,
 ) -> EvalResult:
-    """Runs ``benchmark`` on ``model`` and returns (and, with ``out_dir``, saves) the result.
-
-    :func:`run` with keywords: ``model`` (and ``baseline``) may be a model object or a spec
-    (``hf:…``, a saved directory, ``openai:…@…``, ``hf-vlm:…``), ``data`` a path or a
-    loaded CulTwin set, ``options`` go to the benchmark.
-    """
+    """:func:`run` with keywords: ``model`` and ``baseline`` may be model objects, ``data`` a
+    loaded CulTwin set, ``options`` go to the benchmark."""
     config = EvalConfig(
         model=_spec_or_name(model, model_name),
         benchmark=benchmark,
@@ -164,14 +157,12 @@ def run(
     progress: bool = False,
     models: Models | None = None,
 ) -> EvalResult:
-    """The eval stage: runs ``config.benchmark`` (a name or a spec file) on ``config.model``.
+    """The eval stage: ``config.benchmark`` (a name or a spec file) on ``config.model``.
 
-    ``model``/``data``/``baseline`` objects may be passed to use them in place of the
-    config's specs (tests, notebooks); ``models`` keeps models loaded across runs. With ``config.out``, a stored result of the same
-    ``key`` (see :mod:`cultureclip.eval.results`) is returned, ``reused``, unless
-    ``overwrite``. The data is read and validated before the model is loaded. ``baseline``
-    runs the same benchmark on a second (e.g. base) model and stores its metrics and the
-    delta in ``result.baseline``: the forgetting check.
+    ``model``/``data``/``baseline`` objects replace the config's specs; ``models`` keeps
+    models loaded across runs. A stored result of the same key is returned (``reused``)
+    unless ``overwrite``. ``baseline`` (the forgetting check) adds a second model's metrics
+    and the delta in ``result.baseline``.
     """
     model = config.model if model is None else model
     data = config.data if data is None else data
@@ -230,7 +221,6 @@ def run(
 
 
 def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
-    """The stored result in ``directory`` when it was computed with the same ``key``."""
     if directory is None or not (directory / "result.json").exists():
         return None
     stored = load_result(directory)
@@ -278,8 +268,6 @@ def twin_accuracy(model: Any, cultwin_load: CulTwinLoad | str | Path, **options:
 
 # ---- suites: several benchmarks × several models, one report -----------------------------
 class SuiteEntry(Config):
-    """One benchmark of a suite: what ``cultureclip eval -b … -d …`` would be given."""
-
     benchmark: str
     data: str | None = None
     split: str | None = None
@@ -289,7 +277,7 @@ class SuiteEntry(Config):
 
 
 class Suite(Config):
-    """A named list of benchmarks, stored as YAML (``cultureclip/eval/suites/<name>.yaml``)."""
+    """A named list of benchmarks (shipped: ``eval/suites/<name>.yaml``)."""
 
     name: str
     description: str = ""
@@ -306,8 +294,7 @@ def suite_names() -> list[str]:
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
-    """A shipped suite by name (``culture-contrastive``, ``culture-generative``, ``general``)
-    or a suite YAML file of your own (local data paths, other options)."""
+    """A shipped suite by name or a suite YAML file of your own."""
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
@@ -348,15 +335,11 @@ def run_suite(
     on_result: Any = None,
     **settings: Any,
 ) -> SuiteRun:
-    """Evaluates every model on every benchmark of ``suite``, then writes one report.
+    """Every model on every benchmark of ``suite`` (each model loaded once), then one report.
 
-    ``settings`` are the :class:`EvalConfig` fields every run shares (``overwrite``,
-    ``device``, ``generative``, ``baseline``, ``baseline_name``). Each (model, benchmark)
-    is reused as :func:`run` reuses a result, so rerunning a suite computes only what is
-    missing or changed; a model is loaded once, when its first benchmark needs it, and
-    scores all the benchmarks it has to. A benchmark whose data cannot be read (no hub access, a wrong path)
-    is recorded in ``failed`` and the others still run. ``on_result(label, result)`` is
-    called after each one (the CLI prints a line).
+    ``settings`` are :class:`EvalConfig` fields every run shares; results are reused as
+    :func:`run` reuses them. A benchmark that fails with a user error is recorded in
+    ``failed`` and the others still run; ``on_result(label, result or error)`` follows each.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)

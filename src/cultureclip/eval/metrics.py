@@ -1,8 +1,6 @@
-"""Metric code shared by every benchmark: retrieval recall, grouped accuracy, the bootstrap.
-Every metric is a percentage; ties are pessimistic (a wrong candidate scoring as high as
-the right one ranks ahead of it); a query with several correct targets hits at K when any
-of them is in the top K.
-"""
+"""Metrics shared by every benchmark, in percent. Ties are pessimistic (a wrong candidate
+scoring as high as the right one ranks ahead of it); a query with several correct targets
+hits at K when any of them is in the top K."""
 
 from __future__ import annotations
 
@@ -19,12 +17,8 @@ GROUP_KEYS = ("continent", "country", "category", "question_type")
 
 
 def best_correct_rank(scores: Tensor, correct: Sequence[Sequence[int]]) -> Tensor:
-    """0-based rank of the best-scoring correct candidate of each query (pessimistic ties).
-
-    ``scores`` is ``[Q, C]`` (query × candidate); ``correct[q]`` lists the correct
-    candidates of query ``q`` (at least one). The rank counts the *wrong* candidates whose
-    score is greater than or equal to the best correct score.
-    """
+    """Per query of ``scores [Q, C]``, how many wrong candidates score at least as high as
+    its best correct one (``correct[q]``, at least one)."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be [queries, candidates], got shape {tuple(scores.shape)}")
     if len(correct) != scores.shape[0]:
@@ -41,13 +35,9 @@ def best_correct_rank(scores: Tensor, correct: Sequence[Sequence[int]]) -> Tenso
 def retrieval_metrics(
     sim: Tensor | np.ndarray, text_to_images: Sequence[Sequence[int]], ks: Sequence[int] = RECALL_KS
 ) -> dict[str, float]:
-    """Recall@K both ways and MR (mean of the six recalls), in percent.
-
-    ``sim`` is the ``[n_images, n_texts]`` similarity matrix; ``text_to_images[t]`` lists the
-    images text ``t`` describes (several allowed). Image→text treats every text that lists
-    an image as a correct answer for it. Images no text refers to are candidates only
-    (never queries). Keys: ``t2i_R@1 … t2i_R@10, i2t_R@1 … i2t_R@10, MR``.
-    """
+    """Recall@K both ways and MR (their mean) of ``sim [n_images, n_texts]``; text ``t``
+    describes the images ``text_to_images[t]``, and each of those texts is a right answer for
+    such an image. An image no text describes is a candidate, never a query."""
     sim_t = torch.as_tensor(sim, dtype=torch.float64)
     n_images, n_texts = sim_t.shape
     if len(text_to_images) != n_texts:
@@ -62,7 +52,6 @@ def retrieval_metrics(
         for i in images:
             image_to_texts[i].append(t)
     queried_images = [i for i in range(n_images) if image_to_texts[i]]
-
     t2i_rank = best_correct_rank(sim_t.T, text_to_images)
     i2t_rank = best_correct_rank(sim_t[queried_images], [image_to_texts[i] for i in queried_images])
     metrics: dict[str, float] = {}
@@ -74,11 +63,8 @@ def retrieval_metrics(
 
 
 def mcq_decisions(scores: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
-    """Predictions and correctness of ``[items, options]`` scores under pessimistic ties.
-
-    An item is correct only if its answer's score is strictly above every other option's;
-    otherwise the prediction is the best *other* option (padding options score ``-inf``).
-    """
+    """Predictions and correctness of ``[items, options]`` scores (padding ``-inf``): right
+    only when the answer scores above every other option, else the best other option."""
     answer_scores = scores.gather(1, answers[:, None]).squeeze(1)
     others = scores.scatter(1, answers[:, None], float("-inf"))
     correct = answer_scores > others.max(dim=1).values
@@ -86,14 +72,12 @@ def mcq_decisions(scores: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def mcq_decision(scores: Sequence[float] | Tensor, answer: int) -> tuple[int, bool]:
-    """:func:`mcq_decisions` of one item."""
     values = torch.as_tensor(scores, dtype=torch.float64)
     predicted, correct = mcq_decisions(values[None], torch.tensor([answer]))
     return int(predicted[0]), bool(correct[0])
 
 
 def accuracy(correct: Sequence[bool]) -> float:
-    """Percentage of true values (0.0 for an empty list)."""
     return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
 
 
@@ -149,11 +133,7 @@ def group_accuracy(
     keys: Sequence[str] = GROUP_KEYS,
     correct_key: str = "correct",
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{key: {value: {n, correct, accuracy}}}`` over prediction records.
-
-    Records with no (or an empty) value for a key are counted under ``"unknown"`` so the
-    counts of every key sum to the number of records.
-    """
+    """``{key: {value: {n, correct, accuracy}}}``; a record without a value is ``unknown``."""
     grouped: dict[str, dict[str, dict[str, float]]] = {}
     for key in keys:
         if not any(record.get(key) for record in predictions):

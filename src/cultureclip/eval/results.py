@@ -1,10 +1,6 @@
-"""Result files: ``<out>/<benchmark>/<model slug>/result.json`` (:class:`EvalResult`) with
-``predictions.jsonl`` and ``config.yaml`` beside it. Scores are in ``metrics``, counts in
-``counts``; ``schema_version`` names the shape (the first one, counts inside ``metrics``,
-is still read; a newer one is refused in one line). ``key`` records everything that
-decides a result (model identity, data fingerprint, split, options, protocol): a stored
-result is reused only when its key equals the new run's.
-"""
+"""Result files: ``<out>/<benchmark>/<model slug>/result.json`` (:class:`EvalResult`), with
+``predictions.jsonl`` and ``config.yaml`` beside it (docs/eval.md, "Results"). A stored
+result is reused only when its ``key`` (model, data, split, options, protocol) is the same."""
 
 from __future__ import annotations
 
@@ -90,7 +86,7 @@ class EvalResult(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def n(self) -> int:
-        """Scored units (``counts.items``; written too, for readers of the first shape)."""
+        """``counts.items``, written too for readers of the first shape."""
         return self.counts.items
 
     @computed_field  # type: ignore[prop-decorator]
@@ -100,7 +96,6 @@ class EvalResult(BaseModel):
 
     @property
     def reused(self) -> bool:
-        """True when :func:`~cultureclip.eval.api.evaluate` returned a stored result."""
         return self._reused
 
     @property
@@ -163,11 +158,7 @@ def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
 
 
 def model_identity(spec: str) -> dict[str, str]:
-    """The spec plus, when it names a local directory or file, that content's fingerprint.
-
-    A served model (``openai:<model>@<url>``) is known by its name: the same model moved
-    to another host or port is the same model.
-    """
+    """The spec plus, when it names a local directory or file, that content's fingerprint."""
     if spec.startswith("openai:"):
         return {"spec": served_name(spec)}
     identity = {"spec": spec}
@@ -192,8 +183,8 @@ _SERVED = re.compile(r"^(?P<name>[^@\s]+)@https?://\S+$")
 
 
 def served_name(value: Any) -> Any:
-    """``model@http://host:port/v1`` → ``model``, in strings, lists and mappings: a model
-    behind an OpenAI-compatible server is known by its name, not by where it is served."""
+    """``model@http://host:port/v1`` → ``model``, in strings, lists and mappings: a served
+    model (``openai:<model>@<url>`` too) is known by its name, not by where it is served."""
     if isinstance(value, str):
         match = _SERVED.match(value)
         return match.group("name") if match else value

@@ -254,37 +254,32 @@ def evaluate_retrieval(
     groups: dict[tuple[object, ...], list[LaclipSettings]] = {}
     for config in laclip_configs:
         groups.setdefault(config.crop_key(), []).append(config)
-    n = len(collection.images)
+
+    def embed(images: list[Image.Image], _ids: list[str]) -> torch.Tensor:
+        return model.embed_images(images, batch_size=batch_size)
+
     view_sets = []
-    if groups:
-        for number, configs in enumerate(groups.values()):
-            encoder = LaclipEncoder(model, configs[0])
-            label = configs[0].label().rsplit(" ", 1)[0]
-            with track_progress(label, n, enabled=progress) as task:
-                kept, parts = _encode_decodable(
-                    collection,
-                    batch_size,
-                    failed if number == 0 else [],  # every setting fails the same images
-                    lambda k, task=task: task.update(advance=k),
-                    encoder.encode_views,
-                )
-            views = LaclipViews(
-                torch.cat([p.global_emb for p in parts]),
-                torch.cat([p.local for p in parts]),
-                np.concatenate([p.boxes for p in parts]),
-            )
-            view_sets.append((encoder, configs, views))
-        global_emb = view_sets[0][2].global_emb
-    else:
-        with track_progress("global", n, enabled=progress) as task:
+    for number, configs in enumerate(list(groups.values()) or [[]]):
+        encoder = LaclipEncoder(model, configs[0]) if configs else None
+        label = configs[0].label().rsplit(" ", 1)[0] if configs else "global"
+        with track_progress(label, len(collection.images), enabled=progress) as task:
             kept, parts = _encode_decodable(
                 collection,
                 batch_size,
-                failed,
-                lambda k: task.update(advance=k),
-                lambda images, _ids: model.embed_images(images, batch_size=batch_size),
+                failed if number == 0 else [],  # every setting fails the same images
+                lambda k, task=task: task.update(advance=k),
+                encoder.encode_views if encoder else embed,
             )
-        global_emb = torch.cat(parts)
+        if encoder is None:
+            global_emb = torch.cat(parts)
+            continue
+        views = LaclipViews(
+            torch.cat([p.global_emb for p in parts]),
+            torch.cat([p.local for p in parts]),
+            np.concatenate([p.boxes for p in parts]),
+        )
+        view_sets.append((encoder, configs, views))
+        global_emb = view_sets[0][2].global_emb
     text_rows, targets = _text_targets(collection, kept)
     text_emb = model.embed_texts([collection.texts[t] for t in text_rows])
 
