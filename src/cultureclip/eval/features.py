@@ -68,14 +68,9 @@ def embed_images(
     description: str = "images",
     failed: dict[K, str] | None = None,
 ) -> dict[K, Tensor]:
-    """Embeds each distinct image key once: ``{key: normalised feature}``.
-
-    The next batch is decoded on a background thread while the model encodes the current
-    one (PIL releases the GIL while decoding), so disk and decode time overlap compute.
-    Only one batch is held decoded at a time. With ``failed`` given, an image that cannot
-    be read (missing, truncated, not an image) is left out of the result and ``failed[key]``
-    says why; without it, the error propagates.
-    """
+    """``{key: normalised feature}``, each distinct key once; the next batch decodes on a
+    thread while this one encodes. With ``failed``, an unreadable image is left out and
+    ``failed[key]`` says why; without it, the error propagates."""
     unique = list(dict.fromkeys(keys))
     features: dict[K, Tensor] = {}
     chunks = list(batched(unique, batch_size))

@@ -1,8 +1,5 @@
-"""The multiple-choice item format every MCQ benchmark reads (docs/eval.md): JSONL, JSON
-or Parquet, one item ``{id, image, question, options, answer, country, continent,
-category, question_type, language}`` per record. ``answer`` is stored as the 0-based index
-(read also as the option text or a letter); malformed items are reported and skipped.
-"""
+"""The multiple-choice item format every MCQ benchmark reads (docs/eval.md, "The
+multiple-choice item format"); ``answer`` is stored as the 0-based option index."""
 
 from __future__ import annotations
 

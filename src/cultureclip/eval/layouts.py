@@ -1,8 +1,6 @@
-"""Item builders a spec names as ``layout``: what a column mapping cannot say (parsed
-fields, seeded distractors, one record becoming several items). Each returns validated
-items; a record it cannot use is a skipped item naming why. Distractors and option order
-come from a generator seeded by ``(seed, record id)``, independent of the other records.
-"""
+"""Item builders a spec names as ``layout``, for what a column mapping cannot say (parsed
+fields, seeded distractors, one record becoming several items). A record it cannot use is
+a skipped item naming why; distractors are seeded by ``(seed, record id)`` alone."""
 
 from __future__ import annotations
 
@@ -45,7 +43,6 @@ def layout(name: str, options: type[Config] = LayoutSettings) -> Callable[[Layou
 
 
 def seeded_rng(seed: int, *key: Any) -> random.Random:
-    """A random generator that depends only on the seed and ``key`` (not on item order)."""
     return random.Random(stable_hash(seed, *key))
 
 
@@ -210,14 +207,8 @@ def globalrg_retrieval(bench: Benchmark) -> ItemSet:
         choices = [base["region"], *rng.sample(others, n_options - 1)]
         rng.shuffle(choices)
         base["category"] = base["category"] or universal
-        rows.append(
-            {
-                **base,
-                "options": choices,
-                "answer": choices.index(base["region"]),
-                "universal": universal,
-            }
-        )
+        answer = choices.index(base["region"])
+        rows.append({**base, "options": choices, "answer": answer, "universal": universal})
     return finish(bench, rows, root)
 
 
@@ -248,16 +239,9 @@ def crope(bench: Benchmark) -> ItemSet:
         rows.append(
             {**common, "id": f"{item_id}/main", "image": image, "answer": 0, "role": "main"}
         )
-        for number, definition in enumerate(
-            [definitions] if isinstance(definitions, str) else definitions
-        ):
-            rows.append(
-                {
-                    **common,
-                    "id": f"{item_id}/def{number}",
-                    "image": definition,
-                    "answer": 1,
-                    "role": "definition",
-                }
-            )
+        if isinstance(definitions, str):
+            definitions = [definitions]
+        for number, definition in enumerate(definitions):
+            row = {"id": f"{item_id}/def{number}", "image": definition, "answer": 1}
+            rows.append({**common, **row, "role": "definition"})
     return finish(bench, rows, root)

@@ -1,6 +1,5 @@
-"""The figures and maps of the HTML report: per-group bars, the world map (or continent
-tiles), before/after deltas. A figure is an ``<img>`` fragment with its PNG inline; a
-world map is the data its template part draws."""
+"""The report's figures (``<img>`` with the PNG inline): per-group bars, continent tiles,
+before/after deltas; and the data of the world map its template draws."""
 
 from __future__ import annotations
 
@@ -138,20 +137,13 @@ def country_tiles(result: EvalResult) -> str | None:
     height = max(len(v) for v in columns.values())
     fig, ax = plt.subplots(figsize=(1.5 * len(order) + 1.2, 0.42 * height + 1.3))
     cmap, norm = colormaps["viridis"], Normalize(0, 100)
+    centred = {"ha": "center", "va": "center", "fontsize": 6}
     for col, continent in enumerate(order):
         for row, country in enumerate(columns[continent]):
             value = countries[country]
             ax.add_patch(plt.Rectangle((col, -row), 0.95, 0.9, color=cmap(norm(value))))
-            colour = "white" if value < 60 else "black"
-            ax.text(
-                col + 0.47,
-                -row + 0.45,
-                f"{country[:12]}\n{value:.0f}%",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color=colour,
-            )
+            label, colour = f"{country[:12]}\n{value:.0f}%", "white" if value < 60 else "black"
+            ax.text(col + 0.47, -row + 0.45, label, color=colour, **centred)
     ax.set_xlim(0, len(order))
     ax.set_ylim(-height + 0.9, 1.0)
     ax.set_xticks([i + 0.47 for i in range(len(order))], order, fontsize=7)
@@ -177,10 +169,8 @@ MAP_EMPTY = "#e4e4e4"
 @cache
 def world_geometry() -> tuple[str, frozenset[str]] | None:
     """``(svg <g> of every country, ISO codes)`` from ``pygal_maps_world``; None if absent.
-
-    Each country gets ``fill: var(--<iso2>, grey)``: one copy of the geometry serves every
-    map on the page, each map setting its colours as CSS variables on a ``<use>``.
-    """
+    A country is filled with ``var(--<iso2>, grey)``: one copy of the geometry serves every
+    map, each setting its colours as CSS variables on a ``<use>``."""
     try:
         source = resources.files("pygal_maps_world").joinpath("worldmap.svg")
         text = source.read_text(encoding="utf-8")

@@ -1,8 +1,6 @@
-"""Where benchmark rows come from (docs/eval.md, "Benchmarks"): a local annotation file
-(JSON/JSONL/CSV/TSV/Parquet/Arrow), a local folder in the hub layout, a folder holding one
-annotation file, or a hub dataset name. Images keep their encoded bytes (``datasets.Image``
-cast to ``decode=False``); a path that looks local but is missing is never tried on the hub.
-"""
+"""Where benchmark rows come from (docs/eval.md, "Benchmarks"): a local annotation file, a
+local folder in the hub layout, a folder holding one annotation file, or a hub dataset
+(images kept encoded; a path that looks local is never tried on the hub)."""
 
 from __future__ import annotations
 

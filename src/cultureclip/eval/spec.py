@@ -1,9 +1,5 @@
-"""A benchmark is a spec file: where its data is, which columns hold what, the prompt per
-question type, the scorer and its options, the group keys, the chance level and the
-published numbers. The shipped ones are ``eval/specs/*.yaml``; a plugin lists its own in
-``BENCHMARK_SPECS``; ``cultureclip eval -b my_bench.yaml`` runs one by path. Writing one:
-``docs/benchmark-specs.md``.
-"""
+"""A benchmark is a spec file (docs/benchmark-specs.md): shipped in ``eval/specs/*.yaml``,
+listed by a plugin in ``BENCHMARK_SPECS``, or given by path (``eval -b my_bench.yaml``)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from cultureclip.config import Config, deep_merge, read_config_file
 from cultureclip.core.errors import InputError, UnknownNameError
@@ -68,18 +64,12 @@ class BenchmarkSpec(Config):
     #: bumped when the scoring changes (part of every result's reuse key)
     protocol_version: int = 1
 
-    @field_validator("scorer")
+    @field_validator("scorer", "layout")
     @classmethod
-    def _known_scorer(cls, value: str) -> str:
-        if value not in SCORERS:
-            raise ValueError(f"unknown scorer {value!r} (known: {', '.join(SCORERS.names())})")
-        return value
-
-    @field_validator("layout")
-    @classmethod
-    def _known_layout(cls, value: str | None) -> str | None:
-        if value is not None and value not in LAYOUTS:
-            raise ValueError(f"unknown layout {value!r} (known: {', '.join(LAYOUTS.names())})")
+    def _registered(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = SCORERS if info.field_name == "scorer" else LAYOUTS
+        if value is not None and value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r} (known: {', '.join(known)})")
         return value
 
 
@@ -238,5 +228,4 @@ class Benchmark:
 def create_benchmark(
     name: str, data: Any = None, split: str | None = None, **options: Any
 ) -> Benchmark:
-    """A benchmark by name (shipped or plugin) or spec path, on its data (options validated)."""
     return Benchmark(name, data, split=split, **options)

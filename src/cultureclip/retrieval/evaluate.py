@@ -1,8 +1,6 @@
-"""Retrieval evaluation, the toolkit's one retrieval evaluator (``retrieval-eval`` and the
-``retrieval`` benchmark): Recall@1/5/10 both ways and MR, global-only next to LACLIP
-variants (views encoded once per crop setting), each with its candidate counts, chance
-level and a 95% bootstrap interval over the queries.
-"""
+"""The one retrieval evaluator (``retrieval-eval`` and the ``retrieval`` benchmark): R@1/5/10
+both ways and MR, global-only next to LACLIP variants (views encoded once per crop
+setting), with chance levels and 95% bootstrap intervals over the queries."""
 
 from __future__ import annotations
 
@@ -48,8 +46,7 @@ PUBLISHED_N = 1145
 
 
 def published_rows() -> dict[str, tuple[float, ...]]:
-    """The ``retrieval`` spec's published rows (CulTi test split, the LACLIP paper), in
-    METRIC_KEYS order."""
+    """The ``retrieval`` spec's published rows, in METRIC_KEYS order."""
     from cultureclip.eval.spec import get_spec
 
     reference = get_spec("retrieval").reference
@@ -155,8 +152,7 @@ def chance_levels(
 def query_hits(
     sim: torch.Tensor, targets: Sequence[Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query hits at each of RECALL_KS (bool) for text → image and image → text, under
-    the rules of :func:`~cultureclip.eval.metrics.retrieval_metrics`."""
+    """Per-query hits at each of RECALL_KS, text → image and image → text."""
     image_texts = _image_to_texts(sim.shape[0], targets)
     queried = [i for i, t in enumerate(image_texts) if t]
     t2i = best_correct_rank(sim.T, targets).numpy()
@@ -166,8 +162,8 @@ def query_hits(
 
 
 def recall_intervals(t2i_hits: np.ndarray, i2t_hits: np.ndarray) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of every recall and MR over 1,000 seeded resamples of the
-    queries with replacement (texts and images independently), by the toolkit's bootstrap."""
+    """95% intervals of every recall and MR over 1,000 seeded resamples of the queries
+    (texts and images independently)."""
     rng = np.random.default_rng(0)
     draws = np.concatenate(
         [bootstrap_draws(t2i_hits, rng=rng), bootstrap_draws(i2t_hits, rng=rng)], axis=1
@@ -201,8 +197,7 @@ def _encode_decodable(
     advance: Callable[[int], None],
     encode: Callable[[list[Image.Image], list[str]], T],
 ) -> tuple[list[int], list[T]]:
-    """``encode(images, image_ids)`` per batch of decodable images, with the rows kept;
-    undecodable ones go to ``failed``."""
+    """``encode(images, image_ids)`` per batch of decodable images, and the rows kept."""
     kept: list[int] = []
     parts: list[T] = []
     for start in range(0, len(collection.images), batch_size):
@@ -244,11 +239,8 @@ def evaluate_retrieval(
     batch_size: int = 32,
     progress: bool = False,
 ) -> SweepResult:
-    """Global-only metrics first, then one row per LACLIP config.
-
-    Undecodable images are left out (listed in ``failed``), and texts whose images were
-    all left out are not queried (counted in ``dropped_texts``).
-    """
+    """Global-only metrics first, then one row per LACLIP config; undecodable images are
+    left out (``failed``), and so are texts left without an image (``dropped_texts``)."""
     model.eval()
     failed: list[dict[str, str]] = []
     groups: dict[tuple[object, ...], list[LaclipSettings]] = {}
@@ -311,8 +303,7 @@ def evaluate_retrieval(
 
 
 def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
-    """The retrieval-eval stage: loads the model and collection, runs global-only and the
-    LACLIP grid, and with ``config.out`` writes config.yaml, results.json and results.csv."""
+    """The retrieval-eval stage; with ``config.out`` it writes config.yaml and the results."""
     from cultureclip.data.collections import load_collection
     from cultureclip.models.registry import create_model
 
@@ -332,8 +323,7 @@ def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
 
 
 def write_results(result: SweepResult, out: Path) -> None:
-    """``results.json`` (every row, intervals, chance, failures) and ``results.csv`` (one
-    line per row: label and the metrics to two decimals)."""
+    """``results.json`` (rows, intervals, chance, failures) and ``results.csv`` (metrics)."""
     from cultureclip.utils.io import atomic_write_json, atomic_write_text
 
     rows = [row.as_dict() for row in result.rows]

@@ -1,11 +1,6 @@
-"""Scorers: how a benchmark's items and a model become numbers. One file each, registered
-in :data:`SCORERS`; a benchmark spec (``eval/specs/*.yaml``) names the one it uses.
-
-A scorer is built for one :class:`~cultureclip.eval.spec.Benchmark` (its spec, data and
-validated options), reads and checks the data in :meth:`Scorer.prepare` (before any model
-loads) and scores a model in :meth:`Scorer.run`. Plugins register theirs from a module named
-by a ``cultureclip.benchmarks`` entry point.
-"""
+"""Scorers: how a benchmark's items and a model become numbers, one file each in
+:data:`SCORERS` (plugins: ``cultureclip.benchmarks`` entry points); a spec names one.
+:meth:`Scorer.prepare` reads and checks the data before any model loads."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Multiple choice (``scorer: mcq``): CultureVerse, CVQA, GlobalRG, CROPE and any MCQ spec.
-
-The spec's layout turns the data into :class:`~cultureclip.eval.items.MCQItem` s. A
-contrastive model scores each option's text (the question type's template over the item's
-fields): softmax over ``s·cos(image, text)``, argmax with pessimistic ties; each distinct
-text and image is encoded once. A generative chat model answers the lettered options
-(resumable, :class:`~cultureclip.models.generative.AnswerStore`). ``roles`` adds
-``{role}_accuracy`` and ``both_accuracy`` over the items sharing a ``group_id`` (CROPE).
-"""
+"""Multiple choice (``scorer: mcq``; docs/eval.md, "Benchmarks"): a contrastive model scores
+each option's text (each distinct text and image encoded once), a generative one answers
+the lettered options (resumable, :class:`~cultureclip.models.generative.AnswerStore`)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Open-ended questions with reference answers (CulturalVQA style): ``scorer: openended``.
-
-Items are JSONL ``{id, image, question, answers: [...]}``. A generative model answers in a
-short phrase; a contrastive model picks the closest of all reference answers (``template``).
-Per item: ``exact``, ``normalized`` (VQA normalisation), ``contains`` (whole words) and,
-with ``judge=<model>@<url>``, ``judge`` (an LLM through ``cultureclip.core.llm``, prompt
-``eval/prompts/openended-judge.yaml``); ``correct`` is the judge's verdict, else
-``normalized``. Answers resume from the keyed store like the MCQ ones.
-"""
+"""Open-ended questions with reference answers (``scorer: openended``; docs/eval.md and
+docs/vlm.md): string matches per item and, with ``judge=<model>@<url>``, an LLM's verdict."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Multiple choice plus GlobalRG's retrieval view (``scorer: mcq-ranking``).
-
-Per value of ``query_field`` (GlobalRG's universals), every image is ranked by the
-``query_template`` text: ``precision@k`` is the share of the top k showing that value,
-``diversity@k`` the normalised Shannon entropy of the regions (countries) among the top k
-(1 = all different regions, 0 = one region), both averaged over the values.
-"""
+"""Multiple choice plus GlobalRG's retrieval view (``scorer: mcq-ranking``): per value of
+``query_field``, images ranked by ``query_template`` give ``precision@k`` and
+``diversity@k`` (normalised entropy of the regions in the top k), averaged over values."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Image–text retrieval (``scorer: retrieval``, the CulTi table): Recall@1/5/10 text→image
-and image→text and MR, the mean of the six (percent); a text may have several correct
-images. Data: any layout :func:`cultureclip.data.collections.load_collection` reads, with
-``split`` choosing the part. Scored by the one retrieval evaluator,
-:func:`cultureclip.retrieval.evaluate.evaluate_retrieval` (what ``retrieval-eval`` runs).
-"""
+"""Image–text retrieval (``scorer: retrieval``) on any ``load_collection`` layout, scored by
+the one retrieval evaluator, :func:`cultureclip.retrieval.evaluate.evaluate_retrieval`."""
 
 from __future__ import annotations
 

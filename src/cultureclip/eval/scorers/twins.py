@@ -1,13 +1,6 @@
-"""Twin accuracy on a CulTwin set (``scorer: twins``): does each image pick its own concept
-over its twin's?
-
-Each pair with both images becomes two two-way items: the ``pos`` image chooses between
-the texts of its concept and of the twin concept (``template``: ``{concept}``,
-``{country}``, ``{category}``), and so does the ``neg`` image. Metrics (percent):
-``accuracy`` over all images, ``pos_accuracy``, ``neg_accuracy`` and ``both_accuracy``
-(pairs whose two images are both right); ties count as wrong. A pair with a missing or
-unreadable image is skipped whole and named by record id, never aborts the run.
-"""
+"""Twin accuracy on a CulTwin set (``scorer: twins``; docs/eval.md, "Benchmarks"): each
+image of a pair picks its own concept's text over its twin's; a pair with a missing or
+unreadable image is skipped whole."""
 
 from __future__ import annotations
 

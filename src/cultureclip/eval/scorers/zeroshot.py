@@ -1,11 +1,6 @@
-"""Zero-shot classification (``scorer: zeroshot``), the general task of the forgetting check.
-
-Data: an image folder (``root/<class>/…``, nested folders and every extension Pillow opens;
-optional ``classnames.txt``; a single class is refused), a labelled list (a file, or a
-folder holding one of the spec's ``source.files``), or a hub dataset with a ``ClassLabel``.
-Class texts ensemble the ``templates``. Metrics: ``acc1``, ``acc5`` and
-``mean_per_class_recall`` (over the classes that have images, as CLIP_benchmark).
-"""
+"""Zero-shot classification (``scorer: zeroshot``; docs/eval.md, "Benchmarks") of an image
+folder, a labelled list or a hub dataset with a ``ClassLabel``: ``acc1``, ``acc5`` and
+``mean_per_class_recall``."""
 
 from __future__ import annotations
 
