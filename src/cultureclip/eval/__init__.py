@@ -1,15 +1,6 @@
-"""Evaluation: cultural benchmarks for contrastive and generative models, grouped results.
-
-- A benchmark is a spec file (:mod:`cultureclip.eval.spec`; shipped in ``eval/specs/``):
-  its data, columns, prompts, scorer (:data:`~cultureclip.eval.scorers.SCORERS`), groups.
-- :func:`evaluate` runs one on a model and writes ``result.json`` + ``predictions.jsonl``
-  (skip-existing; ``baseline=`` adds a forgetting check); :func:`twin_accuracy` scores a
-  CulTwin set.
-- :mod:`cultureclip.eval.metrics` has the metric code (``retrieval_metrics``, the bootstrap).
-- :mod:`cultureclip.eval.report` merges results into CSV + a self-contained HTML report.
-- :mod:`cultureclip.models.generative` scores chat VLMs; :mod:`cultureclip.synth.builder`
-  builds CultureVerse-style benchmarks from documents with an LLM.
-"""
+"""Evaluation (docs/eval.md): benchmarks are spec files (:mod:`~cultureclip.eval.spec`)
+scored by :data:`~cultureclip.eval.scorers.SCORERS`; :func:`evaluate` runs one on a model,
+:mod:`~cultureclip.eval.report` merges results into CSV and an HTML report."""
 
 from cultureclip.eval.api import EvalConfig, evaluate, twin_accuracy
 from cultureclip.eval.items import ItemSet, MCQItem, read_items, write_items

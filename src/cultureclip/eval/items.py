@@ -192,10 +192,8 @@ def validate_items(rows: Sequence[tuple[int, Any]], *, root: Path, name: str = "
 
 
 def read_items(path: str | Path, columns: dict[str, str] | None = None) -> ItemSet:
-    """Reads an MCQ items file (``.jsonl``, ``.json`` list or ``.parquet``) or a directory with ``items.*``.
-
-    ``columns`` maps item fields to the file's column names (``{"answer": "Label"}``).
-    """
+    """An items file (``.jsonl``, ``.json``, ``.parquet``) or a directory with ``items.*``;
+    ``columns`` maps item fields to the file's columns (``{"answer": "Label"}``)."""
     path = Path(path)
     if path.is_dir():
         for candidate in ("items.jsonl", "items.parquet", "items.json"):

@@ -1,7 +1,5 @@
-"""Merges result files into ``results.csv``, ``groups.csv`` (per group: n, accuracy, a
-seeded bootstrap 95% CI) and ``report.html``, rendered from ``templates/report.html.jinja``
-and self-contained (figures inline, no network); see docs/eval.md, "Report".
-"""
+"""Merges result files into ``results.csv``, ``groups.csv`` and a self-contained
+``report.html`` (``templates/report.html.jinja``); see docs/eval.md, "Report"."""
 
 from __future__ import annotations
 
@@ -66,10 +64,8 @@ def main_ci(result: EvalResult, *, n_resamples: int = 1000, seed: int = 42) -> t
 def group_rows(
     result: EvalResult, *, n_resamples: int = 1000, seed: int = 42
 ) -> list[dict[str, Any]]:
-    """Per-group accuracy with bootstrap CIs, from the result's predictions when available.
-
-    Countries are merged under their taxonomy name, so ``KR`` and ``South Korea`` are one row.
-    """
+    """Per-group accuracy with bootstrap CIs (from the predictions when there are some);
+    ``KR`` and ``South Korea`` are one row."""
     predictions = predictions_of(result)
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for record in predictions:
@@ -125,19 +121,12 @@ def _leaderboard(results: Sequence[EvalResult], n_resamples: int, seed: int) -> 
         best = max(c["value"] for c in column)
         for c in column:
             c["best"] = len(models) > 1 and c["value"] == best
-    mean = {}
-    for m in models:
-        values = [cells[(m, b)]["value"] for b in benchmarks if (m, b) in cells]
-        mean[m] = sum(values) / len(values) if values else math.nan
+    values = {m: [cells[(m, b)]["value"] for b in benchmarks if (m, b) in cells] for m in models}
+    mean = {m: sum(v) / len(v) for m, v in values.items()}  # every model has a result
     chance = {b: _chance(r for r in results if r.benchmark == b) for b in benchmarks}
-    return {
-        "benchmarks": benchmarks,
-        "models": models,
-        "metric": metric,
-        "cells": cells,
-        "mean": mean,
-        "chance": chance,
-    }
+    return dict(
+        benchmarks=benchmarks, models=models, metric=metric, cells=cells, mean=mean, chance=chance
+    )
 
 
 def _models_as_columns(rows: list[dict[str, Any]], models: list[str]) -> list[list[Any]]:
@@ -145,12 +134,11 @@ def _models_as_columns(rows: list[dict[str, Any]], models: list[str]) -> list[li
     by = {(r["model"], r["group"]): r for r in rows}
     table = []
     for group in groups:
-        n = max((by[(m, group)]["n"] for m in models if (m, group) in by), default=0)
+        found = [by.get((m, group)) for m in models]
+        n = max((r["n"] for r in found if r), default=0)
         cells = [
-            "–"
-            if (m, group) not in by
-            else f"{by[(m, group)]['accuracy']:.2f}{_ci((by[(m, group)]['ci_low'], by[(m, group)]['ci_high']))}"
-            for m in models
+            "–" if r is None else f"{r['accuracy']:.2f}{_ci((r['ci_low'], r['ci_high']))}"
+            for r in found
         ]
         table.append([group, n, *cells])
     return table

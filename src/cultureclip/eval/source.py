@@ -20,6 +20,10 @@ from cultureclip.utils.io import iter_jsonl, read_json
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 DATA_SUFFIXES = (*RECORD_SUFFIXES, ".arrow")
+NOT_ON_DISK = (
+    " (no local file or folder of that name either; offline? unset HF_HUB_OFFLINE "
+    "with network access, or pass a local path)"
+)
 
 
 def looks_like_local_path(data: str) -> bool:
@@ -161,11 +165,8 @@ def load_dataset_rows(
     label_names: bool = False,
     config: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``).
-
-    With ``label_names``, ``ClassLabel`` columns give the class name instead of its index
-    (zero-shot classification needs the names).
-    """
+    """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``);
+    with ``label_names``, a ``ClassLabel`` column gives the class name, not its index."""
     try:
         import datasets
     except ImportError as exc:  # optional extra
@@ -175,13 +176,7 @@ def load_dataset_rows(
         dataset = datasets.load_dataset(source, config, split=wanted)
     except Exception as exc:  # network, offline mode, unknown name, wrong split: say it in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        where = "local dataset folder" if local else "hub dataset"
-        hint = (
-            ""
-            if local
-            else " (no local file or folder of that name either; offline? unset HF_HUB_OFFLINE "
-            "with network access, or pass a local path)"
-        )
+        where, hint = ("local dataset folder", "") if local else ("hub dataset", NOT_ON_DISK)
         raise InputError(
             f"cannot load {where} {source!r}, split {wanted!r}: {type(exc).__name__}: {first}{hint}"
         ) from exc

@@ -121,9 +121,10 @@ def benchmark_specs() -> dict[str, BenchmarkSpec]:
     for point in entry_points(group="cultureclip.benchmarks"):
         try:
             listed = getattr(point.load(), "BENCHMARK_SPECS", [])
-            found = [s if isinstance(s, dict) else load_spec(s) for s in listed]
-            for spec in (parse_spec(s, point.name) if isinstance(s, dict) else s for s in found):
-                specs[spec.name] = spec
+            found = [
+                parse_spec(s, point.name) if isinstance(s, dict) else load_spec(s) for s in listed
+            ]
+            specs.update((spec.name, spec) for spec in found)
         except Exception as exc:  # a broken plugin must not break the toolkit
             logger.warning(
                 "benchmark plugin %r (%s) failed to load: %s", point.name, point.value, exc

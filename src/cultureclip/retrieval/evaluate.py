@@ -139,12 +139,10 @@ def chance_levels(
     n_texts = len(targets)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"t2i_R@{k}"] = 100 * float(
-            np.mean([_hit_probability(n_images, len(set(r)), k) for r in targets])
-        )
-        out[f"i2t_R@{k}"] = 100 * float(
-            np.mean([_hit_probability(n_texts, len(t), k) for t in image_texts])
-        )
+        t2i = [_hit_probability(n_images, len(set(r)), k) for r in targets]
+        i2t = [_hit_probability(n_texts, len(t), k) for t in image_texts]
+        out[f"t2i_R@{k}"] = 100 * float(np.mean(t2i))
+        out[f"i2t_R@{k}"] = 100 * float(np.mean(i2t))
     out["MR"] = float(np.mean([out[f"{d}_R@{k}"] for d in ("t2i", "i2t") for k in ks]))
     return out
 
@@ -183,11 +181,12 @@ class SweepResult:
     chance: dict[str, float] = field(default_factory=dict)
     #: images that are queries (described by at least one text) in image → text
     n_image_queries: int = 0
-    #: the global row's similarities [kept images, queried texts], the collection rows of
-    #: those images and texts (the eval stage's per-query predictions come from them)
+    #: for per-query predictions: the global row's similarities [kept images, queried texts],
+    #: their collection rows, and each text's images as indices among the kept ones
     sim: torch.Tensor | None = None
     kept: list[int] = field(default_factory=list)
     text_rows: list[int] = field(default_factory=list)
+    targets: list[list[int]] = field(default_factory=list)
 
 
 def _encode_decodable(
@@ -299,6 +298,7 @@ def evaluate_retrieval(
         sim=sim,
         kept=kept,
         text_rows=text_rows,
+        targets=targets,
     )
 
 
@@ -327,16 +327,9 @@ def write_results(result: SweepResult, out: Path) -> None:
     from cultureclip.utils.io import atomic_write_json, atomic_write_text
 
     rows = [row.as_dict() for row in result.rows]
+    summary = ("n_images", "n_texts", "n_image_queries", "chance", "failed")
     atomic_write_json(
-        out / "results.json",
-        {
-            "n_images": result.n_images,
-            "n_texts": result.n_texts,
-            "n_image_queries": result.n_image_queries,
-            "chance": result.chance,
-            "failed": result.failed,
-            "rows": rows,
-        },
+        out / "results.json", {**{k: getattr(result, k) for k in summary}, "rows": rows}
     )
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

@@ -238,9 +238,8 @@ class MCQScorer(Scorer):
                 try:
                     image = item_set.load_image(i)
                 except IMAGE_ERRORS as exc:
-                    unreadable.append(
-                        f"item {i.id!r}: unreadable image: {describe_image_error(exc)}"
-                    )
+                    error = describe_image_error(exc)
+                    unreadable.append(f"item {i.id!r}: unreadable image: {error}")
                     continue
                 question = i.question or "What is shown in the picture?"
                 prompts.append(MCQPrompt(image, question, i.options))
@@ -252,11 +251,8 @@ class MCQScorer(Scorer):
                 reply = outcome.reply
                 choice = parse_answer_letter(reply, item.options) if reply is not None else None
                 predicted = -1 if choice is None else choice
-                records.append(
-                    self._record(
-                        item, predicted, predicted == item.answer, reply=reply, error=outcome.error
-                    )
-                )
+                extra = {"reply": reply, "error": outcome.error}
+                records.append(self._record(item, predicted, predicted == item.answer, **extra))
             answers.add(asked, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in item_set.items if item.id in done]

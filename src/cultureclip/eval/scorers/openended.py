@@ -137,12 +137,8 @@ class OpenEndedScorer(Scorer):
                     self._judge(judge, items, predictions)
             else:
                 predictions = self._run_generative(model, items, root, judge, work_dir, progress)
-        metrics = {
-            key: accuracy([bool(p.get(key)) for p in predictions])
-            for key in ("exact", "normalized", "contains")
-        }
-        if judge is not None:
-            metrics["judge"] = accuracy([bool(p.get("judge")) for p in predictions])
+        scored = ("exact", "normalized", "contains", *(["judge"] if judge is not None else []))
+        metrics = {key: accuracy([bool(p.get(key)) for p in predictions]) for key in scored}
         metrics["accuracy"] = metrics["judge" if judge is not None else "normalized"]
         counts = {"failed": sum(p.get("error") is not None for p in predictions)}
         if judge is not None:
@@ -227,24 +223,12 @@ class OpenEndedScorer(Scorer):
 
     def _judge(self, client: Any, items: list[OpenItem], records: list[dict[str, Any]]) -> None:
         prompt = load_prompt("openended-judge", "cultureclip.eval")
-        asked = [
-            (item, record)
-            for item, record in zip(items, records, strict=True)
-            if record["reply"] is not None
+        asked = [(i, r) for i, r in zip(items, records, strict=True) if r["reply"] is not None]
+        questions = [
+            {"question": i.question, "references": "; ".join(i.answers), "reply": r["reply"]}
+            for i, r in asked
         ]
-        outcomes = client.ask_many(
-            [
-                prompt.messages(
-                    {
-                        "question": item.question,
-                        "references": "; ".join(item.answers),
-                        "reply": record["reply"],
-                    }
-                )
-                for item, record in asked
-            ],
-            JudgeVerdict,
-        )
+        outcomes = client.ask_many([prompt.messages(q) for q in questions], JudgeVerdict)
         for record in records:  # no reply: wrong, and nothing to judge
             record["judge"] = record["correct"] = False
         for (item, record), outcome in zip(asked, outcomes, strict=True):

@@ -43,10 +43,8 @@ class RankingScorer(MCQScorer):
         field = self.options.query_field
         values = sorted({str(i.model_extra[field]) for i in items})
         queries = [self.options.query_template.format_map({field: v}) for v in values]
-        sim = (
-            TextFeatureCache(model).encode(queries)
-            @ torch.stack([features[image_key(i)] for i in items]).T
-        )
+        images = torch.stack([features[image_key(i)] for i in items])
+        sim = TextFeatureCache(model).encode(queries) @ images.T
         metrics: dict[str, float] = {}
         for k in self.options.retrieval_ks:
             top = min(k, len(items))
@@ -54,9 +52,8 @@ class RankingScorer(MCQScorer):
             for row, value in enumerate(values):
                 order = torch.argsort(sim[row], descending=True, stable=True)[:top].tolist()
                 hits = [items[j] for j in order]
-                precisions.append(
-                    100.0 * sum(str(h.model_extra[field]) == value for h in hits) / top
-                )
+                shown = sum(str(h.model_extra[field]) == value for h in hits)
+                precisions.append(100.0 * shown / top)
                 counts = Counter(h.country for h in hits)
                 entropy = -sum(c / top * math.log(c / top) for c in counts.values())
                 diversities.append(100.0 * entropy / math.log(top) if top > 1 else 0.0)

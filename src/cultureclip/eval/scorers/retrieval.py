@@ -33,10 +33,7 @@ class RetrievalScorer(Scorer):
             model, collection, batch_size=self.options.batch_size, progress=progress
         )
         sim, kept, texts = result.sim, result.kept, result.text_rows
-        targets = [
-            [kept.index(i) for i in collection.text_to_images[t] if i in kept] for t in texts
-        ]
-        ranks = best_correct_rank(sim.T, targets)
+        ranks = best_correct_rank(sim.T, result.targets)
         predictions = [
             {
                 "id": collection.text_ids[t],

@@ -36,14 +36,12 @@ class TwinScorer(MCQScorer):
         for r in load.records:
             if not (r.pos_image and r.neg_image):
                 continue
+            common = {"country": r.country, "category": r.category, "group_id": r.id}
+            options = [r.pos_concept, r.neg_concept]
             for answer, side in enumerate(("pos", "neg")):
                 image = load.image_path(getattr(r, f"{side}_image"))
-                common = {"country": r.country, "category": r.category, "group_id": r.id}
-                options = [r.pos_concept, r.neg_concept]
-                rows.append(
-                    {"id": f"{r.id}/{side}", "image": str(image), "options": options, **common}
-                    | {"answer": answer, "role": side}
-                )
+                row = {"id": f"{r.id}/{side}", "image": str(image), "options": options, **common}
+                rows.append(row | {"answer": answer, "role": side})
         # image paths are as the set gives them (relative to the working directory)
         items = validate_items(list(enumerate(rows, start=1)), root=Path("."), name="twins")
         items.errors = [BadItem(bad.line, None, bad.error) for bad in load.errors] + items.errors

@@ -125,11 +125,10 @@ class ZeroShotScorer(Scorer):
         self.prepare()
         images, labels, classnames, root = self._loaded
         # Every class's prompts in one pass: a tower call per class is mostly overhead.
-        prompts = [t.format(c=name) for name in classnames for t in self.options.templates]
+        templates = self.options.templates
+        prompts = [t.format(c=name) for name in classnames for t in templates]
         per_class = (
-            TextFeatureCache(model)
-            .encode(prompts)
-            .view(len(classnames), len(self.options.templates), -1)
+            TextFeatureCache(model).encode(prompts).view(len(classnames), len(templates), -1)
         )
         weights = torch.nn.functional.normalize(per_class.mean(dim=1), dim=-1)
         failed: dict[int, str] = {}
