@@ -127,13 +127,12 @@ def eval_results_for_card(results: Sequence[EvalSummary], model_name: str) -> li
                     metric_type=metric,
                     metric_name=metric,
                     metric_value=round(value, 6),
-                    source_name="cultureclip eval",
                 )
             )
     return entries
 
 
-def _template(name: str) -> str:
+def card_template(name: str) -> str:
     return resources.files("cultureclip.publish").joinpath("templates", name).read_text("utf-8")
 
 
@@ -176,7 +175,7 @@ def model_card(
     )
     return ModelCard.from_template(
         data,
-        template_str=_template("model_card.md.jinja"),
+        template_str=card_template("model_card.md.jinja"),
         title=model_name,
         base=base or "",
         base_id=base_id,

@@ -28,7 +28,7 @@ from cultureclip.data.cultwin import (
     TwinRecord,
     read_cultwin,
 )
-from cultureclip.publish.cards import write_card
+from cultureclip.publish.cards import card_template, write_card
 
 #: records per Parquet shard (both images of each embedded): a few hundred MB at most
 SHARD_RECORDS = 1000
@@ -142,7 +142,7 @@ def _card(records: Sequence[TwinRecord], name: str, license: str | None, feature
     )
     return DatasetCard.from_template(
         data,
-        template_str=_template(),
+        template_str=card_template("dataset_card.md.jinja"),
         title=name,
         description=(
             "A CulTwin set: each row is a *twin pair*, a culture-specific concept (`pos_*`) "
@@ -165,9 +165,3 @@ def _card(records: Sequence[TwinRecord], name: str, license: str | None, feature
 def _describe(feature: Any) -> str:
     kind = type(feature).__name__
     return "image" if kind == "Image" else ("list of strings" if kind == "List" else "string")
-
-
-def _template() -> str:
-    from cultureclip.publish.cards import _template as template
-
-    return template("dataset_card.md.jinja")

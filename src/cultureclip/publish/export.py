@@ -145,7 +145,7 @@ def _write_adapter(model: Any, folder: Path, base: str) -> str:
                 f'base = open_clip.create_model("{arch}", pretrained={tag or None!r}, force_custom_text=True)'
             )
     return (
-        f"{load_base}\nfrom peft import PeftModel\n\n"
+        f"from peft import PeftModel\n{load_base}\n"
         f'model = PeftModel.from_pretrained(base, "{HERE}/{ADAPTER_DIR}").merge_and_unload()'
     )
 
