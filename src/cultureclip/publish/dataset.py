@@ -13,6 +13,7 @@ files, so ``load_dataset`` reads only those, and ``read_cultwin`` reads either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,20 @@ def _rows(load: CulTwinLoad, records: Sequence[TwinRecord]) -> Iterator[dict[str
         yield out
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """datasets draws a bar per shard; progress is the CLI's to show."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
         if n < limit:
@@ -111,9 +126,11 @@ def write_cultwin_dataset(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     chunks = [records[i : i + shard_records] for i in range(0, len(records), shard_records)]
-    for index, chunk in enumerate(chunks):
-        table = Dataset.from_list(list(_rows(load, chunk)), features=features)
-        table.to_parquet(str(staging / HUB_SHARD_PATTERN.format(index=index, total=len(chunks))))
+    with _quiet_progress():
+        for index, chunk in enumerate(chunks):
+            table = Dataset.from_list(list(_rows(load, chunk)), features=features)
+            shard = HUB_SHARD_PATTERN.format(index=index, total=len(chunks))
+            table.to_parquet(str(staging / shard))
     shutil.rmtree(folder / HUB_DATA_DIR, ignore_errors=True)
     staging.rename(folder / HUB_DATA_DIR)
     write_card(_card(records, name or folder.resolve().name, license, features), folder)
