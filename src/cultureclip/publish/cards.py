@@ -217,4 +217,4 @@ def add_to_model_card(
 
 def write_card(card: Any, folder: str | Path) -> Path:
     """Writes a card as ``folder/README.md`` (atomically)."""
-    return atomic_write_text(Path(folder) / CARD_NAME, str(card))
+    return atomic_write_text(Path(folder) / CARD_NAME, str(card).rstrip("\n") + "\n")
