@@ -138,10 +138,8 @@ class VisionLanguageModel(nn.Module, ABC):
         raise BackendError(f"backend {self.backend!r} does not expose patch features")
 
     def export(self, path: str | Path) -> Path:
-        """Writes a merged model in the backend's native format (default: cultureclip format,
-        every weight saved, so the folder does not depend on a base checkpoint)."""
+        """Writes a merged model in the backend's native format (default: cultureclip format)."""
         self.merge_lora()
-        self.weights_diverged = True
         return self.save(path)
 
     def native_module(self) -> nn.Module | None:
