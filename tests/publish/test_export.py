@@ -188,3 +188,42 @@ def test_vlm_export_without_merge_keeps_only_the_adapter(tiny_vlm: Path, tmp_pat
     assert export_vlm(model, processor, tmp_path, base=str(tiny_vlm), merge=False) is None
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "model").exists()
+
+
+def test_a_training_run_ends_with_a_self_contained_carded_export(
+    tiny_hf_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The trainer's one call: a LoRA run's export/ loads with transformers, base deleted."""
+    from huggingface_hub import ModelCard
+
+    from cultureclip.testing import write_toy_cultwin
+    from cultureclip.train import TrainConfig, train
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_hf_dirs["clip"], base)
+    config = TrainConfig.model_validate(
+        {
+            "model": f"hf:{base}",
+            "data": {"path": str(write_toy_cultwin(tmp_path / "toy", n_pairs=8))},
+            "training": {"image": "lora", "text": "lora"},
+            "batch_size": 4,
+            "epochs": 1,
+            "out": str(tmp_path / "run"),
+            "progress": False,
+            "optim": {"lr": 1e-3},
+            "schedule": {"warmup_steps": 1},
+        }
+    )
+    result = train(config)
+    assert result.export_dir == tmp_path / "run" / "export"
+    image = _image(tmp_path / "image.png")
+    expected = result.model.embed_texts(TEXTS), result.model.embed_images([image])
+    card = ModelCard.load(result.export_dir / "README.md")
+    assert card.data.library_name == "transformers"
+    assert "training:" in card.text and "lr: 0.001" in card.text  # the run's config
+    assert (result.export_dir / "adapter" / "adapter_model.safetensors").exists()
+
+    shutil.rmtree(base)
+    got = run_fresh(LOAD_CLIP.format(texts=TEXTS), cwd=tmp_path)
+    torch.testing.assert_close(torch.tensor(got["text"]), expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(got["image"]), expected[1], atol=1e-5, rtol=1e-4)

@@ -99,6 +99,9 @@ def test_push_uploads_a_model_folder_in_one_commit_and_prints_its_url(
     assert card.data.library_name == "transformers"
     metrics = {(e.dataset_name, e.metric_type): e.metric_value for e in card.data.eval_results}
     assert metrics == {("twins", "accuracy"): 62.5, ("twins", "image_to_text"): 75.0}
+    # The text says so too, and no longer says that no license was given.
+    assert "| twins | zero-shot-image-classification | accuracy | 62.5000 |" in card.text
+    assert "No license was given" not in card.text
 
 
 def test_push_to_a_revision_creates_the_branch(hub: HubServer, exported: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,7 +16,6 @@ from typing import Any
 import yaml
 
 from cultureclip import __version__
-from cultureclip.models.hub import looks_like_path
 from cultureclip.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def read_eval_results(*paths: str | Path) -> list[EvalSummary]:
 def hub_id(spec: str | None) -> str | None:
     """The hub repo a model spec names (``hf:openai/clip-vit-base-patch32`` →
     ``openai/clip-vit-base-patch32``), or None for a local folder or a name without one."""
+    from cultureclip.models.hub import looks_like_path
+
     if not spec:
         return None
     _, _, argument = spec.partition(":") if ":" in spec else ("", "", spec)
@@ -204,6 +206,7 @@ def add_to_model_card(
     data = card.data
     if license:
         data.license = license
+        card.text = _with_section(card.text, "License", None)  # the "none given" note
     if datasets:
         data.datasets = sorted({*(data.datasets or []), *datasets})
     if eval_results:
@@ -212,7 +215,30 @@ def add_to_model_card(
         replaced = {r.benchmark for r in eval_results}
         kept = [e for e in data.eval_results or [] if e.dataset_type not in replaced]
         data.eval_results = kept + eval_results_for_card(eval_results, name)
+        rows = [
+            f"| {e.dataset_name} | {e.task_type} | {e.metric_type} | {e.metric_value:.4f} |"
+            for e in data.eval_results
+        ]
+        table = "| benchmark | task | metric | value |\n| --- | --- | --- | --- |\n" + "\n".join(
+            rows
+        )
+        card.text = _with_section(card.text, "Evaluation", table)
     return card
+
+
+def _with_section(text: str, title: str, body: str | None) -> str:
+    """``text`` with its ``## title`` section replaced by ``body`` (removed when None); a
+    new section goes before the training configuration, or at the end."""
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    section = f"## {title}\n\n{body.strip()}\n\n" if body else ""
+    if pattern.search(text):
+        return pattern.sub(lambda _: section, text, count=1)
+    if not section:
+        return text
+    anchor = text.find("## Training configuration")
+    if anchor < 0:
+        return text.rstrip("\n") + "\n\n" + section
+    return text[:anchor] + section + text[anchor:]
 
 
 def write_card(card: Any, folder: str | Path) -> Path:
