@@ -230,3 +230,26 @@ def test_a_model_that_needs_its_base_is_refused(
         runner.invoke(app, ["push", str(tmp_path / "nothing"), "me/x", "--dry-run"]),
         "no such folder",
     )
+
+
+def test_a_train_vlm_run_pushes_its_model_with_the_adapter_beside_it(
+    tiny_vlm: Path, tmp_path: Path, hub: HubServer
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from cultureclip.publish import export_vlm
+
+    model = get_peft_model(
+        AutoModelForImageTextToText.from_pretrained(tiny_vlm),
+        LoraConfig(r=2, target_modules=["q_proj"]),
+    )
+    export_vlm(model, AutoProcessor.from_pretrained(tiny_vlm), tmp_path / "run", base=str(tiny_vlm))
+    result = runner.invoke(app, ["push", str(tmp_path / "run"), "me/tiny-vlm"])
+    assert result.exit_code == 0, result.output
+    (_, _, uploaded), *_ = hub.repos[("model", "me/tiny-vlm")].commits
+    expected = _files(tmp_path / "run" / "model") | {
+        f"adapter/{name}": data for name, data in _files(tmp_path / "run" / "adapter").items()
+    }
+    assert uploaded == expected
+    assert "adapter/adapter_model.safetensors" in uploaded

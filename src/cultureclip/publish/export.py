@@ -174,7 +174,7 @@ def export_vlm(
         adapter_usage = (
             "from transformers import AutoModelForImageTextToText\nfrom peft import PeftModel\n\n"
             f'base = AutoModelForImageTextToText.from_pretrained("{hub_id(f"hf:{base}") or base}")\n'
-            f'model = PeftModel.from_pretrained(base, "{HERE}/../{ADAPTER_DIR}")'
+            f'model = PeftModel.from_pretrained(base, "{HERE}/{ADAPTER_DIR}")  # ../{ADAPTER_DIR} locally'
         )
         if not merge:
             return None
@@ -198,7 +198,7 @@ def export_vlm(
         eval_results=eval_results,
         config=config,
         adapter=adapter_usage,
-        adapter_dir=f"../{ADAPTER_DIR}/ (beside this folder)",
+        adapter_dir=f"{ADAPTER_DIR}/ (beside this folder before `cultureclip push`, which uploads it as {ADAPTER_DIR}/)",
     )
     write_card(card, staging)
     _swap(staging, target)

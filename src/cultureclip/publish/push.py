@@ -34,6 +34,7 @@ from cultureclip.publish.cards import (
     read_eval_results,
     write_card,
 )
+from cultureclip.publish.export import ADAPTER_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +133,15 @@ def prepare(
     license: str | None = None,
     datasets: Sequence[str] = (),
     eval_results: Sequence[EvalSummary] = (),
-) -> list[Path]:
+) -> dict[str, Path]:
     """Writes the folder's card (and, for CulTwin, its hub dataset files); returns the
-    files to upload."""
+    files to upload by their path in the repo."""
     if kind == "cultwin":
         from cultureclip.publish.dataset import write_cultwin_dataset
 
         write_cultwin_dataset(folder, name=name, license=license)
-        return [folder / CARD_NAME, *sorted((folder / "data").glob("train-*.parquet"))]
+        shards = sorted((folder / "data").glob("train-*.parquet"))
+        return _by_repo_path(folder, [folder / CARD_NAME, *shards])
     if kind == "eval":
         write_card(_eval_card(folder, name, license), folder)
     elif (folder / CARD_NAME).exists():
@@ -148,7 +150,10 @@ def prepare(
         )
         write_card(card, folder)
     else:  # a native folder exported by some other tool
-        library = next(lib for marker, lib in MODEL_MARKERS.items() if (folder / marker).exists())
+        library = next(
+            (lib for marker, lib in MODEL_MARKERS.items() if (folder / marker).exists()),
+            "cultureclip",
+        )
         card = model_card(
             library=library,
             base=None,
@@ -159,12 +164,28 @@ def prepare(
             eval_results=eval_results,
         )
         write_card(card, folder)
+    files = _by_repo_path(folder, _visible_files(folder))
+    # train-vlm keeps the adapter beside its model/ folder: it goes up as adapter/.
+    adapter = folder.parent / ADAPTER_DIR
+    beside = folder.name == "model" and (adapter / "adapter_config.json").exists()
+    if kind == "model" and beside and not (folder / ADAPTER_DIR).exists():
+        for path in _visible_files(adapter):
+            files[f"{ADAPTER_DIR}/{path.relative_to(adapter).as_posix()}"] = path
+    return files
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files under ``folder``, without hidden ones (temp folders of interrupted writes)."""
     return sorted(
         path
         for path in folder.rglob("*")
         if path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
+
+
+def _by_repo_path(folder: Path, paths: Sequence[Path]) -> dict[str, Path]:
+    return {path.relative_to(folder).as_posix(): path for path in paths}
 
 
 def _eval_card(folder: Path, name: str, license: str | None) -> Any:
@@ -241,8 +262,8 @@ def push(
         kind=kind,
         repo_id=repo_id,
         repo_type=repo_type,
-        files=[path.relative_to(folder).as_posix() for path in files],
-        bytes=sum(path.stat().st_size for path in files),
+        files=sorted(files),
+        bytes=sum(path.stat().st_size for path in files.values()),
         card=folder / CARD_NAME,
     )
     if dry_run:
@@ -252,7 +273,7 @@ def push(
 
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
-        for name, path in zip(result.files, files, strict=True)
+        for name, path in sorted(files.items())
     ]
     with hub_errors(endpoint, repo_id, repo_type):
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
