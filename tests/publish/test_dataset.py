@@ -70,3 +70,19 @@ def test_read_cultwin_reads_the_hub_layout_alone(tmp_path: Path) -> None:
     twins = TwinDataset(load, transform=lambda images: [np.asarray(i) for i in images], seed=0)
     assert len(twins) == 4
     assert twins[0]["neg_image"].shape == (48, 48, 3)
+
+
+def test_two_sets_in_folders_of_one_name_do_not_share_datasets_cache(tmp_path: Path) -> None:
+    """datasets keys a local folder's cache by its name and its card's metadata: the card's
+    dataset_info (sizes) keeps two different sets apart."""
+    import datasets
+
+    for parent, n_pairs in (("a", 3), ("b", 4)):
+        write_cultwin_dataset(write_toy_cultwin(tmp_path / parent / "toy", n_pairs=n_pairs).parent)
+    cache = str(tmp_path / "cache")
+    assert (
+        len(datasets.load_dataset(str(tmp_path / "a" / "toy"), split="train", cache_dir=cache)) == 3
+    )
+    assert (
+        len(datasets.load_dataset(str(tmp_path / "b" / "toy"), split="train", cache_dir=cache)) == 4
+    )

@@ -126,18 +126,30 @@ def write_cultwin_dataset(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     chunks = [records[i : i + shard_records] for i in range(0, len(records), shard_records)]
+    arrow_bytes = 0
     with _quiet_progress():
         for index, chunk in enumerate(chunks):
             table = Dataset.from_list(list(_rows(load, chunk)), features=features)
             shard = HUB_SHARD_PATTERN.format(index=index, total=len(chunks))
             table.to_parquet(str(staging / shard))
+            arrow_bytes += table.data.nbytes
+    file_bytes = sum(path.stat().st_size for path in staging.iterdir())
     shutil.rmtree(folder / HUB_DATA_DIR, ignore_errors=True)
     staging.rename(folder / HUB_DATA_DIR)
-    write_card(_card(records, name or folder.resolve().name, license, features), folder)
+    sizes = (arrow_bytes, file_bytes)
+    write_card(_card(records, name or folder.resolve().name, license, features, sizes), folder)
     return folder
 
 
-def _card(records: Sequence[TwinRecord], name: str, license: str | None, features: Any) -> Any:
+def _card(
+    records: Sequence[TwinRecord],
+    name: str,
+    license: str | None,
+    features: Any,
+    sizes: tuple[int, int],
+) -> Any:
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from cultureclip import __version__
@@ -157,6 +169,15 @@ def _card(records: Sequence[TwinRecord], name: str, license: str | None, feature
             }
         ],
     )
+    # The card's dataset_info (features, sizes) is what the hub shows, and what keys
+    # datasets' local cache: without it two sets in folders of the same name share a cache.
+    arrow_bytes, file_bytes = sizes
+    splits = SplitDict()
+    splits.add(SplitInfo(name="train", num_bytes=arrow_bytes, num_examples=len(records)))
+    info = DatasetInfo(
+        features=features, splits=splits, download_size=file_bytes, dataset_size=arrow_bytes
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
     return DatasetCard.from_template(
         data,
         template_str=card_template("dataset_card.md.jinja"),

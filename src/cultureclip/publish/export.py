@@ -82,7 +82,9 @@ def export_model(
     card = model_card(
         library=library,
         base=base,
-        model_name=model_name or folder.resolve().parent.name or folder.name,
+        # A run's export/ is named after the run.
+        model_name=model_name
+        or (folder.resolve().parent.name if folder.name == "export" else folder.name),
         usage=USAGE.get(library, USAGE["cultureclip"]).format(here=HERE),
         license=license,
         datasets=datasets,
