@@ -7,6 +7,7 @@ import typer
 from cultureclip import __version__
 from cultureclip.cli import convert as convert_cli
 from cultureclip.cli import eval as eval_cli
+from cultureclip.cli import push as push_cli
 from cultureclip.cli import quickstart as quickstart_cli
 from cultureclip.cli import retrieval as retrieval_cli
 from cultureclip.cli import synth as synth_cli
@@ -62,7 +63,16 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for stage in (synth_cli, train_cli, eval_cli, retrieval_cli, convert_cli, quickstart_cli, vlm_cli):
+for stage in (
+    synth_cli,
+    train_cli,
+    eval_cli,
+    retrieval_cli,
+    convert_cli,
+    quickstart_cli,
+    vlm_cli,
+    push_cli,
+):
     stage.register(app)
 
 

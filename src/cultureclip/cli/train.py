@@ -85,7 +85,12 @@ def wise_ft_command(
         from cultureclip.train.wise_ft import wise_ft
 
         mixed = wise_ft(create_model(base), create_model(finetuned), alpha)
-        path = mixed.export(out) if export else mixed.save(out)
+        if export:
+            from cultureclip.publish import export_model
+
+            path = export_model(mixed, out, base=base)
+        else:
+            path = mixed.save(out)
     console.print(f"[green]saved[/] WiSE-FT α={alpha} model to {path}")
 
 
@@ -93,11 +98,13 @@ def export_command(
     model: str = typer.Argument(..., help="A saved model dir or a spec."),
     out: Path = typer.Argument(..., help="Output directory."),
 ) -> None:
-    """Merge LoRA and write the model in its backend's native format (save_pretrained for hf)."""
+    """Write a self-contained model: the backend's native format (save_pretrained for hf),
+    LoRA merged with the adapter in adapter/, and a model card."""
     with user_errors():
         from cultureclip.models.registry import create_model
+        from cultureclip.publish import export_model
 
-        path = create_model(model).export(out)
+        path = export_model(create_model(model), out)
     console.print(f"[green]exported[/] {model} to {path}")
 
 

@@ -10,15 +10,16 @@ captions and one image::
      quality{...}, source}
 
 Stored as JSONL (``cultwin.jsonl``) or Parquet (``cultwin.parquet``) with images
-beside it (paths are relative to the file's directory), or as WebDataset-style tar
-shards (``cultwin-000000.tar``, ... plus ``cultwin-shards.json``) that carry the images
-inside them (:func:`write_cultwin_shards`). :func:`read_cultwin` validates every record
+beside it (paths are relative to the file's directory), as WebDataset tar shards
+(``cultwin-000000.tar``, ... plus ``cultwin-shards.json``, written with the
+``webdataset`` library) that carry the images inside them (:func:`write_cultwin_shards`),
+or as a hub dataset (``data/train-*.parquet`` with the images embedded, and a card:
+``cultureclip.publish.write_cultwin_dataset``). :func:`read_cultwin` validates every record
 and collects bad ones by line number instead of stopping.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -46,6 +47,30 @@ CULTWIN_FILES = ("cultwin.jsonl", "cultwin.parquet")
 SHARD_GLOB = "cultwin-*.tar"
 SHARD_MANIFEST = "cultwin-shards.json"
 SHARD_CACHE = ".cultwin-cache"
+#: the hub dataset layout (``cultureclip.publish.write_cultwin_dataset``): Parquet shards
+#: with the images embedded as ``datasets.Image`` columns, under ``data/``
+HUB_DATA_DIR = "data"
+HUB_SHARD_PATTERN = "train-{index:05d}-of-{total:05d}.parquet"
+#: the columns of that layout and what each holds (``extra``: other keys, as JSON)
+TWIN_FIELDS = {
+    "id": "text",
+    "country": "text",
+    "category": "text",
+    "pos_concept": "text",
+    "pos_context": "text",
+    "pos_features": "text",
+    "pos_captions": "captions",
+    "pos_image": "image",
+    "neg_concept": "text",
+    "neg_context": "text",
+    "neg_features": "text",
+    "neg_captions": "captions",
+    "neg_image": "image",
+    "neg_country": "text",
+    "quality": "json",
+    "source": "text",
+    "extra": "json",
+}
 
 
 class TwinRecord(BaseModel):
@@ -156,7 +181,11 @@ def is_cultwin_path(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         names = (*CULTWIN_FILES, SHARD_MANIFEST)
-        return any((path / n).exists() for n in names) or any(path.glob(SHARD_GLOB))
+        return (
+            any((path / n).exists() for n in names)
+            or any(path.glob(SHARD_GLOB))
+            or _hub_shards(path) is not None
+        )
     if path.suffix == ".tar" or path.name in CULTWIN_FILES:
         return True
     if path.suffix == ".jsonl" and path.is_file():
@@ -177,8 +206,11 @@ def _resolve_file(path: Path) -> Path:
                 return path / name
         if (path / SHARD_MANIFEST).exists() or any(path.glob(SHARD_GLOB)):
             return path
+        if _hub_shards(path) is not None:
+            return path / HUB_DATA_DIR
         raise MissingInputError(
-            f"no cultwin.jsonl, cultwin.parquet or {SHARD_GLOB} shards in {path}"
+            f"no cultwin.jsonl, cultwin.parquet, {SHARD_GLOB} shards or "
+            f"{HUB_DATA_DIR}/train-*.parquet in {path}"
         )
     if not path.exists():
         raise MissingInputError(f"CulTwin file not found: {path}")
@@ -239,7 +271,19 @@ def read_cultwin(
     return result
 
 
+def _hub_shards(directory: Path) -> list[Path] | None:
+    """The Parquet shards of a hub-layout set in ``directory`` (None: not one)."""
+    shards = sorted((directory / HUB_DATA_DIR).glob("train-*.parquet"))
+    if not shards:
+        return None
+    import pyarrow.parquet as pq
+
+    return shards if "pos_concept" in pq.read_schema(shards[0]).names else None
+
+
 def _read_rows(file: Path) -> list[_Row]:
+    if file.is_dir() and file.name == HUB_DATA_DIR and _hub_shards(file.parent) is not None:
+        return _read_hub_rows(file.parent)
     if file.is_dir() or file.suffix == ".tar":
         return _read_shard_rows(file)
     if file.suffix == ".parquet":
@@ -253,6 +297,54 @@ def _read_rows(file: Path) -> list[_Row]:
             for number, raw in enumerate(handle, start=1)
             if raw.strip()
         ]
+
+
+def _hub_image_name(shard: Path, row: int, side: str, stored: str | None) -> str:
+    """The name an embedded image gets in the extraction cache (unique per shard row)."""
+    return f"{shard.stem}-{row:06d}.{side}{Path(stored or '').suffix.lower() or '.png'}"
+
+
+def _read_hub_rows(directory: Path) -> list[_Row]:
+    """The rows of a hub-layout set; image columns become names in the extraction cache
+    (the bytes stay in the Parquet file until :meth:`CulTwinLoad.image_path` asks)."""
+    import pyarrow.parquet as pq
+
+    shards = _hub_shards(directory) or []
+    rows: list[_Row] = []
+    for shard in shards:
+        table = pq.read_table(shard)
+        images = [name for name, kind in TWIN_FIELDS.items() if kind == "image"]
+        # Only the stored names: the image bytes are not needed to validate records.
+        stored = {
+            column: [v and v.get("path") for v in table.column(column).to_pylist()]
+            if column in table.column_names
+            else [None] * table.num_rows
+            for column in images
+        }
+        rest = table.drop_columns([c for c in images if c in table.column_names]).to_pylist()
+        for index, data in enumerate(rest):
+            number = len(rows) + 1
+            where = f"{HUB_DATA_DIR}/{shard.name}:{index + 1}"
+            extra = data.pop("extra", None)
+            try:
+                data.update(json.loads(extra) if extra else {})
+            except ValueError as exc:
+                rows.append(_Row(number, f"extra: not valid JSON: {exc}", where=where))
+                continue
+            members = set()
+            for column in images:
+                side = column.removesuffix("_image")
+                present = table.column(column)[index].is_valid if column in stored else False
+                if present:
+                    name = _hub_image_name(shard, index, side, stored[column][index])
+                    data[column] = name
+                    members.add(name)
+                else:
+                    data[column] = None
+            rows.append(
+                _Row(number, data, json.dumps(data)[:200], where, shard, frozenset(members))
+            )
+    return rows
 
 
 def _validated(row: _Row, root: Path, seen: set[str], check_images: bool) -> TwinRecord | str:
@@ -313,16 +405,6 @@ def _split_member(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), suffix
 
 
-def _normalised_info(name: str, size: int) -> tarfile.TarInfo:
-    # Fixed metadata makes a shard a pure function of its records, so rewriting the same
-    # set gives byte-identical files (cheap to compare, dedupe and cache).
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = 0
-    return info
-
-
 def write_cultwin_shards(
     records: Sequence[TwinRecord | dict[str, Any]],
     out_dir: str | Path,
@@ -343,6 +425,12 @@ def write_cultwin_shards(
     """
     if shard_size < 1:
         raise InputError("shard_size must be at least 1")
+    try:
+        import webdataset
+    except ImportError as exc:
+        raise InputError(
+            "writing shards needs the webdataset library: pip install 'cultureclip[datasets]'"
+        ) from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     validated = [TwinRecord.model_validate(r) for r in records]
@@ -357,15 +445,18 @@ def write_cultwin_shards(
     for start in range(0, len(validated), shard_size):
         target = out / f"cultwin-{len(shards):06d}.tar"
         chunk = range(start, min(start + shard_size, len(validated)))
-        # atomic_path fsyncs the shard once the tar and its file are closed.
+        # atomic_path fsyncs the shard once the tar and its file are closed. Fixed member
+        # metadata makes a shard a pure function of its records: rewriting the same set
+        # gives byte-identical files (cheap to compare, dedupe and cache).
         with (
             atomic_path(target) as tmp,
             open(tmp, "wb") as handle,
-            tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            webdataset.TarWriter(
+                handle, encoder=False, mtime=0, mode=0o644, format="PAX_FORMAT"
+            ) as writer,
         ):
             for index in chunk:
-                for member, data in _sample_members(validated[index], keys[index], image_root):
-                    tar.addfile(_normalised_info(member, len(data)), io.BytesIO(data))
+                writer.write(_sample(validated[index], keys[index], image_root))
         shards.append(target)
         entries.append({"name": target.name, "records": len(chunk), "bytes": target.stat().st_size})
     atomic_write_json(
@@ -397,13 +488,12 @@ def _sample_keys(records: Sequence[TwinRecord]) -> list[str]:
     return keys
 
 
-def _sample_members(
-    record: TwinRecord, key: str, images_of: CulTwinLoad
-) -> list[tuple[str, bytes]]:
-    """The ``(member name, bytes)`` of one record's sample, the record first so a
-    streaming reader meets it before the images."""
+def _sample(record: TwinRecord, key: str, images_of: CulTwinLoad) -> dict[str, Any]:
+    """One record's WebDataset sample: ``{"__key__": key, "json": record bytes,
+    "pos.<ext>": image bytes, "neg.<ext>": image bytes}`` (``json`` sorts first, so a
+    streaming reader meets the record before the images)."""
     row = record.model_dump(mode="json")
-    images: list[tuple[str, bytes]] = []
+    sample: dict[str, Any] = {"__key__": key}
     for side in ("pos", "neg"):
         relative = row[f"{side}_image"]
         if relative is None:
@@ -416,10 +506,11 @@ def _sample_members(
             raise MissingInputError(
                 f"record {record.id!r}: cannot read {side} image {path}: {exc}"
             ) from exc
-        member = f"{key}.{side}{Path(relative).suffix.lower() or '.bin'}"
-        row[f"{side}_image"] = member
-        images.append((member, data))
-    return [(f"{key}.json", json.dumps(row, ensure_ascii=False).encode("utf-8")), *images]
+        field = f"{side}{Path(relative).suffix.lower() or '.bin'}"
+        row[f"{side}_image"] = f"{key}.{field}"
+        sample[field] = data
+    sample["json"] = json.dumps(row, ensure_ascii=False).encode("utf-8")
+    return sample
 
 
 def _shard_manifest(directory: Path) -> dict[str, dict[str, Any]] | None:
@@ -560,17 +651,10 @@ def _extract_shard_images(shard: Path, cache: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{shard.stem}.", suffix=".tmp"))
     try:
         try:
-            with tarfile.open(shard, mode="r:") as tar:
-                for member in tar:
-                    is_record = _split_member(member.name)[1] == "json"
-                    if is_record or not member.isfile() or not _safe_member(member.name):
-                        continue
-                    dest = tmp / member.name
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    extracted = tar.extractfile(member)
-                    assert extracted is not None
-                    with extracted, open(dest, "wb") as out:
-                        shutil.copyfileobj(extracted, out)
+            if shard.suffix == ".parquet":
+                _extract_hub_images(shard, tmp)
+            else:
+                _extract_tar_images(shard, tmp)
         except (tarfile.TarError, EOFError) as exc:
             raise CulTwinShardError(
                 f"{shard}: not a readable tar shard (truncated or corrupt): {exc}"
@@ -583,3 +667,30 @@ def _extract_shard_images(shard: Path, cache: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _extract_hub_images(shard: Path, into: Path) -> None:
+    import pyarrow.parquet as pq
+
+    images = [name for name, kind in TWIN_FIELDS.items() if kind == "image"]
+    table = pq.read_table(shard, columns=images)
+    for column in images:
+        side = column.removesuffix("_image")
+        for index, value in enumerate(table.column(column).to_pylist()):
+            if value and value.get("bytes") is not None:
+                name = _hub_image_name(shard, index, side, value.get("path"))
+                (into / name).write_bytes(value["bytes"])
+
+
+def _extract_tar_images(shard: Path, into: Path) -> None:
+    with tarfile.open(shard, mode="r:") as tar:
+        for member in tar:
+            is_record = _split_member(member.name)[1] == "json"
+            if is_record or not member.isfile() or not _safe_member(member.name):
+                continue
+            dest = into / member.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            with extracted, open(dest, "wb") as out:
+                shutil.copyfileobj(extracted, out)

@@ -83,6 +83,9 @@ class VisionLanguageModel(nn.Module, ABC):
         "image": ("q_proj", "v_proj"),
         "text": ("q_proj", "v_proj"),
     }
+    #: the library that loads this backend's :meth:`export` folder without cultureclip
+    #: (the model card's ``library_name``)
+    native_library: ClassVar[str] = "cultureclip"
     #: training modes each tower supports
     supported_modes: Mapping[str, Sequence[TrainMode]] = {
         "image": tuple(TrainMode),
@@ -138,6 +141,12 @@ class VisionLanguageModel(nn.Module, ABC):
         """Writes a merged model in the backend's native format (default: cultureclip format)."""
         self.merge_lora()
         return self.save(path)
+
+    def native_module(self) -> nn.Module | None:
+        """The wrapped model of the backend's native library (what :meth:`export` writes),
+        or None when the backend has none: a LoRA adapter is saved in peft's format
+        relative to this module, so peft loads it onto the native base model."""
+        return None
 
     # ---- optional: frozen-tower features ---------------------------------------------
     # A backend whose towers split into (tower → pooled features → head) can let callers

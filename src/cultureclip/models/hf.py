@@ -25,6 +25,7 @@ def _pooled(output: Any) -> Tensor:
 @MODELS.register("hf", help="transformers CLIP / Chinese-CLIP / SigLIP (hf:<hub id or local dir>)")
 class HFBackend(VisionLanguageModel):
     backend = "hf"
+    native_library = "transformers"
 
     def __init__(self, name_or_path: str, context_length: int | None = None) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
@@ -94,6 +95,9 @@ class HFBackend(VisionLanguageModel):
     @property
     def logit_scale_param(self) -> nn.Parameter:
         return self.model.logit_scale
+
+    def native_module(self) -> nn.Module:
+        return self.model
 
     def export(self, path: str | Path) -> Path:
         """Merges LoRA and writes a transformers checkpoint (``AutoModel.from_pretrained(path)``)."""

@@ -55,6 +55,7 @@ class OpenCLIPBackend(VisionLanguageModel):
     """An open_clip ``CustomTextCLIP`` behind the cultureclip interface."""
 
     backend = "open_clip"
+    native_library = "open_clip"
     default_lora_targets = {"image": ("c_fc", "c_proj"), "text": ("c_fc", "c_proj")}
 
     def __init__(self, argument: str, context_length: int | None = None) -> None:
@@ -154,6 +155,9 @@ class OpenCLIPBackend(VisionLanguageModel):
     @property
     def logit_scale_param(self) -> nn.Parameter:
         return self.model.logit_scale
+
+    def native_module(self) -> nn.Module:
+        return self.model
 
     # ---- export ---------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:

@@ -165,6 +165,9 @@ def _train_stage(
         keep_last=1,
         log_every=5,
         progress=config.progress,
+        # A lite model's final/ already loads on its own (its towers ship with the
+        # package); `cultureclip export` writes the carded folder when it is wanted.
+        export=False,
     )
     final, saved = output_dir / "final", output_dir / "config.yaml"
     changed = ["(no earlier run)"]

@@ -121,8 +121,9 @@ class TrainConfig(Config):
 
     #: interpolate the final weights with the base model (WiSE-FT); None: off
     wise_ft_alpha: float | None = Field(None, ge=0.0, le=1.0)
-    #: also write a merged model in the backend's native format to ``<output_dir>/export``
-    export: bool = False
+    #: write the self-contained model to ``<out>/export``: the backend's native format,
+    #: LoRA merged (the adapter in ``export/adapter``), with a model card
+    export: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

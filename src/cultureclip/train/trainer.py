@@ -17,7 +17,6 @@ refused with a message; it is never trained into from scratch.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import itertools
 import logging
@@ -699,7 +698,14 @@ def _save_final(
     final_dir = final_model.save(output_dir / "final")
     export_dir = None
     if config.export:
-        export_dir = copy.deepcopy(final_model).export(output_dir / "export")
+        from cultureclip.publish import export_model
+
+        export_dir = export_model(
+            final_model,
+            output_dir / "export",
+            base=config.model,
+            config=config.model_dump(mode="json"),
+        )
     return final_model, final_dir, export_dir
 
 

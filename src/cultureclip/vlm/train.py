@@ -308,7 +308,16 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     output = trainer.train(resume_from_checkpoint=_resume_point(config, checkpoints))
     model_dir = out / "model"
     if trainer.is_world_process_zero():
-        _save_final(config, trainer.model, processor, out)
+        from cultureclip.publish import export_vlm
+
+        export_vlm(
+            trainer.model,
+            processor,
+            out,
+            base=config.model,
+            config=config.model_dump(mode="json"),
+            merge=config.merge,
+        )
     trainer.accelerator.wait_for_everyone()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return VLMTrainResult(
@@ -341,26 +350,6 @@ def _warmup_steps(config: VLMTrainConfig, n_examples: int) -> int:
         per_step = config.batch_size * config.grad_accum_steps
         total = math.ceil(config.epochs * math.ceil(n_examples / per_step))
     return round(config.warmup_ratio * total)
-
-
-def _save_final(config: VLMTrainConfig, model: Any, processor: Any, out: Path) -> None:
-    import shutil
-
-    model = getattr(model, "module", model)  # unwrapped by accelerate in most cases
-    if config.method == "lora":
-        model.save_pretrained(out / "adapter")
-        processor.save_pretrained(out / "adapter")
-        if not config.merge:
-            return
-        model = model.merge_and_unload()
-    # written beside, then swapped in: a crash never leaves a half-written ``model``
-    staging, target = out / ".model.partial", out / "model"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    logger.info("fine-tuned model saved to %s", out / "model")
 
 
 #: the stage's entry point under the name every stage uses
