@@ -38,7 +38,7 @@ def _heads_config(data: Path, out: Path, **overrides) -> TrainConfig:
         log_every=1,
         optim={"lr": 1e-3},
         schedule={"kind": "constant", "warmup_steps": 0},
-        output_dir=str(out),
+        out=str(out),
         progress=False,
     )
     values.update(overrides)
