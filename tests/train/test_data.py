@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from cultureclip.models.base import TOWER_FEATURES
-from cultureclip.models.feature_cache import shared_store
+from cultureclip.models.feature_cache import MIN_EXAMPLES_FOR_WORKERS, auto_workers, shared_store
 from cultureclip.train import TrainConfig, train
 from cultureclip.train.config import DataSettings
 from cultureclip.train.data import (
-    MIN_EXAMPLES_FOR_WORKERS,
     FrozenFeatureDataset,
-    auto_workers,
     build_dataset,
     frozen_feature_data,
     loader_workers,

@@ -17,6 +17,11 @@ reused safely:
 :func:`shared_store` is the process-wide one, which is how three models fine-tuned
 from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps rows
 on disk for later runs.
+
+Every stage with a frozen tower gets its outputs the same way:
+:func:`encode_image_sources` / :func:`encode_text_sources` return the rows of a list of
+inputs from memory, else disk, else the tower (each input encoded once), and
+:class:`FeatureTable` serves them by input in place of the tower.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +374,137 @@ class DiskFeatureCache:
         index = self._load_index(space)
         for row, key in enumerate(keys):
             index[key] = (path, row)
+
+
+# ---------------------------------------------------------------- frozen towers, encoded once
+#: below this many examples, starting worker processes costs more than it saves
+MIN_EXAMPLES_FOR_WORKERS = 256
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(examples: int) -> int:
+    """min(4, CPUs - 1) decoding processes, none for small data."""
+    from cultureclip.core.threads import available_cpus
+
+    if examples < MIN_EXAMPLES_FOR_WORKERS:
+        return 0
+    return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
+
+
+@dataclass
+class _ImageSources(torch.utils.data.Dataset):
+    """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
+
+    sources: Sequence[Any]
+    transform: Any
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> Tensor:
+        from cultureclip.data.pairs import open_image
+
+        source = self.sources[index]
+        return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
+
+
+def _stored_or_encoded(
+    space: str,
+    keys: list[str],
+    disk: Any,
+    encode: Callable[[list[int]], Iterator[tuple[list[int], Tensor]]],
+) -> Tensor:
+    """Rows of ``keys`` from the shared store, else ``disk``, else ``encode(missing)``,
+    which yields ``(indices, rows)`` batches; encoded rows are stored in both."""
+    store = shared_store()
+    found = store.get(space, keys)
+    missing = [i for i, row in enumerate(found) if row is None]
+    if disk is not None and missing:
+        from_disk = disk.get(space, [keys[i] for i in missing])
+        hits = [(i, row) for i, row in zip(missing, from_disk, strict=True) if row is not None]
+        if hits:
+            store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
+        for i, row in hits:
+            found[i] = row
+        missing = [i for i, row in enumerate(found) if row is None]
+    for batch, rows in encode(missing):
+        store.put(space, [keys[i] for i in batch], rows, computed=True)
+        if disk is not None:
+            disk.put(space, [keys[i] for i in batch], rows)
+        for i, row in zip(batch, rows, strict=True):
+            found[i] = row
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+
+def encode_image_sources(
+    model: Any,
+    sources: Sequence[Any],
+    *,
+    space: str,
+    disk: Any = None,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> Tensor:
+    """Tower outputs ``[N, F]`` of image ``sources``: from memory, disk, or decoded (in
+    ``workers`` processes) and encoded once. ``space`` is ``model.tower_namespace("image")``."""
+    from torch.utils.data import DataLoader
+
+    from cultureclip.core.progress import progress
+    from cultureclip.core.threads import worker_init
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        if not missing:
+            return
+        count = auto_workers(len(missing)) if workers is None else workers
+        loader = DataLoader(
+            _ImageSources([sources[i] for i in missing], model.preprocess),
+            batch_size=batch_size,
+            num_workers=count,
+            worker_init_fn=worker_init if count else None,
+            pin_memory=model.device.type == "cuda",
+            collate_fn=torch.stack,
+        )
+        done = 0
+        with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
+            for pixels in loader:
+                rows = model.image_tower_features(pixels).to("cpu", torch.float32)
+                yield missing[done : done + len(rows)], rows
+                done += len(rows)
+                task.update(completed=done)
+
+    return _stored_or_encoded(space, [image_identity(s) for s in sources], disk, encode)
+
+
+def encode_text_sources(
+    model: Any, texts: Sequence[str], *, space: str, disk: Any = None, batch_size: int = 256
+) -> Tensor:
+    """Text-tower outputs ``[N, F]`` of ``texts``, each text encoded once (memory, disk, tower)."""
+    from cultureclip.models.base import by_length
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        # Batched by length: a batch pads to its own longest text (much less tower work).
+        missing = [missing[j] for j in by_length([texts[i] for i in missing])]
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            rows = model.text_tower_features([texts[i] for i in batch])
+            yield batch, rows.to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [text_identity(t) for t in texts], disk, encode)
+
+
+class FeatureTable:
+    """Feature rows of distinct inputs, looked up by input (what a frozen tower would output)."""
+
+    def __init__(self, inputs: list[Any], rows: Tensor) -> None:
+        self.index = {source: row for row, source in enumerate(inputs)}
+        self.rows = rows
+
+    def __call__(self, inputs: Sequence[Any]) -> Tensor:
+        return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
+
+    def as_tokens(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
+        from cultureclip.models.base import TOWER_FEATURES
+
+        return {TOWER_FEATURES: self(texts)}

@@ -88,7 +88,15 @@ class BaseTrainConfig(Config):
 
     #: fields that may change between an interrupted run and its resumption
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
-        {"resume", "stop_at_step", "num_workers", "log_every", "tensorboard", "wandb", "wandb_project"}
+        {
+            "resume",
+            "stop_at_step",
+            "num_workers",
+            "log_every",
+            "tensorboard",
+            "wandb",
+            "wandb_project",
+        }
         | {"checkpoint_every", "keep_last", "out", "device"}
     )
 

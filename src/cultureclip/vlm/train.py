@@ -92,7 +92,7 @@ def read_chat_export(path: str | Path) -> Any:
     rows: dict[str, list[Any]] = {"prompt": [], "completion": [], "images": []}
     for number, record in iter_jsonl(path, tolerate_torn_tail=False):
         try:
-            (asker, prompt), (_, answer) = _two_turns(record["conversations"])
+            (_, prompt), (_, answer) = _two_turns(record["conversations"])
             image = path.parent / str(record["image"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}:{number}: not a chat record: {exc}") from None
@@ -187,7 +187,9 @@ def build_trainer(config: VLMTrainConfig) -> Any:
     optim, schedule = config.optim, config.schedule
     fused = optim.fused is True or (optim.fused == "auto" and on_cuda)
     # transformers 5 renamed gradient checkpointing to activation checkpointing
-    checkpointing = "activation" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient"
+    checkpointing = (
+        "activation" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient"
+    )
     args = SFTConfig(
         output_dir=str(Path(config.out) / "checkpoints"),
         per_device_train_batch_size=per_device,
