@@ -19,9 +19,10 @@ from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps
 on disk for later runs.
 
 Every stage with a frozen tower gets its outputs the same way:
-:func:`encode_image_sources` / :func:`encode_text_sources` return the rows of a list of
-inputs from memory, else disk, else the tower (each input encoded once), and
-:class:`FeatureTable` serves them by input in place of the tower.
+:func:`frozen_tower_tables` (or, per tower, :func:`encode_image_sources` /
+:func:`encode_text_sources`) returns the rows of a list of inputs from memory, else disk,
+else the tower (each input encoded once), as a :class:`FeatureTable` that serves them by
+input in place of the tower.
 """
 
 from __future__ import annotations
@@ -508,3 +509,62 @@ class FeatureTable:
         from cultureclip.models.base import TOWER_FEATURES
 
         return {TOWER_FEATURES: self(texts)}
+
+
+def frozen_tower_tables(
+    model: Any,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    *,
+    disk_dir: str | None = None,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[FeatureTable | None, FeatureTable | None] | None:
+    """``(image table, text table)`` of ``model``'s fixed towers (None for a tower that
+    trains), every distinct input encoded once (memory, then ``disk_dir``, then the tower).
+
+    None when no tower is fixed (``tower_namespace``) or when the outputs would not fit
+    the shared store's memory budget: the caller then encodes as it goes.
+    """
+    image_space, text_space = model.tower_namespace("image"), model.tower_namespace("text")
+    if image_space is None and text_space is None:
+        return None
+    # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
+    estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
+    store = shared_store()
+    if estimate > store.max_bytes:
+        logger.info(
+            "frozen-tower features of %d images and %d texts (~%d MB) exceed the feature "
+            "store's %d MB; encoding every step instead",
+            len(images),
+            len(texts),
+            estimate >> 20,
+            store.max_bytes >> 20,
+        )
+        return None
+    disk = DiskFeatureCache(disk_dir) if disk_dir else None
+    computed_before = store.computed
+    image_table = text_table = None
+    if image_space is not None:
+        rows = encode_image_sources(
+            model,
+            images,
+            space=image_space,
+            disk=disk,
+            workers=workers,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        image_table = FeatureTable(images, rows)
+    if text_space is not None:
+        text_table = FeatureTable(
+            texts, encode_text_sources(model, texts, space=text_space, disk=disk)
+        )
+    logger.info(
+        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
+        len(images) if image_table else "no",
+        len(texts) if text_table else "no",
+        store.computed - computed_before,
+    )
+    return image_table, text_table

@@ -25,14 +25,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import PairCollection, open_image
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
-from cultureclip.models.feature_cache import (
-    DiskFeatureCache,
-    FeatureTable,
-    auto_workers,
-    encode_image_sources,
-    encode_text_sources,
-    shared_store,
-)
+from cultureclip.models.feature_cache import FeatureTable, auto_workers, frozen_tower_tables
 from cultureclip.train.config import DataSettings
 from cultureclip.train.losses import DataKind
 
@@ -319,50 +312,22 @@ def frozen_feature_data(
     when no tower of ``model`` is fixed (``tower_namespace``), or when the outputs of the
     whole dataset would not fit the feature store's memory budget.
     """
-    if not config.frozen_features:
-        return None
-    image_space = model.tower_namespace("image")
-    text_space = model.tower_namespace("text")
-    if image_space is None and text_space is None:
+    fixed = [model.tower_namespace(tower) for tower in ("image", "text")]
+    if not config.frozen_features or fixed == [None, None]:
         return None
     images, texts = _all_inputs(dataset)
-    # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
-    estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
-    budget = shared_store().max_bytes
-    if estimate > budget:
-        logger.info(
-            "frozen-tower features of %d images and %d texts (~%d MB) exceed the feature "
-            "store's %d MB; encoding every step instead",
-            len(images),
-            len(texts),
-            estimate >> 20,
-            budget >> 20,
-        )
-        return None
-    disk = DiskFeatureCache(config.feature_cache_dir) if config.feature_cache_dir else None
-    computed_before = shared_store().computed
-    image_table = text_table = None
-    if image_space is not None:
-        rows = encode_image_sources(
-            model,
-            images,
-            space=image_space,
-            disk=disk,
-            workers=workers,
-            batch_size=batch_size,
-            show_progress=show_progress,
-        )
-        image_table = FeatureTable(images, rows)
-    if text_space is not None:
-        text_table = FeatureTable(
-            texts, encode_text_sources(model, texts, space=text_space, disk=disk)
-        )
-    logger.info(
-        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
-        len(images) if image_table else "no",
-        len(texts) if text_table else "no",
-        shared_store().computed - computed_before,
+    tables = frozen_tower_tables(
+        model,
+        images,
+        texts,
+        disk_dir=config.feature_cache_dir,
+        workers=workers,
+        batch_size=batch_size,
+        show_progress=show_progress,
     )
+    if tables is None:
+        return None
+    image_table, text_table = tables
     tokenize = model.tokenize if text_table is None else text_table.as_tokens
     batch_images = torch.stack if image_table is None else image_table
     collator = TwinCollator if kind == "twin" else PairCollator

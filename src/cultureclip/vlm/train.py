@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cultureclip.config import out_field
-from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.errors import InputError, MissingInputError, UserError
 from cultureclip.models.base import LoraSettings
 from cultureclip.train.config import (
     BaseTrainConfig,
@@ -171,7 +171,11 @@ def build_trainer(config: VLMTrainConfig) -> Any:
     """The ``SFTTrainer`` of a run: the shared settings mapped onto TRL's ``SFTConfig``."""
     import torch
     from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+
+    try:
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as exc:
+        raise UserError("train-vlm runs on TRL, which is missing: pip install 'trl>=1,<2'") from exc
 
     from cultureclip.vlm.chat import load_vlm
 
