@@ -116,19 +116,19 @@ def test_loader_workers_default_to_the_cpus_on_enough_data(monkeypatch) -> None:
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     assert auto_workers(10_000) == 1
     big = list(range(10_000))
-    config = DataSettings(path="x")
-    assert loader_workers(config, 0, big) == 1  # type: ignore[arg-type]
-    assert loader_workers(config, 3, big) == 3  # the old top-level num_workers still counts
-    assert loader_workers(DataSettings(path="x", workers=0), 3, big) == 0  # data.workers wins
+    assert loader_workers(None, big) == 1  # type: ignore[arg-type]
+    assert loader_workers(3, big) == 3  # type: ignore[arg-type]  # a setting wins
+    assert loader_workers(0, big) == 0  # type: ignore[arg-type]  # 0 too: no processes
 
 
 def test_data_loading_settings_do_not_change_the_run_identity(tmp_path: Path) -> None:
     config = _heads_config(tmp_path / "data", tmp_path / "out")
     changed = config.model_copy(
         update={
+            "num_workers": 2,
             "data": config.data.model_copy(
-                update={"workers": 2, "frozen_features": False, "feature_cache_dir": "c"}
-            )
+                update={"frozen_features": False, "feature_cache_dir": "c"}
+            ),
         }
     )
     assert changed.run_identity() == config.run_identity()  # a resume may change them

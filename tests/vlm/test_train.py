@@ -101,6 +101,27 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     assert model.model.config.model_type == any_vlm.name
 
 
+def test_full_fine_tuning_keeps_the_vision_tower_unless_asked(
+    any_vlm: Path, export: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    before = load_file(any_vlm / "model.safetensors")
+    for vision in (False, True):
+        out = tmp_path / f"vision-{vision}"
+        cfg = load_config(
+            VLMTrainConfig,
+            model=str(any_vlm), data=str(export), out=str(out), method="full",
+            train_vision_tower=vision, max_steps=2, batch_size=4, optim={"lr": 1e-2},
+        )  # fmt: skip
+        assert train_vlm(cfg).steps == 2
+        after = load_file(out / "model" / "model.safetensors")
+        changed = {k for k in before if not (before[k] == after[k]).all()}
+        assert any("language_model" in k for k in changed)
+        tower = {k for k in changed if "vision_tower" in k or "visual" in k}
+        assert bool(tower) is vision, sorted(tower)[:3]
+
+
 def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
     tiny_vlm: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

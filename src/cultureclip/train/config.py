@@ -79,7 +79,9 @@ class BaseTrainConfig(Config):
     resume: str | None = None
     #: end the run after this step as if interrupted (time-boxed jobs, tests); resume continues
     stop_at_step: int | None = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
+    #: processes that load (decode) data; None: min(4, CPUs - 1) when there is enough to
+    #: decode, none on small data or when every input comes from stored tower outputs
+    num_workers: int | None = Field(None, ge=0)
     log_every: int = Field(10, ge=1)
     #: auto: TensorBoard when it is installed (the ``tracking`` extra), else a note
     tensorboard: bool | Literal["auto"] = "auto"
@@ -163,10 +165,6 @@ class DataSettings(Config):
     #: how a bare concept name becomes the text of the concept term
     concept_template: str = "{concept}"
     shuffle: bool = True
-    #: processes that decode and preprocess images; None: min(4, CPUs - 1) when there is
-    #: enough to decode, 0 on small data or when every image comes from frozen-tower
-    #: features (the top-level ``num_workers``, when above 0, is the default)
-    workers: int | None = Field(None, ge=0)
     #: encode frozen (and heads-only) towers once per input and train the heads on the
     #: stored outputs, for backends that support it (``lite:``); false: encode every step
     frozen_features: bool = True
@@ -174,9 +172,7 @@ class DataSettings(Config):
     feature_cache_dir: str | None = None
 
     #: fields that change how data is loaded, not what is trained (a resume may change them)
-    LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"workers", "frozen_features", "feature_cache_dir"}
-    )
+    LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset({"frozen_features", "feature_cache_dir"})
 
 
 class TrainConfig(BaseTrainConfig):

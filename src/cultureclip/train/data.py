@@ -230,13 +230,11 @@ class EpochItems(Dataset):
 
 
 # ---- data loading ---------------------------------------------------------------------
-def loader_workers(config: DataSettings, legacy: int, dataset: Dataset) -> int:
-    """Workers of the training loader: ``data.workers``, else the top-level ``num_workers``
-    when set above 0, else :func:`auto_workers` (0 when nothing is decoded per step)."""
-    if config.workers is not None:
-        return config.workers
-    if legacy > 0:
-        return legacy
+def loader_workers(num_workers: int | None, dataset: Dataset) -> int:
+    """Workers of the training loader: ``num_workers``, else :func:`auto_workers` (0 when
+    nothing is decoded per step)."""
+    if num_workers is not None:
+        return num_workers
     if isinstance(dataset, FrozenFeatureDataset) and not dataset.decodes_images:
         return 0
     return auto_workers(len(dataset))  # type: ignore[arg-type]

@@ -612,19 +612,18 @@ def _training_data(
         collection=collection,
     )
     loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
-    legacy_workers = config.num_workers or None
     frozen = frozen_feature_data(
         model,
         kind,
         dataset,
         config.data,
-        workers=config.data.workers if config.data.workers is not None else legacy_workers,
+        workers=config.num_workers,
         batch_size=max(per_rank_batch, 32),
         show_progress=config.progress and dist_info.is_main,
     )
     if frozen is not None:
         dataset, collate = frozen
-    workers = loader_workers(config.data, config.num_workers, dataset)
+    workers = loader_workers(config.num_workers, dataset)
     sampler = ResumableSampler(
         len(dataset),
         rank=dist_info.rank,

@@ -26,6 +26,7 @@ from pydantic import Field
 from cultureclip.config import out_field
 from cultureclip.core.errors import InputError, MissingInputError, UserError
 from cultureclip.models.base import LoraSettings
+from cultureclip.models.feature_cache import auto_workers
 from cultureclip.train.config import (
     BaseTrainConfig,
     OptimSettings,
@@ -170,7 +171,7 @@ def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
 def build_trainer(config: VLMTrainConfig) -> Any:
     """The ``SFTTrainer`` of a run: the shared settings mapped onto TRL's ``SFTConfig``."""
     import torch
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     try:
         from trl import SFTConfig, SFTTrainer
@@ -214,7 +215,9 @@ def build_trainer(config: VLMTrainConfig) -> Any:
         save_total_limit=config.keep_last,
         logging_steps=config.log_every,
         report_to=report_to(config),
-        dataloader_num_workers=config.num_workers,
+        dataloader_num_workers=(
+            auto_workers(len(dataset)) if config.num_workers is None else config.num_workers
+        ),
         seed=config.seed,
         use_cpu=not on_cuda,
         bf16=precision == "bf16",
@@ -238,8 +241,12 @@ def build_trainer(config: VLMTrainConfig) -> Any:
             if state.global_step == config.stop_at_step:
                 control.should_save = control.should_training_stop = True
 
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                logger.info("step %d: %s", state.global_step, logs)
+
     try:
-        return SFTTrainer(
+        trainer = SFTTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
@@ -249,6 +256,8 @@ def build_trainer(config: VLMTrainConfig) -> Any:
         )
     except ValueError as exc:  # peft: targets that match no module of this model
         raise InputError(f"train-vlm cannot train {config.model} this way: {exc}") from exc
+    trainer.remove_callback(PrinterCallback)  # library code logs; only the CLI prints
+    return trainer
 
 
 @dataclass
