@@ -79,7 +79,7 @@ def test_frozen_feature_data_serves_rows_and_keeps_trained_towers_on_pixels(
     batch = collate([features[i] for i in range(len(features))])
     assert batch.pos_images.shape == (4, 1280)  # image tower outputs, not pixels
     assert "input_ids" in batch.pos_captions  # the training text tower still gets tokens
-    assert loader_workers(config, 0, features) == 0  # nothing to decode per step
+    assert loader_workers(None, features) == 0  # nothing to decode per step
     with torch.no_grad():
         direct = model.image_tower_features(
             model.preprocess([_open(dataset.sources(0)["pos_image"])])

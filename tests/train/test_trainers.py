@@ -170,9 +170,19 @@ def test_a_warmup_longer_than_the_run_is_one_warning(
 
 WORKER = textwrap.dedent(
     """
-    import json, sys
+    import json, logging, sys
     import torch
     torch.set_num_threads(1)
+
+    class Lines(logging.Handler):
+        lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    schedule_log = logging.getLogger("cultureclip.train.config")
+    schedule_log.setLevel(logging.INFO)
+    schedule_log.addHandler(Lines())
     from cultureclip.train import TrainConfig, train
     from cultureclip.vlm.train import VLMTrainConfig, train_vlm
 
@@ -185,22 +195,25 @@ WORKER = textwrap.dedent(
         result = train_vlm(VLMTrainConfig.model_validate_json(text))
         lrs = [e["learning_rate"] for e in result.log if "loss" in e]
     if result.is_main:
-        json.dump({"steps": result.steps, "total_steps": result.total_steps, "lrs": lrs},
-                  open(result_file, "w"))
+        schedule = [line for line in Lines.lines if line.startswith("schedule:")]
+        json.dump({"steps": result.steps, "total_steps": result.total_steps, "lrs": lrs,
+                   "schedule": schedule}, open(result_file, "w"))
     """
 )
 
 
 @pytest.mark.slow
 def test_the_schedule_is_the_same_on_one_and_two_processes(
-    trainer: Trainer, tmp_path: Path
+    trainer: Trainer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two gloo processes, gradient accumulation 2: the same total steps, warmup and lr curve
     as one process (``pytest -s`` prints them)."""
     settings = dict(batch_size=2, grad_accum_steps=2, epochs=2, schedule={"warmup_steps": 3})
     settings["optim"] = {"lr": 1e-3}
     one = trainer.config(tmp_path / "one", **settings)
-    one_run = trainer.run(one)
+    with caplog.at_level("INFO", logger="cultureclip.train.config"):
+        one_run = trainer.run(one)
+    schedule = [r.getMessage() for r in caplog.records if r.getMessage().startswith("schedule:")]
     two = trainer.config(tmp_path / "two", **settings)
     (tmp_path / "config.json").write_text(two.model_dump_json())
     (tmp_path / "worker.py").write_text(WORKER)
@@ -215,9 +228,11 @@ def test_the_schedule_is_the_same_on_one_and_two_processes(
     two_run = json.loads((tmp_path / "two.json").read_text())
     lrs = [lr for _, _, lr in one_run.curve]
     print(
-        f"\n{trainer.name}: 1 process: {one_run.total_steps} steps, lr per step {lrs}; "
-        f"2 processes: {two_run['total_steps']} steps, lr per step {two_run['lrs']}"
+        f"\n{trainer.name}, 1 process: {schedule}, lr per step {lrs}"
+        f"\n{trainer.name}, 2 processes: {two_run['schedule']}, lr per step {two_run['lrs']}"
     )
+    # what each trainer reports of its schedule: "schedule: 4 optimiser steps, warmup 3"
+    assert schedule == two_run["schedule"] == ["schedule: 4 optimiser steps, warmup 3"]
     # 8 examples, 2 per micro-step, 2 micro-steps per step: 2 steps per epoch, 4 in all
     assert one_run.total_steps == two_run["total_steps"] == two_run["steps"] == 4
     assert two_run["lrs"] == pytest.approx(lrs) and len(lrs) == 4

@@ -117,8 +117,8 @@ def test_full_fine_tuning_keeps_the_vision_tower_unless_asked(
         assert train_vlm(cfg).steps == 2
         after = load_file(out / "model" / "model.safetensors")
         changed = {k for k in before if not (before[k] == after[k]).all()}
-        assert any("language_model" in k for k in changed)
         tower = {k for k in changed if "vision_tower" in k or "visual" in k}
+        assert any("layers" in k for k in changed - tower)  # the text model trained
         assert bool(tower) is vision, sorted(tower)[:3]
 
 
