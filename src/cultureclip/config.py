@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -40,16 +40,22 @@ class Config(BaseModel):
         validate_by_alias=True,
     )
 
+    #: a former key of this section → the key to write instead
+    FORMER_NAMES: ClassVar[dict[str, str]] = {}
+
     @model_validator(mode="before")
     @classmethod
     def _no_former_names(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            renamed = dict(cls.FORMER_NAMES)
             for name, info in cls.model_fields.items():
-                for old in (info.json_schema_extra or {}).get("former_names", ()):  # type: ignore[union-attr]
-                    if old in data:
-                        raise PydanticCustomError(
-                            "renamed", "{old} was renamed: use {name}", {"old": old, "name": name}
-                        )
+                extra: Any = info.json_schema_extra or {}
+                renamed.update(dict.fromkeys(extra.get("former_names", ()), name))
+            for old in data:
+                if old in renamed:
+                    raise PydanticCustomError(
+                        "renamed", "{old} was renamed: use {new}", {"old": old, "new": renamed[old]}
+                    )
         return data
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -121,6 +121,13 @@ def test_loader_workers_default_to_the_cpus_on_enough_data(monkeypatch) -> None:
     assert loader_workers(0, big) == 0  # type: ignore[arg-type]  # 0 too: no processes
 
 
+def test_the_former_data_workers_names_num_workers() -> None:
+    from cultureclip.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"data: workers was renamed: use num_workers"):
+        load_config(TrainConfig, None, ["data.workers=2"], data={"path": "x"})
+
+
 def test_data_loading_settings_do_not_change_the_run_identity(tmp_path: Path) -> None:
     config = _heads_config(tmp_path / "data", tmp_path / "out")
     changed = config.model_copy(

@@ -63,6 +63,12 @@ def test_chat_export_errors_are_user_errors(tmp_path: Path) -> None:
         read_chat_export(tmp_path)
     with pytest.raises(UserError, match="chat export not found"):
         read_chat_export(tmp_path / "nothing.jsonl")
+    # the keys train-vlm had before it shared train's: one line naming the key to use
+    for old, new in [("lr", "optim.lr"), ("save_steps", "checkpoint_every"), ("output_dir", "out")]:
+        with pytest.raises(
+            InputError, match=rf"^invalid VLMTrainConfig: .*{old} was renamed: use {new}$"
+        ):
+            load_config(VLMTrainConfig, None, [f"{old}=1"], model="x", data="y")
     with pytest.raises(InputError, match="precision"):
         cfg = load_config(VLMTrainConfig, model="x", data="y", precision="bf16", device="cpu")
         resolve_precision_name(cfg.precision, on_cuda=False)

@@ -171,6 +171,7 @@ class DataSettings(Config):
     #: also keep those outputs on disk here, reused by later runs (None: in memory only)
     feature_cache_dir: str | None = None
 
+    FORMER_NAMES = {"workers": "num_workers (top level)"}
     #: fields that change how data is loaded, not what is trained (a resume may change them)
     LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset({"frozen_features", "feature_cache_dir"})
 

@@ -79,6 +79,13 @@ class VLMTrainConfig(BaseTrainConfig):
     #: LoRA: merge the adapters into the saved ``model`` (else only ``adapter`` is saved)
     merge: bool = True
 
+    FORMER_NAMES = {
+        "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+        "max_grad_norm": "optim.max_grad_norm", "warmup_ratio": "schedule.warmup_steps",
+        "save_steps": "checkpoint_every", "save_total_limit": "keep_last",
+        "logging_steps": "log_every",
+    }  # fmt: skip
+
 
 def read_chat_export(path: str | Path) -> Any:
     """The chat export as a ``datasets.Dataset`` of ``prompt``/``completion`` chats and
