@@ -155,14 +155,14 @@ def with_train(
             optim={"lr": LR, "weight_decay": 0.0},
             schedule={"kind": "constant", "warmup_steps": 0},
             seed=SEED,
-            output_dir=str(out),
+            out=str(out),
             log_every=10_000,
             checkpoint_every=10_000,
             progress=False,
             overwrite=True,
         )
         if not frozen:  # the old path has no feature dataset to mark: time its loader instead
-            config.data.workers = 0
+            config.num_workers = 0
         train(config, collection=collection)
     finally:
         trainer_module.frozen_feature_data = original_features

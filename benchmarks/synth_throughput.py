@@ -79,7 +79,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, standin_process(args.latency) as base_url:
         config = SynthConfig.model_validate(
             {
-                "out_dir": str(Path(tmp) / "run"),
+                "out": str(Path(tmp) / "run"),
                 "progress": False,
                 "llm": {"base_url": base_url, "model": "stand-in", "concurrency": args.concurrency},
                 "captions": {"n": 10},

@@ -8,7 +8,7 @@ the CPU), and evaluates base and fine-tuned models on the held-out items in both
 modes, plus the forgetting check on a general emoji MCQ set. Prints accuracies (chance is
 25%) and timings.
 
-    python benchmarks/vlm_learning.py [--views 16] [--epochs 20] [--shuffle-options]
+    python benchmarks/vlm_learning.py [--views 16] [--epochs 20] [--seed 42] [--shuffle-options]
 
 ``--shuffle-options`` shuffles the option order per item, so the model must also read
 which letter holds the country it recognises (much harder for a model trained from
@@ -41,8 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", type=int, default=16, help="training renderings per flag")
     parser.add_argument("--test-views", type=int, default=8, help="held-out renderings per flag")
-    parser.add_argument("--epochs", type=float, default=20)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=5, help="warmup steps")
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--shuffle-options", action="store_true")
     options = parser.parse_args()
 
@@ -65,8 +67,9 @@ def main() -> None:
             [
                 "train-vlm", "-m", str(vlm), "--data", str(export), "-o", str(root / "run"),
                 "--set", "method=full", "--set", "train_vision_tower=true",
-                "--set", f"lr={options.lr}", "--set", f"epochs={options.epochs}",
-                "--set", "batch_size=8", "--set", "save_steps=100000",
+                "--set", f"optim.lr={options.lr}", "--set", f"epochs={options.epochs}",
+                "--set", "batch_size=8", "--set", "checkpoint_every=100000",
+                "--set", f"schedule.warmup_steps={options.warmup}", "--set", f"seed={options.seed}",
             ]
         )  # fmt: skip
         trained = time.perf_counter() - started

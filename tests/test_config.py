@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from cultureclip.config import (
     Config,
@@ -144,21 +144,32 @@ class Renamed(Config):
     optimiser: Optimiser = Optimiser()
 
 
-@pytest.mark.parametrize("key", ["out", "out_dir", "output_dir"])
-def test_a_renamed_field_reads_its_old_names(key: str, tmp_path: Path) -> None:
+def test_the_one_name_is_read_everywhere(tmp_path: Path) -> None:
+    path = tmp_path / "new.yaml"
+    path.write_text("out: from-file\n")
+    assert load_config(Renamed, path).out == "from-file"
+    assert load_config(Renamed, None, ["out=from-set"]).out == "from-set"
+    assert Renamed(out="by-keyword").out == "by-keyword"
+    assert Renamed().model_copy(update={"out": "copied"}).out == "copied"
+
+
+@pytest.mark.parametrize("key", ["out_dir", "output_dir"])
+def test_a_former_name_is_a_one_line_error_naming_the_field(key: str, tmp_path: Path) -> None:
     path = tmp_path / "old.yaml"
     path.write_text(f"{key}: from-file\n")
-    assert load_config(Renamed, path).out == "from-file"
-    assert load_config(Renamed, None, [f"{key}=from-set"]).out == "from-set"
-    assert Renamed(**{key: "by-keyword"}).out == "by-keyword"
-    assert Renamed().model_copy(update={key: "copied"}).out == "copied"
-    assert "out_dir" not in Renamed().model_copy(update={key: "copied"}).model_dump()
+    expected = rf"^invalid Renamed: .*{key} was renamed: use out$"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Renamed, path)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Renamed, None, [f"{key}=from-set"])
+    with pytest.raises(ValidationError, match=f"{key} was renamed: use out"):
+        Renamed(**{key: "by-keyword"})
 
 
-def test_layers_are_merged_under_the_new_name_so_the_last_wins() -> None:
-    data = merge_layers(Renamed, {"out_dir": "first"}, {"out": "second"}, {"output_dir": "third"})
+def test_layers_are_merged_so_the_last_wins() -> None:
+    data = merge_layers(Renamed, {"out": "first"}, {"out": "second"}, {"out": "third"})
     assert data == {"out": "third"}
-    data = merge_layers(Renamed, {"out": "file"}, overrides=["output_dir=set"])
+    data = merge_layers(Renamed, {"out": "file"}, overrides=["out=set"])
     assert validate(Renamed, data).out == "set"
     with pytest.raises(ConfigError, match="invalid Renamed"):
         validate(Renamed, {"out": 3})

@@ -4,8 +4,8 @@ Each ``cultureclip ...`` line of a fenced shell block (also behind ``torchrun``/
 ``accelerate launch -m cultureclip...``) is parsed by the real CLI: the subcommand exists,
 every option exists and its value has the right type, the arguments are complete. Its
 ``--set key=value`` overrides are applied to the command's config class as the command
-would (preset < config file < ``--set``; old key names such as ``output_dir`` are read
-as the field they became), and must name real keys with valid values (the shell's quoting
+would (preset < config file < ``--set``; a former key name such as ``output_dir`` is an
+error naming ``out``), and must name real keys with valid values (the shell's quoting
 removed, as a shell would).
 """
 
@@ -115,15 +115,15 @@ def test_the_docs_show_commands() -> None:
     assert len(COMMANDS) >= 30
 
 
-def test_overrides_accept_the_old_and_the_new_name_of_out() -> None:
+def test_overrides_name_out_one_way() -> None:
     from cultureclip.train.config import TrainConfig
 
-    for key in ("out", "output_dir"):
-        data = merge_layers(TrainConfig, {"data": {"path": "x"}}, overrides=[f"{key}=runs/a"])
-        assert TrainConfig.model_validate(data).out == "runs/a"
-    # a later layer wins whatever name either layer used
-    data = merge_layers(TrainConfig, {"output_dir": "old", "data": {"path": "x"}}, {"out": "new"})
-    assert TrainConfig.model_validate(data).out == "new"
+    data = merge_layers(TrainConfig, {"data": {"path": "x"}}, overrides=["out=runs/a"])
+    assert TrainConfig.model_validate(data).out == "runs/a"
+    # the former name is refused with the one to use
+    data = merge_layers(TrainConfig, {"data": {"path": "x"}}, overrides=["output_dir=runs/a"])
+    with pytest.raises(ValueError, match="output_dir was renamed: use out"):
+        TrainConfig.model_validate(data)
 
 
 def _parse(argv: tuple[str, ...]) -> tuple[tuple[str, ...], Any]:

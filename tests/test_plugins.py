@@ -243,7 +243,7 @@ def test_an_llm_backend_plugin_serves_synth_and_the_benchmark_builder(
         from cultureclip.synth import SynthConfig, run_synth
 
         synth = SynthConfig.model_validate({{
-            "out_dir": {str(tmp_path / "synth")!r}, "stages": ["concepts"], "progress": False,
+            "out": {str(tmp_path / "synth")!r}, "stages": ["concepts"], "progress": False,
             "llm": {{"backend": "demo-json", "model": "m"}},
             "concepts": {{"countries": ["JP"], "categories": ["Food"], "per_pair": 1}},
         }})

@@ -2,10 +2,9 @@
 
 Each stage defines a pydantic model deriving from :class:`Config`. The resolved
 config is written next to every output (``config.yaml``) so a run can be repeated
-with ``--config that/config.yaml``. A field renamed over time keeps its old names as
-validation aliases (``out`` reads ``out_dir``/``output_dir``): old files, ``--set``
-overrides and keyword arguments keep working, and every layer is renamed to the
-field's name before layers are merged, so the last layer wins whatever name it used.
+with ``--config that/config.yaml``. Every key has one name: a field's former names
+(``output_dir``/``out_dir`` for ``out``) are errors that name the field, in files,
+``--set`` overrides and keyword arguments alike.
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from cultureclip.core.errors import InputError
 from cultureclip.utils.io import atomic_write_text
@@ -40,11 +40,23 @@ class Config(BaseModel):
         validate_by_alias=True,
     )
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
-        # ``update`` bypasses validation: an old field name would land beside the field.
-        if update:
-            update = canonical(type(self), update)
-        return super().model_copy(update=update, deep=deep)
+    #: a former key of this section → the key to write instead
+    FORMER_NAMES: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_former_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            renamed = dict(cls.FORMER_NAMES)
+            for name, info in cls.model_fields.items():
+                extra: Any = info.json_schema_extra or {}
+                renamed.update(dict.fromkeys(extra.get("former_names", ()), name))
+            for old in data:
+                if old in renamed:
+                    raise PydanticCustomError(
+                        "renamed", "{old} was renamed: use {new}", {"old": old, "new": renamed[old]}
+                    )
+        return data
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
@@ -59,50 +71,21 @@ class Config(BaseModel):
         return atomic_write_text(Path(directory) / name, self.to_yaml())
 
 
-def out_field(default: str, *old_names: str) -> Any:
-    """The output directory of a stage, ``out``; ``old_names`` are still read."""
-    return Field(default, validation_alias=AliasChoices("out", *old_names))
+def out_field(default: str | None, *former_names: str) -> Any:
+    """The output directory of a stage, ``out``; ``former_names`` are refused with its name."""
+    return Field(default, json_schema_extra={"former_names": list(former_names)})
 
 
-def _renames(cls: type[BaseModel]) -> dict[str, str]:
-    """Old name (a validation alias) → field name, for the fields of ``cls``."""
-    renames: dict[str, str] = {}
-    for name, info in cls.model_fields.items():
-        alias = info.validation_alias
-        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-        for choice in choices:
-            if isinstance(choice, str) and choice != name:
-                renames[choice] = name
-    return renames
-
-
-def canonical(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with old key names renamed to their fields, section by section."""
-    renames = _renames(cls)
-    result: dict[str, Any] = {}
-    for key, value in data.items():
-        name = renames.get(key, key)
-        info = cls.model_fields.get(name)
-        section = _model_in(info.annotation) if info is not None else None
-        if section is not None and isinstance(value, dict):
-            value = canonical(section, value)
-        result[name] = value
-    return result
-
-
-def resolve_key(cls: type[BaseModel], parts: Sequence[str]) -> tuple[list[str], Any]:
-    """A ``--set`` key path with old names renamed (``output_dir`` → ``out``), and the type
-    of the field it ends at (None below an untyped mapping or past the known fields)."""
+def field_type(cls: type[BaseModel], parts: Sequence[str]) -> Any:
+    """The type of the field a ``--set`` key path ends at (None below an untyped mapping or
+    past the known fields)."""
     model: Any = cls
     annotation: Any = None
-    result: list[str] = []
     for part in parts:
         fields = getattr(model, "model_fields", None) or {}
-        name = _renames(model).get(part, part) if fields else part
-        result.append(name)
-        annotation = fields[name].annotation if name in fields else None
+        annotation = fields[part].annotation if part in fields else None
         model = _model_in(annotation)
-    return result, annotation
+    return annotation
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -126,8 +109,8 @@ def apply_overrides(
 ) -> dict[str, Any]:
     """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``).
 
-    With ``model`` (the config class), old key names are renamed to their fields, and a
-    value whose target is a text field stays the string as typed, so ``--set
+    With ``model`` (the config class), a value whose target is a text field stays the
+    string as typed, so ``--set
     template={concept}`` is the template, not a YAML mapping. Where the target is untyped,
     a value that only YAML's flow syntax would turn into a mapping of empty keys
     (``{option}``, ``{concept} in {region}``) is also kept as text.
@@ -137,9 +120,8 @@ def apply_overrides(
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.path=value")
         key, raw = override.split("=", 1)
-        parts, annotation = key.strip().split("."), None
-        if model is not None:
-            parts, annotation = resolve_key(model, parts)
+        parts = key.strip().split(".")
+        annotation = None if model is None else field_type(model, parts)
         value = raw if _is_str(annotation) else _parse_value(override, raw)
         node = result
         for part in parts[:-1]:
@@ -198,11 +180,10 @@ def load_config(
 def merge_layers(
     cls: type[BaseModel], *layers: dict[str, Any], overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """The layers merged section by section (later wins), then ``--set`` overrides; every
-    layer's old key names are renamed first, so a later ``out`` beats an earlier ``out_dir``."""
+    """The layers merged section by section (later wins), then ``--set`` overrides."""
     data: dict[str, Any] = {}
     for layer in layers:
-        data = deep_merge(data, canonical(cls, layer))
+        data = deep_merge(data, layer)
     return apply_overrides(data, overrides, model=cls)
 
 

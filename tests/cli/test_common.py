@@ -23,7 +23,7 @@ def test_each_layer_beats_the_one_before(tmp_path: Path) -> None:
     )
     assert cfg.out == "runs/flag" and cfg.data.path == "from-file"  # None: flag not given
     cfg = stage_config(
-        TrainConfig, "train", **common, flags={"out": "runs/flag"}, overrides=["output_dir=x"]
+        TrainConfig, "train", **common, flags={"out": "runs/flag"}, overrides=["out=x"]
     )
     assert cfg.out == "x"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cultureclip.eval.api import EvalConfig, evaluate, run
@@ -33,8 +34,8 @@ def test_out_none_writes_nothing(tiny_model, mcq_file: Path, tmp_path: Path, mon
     assert result.path is None and result.n == 18 and not any((tmp_path / "cwd").iterdir())
 
 
-def test_old_names_of_out_are_read() -> None:
-    config = EvalConfig.model_validate(
-        {"model": "m", "benchmark": "b", "data": "d", "out_dir": "runs/old"}
-    )
-    assert config.out == "runs/old"
+def test_old_names_of_out_are_one_line_errors() -> None:
+    with pytest.raises(ValueError, match="out_dir was renamed: use out"):
+        EvalConfig.model_validate(
+            {"model": "m", "benchmark": "b", "data": "d", "out_dir": "runs/old"}
+        )

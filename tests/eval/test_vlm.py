@@ -225,26 +225,6 @@ def test_kill_then_rerun_resumes(tiny_vlm: Path, tmp_path: Path) -> None:
     assert not partial.exists()
 
 
-class _PieceTokenizer:
-    """Sentencepiece-like: "A" → [▁A]; " A" → [▁, A]; "Z" has no single piece."""
-
-    pieces = {1: "▁", 2: "▁A", 3: "A", 4: "Zq"}
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return {"A": [2], " A": [1, 3], "Z": [4], " Z": [1, 4]}[text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.pieces[i] for i in ids).replace("▁", " ")
-
-
-def test_letter_token_ids_follow_the_piece_that_carries_the_letter() -> None:
-    from cultureclip.vlm.chat import first_token_ids
-
-    assert first_token_ids(_PieceTokenizer(), "A") == [2, 3]
-    with pytest.raises(InputError, match="no single token"):
-        first_token_ids(_PieceTokenizer(), "Z")
-
-
 def test_options_a_backend_does_not_take_are_user_errors(tiny_vlm: Path) -> None:
     with pytest.raises(InputError, match=r"no option generative\.concurrency"):
         create_generative_model(f"hf-vlm:{tiny_vlm}", concurrency=4)

@@ -17,11 +17,12 @@ from cultureclip.models.feature_cache import (
     FeatureStore,
     StoreView,
     TowerFingerprint,
+    encode_image_sources,
+    encode_text_sources,
     file_identity,
     image_identity,
     shared_store,
 )
-from cultureclip.train.data import encode_image_sources, encode_text_sources
 
 LITE = "lite:en?image_size=64&dim=32"
 
@@ -161,7 +162,7 @@ import sys
 from pathlib import Path
 from cultureclip.models import create_model
 from cultureclip.models.feature_cache import DiskFeatureCache
-from cultureclip.train.data import encode_image_sources, encode_text_sources
+from cultureclip.models.feature_cache import encode_image_sources, encode_text_sources
 model = create_model(sys.argv[1])
 disk = DiskFeatureCache(sys.argv[2])
 paths = [Path(p) for p in sys.argv[3:]]

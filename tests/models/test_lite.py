@@ -221,7 +221,7 @@ def test_heads_training_with_cache_matches_training_without(tmp_path) -> None:
             max_steps=4,
             optim={"lr": 1e-3},
             schedule={"kind": "constant", "warmup_steps": 0},
-            output_dir=str(tmp_path / spec.split("&")[-1].replace("?", "_")),
+            out=str(tmp_path / spec.split("&")[-1].replace("?", "_")),
             progress=False,
         )
         finals.append(train(config).model.trainable_state_dict())

@@ -101,7 +101,7 @@ def make_config() -> Any:
 def synth_config(out_dir: Path, base_url: str, **sections: Any) -> SynthConfig:
     """A small offline config: JP+CN x Cuisine+Clothing, 3 captions, glyph images, VLM judge."""
     data: dict[str, Any] = {
-        "out_dir": str(out_dir),
+        "out": str(out_dir),
         "progress": False,
         "llm": {
             "base_url": base_url,

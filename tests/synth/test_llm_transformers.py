@@ -125,7 +125,7 @@ def test_synth_with_the_transformers_backend_end_to_end(
     def config(model: Path, out: Path) -> SynthConfig:
         return SynthConfig.model_validate(
             {
-                "out_dir": str(out),
+                "out": str(out),
                 "progress": False,
                 "llm": {"backend": "transformers", "model": str(model), "temperature": 0,
                         "max_tokens": 64, "max_attempts": 2},

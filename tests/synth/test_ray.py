@@ -19,7 +19,7 @@ def test_ray_tasks_over_two_workers_match_a_single_run(
     with StandInLLMServer(script) as server:
         single = make_config(tmp_path / "single", server.base_url, filter={"backend": "none"})
         run_synth(single)
-        distributed = single.model_copy(update={"out_dir": str(tmp_path / "ray")})
+        distributed = single.model_copy(update={"out": str(tmp_path / "ray")})
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             reports, merged = run_with_ray(distributed, shards=2)

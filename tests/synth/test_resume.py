@@ -42,7 +42,7 @@ def test_sigkill_mid_stage_then_resume_equals_uninterrupted_run(
         reference.llm.concurrency = 2
         run_synth(reference)
 
-        killed = reference.model_copy(update={"out_dir": str(tmp_path / "killed")})
+        killed = reference.model_copy(update={"out": str(tmp_path / "killed")})
         config_file = killed.save(tmp_path / "killed-config")
         command = [sys.executable, "-m", "cultureclip", "synth", "--config", str(config_file)]
         first_request = len(server.requests)

@@ -32,7 +32,7 @@ def make_config(tiny_clip_dir: Path, toy_cultwin: Path, tmp_path: Path):
     )
 
 
-def train_config(model_dir: Path, data_path: Path, out: Path, **overrides):
+def train_config(model_dir: Path, data_path: Path, run_dir: Path, **overrides):
     from cultureclip.train import TrainConfig
 
     values = dict(
@@ -40,7 +40,7 @@ def train_config(model_dir: Path, data_path: Path, out: Path, **overrides):
         data={"path": str(data_path)},
         batch_size=4,
         epochs=2,
-        output_dir=str(out),
+        out=str(run_dir),
         log_every=1,
         progress=False,
         optim={"lr": 1e-3},

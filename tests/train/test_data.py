@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from cultureclip.models.base import TOWER_FEATURES
-from cultureclip.models.feature_cache import shared_store
+from cultureclip.models.feature_cache import MIN_EXAMPLES_FOR_WORKERS, auto_workers, shared_store
 from cultureclip.train import TrainConfig, train
 from cultureclip.train.config import DataSettings
 from cultureclip.train.data import (
-    MIN_EXAMPLES_FOR_WORKERS,
     FrozenFeatureDataset,
-    auto_workers,
     build_dataset,
     frozen_feature_data,
     loader_workers,
@@ -38,7 +36,7 @@ def _heads_config(data: Path, out: Path, **overrides) -> TrainConfig:
         log_every=1,
         optim={"lr": 1e-3},
         schedule={"kind": "constant", "warmup_steps": 0},
-        output_dir=str(out),
+        out=str(out),
         progress=False,
     )
     values.update(overrides)
@@ -81,7 +79,7 @@ def test_frozen_feature_data_serves_rows_and_keeps_trained_towers_on_pixels(
     batch = collate([features[i] for i in range(len(features))])
     assert batch.pos_images.shape == (4, 1280)  # image tower outputs, not pixels
     assert "input_ids" in batch.pos_captions  # the training text tower still gets tokens
-    assert loader_workers(config, 0, features) == 0  # nothing to decode per step
+    assert loader_workers(None, features) == 0  # nothing to decode per step
     with torch.no_grad():
         direct = model.image_tower_features(
             model.preprocess([_open(dataset.sources(0)["pos_image"])])
@@ -118,19 +116,26 @@ def test_loader_workers_default_to_the_cpus_on_enough_data(monkeypatch) -> None:
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     assert auto_workers(10_000) == 1
     big = list(range(10_000))
-    config = DataSettings(path="x")
-    assert loader_workers(config, 0, big) == 1  # type: ignore[arg-type]
-    assert loader_workers(config, 3, big) == 3  # the old top-level num_workers still counts
-    assert loader_workers(DataSettings(path="x", workers=0), 3, big) == 0  # data.workers wins
+    assert loader_workers(None, big) == 1  # type: ignore[arg-type]
+    assert loader_workers(3, big) == 3  # type: ignore[arg-type]  # a setting wins
+    assert loader_workers(0, big) == 0  # type: ignore[arg-type]  # 0 too: no processes
+
+
+def test_the_former_data_workers_names_num_workers() -> None:
+    from cultureclip.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"data: workers was renamed: use num_workers"):
+        load_config(TrainConfig, None, ["data.workers=2"], data={"path": "x"})
 
 
 def test_data_loading_settings_do_not_change_the_run_identity(tmp_path: Path) -> None:
     config = _heads_config(tmp_path / "data", tmp_path / "out")
     changed = config.model_copy(
         update={
+            "num_workers": 2,
             "data": config.data.model_copy(
-                update={"workers": 2, "frozen_features": False, "feature_cache_dir": "c"}
-            )
+                update={"frozen_features": False, "feature_cache_dir": "c"}
+            ),
         }
     )
     assert changed.run_identity() == config.run_identity()  # a resume may change them

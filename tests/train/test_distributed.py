@@ -122,7 +122,7 @@ def test_two_gloo_processes_match_one_process(
         "global": dict(local_loss=False, grad_accum_steps=2, batch_size=2),
     }
     for name, overrides in runs.items():
-        config = make_config(training=lora, output_dir=str(tmp_path / name), **overrides)
+        config = make_config(training=lora, out=str(tmp_path / name), **overrides)
         (tmp_path / f"config_{name}.json").write_text(config.model_dump_json())
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -156,7 +156,7 @@ def test_two_gloo_processes_match_one_process(
     for name, overrides in runs.items():
         single_overrides = {k: v for k, v in overrides.items() if k != "grad_cache_chunk"}
         single = train(
-            make_config(training=lora, output_dir=str(tmp_path / f"one_{name}"), **single_overrides)
+            make_config(training=lora, out=str(tmp_path / f"one_{name}"), **single_overrides)
         )
         curve_one = [r["loss"] for r in read_jsonl(single.metrics_path)]
         curve_two = [r["loss"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")]

@@ -34,17 +34,17 @@ def test_resume_reproduces_the_uninterrupted_run(make_config, tmp_path) -> None:
     # 8 twin pairs, batch 4: 2 steps per epoch, 6 steps. Dropout and gradient caching are on,
     # so RNG states and the data position must both be restored for the curves to match.
     common = dict(training=LORA, epochs=3, grad_cache_chunk=3, checkpoint_every=2, keep_last=2)
-    straight = train(make_config(output_dir=str(tmp_path / "straight"), **common))
+    straight = train(make_config(out=str(tmp_path / "straight"), **common))
     assert straight.completed and straight.steps == 6
 
     out = str(tmp_path / "interrupted")
-    first = train(make_config(output_dir=out, stop_at_step=3, **common))
+    first = train(make_config(out=out, stop_at_step=3, **common))
     assert not first.completed and first.final_model_dir is None and first.steps == 3
     assert [p.name for p in list_checkpoints(Path(out) / "checkpoints")] == [
         "step_00000002.pt",
         "step_00000003.pt",
     ]
-    resumed = train(make_config(output_dir=out, resume="latest", **common))
+    resumed = train(make_config(out=out, resume="latest", **common))
     assert resumed.completed and resumed.steps == 6
 
     expected = _curve(straight.metrics_path)
@@ -63,11 +63,11 @@ def test_resume_reproduces_the_uninterrupted_run(make_config, tmp_path) -> None:
 
 def test_resume_refuses_a_different_run(make_config, tmp_path) -> None:
     out = str(tmp_path / "run")
-    train(make_config(output_dir=out, stop_at_step=1, checkpoint_every=1))
+    train(make_config(out=out, stop_at_step=1, checkpoint_every=1))
     with pytest.raises(CheckpointError, match=r"different settings for \['optim'\]"):
-        train(make_config(output_dir=out, resume="latest", optim={"lr": 5e-4}))
+        train(make_config(out=out, resume="latest", optim={"lr": 5e-4}))
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        train(make_config(output_dir=str(tmp_path / "empty"), resume="latest"))
+        train(make_config(out=str(tmp_path / "empty"), resume="latest"))
 
 
 KILLABLE = textwrap.dedent(
@@ -86,7 +86,7 @@ KILLABLE = textwrap.dedent(
 def test_killed_run_leaves_a_loadable_checkpoint(make_config, tmp_path) -> None:
     out = tmp_path / "killed"
     config = make_config(
-        output_dir=str(out), training=LORA, max_steps=10_000, checkpoint_every=1, keep_last=2
+        out=str(out), training=LORA, max_steps=10_000, checkpoint_every=1, keep_last=2
     )
     config_file = tmp_path / "config.json"
     config_file.write_text(config.model_dump_json())
@@ -143,7 +143,7 @@ def test_lite_heads_resume_is_exact_without_cache_and_close_with_it(
                 data={"path": str(data)},
                 batch_size=8,
                 epochs=4,
-                output_dir=str(tmp_path / out),
+                out=str(tmp_path / out),
                 log_every=1,
                 progress=False,
                 optim={"lr": 1e-3},

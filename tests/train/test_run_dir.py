@@ -46,7 +46,7 @@ def test_a_crafted_checkpoint_cannot_run_code_on_resume(make_config, tmp_path) -
     _plant_pickle(out / "checkpoints" / "step_00000001.pt", marker)
     (out / "checkpoints" / "latest").write_text("step_00000001.pt\n")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        train(make_config(output_dir=str(out), resume="latest"))
+        train(make_config(out=str(out), resume="latest"))
     with pytest.raises(CheckpointError):
         load_checkpoint(out / "checkpoints" / "step_00000001.pt")
     assert not marker.exists()
@@ -65,7 +65,7 @@ def test_latest_pointing_outside_the_checkpoint_folder_is_refused(tmp_path) -> N
 
 def test_checkpoints_load_with_weights_only(make_config, tmp_path) -> None:
     out = tmp_path / "run"
-    train(make_config(output_dir=str(out), stop_at_step=2, checkpoint_every=1))
+    train(make_config(out=str(out), stop_at_step=2, checkpoint_every=1))
     latest = resolve_checkpoint("latest", out / "checkpoints")
     state = torch.load(latest, map_location="cpu", weights_only=True)
     assert state["step"] == 2 and state["model"] and len(state["rng"]) == 1
@@ -75,7 +75,7 @@ def test_a_truncated_latest_falls_back_to_the_newest_intact_checkpoint(
     make_config, tmp_path, caplog
 ) -> None:
     out = tmp_path / "run"
-    common = dict(output_dir=str(out), checkpoint_every=1, keep_last=3, epochs=2)
+    common = dict(out=str(out), checkpoint_every=1, keep_last=3, epochs=2)
     train(make_config(stop_at_step=3, **common))
     latest = resolve_checkpoint("latest", out / "checkpoints")
     assert latest.name == "step_00000003.pt"
@@ -91,43 +91,41 @@ def test_a_truncated_latest_falls_back_to_the_newest_intact_checkpoint(
 
 def test_all_checkpoints_unreadable_is_one_clear_error(make_config, tmp_path) -> None:
     out = tmp_path / "run"
-    train(make_config(output_dir=str(out), stop_at_step=1, checkpoint_every=1))
+    train(make_config(out=str(out), stop_at_step=1, checkpoint_every=1))
     for path in list_checkpoints(out / "checkpoints"):
         path.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="no other intact checkpoint"):
-        train(make_config(output_dir=str(out), resume="latest"))
+        train(make_config(out=str(out), resume="latest"))
 
 
 def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(
     make_config, tmp_path
 ) -> None:
     out = tmp_path / "run"
-    train(make_config(output_dir=str(out), stop_at_step=2, checkpoint_every=1))
+    train(make_config(out=str(out), stop_at_step=2, checkpoint_every=1))
     before = (out / "metrics.jsonl").read_text()
     with pytest.raises(ConfigError, match=r"--resume latest.*--overwrite"):
-        train(make_config(output_dir=str(out), checkpoint_every=1))
+        train(make_config(out=str(out), checkpoint_every=1))
     assert (out / "metrics.jsonl").read_text() == before  # nothing appended
-    finished = train(make_config(output_dir=str(out / "done"), checkpoint_every=4))
+    finished = train(make_config(out=str(out / "done"), checkpoint_every=4))
     assert finished.completed
     with pytest.raises(ConfigError, match="finished run"):
-        train(make_config(output_dir=str(out / "done")))
+        train(make_config(out=str(out / "done")))
 
 
 def test_overwrite_starts_over_and_latest_stays_valid(make_config, tmp_path) -> None:
     # The reported failure: an old run checkpointed at step 4; a new run in the same
     # directory pruned its own checkpoints by step number and left latest dangling.
     out = tmp_path / "run"
-    train(make_config(output_dir=str(out), epochs=2, checkpoint_every=1, keep_last=2))
+    train(make_config(out=str(out), epochs=2, checkpoint_every=1, keep_last=2))
     assert list_checkpoints(out / "checkpoints")[-1].name == "step_00000004.pt"
     again = train(
-        make_config(
-            output_dir=str(out), stop_at_step=2, checkpoint_every=1, keep_last=2, overwrite=True
-        )
+        make_config(out=str(out), stop_at_step=2, checkpoint_every=1, keep_last=2, overwrite=True)
     )
     assert not again.completed and not (out / "final").exists()
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert resolve_checkpoint("latest", out / "checkpoints").name == "step_00000002.pt"
-    resumed = train(make_config(output_dir=str(out), resume="latest", checkpoint_every=1))
+    resumed = train(make_config(out=str(out), resume="latest", checkpoint_every=1))
     assert resumed.completed and resumed.resumed_from_step == 2
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
@@ -149,7 +147,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_cleanly(
     out = tmp_path / "run"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
-    result = train(make_config(output_dir=str(out), epochs=1))
+    result = train(make_config(out=str(out), epochs=1))
     steps = [r["step"] for r in read_jsonl(result.metrics_path)]
     assert steps == [1, 2]
     assert all(r["loss"] < 8.0 for r in read_jsonl(result.metrics_path))
@@ -157,18 +155,18 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_cleanly(
 
 def test_stale_checkpoint_temp_files_are_cleaned_on_start(make_config, tmp_path) -> None:
     out = tmp_path / "run"
-    train(make_config(output_dir=str(out), stop_at_step=1, checkpoint_every=1))
+    train(make_config(out=str(out), stop_at_step=1, checkpoint_every=1))
     stale = out / "checkpoints" / ".step_00000002.pt.ab12cd34.pt"
     stale.write_bytes(b"half a checkpoint")
     unrelated = out / "checkpoints" / "notes.txt"
     unrelated.write_text("keep me")
-    train(make_config(output_dir=str(out), resume="latest", checkpoint_every=1))
+    train(make_config(out=str(out), resume="latest", checkpoint_every=1))
     assert not stale.exists() and unrelated.exists()
 
 
 def test_cli_says_where_it_resumed(make_config, tmp_path) -> None:
     out = tmp_path / "run"
-    config = make_config(output_dir=str(out), checkpoint_every=1)
+    config = make_config(out=str(out), checkpoint_every=1)
     config_file = tmp_path / "train.yaml"
     config_file.write_text(config.to_yaml())
     runner = CliRunner()
@@ -186,7 +184,7 @@ def test_checkpoint_files_respect_the_umask(make_config, tmp_path) -> None:
     old = os.umask(0o022)
     try:
         out = tmp_path / "run"
-        train(make_config(output_dir=str(out), stop_at_step=1, checkpoint_every=1))
+        train(make_config(out=str(out), stop_at_step=1, checkpoint_every=1))
     finally:
         os.umask(old)
     for path in [
@@ -205,5 +203,5 @@ def test_a_missing_image_stops_training_before_it_starts_naming_the_line(
     record = read_cultwin(toy_cultwin).records[4]
     (toy_cultwin.parent / record.neg_image).unlink()
     with pytest.raises(InputError, match=r"line 5.*image file\(s\) missing"):
-        train(make_config(output_dir=str(tmp_path / "run")))
+        train(make_config(out=str(tmp_path / "run")))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -87,7 +87,7 @@ def test_pairs_train_from_a_collection_and_from_a_path(make_config, toy_cultwin,
         text_to_images=[[0], [1], [2], [3], [0, 2]],  # many-to-many: 6 pairs
     )
     result = train(
-        make_config(loss="clip", epochs=1, output_dir=str(tmp_path / "c")), collection=collection
+        make_config(loss="clip", epochs=1, out=str(tmp_path / "c")), collection=collection
     )
     assert result.completed and result.steps == 1  # 6 pairs // batch 4
     assert "loss_clip" in read_jsonl(result.metrics_path)[0]
@@ -96,12 +96,10 @@ def test_pairs_train_from_a_collection_and_from_a_path(make_config, toy_cultwin,
     as_pairs = make_config(
         loss="clip", data={"path": str(toy_cultwin), "kind": "pairs"}, max_steps=2
     )
-    assert train(as_pairs.model_copy(update={"output_dir": str(tmp_path / "p")})).steps == 2
+    assert train(as_pairs.model_copy(update={"out": str(tmp_path / "p")})).steps == 2
 
     with pytest.raises(LossError, match="loss=clip"):
-        train(
-            make_config(loss="cultureclip", output_dir=str(tmp_path / "x")), collection=collection
-        )
+        train(make_config(loss="cultureclip", out=str(tmp_path / "x")), collection=collection)
 
 
 def test_full_fine_tuning_and_grad_accumulation(make_config) -> None:

@@ -58,7 +58,7 @@ def _compare_losses(
             optim={"lr": lr, "weight_decay": 0.0},
             schedule={"kind": "constant", "warmup_steps": 0},
             checkpoint_every=steps,
-            output_dir=str(out / loss),
+            out=str(out / loss),
             progress=False,
         )
         scores[loss] = twin_accuracy(train(config).model, load)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="Output dir (same as --set out=...)."
         ),
         resume: str | None = typer.Option(
-            None, "--resume", help="'latest' (or a checkpoint dir) to continue a run."
+            None, "--resume", help="'latest' (or a checkpoint dir) to continue an interrupted run."
         ),
     ) -> None:
         """Fine-tune a generative VLM (LoRA or full SFT) on CultureVerse chat data; also under accelerate/torchrun."""
@@ -52,6 +52,12 @@ def register(app: typer.Typer) -> None:
         if not result.is_main:
             return
         loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+        if result.model_dir is None:
+            console.print(
+                f"[yellow]stopped[/] at step {result.steps}/{result.total_steps}; "
+                "continue with --resume latest"
+            )
+            return
         console.print(
             f"[green]trained[/] {result.steps} steps, final loss {loss}; model: {result.model_dir}"
         )

@@ -55,11 +55,17 @@ class TrainMode(StrEnum):
 
 
 class LoraSettings(Config):
+    """LoRA adapters (peft), the same keys for ``train`` and ``train-vlm``."""
+
     r: int = Field(4, ge=1)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    # None: the backend's defaults (q_proj/v_proj for CLIP-style transformers).
-    target_modules: list[str] | None = None
+    #: None: the model's defaults (q_proj/v_proj of CLIP-style towers; the text model's
+    #: attention and MLP projections of a chat VLM); a peft regex, ``all-linear`` or names
+    target_modules: str | list[str] | None = None
+    #: modules trained in full beside the adapters (a chat VLM's projector, e.g.
+    #: ``multi_modal_projector`` of LLaVA); contrastive towers train heads with ``heads``
+    modules_to_save: list[str] = Field(default_factory=list)
 
 
 class TrainingSettings(Config):

@@ -17,6 +17,12 @@ reused safely:
 :func:`shared_store` is the process-wide one, which is how three models fine-tuned
 from one base encode each evaluation image once. :class:`DiskFeatureCache` keeps rows
 on disk for later runs.
+
+Every stage with a frozen tower gets its outputs the same way:
+:func:`frozen_tower_tables` (or, per tower, :func:`encode_image_sources` /
+:func:`encode_text_sources`) returns the rows of a list of inputs from memory, else disk,
+else the tower (each input encoded once), as a :class:`FeatureTable` that serves them by
+input in place of the tower.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +375,196 @@ class DiskFeatureCache:
         index = self._load_index(space)
         for row, key in enumerate(keys):
             index[key] = (path, row)
+
+
+# ---------------------------------------------------------------- frozen towers, encoded once
+#: below this many examples, starting worker processes costs more than it saves
+MIN_EXAMPLES_FOR_WORKERS = 256
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(examples: int) -> int:
+    """min(4, CPUs - 1) decoding processes, none for small data."""
+    from cultureclip.core.threads import available_cpus
+
+    if examples < MIN_EXAMPLES_FOR_WORKERS:
+        return 0
+    return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
+
+
+@dataclass
+class _ImageSources(torch.utils.data.Dataset):
+    """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
+
+    sources: Sequence[Any]
+    transform: Any
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> Tensor:
+        from cultureclip.data.pairs import open_image
+
+        source = self.sources[index]
+        return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
+
+
+def _stored_or_encoded(
+    space: str,
+    keys: list[str],
+    disk: Any,
+    encode: Callable[[list[int]], Iterator[tuple[list[int], Tensor]]],
+) -> Tensor:
+    """Rows of ``keys`` from the shared store, else ``disk``, else ``encode(missing)``,
+    which yields ``(indices, rows)`` batches; encoded rows are stored in both."""
+    store = shared_store()
+    found = store.get(space, keys)
+    missing = [i for i, row in enumerate(found) if row is None]
+    if disk is not None and missing:
+        from_disk = disk.get(space, [keys[i] for i in missing])
+        hits = [(i, row) for i, row in zip(missing, from_disk, strict=True) if row is not None]
+        if hits:
+            store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
+        for i, row in hits:
+            found[i] = row
+        missing = [i for i, row in enumerate(found) if row is None]
+    for batch, rows in encode(missing):
+        store.put(space, [keys[i] for i in batch], rows, computed=True)
+        if disk is not None:
+            disk.put(space, [keys[i] for i in batch], rows)
+        for i, row in zip(batch, rows, strict=True):
+            found[i] = row
+    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
+
+
+def encode_image_sources(
+    model: Any,
+    sources: Sequence[Any],
+    *,
+    space: str,
+    disk: Any = None,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> Tensor:
+    """Tower outputs ``[N, F]`` of image ``sources``: from memory, disk, or decoded (in
+    ``workers`` processes) and encoded once. ``space`` is ``model.tower_namespace("image")``."""
+    from torch.utils.data import DataLoader
+
+    from cultureclip.core.progress import progress
+    from cultureclip.core.threads import worker_init
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        if not missing:
+            return
+        count = auto_workers(len(missing)) if workers is None else workers
+        loader = DataLoader(
+            _ImageSources([sources[i] for i in missing], model.preprocess),
+            batch_size=batch_size,
+            num_workers=count,
+            worker_init_fn=worker_init if count else None,
+            pin_memory=model.device.type == "cuda",
+            collate_fn=torch.stack,
+        )
+        done = 0
+        with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
+            for pixels in loader:
+                rows = model.image_tower_features(pixels).to("cpu", torch.float32)
+                yield missing[done : done + len(rows)], rows
+                done += len(rows)
+                task.update(completed=done)
+
+    return _stored_or_encoded(space, [image_identity(s) for s in sources], disk, encode)
+
+
+def encode_text_sources(
+    model: Any, texts: Sequence[str], *, space: str, disk: Any = None, batch_size: int = 256
+) -> Tensor:
+    """Text-tower outputs ``[N, F]`` of ``texts``, each text encoded once (memory, disk, tower)."""
+    from cultureclip.models.base import by_length
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        # Batched by length: a batch pads to its own longest text (much less tower work).
+        missing = [missing[j] for j in by_length([texts[i] for i in missing])]
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            rows = model.text_tower_features([texts[i] for i in batch])
+            yield batch, rows.to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [text_identity(t) for t in texts], disk, encode)
+
+
+class FeatureTable:
+    """Feature rows of distinct inputs, looked up by input (what a frozen tower would output)."""
+
+    def __init__(self, inputs: list[Any], rows: Tensor) -> None:
+        self.index = {source: row for row, source in enumerate(inputs)}
+        self.rows = rows
+
+    def __call__(self, inputs: Sequence[Any]) -> Tensor:
+        return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
+
+    def as_tokens(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
+        from cultureclip.models.base import TOWER_FEATURES
+
+        return {TOWER_FEATURES: self(texts)}
+
+
+def frozen_tower_tables(
+    model: Any,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    *,
+    disk_dir: str | None = None,
+    workers: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[FeatureTable | None, FeatureTable | None] | None:
+    """``(image table, text table)`` of ``model``'s fixed towers (None for a tower that
+    trains), every distinct input encoded once (memory, then ``disk_dir``, then the tower).
+
+    None when no tower is fixed (``tower_namespace``) or when the outputs would not fit
+    the shared store's memory budget: the caller then encodes as it goes.
+    """
+    image_space, text_space = model.tower_namespace("image"), model.tower_namespace("text")
+    if image_space is None and text_space is None:
+        return None
+    # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
+    estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
+    store = shared_store()
+    if estimate > store.max_bytes:
+        logger.info(
+            "frozen-tower features of %d images and %d texts (~%d MB) exceed the feature "
+            "store's %d MB; encoding every step instead",
+            len(images),
+            len(texts),
+            estimate >> 20,
+            store.max_bytes >> 20,
+        )
+        return None
+    disk = DiskFeatureCache(disk_dir) if disk_dir else None
+    computed_before = store.computed
+    image_table = text_table = None
+    if image_space is not None:
+        rows = encode_image_sources(
+            model,
+            images,
+            space=image_space,
+            disk=disk,
+            workers=workers,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        image_table = FeatureTable(images, rows)
+    if text_space is not None:
+        text_table = FeatureTable(
+            texts, encode_text_sources(model, texts, space=text_space, disk=disk)
+        )
+    logger.info(
+        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
+        len(images) if image_table else "no",
+        len(texts) if text_table else "no",
+        store.computed - computed_before,
+    )
+    return image_table, text_table

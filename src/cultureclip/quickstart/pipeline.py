@@ -160,7 +160,7 @@ def _train_stage(
             "warmup_steps": stage.warmup_steps,
         },
         seed=config.seed,
-        output_dir=str(output_dir),
+        out=str(output_dir),
         checkpoint_every=50,
         keep_last=1,
         log_every=5,

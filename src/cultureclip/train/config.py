@@ -1,16 +1,25 @@
-"""The training config and its presets (``cultureclip/presets/train/*.yaml``).
+"""The two trainers' configs: the settings they share, then ``train``'s own.
 
-``batch_size`` is the *global contrastive batch*: the number of examples whose
-features meet in one loss, summed over all processes. Under ``torchrun
---nproc_per_node N`` each process loads ``batch_size / N`` examples and the features
-are gathered, so the same config trains the same way on 1 or N processes.
-``grad_cache_chunk`` bounds how many examples one process encodes with a graph
-at once (gradient caching), which is what lets a 2048 batch fit in memory;
-``grad_accum_steps`` is plain accumulation and does *not* add in-batch negatives.
+:class:`BaseTrainConfig` holds what ``train`` (contrastive) and ``train-vlm``
+(generative) share under the same names: ``out``, ``seed``, ``device``,
+``precision``, ``batch_size`` and ``grad_accum_steps``, ``epochs``/``max_steps``,
+``optim`` (AdamW and its lr), ``schedule`` (a warmup in steps, then linear, cosine or
+constant), ``checkpoint_every``/``keep_last``, ``resume``, ``log_every`` and tracking
+(``tensorboard``, ``wandb``). Each trainer's config adds only its own fields; LoRA is
+:class:`cultureclip.models.base.LoraSettings` in both.
+
+``batch_size`` is *global* in both trainers: the examples of one micro-step summed
+over all processes (each of N processes loads ``batch_size / N``), so one config
+trains the same way, with the same schedule, on 1 or N processes. For contrastive
+training it is the batch whose features meet in one loss; ``grad_cache_chunk`` bounds
+how many examples one process encodes with a graph at once (gradient caching), and
+``grad_accum_steps`` is plain accumulation that does *not* add in-batch negatives.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,7 +30,128 @@ from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSettings, TrainMode
 
+logger = logging.getLogger(__name__)
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class OptimSettings(Config):
+    """AdamW; biases, norms and the temperature get no weight decay."""
+
+    lr: float = Field(3e-6, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    #: clip the global gradient norm to this value (None: no clipping)
+    max_grad_norm: float | None = Field(None, gt=0)
+    #: AdamW's fused kernel: ``auto`` uses it on CUDA only; true/false force it on/off
+    fused: bool | Literal["auto"] = "auto"
+
+
+class ScheduleSettings(Config):
+    """``warmup_steps`` optimiser steps of linear warmup, then ``kind`` to the end."""
+
+    kind: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = Field(100, ge=0)
+
+
+class BaseTrainConfig(Config):
+    """The settings both trainers share, under one name each."""
+
+    out: str = out_field("runs/train", "output_dir", "out_dir")
+    seed: int = 42
+    #: auto: cuda (the local rank's GPU) when available, else cpu
+    device: Device = "auto"
+    #: auto: bf16 mixed precision on a GPU that has it, fp32 elsewhere
+    precision: Precision = "auto"
+    #: examples per micro-step, all processes together (each loads batch_size / N)
+    batch_size: int = Field(8, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)
+    #: stop after this many optimiser steps (overrides ``epochs`` for the schedule length)
+    max_steps: int | None = Field(None, ge=1)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    checkpoint_every: int = Field(500, ge=1)
+    #: checkpoints kept (the newest); older ones are deleted
+    keep_last: int = Field(3, ge=1)
+    #: ``latest`` or a checkpoint (file for ``train``, folder for ``train-vlm``)
+    resume: str | None = None
+    #: end the run after this step as if interrupted (time-boxed jobs, tests); resume continues
+    stop_at_step: int | None = Field(None, ge=1)
+    #: processes that load (decode) data; None: min(4, CPUs - 1) when there is enough to
+    #: decode, none on small data or when every input comes from stored tower outputs
+    num_workers: int | None = Field(None, ge=0)
+    log_every: int = Field(10, ge=1)
+    #: auto: TensorBoard when it is installed (the ``tracking`` extra), else a note
+    tensorboard: bool | Literal["auto"] = "auto"
+    wandb: bool = False
+    wandb_project: str = "cultureclip"
+
+    #: fields that may change between an interrupted run and its resumption
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "resume",
+            "stop_at_step",
+            "num_workers",
+            "log_every",
+            "tensorboard",
+            "wandb",
+            "wandb_project",
+        }
+        | {"checkpoint_every", "keep_last", "out", "device"}
+    )
+
+    def per_process_batch(self, world_size: int) -> int:
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"batch_size={self.batch_size} does not split evenly over {world_size} processes"
+            )
+        return self.batch_size // world_size
+
+
+def resolve_precision_name(precision: str, on_cuda: bool) -> str:
+    """``fp32``, ``bf16`` or ``fp16``; half precision off CUDA is an error, not a silent fp32 run."""
+    import torch
+
+    bf16 = on_cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return "bf16" if bf16 else "fp32"
+    if precision != "fp32" and not on_cuda:
+        raise ConfigError(
+            f"precision={precision} needs a CUDA device but this run is on the CPU; "
+            "use precision=fp32 (or auto, which picks fp32 on CPU)"
+        )
+    if precision == "bf16" and not bf16:
+        raise ConfigError("precision=bf16 but this GPU has no bf16 support; use fp16 or fp32")
+    return precision
+
+
+def report_to(config: BaseTrainConfig) -> list[str]:
+    """The trackers a run writes to; asking for one that is not installed is an error, and
+    ``tensorboard: auto`` without it is a one-line note."""
+    trackers = []
+    for name, wanted in (("tensorboard", config.tensorboard), ("wandb", config.wandb)):
+        installed = importlib.util.find_spec(name) is not None
+        if wanted is True and not installed:
+            raise ConfigError(f"{name}=true but {name} is not installed: pip install {name}")
+        if wanted == "auto" and not installed:
+            logger.info("no TensorBoard logs: pip install 'cultureclip[tracking]' to write them")
+        if wanted and installed:
+            trackers.append(name)
+    return trackers
+
+
+def check_schedule(schedule: ScheduleSettings, total_steps: int) -> None:
+    """Logs the schedule's length; a warmup longer than the run is a one-line warning."""
+    logger.info("schedule: %d optimiser steps, warmup %d", total_steps, schedule.warmup_steps)
+    if schedule.warmup_steps > total_steps:
+        logger.warning(
+            "schedule.warmup_steps=%d is longer than the whole run (%d steps): the lr never "
+            "reaches optim.lr; lower schedule.warmup_steps",
+            schedule.warmup_steps,
+            total_steps,
+        )
 
 
 class DataSettings(Config):
@@ -35,40 +165,19 @@ class DataSettings(Config):
     #: how a bare concept name becomes the text of the concept term
     concept_template: str = "{concept}"
     shuffle: bool = True
-    #: processes that decode and preprocess images; None: min(4, CPUs - 1) when there is
-    #: enough to decode, 0 on small data or when every image comes from frozen-tower
-    #: features (the top-level ``num_workers``, when above 0, is the default)
-    workers: int | None = Field(None, ge=0)
     #: encode frozen (and heads-only) towers once per input and train the heads on the
     #: stored outputs, for backends that support it (``lite:``); false: encode every step
     frozen_features: bool = True
     #: also keep those outputs on disk here, reused by later runs (None: in memory only)
     feature_cache_dir: str | None = None
 
+    FORMER_NAMES = {"workers": "num_workers (top level)"}
     #: fields that change how data is loaded, not what is trained (a resume may change them)
-    LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"workers", "frozen_features", "feature_cache_dir"}
-    )
+    LOADING_FIELDS: ClassVar[frozenset[str]] = frozenset({"frozen_features", "feature_cache_dir"})
 
 
-class OptimSettings(Config):
-    lr: float = Field(3e-6, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(1e-6, gt=0)
-    #: clip the global gradient norm to this value (None: no clipping)
-    max_grad_norm: float | None = Field(None, gt=0)
-    #: AdamW's fused kernel: ``auto`` uses it on CUDA only; true/false force it on/off
-    fused: bool | Literal["auto"] = "auto"
-
-
-class ScheduleSettings(Config):
-    kind: Literal["linear", "cosine", "constant"] = "linear"
-    warmup_steps: int = Field(100, ge=0)
-
-
-class TrainConfig(Config):
-    """Everything one fine-tuning run needs; saved as ``config.yaml`` in the output dir."""
+class TrainConfig(BaseTrainConfig):
+    """Contrastive fine-tuning (``cultureclip train``); saved as ``config.yaml`` in ``out``."""
 
     model: str = "hf:openai/clip-vit-base-patch32"
     context_length: int | None = Field(None, ge=1)
@@ -78,18 +187,11 @@ class TrainConfig(Config):
     training: TrainingSettings = Field(
         default_factory=lambda: TrainingSettings(image=TrainMode.lora, text=TrainMode.lora)
     )
-    optim: OptimSettings = Field(default_factory=OptimSettings)
-    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
-
     epochs: int = Field(10, ge=1)
-    #: stop after this many optimiser steps (overrides ``epochs`` for the schedule length)
-    max_steps: int | None = Field(None, ge=1)
-    #: global contrastive batch (all processes together) per micro-step
+    #: the contrastive batch: every example is a negative of every other one
     batch_size: int = Field(128, ge=2)
-    grad_accum_steps: int = Field(1, ge=1)
     #: examples encoded with a graph at once per process; None: the whole batch (no caching)
     grad_cache_chunk: int | None = Field(None, ge=1)
-    precision: Precision = "auto"
     #: several processes: each computes the loss of its own rows against the gathered
     #: batch (B_local × B_global logits); false: each computes the whole batch's loss
     #: (B_global², the same numbers at N times the loss compute)
@@ -98,27 +200,10 @@ class TrainConfig(Config):
     compile: bool = False
     #: TF32 for fp32 matmuls/convolutions on CUDA (ignored on CPU)
     tf32: bool = True
-    #: auto: cuda (the local rank's GPU) when available, else cpu
-    device: Device = "auto"
-    seed: int = 42
-
-    out: str = out_field("runs/train", "output_dir")
-    checkpoint_every: int = Field(500, ge=1)
-    keep_last: int = Field(3, ge=1)
-    #: ``latest`` or the path of a checkpoint file to continue from
-    resume: str | None = None
     #: start over in an output directory that holds another run (its checkpoints, final
     #: model and metrics are deleted); without it such a directory is refused
     overwrite: bool = False
-    #: end the run after this step as if interrupted (time-boxed jobs, tests); resume continues
-    stop_at_step: int | None = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
-    log_every: int = Field(10, ge=1)
     progress: bool = True
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "cultureclip"
-
     #: interpolate the final weights with the base model (WiSE-FT); None: off
     wise_ft_alpha: float | None = Field(None, ge=0.0, le=1.0)
     #: write the self-contained model to ``<out>/export``: the backend's native format,
@@ -140,6 +225,10 @@ class TrainConfig(Config):
             raise InputError(
                 "resume and overwrite exclude each other: continue the run, or replace it"
             )
+        if setup.lora.modules_to_save:
+            raise InputError(
+                "training.lora.modules_to_save is for train-vlm; train a projection with heads"
+            )
         if self.grad_cache_chunk is not None and self.grad_cache_chunk >= self.batch_size:
             # Caching a batch that fits in one chunk only costs a second forward pass.
             raise InputError(
@@ -148,30 +237,11 @@ class TrainConfig(Config):
             )
         return self
 
-    #: fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
-        {
-            "resume",
-            "overwrite",
-            "stop_at_step",
-            "num_workers",
-            "log_every",
-            "progress",
-            "tensorboard",
-            "wandb",
-            "wandb_project",
-            "checkpoint_every",
-            "keep_last",
-            "export",
-            "wise_ft_alpha",
-            "out",
-            "device",
-            # Speed settings: the same trajectory (to float rounding) either way.
-            "local_loss",
-            "compile",
-            "tf32",
-        }
-    )
+    RESUMABLE_CHANGES = BaseTrainConfig.RESUMABLE_CHANGES | {
+        "overwrite", "progress", "export", "wise_ft_alpha",
+        # Speed settings: the same trajectory (to float rounding) either way.
+        "local_loss", "compile", "tf32",
+    }  # fmt: skip
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.data.pairs import PairCollection, open_image
 from cultureclip.data.twin_dataset import TwinBatch, TwinCollator, TwinDataset
+from cultureclip.models.feature_cache import FeatureTable, auto_workers, frozen_tower_tables
 from cultureclip.train.config import DataSettings
 from cultureclip.train.losses import DataKind
 
@@ -229,154 +230,17 @@ class EpochItems(Dataset):
 
 
 # ---- data loading ---------------------------------------------------------------------
-#: below this many examples, starting worker processes costs more than it saves
-MIN_EXAMPLES_FOR_WORKERS = 256
-MAX_AUTO_WORKERS = 4
-
-
-def auto_workers(examples: int) -> int:
-    """min(4, CPUs - 1) decoding processes, none for small data."""
-    from cultureclip.core.threads import available_cpus
-
-    if examples < MIN_EXAMPLES_FOR_WORKERS:
-        return 0
-    return max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
-
-
-def loader_workers(config: DataSettings, legacy: int, dataset: Dataset) -> int:
-    """Workers of the training loader: ``data.workers``, else the top-level ``num_workers``
-    when set above 0, else :func:`auto_workers` (0 when nothing is decoded per step)."""
-    if config.workers is not None:
-        return config.workers
-    if legacy > 0:
-        return legacy
+def loader_workers(num_workers: int | None, dataset: Dataset) -> int:
+    """Workers of the training loader: ``num_workers``, else :func:`auto_workers` (0 when
+    nothing is decoded per step)."""
+    if num_workers is not None:
+        return num_workers
     if isinstance(dataset, FrozenFeatureDataset) and not dataset.decodes_images:
         return 0
     return auto_workers(len(dataset))  # type: ignore[arg-type]
 
 
 # ---- frozen towers: each input is encoded once ------------------------------------------
-@dataclass
-class _ImageSources(Dataset):
-    """Decodes and preprocesses image sources (paths or encoded bytes), one tensor each."""
-
-    sources: Sequence[Any]
-    transform: Any
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> Tensor:
-        source = self.sources[index]
-        return self.transform([open_image(Path(source) if isinstance(source, str) else source)])[0]
-
-
-def _stored_or_encoded(
-    space: str,
-    keys: list[str],
-    disk: Any,
-    encode: Callable[[list[int]], Iterator[tuple[list[int], Tensor]]],
-) -> Tensor:
-    """Rows of ``keys`` from the shared store, else ``disk``, else ``encode(missing)``,
-    which yields ``(indices, rows)`` batches; encoded rows are stored in both."""
-    from cultureclip.models.feature_cache import shared_store
-
-    store = shared_store()
-    found = store.get(space, keys)
-    missing = [i for i, row in enumerate(found) if row is None]
-    if disk is not None and missing:
-        from_disk = disk.get(space, [keys[i] for i in missing])
-        hits = [(i, row) for i, row in zip(missing, from_disk, strict=True) if row is not None]
-        if hits:
-            store.put(space, [keys[i] for i, _ in hits], [row for _, row in hits])
-        for i, row in hits:
-            found[i] = row
-        missing = [i for i, row in enumerate(found) if row is None]
-    for batch, rows in encode(missing):
-        store.put(space, [keys[i] for i in batch], rows, computed=True)
-        if disk is not None:
-            disk.put(space, [keys[i] for i in batch], rows)
-        for i, row in zip(batch, rows, strict=True):
-            found[i] = row
-    return torch.stack([row for row in found if row is not None]) if found else torch.empty(0)
-
-
-def encode_image_sources(
-    model: Any,
-    sources: Sequence[Any],
-    *,
-    space: str,
-    disk: Any = None,
-    workers: int | None = None,
-    batch_size: int = 64,
-    show_progress: bool = False,
-) -> Tensor:
-    """Tower outputs ``[N, F]`` of image ``sources``: from memory, disk, or decoded (in
-    ``workers`` processes) and encoded once. ``space`` is ``model.tower_namespace("image")``."""
-    from torch.utils.data import DataLoader
-
-    from cultureclip.core.progress import progress
-    from cultureclip.core.threads import worker_init
-    from cultureclip.models.feature_cache import image_identity
-
-    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
-        if not missing:
-            return
-        count = auto_workers(len(missing)) if workers is None else workers
-        loader = DataLoader(
-            _ImageSources([sources[i] for i in missing], model.preprocess),
-            batch_size=batch_size,
-            num_workers=count,
-            worker_init_fn=worker_init if count else None,
-            pin_memory=model.device.type == "cuda",
-            collate_fn=torch.stack,
-        )
-        done = 0
-        with progress("encode frozen image tower", len(missing), enabled=show_progress) as task:
-            for pixels in loader:
-                rows = model.image_tower_features(pixels).to("cpu", torch.float32)
-                yield missing[done : done + len(rows)], rows
-                done += len(rows)
-                task.update(completed=done)
-
-    return _stored_or_encoded(space, [image_identity(s) for s in sources], disk, encode)
-
-
-def encode_text_sources(
-    model: Any, texts: Sequence[str], *, space: str, disk: Any = None, batch_size: int = 256
-) -> Tensor:
-    """Text-tower outputs ``[N, F]`` of ``texts``, each text encoded once (memory, disk, tower)."""
-    from cultureclip.models.base import by_length
-    from cultureclip.models.feature_cache import text_identity
-
-    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
-        # Batched by length: a batch pads to its own longest text (much less tower work).
-        missing = [missing[j] for j in by_length([texts[i] for i in missing])]
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            rows = model.text_tower_features([texts[i] for i in batch])
-            yield batch, rows.to("cpu", torch.float32)
-
-    return _stored_or_encoded(space, [text_identity(t) for t in texts], disk, encode)
-
-
-class _Table:
-    """Feature rows of distinct inputs and each input's row."""
-
-    def __init__(self, inputs: list[Any], rows: Tensor) -> None:
-        self.index = {source: row for row, source in enumerate(inputs)}
-        self.rows = rows
-
-    def __call__(self, inputs: Sequence[Any]) -> Tensor:
-        return self.rows[torch.tensor([self.index[i] for i in inputs], dtype=torch.long)]
-
-    def as_tokens(self, texts: Sequence[str]) -> Tokens:
-        """What a fixed text tower reads in place of tokens: its stored outputs ``[B, F]``."""
-        from cultureclip.models.base import TOWER_FEATURES
-
-        return {TOWER_FEATURES: self(texts)}
-
-
 @dataclass
 class FrozenFeatureDataset(Dataset):
     """A twin or pair dataset whose fixed image tower's inputs are looked up, not decoded.
@@ -386,7 +250,7 @@ class FrozenFeatureDataset(Dataset):
     """
 
     inner: TwinDataset | PairDataset
-    images: _Table | None
+    images: FeatureTable | None
 
     @property
     def decodes_images(self) -> bool:
@@ -446,50 +310,22 @@ def frozen_feature_data(
     when no tower of ``model`` is fixed (``tower_namespace``), or when the outputs of the
     whole dataset would not fit the feature store's memory budget.
     """
-    from cultureclip.models.feature_cache import DiskFeatureCache, shared_store
-
-    if not config.frozen_features:
-        return None
-    image_space = model.tower_namespace("image")
-    text_space = model.tower_namespace("text")
-    if image_space is None and text_space is None:
+    fixed = [model.tower_namespace(tower) for tower in ("image", "text")]
+    if not config.frozen_features or fixed == [None, None]:
         return None
     images, texts = _all_inputs(dataset)
-    # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
-    estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
-    budget = shared_store().max_bytes
-    if estimate > budget:
-        logger.info(
-            "frozen-tower features of %d images and %d texts (~%d MB) exceed the feature "
-            "store's %d MB; encoding every step instead",
-            len(images),
-            len(texts),
-            estimate >> 20,
-            budget >> 20,
-        )
-        return None
-    disk = DiskFeatureCache(config.feature_cache_dir) if config.feature_cache_dir else None
-    computed_before = shared_store().computed
-    image_table = text_table = None
-    if image_space is not None:
-        rows = encode_image_sources(
-            model,
-            images,
-            space=image_space,
-            disk=disk,
-            workers=workers,
-            batch_size=batch_size,
-            show_progress=show_progress,
-        )
-        image_table = _Table(images, rows)
-    if text_space is not None:
-        text_table = _Table(texts, encode_text_sources(model, texts, space=text_space, disk=disk))
-    logger.info(
-        "frozen-tower features: %s images, %s texts (%d encoded now, the others stored)",
-        len(images) if image_table else "no",
-        len(texts) if text_table else "no",
-        shared_store().computed - computed_before,
+    tables = frozen_tower_tables(
+        model,
+        images,
+        texts,
+        disk_dir=config.feature_cache_dir,
+        workers=workers,
+        batch_size=batch_size,
+        show_progress=show_progress,
     )
+    if tables is None:
+        return None
+    image_table, text_table = tables
     tokenize = model.tokenize if text_table is None else text_table.as_tokens
     batch_images = torch.stack if image_table is None else image_table
     collator = TwinCollator if kind == "twin" else PairCollator

@@ -17,7 +17,6 @@ refused with a message; it is never trained into from scratch.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import logging
 import math
@@ -53,7 +52,14 @@ from cultureclip.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cultureclip.train.config import OptimSettings, ScheduleSettings, TrainConfig
+from cultureclip.train.config import (
+    OptimSettings,
+    ScheduleSettings,
+    TrainConfig,
+    check_schedule,
+    report_to,
+    resolve_precision_name,
+)
 from cultureclip.train.data import (
     EncoderInputs,
     EpochItems,
@@ -102,19 +108,9 @@ class TrainResult:
 # ---- set-up helpers -------------------------------------------------------------------
 def resolve_precision(precision: str, device: torch.device) -> tuple[AutocastFactory, bool]:
     """(autocast factory, needs a GradScaler). ``auto``: fp32 on CPU, bf16 autocast on CUDA."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    precision = resolve_precision_name(precision, device.type == "cuda")
     if precision == "fp32":
         return contextlib.nullcontext, False
-    if device.type != "cuda":
-        raise ConfigError(
-            f"precision={precision} needs a CUDA device but this run is on {device.type}; "
-            "use precision=fp32 (or auto, which picks fp32 on CPU)"
-        )
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(
-            "precision=bf16 but this GPU has no bf16 support; use precision=fp16 or fp32"
-        )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast("cuda", dtype=dtype), precision == "fp16"
 
@@ -387,20 +383,22 @@ class TrainStep:
 
 # ---- logging --------------------------------------------------------------------------
 class MetricsLogger:
-    """metrics.jsonl always; TensorBoard and W&B when asked (an error if not installed)."""
+    """metrics.jsonl always; TensorBoard and W&B as :func:`report_to` decides."""
 
     def __init__(self, config: TrainConfig, output_dir: Path, enabled: bool) -> None:
         self.path = output_dir / METRICS_NAME
         self.enabled = enabled
         self.tensorboard: Any = None
         self.wandb: Any = None
-        if not enabled:
-            return
-        if config.tensorboard:
-            tensorboard = _optional_module("tensorboard", "torch.utils.tensorboard")
-            self.tensorboard = tensorboard.SummaryWriter(str(output_dir / "tensorboard"))
-        if config.wandb:
-            self.wandb = _optional_module("wandb", "wandb").init(
+        trackers = report_to(config) if enabled else []
+        if "tensorboard" in trackers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+        if "wandb" in trackers:
+            import wandb
+
+            self.wandb = wandb.init(
                 project=config.wandb_project,
                 dir=str(output_dir),
                 config=config.model_dump(mode="json"),
@@ -430,16 +428,6 @@ class MetricsLogger:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
-
-
-def _optional_module(setting: str, module: str) -> Any:
-    """``module``, or a ConfigError that says how to install what ``setting=true`` needs."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{setting}=true but {setting} is not installed: pip install {setting}"
-        ) from exc
 
 
 # ---- the loop ---------------------------------------------------------------------------
@@ -476,7 +464,7 @@ def _load_resume_state(config: TrainConfig, dist_info: DistInfo) -> tuple[Path, 
     if changed:
         raise CheckpointError(
             f"{path} was written by a run with different settings for {changed}; resuming would not "
-            "continue that run (start a new output_dir, or restore those settings)"
+            "continue that run (start a new out, or restore those settings)"
         )
     if len(state["rng"]) != dist_info.world_size:
         raise CheckpointError(
@@ -505,6 +493,7 @@ def _train(
     loss_fn = create_loss(config.loss, **config.loss_kwargs)
     kind, batches = _training_data(config, model, loss_fn, collection, per_rank_batch, dist_info)
     total_steps = config.max_steps or config.epochs * batches.steps_per_epoch
+    check_schedule(config.schedule, total_steps)
     stepper = TrainStep(
         model, loss_fn, config, kind=kind, total_steps=total_steps, dist_info=dist_info
     )
@@ -578,11 +567,7 @@ def _create_model(config: TrainConfig) -> VisionLanguageModel:
 
 def _per_rank_batch(config: TrainConfig, world: int, device: torch.device) -> int:
     """This process's share of the batch, after every check that needs no model or data."""
-    if config.batch_size % world:
-        raise ConfigError(
-            f"batch_size={config.batch_size} does not split evenly over {world} processes"
-        )
-    per_rank_batch = config.batch_size // world
+    per_rank_batch = config.per_process_batch(world)
     if config.grad_cache_chunk is not None and config.grad_cache_chunk >= per_rank_batch:
         raise ConfigError(
             f"grad_cache_chunk={config.grad_cache_chunk} ≥ the per-process batch {per_rank_batch}: "
@@ -626,19 +611,18 @@ def _training_data(
         collection=collection,
     )
     loss_fn.required_features(kind)  # a loss that cannot use this data fails here, not mid-run
-    legacy_workers = config.num_workers or None
     frozen = frozen_feature_data(
         model,
         kind,
         dataset,
         config.data,
-        workers=config.data.workers if config.data.workers is not None else legacy_workers,
+        workers=config.num_workers,
         batch_size=max(per_rank_batch, 32),
         show_progress=config.progress and dist_info.is_main,
     )
     if frozen is not None:
         dataset, collate = frozen
-    workers = loader_workers(config.data, config.num_workers, dataset)
+    workers = loader_workers(config.num_workers, dataset)
     sampler = ResumableSampler(
         len(dataset),
         rank=dist_info.rank,

@@ -21,10 +21,6 @@ def user_turn(text: str) -> dict[str, Any]:
     return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
 
 
-def assistant_turn(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
-
-
 def load_vlm(source: str | Path, *, device: str, dtype: Any) -> tuple[Any, Any]:
     """``(processor, model)`` from a hub id or a directory, in eval mode (``Trainer`` switches
     to train mode at every step)."""

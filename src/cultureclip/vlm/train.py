@@ -1,28 +1,40 @@
 """``cultureclip train-vlm``: supervised fine-tuning of a chat VLM on CultureVerse data.
 
 The data is the chat export of ``build-benchmark`` (``instruct.jsonl``, written by
-:func:`cultureclip.synth.builder.export_instruction_data`). Each record becomes a user
-turn (image + prompt) and an assistant turn, rendered by the processor's chat template;
-the loss covers only the assistant turn's tokens. The loop, checkpoints, resuming,
-mixed precision and multi-GPU are transformers' ``Trainer``; this module adds the data,
-the answer-only labels, LoRA (peft) targeting and the final model (adapters merged, so
-``<out>/model`` loads with ``hf-vlm:<dir>``). Checkpoints are safetensors + JSON; the
-``Trainer`` reads optimiser/scheduler/RNG state back with ``torch.load(weights_only=True)``.
+:func:`cultureclip.synth.builder.export_instruction_data`). Each record becomes a
+prompt (user turn: image + question) and a completion (the assistant turn). TRL's
+``SFTTrainer`` does the rest: its vision-language collator renders both with the
+processor's chat template, labels only the completion's tokens, and runs the
+transformers loop (schedules, checkpoints, resuming, mixed precision, gradient
+checkpointing, several GPUs through torchrun/accelerate, ``report_to`` trackers).
+This module maps the shared training settings onto it, picks the LoRA targets (peft)
+and saves the final model (adapters merged, so ``<out>/model`` loads with
+``hf-vlm:<dir>``). Checkpoints are safetensors + JSON; optimiser/scheduler/RNG state is
+read back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import Config, out_field
-from cultureclip.core.device import Device
-from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.config import out_field
+from cultureclip.core.errors import InputError, MissingInputError, UserError
+from cultureclip.models.base import LoraSettings
+from cultureclip.models.feature_cache import auto_workers
+from cultureclip.train.config import (
+    BaseTrainConfig,
+    OptimSettings,
+    ScheduleSettings,
+    check_schedule,
+    report_to,
+    resolve_precision_name,
+)
 from cultureclip.utils.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -32,206 +44,119 @@ LANGUAGE_LORA_TARGETS = (
     r".*(language_model|text_model)\..*\."
     r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 )
+#: HF scheduler names of the shared ``schedule.kind`` (each warms up first)
+SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
-class LoraSettings(Config):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    #: ``language``: attention + MLP projections of the text model; ``all-linear``: every
-    #: linear layer (vision tower and projector too); or a peft regex / module name list
-    target_modules: str | list[str] = "language"
-    #: modules trained in full beside the adapters (e.g. ``multi_modal_projector`` of
-    #: LLaVA, ``connector`` of Idefics3)
-    modules_to_save: list[str] = Field(default_factory=list)
-
-
-class VLMTrainConfig(Config):
-    """One ``train-vlm`` run; saved as ``config.yaml`` in the output dir."""
+class VLMTrainConfig(BaseTrainConfig):
+    """One ``train-vlm`` run; saved as ``config.yaml`` in ``out``."""
 
     #: hub id or directory of an image-text-to-text model with a chat template
     model: str
     #: the CultureVerse chat export (``instruct.jsonl``) or a directory holding it
     data: str
-    out: str = out_field("runs/train-vlm", "output_dir")
+    out: str = out_field("runs/train-vlm", "output_dir", "out_dir")
     method: Literal["lora", "full"] = "lora"
-    lora: LoraSettings = Field(default_factory=LoraSettings)
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=16, alpha=32, dropout=0.05))
     #: full fine-tuning: also train the vision tower (default: frozen)
     train_vision_tower: bool = False
-    epochs: float = Field(1.0, gt=0)
-    #: stop after this many optimiser steps (overrides ``epochs``)
-    max_steps: int | None = Field(None, ge=1)
-    #: examples per device per micro-step
-    batch_size: int = Field(4, ge=1)
-    grad_accum_steps: int = Field(1, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float = Field(1.0, gt=0)
+    optim: OptimSettings = Field(
+        default_factory=lambda: OptimSettings(
+            lr=2e-4, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, max_grad_norm=1.0
+        )
+    )
+    schedule: ScheduleSettings = Field(
+        default_factory=lambda: ScheduleSettings(kind="cosine", warmup_steps=10)
+    )
+    #: ``answer``: the loss covers the assistant turn's tokens only; ``all``: the whole chat
+    loss_on: Literal["answer", "all"] = "answer"
+    #: a Jinja chat template file used instead of the processor's own
+    chat_template: str | None = None
     #: dtype the weights are loaded in: float32 (mixed-precision master weights) or
     #: bfloat16 (half the memory; for LoRA on large models)
     load_dtype: Literal["float32", "bfloat16"] = "float32"
-    #: ``auto``: bf16 mixed precision on a GPU that has it, fp32 elsewhere
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = False
-    save_steps: int = Field(200, ge=1)
-    save_total_limit: int | None = Field(2, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    num_workers: int = Field(0, ge=0)
-    seed: int = 0
-    #: ``latest`` (the newest checkpoint in ``<out>/checkpoints``) or a checkpoint dir
-    resume: str | None = None
     #: LoRA: merge the adapters into the saved ``model`` (else only ``adapter`` is saved)
     merge: bool = True
-    #: ``cpu`` forces the CPU; ``auto``: what accelerate picks (the local rank's GPU)
-    device: Device = "auto"
+
+    FORMER_NAMES = {
+        "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+        "max_grad_norm": "optim.max_grad_norm", "warmup_ratio": "schedule.warmup_steps",
+        "save_steps": "checkpoint_every", "save_total_limit": "keep_last",
+        "logging_steps": "log_every",
+    }  # fmt: skip
 
 
-# ---- data ------------------------------------------------------------------------------------
-@dataclass
-class ChatExample:
-    image: str
-    prompt: str
-    answer: str
+def read_chat_export(path: str | Path) -> Any:
+    """The chat export as a ``datasets.Dataset`` of ``prompt``/``completion`` chats and
+    ``images`` (opened when a row is read); every image is checked here, before training."""
+    from datasets import Dataset
 
-
-def _turn_text(turn: dict[str, Any]) -> tuple[str, str]:
-    role = str(turn.get("from", turn.get("role", "")))
-    value = turn.get("value", turn.get("content", ""))
-    if not isinstance(value, str):
-        raise InputError("conversation turns must hold text ('value')")
-    return role, value
-
-
-def read_chat_export(path: str | Path) -> tuple[list[ChatExample], Path]:
-    """The examples of a chat export and the folder its image paths are relative to."""
     path = Path(path)
     if path.is_dir():
         path = path / "instruct.jsonl"
     if not path.exists():
         raise MissingInputError(f"chat export not found: {path} (build-benchmark writes it)")
-    examples = []
+    rows: dict[str, list[Any]] = {"prompt": [], "completion": [], "images": []}
     for number, record in iter_jsonl(path, tolerate_torn_tail=False):
         try:
-            turns = [_turn_text(t) for t in record["conversations"]]
-            if len(turns) != 2 or turns[0][0] not in ("human", "user"):
-                raise InputError("expected one human turn then one answer turn")
-            prompt = turns[0][1].replace("<image>", "").strip()
-            examples.append(ChatExample(str(record["image"]), prompt, turns[1][1]))
-        except (KeyError, TypeError, InputError) as exc:
+            (_, prompt), (_, answer) = _two_turns(record["conversations"])
+            image = path.parent / str(record["image"])
+        except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}:{number}: not a chat record: {exc}") from None
-    if not examples:
+        if record["image"] == "<inline>":
+            raise InputError(f"{path}: records with inline images cannot be trained on")
+        if not image.is_file():
+            raise MissingInputError(f"{path}:{number}: image not found: {image}")
+        rows["prompt"].append([{"role": "user", "content": prompt.replace("<image>", "").strip()}])
+        rows["completion"].append([{"role": "assistant", "content": answer}])
+        rows["images"].append([str(image)])
+    if not rows["prompt"]:
         raise InputError(f"{path} holds no chat records")
-    if any(e.image == "<inline>" for e in examples):
-        raise InputError(f"{path}: records with inline images cannot be trained on; export files")
-    return examples, path.parent
+    dataset = Dataset.from_dict(rows)
+    dataset.set_transform(_open_images)
+    return dataset
 
 
-@dataclass
-class ChatDataset:
-    """Map-style dataset of :class:`ChatExample` s (images opened lazily)."""
-
-    examples: list[ChatExample]
-    root: Path
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from cultureclip.data.pairs import load_image
-
-        example = self.examples[index]
-        return {"image": load_image(example.image, self.root), "example": example}
+def _two_turns(turns: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    texts = [(str(t.get("from", t.get("role"))), t.get("value", t.get("content"))) for t in turns]
+    if len(texts) != 2 or texts[0][0] not in ("human", "user"):
+        raise ValueError("expected one human turn then one answer turn")
+    if not all(isinstance(text, str) for _, text in texts):
+        raise ValueError("conversation turns must hold text ('value')")
+    return texts
 
 
-@dataclass
-class AnswerOnlyCollator:
-    """Renders chats with the processor and labels only the assistant turn's tokens."""
+def _open_images(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    from PIL import Image
 
-    processor: Any
+    def opened(path: str) -> Image.Image:
+        with Image.open(path) as image:
+            return image.convert("RGB")
 
-    def answer_suffix(self, prompt: str, answer: str) -> tuple[str, str]:
-        """``(full text, the part of it the loss covers)``."""
-        from cultureclip.vlm.chat import assistant_turn, render, user_turn
-
-        asked = render(self.processor, [user_turn(prompt)], generation_prompt=True)
-        full = render(
-            self.processor, [user_turn(prompt), assistant_turn(answer)], generation_prompt=False
-        )
-        if full.startswith(asked):
-            return full, full[len(asked) :]
-        # templates whose generation prompt is not a prefix of the answered chat
-        start = full.rfind(answer)
-        if start < 0:
-            raise InputError("the chat template dropped the answer text")
-        return full, full[start:]
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from cultureclip.vlm.chat import encode, n_tokens
-
-        tokenizer = self.processor.tokenizer
-        texts, n_answer = [], []
-        for row in rows:
-            full, suffix = self.answer_suffix(row["example"].prompt, row["example"].answer)
-            texts.append(full)
-            n_answer.append(n_tokens(tokenizer, suffix))
-        tokenizer.padding_side = "right"
-        batch = encode(self.processor, texts, [row["image"] for row in rows], "cpu")
-        labels = batch["input_ids"].clone()
-        lengths = batch["attention_mask"].sum(dim=1)
-        for row, (length, n) in enumerate(zip(lengths.tolist(), n_answer, strict=True)):
-            labels[row, : length - n] = -100
-            labels[row, length:] = -100
-        batch["labels"] = labels
-        return dict(batch)
+    return {**batch, "images": [[opened(p) for p in paths] for paths in batch["images"]]}
 
 
-# ---- model -----------------------------------------------------------------------------------
-def _prepare_model(config: VLMTrainConfig, model: Any) -> Any:
-    if config.method == "full":
-        if not config.train_vision_tower:
-            tower = _vision_tower(model)
-            if tower is not None:
-                tower.requires_grad_(False)
-        return model
-    from peft import LoraConfig, get_peft_model
+def _peft_config(config: VLMTrainConfig) -> Any:
+    from peft import LoraConfig
 
-    targets = config.lora.target_modules
-    if targets == "language":
-        targets = LANGUAGE_LORA_TARGETS
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=targets,
-        modules_to_save=config.lora.modules_to_save or None,
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules or LANGUAGE_LORA_TARGETS,
+        modules_to_save=lora.modules_to_save or None,
         task_type="CAUSAL_LM",
     )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise InputError(f"LoRA does not fit this model: {exc}") from exc
 
 
-def _vision_tower(model: Any) -> Any:
+def _freeze_vision_tower(model: Any) -> None:
     inner = getattr(model, "model", model)
     for name in ("vision_tower", "visual", "vision_model"):
-        tower = getattr(inner, name, None)
-        if tower is not None:
-            return tower
-    return None
-
-
-def _precision(config: VLMTrainConfig, on_cuda: bool) -> dict[str, bool]:
-    import torch
-
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and not on_cuda:
-        raise InputError(f"precision={precision} needs a GPU; use precision=fp32 on a CPU")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+        if getattr(inner, name, None) is not None:
+            getattr(inner, name).requires_grad_(False)
+            return
 
 
 def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
@@ -250,69 +175,124 @@ def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
     return str(path)
 
 
+def build_trainer(config: VLMTrainConfig) -> Any:
+    """The ``SFTTrainer`` of a run: the shared settings mapped onto TRL's ``SFTConfig``."""
+    import torch
+    from transformers import PrinterCallback, TrainerCallback
+
+    try:
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as exc:
+        raise UserError("train-vlm runs on TRL, which is missing: pip install 'trl>=1,<2'") from exc
+
+    from cultureclip.vlm.chat import load_vlm
+
+    per_device = config.per_process_batch(int(os.environ.get("WORLD_SIZE", "1")))
+    dataset = read_chat_export(config.data)
+    on_cuda = config.device != "cpu" and torch.cuda.is_available()
+    precision = resolve_precision_name(config.precision, on_cuda)
+    processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
+    if config.chat_template is not None:
+        processor.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
+    if config.method == "full" and not config.train_vision_tower:
+        _freeze_vision_tower(model)
+    optim, schedule = config.optim, config.schedule
+    fused = optim.fused is True or (optim.fused == "auto" and on_cuda)
+    # transformers 5 renamed gradient checkpointing to activation checkpointing
+    checkpointing = (
+        "activation" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient"
+    )
+    args = SFTConfig(
+        output_dir=str(Path(config.out) / "checkpoints"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=config.grad_accum_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=optim.lr,
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.betas[0],
+        adam_beta2=optim.betas[1],
+        adam_epsilon=optim.eps,
+        max_grad_norm=optim.max_grad_norm or 0.0,
+        optim="adamw_torch_fused" if fused else "adamw_torch",
+        lr_scheduler_type=SCHEDULERS[schedule.kind],
+        warmup_steps=schedule.warmup_steps,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=config.keep_last,
+        logging_steps=config.log_every,
+        report_to=report_to(config),
+        dataloader_num_workers=(
+            auto_workers(len(dataset)) if config.num_workers is None else config.num_workers
+        ),
+        seed=config.seed,
+        use_cpu=not on_cuda,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        **{
+            f"{checkpointing}_checkpointing": config.gradient_checkpointing,
+            f"{checkpointing}_checkpointing_kwargs": {"use_reentrant": False},
+        },
+        completion_only_loss=config.loss_on == "answer",
+        # Images are decoded per batch; a length cap would cut image tokens off the prompt.
+        max_length=None,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,
+    )
+
+    class RunControl(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            check_schedule(schedule, state.max_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == config.stop_at_step:
+                control.should_save = control.should_training_stop = True
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                logger.info("step %d: %s", state.global_step, logs)
+
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=_peft_config(config) if config.method == "lora" else None,
+            callbacks=[RunControl()],
+        )
+    except ValueError as exc:  # peft: targets that match no module of this model
+        raise InputError(f"train-vlm cannot train {config.model} this way: {exc}") from exc
+    trainer.remove_callback(PrinterCallback)  # library code logs; only the CLI prints
+    return trainer
+
+
 @dataclass
 class VLMTrainResult:
     steps: int
+    total_steps: int
     final_loss: float | None
-    model_dir: Path
+    #: None when the run stopped early (``stop_at_step``): continue it with ``resume``
+    model_dir: Path | None
     is_main: bool
     log: list[dict[str, Any]]
 
 
 def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     """Fine-tunes ``config.model`` on ``config.data``; returns where the model went."""
-    import torch
-    from transformers import Trainer, TrainingArguments
-
-    from cultureclip.vlm.chat import load_vlm
-
-    examples, root = read_chat_export(config.data)
-    dataset = ChatDataset(examples, root)
-    on_cuda = config.device != "cpu" and torch.cuda.is_available()
-    precision = _precision(config, on_cuda)
-    processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
-    model = _prepare_model(config, model)
+    trainer = build_trainer(config)
     out = Path(config.out)
-    checkpoints = out / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum_steps,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_steps=_warmup_steps(config, len(dataset)),
-        lr_scheduler_type=config.schedule,
-        max_grad_norm=config.max_grad_norm,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=config.num_workers,
-        seed=config.seed,
-        use_cpu=not on_cuda,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=True,
-        **precision,
-        **_checkpointing(config.gradient_checkpointing),
-    )
-    trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, data_collator=AnswerOnlyCollator(processor)
-    )
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
-    output = trainer.train(resume_from_checkpoint=_resume_point(config, checkpoints))
-    model_dir = out / "model"
-    if trainer.is_world_process_zero():
+    output = trainer.train(resume_from_checkpoint=_resume_point(config, out / "checkpoints"))
+    completed = trainer.state.global_step >= trainer.state.max_steps
+    if completed and trainer.is_world_process_zero():
         from cultureclip.publish import export_vlm
 
         export_vlm(
             trainer.model,
-            processor,
+            trainer.processing_class,
             out,
             base=config.model,
             config=config.model_dump(mode="json"),
@@ -322,34 +302,12 @@ def train_vlm(config: VLMTrainConfig) -> VLMTrainResult:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return VLMTrainResult(
         steps=trainer.state.global_step,
+        total_steps=trainer.state.max_steps,
         final_loss=losses[-1] if losses else output.training_loss,
-        model_dir=model_dir,
+        model_dir=out / "model" if completed else None,
         is_main=trainer.is_world_process_zero(),
         log=list(trainer.state.log_history),
     )
-
-
-def _checkpointing(enabled: bool) -> dict[str, Any]:
-    """Gradient (activation) checkpointing arguments under the installed transformers' names."""
-    from transformers import TrainingArguments
-
-    if not enabled:
-        return {}
-    new = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
-    prefix = "activation" if new else "gradient"
-    return {
-        f"{prefix}_checkpointing": True,
-        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False},
-    }
-
-
-def _warmup_steps(config: VLMTrainConfig, n_examples: int) -> int:
-    if config.max_steps:
-        total = config.max_steps
-    else:
-        per_step = config.batch_size * config.grad_accum_steps
-        total = math.ceil(config.epochs * math.ceil(n_examples / per_step))
-    return round(config.warmup_ratio * total)
 
 
 #: the stage's entry point under the name every stage uses

@@ -1,4 +1,7 @@
-"""``cultureclip train-vlm`` on a tiny real LLaVA: labels, LoRA, resuming, and learning."""
+"""``cultureclip train-vlm`` on tiny real VLMs: labels, LoRA, resuming, and learning.
+
+What both trainers share (exact resume, checkpoint rotation, the schedule at N
+processes) is tested once for both in ``tests/train/test_trainers.py``."""
 
 from __future__ import annotations
 
@@ -14,13 +17,8 @@ from cultureclip.core.errors import InputError, UserError
 from cultureclip.eval.items import read_items
 from cultureclip.synth.builder import export_instruction_data
 from cultureclip.testing import write_flag_mcq, write_general_mcq
-from cultureclip.vlm.train import (
-    AnswerOnlyCollator,
-    ChatDataset,
-    VLMTrainConfig,
-    read_chat_export,
-    train_vlm,
-)
+from cultureclip.train.config import resolve_precision_name
+from cultureclip.vlm.train import VLMTrainConfig, build_trainer, read_chat_export, train_vlm
 
 runner = CliRunner()
 
@@ -35,19 +33,21 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _flag_export(tmp_path_factory.mktemp("flags"), views=2)
 
 
-def test_loss_covers_only_the_answer_turn(any_vlm: Path, export: Path) -> None:
-    from transformers import AutoConfig, AutoProcessor
+def test_loss_covers_only_the_answer_turn(any_vlm: Path, export: Path, tmp_path: Path) -> None:
+    from transformers import AutoConfig
 
-    processor = AutoProcessor.from_pretrained(any_vlm)
+    trainer = build_trainer(
+        load_config(VLMTrainConfig, model=str(any_vlm), data=str(export), out=str(tmp_path))
+    )
+    processor = trainer.processing_class
     image_id = AutoConfig.from_pretrained(any_vlm).image_token_id
-    examples, root = read_chat_export(export)
-    dataset = ChatDataset(examples, root)
-    batch = AnswerOnlyCollator(processor)([dataset[0], dataset[5]])
+    dataset = trainer.train_dataset
+    batch = trainer.data_collator([dataset[0], dataset[5]])
     for row, index in enumerate((0, 5)):
         labels = batch["labels"][row]
         kept = labels[labels != -100]
         text = processor.tokenizer.decode(kept)
-        assert text == examples[index].answer + "<|im_end|>\n"
+        assert text == dataset[index]["completion"][0]["content"] + "<|im_end|>\n"
         assert not (labels == image_id).any()
         # every labelled token is the input token at that place (no shift here)
         where = labels != -100
@@ -63,11 +63,15 @@ def test_chat_export_errors_are_user_errors(tmp_path: Path) -> None:
         read_chat_export(tmp_path)
     with pytest.raises(UserError, match="chat export not found"):
         read_chat_export(tmp_path / "nothing.jsonl")
+    # the keys train-vlm had before it shared train's: one line naming the key to use
+    for old, new in [("lr", "optim.lr"), ("save_steps", "checkpoint_every"), ("output_dir", "out")]:
+        with pytest.raises(
+            InputError, match=rf"^invalid VLMTrainConfig: .*{old} was renamed: use {new}$"
+        ):
+            load_config(VLMTrainConfig, None, [f"{old}=1"], model="x", data="y")
     with pytest.raises(InputError, match="precision"):
         cfg = load_config(VLMTrainConfig, model="x", data="y", precision="bf16", device="cpu")
-        from cultureclip.vlm.train import _precision
-
-        _precision(cfg, on_cuda=False)
+        resolve_precision_name(cfg.precision, on_cuda=False)
 
 
 def test_lora_trains_merges_and_loads_with_hf_vlm(
@@ -81,8 +85,8 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     out = tmp_path / "lora"
     cfg = load_config(
         VLMTrainConfig,
-        model=str(tiny_vlm), data=str(export), output_dir=str(out), method="lora",
-        max_steps=3, batch_size=4, lr=5e-2, save_steps=100, logging_steps=1,
+        model=str(tiny_vlm), data=str(export), out=str(out), method="lora",
+        max_steps=3, batch_size=4, optim={"lr": 5e-2}, checkpoint_every=100, log_every=1,
         gradient_checkpointing=True,
         lora={"r": 4, "alpha": 8, "dropout": 0.0},
     )  # fmt: skip
@@ -103,6 +107,27 @@ def test_lora_trains_merges_and_loads_with_hf_vlm(
     assert model.model.config.model_type == any_vlm.name
 
 
+def test_full_fine_tuning_keeps_the_vision_tower_unless_asked(
+    any_vlm: Path, export: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    before = load_file(any_vlm / "model.safetensors")
+    for vision in (False, True):
+        out = tmp_path / f"vision-{vision}"
+        cfg = load_config(
+            VLMTrainConfig,
+            model=str(any_vlm), data=str(export), out=str(out), method="full",
+            train_vision_tower=vision, max_steps=2, batch_size=4, optim={"lr": 1e-2},
+        )  # fmt: skip
+        assert train_vlm(cfg).steps == 2
+        after = load_file(out / "model" / "model.safetensors")
+        changed = {k for k in before if not (before[k] == after[k]).all()}
+        tower = {k for k in changed if "vision_tower" in k or "visual" in k}
+        assert any("layers" in k for k in changed - tower)  # the text model trained
+        assert bool(tower) is vision, sorted(tower)[:3]
+
+
 def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
     tiny_vlm: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,8 +135,8 @@ def test_resume_continues_from_the_latest_checkpoint_without_unpickling(
 
     out = tmp_path / "full"
     base = dict(
-        model=str(tiny_vlm), data=str(export), output_dir=str(out), method="full",
-        batch_size=2, lr=1e-3, save_steps=2, logging_steps=1, save_total_limit=None,
+        model=str(tiny_vlm), data=str(export), out=str(out), method="full",
+        batch_size=2, optim={"lr": 1e-3}, checkpoint_every=2, log_every=1, keep_last=3,
     )  # fmt: skip
     first = train_vlm(load_config(VLMTrainConfig, **base, max_steps=4))
     assert first.steps == 4
@@ -156,8 +181,10 @@ def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
         app,
         [
             "train-vlm", "-m", str(tiny_vlm), "--data", str(train), "-o", str(tmp_path / "run"),
-            "--set", "method=full", "--set", "train_vision_tower=true", "--set", "lr=3e-3",
-            "--set", "epochs=20", "--set", "batch_size=8", "--set", "save_steps=100000",
+            "--set", "method=full", "--set", "train_vision_tower=true", "--set", "optim.lr=3e-3",
+            "--set", "epochs=20", "--set", "batch_size=8", "--set", "checkpoint_every=100000",
+            # the warmup the former default (3% of the run) gave these 160 steps
+            "--set", "schedule.warmup_steps=5",
         ],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
