@@ -101,7 +101,7 @@ def test_letter_likelihood_is_the_next_token_log_prob(tiny_vlm: Path) -> None:
     model = create_generative_model(f"hf-vlm:{tiny_vlm}", mode="likelihood")
     prompt = _prompts(1)[0]
     (outcome,) = model.generate([prompt])
-    from cultureclip.vlm.chat import render, user_turn
+    from cultureclip.models.chat import render, user_turn
 
     text = render(model.processor, [user_turn(prompt.text())], generation_prompt=True)
     inputs = model.processor(text=[text], images=[[prompt.image]], return_tensors="pt")

@@ -27,9 +27,7 @@ from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import ResultStore
-from cultureclip.registry import Registry
-from cultureclip.utils.io import stable_hash
-from cultureclip.vlm.chat import (
+from cultureclip.models.chat import (
     encode,
     first_token_ids,
     load_vlm,
@@ -37,6 +35,8 @@ from cultureclip.vlm.chat import (
     render,
     user_turn,
 )
+from cultureclip.registry import Registry
+from cultureclip.utils.io import stable_hash
 
 logger = logging.getLogger(__name__)
 

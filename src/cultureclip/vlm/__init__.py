@@ -1,3 +1,3 @@
-"""Generative VLMs with transformers: :mod:`~cultureclip.vlm.chat` (loading, chat inputs
-shared by scoring and fine-tuning) and :mod:`~cultureclip.vlm.train` (``cultureclip
-train-vlm``). Scoring lives in :mod:`cultureclip.models.generative` (``hf-vlm:`` specs)."""
+"""Generative VLM fine-tuning with TRL: :mod:`~cultureclip.vlm.train` (``cultureclip
+train-vlm``). Loading and chat inputs, shared with scoring, live in
+:mod:`cultureclip.models.chat`; scoring in :mod:`cultureclip.models.generative` (``hf-vlm:`` specs)."""

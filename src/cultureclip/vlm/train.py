@@ -185,7 +185,7 @@ def build_trainer(config: VLMTrainConfig) -> Any:
     except ImportError as exc:
         raise UserError("train-vlm runs on TRL, which is missing: pip install 'trl>=1,<2'") from exc
 
-    from cultureclip.vlm.chat import load_vlm
+    from cultureclip.models.chat import load_vlm
 
     per_device = config.per_process_batch(int(os.environ.get("WORLD_SIZE", "1")))
     dataset = read_chat_export(config.data)

@@ -1,4 +1,4 @@
-"""``cultureclip.vlm.chat``: what scoring and fine-tuning share about chat inputs."""
+"""``cultureclip.models.chat``: what scoring and fine-tuning share about chat inputs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class _PieceTokenizer:
 
 
 def test_letter_token_ids_follow_the_piece_that_carries_the_letter() -> None:
-    from cultureclip.vlm.chat import first_token_ids
+    from cultureclip.models.chat import first_token_ids
 
     assert first_token_ids(_PieceTokenizer(), "A") == [2, 3]
     with pytest.raises(InputError, match="no single token"):
