@@ -296,7 +296,7 @@ def test_llm_captions_for_a_folder_are_one_request_per_group(
     photos = write_folder(tmp_path / "photos")
     with StandInLLMServer(SynthScript()) as server:
         overrides = [
-            f"out_dir={tmp_path / 'run'}",
+            f"out={tmp_path / 'run'}",
             f"concepts.folder={photos}",
             f"twins.mine_model=hf:{tiny_clip_dir}",
             "captions.templates=null",
