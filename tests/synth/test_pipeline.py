@@ -57,7 +57,7 @@ def test_topdown_pipeline_end_to_end_with_faults(
         assert "seed" in provenance["twins"]
     sushi = [r for r in data if r.pos_concept == "sushi"]
     # The finished caption of the cut-off first answer is kept; the 3rd answer fills the rest.
-    assert len(sushi) == 3 and [r.pos_captions[0] for r in sushi][0] == "sushi with raw fish"
+    assert len(sushi) == 3 and sushi[0].pos_captions[0] == "sushi with raw fish"
     assert all("slice of raw" in r.pos_captions[0] for r in sushi[1:])
     # What was dropped on the way, and why, is in the ledger (not an open failure).
     (kept,) = [f for f in read_jsonl(tmp_path / "run" / "work" / "failures.jsonl")
