@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from cultureclip.core.errors import InputError
 from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
-from cultureclip.core.llm.backends.transformers import TransformersLLM
+from cultureclip.core.llm.backends.transformers import TransformersLLM, gguf_location
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.config import LLMSettings, SynthConfig
 from cultureclip.synth.pipeline import run_synth
-from cultureclip.synth.schemas import CaptionsAnswer
+from cultureclip.synth.schemas import CaptionsAnswer, JudgeAnswer
 from cultureclip.testing import build_tiny_chat_lm
 from cultureclip.utils.io import read_jsonl
 from tests.helpers import teach_fixed_answer
@@ -152,3 +154,106 @@ def test_synth_with_the_transformers_backend_end_to_end(
     assert captions.failed > 0 and captions.done == 0
     failures = read_jsonl(tmp_path / "random" / "failures.jsonl")
     assert failures and all(f["stage"] == "captions" and len(f["raw"]) == 2 for f in failures)
+
+
+def _count_generate(llm: TransformersLLM) -> list[int]:
+    """Rows of every ``generate`` call the backend makes from now on."""
+    calls: list[int] = []
+    generate = llm.model.generate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    llm.model.generate = counted
+    return calls
+
+
+def _judge_messages(index: int) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"Score image {index} " + "well " * index}]
+
+
+@pytest.mark.parametrize("batch_size", [8, 3])
+def test_requests_in_flight_together_share_one_generate_call(
+    random_lm: Path, batch_size: int
+) -> None:
+    async def run() -> tuple[list[Any], list[int]]:
+        settings = _settings(random_lm, json_mode="json_schema", batch_size=batch_size)
+        async with create_llm(settings) as llm:
+            calls = _count_generate(llm)
+            outcomes = await asyncio.gather(
+                *(ask(llm, None, {}, JudgeAnswer, messages=_judge_messages(i)) for i in range(8))
+            )
+            return outcomes, calls
+
+    outcomes, calls = asyncio.run(run())
+    assert calls == ([8] if batch_size == 8 else [3, 3, 2])  # prompts of 8 lengths, padded
+    assert all(o.ok for o in outcomes)
+
+
+def test_a_random_model_decoded_under_the_schema_always_answers_in_shape(random_lm: Path) -> None:
+    """Sampled at temperature 1 from random weights, yet every answer validates."""
+
+    async def run(json_mode: str) -> list[Any]:
+        settings = _settings(random_lm, json_mode=json_mode, max_attempts=1, temperature=1.0)
+        async with create_llm(settings) as llm:
+            return await asyncio.gather(
+                *(
+                    ask(llm, None, {}, JudgeAnswer, messages=_judge_messages(i), seed=i)
+                    for i in range(16)
+                )
+            )
+
+    constrained = asyncio.run(run("json_schema"))
+    assert all(o.ok for o in constrained), [o.raw for o in constrained if not o.ok]
+    assert len({tuple(o.raw) for o in constrained}) > 1  # sampled, not one fixed answer
+    free = asyncio.run(run("none"))
+    assert not any(o.ok for o in free)  # the same model unconstrained: nothing usable
+
+
+def test_batched_answers_are_the_answers_one_at_a_time(taught_lm: Path) -> None:
+    prompt = load_prompt("captions")
+    conversations = [
+        prompt.messages({**VARIABLES, "concept": name, "country_name": country})
+        for name, country in [("Kimono", "Japan"), ("Sari", "India"), ("Qipao", "China")]
+    ]
+
+    async def run() -> tuple[list[str], list[str]]:
+        async with create_llm(_settings(taught_lm, json_mode="json_schema")) as llm:
+            alone = [await llm.complete(c, schema=CaptionsAnswer) for c in conversations]
+            together = await asyncio.gather(
+                *(llm.complete(c, schema=CaptionsAnswer) for c in conversations)
+            )
+            return alone, list(together)
+
+    alone, together = asyncio.run(run())
+    assert together == alone and json.loads(alone[0]) == CAPTIONS
+
+
+def test_json_mode_without_xgrammar_is_a_one_line_error(
+    random_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "xgrammar", None)  # import xgrammar raises ImportError
+    with pytest.raises(InputError, match=r"json_mode=json_schema .* pip install"):
+        create_llm(_settings(random_lm, json_mode="json_schema"))
+    assert isinstance(create_llm(_settings(random_lm, json_mode="none")), TransformersLLM)
+
+
+def test_a_gguf_file_or_a_folder_with_one_is_a_model(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "m.Q4_1.gguf").write_bytes(b"")
+    assert gguf_location(str(tmp_path / "one" / "m.Q4_1.gguf")) == (
+        str(tmp_path / "one"),
+        "m.Q4_1.gguf",
+    )
+    assert gguf_location(str(tmp_path / "one")) == (str(tmp_path / "one"), "m.Q4_1.gguf")
+    (tmp_path / "one" / "config.json").write_text("{}")  # a transformers folder wins
+    assert gguf_location(str(tmp_path / "one")) == (str(tmp_path / "one"), None)
+    (tmp_path / "two").mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / "two" / name).write_bytes(b"")
+    with pytest.raises(InputError, match="several GGUF files"):
+        gguf_location(str(tmp_path / "two"))
+    assert gguf_location("org/model") == ("org/model", None)
+    with pytest.raises(LLMError, match="no such GGUF file"):
+        create_llm(_settings(tmp_path / "missing.gguf"))

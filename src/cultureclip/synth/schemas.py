@@ -117,6 +117,22 @@ def mentions_feature(caption: str, words: set[str]) -> bool:
     return any(c[:4] == f[:4] and min(len(c), len(f)) >= 3 for c in caption_words for f in words)
 
 
+def caption_shape(max_words: int, features: str, require_features: bool) -> dict[str, Any]:
+    """A JSON schema of one caption for decoding: fewer than ``max_words`` words and, when
+    features are required, one of the feature words among the first half. Decoding under
+    it writes captions that pass :func:`check_caption`; the check still decides."""
+    word, most = "[^ ]{1,24}", max_words - 2  # space-separated words after the first
+    wanted = sorted(feature_words(features)) if require_features else []
+    if not wanted:
+        return {"type": "string", "pattern": f"^{word}( {word}){{0,{most}}}$"}
+    named = "|".join(f"[{w[0].upper()}{w[0]}]{re.escape(w[1:])}" for w in wanted)
+    before = most // 2
+    return {
+        "type": "string",
+        "pattern": f"^({word} ){{0,{before}}}({named})[^ ]{{0,8}}( {word}){{0,{most - before}}}$",
+    }
+
+
 def caption_problem(
     caption: str, *, max_words: int, features: str, require_features: bool
 ) -> str | None:

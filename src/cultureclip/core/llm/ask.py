@@ -78,13 +78,19 @@ class Items:
     - ``need``: valid items that complete a list answer; ``None``: as many as it gave
       (every invalid one is asked for again, and what is valid at the end is kept);
     - ``check``: one item -> the item to keep, or ``ValueError`` saying why it is dropped;
-    - ``same``: what makes two items repeats of each other (the later one is dropped).
+    - ``same``: what makes two items repeats of each other (the later one is dropped);
+    - ``decode``: a JSON schema of one list item that decoding follows where the backend
+      decodes under the schema (``json_mode=json_schema``), e.g. a word-count pattern; it
+      shapes what is written, the checks above still decide what is kept.
+
+    A list answer is decoded with at most the missing number of items.
     """
 
     field: str | None = None
     need: int | None = None
     check: Callable[[Any], Any] | None = None
     same: Callable[[Any], Hashable] | None = None
+    decode: dict[str, Any] | None = None
 
 
 def format_error(exc: Exception) -> str:
@@ -93,6 +99,11 @@ def format_error(exc: Exception) -> str:
             f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()
         )
     return str(exc)
+
+
+def _item_error(exc: Exception) -> str:
+    # An item is validated on its own: its errors have no location but within the item.
+    return format_error(exc).replace("answer: ", "")
 
 
 def _parse(text: str, salvage: bool) -> Any:
@@ -132,6 +143,7 @@ class _Collector:
                 )
                 for name, info in fields.items()
             }
+        self.missing = items.need
         self.list: list[Any] = []
         self.fields: dict[str, Any] = {}
         self.seen: set[Hashable] = set()
@@ -166,7 +178,7 @@ class _Collector:
                 if identity is not None and identity in self.seen:
                     raise ValueError("repeats an earlier one")
             except (ValidationError, ValueError) as exc:
-                self.drop(attempt, raw_item, format_error(exc))
+                self.drop(attempt, raw_item, _item_error(exc))
                 dropped_now += 1
                 continue
             if identity is not None:
@@ -174,6 +186,7 @@ class _Collector:
             self.list.append(item)
         need = self.items.need
         missing = (need - len(self.list)) if need is not None else dropped_now
+        self.missing = missing if need is not None else None
         if missing <= 0:
             return ""
         reasons = "; ".join(
@@ -197,7 +210,7 @@ class _Collector:
             try:
                 self.fields[name] = adapter.validate_python(data[name])
             except (ValidationError, ValueError) as exc:
-                self.drop(attempt, {name: data[name]}, format_error(exc))
+                self.drop(attempt, {name: data[name]}, _item_error(exc))
         missing = [
             name
             for name, info in self.schema.model_fields.items()
@@ -215,6 +228,26 @@ class _Collector:
             + (f"Dropped: {reasons}. " if reasons else "")
             + f"Answer again with {', '.join(missing)} corrected."
         )
+
+    def decoding_schema(self) -> type[BaseModel]:
+        """The schema decoding follows: at most the missing items, each shaped by ``decode``."""
+        name = self.items.field
+        if name is None or (self.missing is None and self.items.decode is None):
+            return self.schema
+        shape = self.schema.model_json_schema()
+        listed = shape["properties"][name]
+        if self.missing is not None:
+            listed["maxItems"] = max(self.missing, listed.get("minItems", 0))
+        if self.items.decode is not None:
+            listed["items"] = self.items.decode
+
+        class Decoding(self.schema):  # type: ignore[name-defined,misc]
+            @classmethod
+            def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+                return shape
+
+        Decoding.__name__ = self.schema.__name__
+        return Decoding
 
     def answer(self) -> BaseModel:
         if self.items.field is not None:
@@ -258,7 +291,7 @@ async def ask(
         try:
             text = await llm.complete(
                 conversation,
-                schema=schema,
+                schema=collector.decoding_schema() if collector is not None else schema,
                 temperature=temperature,
                 seed=None if seed is None else seed + attempt,
             )

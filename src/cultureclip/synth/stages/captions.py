@@ -11,7 +11,12 @@ from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.pool import LLMItem, run_llm_items
 from cultureclip.synth.records import Side, country_name, side_variables
-from cultureclip.synth.schemas import CaptionsAnswer, check_caption, check_captions
+from cultureclip.synth.schemas import (
+    CaptionsAnswer,
+    caption_shape,
+    check_caption,
+    check_captions,
+)
 from cultureclip.utils.io import stable_hash
 
 
@@ -110,6 +115,8 @@ def _captions_item(ctx: SynthContext, key: str, side: Side) -> LLMItem:
             require_features=s.require_features,
         ),
         same=str,  # exact repeats, as check_captions counts them
+        # Decoding (json_mode=json_schema) writes captions short enough, with a feature word.
+        decode=caption_shape(s.max_words, side.features, s.require_features),
     )
     return LLMItem(key, variables, check, fields, failed={"captions": []}, items=items)
 
