@@ -257,3 +257,86 @@ def test_a_gguf_file_or_a_folder_with_one_is_a_model(tmp_path: Path) -> None:
     assert gguf_location("org/model") == ("org/model", None)
     with pytest.raises(LLMError, match="no such GGUF file"):
         create_llm(_settings(tmp_path / "missing.gguf"))
+
+
+def _write_gguf(model_dir: Path, path: Path) -> Path:
+    """The tiny chat model as a llama GGUF file, the way llama.cpp's converter writes one
+    (float32 tensors, q/k rows in its rotary order, the BPE vocabulary and chat template)."""
+    import gguf
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    config, tokenizer = (
+        AutoConfig.from_pretrained(model_dir),
+        AutoTokenizer.from_pretrained(model_dir),
+    )
+    state = load_file(model_dir / "model.safetensors")
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    bpe = json.loads(tokenizer.backend_tokenizer.to_str())
+    added = {token["id"]: token["content"] for token in bpe["added_tokens"]}
+    tokens = {index: token for token, index in bpe["model"]["vocab"].items()} | added
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([tokens[i] for i in range(len(tokens))])
+    writer.add_token_types([3 if i in added else 1 for i in range(len(tokens))])
+    writer.add_token_merges(
+        [m if isinstance(m, str) else " ".join(m) for m in bpe["model"]["merges"]]
+    )
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    def rotary(weight: Any, heads: int) -> Any:
+        return (
+            weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weight.shape)
+        )
+
+    names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}  # fmt: skip
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    writer.add_tensor(
+        "output.weight", state.get("lm_head.weight", state["model.embed_tokens.weight"])
+    )
+    for layer in range(config.num_hidden_layers):
+        prefix = f"model.layers.{layer}."
+        for name, short in names.items():
+            writer.add_tensor(f"blk.{layer}.{short}.weight", state[f"{prefix}{name}.weight"])
+        q, k = state[prefix + "self_attn.q_proj.weight"], state[prefix + "self_attn.k_proj.weight"]
+        writer.add_tensor(f"blk.{layer}.attn_q.weight", rotary(q, config.num_attention_heads))
+        writer.add_tensor(f"blk.{layer}.attn_k.weight", rotary(k, config.num_key_value_heads))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_model_answers_like_the_model_it_was_converted_from(
+    taught_lm: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    gguf_file = _write_gguf(taught_lm, folder / "tiny.F32.gguf")
+    prompt = load_prompt("captions")
+
+    async def answer(model: Path) -> str:
+        async with create_llm(_settings(model, json_mode="json_schema")) as llm:
+            return await llm.complete(prompt.messages(VARIABLES), schema=CaptionsAnswer)
+
+    expected = asyncio.run(answer(taught_lm))
+    assert json.loads(expected) == CAPTIONS
+    assert asyncio.run(answer(gguf_file)) == expected  # the file itself
+    assert asyncio.run(answer(folder)) == expected  # a folder holding one

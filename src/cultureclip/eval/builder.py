@@ -279,7 +279,8 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
             work,
             ConceptList,
             lambda item, answer: _concept_records(item, answer, allowed, limit),
-            Items("concepts"),  # the valid concepts of a partly valid list are kept
+            # the valid concepts of a partly valid list are kept, invalid ones asked again
+            Items("concepts", same=lambda concept: concept.name.strip().lower()),
         )
         concepts = [c for record in found for c in record["concepts"]]
 

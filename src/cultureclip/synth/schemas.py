@@ -72,6 +72,8 @@ def judge_passes(scores: dict[str, float]) -> bool:
 
 
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
+#: a character of a word in decoding patterns (not a space, nor what splits a _WORD)
+_DECODED_WORD = '[^ ,.;:!?/()"&+*=<>|]'
 _STOPWORDS = frozenset(
     [
         "a",
@@ -121,7 +123,8 @@ def caption_shape(max_words: int, features: str, require_features: bool) -> dict
     """A JSON schema of one caption for decoding: fewer than ``max_words`` words and, when
     features are required, one of the feature words among the first half. Decoding under
     it writes captions that pass :func:`check_caption`; the check still decides."""
-    word, most = "[^ ]{1,24}", max_words - 2  # space-separated words after the first
+    # a word and at most one punctuation mark after it: one word as word_count counts them
+    word, most = f"{_DECODED_WORD}{{1,20}}[,.;:!?]?", max_words - 2
     wanted = sorted(feature_words(features)) if require_features else []
     if not wanted:
         return {"type": "string", "pattern": f"^{word}( {word}){{0,{most}}}$"}
@@ -129,7 +132,8 @@ def caption_shape(max_words: int, features: str, require_features: bool) -> dict
     before = most // 2
     return {
         "type": "string",
-        "pattern": f"^({word} ){{0,{before}}}({named})[^ ]{{0,8}}( {word}){{0,{most - before}}}$",
+        "pattern": f"^({word} ){{0,{before}}}({named})(s|es|ed|ing)?[,.;:!?]?"
+        f"( {word}){{0,{most - before}}}$",
     }
 
 
