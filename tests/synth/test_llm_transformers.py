@@ -52,7 +52,9 @@ def taught_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(model: Path, **kw: Any) -> LLMSettings:
-    return LLMSettings(backend="transformers", model=str(model), temperature=0, max_tokens=64, **kw)
+    return LLMSettings(
+        **{"backend": "transformers", "model": str(model), "temperature": 0, "max_tokens": 64, **kw}
+    )
 
 
 def test_loads_the_users_way_and_answers_through_the_chat_template(random_lm: Path) -> None:

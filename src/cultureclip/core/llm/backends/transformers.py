@@ -243,8 +243,13 @@ class TransformersLLM(LLMBackend):
             self._queue = [r for r in self._queue if id(r) not in taken]
             try:
                 texts = await asyncio.to_thread(self._generate, batch)
-            except RuntimeError as exc:  # e.g. CUDA out of memory, a too-long prompt
-                error = LLMError(f"local generation failed: {exc}")
+            except Exception as exc:  # every waiting request hears of it, none hangs
+                # RuntimeError: e.g. CUDA out of memory, a too-long prompt; others are bugs
+                error = (
+                    LLMError(f"local generation failed: {exc}")
+                    if isinstance(exc, RuntimeError)
+                    else exc
+                )
                 for request in batch:
                     if not request.answer.done():
                         request.answer.set_exception(error)
