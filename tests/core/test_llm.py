@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cultureclip.core.llm import (
     FEEDBACK_PREFIX,
     LLMS,
+    Items,
+    LLMBackend,
     LLMSettings,
+    Message,
     SyncLLM,
+    ask,
     extract_json,
     image_data_url,
     load_prompt,
@@ -98,3 +103,106 @@ def test_prompts_of_both_packages_load_through_one_loader() -> None:
         {"name": "Kimono", "category": "Clothing", "country": "Japan", "introduction": "A robe.",
          "language": "en"}
     )[:40]  # fmt: skip
+
+
+class Scripted(LLMBackend):
+    """A backend that answers from a script and remembers every conversation it was sent."""
+
+    def __init__(self, answers: list[str], **settings: Any) -> None:
+        super().__init__(LLMSettings(model="scripted", **settings))
+        self.answers, self.sent = iter(answers), []
+
+    async def complete(self, messages: list[Message], **params: Any) -> str:
+        self.sent.append(messages)
+        return next(self.answers)
+
+
+class Pick(BaseModel):
+    words: list[str]
+
+
+def short_word(word: str) -> str:
+    if len(word) > 5:
+        raise ValueError("longer than 5 letters")
+    return word
+
+
+def ask_scripted(llm: Scripted, schema: type[BaseModel], items: Items | None) -> Any:
+    messages = [{"role": "user", "content": "Give words."}]
+    return asyncio.run(ask(llm, None, {}, schema, messages=messages, items=items))
+
+
+def test_a_half_valid_answer_keeps_its_valid_half_and_asks_only_for_the_rest() -> None:
+    llm = Scripted(
+        [
+            json.dumps({"words": ["tea", "toolong", "cup", "enormous"]}),
+            json.dumps({"words": ["tea", "pot", "kettle"]}),  # a repeat, a new one, a bad one
+        ]
+    )
+    items = Items("words", need=3, check=short_word, same=str.lower)
+    outcome = ask_scripted(llm, Pick, items)
+    assert outcome.ok and outcome.value.words == ["tea", "cup", "pot"]
+    assert len(outcome.raw) == 2
+    # The second request names what was kept and asks for the one missing word only.
+    feedback = llm.sent[1][-1]["content"]
+    assert feedback.startswith(FEEDBACK_PREFIX) and '["tea", "cup"]' in feedback
+    assert "Write 1 more words" in feedback and "longer than 5 letters" in feedback
+    dropped = {(d["attempt"], d["item"]): d["reason"] for d in outcome.dropped}
+    assert dropped == {
+        (0, "toolong"): "longer than 5 letters",
+        (0, "enormous"): "longer than 5 letters",
+        (1, "tea"): "repeats an earlier one",
+        (1, "kettle"): "longer than 5 letters",
+    }
+
+
+def test_without_items_a_half_valid_answer_is_thrown_away_whole() -> None:
+    def strict(answer: Pick) -> Pick:
+        for word in answer.words:
+            short_word(word)
+        return answer
+
+    answers = [json.dumps({"words": ["tea", "toolong"]}), json.dumps({"words": ["pot"]})]
+    llm = Scripted(answers)
+    outcome = asyncio.run(
+        ask(llm, None, {}, Pick, messages=[{"role": "user", "content": "x"}], check=strict)
+    )
+    assert outcome.value.words == ["pot"]  # "tea" was lost with its answer
+    assert outcome.dropped == [
+        {"attempt": 0, "item": {"words": ["tea", "toolong"]}, "reason": "longer than 5 letters"}
+    ]
+
+
+def test_a_cut_off_answer_keeps_its_finished_items() -> None:
+    llm = Scripted(['{"words": ["tea", "cup", "po', json.dumps({"words": ["pot"]})])
+    outcome = ask_scripted(llm, Pick, Items("words", need=3))
+    assert outcome.ok and outcome.value.words == ["tea", "cup", "pot"]
+
+
+def test_items_run_out_of_attempts_with_too_few_valid_ones() -> None:
+    llm = Scripted([json.dumps({"words": ["tea", "enormous"]})] * 2, max_attempts=2)
+    outcome = ask_scripted(llm, Pick, Items("words", need=3, check=short_word, same=str))
+    assert not outcome.ok and "invalid answer after 2 attempt(s)" in outcome.error
+    assert [d["reason"] for d in outcome.dropped].count("longer than 5 letters") == 2
+
+
+def test_with_no_count_needed_what_is_valid_at_the_end_is_the_answer() -> None:
+    llm = Scripted([json.dumps({"words": ["tea", "enormous"]})] * 2, max_attempts=2)
+    outcome = ask_scripted(llm, Pick, Items("words", check=short_word, same=str))
+    assert outcome.ok and outcome.value.words == ["tea"]
+
+
+class Scores(BaseModel):
+    taste: int = Field(ge=1, le=5)
+    smell: int = Field(ge=1, le=5)
+
+
+def test_fields_as_items_keep_the_valid_fields() -> None:
+    llm = Scripted([json.dumps({"taste": 4, "smell": 9}), json.dumps({"taste": 1, "smell": 3})])
+    outcome = ask_scripted(llm, Scores, Items())
+    assert outcome.ok and (outcome.value.taste, outcome.value.smell) == (4, 3)
+    feedback = llm.sent[1][-1]["content"]
+    assert "taste are valid and kept" in feedback and "smell corrected" in feedback
+    assert outcome.dropped == [
+        {"attempt": 0, "item": {"smell": 9}, "reason": "Input should be less than or equal to 5"}
+    ]

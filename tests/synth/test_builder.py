@@ -187,3 +187,42 @@ def test_builder_records_failed_answers_and_rerun_asks_only_those(tmp_path: Path
         # only the failed concept's questions (asked twice: the stub's first has 3 options)
         assert len(healthy.requests) == 2
     assert counts["questions"] == 6
+
+
+def test_builder_keeps_the_valid_questions_of_a_partly_valid_answer(tmp_path: Path) -> None:
+    def partly(body: dict, number: int) -> tuple:
+        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        if "list up to" in prompt:
+            kimono = {
+                "name": "Kimono",
+                "category": "Traditional Clothing",
+                "introduction": "A robe.",
+            }
+            return 200, json.dumps({"concepts": [kimono, {"name": "", "category": "Food"}]})
+        answer = json.loads(_questions("Kimono"))
+        if FEEDBACK_PREFIX not in body["messages"][-1]["content"]:
+            answer["scene"]["options"] = answer["scene"]["options"][:3]  # the one bad question
+        else:
+            answer["recognition"]["question"] = "A different recognition question?"
+        return 200, json.dumps(answer)
+
+    with chat_server(partly) as server:
+        config = BuilderConfig(
+            documents=str(_japan(tmp_path)), out=str(tmp_path / "out"), llm=f"llm@{server.url}",
+            categories=CATEGORIES,
+        )  # fmt: skip
+        counts = build_benchmark(config)
+    assert counts["concepts"] == 1 and counts["questions"] == 3
+    (stored,) = read_jsonl(tmp_path / "out" / "work" / "questions.jsonl")
+    # The valid recognition question of the first answer is kept; only the scene was re-asked.
+    assert stored["recognition"]["question"] == "rec question about Kimono?"
+    assert len(stored["scene"]["options"]) == 4
+    ledger = {r["stage"]: r for r in read_jsonl(tmp_path / "out" / "work" / "failures.jsonl")}
+    (dropped_question,) = ledger["questions"]["dropped"]
+    assert "scene" in dropped_question["item"] and "at least 4" in dropped_question["reason"]
+    # The nameless concept, asked again for each attempt, and why; Kimono repeats are dropped.
+    reasons = {(d["item"]["name"], d["reason"]) for d in ledger["concepts"]["dropped"]}
+    assert reasons == {
+        ("", "name: String should have at least 1 character"),
+        ("Kimono", "repeats an earlier one"),
+    }

@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
-from cultureclip.synth.config import LLMSettings
+from cultureclip.core.store import open_failures
+from cultureclip.synth.config import LLMSettings, SynthConfig
+from cultureclip.synth.context import SynthContext
+from cultureclip.synth.records import Side
 from cultureclip.synth.schemas import TwinAnswer
+from cultureclip.synth.stages.captions import caption_key, run_captions
 from cultureclip.synth.standin import Reply, StandInLLMServer
+from cultureclip.utils.io import read_jsonl
 
 TWIN = {
     "neg_concept": "Guzheng",
@@ -154,3 +160,35 @@ def test_retry_after_dates_and_seconds_parse() -> None:
     common = dict(base_s=1.0, max_backoff_s=30.0, max_wait_s=5.0, jitter=False)
     assert backoff_delay(1, retry_after="120", **common) == 5.0
     assert backoff_delay(3, **common) == 4.0
+
+
+def test_a_half_valid_caption_answer_keeps_its_valid_half(tmp_path: Path) -> None:
+    """2 of 4 captions pass the stage's checks: they are kept, 2 more are asked for."""
+    good = ["an erhu with two strings on a table", "a musician bows the two strings"]
+    bad = ["an erhu " + "and many more words " * 4 + "strings", "a photo of a fiddle"]
+    more = ["two strings of an erhu in warm light", good[0], "close-up of the strings"]
+    answers = iter([json.dumps({"captions": [good[0], bad[0], good[1], bad[1]]}),
+                    json.dumps({"captions": more})])  # fmt: skip
+    with StandInLLMServer(lambda r: next(answers)) as server:
+        config = SynthConfig.model_validate(
+            {"out": str(tmp_path), "progress": False,
+             "llm": settings(server, max_attempts=2).model_dump(), "captions": {"n": 4}}
+        )  # fmt: skip
+        ctx = SynthContext(config)
+        side = Side("Erhu", "fiddle", "two strings", "Art", "CN")
+        report = run_captions(ctx, [side])
+    assert report.done == 1 and len(server.requests) == 2
+    record = ctx.store("captions").get(caption_key(ctx, side))
+    assert record["captions"] == [*good, more[0], more[2]]
+    feedback = server.requests[1]["messages"][-1]["content"]
+    assert "Write 2 more captions" in feedback
+    (ledger,) = read_jsonl(tmp_path / "work" / "failures.jsonl")
+    assert open_failures(tmp_path / "work") == []  # a result: nothing left open
+    assert [(d["attempt"], d["item"]) for d in ledger["dropped"]] == [
+        (0, bad[0]),
+        (0, bad[1]),
+        (1, good[0]),
+    ]
+    reasons = [d["reason"] for d in ledger["dropped"]]
+    assert "words" in reasons[0] and "key visual features" in reasons[1]
+    assert reasons[2] == "repeats an earlier one"

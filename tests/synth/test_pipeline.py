@@ -56,7 +56,14 @@ def test_topdown_pipeline_end_to_end_with_faults(
         )
         assert "seed" in provenance["twins"]
     sushi = [r for r in data if r.pos_concept == "sushi"]
-    assert len(sushi) == 3 and all("slice of raw" in r.pos_captions[0] for r in sushi)
+    # The finished caption of the cut-off first answer is kept; the 3rd answer fills the rest.
+    assert len(sushi) == 3 and sushi[0].pos_captions[0] == "sushi with raw fish"
+    assert all("slice of raw" in r.pos_captions[0] for r in sushi[1:])
+    # What was dropped on the way, and why, is in the ledger (not an open failure).
+    (kept,) = [f for f in read_jsonl(tmp_path / "run" / "work" / "failures.jsonl")
+               if f["stage"] == "captions"]  # fmt: skip
+    assert kept["item"]["concept"] == "sushi" and len(kept["raw"]) == 3
+    assert all("words" in d["reason"] for d in kept["dropped"]) and len(kept["dropped"]) == 10
 
     # The failure report lists the bad answer with its raw text; it never reached the dataset.
     summary = read_json(tmp_path / "run" / "failures_summary.json")

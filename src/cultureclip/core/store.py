@@ -133,6 +133,7 @@ class FailureLog:
         *,
         raw: Iterable[str] = (),
         item: dict[str, Any] | None = None,
+        dropped: Iterable[dict[str, Any]] = (),
     ) -> None:
         record = {
             "stage": stage,
@@ -140,10 +141,26 @@ class FailureLog:
             "error": error,
             "raw": list(raw),
             "item": item or {},
+            "dropped": list(dropped),
             "time": time.time(),
         }
         with self._lock:
             append_jsonl(self.path, [record])
+
+    def add_dropped(
+        self,
+        stage: str,
+        key: str,
+        dropped: list[dict[str, Any]],
+        *,
+        raw: Iterable[str] = (),
+        item: dict[str, Any] | None = None,
+    ) -> None:
+        """What the answers of an item that got its result dropped, and why (``dropped``
+        items ``{"attempt", "item", "reason"}``). Not an open failure: the item has a result."""
+        if dropped:
+            error = f"kept the valid part; dropped {len(dropped)} item(s) or answer(s)"
+            self.add(stage, key, error, raw=raw, item=item, dropped=dropped)
 
 
 def open_failures(work_dir: str | Path) -> list[dict[str, Any]]:

@@ -36,7 +36,14 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cultureclip.config import Config
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.core.llm import LLMError, LLMSettings, PromptTemplate, SyncLLM, load_prompt
+from cultureclip.core.llm import (
+    Items,
+    LLMError,
+    LLMSettings,
+    PromptTemplate,
+    SyncLLM,
+    load_prompt,
+)
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.data.taxonomy import categories
@@ -191,19 +198,30 @@ class _Step:
         work: list[tuple[str, dict[str, Any], dict[str, Any]]],
         schema: type[BaseModel],
         make_record: Any,
+        items: Items,
     ) -> list[dict[str, Any]]:
         """``work`` is (key, prompt variables, item); returns the stored record of each item."""
         todo = [(key, variables, item) for key, variables, item in work if key not in self.store]
         logger.info("build %s: %d reused, %d to ask", self.name, len(work) - len(todo), len(todo))
         outcomes = self.llm.ask_many(
-            [self.prompt.messages(variables) for _, variables, _ in todo], schema
+            [self.prompt.messages(variables) for _, variables, _ in todo], schema, items=items
         )
         for (key, _, item), outcome in zip(todo, outcomes, strict=True):
             if outcome.ok:
                 self.store.add({"key": key, **make_record(item, outcome.value)})
+                self.failures.add_dropped(
+                    self.name, key, outcome.dropped, raw=outcome.raw, item=item
+                )
             else:
                 self.failed += 1
-                self.failures.add(self.name, key, outcome.error, raw=outcome.raw, item=item)
+                self.failures.add(
+                    self.name,
+                    key,
+                    outcome.error,
+                    raw=outcome.raw,
+                    item=item,
+                    dropped=outcome.dropped,
+                )
         return [self.store.get(key) for key, _, _ in work if key in self.store]  # type: ignore[misc]
 
 
@@ -258,7 +276,11 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
             item = {"document": document.name, "country": document.stem}
             work.append((concept_step.key(document.name, text, allowed, limit), variables, item))
         found = concept_step.run(
-            work, ConceptList, lambda item, answer: _concept_records(item, answer, allowed, limit)
+            work,
+            ConceptList,
+            lambda item, answer: _concept_records(item, answer, allowed, limit),
+            # the valid concepts of a partly valid list are kept, invalid ones asked again
+            Items("concepts", same=lambda concept: concept.name.strip().lower()),
         )
         concepts = [c for record in found for c in record["concepts"]]
 
@@ -277,6 +299,7 @@ def build_benchmark(config: BuilderConfig, *, llm: SyncLLM | None = None) -> dic
             work,
             QuestionSet,
             lambda item, answer: {"concept_id": item["concept_id"], **answer.model_dump()},
+            Items(),  # each question is an item: a valid one is kept, a bad one asked again
         )
     questions = {r["concept_id"]: r for r in stored}
     counts = {"documents": len(documents), **_write_outputs(config, out, concepts, questions)}

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from cultureclip.core.llm import Outcome, ask, create_llm, load_prompt, with_images
+from cultureclip.core.llm import Items, Outcome, ask, create_llm, load_prompt, with_images
 from cultureclip.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
 from cultureclip.synth.schemas import JudgeAnswer, judge_passes
@@ -104,6 +104,7 @@ class VLMJudge(Judge):
             variables,
             JudgeAnswer,
             check=verdict,
+            items=Items(),  # a valid score is kept while an invalid one is asked again
             temperature=0.0,
             messages=messages,
         )

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from cultureclip.core.llm import LLMBackend, PromptTemplate, ask, create_llm
+from cultureclip.core.llm import Items, LLMBackend, PromptTemplate, ask, create_llm
 from cultureclip.core.progress import progress
 from cultureclip.synth.context import StageReport, SynthContext
 
@@ -49,6 +49,8 @@ class LLMItem:
 
     ``check`` turns the parsed answer into the fields kept (see :func:`ask`); the record
     stored is ``fields``, those (``failed`` in the failure log) and the provenance.
+    ``items`` says where the answer's items are, so a partly valid answer keeps its valid
+    ones (see :class:`Items`); dropped items go to the failure log with the reason.
     """
 
     key: str
@@ -56,6 +58,7 @@ class LLMItem:
     check: Callable[[Any], dict[str, Any]]
     fields: dict[str, Any]
     failed: dict[str, Any] = field(default_factory=dict)
+    items: Items | None = None
 
 
 def run_llm_items(
@@ -84,6 +87,7 @@ def run_llm_items(
                 item.variables,
                 schema,
                 check=item.check,
+                items=item.items,
                 temperature=temperature,
                 seed=seed,
             )
@@ -95,10 +99,24 @@ def run_llm_items(
             # fsync in a worker thread: durable, without stalling the requests in flight.
             if outcome.ok:
                 await asyncio.to_thread(store.add, {"key": item.key, **record})
+                await asyncio.to_thread(
+                    failures.add_dropped,
+                    stage,
+                    item.key,
+                    outcome.dropped,
+                    raw=outcome.raw,
+                    item=record,
+                )
                 report.done += 1
             else:
                 await asyncio.to_thread(
-                    failures.add, stage, item.key, outcome.error, raw=outcome.raw, item=record
+                    failures.add,
+                    stage,
+                    item.key,
+                    outcome.error,
+                    raw=outcome.raw,
+                    item=record,
+                    dropped=outcome.dropped,
                 )
                 report.failed += 1
 

@@ -72,6 +72,8 @@ def judge_passes(scores: dict[str, float]) -> bool:
 
 
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
+#: a character of a word in decoding patterns (not a space, nor what splits a _WORD)
+_DECODED_WORD = '[^ ,.;:!?/()"&+*=<>|]'
 _STOPWORDS = frozenset(
     [
         "a",
@@ -117,6 +119,47 @@ def mentions_feature(caption: str, words: set[str]) -> bool:
     return any(c[:4] == f[:4] and min(len(c), len(f)) >= 3 for c in caption_words for f in words)
 
 
+def caption_shape(max_words: int, features: str, require_features: bool) -> dict[str, Any]:
+    """A JSON schema of one caption for decoding: fewer than ``max_words`` words and, when
+    features are required, one of the feature words among the first half. Decoding under
+    it writes captions that pass :func:`check_caption`; the check still decides."""
+    # a word and at most one punctuation mark after it: one word as word_count counts them
+    word, most = f"{_DECODED_WORD}{{1,20}}[,.;:!?]?", max_words - 2
+    wanted = sorted(feature_words(features)) if require_features else []
+    if not wanted:
+        return {"type": "string", "pattern": f"^{word}( {word}){{0,{most}}}$"}
+    named = "|".join(f"[{w[0].upper()}{w[0]}]{re.escape(w[1:])}" for w in wanted)
+    before = most // 2
+    return {
+        "type": "string",
+        "pattern": f"^({word} ){{0,{before}}}({named})(s|es|ed|ing)?[,.;:!?]?"
+        f"( {word}){{0,{most - before}}}$",
+    }
+
+
+def caption_problem(
+    caption: str, *, max_words: int, features: str, require_features: bool
+) -> str | None:
+    """Why one caption is not usable (too long, no key visual feature), or ``None``."""
+    words = word_count(caption)
+    if words >= max_words:
+        return f"has {words} words; each must have fewer than {max_words}"
+    wanted = feature_words(features)
+    if require_features and wanted and not mentions_feature(caption, wanted):
+        return f"mentions none of the key visual features ({features})"
+    return None
+
+
+def check_caption(caption: str, *, max_words: int, features: str, require_features: bool) -> str:
+    """``caption`` if usable; else ``ValueError`` saying why (the per-item check of ``ask``)."""
+    problem = caption_problem(
+        caption, max_words=max_words, features=features, require_features=require_features
+    )
+    if problem:
+        raise ValueError(f"this caption {problem}")
+    return caption
+
+
 def check_captions(
     answer: CaptionsAnswer, *, n: int, max_words: int, features: str, require_features: bool
 ) -> list[str]:
@@ -126,11 +169,11 @@ def check_captions(
     if len(captions) < n:
         problems.append(f"expected {n} different captions, got {len(captions)}")
     for number, caption in enumerate(captions[:n], start=1):
-        words = word_count(caption)
-        if words >= max_words:
-            problems.append(
-                f"caption {number} has {words} words; each must have fewer than {max_words}"
-            )
+        problem = caption_problem(
+            caption, max_words=max_words, features=features, require_features=False
+        )
+        if problem:
+            problems.append(f"caption {number} {problem}")
     wanted = feature_words(features)
     if require_features and wanted:
         missing = [

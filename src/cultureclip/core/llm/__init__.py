@@ -12,7 +12,14 @@ and the judges all ask through it.
   versioned YAML (:func:`load_prompt`).
 """
 
-from cultureclip.core.llm.ask import FEEDBACK_PREFIX, Outcome, ask, extract_json, format_error
+from cultureclip.core.llm.ask import (
+    FEEDBACK_PREFIX,
+    Items,
+    Outcome,
+    ask,
+    extract_json,
+    format_error,
+)
 from cultureclip.core.llm.base import (
     LLMS,
     LLMBackend,
@@ -31,6 +38,7 @@ from cultureclip.core.llm.sync import SyncLLM
 __all__ = [
     "FEEDBACK_PREFIX",
     "LLMS",
+    "Items",
     "LLMBackend",
     "LLMError",
     "LLMSettings",

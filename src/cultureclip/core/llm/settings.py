@@ -47,6 +47,8 @@ class LLMSettings(Config):
     max_tokens: int = Field(1024, ge=1)
     # local transformers backend only
     device: Device = AUTO
+    #: requests generated together in one ``generate`` call (left-padded)
+    batch_size: int = Field(8, ge=1)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
     @property

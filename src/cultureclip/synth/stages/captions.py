@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.llm import load_prompt
+from cultureclip.core.llm import Items, load_prompt
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.pool import LLMItem, run_llm_items
 from cultureclip.synth.records import Side, country_name, side_variables
-from cultureclip.synth.schemas import CaptionsAnswer, check_captions
+from cultureclip.synth.schemas import (
+    CaptionsAnswer,
+    caption_shape,
+    check_caption,
+    check_captions,
+)
 from cultureclip.utils.io import stable_hash
 
 
@@ -99,7 +104,21 @@ def _captions_item(ctx: SynthContext, key: str, side: Side) -> LLMItem:
 
     variables = {**side_variables(side), "n": s.n, "max_words": s.max_words}
     fields = {"side": side.key, "concept": side.concept}
-    return LLMItem(key, variables, check, fields, failed={"captions": []})
+    # Good captions of a partly good answer are kept; only the missing ones are asked again.
+    items = Items(
+        "captions",
+        need=s.n,
+        check=lambda caption: check_caption(
+            caption,
+            max_words=s.max_words,
+            features=side.features,
+            require_features=s.require_features,
+        ),
+        same=str,  # exact repeats, as check_captions counts them
+        # Decoding (json_mode=json_schema) writes captions short enough, with a feature word.
+        decode=caption_shape(s.max_words, side.features, s.require_features),
+    )
+    return LLMItem(key, variables, check, fields, failed={"captions": []}, items=items)
 
 
 def side_captions(ctx: SynthContext, side: Side, store: ResultStore) -> list[str] | None:

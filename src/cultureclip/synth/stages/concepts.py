@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.llm import PromptTemplate, load_prompt
+from cultureclip.core.llm import Items, PromptTemplate, load_prompt
 from cultureclip.data import taxonomy
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.corpus import CorpusRow, read_corpus
@@ -95,6 +95,7 @@ def _concepts_item(
         check,
         {"root": root, "source": "topdown", "country": code, "category": category},
         failed={"concepts": []},
+        items=Items("concepts", need=n, same=lambda c: c.concept.lower()),
     )
 
 

@@ -62,8 +62,10 @@ def run_filter(ctx: SynthContext) -> StageReport:
         ]
         for (unit, _), outcome in zip(batch, await judge.judge(requests), strict=True):
             key = verdict_key(unit, identity)
+            item = {"concept": unit.side.concept, "image": unit.key}
             if outcome.ok:
                 store.add({"key": key, "image": unit.key, **outcome.value, "judge": identity})
+                failures.add_dropped("filter", key, outcome.dropped, raw=outcome.raw, item=item)
                 report.done += 1
             else:
                 failures.add(
@@ -71,7 +73,8 @@ def run_filter(ctx: SynthContext) -> StageReport:
                     key,
                     outcome.error,
                     raw=outcome.raw,
-                    item={"concept": unit.side.concept, "image": unit.key},
+                    item=item,
+                    dropped=outcome.dropped,
                 )
                 report.failed += 1
 
