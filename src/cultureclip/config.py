@@ -56,6 +56,13 @@ class Config(BaseModel):
                     raise PydanticCustomError(
                         "renamed", "{old} was renamed: use {new}", {"old": old, "new": renamed[old]}
                     )
+            # A partial section (``optim.lr=...``) keeps this config's defaults for the rest
+            # of it, not the section class's own (train-vlm's optim is not train's).
+            data = dict(data)
+            for name, info in cls.model_fields.items():
+                default = info.get_default(call_default_factory=True)
+                if isinstance(data.get(name), dict) and isinstance(default, BaseModel):
+                    data[name] = deep_merge(default.model_dump(), data[name])
         return data
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -228,6 +228,20 @@ def test_train_vlm_learns_flags_measured_by_cultureclip_eval(
     print(f"general (forgetting check): delta {delta:+.2f}")
 
 
+def test_a_partial_section_keeps_the_defaults_of_train_vlm() -> None:
+    """``optim.lr=...`` must not bring back the contrastive trainer's weight decay, betas,
+    eps and no clipping, nor a linear schedule (it halved the learning test's accuracy)."""
+    base = VLMTrainConfig(model="m", data="d")
+    cfg = load_config(
+        VLMTrainConfig, model="m", data="d",
+        overrides=["optim.lr=3e-3", "schedule.warmup_steps=5", "lora.r=4"],
+    )  # fmt: skip
+    assert cfg.optim == base.optim.model_copy(update={"lr": 3e-3})
+    assert cfg.schedule == base.schedule.model_copy(update={"warmup_steps": 5})
+    assert cfg.lora == base.lora.model_copy(update={"r": 4})
+    assert (cfg.optim.weight_decay, cfg.optim.max_grad_norm, cfg.schedule.kind) == (0, 1, "cosine")
+
+
 @pytest.mark.parametrize(
     "path",
     sorted(
