@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 
 from cultureclip.config import (
     Config,
@@ -173,3 +173,22 @@ def test_layers_are_merged_so_the_last_wins() -> None:
     assert validate(Renamed, data).out == "set"
     with pytest.raises(ConfigError, match="invalid Renamed"):
         validate(Renamed, {"out": 3})
+
+
+def test_a_partial_section_keeps_the_configs_own_defaults() -> None:
+    class Tuned(Config):
+        optimiser: Optimiser = Field(default_factory=lambda: Optimiser(lr=0.5, betas=[0.9, 0.999]))
+
+    assert load_config(Tuned, overrides=["optimiser.lr=0.1"]).optimiser.betas == [0.9, 0.999]
+    assert Tuned(optimiser={"betas": [0.8, 0.9]}).optimiser == Optimiser(lr=0.5, betas=[0.8, 0.9])
+    assert RunConfig(optimiser={"lr": 0.1}).optimiser == Optimiser(lr=0.1)
+
+    class Retry(Config):
+        timeout_s: float = Field(1.0, validation_alias=AliasChoices("timeout_s", "timeout"))
+        tries: int = 1
+
+    class Client(Config):
+        retry: Retry = Field(default_factory=lambda: Retry(timeout_s=5.0, tries=3))
+
+    # a key given under an alias is not given twice
+    assert Client(retry={"timeout": 9}).retry == Retry(timeout_s=9, tries=3)

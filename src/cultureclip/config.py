@@ -47,10 +47,17 @@ class Config(BaseModel):
     @classmethod
     def _no_former_names(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = dict(data)
             renamed = dict(cls.FORMER_NAMES)
             for name, info in cls.model_fields.items():
                 extra: Any = info.json_schema_extra or {}
                 renamed.update(dict.fromkeys(extra.get("former_names", ()), name))
+                # A partial section (``optim.lr=...``) keeps this config's defaults for the
+                # rest of it, not the section class's own (train-vlm's optim is not train's).
+                if isinstance(data.get(name), dict):
+                    default = info.get_default(call_default_factory=True)
+                    if isinstance(default, BaseModel):
+                        data[name] = _completed(default, data[name])
             for old in data:
                 if old in renamed:
                     raise PydanticCustomError(
@@ -69,6 +76,21 @@ class Config(BaseModel):
 
     def save(self, directory: str | Path, name: str = "config.yaml") -> Path:
         return atomic_write_text(Path(directory) / name, self.to_yaml())
+
+
+def _completed(default: BaseModel, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` plus ``default``'s value of each field it does not set (under any alias)."""
+    completed = dict(given)
+    for name, info in type(default).model_fields.items():
+        alias = info.validation_alias
+        names = (name, info.alias, alias, *getattr(alias, "choices", ()))
+        keys = [key for key in names if isinstance(key, str) and key in given]
+        value = getattr(default, name)
+        if not keys:
+            completed[name] = value
+        elif isinstance(value, BaseModel) and isinstance(given[keys[0]], dict):
+            completed[keys[0]] = _completed(value, given[keys[0]])
+    return completed
 
 
 def out_field(default: str | None, *former_names: str) -> Any:
@@ -109,11 +131,10 @@ def apply_overrides(
 ) -> dict[str, Any]:
     """Applies ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-5``, ``[q,v]``).
 
-    With ``model`` (the config class), a value whose target is a text field stays the
-    string as typed, so ``--set
-    template={concept}`` is the template, not a YAML mapping. Where the target is untyped,
-    a value that only YAML's flow syntax would turn into a mapping of empty keys
-    (``{option}``, ``{concept} in {region}``) is also kept as text.
+    With ``model`` (the config class), a value whose target is a text field stays the string
+    as typed: ``--set template={concept}`` is the template, not a mapping. Where the target
+    is untyped, a value that only YAML's flow syntax would turn into a mapping of empty
+    keys (``{option}``, ``{concept} in {region}``) is also kept as text.
     """
     result = json.loads(json.dumps(data))
     for override in overrides:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cultureclip.config import ConfigError
+from cultureclip.core.errors import UnknownNameError
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.registry import create_model
 from cultureclip.train import LossError, TrainConfig, train, wise_ft
@@ -234,7 +235,9 @@ def test_presets_load_and_match_the_paper() -> None:
         3,
         52,
     )
-    with pytest.raises(ConfigError, match="unknown training preset"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown training preset 'nope'; available: .*culti"
+    ):
         load_train_config(preset="nope")
     assert isinstance(reference, TrainConfig)
 

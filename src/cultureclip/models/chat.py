@@ -2,8 +2,7 @@
 
 One user turn holds the image and the prompt text; the processor's chat template renders
 it and the processor expands the image placeholder (LLaVA, Qwen2-VL, Idefics3/SmolVLM …
-each in their own way). Images are passed as one list per conversation, the layout every
-multimodal processor accepts.
+each in their own way).
 """
 
 from __future__ import annotations

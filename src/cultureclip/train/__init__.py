@@ -1,10 +1,4 @@
-"""CultureCLIP fine-tuning: twin hard-negative losses, LoRA or full, one process or many.
-
-- :func:`train` runs a :class:`TrainConfig` and returns a :class:`TrainResult`.
-- :data:`LOSSES` / :func:`create_loss`: ``clip``, ``negclip``, ``cultureclip`` and its ablations.
-- :func:`wise_ft` interpolates fine-tuned and base weights.
-- :func:`contrastive_backward` is gradient caching for contrastive losses.
-"""
+"""CultureCLIP fine-tuning: twin hard-negative losses, LoRA or full, one process or many."""
 
 from cultureclip.train.config import TrainConfig, list_presets, load_train_config
 from cultureclip.train.gradcache import contrastive_backward

@@ -1,16 +1,10 @@
 """Crash-safe training checkpoints: one file per step, a ``latest`` pointer, keep the last K.
 
-A checkpoint is a single ``step_00000100.pt`` written through
-:func:`cultureclip.utils.io.atomic_path` (temp file, fsync, rename), so a process
-killed at any moment leaves either no new file or a complete one. The ``latest``
-pointer is rewritten atomically *after* the file is in place, and old files are
-pruned only after that, so ``latest`` always names a complete checkpoint.
-
-Contents: the trainable tensors (LoRA, heads, logit scale, or everything for full
-fine-tuning), optimiser, scheduler and grad-scaler state, every rank's RNG states,
-the step, the epoch and the position inside it, and the run-defining config. Everything
-is stored as tensors and plain Python values, so a checkpoint loads with
-``torch.load(weights_only=True)``: a run directory someone hands you cannot run code.
+Each ``step_00000100.pt`` is written atomically (a killed process leaves no new file or
+a complete one), then ``latest`` is moved to it, then older ones are pruned: ``latest``
+always names a complete checkpoint. Everything is stored as tensors and plain Python
+values, so a checkpoint loads with ``torch.load(weights_only=True)``: a run directory
+someone hands you cannot run code.
 """
 
 from __future__ import annotations
@@ -98,11 +92,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def resolve_checkpoint(resume: str, checkpoint_dir: Path) -> Path:
-    """``latest`` → the file the pointer names; anything else is taken as a checkpoint path.
-
-    The pointer may only name a checkpoint file inside ``checkpoint_dir``: a pointer to
-    ``../../elsewhere.pt`` is refused, not followed.
-    """
+    """``latest`` → the file the pointer names, which must be a checkpoint file inside
+    ``checkpoint_dir`` (``../../elsewhere.pt`` is refused); anything else is a file path."""
     if resume != LATEST_NAME:
         path = Path(resume)
         if not path.is_file():
@@ -112,7 +103,7 @@ def resolve_checkpoint(resume: str, checkpoint_dir: Path) -> Path:
     if not pointer.exists():
         raise CheckpointError(
             f"resume=latest but {pointer} does not exist: no checkpoint was written in this output "
-            "directory yet (start without --resume, or point output_dir at the interrupted run)"
+            "directory yet (start without --resume, or point out at the interrupted run)"
         )
     name = pointer.read_text(encoding="utf-8").strip()
     if not _STEP_FILE.match(name):

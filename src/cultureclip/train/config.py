@@ -1,12 +1,5 @@
-"""The two trainers' configs: the settings they share, then ``train``'s own.
-
-:class:`BaseTrainConfig` holds what ``train`` (contrastive) and ``train-vlm``
-(generative) share under the same names: ``out``, ``seed``, ``device``,
-``precision``, ``batch_size`` and ``grad_accum_steps``, ``epochs``/``max_steps``,
-``optim`` (AdamW and its lr), ``schedule`` (a warmup in steps, then linear, cosine or
-constant), ``checkpoint_every``/``keep_last``, ``resume``, ``log_every`` and tracking
-(``tensorboard``, ``wandb``). Each trainer's config adds only its own fields; LoRA is
-:class:`cultureclip.models.base.LoraSettings` in both.
+"""The two trainers' configs: :class:`BaseTrainConfig`, the settings ``train``
+(contrastive) and ``train-vlm`` (generative) share under one name each, then ``train``'s own.
 
 ``batch_size`` is *global* in both trainers: the examples of one micro-step summed
 over all processes (each of N processes loads ``batch_size / N``), so one config
@@ -25,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from cultureclip.config import Config, ConfigError, deep_merge, load_config, out_field
+from cultureclip.config import Config, ConfigError, merge_layers, out_field
 from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSettings, TrainMode
@@ -59,7 +52,8 @@ class BaseTrainConfig(Config):
     """The settings both trainers share, under one name each."""
 
     out: str = out_field("runs/train", "output_dir", "out_dir")
-    seed: int = 42
+    #: seeds python, numpy and torch (transformers.set_seed) in both trainers
+    seed: int = Field(42, ge=0, lt=2**32)
     #: auto: cuda (the local rank's GPU) when available, else cpu
     device: Device = "auto"
     #: auto: bf16 mixed precision on a GPU that has it, fp32 elsewhere
@@ -89,18 +83,10 @@ class BaseTrainConfig(Config):
     wandb_project: str = "cultureclip"
 
     #: fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
-        {
-            "resume",
-            "stop_at_step",
-            "num_workers",
-            "log_every",
-            "tensorboard",
-            "wandb",
-            "wandb_project",
-        }
-        | {"checkpoint_every", "keep_last", "out", "device"}
-    )
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({
+        "resume", "stop_at_step", "num_workers", "log_every", "tensorboard", "wandb",
+        "wandb_project", "checkpoint_every", "keep_last", "out", "device",
+    })  # fmt: skip
 
     def per_process_batch(self, world_size: int) -> int:
         if self.batch_size % world_size:
@@ -267,17 +253,9 @@ def load_train_config(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> TrainConfig:
     """A preset, then a config file, then ``key=value`` overrides (last wins)."""
-    import yaml
+    from cultureclip.config import read_config_file, validate
+    from cultureclip.presets import read_preset
 
-    from cultureclip.config import read_config_file
-
-    data: dict[str, Any] = {}
-    if preset is not None:
-        presets = list_presets()
-        if preset not in presets:
-            known = ", ".join(sorted(presets)) or "none found"
-            raise ConfigError(f"unknown training preset {preset!r}; available: {known}")
-        data = yaml.safe_load(presets[preset].read_text(encoding="utf-8")) or {}
-    if config is not None:
-        data = deep_merge(data, read_config_file(config))
-    return load_config(TrainConfig, None, list(overrides), **data)
+    layers = [] if preset is None else [read_preset("train", preset)]
+    layers += [] if config is None else [read_config_file(config)]
+    return validate(TrainConfig, merge_layers(TrainConfig, *layers, overrides=overrides))

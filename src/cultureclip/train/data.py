@@ -3,10 +3,6 @@
 A batch becomes an :class:`EncoderInputs`: named image tensors and named token dicts
 (``pos_image``, ``pos_caption``, … for twins; ``image``, ``text`` for pairs). The
 trainer encodes each name into one feature tensor and the loss reads them by name.
-
-:class:`ResumableSampler` is ``DistributedSampler`` (seeded shuffle per epoch, equal
-shards, ``drop_last``) that can start part-way through an epoch, which is what makes
-a resumed run see exactly the batches the interrupted one would have.
 """
 
 from __future__ import annotations
@@ -42,11 +38,8 @@ class EncoderInputs:
 
     @property
     def rows(self) -> int:
-        for pixels in self.images.values():
-            return int(pixels.shape[0])
-        for tokens in self.texts.values():
-            return int(next(iter(tokens.values())).shape[0])
-        return 0
+        first = [*self.images.values(), *(next(iter(t.values())) for t in self.texts.values())]
+        return int(first[0].shape[0]) if first else 0
 
     def select(self, names: Sequence[str]) -> EncoderInputs:
         missing = [n for n in names if n not in self.images and n not in self.texts]

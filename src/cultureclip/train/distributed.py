@@ -1,9 +1,7 @@
 """Process-group set-up, the feature gather and the DDP wrapper training needs.
 
-Works under ``torchrun --nproc_per_node N`` and ``accelerate launch`` alike: both set
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``, and we init
-from the environment (NCCL on GPU, gloo on CPU). A group someone else already
-initialised (a notebook, a test, accelerate's own state) is reused and left open.
+Works under ``torchrun --nproc_per_node N`` and ``accelerate launch`` alike (both describe
+the group in environment variables); a group someone else initialised is reused and left open.
 
 How N processes train exactly like one (``L`` the loss of the whole batch):
 
@@ -89,12 +87,9 @@ def gather_features(features: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
-    """``module`` under DDP: rank 0's weights are broadcast now, gradients averaged in backward.
-
-    Every trainable parameter must receive a gradient in each synchronised backward
-    (``find_unused_parameters`` stays off: it would walk the graph every step).
-    Buffers are not re-broadcast every forward: CLIP towers hold no running statistics.
-    """
+    """``module`` under DDP: rank 0's weights are broadcast now, gradients averaged in
+    backward (every trainable parameter must get one: ``find_unused_parameters`` would walk
+    the graph every step). CLIP towers hold no running statistics to re-broadcast."""
     device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
     return nn.parallel.DistributedDataParallel(
         module, device_ids=device_ids, broadcast_buffers=False

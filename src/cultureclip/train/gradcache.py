@@ -10,12 +10,9 @@ with the memory of one chunk:
 3. re-encode each chunk *with* a graph and backprop the cached feature gradients.
 
 Dropout (LoRA dropout, for one) must draw the same masks in steps 1 and 3, so the
-RNG state is recorded before each chunk in step 1 and restored for its re-run.
-
-Under DDP, step 3 runs every chunk but the last inside ``no_sync()``: gradients
-accumulate locally and the all-reduce runs once, overlapping the last chunk's
-backward. The logit scale is an output of the encoder module (:class:`FeatureEncoder`)
-so its gradient, too, reaches the parameters through that last DDP backward.
+RNG state is recorded before each chunk in step 1 and restored for its re-run. Under
+DDP, only the last chunk's backward all-reduces; the logit scale is an output of
+:class:`FeatureEncoder`, so its gradient, too, reaches the parameters through it.
 """
 
 from __future__ import annotations
@@ -87,14 +84,11 @@ def contrastive_backward(
     """Accumulates into ``.grad`` the gradient of ``loss_multiplier · loss`` over the batch.
 
     With ``dist`` (several processes), ``inputs`` are this process's rows; features are
-    gathered with gradients and, with ``local_loss``, the loss is that of this process's
-    rows against the gathered batch (the returned loss is then this process's share:
-    the mean over processes is the batch loss), else the whole batch's loss. Parameter
-    gradients must then be averaged over processes: pass ``encoder``, the
-    :class:`FeatureEncoder` of ``model`` under DDP, and its ``no_sync``.
-
-    ``backward`` replaces ``tensor.backward()`` for the loss (a GradScaler's scaled
-    backward). Returns the detached loss and its parts.
+    gathered with gradients and the loss is, with ``local_loss``, this process's rows'
+    against the gathered batch (the mean over processes is the batch loss), else the
+    whole batch's. Pass ``encoder`` (the :class:`FeatureEncoder` under DDP) and its
+    ``no_sync`` so parameter gradients are averaged over processes. ``backward``
+    replaces ``tensor.backward()`` (a GradScaler's scaled backward).
     """
     encode: Encoder = encoder if encoder is not None else FeatureEncoder(model)
     do_backward = backward or Tensor.backward
@@ -108,15 +102,42 @@ def contrastive_backward(
 
     device = model.device
     bounds = [(start, min(start + chunk_size, rows)) for start in range(0, rows, chunk_size)]
-    rng_states, cached, cached_scale = _encode_without_graph(
-        encode, inputs, bounds, autocast, device, model.logit_scale_param.requires_grad
-    )
+    # 1. every chunk's features without a graph, and the RNG state before each chunk
+    rng_states: list[dict[str, Any]] = []
+    chunks: list[dict[str, Tensor]] = []
+    with torch.no_grad():
+        for start, stop in bounds:
+            rng_states.append(rng_state(device))
+            with autocast():
+                chunk, scale = encode(inputs.slice(start, stop))
+            chunks.append(chunk)
     after_first_pass = rng_state(device)
+    # 2. the loss on leaf copies of them, whose gradients are the cache
+    cached = {
+        name: torch.cat([chunk[name] for chunk in chunks]).detach().requires_grad_(True)
+        for name in chunks[0]
+    }
+    cached_scale = scale.detach().requires_grad_(model.logit_scale_param.requires_grad)
     out = _batch_loss(loss_fn, cached, cached_scale, dist, local_loss, rows)
     do_backward(out.loss * loss_multiplier)
-    _backward_chunks(
-        encode, inputs, bounds, rng_states, cached, cached_scale, autocast, no_sync, device
-    )
+    # 3. each chunk again, with its RNG state and a graph, backpropagating its cached gradients
+    last = len(bounds) - 1
+    for index, ((start, stop), rng) in enumerate(zip(bounds, rng_states, strict=True)):
+        set_rng_state(rng, device)
+        # The last chunk's backward is the one DDP synchronises (and overlaps).
+        with no_sync() if index < last else contextlib.nullcontext():
+            with autocast():
+                features, scale = encode(inputs.slice(start, stop))
+            # A frozen tower's features carry no graph: nothing to send back through them.
+            pairs = [
+                (features[name], cached[name].grad[start:stop])
+                for name in features
+                if cached[name].grad is not None and features[name].requires_grad
+            ]
+            if index == last and cached_scale.grad is not None:
+                pairs.append((scale, cached_scale.grad))
+            if pairs:
+                torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
     # Leave the RNG where a single pass would have left it, so what follows does not
     # depend on the number of chunks.
     set_rng_state(after_first_pass, device)
@@ -139,60 +160,3 @@ def _batch_loss(
     if local_loss and loss_fn.supports_local:
         return loss_fn.compute(features, scale, gathered=gathered, offset=dist.rank * rows)
     return loss_fn.compute(gathered, scale)
-
-
-def _encode_without_graph(
-    encode: Encoder,
-    inputs: EncoderInputs,
-    bounds: list[tuple[int, int]],
-    autocast: Callable[[], AbstractContextManager[object]],
-    device: torch.device,
-    scale_trains: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Tensor], Tensor]:
-    """Step 1: every chunk's features without a graph, and the RNG state before each chunk.
-    The features and the scale come back as leaf tensors that collect d loss / d feature."""
-    rng_states: list[dict[str, Any]] = []
-    chunks: list[dict[str, Tensor]] = []
-    with torch.no_grad():
-        for start, stop in bounds:
-            rng_states.append(rng_state(device))
-            with autocast():
-                chunk, scale = encode(inputs.slice(start, stop))
-            chunks.append(chunk)
-    cached = {
-        name: torch.cat([chunk[name] for chunk in chunks]).detach().requires_grad_(True)
-        for name in chunks[0]
-    }
-    return rng_states, cached, scale.detach().requires_grad_(scale_trains)
-
-
-def _backward_chunks(
-    encode: Encoder,
-    inputs: EncoderInputs,
-    bounds: list[tuple[int, int]],
-    rng_states: list[dict[str, Any]],
-    cached: dict[str, Tensor],
-    cached_scale: Tensor,
-    autocast: Callable[[], AbstractContextManager[object]],
-    no_sync: Callable[[], AbstractContextManager[object]],
-    device: torch.device,
-) -> None:
-    """Step 3: re-encodes each chunk with its recorded RNG state and backpropagates the
-    cached feature gradients (and, with the last chunk, the scale's)."""
-    last = len(bounds) - 1
-    for index, ((start, stop), rng) in enumerate(zip(bounds, rng_states, strict=True)):
-        set_rng_state(rng, device)
-        # The last chunk's backward is the one DDP synchronises (and overlaps).
-        with no_sync() if index < last else contextlib.nullcontext():
-            with autocast():
-                features, scale = encode(inputs.slice(start, stop))
-            # A frozen tower's features carry no graph: nothing to send back through them.
-            pairs = [
-                (features[name], cached[name].grad[start:stop])
-                for name in features
-                if cached[name].grad is not None and features[name].requires_grad
-            ]
-            if index == last and cached_scale.grad is not None:
-                pairs.append((scale, cached_scale.grad))
-            if pairs:
-                torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])

@@ -1,12 +1,5 @@
-"""The fine-tuning loop: plain PyTorch.
-
-``train(config)`` builds the model, the loss, the data and :class:`TrainStep` (AdamW
-and a warmup + linear/cosine schedule), then runs steps until the budget is spent,
-checkpointing every ``checkpoint_every`` steps. One step is:
-
-    for each micro-batch:  contrastive_backward(...)  # gradient caching, features gathered,
-                                                     # gradients averaged by DDP (last chunk)
-    clip, optimiser.step(), scheduler.step()
+"""The contrastive fine-tuning loop, in plain PyTorch: :class:`TrainStep` runs one
+optimiser step; :func:`train` runs steps and checkpoints every ``checkpoint_every``.
 
 Resuming restores weights, optimiser, scheduler, every RNG and the :class:`Cursor`
 (the position inside the epoch), so the continued run is the uninterrupted one. An
@@ -20,7 +13,6 @@ import contextlib
 import itertools
 import logging
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from transformers import set_seed
 
 from cultureclip.config import ConfigError
 from cultureclip.core.device import resolve_device
@@ -73,12 +65,7 @@ from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import Encoder, FeatureEncoder, contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
 from cultureclip.train.wise_ft import wise_ft
-from cultureclip.utils.io import (
-    append_jsonl,
-    read_jsonl,
-    remove_stale_temp_files,
-    write_jsonl,
-)
+from cultureclip.utils.io import append_jsonl, read_jsonl, remove_stale_temp_files, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +106,7 @@ def resolve_fused(fused: bool | str, device: torch.device) -> bool:
     """Whether AdamW runs its fused kernel: ``auto`` means on CUDA only."""
     if fused == "auto":
         if device.type != "cuda":
-            logger.info(
-                "optim.fused=auto: the fused AdamW kernel is used on CUDA only; "
-                "the %s run keeps torch's default AdamW",
-                device.type,
-            )
+            logger.info("optim.fused=auto: the fused AdamW kernel is used on CUDA only")
         return device.type == "cuda"
     return bool(fused)
 
@@ -183,8 +166,7 @@ def lr_factor(step: int, config: ScheduleSettings, total_steps: int) -> float:
         return (step + 1) / config.warmup_steps
     if config.kind == "constant":
         return 1.0
-    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-    progress = min(1.0, progress)
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
     if config.kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0 - progress
@@ -243,14 +225,9 @@ class StepOutput:
 
 
 class TrainStep:
-    """Micro-batches → gradients (cached, gathered, averaged by DDP) → one optimiser update.
-
-    In a distributed run the towers run under DDP: gradients are averaged over
-    processes during the backward of the last gradient-cache chunk of the last
-    micro-batch (everything before it runs under ``no_sync()``). With ``local_loss``
-    each process computes the loss of its own rows against the gathered batch; the
-    loss it reports is averaged over processes, so it is the batch loss either way.
-    """
+    """Micro-batches → gradients (cached, gathered, averaged by DDP in the backward of the
+    last chunk of the last micro-batch) → one optimiser update; the loss it reports is
+    the whole batch's, on every process."""
 
     def __init__(
         self,
@@ -304,8 +281,7 @@ class TrainStep:
         return lr
 
     def checkpoint(self, cursor: Cursor) -> Path | None:
-        """Rank 0 writes the checkpoint of ``cursor.step``: the trainable tensors, the
-        optimiser, schedule and grad-scaler states, and every rank's RNG states."""
+        """Rank 0 writes the checkpoint of ``cursor.step``, with every rank's RNG states."""
         states = distributed.all_gather_object(rng_state(self.model.device), self.dist)
         path = None
         if self.dist.is_main:
@@ -348,8 +324,7 @@ class TrainStep:
         return Cursor(state["step"], state["epoch"], state["micro_in_epoch"])
 
     def __call__(self, batches: Sequence[TwinBatch | EncoderInputs]) -> StepOutput:
-        """One optimiser step over ``batches`` (``grad_accum_steps`` micro-batches), their
-        losses averaged."""
+        """One optimiser step over ``grad_accum_steps`` micro-batches, their losses averaged."""
         rows: list[Tensor] = []
         names: list[str] = []
         for index, batch in enumerate(batches):
@@ -433,11 +408,8 @@ class MetricsLogger:
 # ---- the loop ---------------------------------------------------------------------------
 def train(config: TrainConfig, *, collection: PairCollection | None = None) -> TrainResult:
     """Fine-tunes ``config.model`` on ``config.data`` (or on ``collection``, an in-memory
-    image–text collection) and returns where everything was written.
-
-    Under ``torchrun``/``accelerate launch`` every process calls this; only rank 0
-    writes files. ``config.batch_size`` is the global batch over all processes.
-    """
+    image–text collection). Under ``torchrun``/``accelerate launch`` every process calls
+    this; only rank 0 writes files."""
     on_cuda = resolve_device(config.device).startswith("cuda")
     dist_info = distributed.init_distributed("cuda" if on_cuda else "cpu")
     try:
@@ -446,15 +418,7 @@ def train(config: TrainConfig, *, collection: PairCollection | None = None) -> T
             return _train(config, device, dist_info, collection)
     finally:
         if dist_info.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+            torch.distributed.destroy_process_group()
 
 
 def _load_resume_state(config: TrainConfig, dist_info: DistInfo) -> tuple[Path, dict[str, Any]]:
@@ -485,7 +449,7 @@ def _train(
     resume_path, state = _open_output_dir(config, output_dir, dist_info)
 
     # Same seed → same LoRA initialisation on every rank and in every (re)start.
-    _seed_everything(config.seed)
+    set_seed(config.seed)
     model = _create_model(config)
     model.configure_training(config.training)
     model.to(device)
@@ -509,8 +473,7 @@ def _train(
         metrics.truncate(cursor.step)
 
     last_checkpoint = resume_path
-    # An example is one training record: a twin record holds two images (and four texts),
-    # a pair record one image.
+    # a twin record holds two images (and four texts), a pair record one
     images_per_example = 2 if kind == "twin" else 1
     examples_per_step = config.batch_size * config.grad_accum_steps
     last_loss: float | None = None
@@ -528,7 +491,12 @@ def _train(
             last_time = now
             if cursor.step % config.log_every == 0 or cursor.step == stop_step:
                 position = cursor.epoch + cursor.micro_in_epoch / batches.micro_per_epoch
-                metrics.log(_step_record(cursor.step, position, out, examples_per_s, images_per_s))
+                metrics.log({
+                    "step": cursor.step, "epoch": round(position, 4), "loss": out.loss,
+                    **{f"loss_{k}": v for k, v in out.parts.items()}, "lr": out.lr,
+                    "examples_per_s": round(examples_per_s, 3),
+                    "images_per_s": round(images_per_s, 3),
+                })  # fmt: skip
             task.update(
                 completed=cursor.step,
                 stats=f"loss {out.loss:.4f}  lr {out.lr:.2e}  {images_per_s:.1f} images/s",
@@ -654,21 +622,6 @@ def _training_data(
     return kind, batches
 
 
-def _step_record(
-    step: int, epoch: float, out: StepOutput, examples_per_s: float, images_per_s: float
-) -> dict[str, Any]:
-    """One line of ``metrics.jsonl``."""
-    return {
-        "step": step,
-        "epoch": round(epoch, 4),
-        "loss": out.loss,
-        **{f"loss_{k}": v for k, v in out.parts.items()},
-        "lr": out.lr,
-        "examples_per_s": round(examples_per_s, 3),
-        "images_per_s": round(images_per_s, 3),
-    }
-
-
 def _save_final(
     config: TrainConfig, model: VisionLanguageModel, output_dir: Path
 ) -> tuple[VisionLanguageModel, Path, Path | None]:
@@ -702,12 +655,8 @@ def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
     checkpoints = list_checkpoints(config.checkpoint_dir)
     finished = (output_dir / "final").exists()
     if config.overwrite:
-        for name in RUN_OUTPUTS:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        for target in (output_dir / name for name in RUN_OUTPUTS):
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         return
     if checkpoints or finished:
         held = (
@@ -720,8 +669,6 @@ def _claim_output_dir(config: TrainConfig, output_dir: Path) -> None:
             "with --overwrite, or choose another output directory"
         )
     if (output_dir / METRICS_NAME).exists():
-        # Killed before its first checkpoint: nothing to resume, and its log must not mix
-        # with this run's.
         logger.warning(
             "%s holds the log of a run killed before its first checkpoint; starting over",
             output_dir,

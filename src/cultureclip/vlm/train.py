@@ -4,13 +4,8 @@ The data is the chat export of ``build-benchmark`` (``instruct.jsonl``, written 
 :func:`cultureclip.synth.builder.export_instruction_data`). Each record becomes a
 prompt (user turn: image + question) and a completion (the assistant turn). TRL's
 ``SFTTrainer`` does the rest: its vision-language collator renders both with the
-processor's chat template, labels only the completion's tokens, and runs the
-transformers loop (schedules, checkpoints, resuming, mixed precision, gradient
-checkpointing, several GPUs through torchrun/accelerate, ``report_to`` trackers).
-This module maps the shared training settings onto it, picks the LoRA targets (peft)
-and saves the final model (adapters merged, so ``<out>/model`` loads with
-``hf-vlm:<dir>``). Checkpoints are safetensors + JSON; optimiser/scheduler/RNG state is
-read back with ``torch.load(weights_only=True)``.
+processor's chat template and labels only the completion's tokens, and the transformers
+loop trains. The final model (adapters merged) loads with ``hf-vlm:<out>/model``.
 """
 
 from __future__ import annotations
@@ -25,8 +20,8 @@ from pydantic import Field
 
 from cultureclip.config import out_field
 from cultureclip.core.errors import InputError, MissingInputError, UserError
+from cultureclip.data.pairs import open_image
 from cultureclip.models.base import LoraSettings
-from cultureclip.models.feature_cache import auto_workers
 from cultureclip.train.config import (
     BaseTrainConfig,
     OptimSettings,
@@ -35,6 +30,7 @@ from cultureclip.train.config import (
     report_to,
     resolve_precision_name,
 )
+from cultureclip.train.data import loader_workers
 from cultureclip.utils.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -128,13 +124,8 @@ def _two_turns(turns: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _open_images(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    from PIL import Image
-
-    def opened(path: str) -> Image.Image:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-
-    return {**batch, "images": [[opened(p) for p in paths] for paths in batch["images"]]}
+    images = [[open_image(Path(p)) for p in paths] for paths in batch["images"]]
+    return {**batch, "images": images}
 
 
 def _peft_config(config: VLMTrainConfig) -> Any:
@@ -160,19 +151,18 @@ def _freeze_vision_tower(model: Any) -> None:
 
 
 def _resume_point(config: VLMTrainConfig, checkpoints: Path) -> str | None:
-    if config.resume is None:
-        return None
-    if config.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
 
-        found = get_last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-        if found is None:
-            logger.info("no checkpoint in %s yet; starting from the beginning", checkpoints)
-        return found
-    path = Path(config.resume)
-    if not (path / "trainer_state.json").exists():
-        raise MissingInputError(f"not a train-vlm checkpoint (no trainer_state.json): {path}")
-    return str(path)
+    if config.resume != "latest":
+        if config.resume is not None and not Path(config.resume, "trainer_state.json").exists():
+            raise MissingInputError(
+                f"not a train-vlm checkpoint (no trainer_state.json): {config.resume}"
+            )
+        return config.resume
+    found = get_last_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if found is None:
+        logger.info("no checkpoint in %s yet; starting from the beginning", checkpoints)
+    return found
 
 
 def build_trainer(config: VLMTrainConfig) -> Any:
@@ -222,9 +212,7 @@ def build_trainer(config: VLMTrainConfig) -> Any:
         save_total_limit=config.keep_last,
         logging_steps=config.log_every,
         report_to=report_to(config),
-        dataloader_num_workers=(
-            auto_workers(len(dataset)) if config.num_workers is None else config.num_workers
-        ),
+        dataloader_num_workers=loader_workers(config.num_workers, dataset),
         seed=config.seed,
         use_cpu=not on_cuda,
         bf16=precision == "bf16",
