@@ -186,7 +186,7 @@ class TrainStage(Stage):
     def outcome(self, out: Path, rc: int) -> Outcome:
         from safetensors.torch import load_file
 
-        from cultureclip.utils.io import read_jsonl
+        from cultureclip.core.io import read_jsonl
 
         records = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
         weights = out / "final" / "weights.safetensors"

@@ -28,13 +28,13 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.core.llm import LLMSettings, create_llm, load_prompt
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.context import SynthContext
 from cultureclip.synth.records import Side, country_name, side_variables
 from cultureclip.synth.schemas import CaptionsAnswer
 from cultureclip.synth.stages.captions import caption_key, run_captions
-from cultureclip.utils.io import read_jsonl
 
 
 def smollm2_gguf() -> Path:

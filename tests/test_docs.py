@@ -23,7 +23,7 @@ import typer
 from pydantic import ValidationError
 
 from cultureclip.cli.main import app
-from cultureclip.config import merge_layers, read_config_file
+from cultureclip.core.config import merge_layers, read_config_file
 from cultureclip.presets import read_preset
 
 ROOT = Path(__file__).resolve().parents[1]

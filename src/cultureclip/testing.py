@@ -478,10 +478,10 @@ def write_flag_mcq(
     """
     import random
 
+    from cultureclip.core.io import write_jsonl
     from cultureclip.data.taxonomy import continent_of
     from cultureclip.quickstart.world import render_view
     from cultureclip.synth.images import flag_sequence
-    from cultureclip.utils.io import write_jsonl
 
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
@@ -535,8 +535,8 @@ def write_general_mcq(
     """
     import random
 
+    from cultureclip.core.io import write_jsonl
     from cultureclip.quickstart.world import render_view
-    from cultureclip.utils.io import write_jsonl
 
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)

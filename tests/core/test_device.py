@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.device import Device, resolve_device, resolve_dtype
 from cultureclip.core.errors import InputError
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from cultureclip.core.io import stable_hash
 from cultureclip.core.store import (
     FailureLog,
     ResultStore,
@@ -11,7 +12,6 @@ from cultureclip.core.store import (
     open_failures,
     write_failure_report,
 )
-from cultureclip.utils.io import stable_hash
 
 
 def test_shards_partition_the_items_deterministically() -> None:

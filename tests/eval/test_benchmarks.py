@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.eval import benchmark_specs, create_benchmark, evaluate, load_result, twin_accuracy
 from cultureclip.eval.features import TextFeatureCache
 from cultureclip.eval.scorers.mcq import MCQScorer
-from cultureclip.utils.io import read_jsonl
 
 
 @pytest.mark.parametrize("name", sorted(benchmark_specs()))

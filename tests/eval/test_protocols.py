@@ -72,7 +72,7 @@ def test_crope_accuracy_pools_main_and_definition_images_by_default(tmp_path: Pa
 
 
 def test_every_eval_config_and_suite_file_validates() -> None:
-    from cultureclip.config import read_config_file
+    from cultureclip.core.config import read_config_file
     from cultureclip.eval.api import EvalConfig, load_suite, suite_names
 
     root = Path(__file__).resolve().parents[2] / "src" / "cultureclip" / "presets" / "eval"

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
-from cultureclip.config import merge_layers, validate
+from cultureclip.core.config import merge_layers, validate
 from cultureclip.presets import COMMANDS, all_presets, presets, read_preset
 
 CLASSES = {

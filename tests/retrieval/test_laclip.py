@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cultureclip.config import ConfigError
+from cultureclip.core.config import ConfigError
 from cultureclip.retrieval.laclip import (
     LaclipEncoder,
     LaclipSettings,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cultureclip.config import load_config
+from cultureclip.core.config import load_config
 from cultureclip.retrieval import IndexConfig, RetrievalEvalConfig
 
 PRESETS = Path(__file__).resolve().parents[2] / "src" / "cultureclip" / "presets"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from cultureclip.core.io import stable_hash
 from cultureclip.synth.config import SynthConfig
 from cultureclip.synth.standin import Reply, StandInLLMServer, SynthScript, prompt_name, user_text
-from cultureclip.utils.io import stable_hash
 
 # Real emoji concepts, so the glyph backend draws real artwork for every side.
 CONCEPTS = {

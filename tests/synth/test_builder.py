@@ -8,10 +8,10 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cultureclip.core.io import read_jsonl
 from cultureclip.core.llm import FEEDBACK_PREFIX
 from cultureclip.eval import read_items
 from cultureclip.synth.builder import BuilderConfig, build_benchmark
-from cultureclip.utils.io import read_jsonl
 from tests.eval.chat_server import chat_server
 
 CATEGORIES = ["Food", "Traditional Clothing", "Festivals"]

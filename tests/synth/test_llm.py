@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
 from cultureclip.core.store import open_failures
 from cultureclip.synth.config import LLMSettings, SynthConfig
@@ -15,7 +16,6 @@ from cultureclip.synth.records import Side
 from cultureclip.synth.schemas import TwinAnswer
 from cultureclip.synth.stages.captions import caption_key, run_captions
 from cultureclip.synth.standin import Reply, StandInLLMServer
-from cultureclip.utils.io import read_jsonl
 
 TWIN = {
     "neg_concept": "Guzheng",

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import read_jsonl
 from cultureclip.core.llm import LLMError, ask, create_llm, load_prompt
 from cultureclip.core.llm.backends.transformers import TransformersLLM, gguf_location
 from cultureclip.data.cultwin import read_cultwin
@@ -19,7 +20,6 @@ from cultureclip.synth.config import LLMSettings, SynthConfig
 from cultureclip.synth.pipeline import run_synth
 from cultureclip.synth.schemas import CaptionsAnswer, JudgeAnswer
 from cultureclip.testing import build_tiny_chat_lm
-from cultureclip.utils.io import read_jsonl
 from tests.helpers import teach_fixed_answer
 
 CAPTIONS = {"captions": ["a photo of it with wide sleeves", "a close photo of it in the light"]}

@@ -14,10 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
+from cultureclip.core.io import read_json
 from cultureclip.core.store import ResultStore
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.pipeline import run_synth
-from cultureclip.utils.io import read_json
 
 runner = CliRunner()
 
@@ -289,7 +289,7 @@ def test_from_folder_defaults_under_a_config_file_key_by_key(tmp_path: Path) -> 
 def test_llm_captions_for_a_folder_are_one_request_per_group(
     tmp_path: Path, tiny_clip_dir: Path
 ) -> None:
-    from cultureclip.config import load_config
+    from cultureclip.core.config import load_config
     from cultureclip.synth.config import FOLDER_DEFAULTS, SynthConfig
     from cultureclip.synth.standin import StandInLLMServer, SynthScript, prompt_name
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from cultureclip.core.io import read_json, read_jsonl
 from cultureclip.core.store import ResultStore, Shard
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.pipeline import merge, run_synth
 from cultureclip.synth.standin import StandInLLMServer, SynthScript, prompt_name, user_text
-from cultureclip.utils.io import read_json, read_jsonl
 
 
 def manifest_rows(out_dir: Path) -> list[dict]:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.synth.pipeline import run_synth
 from cultureclip.synth.standin import StandInLLMServer, SynthScript, prompt_name
-from cultureclip.utils.io import read_jsonl
 
 
 def rows(out_dir: Path) -> list[dict[str, Any]]:

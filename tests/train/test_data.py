@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.models.base import TOWER_FEATURES
 from cultureclip.models.feature_cache import MIN_EXAMPLES_FOR_WORKERS, auto_workers, shared_store
 from cultureclip.train import TrainConfig, train
@@ -17,7 +18,6 @@ from cultureclip.train.data import (
     frozen_feature_data,
     loader_workers,
 )
-from cultureclip.utils.io import read_jsonl
 
 LITE = "lite:en?image_size=64&dim=32"
 
@@ -122,7 +122,7 @@ def test_loader_workers_default_to_the_cpus_on_enough_data(monkeypatch) -> None:
 
 
 def test_the_former_data_workers_names_num_workers() -> None:
-    from cultureclip.config import ConfigError, load_config
+    from cultureclip.core.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=r"data: workers was renamed: use num_workers"):
         load_config(TrainConfig, None, ["data.workers=2"], data={"path": "x"})

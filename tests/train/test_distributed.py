@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cultureclip.utils.io import read_jsonl
+from cultureclip.core.io import read_jsonl
 
 WORKER = textwrap.dedent(
     """

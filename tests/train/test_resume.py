@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cultureclip.core.io import read_jsonl
 from cultureclip.train import train
 from cultureclip.train.checkpoint import (
     CheckpointError,
@@ -21,7 +22,6 @@ from cultureclip.train.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from cultureclip.utils.io import read_jsonl
 
 LORA = {"image": "lora", "text": "lora", "logit_scale": True, "lora": {"dropout": 0.3}}
 

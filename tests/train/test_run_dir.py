@@ -12,8 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
-from cultureclip.config import ConfigError
+from cultureclip.core.config import ConfigError
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import read_jsonl
 from cultureclip.train import train
 from cultureclip.train.checkpoint import (
     CheckpointError,
@@ -21,7 +22,6 @@ from cultureclip.train.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from cultureclip.utils.io import read_jsonl
 
 
 class _WritesMarker:

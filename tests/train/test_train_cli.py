@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
+from cultureclip.core.io import read_jsonl
 from cultureclip.models.registry import create_model
-from cultureclip.utils.io import read_jsonl
 
 runner = CliRunner()
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cultureclip.config import ConfigError
+from cultureclip.core.config import ConfigError
 from cultureclip.core.errors import UnknownNameError
+from cultureclip.core.io import read_jsonl
 from cultureclip.data.pairs import PairCollection
 from cultureclip.models.registry import create_model
 from cultureclip.train import LossError, TrainConfig, train, wise_ft
@@ -26,7 +27,6 @@ from cultureclip.train.trainer import (
     resolve_fused,
     tf32_matmuls,
 )
-from cultureclip.utils.io import read_jsonl
 
 
 def test_training_writes_config_metrics_final_and_export(make_config, toy_cultwin) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file
 
-from cultureclip.config import load_config
-from cultureclip.utils.io import read_jsonl
+from cultureclip.core.config import load_config
+from cultureclip.core.io import read_jsonl
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cultureclip.cli.main import app
-from cultureclip.config import load_config
+from cultureclip.core.config import load_config
 from cultureclip.core.errors import InputError, UserError
 from cultureclip.eval.items import read_items
 from cultureclip.synth.builder import export_instruction_data
@@ -256,7 +256,7 @@ def test_a_partial_section_keeps_the_defaults_of_train_vlm() -> None:
     ids=lambda p: p.name,
 )
 def test_shipped_vlm_configs_validate(path: Path) -> None:
-    from cultureclip.config import load_config, read_config_file
+    from cultureclip.core.config import load_config, read_config_file
     from cultureclip.eval.api import EvalConfig
 
     values = read_config_file(path)

@@ -48,7 +48,7 @@ def stage_config(
     ``flags`` maps a config key path (``data.path``) to a flag's value; None means the
     flag was not given (a switch passes None when off). Later layers win key by key.
     """
-    from cultureclip.config import merge_layers, read_config_file, validate
+    from cultureclip.core.config import merge_layers, read_config_file, validate
     from cultureclip.presets import read_preset
 
     layers: list[dict[str, Any]] = [dict(defaults or {})]

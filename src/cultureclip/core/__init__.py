@@ -1,4 +1,4 @@
-"""The plumbing every stage stands on: user errors, atomic files, the keyed result store.
+"""The ground floor every stage stands on: config, registry, atomic files, user errors, the keyed result store.
 
 Nothing in here imports a stage, a model or the CLI; stages import from here.
 """

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError
-from cultureclip.utils.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
+from cultureclip.core.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def open_failures(work_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_failure_report(work_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Writes ``failures.jsonl`` (open failures, raw answers included) and ``failures_summary.json``."""
-    from cultureclip.utils.io import write_jsonl
+    from cultureclip.core.io import write_jsonl
 
     failures = open_failures(work_dir)
     summary = {

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from PIL import Image, UnidentifiedImageError
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.io import atomic_path, atomic_write_bytes, iter_jsonl, write_jsonl
 from cultureclip.data.cultwin import CULTWIN_FILES, is_cultwin_path, read_cultwin, write_cultwin
 from cultureclip.data.pairs import (
     RAW_IMAGE_MAGIC,
@@ -40,7 +41,6 @@ from cultureclip.data.pairs import (
     open_image,
     raw_image_bytes,
 )
-from cultureclip.utils.io import atomic_path, atomic_write_bytes, iter_jsonl, write_jsonl
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"val": "valid", "validation": "valid", "dev": "valid"}

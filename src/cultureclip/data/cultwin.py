@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import (
+from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,

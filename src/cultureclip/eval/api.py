@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from cultureclip.config import Config, out_field, read_config_file
+from cultureclip.core.config import Config, out_field, read_config_file
 from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
+from cultureclip.core.io import write_jsonl
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
 from cultureclip.eval.report import build_report
@@ -36,7 +37,6 @@ from cultureclip.models.generative import (
     create_generative_model,
     is_generative_spec,
 )
-from cultureclip.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cultureclip.config import describe
+from cultureclip.core.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.io import atomic_path, atomic_write_text, jsonl_lines
 from cultureclip.data.pairs import load_image
 from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.metrics import GROUP_KEYS
 from cultureclip.eval.source import apply_columns, image_value, read_records
-from cultureclip.utils.io import atomic_path, atomic_write_text, jsonl_lines
 
 QUESTION_TYPES = ("recognition", "knowledge", "scene")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
+from cultureclip.core.registry import Registry
 from cultureclip.data.taxonomy import country
 from cultureclip.eval.items import ItemSet, read_items, validate_items
 from cultureclip.eval.source import is_hub_layout
-from cultureclip.registry import Registry
-from cultureclip.utils.io import stable_hash
 
 if TYPE_CHECKING:
     from cultureclip.eval.spec import Benchmark

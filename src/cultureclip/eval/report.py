@@ -15,6 +15,7 @@ from typing import Any
 from markupsafe import Markup
 
 from cultureclip.core.errors import MissingInputError
+from cultureclip.core.io import atomic_write_text
 from cultureclip.eval.metrics import GROUP_KEYS, bootstrap_ci
 from cultureclip.eval.report_figures import (
     before_after,
@@ -27,7 +28,6 @@ from cultureclip.eval.report_figures import (
     world_geometry,
 )
 from cultureclip.eval.results import EvalResult, find_results, load_result
-from cultureclip.utils.io import atomic_write_text
 
 GROUP_FIELDS = ["model", "benchmark", "group_key", "group", "n", "accuracy", "ci_low", "ci_high"]
 NO_CI = (math.nan, math.nan)

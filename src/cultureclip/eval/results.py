@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
+from cultureclip.core.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.jsonl"

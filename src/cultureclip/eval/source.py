@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import iter_jsonl, read_json
+from cultureclip.core.io import iter_jsonl, read_json
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")

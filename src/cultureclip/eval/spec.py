@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 
-from cultureclip.config import Config, deep_merge, read_config_file
+from cultureclip.core.config import Config, deep_merge, read_config_file
 from cultureclip.core.errors import InputError, UnknownNameError
 from cultureclip.eval.layouts import LAYOUTS
 from cultureclip.eval.metrics import GROUP_KEYS

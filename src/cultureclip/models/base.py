@@ -29,9 +29,9 @@ from PIL import Image
 from pydantic import Field
 from torch import Tensor, nn
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.errors import UserError
-from cultureclip.utils.io import atomic_path, atomic_write_json
+from cultureclip.core.io import atomic_path, atomic_write_json
 
 MODEL_CONFIG_NAME = "cultureclip_model.json"
 WEIGHTS_NAME = "weights.safetensors"

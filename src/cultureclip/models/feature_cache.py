@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cultureclip.utils.io import atomic_path
+from cultureclip.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,10 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from cultureclip.core.device import resolve_device, resolve_dtype
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
+from cultureclip.core.registry import Registry
 from cultureclip.core.store import ResultStore
 from cultureclip.models.chat import (
     encode,
@@ -35,8 +37,6 @@ from cultureclip.models.chat import (
     render,
     user_turn,
 )
-from cultureclip.registry import Registry
-from cultureclip.utils.io import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from PIL import Image
 from pydantic import Field, ValidationError
 from torch import Tensor, nn
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.models.base import (
     BackendError,
     TrainMode,

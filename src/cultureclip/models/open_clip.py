@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from cultureclip.core.io import atomic_path, atomic_write_json
 from cultureclip.models.base import BackendError, VisionLanguageModel
 from cultureclip.models.registry import MODELS
-from cultureclip.utils.io import atomic_path, atomic_write_json
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 EXPORT_CONFIG = "open_clip_config.json"

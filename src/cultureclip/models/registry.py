@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
+from cultureclip.core.io import read_json
+from cultureclip.core.registry import Registry
 from cultureclip.models.base import MODEL_CONFIG_NAME, BackendError, VisionLanguageModel
 from cultureclip.models.hub import check_local, loading
-from cultureclip.registry import Registry
-from cultureclip.utils.io import read_json
 
 MODELS: Registry[type[VisionLanguageModel]] = Registry(
     "model backend", package="cultureclip.models", entry_point_group="cultureclip.models"

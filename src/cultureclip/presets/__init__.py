@@ -46,7 +46,7 @@ def read_preset(command: str, name: str) -> dict[str, Any]:
     """The settings of preset ``name`` of ``command``."""
     import yaml
 
-    from cultureclip.config import ConfigError
+    from cultureclip.core.config import ConfigError
 
     found = presets(command)
     if name not in found:
@@ -61,6 +61,6 @@ def read_preset(command: str, name: str) -> dict[str, Any]:
 
 def load_preset(cls: type[C], command: str, name: str, overrides: Sequence[str] = ()) -> C:
     """``cls`` from preset ``name`` of ``command`` and ``key=value`` overrides."""
-    from cultureclip.config import merge_layers, validate
+    from cultureclip.core.config import merge_layers, validate
 
     return validate(cls, merge_layers(cls, read_preset(command, name), overrides=overrides))

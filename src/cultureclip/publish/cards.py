@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from cultureclip import __version__
-from cultureclip.utils.io import atomic_write_text
+from cultureclip.core.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -112,7 +112,7 @@ def _write_adapter(model: Any, folder: Path, base: str) -> str:
     from peft.tuners.tuners_utils import BaseTunerLayer
     from safetensors.torch import save_file
 
-    from cultureclip.utils.io import atomic_path
+    from cultureclip.core.io import atomic_path
 
     targets = [name for name, module in root.named_modules() if isinstance(module, BaseTunerLayer)]
     # peft's file format: keys under ``base_model.model.``, without the adapter's name.

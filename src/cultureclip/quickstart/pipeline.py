@@ -27,11 +27,11 @@ from typing import Any
 
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.device import AUTO, Device, resolve_device
+from cultureclip.core.io import atomic_write_json, atomic_write_text
 from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSettings, TrainMode
 from cultureclip.quickstart.world import World, WorldSettings, build_world
-from cultureclip.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _train_stage(
     config: QuickstartConfig, model: str, data: Path, loss: str, stage: StageSettings, name: str
 ) -> str:
     """Trains (or resumes, or reuses) one stage in ``train/<name>``; its final model directory."""
-    from cultureclip.config import read_config_file
+    from cultureclip.core.config import read_config_file
     from cultureclip.core.store import changed_fields
     from cultureclip.train import TrainConfig, train
 

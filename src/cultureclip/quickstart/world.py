@@ -27,10 +27,10 @@ from pathlib import Path
 from PIL import Image
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
+from cultureclip.core.io import atomic_path, atomic_write_json, read_json, write_jsonl
 from cultureclip.core.progress import progress as task_progress
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
-from cultureclip.utils.io import atomic_path, atomic_write_json, read_json, write_jsonl
 
 REGIONAL_INDICATOR_A = 0x1F1E6
 # A colour no flag uses, so the flag's own white survives background removal.

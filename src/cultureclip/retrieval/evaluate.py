@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import InputError
 from cultureclip.core.progress import progress as track_progress
@@ -324,7 +324,7 @@ def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
 
 def write_results(result: SweepResult, out: Path) -> None:
     """``results.json`` (rows, intervals, chance, failures) and ``results.csv`` (metrics)."""
-    from cultureclip.utils.io import atomic_write_json, atomic_write_text
+    from cultureclip.core.io import atomic_write_json, atomic_write_text
 
     rows = [row.as_dict() for row in result.rows]
     summary = ("n_images", "n_texts", "n_image_queries", "chance", "failed")

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
+from cultureclip.core.io import atomic_path
 from cultureclip.retrieval.layout import RetrievalIndexError
-from cultureclip.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import faiss

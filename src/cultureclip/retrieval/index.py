@@ -44,8 +44,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.io import (
+    atomic_path,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    stable_hash,
+    write_jsonl,
+)
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.core.store import changed_fields
 from cultureclip.data.collections import ImageDecodeError, decode_image, load_collection
@@ -65,14 +73,6 @@ from cultureclip.retrieval.layout import (
     model_fingerprint,
     resolve_model_spec,
     save_npy,
-)
-from cultureclip.utils.io import (
-    atomic_path,
-    atomic_write_json,
-    read_json,
-    read_jsonl,
-    stable_hash,
-    write_jsonl,
 )
 
 if TYPE_CHECKING:

@@ -36,10 +36,10 @@ from PIL import Image
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from cultureclip.config import Config, ConfigError
+from cultureclip.core.config import Config, ConfigError
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
 from cultureclip.models.base import VisionLanguageModel
-from cultureclip.utils.io import stable_hash
 
 Weighting = Literal["softmax", "uniform", "relu", "cosine"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cultureclip.core.errors import InputError
-from cultureclip.utils.io import atomic_path, content_fingerprint
+from cultureclip.core.io import atomic_path, content_fingerprint
 
 INDEX_VERSION = 1
 MANIFEST = "index.json"

@@ -12,6 +12,7 @@ import numpy as np
 
 from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
+from cultureclip.core.io import read_json, read_jsonl
 from cultureclip.data.collections import decode_image, load_collection
 from cultureclip.data.pairs import DEFAULT_MAX_PIXELS, PairCollection
 from cultureclip.retrieval.faiss_index import FaissSettings, read_faiss
@@ -25,7 +26,6 @@ from cultureclip.retrieval.layout import (
     local_model_path,
     model_fingerprint,
 )
-from cultureclip.utils.io import read_json, read_jsonl
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -34,8 +34,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.io import stable_hash, write_jsonl
 from cultureclip.core.llm import (
     Items,
     LLMError,
@@ -56,7 +57,6 @@ from cultureclip.eval.items import (
 )
 from cultureclip.eval.report import write_csv
 from cultureclip.models.generative import prompt_text
-from cultureclip.utils.io import stable_hash, write_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DOCUMENT_SUFFIXES = (".txt", ".md")

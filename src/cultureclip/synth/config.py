@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from cultureclip.config import Config, out_field
+from cultureclip.core.config import Config, out_field
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm.settings import LLMSettings
 

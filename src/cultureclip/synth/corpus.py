@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.utils.io import iter_jsonl
+from cultureclip.core.io import iter_jsonl
 
 
 @dataclass(frozen=True)

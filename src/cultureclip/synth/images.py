@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from cultureclip.core.errors import InputError
-from cultureclip.registry import Registry
+from cultureclip.core.registry import Registry
 from cultureclip.synth.config import ImageSettings
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from cultureclip.core.llm import Items, Outcome, ask, create_llm, load_prompt, with_images
-from cultureclip.registry import Registry
+from cultureclip.core.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
 from cultureclip.synth.schemas import JudgeAnswer, judge_passes
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.io import stable_hash
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import SynthContext
 from cultureclip.synth.corpus import CorpusRow, read_corpus
@@ -20,7 +21,6 @@ from cultureclip.synth.records import (
     country_code,
     side_from_row,
 )
-from cultureclip.utils.io import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import MissingInputError
+from cultureclip.core.io import atomic_write_bytes, atomic_write_json, stable_hash
 from cultureclip.core.store import ResultStore, Shard, write_failure_report
 from cultureclip.data.cultwin import TwinRecord, write_cultwin
 from cultureclip.synth.config import SynthConfig
@@ -26,7 +27,6 @@ from cultureclip.synth.stages.captions import side_captions
 from cultureclip.synth.stages.filter import verdict_key
 from cultureclip.synth.stages.images import ImageUnit, image_identity, image_units
 from cultureclip.synth.stages.twins import no_twin_reasons
-from cultureclip.utils.io import atomic_write_bytes, atomic_write_json, stable_hash
 
 MANIFEST = "cultwin.parquet"
 

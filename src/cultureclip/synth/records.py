@@ -6,8 +6,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from cultureclip.core.io import stable_hash
 from cultureclip.synth.corpus import CorpusRow
-from cultureclip.utils.io import stable_hash
 
 
 @functools.cache

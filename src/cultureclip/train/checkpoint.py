@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cultureclip.core.errors import InputError
-from cultureclip.utils.io import atomic_path, atomic_write_text
+from cultureclip.core.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

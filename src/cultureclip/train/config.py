@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from cultureclip.config import Config, ConfigError, merge_layers, out_field
+from cultureclip.core.config import Config, ConfigError, merge_layers, out_field
 from cultureclip.core.device import Device
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSettings, TrainMode
@@ -253,7 +253,7 @@ def load_train_config(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> TrainConfig:
     """A preset, then a config file, then ``key=value`` overrides (last wins)."""
-    from cultureclip.config import read_config_file, validate
+    from cultureclip.core.config import read_config_file, validate
     from cultureclip.presets import read_preset
 
     layers = [] if preset is None else [read_preset("train", preset)]

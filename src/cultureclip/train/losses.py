@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cultureclip.core.errors import InputError
-from cultureclip.registry import Registry
+from cultureclip.core.registry import Registry
 
 DataKind = Literal["twin", "pairs"]
 

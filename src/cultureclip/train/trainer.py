@@ -26,8 +26,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import set_seed
 
-from cultureclip.config import ConfigError
+from cultureclip.core.config import ConfigError
 from cultureclip.core.device import resolve_device
+from cultureclip.core.io import append_jsonl, read_jsonl, remove_stale_temp_files, write_jsonl
 from cultureclip.core.progress import progress
 from cultureclip.core.store import changed_fields
 from cultureclip.core.threads import worker_init
@@ -65,7 +66,6 @@ from cultureclip.train.distributed import DistInfo
 from cultureclip.train.gradcache import Encoder, FeatureEncoder, contrastive_backward
 from cultureclip.train.losses import ContrastiveLoss, DataKind, create_loss
 from cultureclip.train.wise_ft import wise_ft
-from cultureclip.utils.io import append_jsonl, read_jsonl, remove_stale_temp_files, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cultureclip.config import out_field
+from cultureclip.core.config import out_field
 from cultureclip.core.errors import InputError, MissingInputError, UserError
+from cultureclip.core.io import iter_jsonl
 from cultureclip.data.pairs import open_image
 from cultureclip.models.base import LoraSettings
 from cultureclip.train.config import (
@@ -31,7 +32,6 @@ from cultureclip.train.config import (
     resolve_precision_name,
 )
 from cultureclip.train.data import loader_workers
-from cultureclip.utils.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 

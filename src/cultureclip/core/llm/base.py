@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cultureclip.core.llm.settings import LLMSettings
-from cultureclip.registry import Registry
+from cultureclip.core.registry import Registry
 
 Message = dict[str, Any]
 

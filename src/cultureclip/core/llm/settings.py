@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
-from cultureclip.config import Config
+from cultureclip.core.config import Config
 from cultureclip.core.device import AUTO, Device
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset

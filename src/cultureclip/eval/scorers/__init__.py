@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from cultureclip.config import Config
-from cultureclip.registry import Registry
+from cultureclip.core.config import Config
+from cultureclip.core.registry import Registry
 
 if TYPE_CHECKING:
     from cultureclip.eval.spec import Benchmark

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cultureclip.config import describe
+from cultureclip.core.config import describe
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.io import jsonl_lines
 from cultureclip.core.llm import LLMSettings, SyncLLM, load_prompt
 from cultureclip.core.llm.settings import parse_model_at_url
 from cultureclip.core.progress import track
@@ -25,7 +26,6 @@ from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.models.generative import AnswerStore, GenerativeModel, MCQPrompt
-from cultureclip.utils.io import jsonl_lines
 
 logger = logging.getLogger(__name__)
 

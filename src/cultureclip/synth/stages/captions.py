@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import Items, load_prompt
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
@@ -17,7 +18,6 @@ from cultureclip.synth.schemas import (
     check_caption,
     check_captions,
 )
-from cultureclip.utils.io import stable_hash
 
 
 def caption_key(ctx: SynthContext, side: Side) -> str:

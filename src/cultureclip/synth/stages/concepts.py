@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import Items, PromptTemplate, load_prompt
 from cultureclip.data import taxonomy
 from cultureclip.synth.context import StageReport, SynthContext
@@ -20,7 +21,6 @@ from cultureclip.synth.records import (
     country_names,
 )
 from cultureclip.synth.schemas import BottomUpAnswer, ConceptsAnswer
-from cultureclip.utils.io import stable_hash
 
 
 def run_concepts(ctx: SynthContext) -> StageReport:

@@ -6,13 +6,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from cultureclip.core.io import stable_hash
 from cultureclip.core.progress import progress
 from cultureclip.core.store import ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.pool import run_pool
 from cultureclip.synth.records import country_name
 from cultureclip.synth.stages.images import ImageUnit, image_identity, plan_units
-from cultureclip.utils.io import stable_hash
 
 
 def verdict_key(unit: ImageUnit, judge_identity: dict[str, Any]) -> str:

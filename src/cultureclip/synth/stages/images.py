@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cultureclip.core.io import atomic_path, stable_hash
 from cultureclip.core.progress import progress
 from cultureclip.core.store import FailureLog, ResultStore
 from cultureclip.synth.context import StageReport, SynthContext
 from cultureclip.synth.loaders import load_twins, twin_sides
 from cultureclip.synth.records import Side
 from cultureclip.synth.stages.captions import side_captions
-from cultureclip.utils.io import atomic_path, stable_hash
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import PromptTemplate, load_prompt
 from cultureclip.core.progress import progress
 from cultureclip.core.store import ResultStore
@@ -18,7 +19,6 @@ from cultureclip.synth.loaders import load_concepts, mine_keys
 from cultureclip.synth.pool import LLMItem, run_llm_items
 from cultureclip.synth.records import Concept, country_code, side_variables
 from cultureclip.synth.schemas import TwinAnswer
-from cultureclip.utils.io import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cultureclip.registry import Registry
+from cultureclip.core.registry import Registry
 
 
 def test_register_get_create_and_describe() -> None:

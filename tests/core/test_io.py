@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from cultureclip.core.errors import DiskFullError, InputError, UserError
-from cultureclip.core.store import ResultStore
-from cultureclip.utils.io import (
+from cultureclip.core.io import (
     append_jsonl,
     atomic_path,
     atomic_write_json,
@@ -22,6 +21,7 @@ from cultureclip.utils.io import (
     read_jsonl,
     remove_stale_temp_files,
 )
+from cultureclip.core.store import ResultStore
 
 
 def test_a_torn_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_disk_full_from_atomic_writers_is_a_user_error(tmp_path: Path) -> None:
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
-        from cultureclip.utils.io import atomic_write_bytes
+        from cultureclip.core.io import atomic_write_bytes
         try:
             atomic_write_bytes(sys.argv[1], b"z" * 10_000)
         except Exception as exc:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, Field, ValidationError
 
-from cultureclip.config import (
+from cultureclip.core.config import (
     Config,
     ConfigError,
     apply_overrides,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from cultureclip.core.errors import InputError
-from cultureclip.utils.io import atomic_write_text
+from cultureclip.core.io import atomic_write_text
 
 C = TypeVar("C", bound="Config")
 
