@@ -97,7 +97,9 @@ class MCQScorer(Scorer):
         template = self.options.templates.get(item.question_type)
         if template is None:
             raise InputError(
-                f"no template for question type {item.question_type!r}; set templates.{item.question_type}"
+                f"no prompt for question type {item.question_type!r}: add "
+                f"prompts.contrastive.{item.question_type} to the spec, or "
+                f"--set options.templates.{item.question_type}='...'"
             )
         fields = {k: v for k, v in item.model_dump().items() if k not in ("image", "options")}
         try:
