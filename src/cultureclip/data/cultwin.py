@@ -488,12 +488,11 @@ def _sample_keys(records: Sequence[TwinRecord]) -> list[str]:
     return keys
 
 
-def _sample(record: TwinRecord, key: str, images_of: CulTwinLoad) -> dict[str, Any]:
-    """One record's WebDataset sample: ``{"__key__": key, "json": record bytes,
-    "pos.<ext>": image bytes, "neg.<ext>": image bytes}`` (``json`` sorts first, so a
-    streaming reader meets the record before the images)."""
-    row = record.model_dump(mode="json")
-    sample: dict[str, Any] = {"__key__": key}
+def side_image_bytes(
+    record: TwinRecord, row: dict[str, Any], images_of: CulTwinLoad
+) -> Iterator[tuple[str, str, bytes]]:
+    """``(side, stored path, bytes)`` of each image a record has, for writers that embed
+    them (tar shards, the hub layout); an unreadable file is one line naming the record."""
     for side in ("pos", "neg"):
         relative = row[f"{side}_image"]
         if relative is None:
@@ -506,6 +505,16 @@ def _sample(record: TwinRecord, key: str, images_of: CulTwinLoad) -> dict[str, A
             raise MissingInputError(
                 f"record {record.id!r}: cannot read {side} image {path}: {exc}"
             ) from exc
+        yield side, relative, data
+
+
+def _sample(record: TwinRecord, key: str, images_of: CulTwinLoad) -> dict[str, Any]:
+    """One record's WebDataset sample: ``{"__key__": key, "json": record bytes,
+    "pos.<ext>": image bytes, "neg.<ext>": image bytes}`` (``json`` sorts first, so a
+    streaming reader meets the record before the images)."""
+    row = record.model_dump(mode="json")
+    sample: dict[str, Any] = {"__key__": key}
+    for side, relative, data in side_image_bytes(record, row, images_of):
         field = f"{side}{Path(relative).suffix.lower() or '.bin'}"
         row[f"{side}_image"] = f"{key}.{field}"
         sample[field] = data

@@ -28,6 +28,7 @@ from cultureclip.data.cultwin import (
     CulTwinLoad,
     TwinRecord,
     read_cultwin,
+    side_image_bytes,
 )
 from cultureclip.publish.cards import card_template, write_card
 
@@ -58,18 +59,7 @@ def _rows(load: CulTwinLoad, records: Sequence[TwinRecord]) -> Iterator[dict[str
         out["quality"] = json.dumps(row.get("quality") or {}, ensure_ascii=False)
         extra = {k: v for k, v in row.items() if k not in fixed}
         out["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
-        for side in ("pos", "neg"):
-            relative = row[f"{side}_image"]
-            if relative is None:
-                continue
-            path = load.image_path(relative)
-            assert path is not None
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise UserError(
-                    f"record {record.id!r}: cannot read its {side} image {path}: {exc}"
-                ) from exc
+        for side, relative, data in side_image_bytes(record, row, load):
             out[f"{side}_image"] = {"bytes": data, "path": Path(relative).name}
         yield out
 
