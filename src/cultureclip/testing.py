@@ -202,6 +202,10 @@ _TINY_CORPUS = (
 )
 
 
+#: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
+TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl")
+
+
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
     """A byte-level BPE tokenizer trained on the fly, wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -282,12 +286,20 @@ def build_tiny_vlm(
         model, processor = _tiny_llava(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
-    elif family == "qwen2_vl":
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
         model, processor = _tiny_qwen2_vl(
-            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+            tokenizer,
+            image_size,
+            patch_size,
+            vision_hidden,
+            hidden,
+            layers,
+            v2_5=family == "qwen2_5_vl",
         )
     else:
-        raise ValueError(f"unknown tiny VLM family {family!r}; use llava or qwen2_vl")
+        raise ValueError(
+            f"unknown tiny VLM family {family!r}; use one of {', '.join(TINY_VLM_FAMILIES)}"
+        )
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
@@ -339,15 +351,19 @@ def _tiny_llava(
 
 
 def _tiny_qwen2_vl(
-    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+    tokenizer: Any,
+    image_size: int,
+    patch_size: int,
+    vision_hidden: int,
+    hidden: int,
+    layers: int,
+    *,
+    v2_5: bool = False,
 ) -> tuple[Any, Any]:
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    """Qwen2-VL, or with ``v2_5`` Qwen2.5-VL (window-attention vision tower, same processor
+    layout and tokens)."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     vision_tokens = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
     tokenizer.add_special_tokens(
@@ -357,7 +373,28 @@ def _tiny_qwen2_vl(
     tokenizer.chat_template = template
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in vision_tokens}
     head_dim = hidden // 4
-    config = Qwen2VLConfig(
+    vision_common = dict(
+        depth=layers,
+        num_heads=2,
+        patch_size=patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    if v2_5:
+        prefix = "Qwen2_5_VL"
+        vision = dict(
+            vision_common,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            out_hidden_size=hidden,
+            # one merged 2×2 window per image side; the last block attends globally
+            window_size=patch_size * 2 * 2,
+            fullatt_block_indexes=[layers - 1],
+        )
+    else:
+        prefix = "Qwen2VL"
+        vision = dict(vision_common, embed_dim=vision_hidden, hidden_size=hidden)
+    config = getattr(transformers, f"{prefix}Config")(
         text_config=dict(
             vocab_size=len(tokenizer),
             hidden_size=hidden,
@@ -378,17 +415,10 @@ def _tiny_qwen2_vl(
             },
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
             tie_word_embeddings=True,
         ),
-        vision_config=dict(
-            depth=layers,
-            embed_dim=vision_hidden,
-            hidden_size=hidden,
-            num_heads=2,
-            patch_size=patch_size,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        ),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -405,13 +435,13 @@ def _tiny_qwen2_vl(
     video_processor = Qwen2VLVideoProcessor(
         patch_size=patch_size, merge_size=2, temporal_patch_size=2
     )
-    processor = Qwen2VLProcessor(
+    processor = getattr(transformers, f"{prefix}Processor")(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=template,
     )
-    return Qwen2VLForConditionalGeneration(config), processor
+    return getattr(transformers, f"{prefix}ForConditionalGeneration")(config), processor
 
 
 def _synth_prompt_texts() -> tuple[str, ...]:
