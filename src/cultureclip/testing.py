@@ -203,7 +203,7 @@ _TINY_CORPUS = (
 
 
 #: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
-TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl")
+TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision")
 
 
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
@@ -286,6 +286,10 @@ def build_tiny_vlm(
         model, processor = _tiny_llava(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
+    elif family == "llava_onevision":
+        model, processor = _tiny_llava_onevision(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
     elif family in ("qwen2_vl", "qwen2_5_vl"):
         model, processor = _tiny_qwen2_vl(
             tokenizer,
@@ -348,6 +352,70 @@ def _tiny_llava(
         chat_template=TINY_CHAT_TEMPLATE,
     )
     return LlavaForConditionalGeneration(config), processor
+
+
+def _tiny_llava_onevision(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", "<video>"]}
+    )
+    side = {"height": image_size, "width": image_size}
+    # anyres tiling: the base view plus one tile per pinpoint cell, kept to 1×1 and 1×2
+    pinpoints = [
+        [image_size, image_size],
+        [image_size, 2 * image_size],
+        [2 * image_size, image_size],
+    ]
+    config = LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        tie_word_embeddings=True,
+    )
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=side, image_grid_pinpoints=pinpoints),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(size=side),
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    return LlavaOnevisionForConditionalGeneration(config), processor
 
 
 def _tiny_qwen2_vl(
