@@ -203,7 +203,7 @@ _TINY_CORPUS = (
 
 
 #: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
-TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision")
+TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3")
 
 
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
@@ -288,6 +288,10 @@ def build_tiny_vlm(
         )
     elif family == "llava_onevision":
         model, processor = _tiny_llava_onevision(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "idefics3":
+        model, processor = _tiny_idefics3(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
     elif family in ("qwen2_vl", "qwen2_5_vl"):
@@ -416,6 +420,49 @@ def _tiny_llava_onevision(
         chat_template=TINY_CHAT_TEMPLATE,
     )
     return LlavaOnevisionForConditionalGeneration(config), processor
+
+
+def _tiny_idefics3(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    scale_factor = 2
+    # the processor looks these up; it adds its other image tokens itself
+    tile_tokens = [f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", "<global-img>", *tile_tokens]}
+    )
+    processor = Idefics3Processor(
+        # images are split into image_size tiles (at most 2×2) plus a global view
+        image_processor=Idefics3ImageProcessor(
+            size={"longest_edge": 2 * image_size},
+            max_image_size={"longest_edge": image_size},
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    config = Idefics3Config(
+        vision_config=dict(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+        ),
+        text_config=_tiny_llama(tokenizer, hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        tie_word_embeddings=True,
+    )
+    return Idefics3ForConditionalGeneration(config), processor
 
 
 def _tiny_qwen2_vl(
