@@ -269,7 +269,13 @@ def build_tiny_vlm(
       :class:`~transformers.LlavaProcessor` (``<image>`` expanded to one token per patch);
     - ``qwen2_vl``: Qwen2-VL (its own vision tower with patch merging, M-RoPE Qwen2 text
       model) with a real :class:`~transformers.Qwen2VLProcessor` (dynamic resolution,
-      ``<|vision_start|><|image_pad|>…<|vision_end|>``).
+      ``<|vision_start|><|image_pad|>…<|vision_end|>``);
+    - ``qwen2_5_vl``: Qwen2.5-VL (window-attention vision tower) with a real
+      :class:`~transformers.Qwen2_5_VLProcessor` (same tokens as Qwen2-VL);
+    - ``llava_onevision``: LLaVA-OneVision (SigLIP tower + Qwen2 text model) with a real
+      :class:`~transformers.LlavaOnevisionProcessor` (anyres tiles plus a base view);
+    - ``idefics3``: Idefics3/SmolVLM (pixel-shuffle connector + Llama) with a real
+      :class:`~transformers.Idefics3Processor` (image splitting into tiles plus a global view).
 
     The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
     Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
