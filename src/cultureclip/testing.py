@@ -203,7 +203,7 @@ _TINY_CORPUS = (
 
 
 #: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
-TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3")
+TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3", "gemma3")
 
 
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
@@ -275,7 +275,9 @@ def build_tiny_vlm(
     - ``llava_onevision``: LLaVA-OneVision (SigLIP tower + Qwen2 text model) with a real
       :class:`~transformers.LlavaOnevisionProcessor` (anyres tiles plus a base view);
     - ``idefics3``: Idefics3/SmolVLM (pixel-shuffle connector + Llama) with a real
-      :class:`~transformers.Idefics3Processor` (image splitting into tiles plus a global view).
+      :class:`~transformers.Idefics3Processor` (image splitting into tiles plus a global view);
+    - ``gemma3``: Gemma 3 (SigLIP tower, 2×2-pooled soft tokens, Gemma 3 text model) with a
+      real :class:`~transformers.Gemma3Processor`.
 
     The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
     Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
@@ -298,6 +300,10 @@ def build_tiny_vlm(
         )
     elif family == "idefics3":
         model, processor = _tiny_idefics3(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "gemma3":
+        model, processor = _tiny_gemma3(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
     elif family in ("qwen2_vl", "qwen2_5_vl"):
@@ -469,6 +475,80 @@ def _tiny_idefics3(
         tie_word_embeddings=True,
     )
     return Idefics3ForConditionalGeneration(config), processor
+
+
+def _tiny_gemma3(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    image_tokens = {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    }
+    template = TINY_CHAT_TEMPLATE.replace("<image>", image_tokens["boi_token"])
+    # Gemma3Processor reads the image tokens as named attributes of the tokenizer
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<image>", *image_tokens.values()],
+        chat_template=template,
+        **image_tokens,
+    )
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in image_tokens.items()}
+    tokens_per_image = (image_size // patch_size // 2) ** 2  # the projector pools 2×2 patches
+    config = Gemma3Config(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=hidden // 4,
+            query_pre_attn_scalar=hidden // 4,
+            max_position_embeddings=512,
+            sliding_window=64,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        ),
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=ids["boi_token"],
+        eoi_token_index=ids["eoi_token"],
+        image_token_index=ids["image_token"],
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        image_seq_length=tokens_per_image,
+        chat_template=template,
+    )
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers initialises the image projection to zero, so a random model would ignore
+    # its images and its vision tower get no gradient; checkpoints have trained values
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.02)
+    return model, processor
 
 
 def _tiny_qwen2_vl(
