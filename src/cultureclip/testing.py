@@ -203,7 +203,15 @@ _TINY_CORPUS = (
 
 
 #: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
-TINY_VLM_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3", "gemma3")
+TINY_VLM_FAMILIES = (
+    "llava",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "llava_onevision",
+    "idefics3",
+    "gemma3",
+    "internvl",
+)
 
 
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
@@ -277,7 +285,9 @@ def build_tiny_vlm(
     - ``idefics3``: Idefics3/SmolVLM (pixel-shuffle connector + Llama) with a real
       :class:`~transformers.Idefics3Processor` (image splitting into tiles plus a global view);
     - ``gemma3``: Gemma 3 (SigLIP tower, 2×2-pooled soft tokens, Gemma 3 text model) with a
-      real :class:`~transformers.Gemma3Processor`.
+      real :class:`~transformers.Gemma3Processor`;
+    - ``internvl``: InternVL (InternViT, pixel-shuffle projector, Qwen2 text model) with a real
+      :class:`~transformers.InternVLProcessor` (dynamic tiling plus a thumbnail).
 
     The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
     Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
@@ -300,6 +310,10 @@ def build_tiny_vlm(
         )
     elif family == "idefics3":
         model, processor = _tiny_idefics3(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "internvl":
+        model, processor = _tiny_internvl(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
     elif family == "gemma3":
@@ -477,6 +491,80 @@ def _tiny_idefics3(
     return Idefics3ForConditionalGeneration(config), processor
 
 
+def _with_named_tokens(tokenizer: Any, template: str, tokens: dict[str, str]) -> Any:
+    """The tokenizer again, with ``tokens`` added as named special tokens (``boi_token`` …),
+    which some processors read as tokenizer attributes."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<image>", *tokens.values()],
+        chat_template=template,
+        **tokens,
+    )
+
+
+def _tiny_internvl(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
+
+    image_tokens = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
+    template = TINY_CHAT_TEMPLATE.replace("<image>", image_tokens["context_image_token"])
+    tokenizer = _with_named_tokens(tokenizer, template, image_tokens)
+    side = {"height": image_size, "width": image_size}
+    seq_length = (image_size // patch_size // 2) ** 2  # pixel shuffle halves each side
+    config = InternVLConfig(
+        vision_config=dict(
+            image_size=[image_size, image_size],
+            patch_size=[patch_size, patch_size],
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["context_image_token"]),
+        image_seq_length=seq_length,
+        downsample_ratio=0.5,
+    )
+    processor = InternVLProcessor(
+        # dynamic tiling: at most 2 image_size tiles plus a thumbnail
+        image_processor=GotOcr2ImageProcessor(size=side, crop_to_patches=True, max_patches=2),
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(size=side),
+        image_seq_length=seq_length,
+        chat_template=template,
+    )
+    return InternVLForConditionalGeneration(config), processor
+
+
 def _tiny_gemma3(
     tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
 ) -> tuple[Any, Any]:
@@ -486,7 +574,6 @@ def _tiny_gemma3(
         Gemma3ForConditionalGeneration,
         Gemma3ImageProcessor,
         Gemma3Processor,
-        PreTrainedTokenizerFast,
     )
 
     image_tokens = {
@@ -495,15 +582,7 @@ def _tiny_gemma3(
         "image_token": "<image_soft_token>",
     }
     template = TINY_CHAT_TEMPLATE.replace("<image>", image_tokens["boi_token"])
-    # Gemma3Processor reads the image tokens as named attributes of the tokenizer
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer.backend_tokenizer,
-        pad_token="<pad>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>", "<image>", *image_tokens.values()],
-        chat_template=template,
-        **image_tokens,
-    )
+    tokenizer = _with_named_tokens(tokenizer, template, image_tokens)
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in image_tokens.items()}
     tokens_per_image = (image_size // patch_size // 2) ** 2  # the projector pools 2×2 patches
     config = Gemma3Config(
