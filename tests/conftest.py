@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cultureclip.testing import TINY_VLM_FAMILIES
+
 
 @pytest.fixture
 def empty_feature_store():
@@ -59,7 +61,7 @@ def tiny_vlm(tiny_vlm_dirs) -> Path:
     return tiny_vlm_dirs("llava")
 
 
-@pytest.fixture(scope="session", params=["llava", "qwen2_vl"])
+@pytest.fixture(scope="session", params=TINY_VLM_FAMILIES)
 def any_vlm(request: pytest.FixtureRequest, tiny_vlm_dirs) -> Path:
     """A tiny VLM of each family (their processors expand images differently)."""
     return tiny_vlm_dirs(request.param)

@@ -202,6 +202,18 @@ _TINY_CORPUS = (
 )
 
 
+#: the families :func:`build_tiny_vlm` builds (the tests parametrise over all of them)
+TINY_VLM_FAMILIES = (
+    "llava",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "llava_onevision",
+    "idefics3",
+    "gemma3",
+    "internvl",
+)
+
+
 def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
     """A byte-level BPE tokenizer trained on the fly, wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -265,7 +277,17 @@ def build_tiny_vlm(
       :class:`~transformers.LlavaProcessor` (``<image>`` expanded to one token per patch);
     - ``qwen2_vl``: Qwen2-VL (its own vision tower with patch merging, M-RoPE Qwen2 text
       model) with a real :class:`~transformers.Qwen2VLProcessor` (dynamic resolution,
-      ``<|vision_start|><|image_pad|>…<|vision_end|>``).
+      ``<|vision_start|><|image_pad|>…<|vision_end|>``);
+    - ``qwen2_5_vl``: Qwen2.5-VL (window-attention vision tower) with a real
+      :class:`~transformers.Qwen2_5_VLProcessor` (same tokens as Qwen2-VL);
+    - ``llava_onevision``: LLaVA-OneVision (SigLIP tower + Qwen2 text model) with a real
+      :class:`~transformers.LlavaOnevisionProcessor` (anyres tiles plus a base view);
+    - ``idefics3``: Idefics3/SmolVLM (pixel-shuffle connector + Llama) with a real
+      :class:`~transformers.Idefics3Processor` (image splitting into tiles plus a global view);
+    - ``gemma3``: Gemma 3 (SigLIP tower, 2×2-pooled soft tokens, Gemma 3 text model) with a
+      real :class:`~transformers.Gemma3Processor`;
+    - ``internvl``: InternVL (InternViT, pixel-shuffle projector, Qwen2 text model) with a real
+      :class:`~transformers.InternVLProcessor` (dynamic tiling plus a thumbnail).
 
     The tokenizer is a byte-level BPE trained on the fly with a ChatML chat template.
     Everything is saved with ``save_pretrained`` and loads back with ``AutoProcessor`` /
@@ -282,12 +304,36 @@ def build_tiny_vlm(
         model, processor = _tiny_llava(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
-    elif family == "qwen2_vl":
-        model, processor = _tiny_qwen2_vl(
+    elif family == "llava_onevision":
+        model, processor = _tiny_llava_onevision(
             tokenizer, image_size, patch_size, vision_hidden, hidden, layers
         )
+    elif family == "idefics3":
+        model, processor = _tiny_idefics3(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "internvl":
+        model, processor = _tiny_internvl(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family == "gemma3":
+        model, processor = _tiny_gemma3(
+            tokenizer, image_size, patch_size, vision_hidden, hidden, layers
+        )
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
+        model, processor = _tiny_qwen2_vl(
+            tokenizer,
+            image_size,
+            patch_size,
+            vision_hidden,
+            hidden,
+            layers,
+            v2_5=family == "qwen2_5_vl",
+        )
     else:
-        raise ValueError(f"unknown tiny VLM family {family!r}; use llava or qwen2_vl")
+        raise ValueError(
+            f"unknown tiny VLM family {family!r}; use one of {', '.join(TINY_VLM_FAMILIES)}"
+        )
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
@@ -338,16 +384,266 @@ def _tiny_llava(
     return LlavaForConditionalGeneration(config), processor
 
 
-def _tiny_qwen2_vl(
+def _tiny_llava_onevision(
     tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
 ) -> tuple[Any, Any]:
     from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
     )
+
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", "<video>"]}
+    )
+    side = {"height": image_size, "width": image_size}
+    # anyres tiling: the base view plus one tile per pinpoint cell, kept to 1×1 and 1×2
+    pinpoints = [
+        [image_size, image_size],
+        [image_size, 2 * image_size],
+        [2 * image_size, image_size],
+    ]
+    config = LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        tie_word_embeddings=True,
+    )
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=side, image_grid_pinpoints=pinpoints),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(size=side),
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    return LlavaOnevisionForConditionalGeneration(config), processor
+
+
+def _tiny_idefics3(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    scale_factor = 2
+    # the processor looks these up; it adds its other image tokens itself
+    tile_tokens = [f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<image>", "<global-img>", *tile_tokens]}
+    )
+    processor = Idefics3Processor(
+        # images are split into image_size tiles (at most 2×2) plus a global view
+        image_processor=Idefics3ImageProcessor(
+            size={"longest_edge": 2 * image_size},
+            max_image_size={"longest_edge": image_size},
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    config = Idefics3Config(
+        vision_config=dict(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+        ),
+        text_config=_tiny_llama(tokenizer, hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        tie_word_embeddings=True,
+    )
+    return Idefics3ForConditionalGeneration(config), processor
+
+
+def _with_named_tokens(tokenizer: Any, template: str, tokens: dict[str, str]) -> Any:
+    """The tokenizer again, with ``tokens`` added as named special tokens (``boi_token`` …),
+    which some processors read as tokenizer attributes."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<image>", *tokens.values()],
+        chat_template=template,
+        **tokens,
+    )
+
+
+def _tiny_internvl(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
+
+    image_tokens = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
+    template = TINY_CHAT_TEMPLATE.replace("<image>", image_tokens["context_image_token"])
+    tokenizer = _with_named_tokens(tokenizer, template, image_tokens)
+    side = {"height": image_size, "width": image_size}
+    seq_length = (image_size // patch_size // 2) ** 2  # pixel shuffle halves each side
+    config = InternVLConfig(
+        vision_config=dict(
+            image_size=[image_size, image_size],
+            patch_size=[patch_size, patch_size],
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["context_image_token"]),
+        image_seq_length=seq_length,
+        downsample_ratio=0.5,
+    )
+    processor = InternVLProcessor(
+        # dynamic tiling: at most 2 image_size tiles plus a thumbnail
+        image_processor=GotOcr2ImageProcessor(size=side, crop_to_patches=True, max_patches=2),
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(size=side),
+        image_seq_length=seq_length,
+        chat_template=template,
+    )
+    return InternVLForConditionalGeneration(config), processor
+
+
+def _tiny_gemma3(
+    tokenizer: Any, image_size: int, patch_size: int, vision_hidden: int, hidden: int, layers: int
+) -> tuple[Any, Any]:
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+    )
+
+    image_tokens = {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    }
+    template = TINY_CHAT_TEMPLATE.replace("<image>", image_tokens["boi_token"])
+    tokenizer = _with_named_tokens(tokenizer, template, image_tokens)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in image_tokens.items()}
+    tokens_per_image = (image_size // patch_size // 2) ** 2  # the projector pools 2×2 patches
+    config = Gemma3Config(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=hidden // 4,
+            query_pre_attn_scalar=hidden // 4,
+            max_position_embeddings=512,
+            sliding_window=64,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        ),
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=ids["boi_token"],
+        eoi_token_index=ids["eoi_token"],
+        image_token_index=ids["image_token"],
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        image_seq_length=tokens_per_image,
+        chat_template=template,
+    )
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers initialises the image projection to zero, so a random model would ignore
+    # its images and its vision tower get no gradient; checkpoints have trained values
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.02)
+    return model, processor
+
+
+def _tiny_qwen2_vl(
+    tokenizer: Any,
+    image_size: int,
+    patch_size: int,
+    vision_hidden: int,
+    hidden: int,
+    layers: int,
+    *,
+    v2_5: bool = False,
+) -> tuple[Any, Any]:
+    """Qwen2-VL, or with ``v2_5`` Qwen2.5-VL (window-attention vision tower, same processor
+    layout and tokens)."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     vision_tokens = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
     tokenizer.add_special_tokens(
@@ -357,7 +653,28 @@ def _tiny_qwen2_vl(
     tokenizer.chat_template = template
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in vision_tokens}
     head_dim = hidden // 4
-    config = Qwen2VLConfig(
+    vision_common = dict(
+        depth=layers,
+        num_heads=2,
+        patch_size=patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    if v2_5:
+        prefix = "Qwen2_5_VL"
+        vision = dict(
+            vision_common,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            out_hidden_size=hidden,
+            # one merged 2×2 window per image side; the last block attends globally
+            window_size=patch_size * 2 * 2,
+            fullatt_block_indexes=[layers - 1],
+        )
+    else:
+        prefix = "Qwen2VL"
+        vision = dict(vision_common, embed_dim=vision_hidden, hidden_size=hidden)
+    config = getattr(transformers, f"{prefix}Config")(
         text_config=dict(
             vocab_size=len(tokenizer),
             hidden_size=hidden,
@@ -378,17 +695,10 @@ def _tiny_qwen2_vl(
             },
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
             tie_word_embeddings=True,
         ),
-        vision_config=dict(
-            depth=layers,
-            embed_dim=vision_hidden,
-            hidden_size=hidden,
-            num_heads=2,
-            patch_size=patch_size,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        ),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -405,13 +715,13 @@ def _tiny_qwen2_vl(
     video_processor = Qwen2VLVideoProcessor(
         patch_size=patch_size, merge_size=2, temporal_patch_size=2
     )
-    processor = Qwen2VLProcessor(
+    processor = getattr(transformers, f"{prefix}Processor")(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=template,
     )
-    return Qwen2VLForConditionalGeneration(config), processor
+    return getattr(transformers, f"{prefix}ForConditionalGeneration")(config), processor
 
 
 def _synth_prompt_texts() -> tuple[str, ...]:
