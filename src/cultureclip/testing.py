@@ -241,21 +241,30 @@ def _tiny_tokenizer(vocab_size: int, extra_text: tuple[str, ...] = ()) -> Any:
     return wrapped
 
 
+def _tiny_decoder(tokenizer: Any, hidden: int, layers: int, **family: Any) -> dict[str, Any]:
+    """The sizes and special tokens every tiny text decoder shares; ``family`` adds or
+    overrides a family's own keys (``model_type``, rope, head sizes)."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": True,
+        **family,
+    }
+
+
 def _tiny_llama(tokenizer: Any, hidden: int, layers: int, max_positions: int = 512) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
+        **_tiny_decoder(tokenizer, hidden, layers, max_position_embeddings=max_positions)
     )
 
 
@@ -416,20 +425,7 @@ def _tiny_llava_onevision(
             num_attention_heads=2,
             vision_use_head=False,
         ),
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-            tie_word_embeddings=True,
-        ),
+        text_config=_tiny_decoder(tokenizer, hidden, layers, model_type="qwen2"),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         vision_feature_select_strategy="full",
@@ -536,20 +532,7 @@ def _tiny_internvl(
             num_hidden_layers=layers,
             num_attention_heads=2,
         ),
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-            tie_word_embeddings=True,
-        ),
+        text_config=_tiny_decoder(tokenizer, hidden, layers, model_type="qwen2"),
         image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["context_image_token"]),
         image_seq_length=seq_length,
         downsample_ratio=0.5,
@@ -596,20 +579,13 @@ def _tiny_gemma3(
             num_attention_heads=2,
             vision_use_head=False,
         ),
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+        text_config=_tiny_decoder(
+            tokenizer,
+            hidden,
+            layers,
             head_dim=hidden // 4,
             query_pre_attn_scalar=hidden // 4,
-            max_position_embeddings=512,
             sliding_window=64,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
         ),
         mm_tokens_per_image=tokens_per_image,
         boi_token_index=ids["boi_token"],
@@ -675,14 +651,10 @@ def _tiny_qwen2_vl(
         prefix = "Qwen2VL"
         vision = dict(vision_common, embed_dim=vision_hidden, hidden_size=hidden)
     config = getattr(transformers, f"{prefix}Config")(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
+        text_config=_tiny_decoder(
+            tokenizer,
+            hidden,
+            layers,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 10000.0,
@@ -693,10 +665,6 @@ def _tiny_qwen2_vl(
                     head_dim // 6,
                 ],
             },
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-            tie_word_embeddings=True,
         ),
         vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
