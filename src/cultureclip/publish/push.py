@@ -16,6 +16,7 @@ no network.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -305,10 +306,18 @@ def _client(token: str | None) -> tuple[Any, str]:
     return HfApi(endpoint=endpoint, token=token), endpoint
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """A network failure: huggingface_hub 1.x raises httpx's TransportError, 2.x httpx2's."""
+    errors: list[type[BaseException]] = [OSError]
+    for client in ("httpx", "httpx2"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(client).TransportError)
+    return tuple(errors)
+
+
 @contextlib.contextmanager
 def hub_errors(endpoint: str, repo_id: str, repo_type: str) -> Iterator[None]:
     """The hub client's exceptions (network, HTTP status, offline) as one-line errors."""
-    import httpx2
     from huggingface_hub.errors import (
         HfHubHTTPError,
         OfflineModeIsEnabled,
@@ -331,5 +340,5 @@ def hub_errors(endpoint: str, repo_id: str, repo_type: str) -> Iterator[None]:
         raise PushError(
             f"the hub at {endpoint} refused the upload (HTTP {status}): {reason}"
         ) from None
-    except (httpx2.TransportError, OSError) as exc:
+    except _transport_errors() as exc:
         raise PushError(f"cannot reach {endpoint}: {exc or type(exc).__name__}") from None

@@ -56,7 +56,9 @@ class RankingScorer(MCQScorer):
                 precisions.append(100.0 * shown / top)
                 counts = Counter(h.country for h in hits)
                 entropy = -sum(c / top * math.log(c / top) for c in counts.values())
-                diversities.append(100.0 * entropy / math.log(top) if top > 1 else 0.0)
+                # float rounding puts a uniform top k a hair above log(k)
+                evenness = min(entropy / math.log(top), 1.0) if top > 1 else 0.0
+                diversities.append(100.0 * evenness)
             metrics[f"precision@{k}"] = sum(precisions) / len(precisions)
             metrics[f"diversity@{k}"] = sum(diversities) / len(diversities)
         return metrics
