@@ -230,6 +230,9 @@ def _print_suite_result(shown: str, outcome: EvalResult | Exception) -> None:
     console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
 
 
+SHOWN_REFUSALS = 10
+
+
 def _print_result(result: EvalResult) -> None:
     rows = []
     for key, value in result.metrics.items():
@@ -243,11 +246,25 @@ def _print_result(result: EvalResult) -> None:
             "reused the stored result (same model, data fingerprint, split, options and "
             "protocol); pass --overwrite to recompute"
         )
+    counts = result.counts
+    if counts.hidden:
+        console.print(f"answers hidden: {counts.hidden} items, not scored (predicted)")
+    if counts.ids_suffixed or counts.duplicates_dropped:
+        console.print(
+            f"ids suffixed: {counts.ids_suffixed} (one id reused for different items); "
+            f"duplicates dropped: {counts.duplicates_dropped} (exact copies of a row)"
+        )
     if result.n_skipped:
         console.print(
-            f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"
+            f"[yellow]{result.n_skipped} malformed item(s) skipped[/], one line each "
+            "(the others are scored):"
         )
+        for line in result.skipped[:SHOWN_REFUSALS]:
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        if result.n_skipped > SHOWN_REFUSALS:
+            console.print(f"  … {result.n_skipped - SHOWN_REFUSALS} more in result.json")
     if result.path is not None:
+        console.print(f"predictions: {result.path.parent / result.predictions_file}")
         typer.echo(str(result.path))
 
 
