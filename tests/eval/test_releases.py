@@ -232,3 +232,33 @@ def test_a_mixed_split_scores_the_known_answers_and_predicts_all(tmp_path: Path)
     predictions = result.predictions()
     assert len(predictions) == 6
     assert [p["correct"] for p in predictions].count(None) == 2
+
+
+def test_a_chat_model_predicts_withheld_answers_too(tmp_path: Path) -> None:
+    from cultureclip.eval import evaluate
+
+    from .chat_server import chat_server
+    from .test_generative import FAST
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8), PALETTE["red"]).save(images / "red.png")
+    rows = [
+        {"id": "known", "image": "images/red.png", "options": ["a", "b"], "answer": 1},
+        {"id": "hidden", "image": "images/red.png", "options": ["c", "d"], "answer": None},
+        {"id": "absent", "image": "images/red.png", "options": ["e", "f"]},
+    ]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with chat_server(lambda body, number: (200, "B")) as server:
+        result = evaluate(
+            f"openai:tiny-vlm@{server.url}",
+            "cultureverse",
+            data=tmp_path / "items.jsonl",
+            out_dir=tmp_path / "out",
+            model_name="vlm",
+            generative=FAST,
+        )
+    assert result.n == 1 and result.metrics["accuracy"] == 100.0
+    assert result.counts.hidden == 2 and result.counts.failed == 0
+    predicted = {p["id"]: (p["prediction"], p["correct"]) for p in result.predictions()}
+    assert predicted == {"known": (1, True), "hidden": (1, None), "absent": (1, None)}

@@ -158,9 +158,10 @@ class MCQScorer(Scorer):
         }
         if not isinstance(model, VisionLanguageModel):
             # Generative runs say how many answers were lost, so nobody mistakes them for wrong guesses.
-            counts["failed"] = sum(p.get("error") is not None for p in scored)
+            # (withheld answers too: a lost one is asked again by the rerun)
+            counts["failed"] = sum(p.get("error") is not None for p in predictions)
             counts["refused"] = sum(
-                p.get("error") is None and p["prediction"] == -1 for p in scored
+                p.get("error") is None and p["prediction"] == -1 for p in predictions
             )
         # chance: the expected accuracy of a uniform guess over each scored item's options
         widths = {item.id: len(item.options) for item in item_set.items}
