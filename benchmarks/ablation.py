@@ -16,6 +16,7 @@ groups, ``--per-group`` training and ``--test-per-group`` held-out photos each).
 
     python benchmarks/ablation.py [--photos DIR] [--seeds 0 1] [--epochs 10] [--image-size 64]
         [--batch 8] [--lr 1e-2] [--per-group 8] [--test-per-group 4] [--out DIR]
+        [--synth-set KEY=VALUE ...]
 
 ``PHOTOS`` holds ``train/<group>/…`` and ``test/<group>/…`` (the same group names) and,
 optionally, ``groups.yaml`` (docs/own-data.md, step 2). Every step is resumable: a rerun
@@ -71,6 +72,13 @@ def main() -> None:
     parser.add_argument("--per-group", type=int, default=8, help="example photos per group")
     parser.add_argument("--test-per-group", type=int, default=4)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--synth-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `--set` for both synth runs (LLM captions: captions.templates=null, llm.…)",
+    )
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     if len(args.seeds) < 2:
@@ -81,6 +89,7 @@ def main() -> None:
     photos = args.photos or example_photos(out / "photos", args.per_group, args.test_per_group)
     groups = photos / "groups.yaml"
     with_groups = ["--set", f"concepts.groups={groups}"] if groups.is_file() else []
+    with_groups += [arg for setting in args.synth_set for arg in ("--set", setting)]
     started = time.perf_counter()
 
     for split in ("train", "test"):
