@@ -62,7 +62,9 @@ def example_photos(folder: Path, per_group: int, test_per_group: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Does the CultureCLIP loss help on your own photos? (docs/own-data.md)"
+    )
     parser.add_argument("--photos", type=Path, help="train/ and test/ group folders")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=10)
