@@ -262,3 +262,35 @@ def test_a_chat_model_predicts_withheld_answers_too(tmp_path: Path) -> None:
     assert result.counts.hidden == 2 and result.counts.failed == 0
     predicted = {p["id"]: (p["prediction"], p["correct"]) for p in result.predictions()}
     assert predicted == {"known": (1, True), "hidden": (1, None), "absent": (1, None)}
+
+
+def test_a_csv_release_reads_the_same_way(tmp_path: Path) -> None:
+    from cultureclip.eval import evaluate
+
+    from .layouts import ColourOracle
+
+    write_release(tmp_path)
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "data/annotations.jsonl").read_text().split("\n")
+        if line
+    ]
+    header = ["id_", "question", "options", "answer", "category", "question_type", "image_path"]
+    lines = [",".join(header)]
+    for row in rows:
+        options = row["options"] if isinstance(row["options"], str) else json.dumps(row["options"])
+        cells = [str(row[key]) if key != "options" else options for key in header]
+        lines.append(",".join('"' + cell.replace('"', '""') + '"' for cell in cells))
+    data = tmp_path / "release.csv"
+    data.write_text("\n".join(lines) + "\n")
+    result = evaluate(
+        ColourOracle(),
+        "cultureverse",
+        data=data,
+        columns={"id": "id_", "image": "image_path"},
+        image_root=str(tmp_path / "data" / "images"),
+        value_maps={"question_type": {1: "recognition", 2: "knowledge"}},
+    )
+    assert result.n == 3 and result.metrics["accuracy"] == pytest.approx(200 / 3)
+    assert (result.counts.ids_suffixed, result.counts.duplicates_dropped) == (1, 1)
+    assert set(result.per_group["question_type"]) == {"recognition", "knowledge"}
