@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import re
 import shlex
 import subprocess
@@ -17,23 +16,15 @@ from typing import Any
 
 import pytest
 import yaml
-from PIL import Image, ImageDraw, ImageFilter
 
 from cultureclip.data.cultwin import read_cultwin
 from cultureclip.synth.config import FOLDER_DEFAULTS, FOLDER_TEMPLATES
+from cultureclip.testing import COSTUME_STYLES as STYLES
+from cultureclip.testing import write_costume_photos as write_photos
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_DATA = ROOT / "docs" / "own-data.md"
 STAGE_LINE = re.compile(r"^(concepts|twins|captions|images|filter): (\d+) items(.*)$")
-
-# group -> (dress colour, trim colour, pattern, headdress): one look per group.
-STYLES = {
-    "miao_costume": ((150, 20, 40), (200, 200, 210), "rows", "horns"),
-    "dong_costume": ((40, 40, 90), (230, 230, 240), "hem", "cap"),
-    "yi_costume": ((20, 20, 20), (230, 180, 20), "checks", "disc"),
-    "tibetan_robe": ((140, 80, 30), (40, 140, 190), "stripes", "hat"),
-    "dai_dress": ((230, 120, 170), (250, 240, 200), "dots", "bun"),
-}
 
 
 def fenced(text: str, language: str) -> list[str]:
@@ -47,62 +38,6 @@ def documented_commands(text: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#"):
                 commands.append(line.strip())
     return commands
-
-
-def costume_photo(group: str, seed: int, size: int = 96) -> Image.Image:
-    """A small drawn figure in its group's costume; colours, place and size vary per photo."""
-    rng = random.Random(f"{group}-{seed}")
-    dress, trim, pattern, head = STYLES[group]
-
-    def jitter(colour: tuple[int, int, int]) -> tuple[int, ...]:
-        return tuple(max(0, min(255, v + rng.randint(-25, 25))) for v in colour)
-
-    image = Image.new("RGB", (size, size), tuple(rng.randint(150, 235) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    cx, top = size // 2 + rng.randint(-8, 8), int(size * 0.38) + rng.randint(-4, 4)
-    w = int(size * 0.22) + rng.randint(-3, 3)
-    dress_c, trim_c = jitter(dress), jitter(trim)
-    bottom = size - 4
-    draw.polygon(
-        [(cx - w // 2, top), (cx + w // 2, top), (cx + w, bottom), (cx - w, bottom)], dress_c
-    )
-    for y in range(top, bottom, 8):
-        for x in range(cx - w, cx + w, 8):
-            if pattern == "rows" and x == cx - w:
-                draw.line([(cx - w, y + 6), (cx + w, y + 6)], fill=trim_c, width=2)
-            elif pattern == "stripes" and y == top:
-                draw.line([(x, top), (x, bottom)], fill=trim_c, width=3)
-            elif pattern == "checks" and ((x + y) // 8) % 2:
-                draw.rectangle([x, y, x + 4, y + 4], fill=trim_c)
-            elif pattern == "dots":
-                draw.ellipse([x, y + 4, x + 3, y + 7], fill=trim_c)
-    if pattern == "hem":
-        draw.rectangle([cx - w, bottom - 10, cx + w, bottom], fill=trim_c)
-    r = size // 10
-    hy = top - r - 2
-    draw.ellipse([cx - r, hy - r, cx + r, hy + r], fill=(225, 190, 160))
-    if head == "horns":
-        draw.arc([cx - 3 * r, hy - 3 * r, cx + 3 * r, hy + r], 200, 340, fill=trim_c, width=4)
-    elif head == "cap":
-        draw.rectangle([cx - r, hy - r - 6, cx + r, hy - r + 2], fill=trim_c)
-    elif head == "disc":
-        draw.ellipse([cx - 2 * r, hy - r - 8, cx + 2 * r, hy - r + 2], fill=dress_c)
-    elif head == "hat":
-        draw.polygon([(cx - 2 * r, hy - r + 2), (cx + 2 * r, hy - r + 2), (cx, hy - 3 * r)], trim_c)
-    else:
-        draw.ellipse([cx - r // 2, hy - 2 * r, cx + r // 2, hy - r], fill=(30, 20, 10))
-    return image.filter(ImageFilter.GaussianBlur(0.6))
-
-
-def write_photos(root: Path, per_group: int, offset: int = 0) -> list[Path]:
-    paths = []
-    for group in STYLES:
-        (root / group).mkdir(parents=True)
-        for index in range(per_group):
-            path = root / group / f"{index:03d}.jpg"
-            costume_photo(group, offset + index).save(path, quality=90)
-            paths.append(path)
-    return paths
 
 
 def run(command: str, cwd: Path) -> str:

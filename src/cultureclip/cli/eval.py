@@ -20,10 +20,12 @@ from cultureclip.cli.common import (
 from cultureclip.core.errors import InputError
 
 if TYPE_CHECKING:
+    from cultureclip.eval.compare import PairedStats
     from cultureclip.eval.results import EvalResult
 
 
 def eval_command(
+    ctx: typer.Context,
     model: list[str] = typer.Option(
         None,
         "--model",
@@ -77,7 +79,10 @@ def eval_command(
 
     A stored result is reused only when model, data fingerprint, split, options and
     protocol are the same ("reused" is printed); --overwrite recomputes.
+    `cultureclip eval compare RUN_A RUN_B` compares two runs item by item.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     # Long because typer declares one parameter per flag; the body is two short branches
     # (a suite, or one benchmark), each handing a config to the eval stage.
     with user_errors():
@@ -157,6 +162,51 @@ def eval_command(
                 raise typer.Exit(1)
 
 
+def compare_command(
+    run_a: Path = typer.Argument(..., help="Result directory (or result.json) of model A."),
+    run_b: Path = typer.Argument(..., help="Result directory (or result.json) of model B."),
+    resamples: int = typer.Option(1000, "--resamples", help="Paired bootstrap resamples."),
+    seed: int = typer.Option(42, "--seed", help="Bootstrap seed."),
+) -> None:
+    """B against A on the items both answered: accuracy difference, exact McNemar p-value
+    and paired bootstrap 95% interval, overall and per group."""
+    with user_errors():
+        from cultureclip.eval.compare import compare_results
+
+        found = compare_results(run_a, run_b, n_resamples=resamples, seed=seed)
+        rows = [_paired_row("overall", "all", found.overall)]
+        for key, groups in found.groups.items():
+            rows += [_paired_row(key, value, stats) for value, stats in groups.items()]
+        print_table(
+            f"{found.benchmark}: B = {found.model_b} vs A = {found.model_a}",
+            ("group key", "group", "n", "A %", "B %", "B − A", "95% CI", "McNemar p"),
+            rows,
+        )
+        overall = found.overall
+        console.print(
+            f"difference B − A: {overall.difference:+.2f} points on {overall.n} items "
+            f"(A only right on {overall.only_a}, B only on {overall.only_b}); "
+            f"exact McNemar p = {overall.p_value:.4g}; 95% paired bootstrap "
+            f"[{overall.ci_low:+.2f}, {overall.ci_high:+.2f}]",
+            soft_wrap=True,
+        )
+        if found.unpaired:
+            console.print(f"{found.unpaired} item(s) answered by one run only, left out")
+
+
+def _paired_row(key: str, group: str, stats: PairedStats) -> tuple[str, ...]:
+    return (
+        key,
+        group,
+        str(stats.n),
+        f"{stats.accuracy_a:.2f}",
+        f"{stats.accuracy_b:.2f}",
+        f"{stats.difference:+.2f}",
+        f"[{stats.ci_low:+.2f}, {stats.ci_high:+.2f}]",
+        f"{stats.p_value:.4g}",
+    )
+
+
 def report_command(
     results: list[Path] = typer.Argument(..., help="Result directories or result.json files."),
     out: Path = typer.Option(
@@ -230,6 +280,9 @@ def _print_suite_result(shown: str, outcome: EvalResult | Exception) -> None:
     console.print(f"{shown}: {main[0]} {main[1]:.2f} (n={outcome.n}, {how})")
 
 
+SHOWN_REFUSALS = 10
+
+
 def _print_result(result: EvalResult) -> None:
     rows = []
     for key, value in result.metrics.items():
@@ -243,16 +296,37 @@ def _print_result(result: EvalResult) -> None:
             "reused the stored result (same model, data fingerprint, split, options and "
             "protocol); pass --overwrite to recompute"
         )
+    counts = result.counts
+    if counts.hidden:
+        console.print(f"answers hidden: {counts.hidden} items, not scored (predicted)")
+    if counts.ids_suffixed or counts.duplicates_dropped:
+        console.print(
+            f"ids suffixed: {counts.ids_suffixed} (one id reused for different items); "
+            f"duplicates dropped: {counts.duplicates_dropped} (exact copies of a row)"
+        )
     if result.n_skipped:
         console.print(
-            f"[yellow]{result.n_skipped} malformed item(s) skipped[/], e.g. {result.skipped[0]}"
+            f"[yellow]{result.n_skipped} malformed item(s) skipped[/], one line each "
+            "(the others are scored):"
         )
+        for line in result.skipped[:SHOWN_REFUSALS]:
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        if result.n_skipped > SHOWN_REFUSALS:
+            console.print(f"  … {result.n_skipped - SHOWN_REFUSALS} more in result.json")
     if result.path is not None:
+        console.print(f"predictions: {result.path.parent / result.predictions_file}")
         typer.echo(str(result.path))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    evaluation = typer.Typer(
+        help="Evaluate models on a benchmark or a suite; `eval compare` compares two runs.",
+        invoke_without_command=True,
+        no_args_is_help=False,
+    )
+    evaluation.callback()(eval_command)
+    evaluation.command("compare")(compare_command)
+    app.add_typer(evaluation, name="eval")
     app.command("report")(report_command)
     app.command("build-benchmark")(build_command)
     app.command("benchmarks")(benchmarks_command)

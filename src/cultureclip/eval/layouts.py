@@ -48,27 +48,36 @@ def seeded_rng(seed: int, *key: Any) -> random.Random:
 
 def finish(bench: Benchmark, rows: list[dict[str, Any]], root: Path) -> ItemSet:
     """Validates built rows as items; a row without a question gets the spec's generative
-    one, and a row whose answer the release withholds (none, -1) is counted as hidden."""
+    one. A row whose answer the release withholds (none, -1) is kept: predicted, not scored."""
     asked, numbered = bench.spec.prompts.generative, []
     for line, row in enumerate(rows, start=1):
-        if "_error" not in row and row.get("answer") in (None, -1):
-            continue
         if asked and not row.get("question") and "_error" not in row:
             row["question"] = asked.format_map(row)
         numbered.append((line, row))
-    items = validate_items(numbered, root=root, name=bench.name)
-    items.hidden = len(rows) - len(numbered)
-    return items
+    options = bench.options
+    return validate_items(
+        numbered,
+        root=image_root(bench, root),
+        name=bench.name,
+        value_maps=getattr(options, "value_maps", None),
+    )
+
+
+def image_root(bench: Benchmark, root: Path) -> Path:
+    """Where relative image paths start: ``options.image_root`` when set, else ``root``."""
+    given = getattr(bench.options, "image_root", None)
+    return Path(given).expanduser() if given else root
 
 
 def mapped_rows(bench: Benchmark) -> tuple[list[dict[str, Any]], Path]:
-    """Rows with every spec column read under our field name."""
+    """Rows with every spec column read under our field name; a row without an id keeps
+    none (:func:`validate_items` gives it one from its content)."""
     rows, root = bench.rows()
     mapped = []
-    for index, row in enumerate(rows):
+    for row in rows:
         fields = {name: bench.field(row, name, required=False) for name in bench.spec.columns}
         item = {**row, **{k: v for k, v in fields.items() if v is not None}}
-        item["id"] = bench.record_id(row, index)
+        item["id"] = bench.field(row, "id", required=False)
         mapped.append(item)
     return mapped, root
 
@@ -80,7 +89,14 @@ def mcq_items(bench: Benchmark) -> ItemSet:
         path.is_dir() and any((path / name).is_file() for name in ITEM_FILES)
     )
     if item_format and not (path.is_dir() and is_hub_layout(path)):
-        return read_items(path, columns=bench.options.columns)
+        options = bench.options
+        root = options.image_root
+        return read_items(
+            path,
+            columns=options.columns,
+            image_root=Path(root).expanduser() if root else None,
+            value_maps=options.value_maps,
+        )
     return finish(bench, *mapped_rows(bench))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from cultureclip.core.errors import MissingInputError
+from cultureclip.core.errors import InputError, MissingInputError
 from cultureclip.core.io import atomic_write_text
 from cultureclip.eval.metrics import GROUP_KEYS, bootstrap_ci
 from cultureclip.eval.report_figures import (
@@ -181,8 +181,72 @@ def build_report(
         maps=_maps(results),
         before_after=_before_after(results),
         benchmarks=[_benchmark(results, groups, b) for b in sorted({r.benchmark for r in results})],
+        paired=_paired(results, out, n_resamples, seed),
     )
     return atomic_write_text(out / "report.html", page)
+
+
+PAIRED_FIELDS = ["benchmark", "model_a", "model_b", "group_key", "group", "n"]
+PAIRED_FIELDS += ["accuracy_a", "accuracy_b", "difference", "ci_low", "ci_high", "p_value"]
+
+
+def _paired(
+    results: Sequence[EvalResult], out: Path, n_resamples: int, seed: int
+) -> dict[str, Any] | None:
+    """Every two models run on one benchmark over the same data: B − A on the items both
+    answered (``eval/compare.py``), in the page and in ``paired.csv``."""
+    from cultureclip.eval.compare import compare_results
+
+    runs = sorted(results, key=lambda r: (r.benchmark, r.model))
+    records = {id(r): predictions_of(r) for r in runs}
+    found = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            same = a.benchmark == b.benchmark and a.key.get("data") == b.key.get("data")
+            if not same or a.model == b.model or not records[id(a)] or not records[id(b)]:
+                continue
+            try:
+                found.append(
+                    compare_results(
+                        a,
+                        b,
+                        n_resamples=n_resamples,
+                        seed=seed,
+                        records=(records[id(a)], records[id(b)]),
+                    )
+                )
+            except InputError:  # no item answered by both
+                continue
+    if not found:
+        return None
+    csv_rows, rows, folds = [], [], []
+    for c in found:
+        head = (c.benchmark, c.model_a, c.model_b)
+        rows.append((*head, *_paired_cells(c.overall)))
+        fold = []
+        for key, groups in [("overall", {"all": c.overall}), *c.groups.items()]:
+            for value, stats in groups.items():
+                shown = _group_value(key, value) if key != "overall" else value
+                if key != "overall":
+                    fold.append((key, shown, *_paired_cells(stats)))
+                numbers = (stats.n, stats.accuracy_a, stats.accuracy_b, stats.difference)
+                numbers += (stats.ci_low, stats.ci_high, stats.p_value)
+                values = (*head, key, shown, *(round(v, 6) for v in numbers))
+                csv_rows.append(dict(zip(PAIRED_FIELDS, values, strict=True)))
+        folds.append({"title": f"{c.benchmark}: {c.model_b} vs {c.model_a}", "rows": fold})
+    write_csv(out / "paired.csv", csv_rows, PAIRED_FIELDS)
+    return {"rows": rows, "folds": folds}
+
+
+def _paired_cells(stats: Any) -> tuple[Any, ...]:
+    return (
+        stats.n,
+        stats.accuracy_a,
+        stats.accuracy_b,
+        f"{stats.difference:+.2f}",
+        f"[{stats.ci_low:+.2f}, {stats.ci_high:+.2f}]",
+        f"{stats.p_value:.3g}",
+    )
 
 
 METRIC_FIELDS = ["model", "benchmark", "task", "metric", "value", "n", "n_skipped", "chance"]

@@ -53,11 +53,13 @@ def _figure_to_img(fig: Any, alt: str) -> str:
 
 
 def predictions_of(result: EvalResult) -> list[dict[str, Any]]:
-    """The result's prediction records; none when it has no predictions file."""
+    """The result's scored prediction records (not those of withheld answers); none when it
+    has no predictions file."""
     try:
-        return result.predictions()
+        records = result.predictions()
     except (ValueError, FileNotFoundError):
         return []
+    return [r for r in records if "correct" not in r or r["correct"] is not None]
 
 
 def merged_counts(

@@ -45,6 +45,10 @@ class Counts(BaseModel):
     hidden: int = 0
     #: verdicts the open-ended judge could not give
     judge_failed: int = 0
+    #: ids the release reused for different items, kept apart with a suffix (``q1#2``)
+    ids_suffixed: int = 0
+    #: exact duplicate rows of the release, dropped
+    duplicates_dropped: int = 0
 
 
 class EvalResult(BaseModel):

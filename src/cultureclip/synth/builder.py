@@ -400,6 +400,8 @@ def export_instruction_data(
     """
     records = []
     for item in item_set.items:
+        if item.answer is None:  # a withheld answer has nothing to teach
+            continue
         prompt = prompt_text(item.question, item.options)
         answer = f"{LETTERS[item.answer]}. {item.answer_text}"
         reason = (item.model_extra or {}).get("reason", "")

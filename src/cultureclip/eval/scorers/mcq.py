@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cultureclip.core.errors import InputError
 from cultureclip.core.progress import track
@@ -20,7 +20,7 @@ from cultureclip.eval.features import (
     embed_images,
     image_key,
 )
-from cultureclip.eval.items import ItemSet, MCQItem
+from cultureclip.eval.items import ItemSet, MCQItem, as_text
 from cultureclip.eval.layouts import LAYOUTS
 from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decisions, role_accuracy
 from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
@@ -45,13 +45,34 @@ class MCQOptions(ScorerSettings):
     )
     #: generative models: how many items are sent per checkpointed chunk
     chunk_size: int = Field(64, ge=1)
+    #: a question type without its own template (a release's ``1``, ``2``…) uses this one;
+    #: none: such an item stops the run, naming the type
+    default_template: str | None = "{question} {option}"
     #: our field -> the data's column, for released files with other names
     #: (``--set columns.answer=Label``)
     columns: dict[str, str] = Field(default_factory=dict)
+    #: where relative image paths start (default: the annotation file's folder)
+    image_root: str | None = None
+    #: per field, the release's value -> ours, matched as text:
+    #: ``--set options.value_maps.question_type='{1: recognition, 2: knowledge}'``
+    value_maps: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: item roles scored apart (``{role}_accuracy``, ``both_accuracy``)
     roles: list[str] = Field(default_factory=list)
     #: ``accuracy`` counts this role only (none: every item)
     accuracy_role: str | None = None
+
+    @field_validator("value_maps", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # YAML reads {1: recognition} with integer keys; a release's values match as text
+        if not isinstance(value, dict):
+            return value
+        return {
+            str(name): {str(as_text(k)): v for k, v in mapping.items()}
+            if isinstance(mapping, dict)
+            else mapping
+            for name, mapping in value.items()
+        }
 
 
 @SCORERS.register("mcq", help="multiple choice: option texts (contrastive) or letters (chat)")
@@ -78,14 +99,14 @@ class MCQScorer(Scorer):
         if not item_set.items:
             errors = item_set.errors
             problems = f"; {len(errors)} malformed: {errors[0]}" if errors else ""
-            if item_set.hidden:
-                problems += f"; {item_set.hidden} withhold their answer (a hidden test split?)"
             raise InputError(
                 f"benchmark {self.bench.name!r} found no valid items in {self.bench.data}{problems}"
             )
 
     def summarize(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
-        """Overall metrics from prediction records."""
+        """Overall metrics from the prediction records of items with a known answer."""
+        if not predictions:
+            return {}
         if not self.options.roles:
             return {"accuracy": accuracy([p["correct"] for p in predictions])}
         metrics = role_accuracy(predictions, self.options.roles)  # accuracy pools every role
@@ -94,7 +115,7 @@ class MCQScorer(Scorer):
         return metrics
 
     def option_texts(self, item: MCQItem) -> list[str]:
-        template = self.options.templates.get(item.question_type)
+        template = self.options.templates.get(item.question_type, self.options.default_template)
         if template is None:
             raise InputError(
                 f"no prompt for question type {item.question_type!r}: add "
@@ -128,27 +149,38 @@ class MCQScorer(Scorer):
                 f"benchmark {self.bench.name!r}: no item of {self.bench.data} has a readable image"
                 + (f"; e.g. {unreadable[0]}" if unreadable else "")
             )
-        counts = {"hidden": item_set.hidden}
+        # items whose answer is withheld are predicted (predictions.jsonl), never scored
+        scored = [p for p in predictions if p["correct"] is not None]
+        counts = {
+            "hidden": len(predictions) - len(scored),
+            "ids_suffixed": item_set.suffixed,
+            "duplicates_dropped": item_set.duplicates,
+        }
         if not isinstance(model, VisionLanguageModel):
             # Generative runs say how many answers were lost, so nobody mistakes them for wrong guesses.
+            # (withheld answers too: a lost one is asked again by the rerun)
             counts["failed"] = sum(p.get("error") is not None for p in predictions)
             counts["refused"] = sum(
                 p.get("error") is None and p["prediction"] == -1 for p in predictions
             )
         # chance: the expected accuracy of a uniform guess over each scored item's options
         widths = {item.id: len(item.options) for item in item_set.items}
-        chance = 100.0 * sum(1.0 / widths[p["id"]] for p in predictions) / len(predictions)
+        chance = (
+            100.0 * sum(1.0 / widths[p["id"]] for p in scored) / len(scored) if scored else None
+        )
         return BenchmarkOutput(
-            metrics=self.summarize(predictions),
+            metrics=self.summarize(scored),
             predictions=predictions,
-            per_group=group_accuracy(predictions, keys=self.bench.spec.group_keys),
-            n=len(predictions),
+            per_group=group_accuracy(scored, keys=self.bench.spec.group_keys),
+            n=len(scored),
             skipped=[str(bad) for bad in item_set.errors] + unreadable,
-            chance=round(chance, 4),
+            chance=None if chance is None else round(chance, 4),
             counts=counts,
         )
 
-    def _record(self, item: MCQItem, predicted: int, correct: bool, **extra: Any) -> dict[str, Any]:
+    def _record(
+        self, item: MCQItem, predicted: int, correct: bool | None, **extra: Any
+    ) -> dict[str, Any]:
         record = {
             "id": item.id,
             "answer": item.answer,
@@ -210,12 +242,16 @@ class MCQScorer(Scorer):
         scores = scale * torch.einsum("nd,nkd->nk", images, text_features[option_ids])
         scores = scores.masked_fill(~valid, float("-inf")).double()
         probs = torch.softmax(scores, dim=1)
-        predicted, correct = mcq_decisions(scores, torch.tensor([item.answer for item in items]))
+        hidden = torch.tensor([item.answer is None for item in items])
+        answers = torch.tensor([item.answer or 0 for item in items])
+        predicted, correct = mcq_decisions(scores, answers)
+        # a withheld answer: the best-scoring option is the prediction
+        predicted = torch.where(hidden, scores.argmax(dim=1), predicted)
         return [
             self._record(
                 item,
                 int(predicted[row]),
-                bool(correct[row]),
+                None if hidden[row] else bool(correct[row]),
                 probs=[round(float(p), 6) for p in probs[row, : len(texts_per_item[row])]],
             )
             for row, item in enumerate(items)
@@ -254,7 +290,8 @@ class MCQScorer(Scorer):
                 choice = parse_answer_letter(reply, item.options) if reply is not None else None
                 predicted = -1 if choice is None else choice
                 extra = {"reply": reply, "error": outcome.error}
-                records.append(self._record(item, predicted, predicted == item.answer, **extra))
+                correct = None if item.answer is None else predicted == item.answer
+                records.append(self._record(item, predicted, correct, **extra))
             answers.add(asked, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in item_set.items if item.id in done]
