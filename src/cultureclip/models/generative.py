@@ -334,6 +334,10 @@ class HFVisionChatModel(GenerativeModel):
         ]
         mine = [self._answer(batch) for batch in batches[self.rank :: self.world]]
         if self.world > 1:
+            logger.info(
+                "process %d of %d answered %d of %d batches",
+                self.rank + 1, self.world, len(mine), len(batches),
+            )  # fmt: skip
             gathered: list[Any] = [None] * self.world
             torch.distributed.all_gather_object(gathered, mine)
             # batch i was answered by process i % N, as its (i // N)-th

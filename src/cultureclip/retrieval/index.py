@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from cultureclip.core.config import Config
-from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.device import DeviceSettings
 from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
@@ -84,8 +83,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class IndexConfig(Config):
-    """Settings of ``cultureclip index`` (saved as ``config.yaml`` in the index directory)."""
+class IndexConfig(DeviceSettings):
+    """Settings of ``cultureclip index`` (saved as ``config.yaml`` in the index directory);
+    ``precision`` bf16/fp16 encodes under autocast (``auto``: bf16 on a GPU, fp32 on a CPU)."""
 
     model: str
     data: str
@@ -96,7 +96,6 @@ class IndexConfig(Config):
     chunk_size: int = Field(512, ge=1)
     faiss: FaissSettings = FaissSettings()
     laclip: LaclipSettings | None = None
-    device: Device = "auto"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
     #: images over this many pixels are decoded reduced (JPEG) or skipped and reported
@@ -199,7 +198,14 @@ def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, A
         "store_images": config.store_images,
         "images": stable_hash(collection.image_ids),
         "texts": stable_hash(collection.text_ids, collection.texts),
+        # half-precision vectors are other numbers; an fp32 build keys as before
+        **({"precision": precision} if (precision := _precision(config)) != "fp32" else {}),
     }
+
+
+def _precision(config: IndexConfig) -> str:
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    return config.resolved_precision(config.resolved_device(local_rank))
 
 
 def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
@@ -238,9 +244,12 @@ def build_index(
     """
     from cultureclip.models.registry import create_model
 
+    rank, world = shard_of(config)
+    # one GPU per process, as accelerate/torchrun launch them; a missing one fails here
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
+    device = config.resolved_device(local_rank)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = shard_of(config)
     if world > 1 and overwrite:
         raise RetrievalIndexError(
             "--overwrite cannot be combined with sharded encoding; remove the old chunks first"
@@ -250,10 +259,8 @@ def build_index(
         collection = load_collection(config.data, config.split, seed=config.split_seed)
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    # one GPU per process, as accelerate/torchrun launch them
-    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
     if model is None:
-        model = create_model(config.model, device=resolve_device(config.device, local_rank))
+        model = create_model(config.model, device=device, precision=config.precision)
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:

@@ -86,9 +86,12 @@ class RetrievalIndex:
         *,
         model: VisionLanguageModel | None = None,
         device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         import pyarrow.parquet as pq
 
+        if model is None:
+            resolve_device(device)  # a device this machine lacks fails before any work
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
@@ -147,6 +150,8 @@ class RetrievalIndex:
                 self._text_rows.setdefault(image_id, []).append(row)
         self._model = model
         self._device = device
+        #: what queries encode in (None: fp32; ``bf16``/``fp16``: autocast on the device)
+        self._precision = precision
         self._collection: PairCollection | None = None
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -193,7 +198,9 @@ class RetrievalIndex:
                 from cultureclip.models.registry import create_model
 
                 device = resolve_device(self._device)
-                self._model = create_model(self.model_spec(), device=device)
+                self._model = create_model(
+                    self.model_spec(), device=device, precision=self._precision
+                )
             return self._model
 
     def warm(self) -> None:
