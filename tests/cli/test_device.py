@@ -22,8 +22,12 @@ COMMANDS = {
     "eval": ["eval", "-m", "lite:en", "-b", "twins", "-d", MISSING, "--set", "device=cuda"],
     "eval (hf-vlm)": ["eval", "-m", f"hf-vlm:{MISSING}", "-b", "twins", "-d", MISSING,
                       "--set", "device=cuda"],
+    "eval (suite)": ["eval", "--suite", "general", "-m", "lite:en", "-o", "{tmp}/e", "--device", "cuda"],
+    "eval (--precision)": ["eval", "-m", "lite:en", "-b", "twins", "-d", MISSING,
+                           "--device", "cuda", "--precision", "bf16"],
     "index": ["index", "-m", "lite:en", "-d", MISSING, "-o", "{tmp}/index", "--device", "cuda"],
     "search": ["search", "-i", MISSING, "-t", "a kimono", "--device", "cuda"],
+    "serve": ["serve", "-i", MISSING, "--device", "cuda"],
     "retrieval-eval": ["retrieval-eval", "-m", "lite:en", "-d", MISSING, "--device", "cuda"],
     "quickstart": ["quickstart", "--out", "{tmp}/qs", "--device", "cuda"],
 }  # fmt: skip

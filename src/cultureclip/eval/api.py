@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field
 
 from cultureclip.core.config import Config, out_field, read_config_file
-from cultureclip.core.device import DeviceSettings, resolve_precision
+from cultureclip.core.device import DeviceSettings, resolve_device, resolve_precision
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
 from cultureclip.core.io import write_jsonl
 from cultureclip.core.store import changed_fields
@@ -366,6 +366,7 @@ def run_suite(
     :func:`run` reuses them. A benchmark that fails with a user error is recorded in
     ``failed`` and the others still run; ``on_result(label, result or error)`` follows each.
     """
+    resolve_device(settings.get("device"))  # a device this machine lacks fails before any work
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)
     if len(names) != len(models):

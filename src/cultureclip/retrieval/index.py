@@ -500,6 +500,7 @@ def _finalize(out: Path, build: _ChunkedBuild, model_fingerprint: str | None) ->
         extra={
             "timings": build.summary.timings,
             "encoded_views": build.summary.encoded_views,
+            "precision": getattr(build.model, "inference_precision", "fp32"),
             "model_fingerprint": model_fingerprint,
             "model_bundled": bundled,
             "images_stored": config.store_images,

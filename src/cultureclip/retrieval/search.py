@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from cultureclip.core.device import resolve_device
+from cultureclip.core.device import resolve_device, resolve_precision
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.core.io import read_json, read_jsonl
 from cultureclip.data.collections import decode_image, load_collection
@@ -86,12 +86,12 @@ class RetrievalIndex:
         *,
         model: VisionLanguageModel | None = None,
         device: str | None = None,
-        precision: str | None = None,
+        precision: str | None = "auto",
     ) -> None:
         import pyarrow.parquet as pq
 
-        if model is None:
-            resolve_device(device)  # a device this machine lacks fails before any work
+        if model is None:  # a device this machine lacks (or a bad precision) fails now
+            resolve_precision(precision, resolve_device(device))
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
@@ -150,7 +150,8 @@ class RetrievalIndex:
                 self._text_rows.setdefault(image_id, []).append(row)
         self._model = model
         self._device = device
-        #: what queries encode in (None: fp32; ``bf16``/``fp16``: autocast on the device)
+        #: what queries encode in (``auto``: bf16 on a GPU, fp32 on a CPU; ``bf16``/``fp16``
+        #: run under autocast); the manifest's ``precision`` says what the images were
         self._precision = precision
         self._collection: PairCollection | None = None
         self._positions: dict[str, int] = {}
