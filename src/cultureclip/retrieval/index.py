@@ -198,14 +198,11 @@ def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, A
         "store_images": config.store_images,
         "images": stable_hash(collection.image_ids),
         "texts": stable_hash(collection.text_ids, collection.texts),
-        # half-precision vectors are other numbers; an fp32 build keys as before
-        **({"precision": precision} if (precision := _precision(config)) != "fp32" else {}),
+        # half-precision vectors are other numbers
+        "precision": config.resolved_precision(
+            config.resolved_device(int(os.environ.get("LOCAL_RANK", 0)))
+        ),
     }
-
-
-def _precision(config: IndexConfig) -> str:
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    return config.resolved_precision(config.resolved_device(local_rank))
 
 
 def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
@@ -214,7 +211,9 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
     if overwrite and chunks.exists():
         shutil.rmtree(chunks)
     if path.exists():
-        changed = changed_fields(read_json(path), fingerprint, shared_only=True)
+        # chunks of a build before ``precision`` existed were encoded in fp32
+        stored = {"precision": "fp32", **read_json(path)}
+        changed = changed_fields(stored, fingerprint, shared_only=True)
         if changed:
             raise RetrievalIndexError(
                 f"{chunks.parent} holds chunks of a different run (differs in {', '.join(changed)}); "
