@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,7 @@ from cultureclip.models.generative import (
     create_generative_model,
     is_generative_spec,
     is_main_process,
+    join_processes,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,10 @@ def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
         return create_generative_model(str(model), **options)
     from cultureclip.models.registry import create_model
 
-    return create_model(model, device=config.resolved_device(), precision=config.precision)
+    # under N processes each is on its own GPU (only hf-vlm splits the work between them)
+    local_rank = int(os.environ["LOCAL_RANK"]) if "LOCAL_RANK" in os.environ else None
+    device = config.resolved_device(local_rank)
+    return create_model(model, device=device, precision=config.precision)
 
 
 class Models:
@@ -174,6 +179,8 @@ def run(
     and the delta in ``result.baseline``.
     """
     config.resolved_device()  # a device this machine lacks fails before any work
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched as N processes: one writes
+        join_processes(config.device)
     model = config.model if model is None else model
     data = config.data if data is None else data
     options = dict(config.options)

@@ -198,7 +198,7 @@ class AnswerStore:
             if record is not None and record.get("error") is None:
                 done[getattr(item, "id")] = record  # noqa: B009 - items of every kind have an id
         # data-parallel: every process asks the main one's list, whatever it read meanwhile
-        done = _from_main_process(done)
+        done = from_main_process(done)
         logger.info(
             "%s: %d answers reused, %d to ask", self.benchmark, len(done), len(items) - len(done)
         )
@@ -427,7 +427,8 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _from_main_process(value: Any) -> Any:
+def from_main_process(value: Any) -> Any:
+    """``value`` as the first process has it, in every process of a data-parallel run."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value

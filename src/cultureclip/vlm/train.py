@@ -180,7 +180,13 @@ def build_trainer(config: VLMTrainConfig) -> Any:
 
     per_device = config.per_process_batch(int(os.environ.get("WORLD_SIZE", "1")))
     # a device this machine lacks is an error before any work, not a silent run on the CPU
-    on_cuda = resolve_device(config.device).startswith("cuda")
+    device = resolve_device(config.device)
+    on_cuda = device.startswith("cuda")
+    if ":" in device:  # the Trainer puts each process on its local rank's GPU, not this one
+        raise InputError(
+            f"train-vlm cannot run on {device}: use device=cuda and pick the GPU with "
+            "CUDA_VISIBLE_DEVICES (one process) or torchrun (several)"
+        )
     dataset = read_chat_export(config.data)
     precision = resolve_precision_name(config.precision, on_cuda)
     processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
