@@ -96,3 +96,32 @@ def test_the_twin_miner_and_clipscore_judge_use_the_runs_device_and_precision(
     for device, precision, model in built:
         assert (device, precision) == ("cpu", "bf16")
         assert model.device == torch.device("cpu") and model.inference_precision == "bf16"
+
+
+def test_half_precision_judging_and_mining_are_keyed_apart(tiny_clip_dir: Path) -> None:
+    def judge_identity(precision: str) -> dict[str, Any]:
+        config = SynthConfig.model_validate(
+            {"device": "cpu", "precision": precision,
+             "filter": {"backend": "clipscore", "model": f"hf:{tiny_clip_dir}"}}
+        )  # fmt: skip
+        return create_judge(config.placed("filter"), config.placed("llm")).identity()
+
+    assert "precision" not in judge_identity("fp32")  # keys of earlier runs stay the same
+    assert judge_identity("bf16")["precision"] == "bf16"
+
+
+def test_half_precision_mining_is_keyed_apart() -> None:
+    from cultureclip.synth.context import SynthContext
+    from cultureclip.synth.loaders import mine_keys
+    from cultureclip.synth.records import Concept, Side
+
+    concepts = [
+        Concept(f"c{i}", "r", Side(f"c{i}", "", "", "Food", "JP"), "corpus") for i in range(2)
+    ]
+
+    def keys(precision: str) -> dict[str, str]:
+        config = SynthConfig.model_validate({"device": "cpu", "precision": precision})
+        return mine_keys(SynthContext(config), concepts)
+
+    assert keys("fp32") == keys("auto")  # fp32 on a CPU: the keys of earlier runs
+    assert keys("bf16") != keys("fp32")

@@ -124,11 +124,15 @@ class ClipScoreJudge(Judge):
         self._model: Any = None
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity: dict[str, Any] = {
             "backend": "clipscore",
             "model": self.settings.model,
             "threshold": self.settings.threshold,
         }
+        precision = self.settings.resolved_precision()
+        if precision != "fp32":  # half-precision scores are other numbers; fp32 as before
+            identity["precision"] = precision
+        return identity
 
     @property
     def model(self) -> Any:

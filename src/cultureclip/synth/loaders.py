@@ -185,11 +185,14 @@ def load_twins(ctx: SynthContext) -> list[Twin]:
 
 def mine_keys(ctx: SynthContext, concepts: list[Concept]) -> dict[str, str]:
     """Concept id -> its mining item key; mining compares all concepts, so all enter each key."""
-    settings = ctx.config.twins
+    settings = ctx.config.placed("twins")
     column = ctx.config.concepts.group_column()
     parts: list[Any] = [[c.id for c in concepts], settings.mine_model]
     if column != "country":  # keys of country-grouped runs stay those of earlier versions
         parts.append(column)
+    precision = settings.resolved_precision()
+    if precision != "fp32":  # half-precision embeddings may pick other twins; fp32 as before
+        parts.append(precision)
     universe = stable_hash("universe", *parts)
     return {c.id: stable_hash("mine", c.id, universe) for c in concepts}
 
