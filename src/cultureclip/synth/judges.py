@@ -129,9 +129,10 @@ class ClipScoreJudge(Judge):
             "model": self.settings.model,
             "threshold": self.settings.threshold,
         }
-        precision = self.settings.resolved_precision()
-        if precision != "fp32":  # half-precision scores are other numbers; fp32 as before
-            identity["precision"] = precision
+        # half precision asked for scores other numbers; the setting, not what ``auto``
+        # became on this machine, keys them: a merge on another machine finds them
+        if self.settings.precision not in ("auto", "fp32"):
+            identity["precision"] = self.settings.precision
         return identity
 
     @property

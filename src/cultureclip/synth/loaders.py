@@ -190,9 +190,10 @@ def mine_keys(ctx: SynthContext, concepts: list[Concept]) -> dict[str, str]:
     parts: list[Any] = [[c.id for c in concepts], settings.mine_model]
     if column != "country":  # keys of country-grouped runs stay those of earlier versions
         parts.append(column)
-    precision = settings.resolved_precision()
-    if precision != "fp32":  # half-precision embeddings may pick other twins; fp32 as before
-        parts.append(precision)
+    # half precision asked for may pick other twins; the setting, not what ``auto`` became
+    # on this machine, keys them: a merge on another machine finds the same keys
+    if settings.precision not in ("auto", "fp32"):
+        parts.append(settings.precision)
     universe = stable_hash("universe", *parts)
     return {c.id: stable_hash("mine", c.id, universe) for c in concepts}
 
