@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from cultureclip.core.config import Config
-from cultureclip.core.device import Device, resolve_device, resolve_dtype
+from cultureclip.core.device import (
+    Device,
+    DeviceSettings,
+    autocast,
+    resolve_device,
+    resolve_dtype,
+    resolve_precision,
+)
 from cultureclip.core.errors import InputError
 
 
@@ -60,3 +68,48 @@ def test_dtype_auto_is_half_precision_only_on_a_gpu(
 def test_a_name_that_is_no_dtype_is_a_user_error(name: str) -> None:
     with pytest.raises(InputError, match="unknown dtype"):
         resolve_dtype(name, "cpu")
+
+
+# ---- precision: the one type every stage takes --------------------------------------------
+class WithBoth(DeviceSettings):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [(None, "auto"), ("auto", "auto"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("float32", "fp32")],
+)
+def test_precision_reads_its_names_and_torch_dtype_names(given: str | None, read: str) -> None:
+    assert WithBoth.model_validate({"precision": given}).precision == read
+
+
+def test_bad_precision_device_and_the_former_dtype_key_are_errors() -> None:
+    with pytest.raises(ValidationError, match="precision"):
+        WithBoth.model_validate({"precision": "fp8"})
+    with pytest.raises(ValidationError, match="no device"):
+        WithBoth.model_validate({"device": "gpu 0"})
+    with pytest.raises(ValidationError, match="dtype was renamed: use precision"):
+        WithBoth.model_validate({"dtype": "bfloat16"})
+
+
+def test_precision_auto_is_bf16_on_a_gpu_that_has_it_and_fp32_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"  # CPU autocast has bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", "cuda:0") == "bf16"
+    assert resolve_precision("auto", "cuda", on_cuda="fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "cuda") == "fp16"
+    with pytest.raises(InputError, match="no bf16 support"):
+        resolve_precision("bf16", "cuda")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_autocast_is_entered_in_the_asked_dtype(precision: str) -> None:
+    with autocast("cpu", precision):
+        assert torch.is_autocast_enabled("cpu") == (precision != "fp32")
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    assert not torch.is_autocast_enabled("cpu")

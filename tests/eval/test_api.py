@@ -39,3 +39,30 @@ def test_old_names_of_out_are_one_line_errors() -> None:
         EvalConfig.model_validate(
             {"model": "m", "benchmark": "b", "data": "d", "out_dir": "runs/old"}
         )
+
+
+def test_cli_eval_in_bf16_scores_like_fp32(
+    tiny_clip_dir: Path, mcq_file: Path, tmp_path: Path
+) -> None:
+    """``--set precision=bf16`` runs a contrastive model under CPU autocast; its result is
+    keyed by the precision, so an fp32 result is not reused for it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cultureclip.cli.main import app
+
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        args = ["eval", "-m", f"hf:{tiny_clip_dir}", "-b", "cultureverse", "-d", str(mcq_file),
+                "-o", str(tmp_path), "--model-name", precision, "--set", f"precision={precision}"]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        folder = tmp_path / "cultureverse" / precision
+        saved = json.loads((folder / "result.json").read_text())
+        assert saved["key"].get("precision") == (None if precision == "fp32" else "bf16")
+        scores[precision] = [
+            json.loads(line)["probs"] for line in (folder / "predictions.jsonl").open()
+        ]
+    for full, half in zip(scores["fp32"], scores["bf16"], strict=True):
+        assert full == pytest.approx(half, abs=0.05)

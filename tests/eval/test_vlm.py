@@ -242,3 +242,38 @@ def test_unloadable_models_are_user_errors(tmp_path: Path) -> None:
         create_generative_model(f"hf-vlm:{adapter}")
     with pytest.raises(UserError, match="cannot load the VLM"):  # offline: not in the cache
         create_generative_model("hf-vlm:nobody/no-such-vlm-anywhere")
+
+
+@pytest.mark.slow
+def test_two_processes_answer_as_one(tiny_vlm: Path, flags: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m cultureclip eval``: two gloo processes share the
+    batches and write one result: the same predictions and metrics as one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2] / "src"), *sys.path])
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    for mode in ("generate", "likelihood"):
+        # 8 items, 2 per batch: each process answers 2 of the 4 batches
+        extra = ["--set", f"generative.mode={mode}", "--set", "generative.batch_size=2",
+                 "--set", "device=cpu"]  # fmt: skip
+        one = runner.invoke(app, _eval_args(tiny_vlm, flags, tmp_path / "one", mode, *extra))
+        assert one.exit_code == 0, one.output
+        command = [*launch, "-m", "cultureclip", *_eval_args(tiny_vlm, flags, tmp_path / "two", mode, *extra)]  # fmt: skip
+        two = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+        for rank in (1, 2):  # each process answered its half, not everything
+            assert f"process {rank} of 2 answered 2 of 4 batches" in two.stdout + two.stderr
+        results = []
+        for run in ("one", "two"):
+            folder = tmp_path / run / "cultureverse" / mode
+            saved = json.loads((folder / "result.json").read_text())
+            rows = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
+            results.append((saved["metrics"], saved["counts"], saved["per_group"], rows))
+        assert results[0] == results[1]
+        assert len(results[0][3]) == 8 and results[0][1]["failed"] == 0

@@ -128,3 +128,38 @@ def test_a_contrastive_model_picks_among_the_reference_answers(tiny_model, tmp_p
     # a picked reference answer is exactly right or plainly wrong: the three matches agree
     assert all(r["exact"] == r["normalized"] == r["correct"] for r in rows)
     assert result.metrics["accuracy"] == 25.0 * sum(r["correct"] for r in rows)
+
+
+@pytest.mark.slow
+def test_two_processes_ask_the_judge_once_per_answer(tmp_path: Path, tiny_vlm: Path) -> None:
+    """Under ``torchrun --nproc_per_node 2`` the processes share the model's batches and
+    only the first asks the judge: the judge sees as many requests as in one process."""
+    import os
+    import subprocess
+
+    items = write_open_items(tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2] / "src"), *sys.path])
+    saved = {}
+    with chat_server(_behaviour(set())) as server:
+        for run in ("one", "two"):
+            args = ["eval", "-m", f"hf-vlm:{tiny_vlm}", "-b", "openended", "-d", str(items),
+                    "-o", str(tmp_path / run), "--model-name", "tiny", "--set", "device=cpu",
+                    "--set", "generative.max_new_tokens=4", "--set", "generative.batch_size=1",
+                    "--set", f"options.judge=judge@{server.url}"]  # fmt: skip
+            before = len(server.requests)
+            if run == "one":
+                result = runner.invoke(app, args)
+                assert result.exit_code == 0, result.output
+            else:
+                launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "cultureclip"]  # fmt: skip
+                done = subprocess.run(
+                    [*launch, *args], env=env, capture_output=True, text=True, timeout=300
+                )
+                assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            judged = [r for r in server.requests[before:] if _is_judge(r)]
+            folder = tmp_path / run / "openended" / "tiny"
+            result_json = json.loads((folder / "result.json").read_text())
+            saved[run] = (len(judged), result_json["metrics"], result_json["counts"])
+    assert saved["one"] == saved["two"] and saved["one"][0] == 4

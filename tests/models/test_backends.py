@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -242,3 +243,23 @@ def test_a_spec_that_does_not_resolve_is_one_line(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "cannot load model" in result.output
+
+
+def test_bf16_inference_runs_under_autocast_close_to_fp32(spec: str) -> None:
+    reference = _outputs(create_model(spec))
+    model = create_model(spec, device="cpu", precision="bf16")
+    assert model.inference_precision == "bf16" and model.device == torch.device("cpu")
+    seen: list[torch.dtype | None] = []
+
+    def record(module: torch.nn.Module, inputs: Any) -> None:
+        enabled = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if enabled else None)
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(record)
+    outputs = _outputs(model)
+    assert seen and set(seen) == {torch.bfloat16}
+    for half, full in zip(outputs, reference, strict=True):
+        assert half.dtype == torch.float32  # features come back as fp32 whatever the precision
+        assert torch.nn.functional.cosine_similarity(half, full).min() > 0.98

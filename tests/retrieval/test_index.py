@@ -240,3 +240,23 @@ def test_ivf_index_round_trips_its_search_settings(
     query = session_model.embed_texts(["twin"]).numpy()
     exact = np.argsort(-(index.image_vectors @ query[0]))[:5]
     assert index.search_vectors(query, 5)[1][0].tolist() == exact.tolist()
+
+
+def test_a_bf16_index_is_encoded_under_autocast_and_keyed_by_it(
+    tmp_path, culti_dir, tiny_clip_dir
+) -> None:
+    out = tmp_path / "idx"
+    build_index(
+        _config(tiny_clip_dir, culti_dir, out, device="cpu", precision="bf16"), progress=False
+    )
+    index = RetrievalIndex(out, device="cpu", precision="bf16")
+    assert index.manifest["precision"] == "bf16" and index.model.inference_precision == "bf16"
+    fp32 = tmp_path / "fp32"
+    build_index(_config(tiny_clip_dir, culti_dir, fp32, device="cpu"), progress=False)
+    full = RetrievalIndex(fp32, device="cpu")
+    assert full.manifest["precision"] == "fp32" and full.model.inference_precision == "fp32"
+    cosine = (index.image_vectors * full.image_vectors).sum(axis=1)
+    assert cosine.min() > 0.98 and not np.array_equal(index.image_vectors, full.image_vectors)
+    # chunks encoded in bf16 are not taken for an fp32 build in the same folder
+    with pytest.raises(RetrievalIndexError, match="precision"):
+        build_index(_config(tiny_clip_dir, culti_dir, out, device="cpu"), progress=False)

@@ -69,7 +69,10 @@ def eval_command(
         False, "--overwrite", help="Recompute even if the result exists."
     ),
     device: str = typer.Option(
-        None, "--device", help="torch device of contrastive models (default: auto)."
+        None, "--device", help="torch device of contrastive and hf-vlm models (default: auto)."
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16."
     ),
     config: Path = ConfigOption,
     preset: str | None = PresetOption,
@@ -93,10 +96,12 @@ def eval_command(
                     "drop --benchmark/--data/--set/--config/--preset (or write your own "
                     "suite .yaml)"
                 )
+            from cultureclip.core.device import resolve_device
             from cultureclip.eval.api import load_suite, run_suite
 
             if not model:
                 raise InputError("--suite needs at least one --model")
+            resolve_device(device)  # a device this machine lacks: one line, before any work
             loaded = load_suite(suite)
             if model_name and len(model) > 1:
                 raise InputError("--model-name names a single --model")
@@ -112,6 +117,7 @@ def eval_command(
                 report_dir=report,
                 overwrite=overwrite,
                 device=device,
+                precision=precision,
                 progress=True,
                 on_result=_print_suite_result,
                 baseline=baseline,
@@ -138,6 +144,7 @@ def eval_command(
             model_name=model_name,
             baseline_name=baseline_name,
             device=device,
+            precision=precision,
             overwrite=switch(overwrite),
         )
         # each model in turn, each printed when it is done; stops at one with failed answers

@@ -175,6 +175,7 @@ def search_command(
     k: int = typer.Option(10, "-k", min=1, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str | None = typer.Option(None, "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
 ) -> None:
     """Search an index with a text (→ images) or an image (→ texts)."""
     if (text is None) == (image is None):
@@ -183,7 +184,7 @@ def search_command(
     from cultureclip.retrieval.search import RetrievalIndex
 
     with user_errors():
-        loaded = RetrievalIndex(index, device=device)
+        loaded = RetrievalIndex(index, device=device, precision=precision)
         if text is not None:
             hits = loaded.search_text(text, k)
         else:
@@ -284,6 +285,7 @@ def serve_command(
         64, "--max-pending", min=0, help="Model jobs allowed to wait; more get 503."
     ),
     device: str | None = typer.Option(None, "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
 ) -> None:
     """Serve the search page and JSON API over an index."""
     import uvicorn
@@ -292,7 +294,7 @@ def serve_command(
     from cultureclip.retrieval.server import create_app
 
     with user_errors():
-        loaded = RetrievalIndex(index, device=device)
+        loaded = RetrievalIndex(index, device=device, precision=precision)
         loaded.model_spec()  # a moved or changed model is an error now, not at first search
     console.print(
         f"search page on [bold]http://{host}:{port}/[/] (Ctrl-C to stop); the model "

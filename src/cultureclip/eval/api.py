@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 from pydantic import Field
 
 from cultureclip.core.config import Config, out_field, read_config_file
-from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.device import DeviceSettings, resolve_device, resolve_precision
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
 from cultureclip.core.io import write_jsonl
 from cultureclip.core.store import changed_fields
@@ -36,6 +37,8 @@ from cultureclip.models.generative import (
     GenerativeSettings,
     create_generative_model,
     is_generative_spec,
+    is_main_process,
+    join_processes,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,10 @@ logger = logging.getLogger(__name__)
 ModelLike = Any  # a VisionLanguageModel, a GenerativeModel, or a spec string
 
 
-class EvalConfig(Config):
+class EvalConfig(DeviceSettings):
+    """``device``/``precision``: where a contrastive model encodes (``bf16``/``fp16``: under
+    autocast) and where a local generative one (``hf-vlm:``) runs, in that dtype."""
+
     model: str
     #: a benchmark name (``cultureclip benchmarks``) or the path of a spec file
     benchmark: str
@@ -58,7 +64,6 @@ class EvalConfig(Config):
     baseline: str | None = None
     baseline_name: str | None = None
     overwrite: bool = False
-    device: Device = "auto"
     #: benchmark options (templates, seed, batch_size, …), checked by the benchmark
     options: dict[str, Any] = Field(default_factory=dict)
     #: our item field -> the data's column (``--set columns.answer=Label``); same as
@@ -83,13 +88,20 @@ def resolve_model(model: ModelLike, config: EvalConfig) -> Any:
     if not isinstance(model, str | Path):
         return model
     if is_generative_spec(str(model)):
-        # a backend is given only what was set (each has its own defaults)
-        return create_generative_model(
-            str(model), **config.generative.model_dump(exclude_defaults=True)
-        )
+        # a backend is given only what was set (each has its own defaults); a local model
+        # runs on the stage's device and precision unless generative.* names its own
+        options = config.generative.model_dump(exclude_defaults=True)
+        if str(model).startswith("hf-vlm:"):
+            for name in ("device", "precision"):
+                if getattr(config, name) != "auto":
+                    options.setdefault(name, getattr(config, name))
+        return create_generative_model(str(model), **options)
     from cultureclip.models.registry import create_model
 
-    return create_model(model, device=resolve_device(config.device))
+    # under N processes each is on its own GPU (only hf-vlm splits the work between them)
+    local_rank = int(os.environ["LOCAL_RANK"]) if "LOCAL_RANK" in os.environ else None
+    device = config.resolved_device(local_rank)
+    return create_model(model, device=device, precision=config.precision)
 
 
 class Models:
@@ -101,7 +113,7 @@ class Models:
     def get(self, model: ModelLike, config: EvalConfig) -> Any:
         if not isinstance(model, str | Path):
             return model
-        key = f"{model}|{config.device}|{config.generative.model_dump_json()}"
+        key = f"{model}|{config.device}|{config.precision}|{config.generative.model_dump_json()}"
         if key not in self.loaded:
             self.loaded[key] = resolve_model(model, config)
         return self.loaded[key]
@@ -119,6 +131,7 @@ def evaluate(
     baseline: ModelLike | None = None,
     baseline_name: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
     generative: dict[str, Any] | None = None,
     progress: bool = False,
     label: str | None = None,
@@ -138,6 +151,7 @@ def evaluate(
         baseline_name=baseline_name,
         overwrite=overwrite,
         device=device,
+        precision=precision,
         options=options,
         generative=generative or {},
     )
@@ -164,6 +178,9 @@ def run(
     unless ``overwrite``. ``baseline`` (the forgetting check) adds a second model's metrics
     and the delta in ``result.baseline``.
     """
+    config.resolved_device()  # a device this machine lacks fails before any work
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched as N processes: one writes
+        join_processes(config.device)
     model = config.model if model is None else model
     data = config.data if data is None else data
     options = dict(config.options)
@@ -179,7 +196,9 @@ def run(
     if result is None:
         bench.prepare()  # read and validate the data before loading the model
         scorer = models.get(model, config)
-        if directory is not None:
+        # data-parallel generation (torchrun): every process computes the result, the first writes
+        writes = directory is not None and is_main_process()
+        if writes:
             directory.mkdir(parents=True, exist_ok=True)
             if config.overwrite:  # no answer of an earlier run is kept
                 (directory / PARTIAL_NAME).unlink(missing_ok=True)
@@ -199,7 +218,7 @@ def run(
             key=key,
             chance=output.chance,
         )
-        if directory is not None:
+        if writes:
             write_jsonl(directory / PREDICTIONS_NAME, output.predictions)
             result.save(directory)  # last: a result file means a finished run
             if not result.counts.failed:
@@ -215,7 +234,7 @@ def run(
             base = run(base_config, model=baseline, data=data, progress=progress, models=models)
             delta = {k: v - base.metrics[k] for k, v in result.metrics.items() if k in base.metrics}
             result.baseline = BaselineComparison(model=base_name, metrics=base.metrics, delta=delta)
-            if directory is not None:
+            if directory is not None and is_main_process():
                 result.save(directory)
     return result
 
@@ -254,7 +273,20 @@ def _result_key(
         "options": served_name(bench.options.model_dump(mode="json")),
         "protocol": PROTOCOL_VERSION * 1000 + bench.spec.protocol_version,
     }
+    precision = _inference_precision(config, model)
+    if precision != "fp32":  # half-precision features are other numbers; fp32 keys as before
+        key["precision"] = precision
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
+
+
+def _inference_precision(config: EvalConfig, model: ModelLike) -> str:
+    """The precision a contrastive model's features are computed in (a generative model's
+    dtype is part of its answers' identity instead)."""
+    if not isinstance(model, str | Path):
+        return getattr(model, "inference_precision", "fp32")
+    if is_generative_spec(str(model)):
+        return "fp32"
+    return resolve_precision(config.precision, config.resolved_device())
 
 
 PARTIAL_NAME = "predictions.partial.jsonl"
@@ -341,6 +373,7 @@ def run_suite(
     :func:`run` reuses them. A benchmark that fails with a user error is recorded in
     ``failed`` and the others still run; ``on_result(label, result or error)`` follows each.
     """
+    resolve_device(settings.get("device"))  # a device this machine lacks fails before any work
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     names = model_names or [None] * len(models)
     if len(names) != len(models):

@@ -30,6 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from cultureclip.core.config import Config
+from cultureclip.core.device import autocast
 from cultureclip.core.errors import UserError
 from cultureclip.core.io import atomic_path, atomic_write_json
 
@@ -225,15 +226,22 @@ class VisionLanguageModel(nn.Module, ABC):
     ) -> tuple[Tensor, Tensor, Tensor]:
         return self.encode_image(pixel_values), self.encode_text(tokens), self.logit_scale
 
+    #: the precision inference (``embed_images``, ``embed_texts``, :meth:`inference`) runs
+    #: in: ``bf16``/``fp16`` under autocast on the model's device; set by
+    #: ``create_model(..., precision=)``. Training autocasts on its own.
+    inference_precision: str = "fp32"
+
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
-        """Eval mode for the block, restored after; a model already in eval mode is left
-        alone (switching every submodule costs ~3% of a small zero-shot run)."""
+        """Eval mode and :attr:`inference_precision` for the block, restored after; a model
+        already in eval mode is left alone (switching every submodule costs ~3% of a small
+        zero-shot run)."""
         was_training = self.training
         if was_training:
             self.eval()
         try:
-            yield
+            with autocast(self.device, self.inference_precision):
+                yield
         finally:
             if was_training:
                 self.train()

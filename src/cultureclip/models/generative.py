@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
-from cultureclip.core.device import resolve_device, resolve_dtype
+from cultureclip.core.device import resolve_device, resolve_precision, torch_dtype
 from cultureclip.core.errors import InputError
 from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
@@ -47,7 +48,7 @@ OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
 
 class GenerativeSettings(LLMSettings):
     """``generative.*``: the chat client's settings (``openai:``; the spec names the model
-    and server) and the local model's (``hf-vlm:``: mode, device, dtype, batches)."""
+    and server) and the local model's (``hf-vlm:``: mode, device, precision, batches)."""
 
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(16, ge=1)
@@ -60,7 +61,7 @@ class GenerativeSettings(LLMSettings):
 
 
 #: the settings only the chat client reads (a local model refuses them)
-CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "dtype"}) | {
+CLIENT_FIELDS = (frozenset(LLMSettings.model_fields) - {"device", "precision"}) | {
     "timeout",
     "backoff",
     "max_backoff",
@@ -196,6 +197,8 @@ class AnswerStore:
             record = self.store.get(self.key(item))
             if record is not None and record.get("error") is None:
                 done[getattr(item, "id")] = record  # noqa: B009 - items of every kind have an id
+        # data-parallel: every process asks the main one's list, whatever it read meanwhile
+        done = from_main_process(done)
         logger.info(
             "%s: %d answers reused, %d to ask", self.benchmark, len(done), len(items) - len(done)
         )
@@ -205,7 +208,7 @@ class AnswerStore:
         """Keys the records (in place) and stores the answered ones."""
         for item, record in zip(items, records, strict=True):
             record["key"] = self.key(item)
-            if self.store is not None and record.get("error") is None:
+            if self.store is not None and record.get("error") is None and is_main_process():
                 self.store.add(record)
 
 
@@ -280,7 +283,7 @@ class HFVisionChatModel(GenerativeModel):
         mode: str = "generate",
         likelihood_target: str = "letter",
         device: str | None = None,
-        dtype: str = "auto",
+        precision: str = "auto",
         batch_size: int = 8,
         max_new_tokens: int = 8,
     ) -> None:
@@ -297,9 +300,12 @@ class HFVisionChatModel(GenerativeModel):
         self.scoring = mode if mode == "generate" else likelihood_target
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.device = resolve_device(device)
+        self.rank, self.world = join_processes(device)
+        local_rank = int(os.environ.get("LOCAL_RANK", self.rank)) if self.world > 1 else None
+        self.device = resolve_device(device, local_rank)
+        self.precision = resolve_precision(precision, self.device)
         self.processor, self.model = load_vlm(
-            argument, device=self.device, dtype=resolve_dtype(dtype, self.device)
+            argument, device=self.device, dtype=torch_dtype(self.precision)
         )
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation continues every row at the end
@@ -308,29 +314,48 @@ class HFVisionChatModel(GenerativeModel):
         self.spec = f"hf-vlm:{argument}"
         if mode == "likelihood":
             self.spec += f"?likelihood={likelihood_target}"
-        self._dtype = dtype
+        self._precision = precision
 
     def identity(self) -> dict[str, Any]:
-        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
+        # ``dtype``, as the setting was named before: answers stored then are still reused
+        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+        precision = dtype.get(self._precision, self._precision)
+        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": precision}
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
+        """Replies in input order. Launched as N processes (``torchrun --nproc_per_node N``,
+        ``accelerate launch``), each answers every N-th batch and all get every reply; the
+        batches are the ones a single process makes, so the replies are the same."""
         if self.scoring != "generate" and any(not p.options for p in prompts):
             raise InputError("likelihood scoring needs options; use generative.mode=generate")
-        outcomes: list[GenerationOutcome] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch = list(prompts[start : start + self.batch_size])
-            asked = [
-                render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in batch
-            ]
-            if self.scoring == "text":
-                outcomes += self._text_likelihood(batch, asked)
-                continue
-            inputs = encode(self.processor, asked, [p.image for p in batch], self.device)
-            if self.scoring == "generate":
-                outcomes += self._decode(inputs)
-            else:
-                outcomes += self._letter_likelihood(batch, inputs)
-        return outcomes
+        batches = [
+            list(prompts[start : start + self.batch_size])
+            for start in range(0, len(prompts), self.batch_size)
+        ]
+        mine = [self._answer(batch) for batch in batches[self.rank :: self.world]]
+        if self.world > 1:
+            logger.info(
+                "process %d of %d answered %d of %d batches",
+                self.rank + 1, self.world, len(mine), len(batches),
+            )  # fmt: skip
+            gathered: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(gathered, mine)
+            # batch i was answered by process i % N, as its (i // N)-th
+            ordered = [gathered[i % self.world][i // self.world] for i in range(len(batches))]
+        else:
+            ordered = mine
+        return [outcome for batch in ordered for outcome in batch]
+
+    def _answer(self, batch: list[MCQPrompt]) -> list[GenerationOutcome]:
+        asked = [
+            render(self.processor, [user_turn(p.text())], generation_prompt=True) for p in batch
+        ]
+        if self.scoring == "text":
+            return self._text_likelihood(batch, asked)
+        inputs = encode(self.processor, asked, [p.image for p in batch], self.device)
+        if self.scoring == "generate":
+            return self._decode(inputs)
+        return self._letter_likelihood(batch, inputs)
 
     def _decode(self, inputs: dict[str, Any]) -> list[GenerationOutcome]:
         with torch.inference_mode():
@@ -380,6 +405,36 @@ class HFVisionChatModel(GenerativeModel):
 def _best_letter(scores: Sequence[float]) -> GenerationOutcome:
     best = max(range(len(scores)), key=lambda k: scores[k])
     return GenerationOutcome(LETTERS[best], scores=[round(s, 4) for s in scores])
+
+
+def join_processes(device: str | None) -> tuple[int, int]:
+    """(rank, world) of this process among those launched together (``torchrun``,
+    ``accelerate launch``: ``WORLD_SIZE`` > 1), joining their process group (NCCL on GPUs,
+    gloo on CPUs) if it is not joined yet; (0, 1) for a process on its own."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    on_cuda = resolve_device(device).startswith("cuda")
+    state = PartialState(cpu=not on_cuda)
+    return state.process_index, state.num_processes
+
+
+def is_main_process() -> bool:
+    """True unless this is a process other than the first of a data-parallel run: only
+    the first writes what all of them computed."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def from_main_process(value: Any) -> Any:
+    """``value`` as the first process has it, in every process of a data-parallel run."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def is_generative_spec(spec: object) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from cultureclip.core.device import resolve_precision
 from cultureclip.core.io import read_json
 from cultureclip.core.registry import Registry
 from cultureclip.models.base import MODEL_CONFIG_NAME, BackendError, VisionLanguageModel
@@ -49,9 +50,12 @@ def create_model(
     spec: str | Path,
     *,
     device: str | torch.device | None = None,
+    precision: str | None = None,
     **kwargs: Any,
 ) -> VisionLanguageModel:
-    """Builds a backend from a spec or a saved directory, on ``device`` (default: CPU)."""
+    """Builds a backend from a spec or a saved directory, on ``device`` (default: CPU).
+    ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``; default fp32) is what its
+    inference autocasts to; the weights stay fp32."""
     path = Path(spec)
     if path.is_dir() and (path / MODEL_CONFIG_NAME).exists():
         meta = read_json(path / MODEL_CONFIG_NAME)
@@ -68,4 +72,8 @@ def create_model(
         with loading(str(spec)):
             model = factory(argument, **kwargs)
     model.eval()  # like from_pretrained: inference mode until a trainer says otherwise
-    return model.to(device) if device is not None else model
+    if device is not None:
+        model = model.to(device)
+    if precision is not None:
+        model.inference_precision = resolve_precision(precision, str(model.device))
+    return model

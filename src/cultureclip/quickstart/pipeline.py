@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field
 
 from cultureclip.core.config import Config
-from cultureclip.core.device import AUTO, Device, resolve_device
+from cultureclip.core.device import DeviceSettings, resolve_device
 from cultureclip.core.io import atomic_write_json, atomic_write_text
 from cultureclip.models.base import MODEL_CONFIG_NAME, TrainingSettings, TrainMode
 from cultureclip.quickstart.world import World, WorldSettings, build_world
@@ -67,13 +67,12 @@ class FinetuneSettings(StageSettings):
     lr: float = Field(5e-4, gt=0)
 
 
-class QuickstartConfig(Config):
+class QuickstartConfig(DeviceSettings):
     """Everything the quickstart does; saved as ``config.yaml`` in the output directory."""
 
     out: str = "runs/quickstart"
     #: the model to start from; ``cache`` keeps frozen-tower outputs (heads-only training)
     model: str = "lite:en?image_size=128&cache=100000"
-    device: Device = AUTO
     world: WorldSettings = Field(default_factory=WorldSettings)
     #: which parts train in alignment and fine-tuning (heads: the projection layers)
     training: TrainingSettings = Field(
@@ -147,6 +146,7 @@ def _train_stage(
     train_config = TrainConfig(
         model=model,
         device=config.device,
+        precision=config.precision,
         # Frozen-tower outputs are kept on disk too: a rerun with other training settings
         # (or the second fine-tune's data, when it is the first's) encodes nothing again.
         data={"path": str(data), "feature_cache_dir": str(Path(config.out) / FEATURES_DIR)},
@@ -279,14 +279,18 @@ def _evaluate(
     twin_accuracy: dict[str, dict[str, float]] = {kind: {} for kind in twin_sets}
     general_accuracy: dict[str, float] = {}
     device = resolve_device(config.device)
-    base_model = create_model(model_dirs["base"], device=device)
+    base_model = create_model(model_dirs["base"], device=device, precision=config.precision)
     # The three models share the base's frozen towers, whose outputs the process-wide
     # feature store keeps (the spec's ``cache``): each image goes through the image tower
     # once. The benchmarks encode a few texts per call; encoding them all here, in a few
     # large batches, leaves each of those calls a lookup.
     base_model.embed_texts(_eval_texts(config, twin_sets, world.general_test))
     for role, key in labels.items():
-        model = base_model if role == "base" else create_model(model_dirs[key], device=device)
+        model = (
+            base_model
+            if role == "base"
+            else create_model(model_dirs[key], device=device, precision=config.precision)
+        )
         name = "base" if role == "base" else f"{key}-tuned"
         baseline = None if role == "base" else base_model
         common = {"model_name": name, "baseline": baseline, "baseline_name": "base"}
@@ -348,7 +352,11 @@ def _example_searches(
     index_dir = out / "index"
     build_index(
         IndexConfig(
-            model=model_dir, data=str(twins / "images"), out=str(index_dir), device=config.device
+            model=model_dir,
+            data=str(twins / "images"),
+            out=str(index_dir),
+            device=config.device,
+            precision=config.precision,
         ),
         progress=False,
     )

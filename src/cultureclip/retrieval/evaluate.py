@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from cultureclip.core.config import Config
-from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.device import DeviceSettings
 from cultureclip.core.errors import InputError
 from cultureclip.core.progress import progress as track_progress
 from cultureclip.data.collections import ImageDecodeError, decode_image
@@ -53,7 +52,7 @@ def published_rows() -> dict[str, tuple[float, ...]]:
     return {f"{m} (published)": tuple(v[k] for k in METRIC_KEYS) for m, v in reference.items()}
 
 
-class RetrievalEvalConfig(Config):
+class RetrievalEvalConfig(DeviceSettings):
     """Settings of ``cultureclip retrieval-eval``: a grid over LACLIP's parameters."""
 
     model: str
@@ -62,7 +61,6 @@ class RetrievalEvalConfig(Config):
     split: str | None = "test"
     split_seed: int = 0
     batch_size: int = Field(32, ge=1)
-    device: Device = "auto"
     #: where results.json, results.csv and config.yaml go (None: nothing is written)
     out: str | None = None
     #: only the global row, no LACLIP sweep
@@ -307,8 +305,9 @@ def run(config: RetrievalEvalConfig, *, progress: bool = True) -> SweepResult:
     from cultureclip.data.collections import load_collection
     from cultureclip.models.registry import create_model
 
+    device = config.resolved_device()  # a device this machine lacks fails before any work
     collection = load_collection(config.data, config.split, seed=config.split_seed)
-    model = create_model(config.model, device=resolve_device(config.device))
+    model = create_model(config.model, device=device, precision=config.precision)
     result = evaluate_retrieval(
         model,
         collection,

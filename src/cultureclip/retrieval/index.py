@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from cultureclip.core.config import Config
-from cultureclip.core.device import Device, resolve_device
+from cultureclip.core.device import DeviceSettings
 from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
@@ -84,8 +83,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class IndexConfig(Config):
-    """Settings of ``cultureclip index`` (saved as ``config.yaml`` in the index directory)."""
+class IndexConfig(DeviceSettings):
+    """Settings of ``cultureclip index`` (saved as ``config.yaml`` in the index directory);
+    ``precision`` bf16/fp16 encodes under autocast (``auto``: bf16 on a GPU, fp32 on a CPU)."""
 
     model: str
     data: str
@@ -96,7 +96,6 @@ class IndexConfig(Config):
     chunk_size: int = Field(512, ge=1)
     faiss: FaissSettings = FaissSettings()
     laclip: LaclipSettings | None = None
-    device: Device = "auto"
     #: seed of the 7:1:2 split for collections that have no split of their own
     split_seed: int = 0
     #: images over this many pixels are decoded reduced (JPEG) or skipped and reported
@@ -199,6 +198,10 @@ def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, A
         "store_images": config.store_images,
         "images": stable_hash(collection.image_ids),
         "texts": stable_hash(collection.text_ids, collection.texts),
+        # half-precision vectors are other numbers
+        "precision": config.resolved_precision(
+            config.resolved_device(int(os.environ.get("LOCAL_RANK", 0)))
+        ),
     }
 
 
@@ -208,7 +211,9 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
     if overwrite and chunks.exists():
         shutil.rmtree(chunks)
     if path.exists():
-        changed = changed_fields(read_json(path), fingerprint, shared_only=True)
+        # chunks of a build before ``precision`` existed were encoded in fp32
+        stored = {"precision": "fp32", **read_json(path)}
+        changed = changed_fields(stored, fingerprint, shared_only=True)
         if changed:
             raise RetrievalIndexError(
                 f"{chunks.parent} holds chunks of a different run (differs in {', '.join(changed)}); "
@@ -238,9 +243,12 @@ def build_index(
     """
     from cultureclip.models.registry import create_model
 
+    rank, world = shard_of(config)
+    # one GPU per process, as accelerate/torchrun launch them; a missing one fails here
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
+    device = config.resolved_device(local_rank)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = shard_of(config)
     if world > 1 and overwrite:
         raise RetrievalIndexError(
             "--overwrite cannot be combined with sharded encoding; remove the old chunks first"
@@ -250,10 +258,8 @@ def build_index(
         collection = load_collection(config.data, config.split, seed=config.split_seed)
     if not collection.images:
         raise RetrievalIndexError(f"collection {config.data} (split {config.split}) has no images")
-    # one GPU per process, as accelerate/torchrun launch them
-    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else None
     if model is None:
-        model = create_model(config.model, device=resolve_device(config.device, local_rank))
+        model = create_model(config.model, device=device, precision=config.precision)
     model.eval()
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:
@@ -493,6 +499,7 @@ def _finalize(out: Path, build: _ChunkedBuild, model_fingerprint: str | None) ->
         extra={
             "timings": build.summary.timings,
             "encoded_views": build.summary.encoded_views,
+            "precision": getattr(build.model, "inference_precision", "fp32"),
             "model_fingerprint": model_fingerprint,
             "model_bundled": bundled,
             "images_stored": config.store_images,

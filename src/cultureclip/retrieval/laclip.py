@@ -258,6 +258,10 @@ class LaclipEncoder:
         """Global embeddings, local view embeddings and their boxes for ``images``."""
         if len(images) != len(image_ids):
             raise ValueError("images and image_ids differ in length")
+        with self.model.inference():  # the model's eval mode and inference precision
+            return self._encode_views(images, image_ids)
+
+    def _encode_views(self, images: Sequence[Image.Image], image_ids: Sequence[str]) -> LaclipViews:
         config, model = self.config, self.model
         if config.mode == "patches":
             pixels = model.preprocess(images)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from cultureclip.core.device import resolve_device
+from cultureclip.core.device import resolve_device, resolve_precision
 from cultureclip.core.errors import InputError, MissingInputError, UnknownNameError
 from cultureclip.core.io import read_json, read_jsonl
 from cultureclip.data.collections import decode_image, load_collection
@@ -86,9 +86,12 @@ class RetrievalIndex:
         *,
         model: VisionLanguageModel | None = None,
         device: str | None = None,
+        precision: str | None = "auto",
     ) -> None:
         import pyarrow.parquet as pq
 
+        if model is None:  # a device this machine lacks (or a bad precision) fails now
+            resolve_precision(precision, resolve_device(device))
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
@@ -147,6 +150,9 @@ class RetrievalIndex:
                 self._text_rows.setdefault(image_id, []).append(row)
         self._model = model
         self._device = device
+        #: what queries encode in (``auto``: bf16 on a GPU, fp32 on a CPU; ``bf16``/``fp16``
+        #: run under autocast); the manifest's ``precision`` says what the images were
+        self._precision = precision
         self._collection: PairCollection | None = None
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -193,7 +199,9 @@ class RetrievalIndex:
                 from cultureclip.models.registry import create_model
 
                 device = resolve_device(self._device)
-                self._model = create_model(self.model_spec(), device=device)
+                self._model = create_model(
+                    self.model_spec(), device=device, precision=self._precision
+                )
             return self._model
 
     def warm(self) -> None:

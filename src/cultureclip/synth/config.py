@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cultureclip.core.config import Config, out_field
+from cultureclip.core.device import DeviceSettings
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm.settings import LLMSettings
 
@@ -45,7 +46,9 @@ class ConceptSettings(Config):
         return "group" if self.source == "folder" else "country"
 
 
-class TwinSettings(Config):
+class TwinSettings(DeviceSettings):
+    """``device``/``precision``: where the twin miner embeds images (default: synth's own)."""
+
     method: Literal["llm", "mine"] = "llm"
     prompt: str = "twins"
     temperature: float | None = 0.7
@@ -67,7 +70,9 @@ class CaptionSettings(Config):
     templates: list[str] | None = None
 
 
-class ImageSettings(Config):
+class ImageSettings(DeviceSettings):
+    """``precision`` is the dtype a diffusers pipeline loads in (``auto``: fp16 on a GPU)."""
+
     backend: str = "diffusers"  # a name in ``cultureclip.synth.images.IMAGE_BACKENDS``
     per: Literal["caption", "concept"] = "caption"
     model: str = "stabilityai/stable-diffusion-3.5-large-turbo"
@@ -75,12 +80,12 @@ class ImageSettings(Config):
     steps: int = Field(4, ge=1)
     guidance: float = 0.0
     batch_size: int = Field(16, ge=1)
-    device: str = "auto"  # auto: cuda (fp16) when present, else cpu (fp32)
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     negative_prompt: str | None = None
 
 
-class FilterSettings(Config):
+class FilterSettings(DeviceSettings):
+    """``device``/``precision``: where the clipscore judge embeds (default: synth's own)."""
+
     backend: str = "vlm"  # vlm | clipscore | none
     # vlm judge: its own chat model (None: the main llm settings)
     llm: LLMSettings | None = None
@@ -91,8 +96,15 @@ class FilterSettings(Config):
     batch_size: int = Field(32, ge=1)
 
 
-class SynthConfig(Config):
-    """The whole synth pipeline; ``cultureclip synth --config F --set key=value``."""
+#: the sections that place a model, each a :class:`DeviceSettings`
+DEVICE_SECTIONS = ("llm", "twins", "images", "filter", "filter.llm")
+
+
+class SynthConfig(DeviceSettings):
+    """The whole synth pipeline; ``cultureclip synth --config F --set key=value``.
+
+    ``device`` and ``precision`` are every model's of the run (chat model, text-to-image,
+    twin miner, judges) unless a section sets its own (``images.device=cuda:1``)."""
 
     out: str = out_field("runs/cultwin", "out_dir", "output_dir")
     seed: int = 0
@@ -109,6 +121,27 @@ class SynthConfig(Config):
     def out_dir(self) -> str:
         """The former name of ``out``."""
         return self.out
+
+    def placed(self, section: str) -> Any:
+        """The settings of ``section`` (``llm``, ``twins``, ``images``, ``filter``,
+        ``filter.llm``) with this run's ``device``/``precision`` where it leaves them
+        ``auto``: what its model is built from."""
+        settings: Any = self
+        for part in section.split("."):
+            settings = getattr(settings, part) or self.llm  # filter.llm None: the main llm
+        update = {
+            k: getattr(self, k) for k in ("device", "precision") if getattr(settings, k) == "auto"
+        }
+        if section == "filter" and settings.llm is not None:
+            update["llm"] = self.placed("filter.llm")
+        return settings.model_copy(update=update)
+
+    def check_devices(self) -> None:
+        """A device this machine lacks is a one-line error before any work."""
+        from cultureclip.core.device import resolve_device
+
+        for section in DEVICE_SECTIONS:
+            resolve_device(self.placed(section).device)
 
     @field_validator("stages")
     @classmethod

@@ -57,11 +57,12 @@ class DiffusersBackend(ImageBackend):
     """Any diffusers text-to-image model (hub id or local dir); reference: SD-3.5-Large-Turbo."""
 
     def __init__(self, settings: ImageSettings) -> None:
-        from cultureclip.core.device import resolve_device, resolve_dtype
+        from cultureclip.core.device import resolve_device, resolve_precision, torch_dtype
 
         super().__init__(settings)
         self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device, on_cuda="float16")
+        precision = resolve_precision(settings.precision, self.device, on_cuda="fp16")
+        self.dtype = torch_dtype(precision)
         self._pipe: Any = None
 
     def identity(self) -> dict[str, Any]:

@@ -124,23 +124,33 @@ class ClipScoreJudge(Judge):
         self._model: Any = None
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity: dict[str, Any] = {
             "backend": "clipscore",
             "model": self.settings.model,
             "threshold": self.settings.threshold,
         }
+        # half precision asked for scores other numbers; the setting, not what ``auto``
+        # became on this machine, keys them: a merge on another machine finds them
+        if self.settings.precision not in ("auto", "fp32"):
+            identity["precision"] = self.settings.precision
+        return identity
 
     @property
     def model(self) -> Any:
         if self._model is None:
             from cultureclip.models.registry import create_model
 
-            self._model = create_model(self.settings.model).eval()
+            settings = self.settings
+            self._model = create_model(
+                settings.model, device=settings.resolved_device(), precision=settings.precision
+            )
         return self._model
 
     def scores(self, images: list[Image.Image], captions: list[str]) -> list[float]:
-        image_features = self.model.embed_images(images)
-        text_features = self.model.embed_texts(captions)
+        """One batch through each tower on the configured device (``filter.device``)."""
+        size = max(1, len(images))
+        image_features = self.model.embed_images(images, batch_size=size)
+        text_features = self.model.embed_texts(captions, batch_size=size)
         cosine = (image_features * text_features).sum(dim=-1)
         return [2.5 * max(float(c), 0.0) for c in cosine]
 

@@ -185,11 +185,15 @@ def load_twins(ctx: SynthContext) -> list[Twin]:
 
 def mine_keys(ctx: SynthContext, concepts: list[Concept]) -> dict[str, str]:
     """Concept id -> its mining item key; mining compares all concepts, so all enter each key."""
-    settings = ctx.config.twins
+    settings = ctx.config.placed("twins")
     column = ctx.config.concepts.group_column()
     parts: list[Any] = [[c.id for c in concepts], settings.mine_model]
     if column != "country":  # keys of country-grouped runs stay those of earlier versions
         parts.append(column)
+    # half precision asked for may pick other twins; the setting, not what ``auto`` became
+    # on this machine, keys them: a merge on another machine finds the same keys
+    if settings.precision not in ("auto", "fp32"):
+        parts.append(settings.precision)
     universe = stable_hash("universe", *parts)
     return {c.id: stable_hash("mine", c.id, universe) for c in concepts}
 

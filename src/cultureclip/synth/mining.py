@@ -108,7 +108,7 @@ def embed_concepts(
     for start in range(0, len(flat), batch_size):
         chunk = flat[start : start + batch_size]
         pil = [image() if callable(image) else image for _, image in chunk]
-        features = model.embed_images(pil).cpu().numpy().astype(np.float64)
+        features = model.embed_images(pil, batch_size=len(pil)).cpu().numpy().astype(np.float64)
         if sums is None:
             sums = np.zeros((len(images_per_concept), features.shape[1]))
         for (concept, _), feature in zip(chunk, features, strict=True):

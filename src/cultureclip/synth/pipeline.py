@@ -96,6 +96,7 @@ def run_synth(
     """
     from accelerate import PartialState
 
+    config.check_devices()
     shard = shard or Shard()
     ctx = SynthContext(config, shard, shard.tag)
     state = PartialState()
@@ -171,7 +172,7 @@ class _Merge:
         self.config = config
         self.ctx = ctx = SynthContext(config)
         self.identity = image_identity(ctx)
-        self.judge_identity = create_judge(config.filter, config.llm).identity()
+        self.judge_identity = create_judge(config.placed("filter"), config.placed("llm")).identity()
         self.use_filter = config.filter.backend != "none"
         self.captions = ResultStore(ctx.work_dir, "captions")
         self.images = ResultStore(ctx.work_dir, "images")

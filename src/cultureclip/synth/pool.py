@@ -121,7 +121,7 @@ def run_llm_items(
                 report.failed += 1
 
     async def main() -> None:
-        async with create_llm(ctx.config.llm) as llm:
+        async with create_llm(ctx.config.placed("llm")) as llm:
             with progress(
                 stage, report.total, completed=report.cached, enabled=ctx.config.progress
             ) as task:

@@ -19,13 +19,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from cultureclip.core.config import Config, ConfigError, merge_layers, out_field
-from cultureclip.core.device import Device
+from cultureclip.core.device import DeviceSettings, resolve_precision
 from cultureclip.core.errors import InputError
 from cultureclip.models.base import TrainingSettings, TrainMode
 
 logger = logging.getLogger(__name__)
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class OptimSettings(Config):
@@ -48,16 +46,13 @@ class ScheduleSettings(Config):
     warmup_steps: int = Field(100, ge=0)
 
 
-class BaseTrainConfig(Config):
-    """The settings both trainers share, under one name each."""
+class BaseTrainConfig(DeviceSettings):
+    """The settings both trainers share, under one name each (``device`` and ``precision``:
+    :class:`~cultureclip.core.device.DeviceSettings`, as in every stage)."""
 
     out: str = out_field("runs/train", "output_dir", "out_dir")
     #: seeds python, numpy and torch (transformers.set_seed) in both trainers
     seed: int = Field(42, ge=0, lt=2**32)
-    #: auto: cuda (the local rank's GPU) when available, else cpu
-    device: Device = "auto"
-    #: auto: bf16 mixed precision on a GPU that has it, fp32 elsewhere
-    precision: Precision = "auto"
     #: examples per micro-step, all processes together (each loads batch_size / N)
     batch_size: int = Field(8, ge=1)
     grad_accum_steps: int = Field(1, ge=1)
@@ -100,17 +95,17 @@ def resolve_precision_name(precision: str, on_cuda: bool) -> str:
     """``fp32``, ``bf16`` or ``fp16``; half precision off CUDA is an error, not a silent fp32 run."""
     import torch
 
-    bf16 = on_cuda and torch.cuda.is_bf16_supported()
     if precision == "auto":
-        return "bf16" if bf16 else "fp32"
+        return "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision != "fp32" and not on_cuda:
         raise ConfigError(
             f"precision={precision} needs a CUDA device but this run is on the CPU; "
             "use precision=fp32 (or auto, which picks fp32 on CPU)"
         )
-    if precision == "bf16" and not bf16:
-        raise ConfigError("precision=bf16 but this GPU has no bf16 support; use fp16 or fp32")
-    return precision
+    try:
+        return resolve_precision(precision, "cuda")
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def report_to(config: BaseTrainConfig) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cultureclip.core.config import out_field
+from cultureclip.core.device import resolve_device
 from cultureclip.core.errors import InputError, MissingInputError, UserError
 from cultureclip.core.io import iter_jsonl
 from cultureclip.data.pairs import open_image
@@ -178,8 +179,15 @@ def build_trainer(config: VLMTrainConfig) -> Any:
     from cultureclip.models.chat import load_vlm
 
     per_device = config.per_process_batch(int(os.environ.get("WORLD_SIZE", "1")))
+    # a device this machine lacks is an error before any work, not a silent run on the CPU
+    device = resolve_device(config.device)
+    on_cuda = device.startswith("cuda")
+    if ":" in device:  # the Trainer puts each process on its local rank's GPU, not this one
+        raise InputError(
+            f"train-vlm cannot run on {device}: use device=cuda and pick the GPU with "
+            "CUDA_VISIBLE_DEVICES (one process) or torchrun (several)"
+        )
     dataset = read_chat_export(config.data)
-    on_cuda = config.device != "cpu" and torch.cuda.is_available()
     precision = resolve_precision_name(config.precision, on_cuda)
     processor, model = load_vlm(config.model, device="cpu", dtype=getattr(torch, config.load_dtype))
     if config.chat_template is not None:

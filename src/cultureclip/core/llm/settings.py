@@ -7,21 +7,24 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
-from cultureclip.core.config import Config
-from cultureclip.core.device import AUTO, Device
+from cultureclip.core.device import DeviceSettings
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset
 DEFAULT_API_URL = "https://api.openai.com/v1"
 
 #: the settings that change an answer (the rest decide how hard and how fast to ask)
-ANSWER_FIELDS = ("backend", "model", "json_mode", "temperature", "max_tokens", "dtype")
+ANSWER_FIELDS = ("backend", "model", "json_mode", "temperature", "max_tokens", "precision")
 
 
-class LLMSettings(Config):
+_TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class LLMSettings(DeviceSettings):
     """Which chat model answers the prompts, and how hard to try.
 
     ``timeout``, ``backoff`` and ``max_backoff`` are accepted for ``timeout_s``,
-    ``backoff_s`` and ``max_retry_wait_s`` (the names the eval configs used).
+    ``backoff_s`` and ``max_retry_wait_s`` (the names the eval configs used). ``device`` and
+    ``precision`` (the dtype the weights load in) are read by the local backend only.
     """
 
     backend: str = "openai"  # a name in ``cultureclip.core.llm.LLMS``
@@ -45,11 +48,8 @@ class LLMSettings(Config):
     max_attempts: int = Field(3, ge=1)
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(1024, ge=1)
-    # local transformers backend only
-    device: Device = AUTO
-    #: requests generated together in one ``generate`` call (left-padded)
+    #: local backend: requests generated together in one ``generate`` call (left-padded)
     batch_size: int = Field(8, ge=1)
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
     @property
     def model_id(self) -> str:
@@ -57,7 +57,10 @@ class LLMSettings(Config):
 
     def identity(self) -> dict[str, Any]:
         """What decides an answer: part of every item key made with this model."""
-        return self.model_dump(include=set(ANSWER_FIELDS))
+        identity = self.model_dump(include=set(ANSWER_FIELDS))
+        # under the name and spelling it had before ``precision``: stored answers stay reused
+        identity["dtype"] = _TORCH_DTYPE_NAMES.get(identity.pop("precision"), "auto")
+        return identity
 
 
 def parse_model_at_url(spec: str) -> dict[str, str]:

@@ -25,7 +25,13 @@ from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
 from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
 from cultureclip.models.base import VisionLanguageModel
-from cultureclip.models.generative import AnswerStore, GenerativeModel, MCQPrompt
+from cultureclip.models.generative import (
+    AnswerStore,
+    GenerativeModel,
+    MCQPrompt,
+    from_main_process,
+    is_main_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +206,9 @@ class OpenEndedScorer(Scorer):
                 for item, outcome in zip(chunk, outcomes, strict=True)
             ]
             if judge is not None:
-                self._judge(judge, chunk, records)
+                if is_main_process():  # data-parallel: the judge is asked once, not per process
+                    self._judge(judge, chunk, records)
+                records = from_main_process(records)
             answers.add(chunk, records)
             done.update({r["id"]: r for r in records})
         return [done[item.id] for item in items]

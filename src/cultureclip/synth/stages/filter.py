@@ -24,7 +24,7 @@ def run_filter(ctx: SynthContext) -> StageReport:
     from cultureclip.synth.judges import JudgeRequest, create_judge
 
     report = StageReport("filter")
-    judge = create_judge(ctx.config.filter, ctx.config.llm)
+    judge = create_judge(ctx.config.placed("filter"), ctx.config.placed("llm"))
     identity = judge.identity()
     # Units whose image exists (given, or rendered by the images stage); the rest wait.
     units, report.waiting = plan_units(ctx, image_identity(ctx))

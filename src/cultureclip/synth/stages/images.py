@@ -68,10 +68,11 @@ def run_images(ctx: SynthContext) -> StageReport:
 
     report = StageReport("images")
     state = PartialState()
-    device = ctx.config.images.device
-    if device == "auto" and state.num_processes > 1:
+    settings = ctx.config.placed("images")
+    device = settings.device
+    if device in ("auto", "cuda") and state.num_processes > 1:  # each process its own GPU
         device = str(state.device)
-    backend = create_image_backend(ctx.config.images.model_copy(update={"device": device}))
+    backend = create_image_backend(settings.model_copy(update={"device": device}))
     units, report.waiting = plan_units(ctx, backend.identity())
     given = sum(1 for u in units if u.given is not None)
     units = [u for u in units if u.given is None]
@@ -136,4 +137,4 @@ def image_identity(ctx: SynthContext) -> dict[str, Any]:
     """The image backend identity without loading a model (diffusers loads lazily)."""
     from cultureclip.synth.images import create_image_backend
 
-    return create_image_backend(ctx.config.images).identity()
+    return create_image_backend(ctx.config.placed("images")).identity()

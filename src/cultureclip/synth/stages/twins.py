@@ -94,7 +94,7 @@ def _concept_images(ctx: SynthContext, concepts: list[Concept]) -> list[list[Any
         if concept.side.image is not None:
             images.append([functools.partial(open_image, Path(concept.side.image))])
             continue
-        backend = backend or create_image_backend(ctx.config.images)
+        backend = backend or create_image_backend(ctx.config.placed("images"))
         request = RenderRequest(
             concept.side.features or concept.side.concept,
             concept.side.concept,
@@ -210,8 +210,10 @@ def _mined_pairs(ctx: SynthContext, concepts: list[Concept]) -> dict[int, Any]:
     from cultureclip.models.registry import create_model
     from cultureclip.synth.mining import embed_concepts, mine_twins
 
-    settings = ctx.config.twins
-    model = create_model(settings.mine_model).eval()
+    settings = ctx.config.placed("twins")
+    model = create_model(
+        settings.mine_model, device=settings.resolved_device(), precision=settings.precision
+    )
     images = _concept_images(ctx, concepts)
     total = sum(len(i) for i in images)
     with progress("twins (mining)", total, enabled=ctx.config.progress) as task:

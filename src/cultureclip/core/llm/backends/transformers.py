@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cultureclip.core.device import resolve_device, resolve_dtype
+from cultureclip.core.device import resolve_device, resolve_precision, torch_dtype
 from cultureclip.core.errors import InputError
 from cultureclip.core.llm.base import LLMS, LLMBackend, LLMError, Message, text_only
 from cultureclip.core.llm.settings import LLMSettings
@@ -61,7 +61,7 @@ def _load(settings: LLMSettings) -> _Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+    dtype = torch_dtype(resolve_precision(settings.precision, device))
     cache_key = (settings.model, str(device), str(dtype))
     with _LOADING:
         loaded = _LOADED.get(cache_key)
