@@ -6,10 +6,10 @@ the preprocessing and the input. This module keys those outputs so that they can
 reused safely:
 
 - a **namespace** names the function: a fingerprint of the tower's tensors (names,
-  dtypes, shapes and bytes, see :class:`TowerFingerprint`) plus a description of the
+  dtypes, shapes and bytes: :class:`cultureclip.core.identity.ModuleFingerprint`) plus a description of the
   preprocessing (image size and normalisation, tokenizer and length). Changing either
   gives another namespace, so nothing computed before is read;
-- a **key** names the input: :func:`file_identity` (resolved path, size, mtime, inode)
+- a **key** names the input: :func:`file_identity` (a hash of the file's bytes)
   for an image file, :func:`content_key` (a hash of the bytes) for in-memory data,
   the text itself for a caption.
 
@@ -33,14 +33,15 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from cultureclip.core.identity import ModuleFingerprint, file_hash
 from cultureclip.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,9 @@ SHARD_SUFFIX = ".safetensors"
 
 # ---------------------------------------------------------------------------- identities
 def file_identity(path: str | os.PathLike[str]) -> str:
-    """``file:<resolved path>:<size>:<mtime_ns>:<inode>``: changes whenever the file is rewritten."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return f"file:{resolved}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    """``file:<sha256 of the bytes>``: the same for a copy, new whenever the file is rewritten
+    (the hash is remembered by path, size, mtime and inode: :func:`core.identity.file_hash`)."""
+    return "file:" + file_hash(path)[:32]
 
 
 def content_key(data: bytes | memoryview, kind: str = "bytes") -> str:
@@ -96,45 +96,8 @@ def tensor_row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fingerprints
-def hash_tensors(named: Iterable[tuple[str, Tensor]], extra: str = "") -> str:
-    """A digest of tensors' names, dtypes, shapes and bytes (and ``extra``)."""
-    digest = hashlib.sha256(extra.encode())
-    for name, tensor in named:
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"|{name}:{data.dtype}:{tuple(data.shape)}|".encode())
-        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit words
-            data = data.view(torch.int16)
-        if data.numel():
-            digest.update(memoryview(data.numpy()).cast("B"))
-    return digest.hexdigest()[:32]
-
-
-class TowerFingerprint:
-    """The fingerprint of a module's tensors, rehashed only when a tensor may have changed.
-
-    Hashing a tower's bytes costs tens of milliseconds, so the digest is memoised on a
-    cheap signature: each tensor's name, storage address and version counter (every
-    in-place update, ``load_state_dict`` and optimiser steps included, bumps the
-    counter; replacing a tensor changes its address). Writes through ``tensor.data``
-    bypass the counter: code that does that (peft's LoRA merge) must call :meth:`reset`.
-    """
-
-    def __init__(self, module: nn.Module, describe: str) -> None:
-        self.module = module
-        self.describe = describe
-        self._signature: tuple[Any, ...] | None = None
-        self._digest = ""
-
-    def reset(self) -> None:
-        self._signature = None
-
-    def __call__(self) -> str:
-        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
-        signature = tuple((n, t.data_ptr(), t._version, t.dtype) for n, t in tensors)
-        if signature != self._signature:
-            self._digest = hash_tensors(tensors, self.describe)
-            self._signature = signature
-        return self._digest
+#: a tower's fingerprint: the one content hash of its tensors (core/identity.py)
+TowerFingerprint = ModuleFingerprint
 
 
 def namespace(*parts: str) -> str:

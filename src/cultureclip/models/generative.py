@@ -24,6 +24,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from cultureclip.core.device import resolve_device, resolve_dtype
 from cultureclip.core.errors import InputError
+from cultureclip.core.identity import weights_identity
 from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
@@ -309,9 +310,16 @@ class HFVisionChatModel(GenerativeModel):
         if mode == "likelihood":
             self.spec += f"?likelihood={likelihood_target}"
         self._dtype = dtype
+        self._weights = weights_identity(argument)  # a folder retrained in place is new
 
     def identity(self) -> dict[str, Any]:
-        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": self._dtype}
+        return {
+            "spec": self.spec,
+            "scoring": self.scoring,
+            "max_new_tokens": self.max_new_tokens,
+            "dtype": self._dtype,
+            **self._weights,
+        }
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         if self.scoring != "generate" and any(not p.options for p in prompts):

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field
 
 from cultureclip.core.config import Config
 from cultureclip.core.device import AUTO, Device
+from cultureclip.core.identity import weights_identity
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset
 DEFAULT_API_URL = "https://api.openai.com/v1"
@@ -56,8 +57,14 @@ class LLMSettings(Config):
         return f"{self.backend}:{self.model}"
 
     def identity(self) -> dict[str, Any]:
-        """What decides an answer: part of every item key made with this model."""
-        return self.model_dump(include=set(ANSWER_FIELDS))
+        """What decides an answer: part of every item key made with this model (a local
+        model's weights by content or hub commit, so a model retrained in place is new)."""
+        return {**self.model_dump(include=set(ANSWER_FIELDS)), **self.weights()}
+
+    def weights(self) -> dict[str, Any]:
+        """A local model's weights (content hash, or the hub commit its id resolves to);
+        nothing for a served model, which is known by its name."""
+        return {} if self.backend == "openai" else weights_identity(self.model)
 
 
 def parse_model_at_url(spec: str) -> dict[str, str]:
