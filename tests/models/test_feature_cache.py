@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cultureclip.models import TrainMode, create_model
+from cultureclip.models import TrainMode, create_model, feature_cache
 from cultureclip.models.feature_cache import (
     DiskFeatureCache,
     FeatureStore,
@@ -229,3 +229,41 @@ def test_texts_over_several_batches_are_batched_by_length_and_put_back_in_order(
     by_length = lite.embed_texts(texts, batch_size=2)  # ("obi", "sari"), then the two longest
     torch.testing.assert_close(by_length, one_batch, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(by_length[1], lite.embed_texts(["sari"])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoints_differing_in_heads_or_text_tower_share_image_features_across_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: (tower weights, image content, preprocessing, precision) keys a fixed
+    tower's outputs in the user's cache, so a later run of another checkpoint encodes nothing."""
+    monkeypatch.setenv("CULTURECLIP_CACHE", str(tmp_path / "cache"))
+    images = [Image.open(p).convert("RGB") for p in _write_images(tmp_path / "images", 4)]
+    base = create_model(LITE)
+    heads = create_model(LITE + "&seed=3")  # other heads, same towers
+    retuned = create_model(LITE + "&seed=5")  # other text tower, same image tower
+    with torch.no_grad():
+        next(retuned.text_tower.parameters()).add_(0.5)
+    counters = [_CountRows(m) for m in (base, heads, retuned)]
+    first = base.embed_images(images, batch_size=3)
+    shared_store().clear()  # a new process: only the disk store is left
+    assert base.tower_namespace("text") != retuned.tower_namespace("text")
+    others = [m.embed_images(images, batch_size=3) for m in (heads, retuned)]
+    assert [c.rows for c in counters] == [len(images), 0, 0]
+    torch.testing.assert_close(
+        others[0], create_model(LITE + "&seed=3").embed_images(images), rtol=1e-5, atol=1e-5
+    )
+    assert not torch.allclose(first, others[0])
+    # another precision is another namespace: nothing stored is read
+    counters[0].rows = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        base.embed_images(images)
+    assert counters[0].rows == len(images)
+    # a torn shard: one warning line, recomputed
+    shard = next((tmp_path / "cache" / "features").rglob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:30])
+    shared_store().clear()
+    feature_cache._USER_CACHE.clear()
+    with caplog.at_level("WARNING"):
+        again = base.embed_images(images, batch_size=3)
+    assert "ignoring feature cache shard" in caplog.text
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-5)

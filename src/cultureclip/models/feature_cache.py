@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cultureclip.core.identity import ModuleFingerprint, file_hash
+from cultureclip.core.identity import ModuleFingerprint, cache_root, file_hash
 from cultureclip.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -531,3 +531,50 @@ def frozen_tower_tables(
         store.computed - computed_before,
     )
     return image_table, text_table
+
+
+# ------------------------------------------------------- shared across checkpoints and runs
+_USER_CACHE: dict[Path, DiskFeatureCache] = {}
+
+
+def user_feature_cache() -> DiskFeatureCache:
+    """The per-user on-disk feature store, ``<cache>/features`` (``CULTURECLIP_CACHE``),
+    that every run and checkpoint of one tower shares."""
+    root = cache_root() / "features"
+    if root not in _USER_CACHE:
+        _USER_CACHE[root] = DiskFeatureCache(root)
+    return _USER_CACHE[root]
+
+
+def precision_of(model: Any) -> str:
+    """What besides the weights changes a tower's output bits: dtype, device kind, autocast."""
+    device = model.device.type
+    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    return f"{model._dtype}:{device}:autocast={autocast}"
+
+
+def shared_tower_features(
+    model: Any, tower: str, inputs: Sequence[Any], batch_size: int
+) -> Tensor | None:
+    """Outputs ``[N, F]`` of ``model``'s fixed ``tower`` ("image": PIL images, "text":
+    texts), keyed by (tower weights + preprocessing, input content, precision): from the
+    process-wide store, else the user's feature cache on disk, else the tower (and kept in
+    both). None when the tower is not fixed (it trains, or the backend cannot split its
+    towers) or the store is off (``CULTURECLIP_FEATURE_CACHE_MB=0``)."""
+    if not getattr(model, "splits_towers", False) or shared_store().max_bytes <= 0:
+        return None
+    fixed = model.tower_namespace(tower)
+    if fixed is None:
+        return None
+    space = namespace("shared", tower, fixed, precision_of(model))
+    disk = user_feature_cache()
+    if tower == "text":
+        return encode_text_sources(model, inputs, space=space, disk=disk, batch_size=batch_size)
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            pixels = model.preprocess([inputs[i] for i in batch])
+            yield batch, model.image_tower_features(pixels).to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [image_identity(image) for image in inputs], disk, encode)
