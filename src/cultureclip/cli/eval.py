@@ -75,8 +75,9 @@ def eval_command(
 ) -> None:
     """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
 
-    A stored result is reused only when model, data fingerprint, split, options and
-    protocol are the same ("reused" is printed); --overwrite recomputes.
+    A stored result is reused only when it was made from the same content (the model's
+    weights, the data's bytes, split, options, protocol): the run says "reused (same
+    content …)" or why it recomputed; --overwrite recomputes.
     """
     # Long because typer declares one parameter per flag; the body is two short branches
     # (a suite, or one benchmark), each handing a config to the eval stage.
@@ -240,8 +241,8 @@ def _print_result(result: EvalResult) -> None:
     print_table(f"{result.benchmark} · {result.model} · n={result.n}", ("metric", "value"), rows)
     if result.reused:
         console.print(
-            "reused the stored result (same model, data fingerprint, split, options and "
-            "protocol); pass --overwrite to recompute"
+            f"reused (same content {result.identity[:6]}): the stored result of the same "
+            "weights, data, split, options and protocol; pass --overwrite to recompute"
         )
     if result.n_skipped:
         console.print(
