@@ -103,3 +103,16 @@ def test_a_hub_id_is_known_by_the_commit_of_its_local_snapshot_offline(
         assert identity.hub_revision("org/unknown") is None
     finally:
         identity.hub_revision.cache_clear()
+
+
+def test_a_local_chat_model_retrained_in_place_is_another_model(tmp_path: Path) -> None:
+    from cultureclip.core.llm import LLMSettings
+
+    (tmp_path / "llm").mkdir()
+    (tmp_path / "llm" / "model.safetensors").write_bytes(b"one")
+    local = LLMSettings(backend="transformers", model=str(tmp_path / "llm"))
+    before = local.identity()
+    (tmp_path / "llm" / "model.safetensors").write_bytes(b"two")
+    assert local.identity() != before and local.identity()["weights"]
+    served = LLMSettings(backend="openai", model="org/model")
+    assert "weights" not in served.identity() and "revision" not in served.identity()
