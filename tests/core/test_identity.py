@@ -4,6 +4,7 @@ size, mtime and inode), folders, in-memory tensors, hub ids by commit."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,18 @@ from cultureclip.core.identity import (
 )
 
 
+def _settle(path: Path) -> None:
+    """An mtime a minute ago: the file is not being written any more."""
+    past = time.time_ns() - 60 * 10**9
+    os.utime(path, ns=(past, past))
+
+
 def test_a_file_is_known_by_its_bytes_and_rehashed_only_when_its_stat_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 100)
+    _settle(path)
     first = file_hash(path)
     copy = tmp_path / "copy.bin"
     copy.write_bytes(b"a" * 100)
@@ -33,9 +41,20 @@ def test_a_file_is_known_by_its_bytes_and_rehashed_only_when_its_stat_changes(
     monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
     assert file_hash(path) == first and not reads  # remembered
     stat = path.stat()
-    path.write_bytes(b"b" * 100)  # same size, same mtime: the inode or ctime-free rewrite
+    path.write_bytes(b"b" * 100)  # same size: the mtime tells
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert file_hash(path) != first and reads
+
+
+def test_a_file_written_just_now_is_not_remembered(tmp_path: Path) -> None:
+    """Two rewrites within the clock's granularity may share an mtime ("racy git")."""
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"one")
+    first = file_hash(path)
+    stat = path.stat()
+    path.write_bytes(b"two")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same mtime, size, inode
+    assert file_hash(path) != first
 
 
 def test_large_file_hashes_are_remembered_on_disk_and_a_corrupt_memo_is_ignored(
@@ -43,6 +62,7 @@ def test_large_file_hashes_are_remembered_on_disk_and_a_corrupt_memo_is_ignored(
 ) -> None:
     path = tmp_path / "big.safetensors"
     path.write_bytes(os.urandom((1 << 20) + 5))
+    _settle(path)
     digest = file_hash(path)
     memos = list((identity.cache_root() / "file-hashes").glob("*.txt"))
     memo = next(m for m in memos if m.read_text() == digest)
@@ -112,7 +132,7 @@ def test_a_local_chat_model_retrained_in_place_is_another_model(tmp_path: Path) 
     (tmp_path / "llm" / "model.safetensors").write_bytes(b"one")
     local = LLMSettings(backend="transformers", model=str(tmp_path / "llm"))
     before = local.identity()
-    (tmp_path / "llm" / "model.safetensors").write_bytes(b"two")
+    (tmp_path / "llm" / "model.safetensors").write_bytes(b"two!")
     assert local.identity() != before and local.identity()["weights"]
     served = LLMSettings(backend="openai", model="org/model")
     assert "weights" not in served.identity() and "revision" not in served.identity()

@@ -5,8 +5,9 @@ steps, training resume) keys on a hash of what decided the output: the model's w
 the data's bytes and the settings that change the result, never a name or a path.
 
 - :func:`file_hash` is a SHA-256 of a file's bytes, remembered by (resolved path, size,
-  mtime, inode) in memory and, for files of 1 MiB or more, in ``<cache>/file-hashes/``: a file is read again only when
-  one of those changes (a rewrite in place changes the mtime, a replacement the inode);
+  mtime, inode) in memory and, for files of 1 MiB or more, in ``<cache>/file-hashes/``: a
+  file is read again only when one of those changes (a rewrite in place changes the mtime,
+  a replacement the inode); a file modified in the last 2 s is not remembered yet;
 - :func:`content_hash` covers a file or a folder (relative names and file hashes; hidden
   files such as ``.cache``/``.git`` and an ``exclude`` folder left out);
 - :func:`tensors_hash` / :func:`module_hash` hash an in-memory model from its parameters
@@ -29,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ CACHE_ENV = "CULTURECLIP_CACHE"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHUNK = 1 << 22
 _DISK_MEMO_BYTES = 1 << 20
+_SETTLED_NS = 2_000_000_000
 
 _memo: dict[tuple[str, int, int, int], str] = {}
 _memo_lock = threading.Lock()
@@ -65,26 +68,28 @@ def file_hash(path: str | os.PathLike[str]) -> str:
     resolved = Path(path).resolve()
     stat = resolved.stat()
     signature = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    # A file modified within the clock's granularity of now could be rewritten again with
+    # the same mtime and size ("racy git"): such a hash is not remembered.
+    settled = time.time_ns() - stat.st_mtime_ns > _SETTLED_NS
     with _memo_lock:
         if signature in _memo:
             return _memo[signature]
     # Small files (images, annotations) rehash faster than a memo file reads back.
-    remembered = stat.st_size >= _DISK_MEMO_BYTES
+    on_disk = settled and stat.st_size >= _DISK_MEMO_BYTES
     memo_file = cache_root() / "file-hashes" / f"{stable_hash(*signature, length=32)}.txt"
-    digest = _read_memo(memo_file) if remembered else None
+    digest = _read_memo(memo_file) if on_disk else None
     if digest is None:
         hasher = hashlib.sha256()
         with open(resolved, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 hasher.update(chunk)
         digest = hasher.hexdigest()
-        if remembered:
-            with contextlib.suppress(
-                OSError, DiskFullError
-            ):  # a read-only cache only costs rehashing
+        if on_disk:
+            with contextlib.suppress(OSError, DiskFullError):  # a read-only cache: rehash later
                 atomic_write_text(memo_file, digest)
-    with _memo_lock:
-        _memo[signature] = digest
+    if settled:
+        with _memo_lock:
+            _memo[signature] = digest
     return digest
 
 
