@@ -493,6 +493,10 @@ def frozen_tower_tables(
     image_space, text_space = model.tower_namespace("image"), model.tower_namespace("text")
     if image_space is None and text_space is None:
         return None
+    # On disk, outputs of another precision (autocast, half weights) are other outputs.
+    precision = precision_of(model)
+    image_space = image_space and namespace(image_space, precision)
+    text_space = text_space and namespace(text_space, precision)
     # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
     estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
     store = shared_store()
