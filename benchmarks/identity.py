@@ -14,7 +14,7 @@ and, on the ``lite:en`` model (EfficientNet-Lite0 + MiniLM, frozen towers, rando
 
 Prints what it measured on this machine, side by side.
 
-    python benchmarks/identity.py [--items 1000] [--image-size 128]
+    python benchmarks/identity.py [--items 1000] [--image-size 128] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="time each evaluation this often, keep the fastest"
+    )
     args = parser.parse_args()
     spec = f"lite:en?image_size={args.image_size}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +88,11 @@ def main() -> None:
         # (a) hashing next to one evaluation of the same model, nothing stored
         model = create_model(spec)
         model.eval()
-        fresh_stores(root, "a-eval", enabled=False)
-        result, eval_seconds = timed(run, model)
+        eval_seconds = float("inf")
+        for _ in range(args.repeats):
+            fresh_stores(root, "a-eval", enabled=False)
+            result, seconds = timed(run, model)
+            eval_seconds = min(eval_seconds, seconds)
         fresh_stores(root, "a-hash")
         _, model_seconds = timed(identity.module_hash, model)
         _, data_seconds = timed(identity.data_identity, items.parent)
@@ -106,16 +112,19 @@ def main() -> None:
             for parameter in checkpoints[2].text_tower.parameters():
                 parameter.mul_(1.01)
         counters = [CountPasses(m) for m in checkpoints]
-        fresh_stores(root, "b-one")
-        _, one_seconds = timed(run, checkpoints[0])
-        one_passes = counters[0].rows
-        fresh_stores(root, "b-three")
-        for counter in counters:
-            counter.rows = 0
-        three = []
-        for checkpoint in checkpoints:
-            three.append(timed(run, checkpoint)[1])
-        three_passes = sum(c.rows for c in counters)
+        one_seconds, three = float("inf"), [float("inf")] * len(checkpoints)
+        for repeat in range(args.repeats):
+            for counter in counters:
+                counter.rows = 0
+            fresh_stores(root, f"b-one-{repeat}")
+            one_seconds = min(one_seconds, timed(run, checkpoints[0])[1])
+            one_passes = counters[0].rows
+            fresh_stores(root, f"b-three-{repeat}")
+            for counter in counters:
+                counter.rows = 0
+            for index, checkpoint in enumerate(checkpoints):
+                three[index] = min(three[index], timed(run, checkpoint)[1])
+            three_passes = sum(c.rows for c in counters)
 
     print(
         f"items: {result.n} ({n_images} images), model {spec}, torch threads {torch.get_num_threads()}"
@@ -139,6 +148,10 @@ def main() -> None:
     print(f"    {'image-tower rows encoded':28s}{one_passes:10d}{three_passes:10d}")
     print("    three runs: " + ", ".join(f"{s:.2f} s" for s in three))
     print(f"    three / one: {sum(three) / one_seconds:.2f}x (target <= 1.3x)")
+    print(
+        "    (the first of the three is the same work as one: the gap between them is this "
+        "machine's noise; --repeats N keeps the fastest of N)"
+    )
 
 
 if __name__ == "__main__":

@@ -174,3 +174,16 @@ def test_names_paths_and_batch_sizes_decide_nothing(
         batch_size=3,
     )
     assert moved.reused and moved.identity == first.identity
+
+
+def test_a_result_of_a_newer_version_is_refused_not_overwritten(
+    tiny_model, mcq_file: Path, tmp_path: Path
+) -> None:
+    from cultureclip.core.errors import InputError
+
+    first = evaluate(tiny_model, "cultureverse", data=mcq_file, out_dir=tmp_path, model_name="t")
+    newer = {**json.loads(first.path.read_text()), "schema_version": 99}
+    first.path.write_text(json.dumps(newer))
+    with pytest.raises(InputError, match="newer than this cultureclip reads"):
+        evaluate(tiny_model, "cultureverse", data=mcq_file, out_dir=tmp_path, model_name="t")
+    assert json.loads(first.path.read_text())["schema_version"] == 99

@@ -27,6 +27,7 @@ from cultureclip.eval.results import (
     PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
+    NewerResultError,
     load_result,
     result_dir,
     served_name,
@@ -251,6 +252,8 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
         return None
     try:
         stored = load_result(directory)
+    except NewerResultError:
+        raise
     except (UserError, ValueError) as exc:  # torn or corrupt: never used
         logger.warning("recomputed: the stored result %s is unreadable (%s)", directory, exc)
         return None

@@ -25,6 +25,10 @@ SCHEMA_VERSION = 2
 _V1_COUNTS = {"n_failed": "failed", "n_unparsed": "refused", "n_judge_failed": "judge_failed"}
 
 
+class NewerResultError(InputError):
+    """A result file written by a newer cultureclip (never overwritten by an older one)."""
+
+
 class BaselineComparison(BaseModel):
     """The same benchmark on the base model: its metrics and ``delta = model − baseline``."""
 
@@ -128,7 +132,7 @@ def load_result(path: str | Path) -> EvalResult:
     data = read_json(path)
     version = data.get("schema_version", 1) if isinstance(data, dict) else None
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise InputError(
+        raise NewerResultError(
             f"{path}: result schema version {version} is newer than this cultureclip reads "
             f"({SCHEMA_VERSION}); upgrade cultureclip to read it"
         )
