@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cultureclip.core.identity import ModuleFingerprint
 from cultureclip.models import TrainMode, create_model, feature_cache
 from cultureclip.models.feature_cache import (
     DiskFeatureCache,
     FeatureStore,
     StoreView,
-    TowerFingerprint,
     encode_image_sources,
     encode_text_sources,
     file_identity,
@@ -214,13 +214,13 @@ def test_disk_cache_is_reused_by_another_process_and_a_corrupt_shard_is_ignored(
 
 def test_fingerprint_rehashes_only_when_a_tensor_changes() -> None:
     module = torch.nn.Linear(4, 2)
-    fingerprint = TowerFingerprint(module, "linear")
+    fingerprint = ModuleFingerprint(module, "linear")
     first = fingerprint()
     assert fingerprint() == first
     with torch.no_grad():
         module.bias.add_(1.0)
     assert fingerprint() != first
-    assert TowerFingerprint(module, "other preprocessing")() != fingerprint()
+    assert ModuleFingerprint(module, "other preprocessing")() != fingerprint()
 
 
 def test_texts_over_several_batches_are_batched_by_length_and_put_back_in_order(lite) -> None:
@@ -267,3 +267,13 @@ def test_checkpoints_differing_in_heads_or_text_tower_share_image_features_acros
         again = base.embed_images(images, batch_size=3)
     assert "ignoring feature cache shard" in caplog.text
     torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-5)
+
+
+def test_a_full_disk_cache_stops_growing_and_still_serves(tmp_path: Path) -> None:
+    rows = torch.randn(3, 8)
+    roomy = DiskFeatureCache(tmp_path / "roomy", max_bytes=1 << 20)
+    roomy.put("space", ["a", "b", "c"], rows)
+    tight = DiskFeatureCache(tmp_path / "roomy", max_bytes=1)  # already over its cap
+    tight.put("space", ["d"], rows[:1])
+    assert len(list((tmp_path / "roomy").rglob("*.safetensors"))) == 1
+    torch.testing.assert_close(tight.get("space", ["b"])[0], rows[1])

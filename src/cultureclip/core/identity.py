@@ -218,12 +218,18 @@ def weights_identity(name_or_path: str) -> dict[str, Any]:
     return {"revision": revision} if revision is not None else {}
 
 
+def portable_spec(spec: str) -> str:
+    """The spec without where its local weights lie (``hf:<local>?x=1``): a copy is the same."""
+    local = local_weights(spec)
+    return spec if local is None else spec.replace(str(local), "<local>", 1)
+
+
 def spec_identity(spec: str) -> dict[str, Any]:
     """What a model spec's outputs are made from: the spec, plus the content of the local
     weights it names or the hub commit its id resolves to."""
     local = local_weights(spec)
     if local is not None:  # known by its content, not by where it lies
-        return {"spec": spec.replace(str(local), "<local>", 1), "weights": content_hash(local)}
+        return {"spec": portable_spec(spec), "weights": content_hash(local)}
     _, _, argument = spec.partition(":")
     return {"spec": spec, **weights_identity(argument.split("?", 1)[0].split("@", 1)[0])}
 

@@ -17,7 +17,13 @@ from pydantic import Field
 from cultureclip.core.config import Config, out_field, read_config_file
 from cultureclip.core.device import Device, resolve_device
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
-from cultureclip.core.identity import data_identity, module_hash, short, spec_identity
+from cultureclip.core.identity import (
+    data_identity,
+    module_hash,
+    portable_spec,
+    short,
+    spec_identity,
+)
 from cultureclip.core.io import write_jsonl
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
@@ -293,8 +299,8 @@ def _model_identity(model: ModelLike, config: EvalConfig) -> dict[str, Any]:
                 mode="json", include=set(GENERATIVE_DECIDING)
             )
         return identity
-    if isinstance(model, torch.nn.Module):
-        return {"weights": module_hash(model)}
+    if isinstance(model, torch.nn.Module):  # the spec's options (image size, …) count too
+        return {"spec": portable_spec(getattr(model, "spec", "")), "weights": module_hash(model)}
     identity = dict(model.identity()) if hasattr(model, "identity") else {}
     weights = getattr(model, "model", None)  # a local generative model's network
     if isinstance(weights, torch.nn.Module):

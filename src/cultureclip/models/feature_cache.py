@@ -6,8 +6,8 @@ the preprocessing and the input. This module keys those outputs so that they can
 reused safely:
 
 - a **namespace** names the function: a fingerprint of the tower's tensors (names,
-  dtypes, shapes and bytes: :class:`cultureclip.core.identity.ModuleFingerprint`) plus a description of the
-  preprocessing (image size and normalisation, tokenizer and length). Changing either
+  dtypes, shapes and bytes: ``core.identity.ModuleFingerprint``) plus a description of
+  the preprocessing (image size and normalisation, tokenizer and length). Changing either
   gives another namespace, so nothing computed before is read;
 - a **key** names the input: :func:`file_identity` (a hash of the file's bytes)
   for an image file, :func:`content_key` (a hash of the bytes) for in-memory data,
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cultureclip.core.identity import ModuleFingerprint, cache_root, file_hash
+from cultureclip.core.identity import cache_root, file_hash
 from cultureclip.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -96,10 +96,6 @@ def tensor_row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fingerprints
-#: a tower's fingerprint: the one content hash of its tensors (core/identity.py)
-TowerFingerprint = ModuleFingerprint
-
-
 def namespace(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -267,9 +263,25 @@ class DiskFeatureCache:
     is skipped (with a warning) and its rows are computed again.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.root = Path(root)
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
+        #: shards are no longer written once the folder holds this many bytes (None: no cap)
+        self.max_bytes = max_bytes
+        self._used: int | None = None
+
+    def _full(self, adding: int) -> bool:
+        if self.max_bytes is None:
+            return False
+        if self._used is None:
+            self._used = sum(p.stat().st_size for p in self.root.rglob(f"*{SHARD_SUFFIX}"))
+            if self._used + adding > self.max_bytes:
+                logger.info(
+                    "the feature cache %s is full (%d MB); new features are kept in memory only",
+                    self.root,
+                    self._used >> 20,
+                )
+        return self._used + adding > self.max_bytes
 
     def _load_index(self, space: str) -> dict[str, tuple[Path, int]]:
         if space in self._index:
@@ -324,17 +336,21 @@ class DiskFeatureCache:
             return
         from safetensors.torch import save_file
 
+        features = rows.detach().to("cpu", torch.float32).contiguous()
+        if self._full(features.numel() * 4):
+            return
         folder = self.root / space
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         path = folder / f"{digest}{SHARD_SUFFIX}"
-        features = rows.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(path) as tmp:
             save_file(
                 {"features": features},
                 str(tmp),
                 metadata={"namespace": space, "keys": json.dumps(list(keys))},
             )
+        if self._used is not None:
+            self._used += path.stat().st_size
         index = self._load_index(space)
         for row, key in enumerate(keys):
             index[key] = (path, row)
@@ -539,14 +555,23 @@ def frozen_tower_tables(
 
 # ------------------------------------------------------- shared across checkpoints and runs
 _USER_CACHE: dict[Path, DiskFeatureCache] = {}
+#: megabytes of features the user cache may hold (environment), before it stops growing
+DISK_MB_ENV = "CULTURECLIP_FEATURE_DISK_MB"
+DEFAULT_DISK_MB = 4096
 
 
 def user_feature_cache() -> DiskFeatureCache:
     """The per-user on-disk feature store, ``<cache>/features`` (``CULTURECLIP_CACHE``),
-    that every run and checkpoint of one tower shares."""
+    that every run and checkpoint of one tower shares; it stops growing at
+    ``CULTURECLIP_FEATURE_DISK_MB`` (4096 MB; delete the folder to start over)."""
     root = cache_root() / "features"
     if root not in _USER_CACHE:
-        _USER_CACHE[root] = DiskFeatureCache(root)
+        try:
+            megabytes = int(os.environ.get(DISK_MB_ENV, DEFAULT_DISK_MB))
+        except ValueError:
+            logger.warning("%s is not a number; using %d MB", DISK_MB_ENV, DEFAULT_DISK_MB)
+            megabytes = DEFAULT_DISK_MB
+        _USER_CACHE[root] = DiskFeatureCache(root, max_bytes=megabytes * 2**20)
     return _USER_CACHE[root]
 
 
