@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The per-user cache (file-hash memos, shared frozen-tower features) of this test session
+os.environ.setdefault("CULTURECLIP_CACHE", tempfile.mkdtemp(prefix="cultureclip-cache-"))
 
 from pathlib import Path
 

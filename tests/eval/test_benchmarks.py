@@ -136,10 +136,20 @@ def test_skip_existing_overwrite_and_forgetting_delta(
     class Exploding:
         spec = "never-used"
 
-    # skip-existing: the result is read back, the model is not touched
-    again = evaluate(Exploding(), "zeroshot", data=zeroshot_dir, out_dir=tmp_path, model_name="ft")
+    def explode(*args, **kwargs):
+        raise AssertionError("a reused result must not run the model")
+
+    # skip-existing: the result of the same weights is read back, the model is not run
+    # (another object under the same name is another model: issue 23)
+    untouched = pytest.MonkeyPatch()
+    for method in ("embed_images", "embed_texts", "forward"):
+        untouched.setattr(tiny_model, method, explode)
+    again = evaluate(tiny_model, "zeroshot", data=zeroshot_dir, out_dir=tmp_path, model_name="ft")
+    untouched.undo()
     assert (
-        again.metrics == first.metrics and json.loads(result_file.read_text())["created"] == stamp
+        again.reused
+        and again.metrics == first.metrics
+        and json.loads(result_file.read_text())["created"] == stamp
     )
     with pytest.raises(TypeError):
         evaluate(

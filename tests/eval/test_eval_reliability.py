@@ -48,7 +48,7 @@ def test_reuse_is_keyed_on_data_content_and_options(
     result_file = out / "cultureverse" / "tiny" / "result.json"
     stored = json.loads(result_file.read_text())
     assert stored["n"] == 18
-    assert stored["key"]["data"]["fingerprint"] and stored["key"]["model"]["fingerprint"]
+    assert stored["key"]["data"]["content"] and stored["key"]["model"]["weights"]
 
     again = runner.invoke(app, _eval_args(tiny_clip_dir, mcq_file, out))
     assert again.exit_code == 0 and "reused" in again.output
@@ -70,11 +70,21 @@ def test_reuse_is_keyed_on_data_content_and_options(
     assert "reused" not in edited.output and json.loads(result_file.read_text())["n"] == 3
 
     # Same data, different options: recomputed.
-    opts = runner.invoke(
-        app, [*_eval_args(tiny_clip_dir, six, out), "--set", "options.batch_size=2"]
-    )
+    opts = runner.invoke(app, [*_eval_args(tiny_clip_dir, six, out), "--set", "options.seed=7"])
     assert opts.exit_code == 0 and "reused" not in opts.output
-    assert json.loads(result_file.read_text())["config"]["batch_size"] == 2
+    assert json.loads(result_file.read_text())["config"]["seed"] == 7
+    # A batch size decides how work is cut, not the result: reused (issue 23).
+    batch = runner.invoke(
+        app,
+        [
+            *_eval_args(tiny_clip_dir, six, out),
+            "--set",
+            "options.seed=7",
+            "--set",
+            "options.batch_size=2",
+        ],
+    )
+    assert batch.exit_code == 0 and "reused" in batch.output
 
 
 def test_an_unkeyed_old_result_is_not_reused(tiny_model, mcq_file: Path, tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cultureclip.models import TrainMode, create_model
+from cultureclip.core.identity import ModuleFingerprint
+from cultureclip.models import TrainMode, create_model, feature_cache
 from cultureclip.models.feature_cache import (
     DiskFeatureCache,
     FeatureStore,
     StoreView,
-    TowerFingerprint,
     encode_image_sources,
     encode_text_sources,
     file_identity,
@@ -214,13 +214,13 @@ def test_disk_cache_is_reused_by_another_process_and_a_corrupt_shard_is_ignored(
 
 def test_fingerprint_rehashes_only_when_a_tensor_changes() -> None:
     module = torch.nn.Linear(4, 2)
-    fingerprint = TowerFingerprint(module, "linear")
+    fingerprint = ModuleFingerprint(module, "linear")
     first = fingerprint()
     assert fingerprint() == first
     with torch.no_grad():
         module.bias.add_(1.0)
     assert fingerprint() != first
-    assert TowerFingerprint(module, "other preprocessing")() != fingerprint()
+    assert ModuleFingerprint(module, "other preprocessing")() != fingerprint()
 
 
 def test_texts_over_several_batches_are_batched_by_length_and_put_back_in_order(lite) -> None:
@@ -229,3 +229,51 @@ def test_texts_over_several_batches_are_batched_by_length_and_put_back_in_order(
     by_length = lite.embed_texts(texts, batch_size=2)  # ("obi", "sari"), then the two longest
     torch.testing.assert_close(by_length, one_batch, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(by_length[1], lite.embed_texts(["sari"])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoints_differing_in_heads_or_text_tower_share_image_features_across_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: (tower weights, image content, preprocessing, precision) keys a fixed
+    tower's outputs in the user's cache, so a later run of another checkpoint encodes nothing."""
+    monkeypatch.setenv("CULTURECLIP_CACHE", str(tmp_path / "cache"))
+    images = [Image.open(p).convert("RGB") for p in _write_images(tmp_path / "images", 4)]
+    base = create_model(LITE)
+    heads = create_model(LITE + "&seed=3")  # other heads, same towers
+    retuned = create_model(LITE + "&seed=5")  # other text tower, same image tower
+    with torch.no_grad():
+        next(retuned.text_tower.parameters()).add_(0.5)
+    counters = [_CountRows(m) for m in (base, heads, retuned)]
+    first = base.embed_images(images, batch_size=3)
+    shared_store().clear()  # a new process: only the disk store is left
+    assert base.tower_namespace("text") != retuned.tower_namespace("text")
+    others = [m.embed_images(images, batch_size=3) for m in (heads, retuned)]
+    assert [c.rows for c in counters] == [len(images), 0, 0]
+    torch.testing.assert_close(
+        others[0], create_model(LITE + "&seed=3").embed_images(images), rtol=1e-5, atol=1e-5
+    )
+    assert not torch.allclose(first, others[0])
+    # another precision is another namespace: nothing stored is read
+    counters[0].rows = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        base.embed_images(images)
+    assert counters[0].rows == len(images)
+    # a torn shard: one warning line, recomputed
+    shard = next((tmp_path / "cache" / "features").rglob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:30])
+    shared_store().clear()
+    feature_cache._USER_CACHE.clear()
+    with caplog.at_level("WARNING"):
+        again = base.embed_images(images, batch_size=3)
+    assert "ignoring feature cache shard" in caplog.text
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-5)
+
+
+def test_a_full_disk_cache_stops_growing_and_still_serves(tmp_path: Path) -> None:
+    rows = torch.randn(3, 8)
+    roomy = DiskFeatureCache(tmp_path / "roomy", max_bytes=1 << 20)
+    roomy.put("space", ["a", "b", "c"], rows)
+    tight = DiskFeatureCache(tmp_path / "roomy", max_bytes=1)  # already over its cap
+    tight.put("space", ["d"], rows[:1])
+    assert len(list((tmp_path / "roomy").rglob("*.safetensors"))) == 1
+    torch.testing.assert_close(tight.get("space", ["b"])[0], rows[1])

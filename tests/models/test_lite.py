@@ -192,16 +192,24 @@ def test_frozen_output_cache_gives_the_same_features_and_only_for_fixed_towers()
     plain = create_model("lite:en?image_size=96")
     cached = create_model("lite:en?image_size=96&cache=3")
     texts = ["kimono", "sari", "a castle", "kimono"]
+
+    def encoded(model):  # the model's own path (embed_* read the shared store: issue 23)
+        with torch.no_grad(), model.inference():
+            images = model.encode_image(model.preprocess(_glyphs()))
+            return images, model.encode_text(model.tokenize(texts))
+
     for _ in range(2):  # the second pass is served from the cache
         assert torch.allclose(plain.embed_images(_glyphs()), cached.embed_images(_glyphs()))
         assert torch.allclose(plain.embed_texts(texts), cached.embed_texts(texts))
+        for fresh, stored in zip(encoded(plain), encoded(cached), strict=True):
+            assert torch.allclose(fresh, stored)
     assert len(cached._image_cache) == 3  # bounded: the oldest entry was dropped
     assert len(cached._text_cache) == 3  # "kimono" twice is one entry
 
     # A tower whose weights may change must never be served stale outputs.
     cached.configure_training(image=TrainMode.lora, text=TrainMode.heads)
     assert len(cached._image_cache) == 0
-    cached.embed_images(_glyphs())
+    encoded(cached)
     assert len(cached._image_cache) == 0
 
 

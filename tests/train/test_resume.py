@@ -70,6 +70,26 @@ def test_resume_refuses_a_different_run(make_config, tmp_path) -> None:
         train(make_config(out=str(tmp_path / "empty"), resume="latest"))
 
 
+def test_resume_refuses_data_changed_in_place_and_an_unrecorded_checkpoint(
+    make_config, toy_cultwin: Path, tmp_path
+) -> None:
+    """Issue 23: a resume continues the same content, not the same names."""
+    out = str(tmp_path / "run")
+    train(make_config(out=out, stop_at_step=1, checkpoint_every=1))
+    records = toy_cultwin if toy_cultwin.is_file() else next(toy_cultwin.glob("*.jsonl"))
+    lines = records.read_text().splitlines()
+    records.write_text("\n".join(reversed(lines)) + "\n")  # same names, other bytes
+    with pytest.raises(CheckpointError, match=r"other content \(data changed"):
+        train(make_config(out=out, resume="latest"))
+    records.write_text("\n".join(lines) + "\n")
+    checkpoint = resolve_checkpoint("latest", Path(out) / "checkpoints")
+    state = torch.load(checkpoint, weights_only=True)
+    del state["content"]  # as a version that did not record it wrote it
+    torch.save(state, checkpoint)
+    with pytest.raises(CheckpointError, match="did not record its model's and data's content"):
+        train(make_config(out=out, resume="latest"))
+
+
 KILLABLE = textwrap.dedent(
     """
     import sys

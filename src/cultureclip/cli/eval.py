@@ -80,8 +80,9 @@ def eval_command(
 ) -> None:
     """Evaluate models on a benchmark or a suite; writes result.json + predictions.jsonl.
 
-    A stored result is reused only when model, data fingerprint, split, options and
-    protocol are the same ("reused" is printed); --overwrite recomputes.
+    A stored result is reused only when it was made from the same content (the model's
+    weights, the data's bytes, split, options, protocol): the run says "reused (same
+    content …)" or why it recomputed; --overwrite recomputes.
     `cultureclip eval compare RUN_A RUN_B` compares two runs item by item.
     """
     if ctx.invoked_subcommand is not None:
@@ -300,8 +301,8 @@ def _print_result(result: EvalResult) -> None:
     print_table(f"{result.benchmark} · {result.model} · n={result.n}", ("metric", "value"), rows)
     if result.reused:
         console.print(
-            "reused the stored result (same model, data fingerprint, split, options and "
-            "protocol); pass --overwrite to recompute"
+            f"reused (same content {result.identity[:6]}): the stored result of the same "
+            "weights, data, split, options and protocol; pass --overwrite to recompute"
         )
     counts = result.counts
     if counts.hidden:

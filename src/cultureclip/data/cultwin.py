@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
+from cultureclip.core.identity import file_hash
 from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
@@ -646,14 +647,13 @@ def _safe_member(name: str) -> bool:
 def _extract_shard_images(shard: Path, cache: Path) -> Path:
     """Extracts every non-record member of ``shard`` once and returns the directory.
 
-    The directory is named after the shard's size and mtime so a rewritten shard never
-    reuses stale images, and it appears by one rename of a fully written temp directory,
+    The directory is named after the shard's content hash (``core.identity.file_hash``) so
+    a rewritten shard never reuses stale images, and it appears by one rename of a fully written temp directory,
     so a killed extraction leaves nothing under the final name and concurrent readers
     (DataLoader workers) cannot see a half one: the first rename wins, the rest discard
     their copy.
     """
-    stat = shard.stat()
-    target = cache / f"{shard.stem}-{stable_hash(stat.st_size, stat.st_mtime_ns, length=10)}"
+    target = cache / f"{shard.stem}-{file_hash(shard)[:10]}"
     if target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import Field
 
 from cultureclip.core.config import Config, out_field, read_config_file
 from cultureclip.core.device import DeviceSettings, resolve_device, resolve_precision
 from cultureclip.core.errors import MissingInputError, UnknownNameError, UserError
+from cultureclip.core.identity import (
+    data_identity,
+    module_hash,
+    portable_spec,
+    short,
+    spec_identity,
+)
 from cultureclip.core.io import write_jsonl
 from cultureclip.core.store import changed_fields
 from cultureclip.data.cultwin import CulTwinLoad
@@ -26,14 +34,14 @@ from cultureclip.eval.results import (
     PROTOCOL_VERSION,
     BaselineComparison,
     EvalResult,
-    data_identity,
+    NewerResultError,
     load_result,
-    model_identity,
     result_dir,
     served_name,
 )
 from cultureclip.eval.spec import Benchmark, create_benchmark, is_spec_path
 from cultureclip.models.generative import (
+    AnswerStore,
     GenerativeSettings,
     create_generative_model,
     is_generative_spec,
@@ -216,6 +224,7 @@ def run(
             seconds=round(time.perf_counter() - started, 3),
             data=str(config.data or bench.data),
             key=key,
+            identity=short(key),
             chance=output.chance,
         )
         if writes:
@@ -239,14 +248,50 @@ def run(
     return result
 
 
+#: what a changed part of the key (or of its model part) means, in the line a run says
+_CHANGED = {
+    "weights": "weights changed",
+    "revision": "weights changed (the hub id points to another commit)",
+    "generative": "generative settings changed",
+    "spec": "model spec changed",
+    "data": "data changed",
+    "benchmark": "benchmark changed",
+    "split": "split changed",
+    "options": "options changed",
+    "protocol": "scoring changed (a newer cultureclip)",
+}
+
+
+def why_recomputed(stored: dict[str, Any], key: dict[str, Any]) -> list[str]:
+    """What differs between a stored result's key and this run's, in words."""
+    differences = changed_fields(stored, key)
+    if "model" in differences:
+        inner = changed_fields(stored.get("model") or {}, key["model"])
+        differences = [*inner, *(d for d in differences if d != "model")]
+    return list(dict.fromkeys(_CHANGED.get(d, f"{d} changed") for d in differences))
+
+
 def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
+    """The stored result of ``key`` in ``directory``, or None; says which, and why, in one line."""
     if directory is None or not (directory / "result.json").exists():
         return None
-    stored = load_result(directory)
-    differences = changed_fields(stored.key, key) if stored.key else ["no key (an older version)"]
+    try:
+        stored = load_result(directory)
+    except NewerResultError:
+        raise
+    except (UserError, ValueError) as exc:  # torn or corrupt: never used
+        logger.warning("recomputed: the stored result %s is unreadable (%s)", directory, exc)
+        return None
+    if not stored.identity or not stored.key:
+        logger.info(
+            "recomputed: the stored result in %s records no content identity (an older version)",
+            directory,
+        )
+        return None
+    differences = why_recomputed(stored.key, key)
     if differences:
         logger.info(
-            "recomputing %s: the stored result differs in %s", directory, ", ".join(differences)
+            "recomputed: %s since the stored result (%s)", ", ".join(differences), directory
         )
         return None
     if stored.counts.failed:
@@ -256,21 +301,55 @@ def _stored(directory: Path | None, key: dict[str, Any]) -> EvalResult | None:
         )
         return None
     stored._reused = True
-    logger.info("reused %s (same model, data, split, options, protocol)", stored.path)
+    logger.info("reused (same content %s): %s", stored.identity[:6], stored.path)
     return stored
+
+
+def _model_identity(model: ModelLike, config: EvalConfig) -> dict[str, Any]:
+    """What a model's answers are made from: its weights (a loaded model's tensors, a
+    folder's files, a hub id's commit) and the settings that change an answer."""
+    if isinstance(model, str | Path):
+        spec = str(model)
+        identity = (
+            {"spec": served_name(spec)} if spec.startswith("openai:") else spec_identity(spec)
+        )
+        if is_generative_spec(spec):
+            identity["generative"] = config.generative.model_dump(
+                mode="json", include=set(GENERATIVE_DECIDING)
+            )
+        return identity
+    if isinstance(model, torch.nn.Module):  # the spec's options (image size, …) count too
+        return {"spec": portable_spec(getattr(model, "spec", "")), "weights": module_hash(model)}
+    identity = dict(model.identity()) if hasattr(model, "identity") else {}
+    weights = getattr(model, "model", None)  # a local generative model's network
+    if isinstance(weights, torch.nn.Module):
+        identity["weights"] = module_hash(weights)
+    return identity or {"object": type(model).__qualname__}
+
+
+#: ``generative.*`` settings that change an answer (the others decide how fast it comes)
+GENERATIVE_DECIDING = (
+    "mode",
+    "likelihood_target",
+    "max_new_tokens",
+    "temperature",
+    "max_tokens",
+    "json_mode",
+    "dtype",
+)
 
 
 def _result_key(
     config: EvalConfig, bench: Benchmark, model: ModelLike, name: str, directory: Path | None
 ) -> dict[str, Any]:
-    # an object is known by the name it is given (pass a spec to fingerprint saved weights)
-    identity = model_identity(str(model)) if isinstance(model, str | Path) else {"spec": name}
+    # Content, never names: the output folder, model name and batch sizes decide nothing.
+    options = bench.options.model_dump(mode="json", exclude=set(AnswerStore.NOT_DECIDING))
     key = {
         "benchmark": bench.name,
-        "model": identity,
+        "model": _model_identity(model, config),
         "data": data_identity(str(config.data or bench.data), exclude=directory),
         "split": config.split,
-        "options": served_name(bench.options.model_dump(mode="json")),
+        "options": served_name(options),
         "protocol": PROTOCOL_VERSION * 1000 + bench.spec.protocol_version,
     }
     precision = _inference_precision(config, model)

@@ -1,6 +1,7 @@
 """Result files: ``<out>/<benchmark>/<model slug>/result.json`` (:class:`EvalResult`), with
 ``predictions.jsonl`` and ``config.yaml`` beside it (docs/eval.md, "Results"). A stored
-result is reused only when its ``key`` (model, data, split, options, protocol) is the same."""
+result is reused only when its ``key`` (the model's weights, the data's bytes, split,
+options, protocol: ``cultureclip.core.identity``) is the same; ``identity`` is its digest."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from cultureclip.core.errors import InputError, MissingInputError
-from cultureclip.core.io import atomic_write_json, content_fingerprint, read_json, read_jsonl
+from cultureclip.core.io import atomic_write_json, read_json, read_jsonl
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.jsonl"
@@ -22,6 +23,10 @@ PROTOCOL_VERSION = 2
 SCHEMA_VERSION = 2
 #: where the first shape kept each count
 _V1_COUNTS = {"n_failed": "failed", "n_unparsed": "refused", "n_judge_failed": "judge_failed"}
+
+
+class NewerResultError(InputError):
+    """A result file written by a newer cultureclip (never overwritten by an older one)."""
 
 
 class BaselineComparison(BaseModel):
@@ -71,6 +76,9 @@ class EvalResult(BaseModel):
     chance: float | None = None
     #: what decides the result; a stored result is reused only on equality
     key: dict[str, Any] = Field(default_factory=dict)
+    #: a short digest of ``key`` (the content the result was made from); "" in results of a
+    #: version that did not hash content, which are recomputed, never reused
+    identity: str = ""
 
     # where the result was read from / written to, and whether it was reused (not serialised)
     _path: Path | None = None
@@ -128,7 +136,7 @@ def load_result(path: str | Path) -> EvalResult:
     data = read_json(path)
     version = data.get("schema_version", 1) if isinstance(data, dict) else None
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise InputError(
+        raise NewerResultError(
             f"{path}: result schema version {version} is newer than this cultureclip reads "
             f"({SCHEMA_VERSION}); upgrade cultureclip to read it"
         )
@@ -159,28 +167,6 @@ def slugify(name: str) -> str:
 
 def result_dir(out_dir: str | Path, benchmark: str, model_name: str) -> Path:
     return Path(out_dir) / benchmark / slugify(model_name)
-
-
-def model_identity(spec: str) -> dict[str, str]:
-    """The spec plus, when it names a local directory or file, that content's fingerprint."""
-    if spec.startswith("openai:"):
-        return {"spec": served_name(spec)}
-    identity = {"spec": spec}
-    _, _, argument = spec.partition(":")
-    for candidate in (spec, argument.split("@", 1)[0]):
-        if candidate and Path(candidate).exists():
-            identity["path"] = str(Path(candidate).resolve())
-            identity["fingerprint"] = content_fingerprint(candidate)
-            break
-    return identity
-
-
-def data_identity(data: str | Path, exclude: Path | None = None) -> dict[str, str]:
-    """A local data path (resolved) and its content fingerprint, or a hub name."""
-    path = Path(data)
-    if path.exists():
-        return {"path": str(path.resolve()), "fingerprint": content_fingerprint(path, exclude)}
-    return {"hub": str(data)}
 
 
 _SERVED = re.compile(r"^(?P<name>[^@\s]+)@https?://\S+$")

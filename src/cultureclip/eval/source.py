@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import io
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,13 +169,31 @@ def load_dataset_rows(
 ) -> list[dict[str, Any]]:
     """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``);
     with ``label_names``, a ``ClassLabel`` column gives the class name, not its index."""
-    try:
-        import datasets
-    except ImportError as exc:  # optional extra
-        raise InputError("loading a hub dataset needs `pip install cultureclip[datasets]`") from exc
+    if importlib.util.find_spec("datasets") is None:  # optional extra
+        raise InputError("loading a hub dataset needs `pip install cultureclip[datasets]`")
     wanted = split or "test"
+    if local:
+        # A local folder is read through a cache of its own, gone after: the shared cache
+        # keys a folder by its name, and would serve a folder rewritten in place (or another
+        # of the same name) from rows made of other bytes.
+        with tempfile.TemporaryDirectory(prefix="cultureclip-datasets-") as cache_dir:
+            return _dataset_rows(source, wanted, config, label_names, local, cache_dir)
+    # A hub dataset's cache is keyed by the commit it resolved to.
+    return _dataset_rows(source, wanted, config, label_names, local, None)
+
+
+def _dataset_rows(
+    source: str,
+    wanted: str,
+    config: str | None,
+    label_names: bool,
+    local: bool,
+    cache_dir: str | None,
+) -> list[dict[str, Any]]:
+    import datasets
+
     try:
-        dataset = datasets.load_dataset(source, config, split=wanted)
+        dataset = datasets.load_dataset(source, config, split=wanted, cache_dir=cache_dir)
     except Exception as exc:  # network, offline mode, unknown name, wrong split: say it in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where, hint = ("local dataset folder", "") if local else ("hub dataset", NOT_ON_DISK)

@@ -33,6 +33,7 @@ from cultureclip.core.config import Config
 from cultureclip.core.device import autocast
 from cultureclip.core.errors import UserError
 from cultureclip.core.io import atomic_path, atomic_write_json
+from cultureclip.models.feature_cache import shared_tower_features
 
 MODEL_CONFIG_NAME = "cultureclip_model.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -248,10 +249,18 @@ class VisionLanguageModel(nn.Module, ABC):
 
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
-        """Normalised embeddings of PIL images, on the CPU, in inference mode."""
+        """Normalised embeddings of PIL images, on the CPU, in inference mode (a fixed image
+        tower's outputs come from the store shared across checkpoints and runs)."""
         with self.inference():
+            stored = shared_tower_features(self, "image", images, batch_size) if images else None
             out = [
-                self.encode_image(self.preprocess(images[i : i + batch_size])).float().cpu()
+                self.encode_image(
+                    stored[i : i + batch_size]
+                    if stored is not None
+                    else self.preprocess(images[i : i + batch_size])
+                )
+                .float()
+                .cpu()
                 for i in range(0, len(images), batch_size)
             ]
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
@@ -265,6 +274,14 @@ class VisionLanguageModel(nn.Module, ABC):
         work on captions; each row is the same up to float rounding)."""
         order = by_length(texts) if len(texts) > batch_size else list(range(len(texts)))
         with self.inference():
+            stored = shared_tower_features(self, "text", texts, batch_size) if texts else None
+            if stored is not None:  # a fixed text tower's outputs, shared: only the head runs
+                return torch.cat(
+                    [
+                        self.encode_text({TOWER_FEATURES: stored[i : i + batch_size]}).float().cpu()
+                        for i in range(0, len(texts), batch_size)
+                    ]
+                )
             out = [
                 self.encode_text(self.tokenize([texts[j] for j in order[i : i + batch_size]]))
                 .float()

@@ -6,10 +6,10 @@ the preprocessing and the input. This module keys those outputs so that they can
 reused safely:
 
 - a **namespace** names the function: a fingerprint of the tower's tensors (names,
-  dtypes, shapes and bytes, see :class:`TowerFingerprint`) plus a description of the
-  preprocessing (image size and normalisation, tokenizer and length). Changing either
+  dtypes, shapes and bytes: ``core.identity.ModuleFingerprint``) plus a description of
+  the preprocessing (image size and normalisation, tokenizer and length). Changing either
   gives another namespace, so nothing computed before is read;
-- a **key** names the input: :func:`file_identity` (resolved path, size, mtime, inode)
+- a **key** names the input: :func:`file_identity` (a hash of the file's bytes)
   for an image file, :func:`content_key` (a hash of the bytes) for in-memory data,
   the text itself for a caption.
 
@@ -33,14 +33,15 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from cultureclip.core.identity import cache_root, file_hash
 from cultureclip.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,9 @@ SHARD_SUFFIX = ".safetensors"
 
 # ---------------------------------------------------------------------------- identities
 def file_identity(path: str | os.PathLike[str]) -> str:
-    """``file:<resolved path>:<size>:<mtime_ns>:<inode>``: changes whenever the file is rewritten."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return f"file:{resolved}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    """``file:<sha256 of the bytes>``: the same for a copy, new whenever the file is rewritten
+    (the hash is remembered by path, size, mtime and inode: :func:`core.identity.file_hash`)."""
+    return "file:" + file_hash(path)[:32]
 
 
 def content_key(data: bytes | memoryview, kind: str = "bytes") -> str:
@@ -96,47 +96,6 @@ def tensor_row_keys(tensor: Tensor, mask: Tensor | None = None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fingerprints
-def hash_tensors(named: Iterable[tuple[str, Tensor]], extra: str = "") -> str:
-    """A digest of tensors' names, dtypes, shapes and bytes (and ``extra``)."""
-    digest = hashlib.sha256(extra.encode())
-    for name, tensor in named:
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"|{name}:{data.dtype}:{tuple(data.shape)}|".encode())
-        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit words
-            data = data.view(torch.int16)
-        if data.numel():
-            digest.update(memoryview(data.numpy()).cast("B"))
-    return digest.hexdigest()[:32]
-
-
-class TowerFingerprint:
-    """The fingerprint of a module's tensors, rehashed only when a tensor may have changed.
-
-    Hashing a tower's bytes costs tens of milliseconds, so the digest is memoised on a
-    cheap signature: each tensor's name, storage address and version counter (every
-    in-place update, ``load_state_dict`` and optimiser steps included, bumps the
-    counter; replacing a tensor changes its address). Writes through ``tensor.data``
-    bypass the counter: code that does that (peft's LoRA merge) must call :meth:`reset`.
-    """
-
-    def __init__(self, module: nn.Module, describe: str) -> None:
-        self.module = module
-        self.describe = describe
-        self._signature: tuple[Any, ...] | None = None
-        self._digest = ""
-
-    def reset(self) -> None:
-        self._signature = None
-
-    def __call__(self) -> str:
-        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
-        signature = tuple((n, t.data_ptr(), t._version, t.dtype) for n, t in tensors)
-        if signature != self._signature:
-            self._digest = hash_tensors(tensors, self.describe)
-            self._signature = signature
-        return self._digest
-
-
 def namespace(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -304,9 +263,25 @@ class DiskFeatureCache:
     is skipped (with a warning) and its rows are computed again.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.root = Path(root)
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
+        #: shards are no longer written once the folder holds this many bytes (None: no cap)
+        self.max_bytes = max_bytes
+        self._used: int | None = None
+
+    def _full(self, adding: int) -> bool:
+        if self.max_bytes is None:
+            return False
+        if self._used is None:
+            self._used = sum(p.stat().st_size for p in self.root.rglob(f"*{SHARD_SUFFIX}"))
+            if self._used + adding > self.max_bytes:
+                logger.info(
+                    "the feature cache %s is full (%d MB); new features are kept in memory only",
+                    self.root,
+                    self._used >> 20,
+                )
+        return self._used + adding > self.max_bytes
 
     def _load_index(self, space: str) -> dict[str, tuple[Path, int]]:
         if space in self._index:
@@ -361,17 +336,21 @@ class DiskFeatureCache:
             return
         from safetensors.torch import save_file
 
+        features = rows.detach().to("cpu", torch.float32).contiguous()
+        if self._full(features.numel() * 4):
+            return
         folder = self.root / space
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         path = folder / f"{digest}{SHARD_SUFFIX}"
-        features = rows.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(path) as tmp:
             save_file(
                 {"features": features},
                 str(tmp),
                 metadata={"namespace": space, "keys": json.dumps(list(keys))},
             )
+        if self._used is not None:
+            self._used += path.stat().st_size
         index = self._load_index(space)
         for row, key in enumerate(keys):
             index[key] = (path, row)
@@ -530,6 +509,10 @@ def frozen_tower_tables(
     image_space, text_space = model.tower_namespace("image"), model.tower_namespace("text")
     if image_space is None and text_space is None:
         return None
+    # On disk, outputs of another precision (autocast, half weights) are other outputs.
+    precision = precision_of(model)
+    image_space = image_space and namespace(image_space, precision)
+    text_space = text_space and namespace(text_space, precision)
     # Pooled outputs are ~1-2k floats; estimated with 2048 to stay on the safe side.
     estimate = 4 * 2048 * ((len(images) if image_space else 0) + (len(texts) if text_space else 0))
     store = shared_store()
@@ -568,3 +551,59 @@ def frozen_tower_tables(
         store.computed - computed_before,
     )
     return image_table, text_table
+
+
+# ------------------------------------------------------- shared across checkpoints and runs
+_USER_CACHE: dict[Path, DiskFeatureCache] = {}
+#: megabytes of features the user cache may hold (environment), before it stops growing
+DISK_MB_ENV = "CULTURECLIP_FEATURE_DISK_MB"
+DEFAULT_DISK_MB = 4096
+
+
+def user_feature_cache() -> DiskFeatureCache:
+    """The per-user on-disk feature store, ``<cache>/features`` (``CULTURECLIP_CACHE``),
+    that every run and checkpoint of one tower shares; it stops growing at
+    ``CULTURECLIP_FEATURE_DISK_MB`` (4096 MB; delete the folder to start over)."""
+    root = cache_root() / "features"
+    if root not in _USER_CACHE:
+        try:
+            megabytes = int(os.environ.get(DISK_MB_ENV, DEFAULT_DISK_MB))
+        except ValueError:
+            logger.warning("%s is not a number; using %d MB", DISK_MB_ENV, DEFAULT_DISK_MB)
+            megabytes = DEFAULT_DISK_MB
+        _USER_CACHE[root] = DiskFeatureCache(root, max_bytes=megabytes * 2**20)
+    return _USER_CACHE[root]
+
+
+def precision_of(model: Any) -> str:
+    """What besides the weights changes a tower's output bits: dtype, device kind, autocast."""
+    device = model.device.type
+    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    return f"{model._dtype}:{device}:autocast={autocast}"
+
+
+def shared_tower_features(
+    model: Any, tower: str, inputs: Sequence[Any], batch_size: int
+) -> Tensor | None:
+    """Outputs ``[N, F]`` of ``model``'s fixed ``tower`` ("image": PIL images, "text":
+    texts), keyed by (tower weights + preprocessing, input content, precision): from the
+    process-wide store, else the user's feature cache on disk, else the tower (and kept in
+    both). None when the tower is not fixed (it trains, or the backend cannot split its
+    towers) or the store is off (``CULTURECLIP_FEATURE_CACHE_MB=0``)."""
+    if not getattr(model, "splits_towers", False) or shared_store().max_bytes <= 0:
+        return None
+    fixed = model.tower_namespace(tower)
+    if fixed is None:
+        return None
+    space = namespace("shared", tower, fixed, precision_of(model))
+    disk = user_feature_cache()
+    if tower == "text":
+        return encode_text_sources(model, inputs, space=space, disk=disk, batch_size=batch_size)
+
+    def encode(missing: list[int]) -> Iterator[tuple[list[int], Tensor]]:
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            pixels = model.preprocess([inputs[i] for i in batch])
+            yield batch, model.image_tower_features(pixels).to("cpu", torch.float32)
+
+    return _stored_or_encoded(space, [image_identity(image) for image in inputs], disk, encode)

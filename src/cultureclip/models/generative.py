@@ -25,6 +25,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from cultureclip.core.device import resolve_device, resolve_precision, torch_dtype
 from cultureclip.core.errors import InputError
+from cultureclip.core.identity import weights_identity
 from cultureclip.core.io import stable_hash
 from cultureclip.core.llm import LLMError, LLMSettings, SyncLLM, user_message
 from cultureclip.core.llm.settings import parse_model_at_url
@@ -315,12 +316,18 @@ class HFVisionChatModel(GenerativeModel):
         if mode == "likelihood":
             self.spec += f"?likelihood={likelihood_target}"
         self._precision = precision
+        self._weights = weights_identity(argument)  # a folder retrained in place is new
 
     def identity(self) -> dict[str, Any]:
-        # ``dtype``, as the setting was named before: answers stored then are still reused
+        # ``dtype``, as the precision setting was named before it was one shared type
         dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-        precision = dtype.get(self._precision, self._precision)
-        return {"spec": self.spec, "max_new_tokens": self.max_new_tokens, "dtype": precision}
+        return {
+            "spec": self.spec,
+            "scoring": self.scoring,
+            "max_new_tokens": self.max_new_tokens,
+            "dtype": dtype.get(self._precision, self._precision),
+            **self._weights,
+        }
 
     def generate(self, prompts: Sequence[MCQPrompt]) -> list[GenerationOutcome]:
         """Replies in input order. Launched as N processes (``torchrun --nproc_per_node N``,

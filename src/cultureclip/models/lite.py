@@ -47,6 +47,7 @@ from pydantic import Field, ValidationError
 from torch import Tensor, nn
 
 from cultureclip.core.config import Config
+from cultureclip.core.identity import ModuleFingerprint
 from cultureclip.models.base import (
     BackendError,
     TrainMode,
@@ -54,7 +55,6 @@ from cultureclip.models.base import (
 )
 from cultureclip.models.feature_cache import (
     StoreView,
-    TowerFingerprint,
     namespace,
     tensor_row_keys,
 )
@@ -315,8 +315,8 @@ class LiteBackend(VisionLanguageModel):
         }
         self._preprocess = image_transform(options.image_size)
         self._fingerprints = {
-            "image": TowerFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled"),
-            "text": TowerFingerprint(self.text_tower, f"{variant}:pooled"),
+            "image": ModuleFingerprint(self.image_tower, f"{IMAGE_ARCH}:pooled"),
+            "text": ModuleFingerprint(self.text_tower, f"{variant}:pooled"),
         }
         self._preprocessing: dict[str, str] = {}
         # Outputs for preprocessed inputs (keyed by the tensor rows), shared process-wide.

@@ -133,11 +133,16 @@ def _log(config: QuickstartConfig, message: str) -> None:
         logger.info("quickstart: %s", message)
 
 
+#: what a training stage was made from (``TrainConfig.content_identity``)
+CONTENT_NAME = "content.json"
+
+
 def _train_stage(
     config: QuickstartConfig, model: str, data: Path, loss: str, stage: StageSettings, name: str
 ) -> str:
     """Trains (or resumes, or reuses) one stage in ``train/<name>``; its final model directory."""
     from cultureclip.core.config import read_config_file
+    from cultureclip.core.io import atomic_write_json, read_json
     from cultureclip.core.store import changed_fields
     from cultureclip.train import TrainConfig, train
 
@@ -170,10 +175,15 @@ def _train_stage(
         export=False,
     )
     final, saved = output_dir / "final", output_dir / "config.yaml"
+    # The base model (the first stage's final/ for the second) and the data by content: a
+    # stage redone upstream is new input here even though its path is the same.
+    content, content_file = train_config.content_identity(), output_dir / CONTENT_NAME
     changed = ["(no earlier run)"]
     if saved.exists():
         previous = TrainConfig.model_validate(read_config_file(saved))
         changed = changed_fields(previous.run_identity(), train_config.run_identity())
+        recorded = read_json(content_file) if content_file.exists() else None
+        changed += [f"{name} content" for name in changed_fields(recorded, content)]
     if not changed:
         if (final / MODEL_CONFIG_NAME).exists():  # written last by ``save``: stage finished
             logger.info("reusing %s: same settings", final)
@@ -183,6 +193,7 @@ def _train_stage(
     elif output_dir.exists():
         logger.info("redoing %s: settings changed (%s)", output_dir, ", ".join(changed))
         shutil.rmtree(output_dir)
+    atomic_write_json(content_file, content)
     result = train(train_config)
     if result.final_model_dir is None:
         raise RuntimeError(f"training in {output_dir} stopped before its last step")

@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from cultureclip.core.device import DeviceSettings
+from cultureclip.core.identity import data_identity, module_hash
 from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
@@ -184,12 +185,16 @@ class IndexSummary:
     finalized: bool = True
 
 
-def _fingerprint(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
-    """What must match for chunks on disk to be reused by a rerun (``config.model`` resolved)."""
+def _fingerprint(
+    config: IndexConfig, collection: PairCollection, model: VisionLanguageModel
+) -> dict[str, Any]:
+    """What must match for chunks on disk to be reused by a rerun (``config.model`` resolved):
+    the loaded model's tensors and the data's bytes, whatever their names."""
     return {
         "model": config.model,
         "model_fingerprint": model_fingerprint(config.model),
-        "data": str(Path(config.data).resolve()),
+        "model_weights": module_hash(model),
+        "data": data_identity(config.data, exclude=Path(config.out)),
         "split": config.split,
         "split_seed": config.split_seed,
         "chunk_size": config.chunk_size,
@@ -264,7 +269,7 @@ def build_index(
     config = config.model_copy(update={"model": resolve_model_spec(config.model)})
     if rank == 0:
         config.save(out)
-    fingerprint = _fingerprint(config, collection)
+    fingerprint = _fingerprint(config, collection, model)
     build = _ChunkedBuild(config, collection, model, out / "chunks", rank, world, log)
     _prepare_chunks(build.chunks, fingerprint, overwrite)
     with (

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from cultureclip.core.errors import InputError
-from cultureclip.core.io import atomic_path, content_fingerprint
+from cultureclip.core.identity import content_hash
+from cultureclip.core.io import atomic_path
 
 INDEX_VERSION = 1
 MANIFEST = "index.json"
@@ -60,10 +61,10 @@ def resolve_model_spec(spec: str) -> str:
 
 
 def model_fingerprint(spec: str) -> str | None:
-    """A content fingerprint of a local model (:func:`content_fingerprint`); None for hub
-    names and built-in backends."""
+    """The content hash of a local model's files (:func:`core.identity.content_hash`);
+    None for hub names and built-in backends."""
     local = local_model_path(spec)
-    return None if local is None else content_fingerprint(local[1])
+    return None if local is None else content_hash(local[1])
 
 
 def display_model(spec: str) -> str:

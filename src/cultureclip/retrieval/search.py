@@ -185,6 +185,12 @@ class RetrievalIndex:
                 f"rebuild the index (`cultureclip index --set bundle_model=true` copies the model in)"
             )
         found = model_fingerprint(spec)
+        if found is not None and len(expected) != len(found):
+            raise RetrievalIndexError(
+                f"this index was built by an older cultureclip that did not hash the model's "
+                f"whole content, so {spec} cannot be checked; rebuild with "
+                f"`cultureclip index --overwrite`"
+            )
         if found != expected:
             raise RetrievalIndexError(
                 f"the model at {spec} changed since this index was built (fingerprint "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cultureclip.core.identity import short
 from cultureclip.core.store import FailureLog, ResultStore, Shard
 from cultureclip.synth.config import SynthConfig
 
@@ -32,7 +33,10 @@ class SynthContext:
         return FailureLog(self.work_dir, self.writer)
 
     def llm_id(self) -> str:
-        return f"{self.config.llm.backend}:{self.config.llm.model}"
+        weights = self.config.llm.weights()  # a local model retrained in place is another model
+        return f"{self.config.llm.backend}:{self.config.llm.model}" + (
+            f"#{short(weights)}" if weights else ""
+        )
 
 
 @dataclass

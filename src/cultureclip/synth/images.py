@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from cultureclip.core.errors import InputError
+from cultureclip.core.identity import weights_identity
 from cultureclip.core.registry import Registry
 from cultureclip.synth.config import ImageSettings
 
@@ -70,6 +71,7 @@ class DiffusersBackend(ImageBackend):
         return {
             "backend": "diffusers",
             "model": s.model,
+            **weights_identity(s.model),
             "size": s.size,
             "steps": s.steps,
             "guidance": s.guidance,

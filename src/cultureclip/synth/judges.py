@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from cultureclip.core.identity import spec_identity
 from cultureclip.core.llm import Items, Outcome, ask, create_llm, load_prompt, with_images
 from cultureclip.core.registry import Registry
 from cultureclip.synth.config import FilterSettings, LLMSettings
@@ -76,7 +77,12 @@ class VLMJudge(Judge):
         self._llm = None
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": "vlm", "model": self.llm_settings.model, "prompt": self.prompt.id}
+        return {
+            "backend": "vlm",
+            "model": self.llm_settings.model,
+            "prompt": self.prompt.id,
+            **self.llm_settings.weights(),
+        }
 
     async def judge(self, requests: list[JudgeRequest]) -> list[Outcome[Verdict]]:
         if self._llm is None:
@@ -127,6 +133,7 @@ class ClipScoreJudge(Judge):
         identity: dict[str, Any] = {
             "backend": "clipscore",
             "model": self.settings.model,
+            **spec_identity(self.settings.model),
             "threshold": self.settings.threshold,
         }
         # half precision asked for scores other numbers; the setting, not what ``auto``

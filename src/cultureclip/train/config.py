@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from cultureclip.core.config import Config, ConfigError, merge_layers, out_field
 from cultureclip.core.device import DeviceSettings, resolve_precision
 from cultureclip.core.errors import InputError
+from cultureclip.core.identity import data_identity, spec_identity
 from cultureclip.models.base import TrainingSettings, TrainMode
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,14 @@ class TrainConfig(BaseTrainConfig):
         exclude: dict[str, Any] = dict.fromkeys(self.RESUMABLE_CHANGES, True)
         exclude["data"] = dict.fromkeys(DataSettings.LOADING_FIELDS, True)
         return self.model_dump(mode="json", exclude=exclude)
+
+    def content_identity(self) -> dict[str, Any]:
+        """What the names in :meth:`run_identity` stand for: the base model's weights and
+        the data's bytes (a resume onto a model or data changed in place is refused)."""
+        return {
+            "model": spec_identity(self.model),
+            "data": data_identity(self.data.path, exclude=Path(self.out)),
+        }
 
 
 def list_presets() -> dict[str, Any]:

@@ -298,6 +298,7 @@ class TrainStep:
                 "scheduler": self.scheduler.state_dict(),
                 "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "config": self.config.model_dump(mode="json"),
+                "content": self.content_identity(),
                 "rng": states,
             }
             path = save_checkpoint(
@@ -305,6 +306,12 @@ class TrainStep:
             )
         distributed.barrier(self.dist)
         return path
+
+    def content_identity(self) -> dict[str, Any]:
+        """The base model's and data's content (hashed at the first checkpoint of a run)."""
+        if getattr(self, "_content", None) is None:
+            self._content = self.config.content_identity()
+        return self._content
 
     def resume(self, state: dict[str, Any]) -> Cursor:
         """Restores what :meth:`checkpoint` saved; returns where the run continues."""
@@ -429,6 +436,18 @@ def _load_resume_state(config: TrainConfig, dist_info: DistInfo) -> tuple[Path, 
         raise CheckpointError(
             f"{path} was written by a run with different settings for {changed}; resuming would not "
             "continue that run (start a new out, or restore those settings)"
+        )
+    stored = state.get("content")
+    if not stored:
+        raise CheckpointError(
+            f"{path} was written by an older cultureclip that did not record its model's and "
+            "data's content, so resuming cannot be checked; start a new out"
+        )
+    changed = changed_fields(stored, config.content_identity())
+    if changed:
+        raise CheckpointError(
+            f"{path} was written from other content ({' and '.join(changed)} changed since); "
+            "resuming would not continue that run (start a new out)"
         )
     if len(state["rng"]) != dist_info.world_size:
         raise CheckpointError(

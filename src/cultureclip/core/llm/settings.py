@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field
 
 from cultureclip.core.device import DeviceSettings
+from cultureclip.core.identity import weights_identity
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset
 DEFAULT_API_URL = "https://api.openai.com/v1"
@@ -56,11 +57,17 @@ class LLMSettings(DeviceSettings):
         return f"{self.backend}:{self.model}"
 
     def identity(self) -> dict[str, Any]:
-        """What decides an answer: part of every item key made with this model."""
+        """What decides an answer: part of every item key made with this model (a local
+        model's weights by content or hub commit, so a model retrained in place is new)."""
         identity = self.model_dump(include=set(ANSWER_FIELDS))
-        # under the name and spelling it had before ``precision``: stored answers stay reused
+        # ``precision`` under the name and spelling it had before it was one shared type
         identity["dtype"] = _TORCH_DTYPE_NAMES.get(identity.pop("precision"), "auto")
-        return identity
+        return {**identity, **self.weights()}
+
+    def weights(self) -> dict[str, Any]:
+        """A local model's weights (content hash, or the hub commit its id resolves to);
+        nothing for a served model, which is known by its name."""
+        return {} if self.backend == "openai" else weights_identity(self.model)
 
 
 def parse_model_at_url(spec: str) -> dict[str, str]:
