@@ -17,11 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cultureclip.cli.main import app
 from cultureclip.eval.api import evaluate
 
 from .layouts import write_hub_layout
-from .test_released_layouts import cvqa_rows, run_eval, runner
+from .test_released_layouts import cvqa_rows, run_eval
 
 
 def _perturb(module: torch.nn.Module, name: str, seed: int = 0) -> None:
@@ -132,9 +131,17 @@ def test_a_dataset_folder_rewritten_in_place_or_elsewhere_is_read_again(tmp_path
     # A folder of the same name elsewhere whose answers are hidden takes no earlier labels.
     hidden = [{**row, "Label": -1} for row in rows]
     other = _cvqa_folder(tmp_path / "b" / "cvqa", hidden, features)
-    args = ["eval", "-m", "colour:oracle", "-b", "cvqa", "-d", str(other), "-o", str(tmp_path)]
-    blind = runner.invoke(app, args)
-    assert blind.exit_code == 2 and "withhold their answer" in blind.output
+    blind = run_eval("cvqa", other, tmp_path / "out3")
+    assert blind["counts"]["hidden"] == 6 and blind["n"] == 0  # predicted, none scored
+    predictions = [
+        json.loads(line)
+        for line in (tmp_path / "out3")
+        .rglob("predictions.jsonl")
+        .__next__()
+        .read_text()
+        .splitlines()
+    ]
+    assert len(predictions) == 6 and all(p["answer"] is None for p in predictions)
 
 
 def test_results_of_older_versions_and_torn_files_are_recomputed(
