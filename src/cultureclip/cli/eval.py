@@ -298,12 +298,14 @@ def _print_result(result: EvalResult) -> None:
         if result.baseline is not None and key in result.baseline.delta:
             delta = f"  ({result.baseline.delta[key]:+.2f} vs {result.baseline.model})"
         rows.append((key, f"{value:.2f}{delta}"))
-    print_table(f"{result.benchmark} · {result.model} · n={result.n}", ("metric", "value"), rows)
+    title = f"{result.benchmark} · {result.model} · n={result.n}"
+    if rows:
+        print_table(title, ("metric", "value"), rows)
+    else:  # e.g. a test split whose answers are all withheld: predicted, nothing to score
+        console.print(f"{title}: no scored items")
     if result.reused:
-        console.print(
-            f"reused (same content {result.identity[:6]}): the stored result of the same "
-            "weights, data, split, options and protocol; pass --overwrite to recompute"
-        )
+        # the stage has logged "reused (same content …)"; say how to do otherwise
+        console.print("the stored result was reused; pass --overwrite to recompute")
     counts = result.counts
     if counts.hidden:
         console.print(f"answers hidden: {counts.hidden} items, not scored (predicted)")
