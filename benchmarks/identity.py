@@ -31,22 +31,9 @@ from cultureclip.core import identity
 from cultureclip.eval import evaluate
 from cultureclip.models import feature_cache
 from cultureclip.models.registry import create_model
-from cultureclip.testing import FLAG_COUNTRIES, write_flag_mcq
+from cultureclip.testing import FLAG_COUNTRIES, ImageTowerRowCounter, write_flag_mcq
 
 COUNTRIES = tuple(FLAG_COUNTRIES)
-
-
-class CountPasses:
-    """Counts the rows an image tower encodes."""
-
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self._forward = model.image_tower.forward_features
-        model.image_tower.forward_features = self
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        self.rows += int(pixels.shape[0])
-        return self._forward(pixels)
 
 
 def fresh_stores(root: Path, name: str, enabled: bool = True) -> None:
@@ -111,7 +98,7 @@ def main() -> None:
         with torch.no_grad():  # the third: another text tower
             for parameter in checkpoints[2].text_tower.parameters():
                 parameter.mul_(1.01)
-        counters = [CountPasses(m) for m in checkpoints]
+        counters = [ImageTowerRowCounter(m) for m in checkpoints]
         one_seconds, three = float("inf"), [float("inf")] * len(checkpoints)
         for repeat in range(args.repeats):
             for counter in counters:

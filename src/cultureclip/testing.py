@@ -163,6 +163,20 @@ def write_toy_cultwin(
     return write_cultwin(directory / "cultwin.jsonl", records)
 
 
+class ImageTowerRowCounter:
+    """Wraps a ``lite:`` model's ``image_tower.forward_features`` and counts the rows it
+    encodes (how tests and benchmarks see that a feature store spared the tower)."""
+
+    def __init__(self, model: Any) -> None:
+        self.rows = 0
+        self._forward = model.image_tower.forward_features
+        model.image_tower.forward_features = self
+
+    def __call__(self, pixels: Any) -> Any:
+        self.rows += int(pixels.shape[0])
+        return self._forward(pixels)
+
+
 def perturb_lora_b(model: Any, std: float = 0.05, seed: int | None = None) -> None:
     """Draws the LoRA ``B`` matrices from N(0, std²) (seeded when ``seed`` is given).
 

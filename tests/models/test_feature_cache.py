@@ -23,6 +23,7 @@ from cultureclip.models.feature_cache import (
     image_identity,
     shared_store,
 )
+from cultureclip.testing import ImageTowerRowCounter
 
 LITE = "lite:en?image_size=64&dim=32"
 
@@ -43,19 +44,6 @@ def _write_images(folder: Path, count: int = 3) -> list[Path]:
         Image.new("RGB", (40 + index, 30), (60 * index, 255 - 50 * index, 90)).save(path)
         paths.append(path)
     return paths
-
-
-class _CountRows:
-    """Wraps ``model.image_tower.forward_features`` and counts the rows it encodes."""
-
-    def __init__(self, model) -> None:
-        self.rows = 0
-        self._forward = model.image_tower.forward_features
-        model.image_tower.forward_features = self
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        self.rows += int(pixels.shape[0])
-        return self._forward(pixels)
 
 
 def test_store_is_a_bounded_lru_per_namespace() -> None:
@@ -79,7 +67,7 @@ def test_a_changed_tower_is_never_served_stale_outputs(tmp_path: Path) -> None:
     paths = _write_images(tmp_path / "images")
     space = model.tower_namespace("image")
     before = encode_image_sources(model, paths, space=space)
-    counter = _CountRows(model)
+    counter = ImageTowerRowCounter(model)
     with torch.no_grad():  # an in-place change bumps the version counter → a new fingerprint
         model.image_tower.conv_head.weight.mul_(0.5)
     changed = model.tower_namespace("image")
@@ -143,7 +131,7 @@ def test_a_rewritten_image_file_is_encoded_again(lite, tmp_path: Path) -> None:
 def test_three_models_of_one_base_encode_each_image_once(tmp_path: Path) -> None:
     """What eval and indexing of a base and two fine-tunes cost: one tower pass per image."""
     models = [create_model(f"{LITE}&cache=1000&seed={seed}") for seed in range(3)]
-    counters = [_CountRows(m) for m in models]
+    counters = [ImageTowerRowCounter(m) for m in models]
     images = [Image.open(p).convert("RGB") for p in _write_images(tmp_path / "images", 5)]
     embeddings = [m.embed_images(images, batch_size=2) for m in models]
     assert sum(c.rows for c in counters) == len(images)
@@ -185,7 +173,7 @@ def test_disk_cache_is_reused_by_another_process_and_a_corrupt_shard_is_ignored(
     )
     shards = sorted(cache_dir.rglob("*.safetensors"))
     assert len(shards) == 2  # one image shard, one text shard
-    counter = _CountRows(lite)
+    counter = ImageTowerRowCounter(lite)
     image_space, text_space = lite.tower_namespace("image"), lite.tower_namespace("text")
     from_disk = encode_image_sources(
         lite, paths, space=image_space, disk=DiskFeatureCache(cache_dir)
@@ -243,7 +231,7 @@ def test_checkpoints_differing_in_heads_or_text_tower_share_image_features_acros
     retuned = create_model(LITE + "&seed=5")  # other text tower, same image tower
     with torch.no_grad():
         next(retuned.text_tower.parameters()).add_(0.5)
-    counters = [_CountRows(m) for m in (base, heads, retuned)]
+    counters = [ImageTowerRowCounter(m) for m in (base, heads, retuned)]
     first = base.embed_images(images, batch_size=3)
     shared_store().clear()  # a new process: only the disk store is left
     assert base.tower_namespace("text") != retuned.tower_namespace("text")
