@@ -14,13 +14,16 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from cultureclip.cli.main import app
 from cultureclip.eval.api import evaluate
 
-from .layouts import write_hub_layout
+from .layouts import PALETTE, write_hub_layout
 from .test_released_layouts import cvqa_rows, run_eval
+from .test_releases import COMMAND, runner, write_release
 
 
 def _perturb(module: torch.nn.Module, name: str, seed: int = 0) -> None:
@@ -194,3 +197,30 @@ def test_a_result_of_a_newer_version_is_refused_not_overwritten(
     with pytest.raises(InputError, match="newer than this cultureclip reads"):
         evaluate(tiny_model, "cultureverse", data=mcq_file, out_dir=tmp_path, model_name="t")
     assert json.loads(first.path.read_text())["schema_version"] == 99
+
+
+def test_images_an_annotation_file_points_to_are_part_of_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A release's images lie beside its annotation file (here under ``image_root``): one
+    redrawn in place makes the stored result another data's."""
+    monkeypatch.chdir(tmp_path)
+    write_release(tmp_path)
+
+    def run(out: str) -> dict[str, Any]:
+        args = [*COMMAND, "-m", "colour:oracle", "--model-name", "oracle", "-o", out]
+        assert runner.invoke(app, args).exit_code == 0
+        return json.loads((tmp_path / out / "cultureverse" / "oracle" / "result.json").read_text())
+
+    first = run("out")
+    with caplog.at_level(logging.INFO, logger="cultureclip.eval.api"):
+        assert run("out")["identity"] == first["identity"]
+    assert "reused (same content" in caplog.text
+    caplog.clear()
+    red = tmp_path / "data" / "images" / "red.png"
+    Image.new("RGB", (16, 16), PALETTE["cyan"]).save(red)  # the red item now shows cyan
+    with caplog.at_level(logging.INFO, logger="cultureclip.eval.api"):
+        again = run("out")
+    assert "recomputed: data changed" in caplog.text
+    fresh = run("fresh")
+    assert again["metrics"] == fresh["metrics"] != first["metrics"]

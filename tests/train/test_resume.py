@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from cultureclip.core.io import read_jsonl
@@ -87,6 +88,19 @@ def test_resume_refuses_data_changed_in_place_and_an_unrecorded_checkpoint(
     del state["content"]  # as a version that did not record it wrote it
     torch.save(state, checkpoint)
     with pytest.raises(CheckpointError, match="did not record its model's and data's content"):
+        train(make_config(out=out, resume="latest"))
+
+
+def test_resume_refuses_an_image_redrawn_beside_the_data_file(
+    make_config, toy_cultwin: Path, tmp_path
+) -> None:
+    """The data is a CulTwin JSONL; its images lie beside it, and are its content too."""
+    assert toy_cultwin.is_file()
+    out = str(tmp_path / "run")
+    train(make_config(out=out, stop_at_step=1, checkpoint_every=1))
+    image = next((toy_cultwin.parent / "images").glob("*.png"))
+    Image.new("RGB", Image.open(image).size, (0, 0, 0)).save(image)  # same name, other pixels
+    with pytest.raises(CheckpointError, match=r"other content \(data changed"):
         train(make_config(out=out, resume="latest"))
 
 

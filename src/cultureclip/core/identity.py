@@ -234,6 +234,15 @@ def spec_identity(spec: str) -> dict[str, Any]:
     return {"spec": spec, **weights_identity(argument.split("?", 1)[0].split("@", 1)[0])}
 
 
+def references_hash(references: Iterable[tuple[str, str | os.PathLike[str]]]) -> str:
+    """The files a data file points to (images beside an annotation file): each as it is
+    written there and by its bytes, so an image rewritten or swapped is other data."""
+    digest = hashlib.sha256()
+    for written, path in sorted({(str(w), str(p)) for w, p in references}):
+        digest.update(f"{written}\0{file_hash(path)}\n".encode())
+    return digest.hexdigest()[:32]
+
+
 def data_identity(data: str | os.PathLike[str], exclude: Path | None = None) -> dict[str, Any]:
     """A local data path's content hash, or a hub dataset id and the commit it resolves to."""
     path = Path(data).expanduser()

@@ -22,6 +22,7 @@ from cultureclip.core.identity import (
     data_identity,
     module_hash,
     portable_spec,
+    references_hash,
     short,
     spec_identity,
 )
@@ -347,7 +348,7 @@ def _result_key(
     key = {
         "benchmark": bench.name,
         "model": _model_identity(model, config),
-        "data": data_identity(str(config.data or bench.data), exclude=directory),
+        "data": _data_identity(config, bench, directory),
         "split": config.split,
         "options": served_name(options),
         "protocol": PROTOCOL_VERSION * 1000 + bench.spec.protocol_version,
@@ -356,6 +357,22 @@ def _result_key(
     if precision != "fp32":  # half-precision features are other numbers; fp32 keys as before
         key["precision"] = precision
     return json.loads(json.dumps(key, default=str))  # as it reads back from result.json
+
+
+def _data_identity(config: EvalConfig, bench: Benchmark, directory: Path | None) -> dict[str, Any]:
+    """The data's bytes: the data path's, and those of the images its items point to
+    outside it (an annotation file's images, ``options.image_root``)."""
+    data = str(config.data or bench.data)
+    identity = data_identity(data, exclude=directory)
+    inside = Path(data).resolve() if Path(data).is_dir() else None
+    outside = [
+        (written, path)
+        for written, path in bench.scorer.image_files()
+        if inside is None or not path.resolve().is_relative_to(inside)
+    ]
+    if outside:
+        identity["images"] = references_hash(outside)
+    return identity
 
 
 def _inference_precision(config: EvalConfig, model: ModelLike) -> str:

@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from cultureclip.core.device import DeviceSettings
-from cultureclip.core.identity import data_identity, module_hash
+from cultureclip.core.identity import data_identity, module_hash, references_hash
 from cultureclip.core.io import (
     atomic_path,
     atomic_write_json,
@@ -185,6 +185,16 @@ class IndexSummary:
     finalized: bool = True
 
 
+def _data_identity(config: IndexConfig, collection: PairCollection) -> dict[str, Any]:
+    """The data's bytes; for a collection file, those of the images beside it too (a folder
+    is hashed whole)."""
+    identity = data_identity(config.data, exclude=Path(config.out))
+    if Path(config.data).is_file():
+        files = [(str(image), image) for image in collection.images if isinstance(image, Path)]
+        identity["images"] = references_hash(files)
+    return identity
+
+
 def _fingerprint(
     config: IndexConfig, collection: PairCollection, model: VisionLanguageModel
 ) -> dict[str, Any]:
@@ -194,7 +204,7 @@ def _fingerprint(
         "model": config.model,
         "model_fingerprint": model_fingerprint(config.model),
         "model_weights": module_hash(model),
-        "data": data_identity(config.data, exclude=Path(config.out)),
+        "data": _data_identity(config, collection),
         "split": config.split,
         "split_seed": config.split_seed,
         "chunk_size": config.chunk_size,

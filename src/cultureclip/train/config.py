@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from cultureclip.core.config import Config, ConfigError, merge_layers, out_field
 from cultureclip.core.device import DeviceSettings, resolve_precision
 from cultureclip.core.errors import InputError
-from cultureclip.core.identity import data_identity, spec_identity
+from cultureclip.core.identity import data_identity, references_hash, spec_identity
 from cultureclip.models.base import TrainingSettings, TrainMode
 
 logger = logging.getLogger(__name__)
@@ -238,10 +238,13 @@ class TrainConfig(BaseTrainConfig):
     def content_identity(self) -> dict[str, Any]:
         """What the names in :meth:`run_identity` stand for: the base model's weights and
         the data's bytes (a resume onto a model or data changed in place is refused)."""
-        return {
-            "model": spec_identity(self.model),
-            "data": data_identity(self.data.path, exclude=Path(self.out)),
-        }
+        from cultureclip.train.data import referenced_images
+
+        data = data_identity(self.data.path, exclude=Path(self.out))
+        images = referenced_images(self.data)
+        if images:  # a data file's images lie beside it
+            data["images"] = references_hash(images)
+        return {"model": spec_identity(self.model), "data": data}
 
 
 def list_presets() -> dict[str, Any]:

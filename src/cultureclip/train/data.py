@@ -137,6 +137,26 @@ def detect_kind(config: DataSettings) -> DataKind:
     return "twin" if is_cultwin_path(path) else "pairs"
 
 
+def referenced_images(config: DataSettings) -> list[tuple[str, Path]]:
+    """``(as written, file)`` for the image files a data *file* points to (a CulTwin JSONL's
+    images beside it, a collection file's): part of the data's identity, since hashing
+    the file alone would not see an image redrawn in place. A folder is hashed whole."""
+    if not Path(config.path).is_file():
+        return []
+    if detect_kind(config) == "twin":
+        from cultureclip.data.cultwin import read_cultwin
+
+        load = read_cultwin(config.path)
+        written = {i for r in load.records for i in (r.pos_image, r.neg_image) if i}
+        found = [(name, load.image_path(name)) for name in sorted(written)]
+    else:
+        from cultureclip.data.collections import load_collection
+
+        images = load_collection(config.path, split=config.split).images
+        found = [(str(i), i) for i in images if isinstance(i, Path)]
+    return [(name, Path(path)) for name, path in found if path is not None and Path(path).is_file()]
+
+
 def build_dataset(
     config: DataSettings,
     *,

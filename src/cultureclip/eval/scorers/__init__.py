@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -56,11 +57,28 @@ class Scorer(ABC):
         """Reads and validates the data (called before the model loads: errors come early)."""
         return None
 
+    def image_files(self) -> list[tuple[str, Path]]:
+        """The image files the items point to, as written and where they lie: part of the
+        data's identity when they lie outside the data path (an annotation file's images)."""
+        return []
+
     @abstractmethod
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         """Scores ``model`` (a :class:`VisionLanguageModel`, or a generative model if supported)."""
+
+
+def referenced_files(images: Iterable[str | bytes], root: Path) -> list[tuple[str, Path]]:
+    """``(as written, file)`` for each image given as a path that exists (relative ones start
+    at ``root``); inline bytes and ``data:`` URLs are part of the data file already."""
+    found = []
+    for image in images:
+        if isinstance(image, str) and not image.startswith("data:") and "://" not in image:
+            path = root / image  # an absolute path replaces root
+            if path.is_file():
+                found.append((image, path))
+    return found
 
 
 SCORERS: Registry[type[Scorer]] = Registry(

@@ -23,7 +23,13 @@ from cultureclip.eval.features import (
 from cultureclip.eval.items import ItemSet, MCQItem, as_text
 from cultureclip.eval.layouts import LAYOUTS
 from cultureclip.eval.metrics import accuracy, group_accuracy, mcq_decisions, role_accuracy
-from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
+from cultureclip.eval.scorers import (
+    SCORERS,
+    BenchmarkOutput,
+    Scorer,
+    ScorerSettings,
+    referenced_files,
+)
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.models.generative import (
     AnswerStore,
@@ -93,6 +99,10 @@ class MCQScorer(Scorer):
         if cached is None:
             cached = self._items = self.load_items()
         return cached
+
+    def image_files(self) -> list[tuple[str, Path]]:
+        item_set = self.items()
+        return referenced_files((item.image for item in item_set.items), item_set.root)
 
     def prepare(self) -> None:
         item_set = self.items()

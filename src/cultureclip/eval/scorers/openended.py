@@ -23,7 +23,13 @@ from cultureclip.data.taxonomy import continent_of
 from cultureclip.eval.features import TextFeatureCache, batched, embed_images
 from cultureclip.eval.items import BadItem, load_image
 from cultureclip.eval.metrics import GROUP_KEYS, accuracy, group_accuracy
-from cultureclip.eval.scorers import SCORERS, BenchmarkOutput, Scorer, ScorerSettings
+from cultureclip.eval.scorers import (
+    SCORERS,
+    BenchmarkOutput,
+    Scorer,
+    ScorerSettings,
+    referenced_files,
+)
 from cultureclip.models.base import VisionLanguageModel
 from cultureclip.models.generative import (
     AnswerStore,
@@ -125,6 +131,10 @@ class OpenEndedScorer(Scorer):
     task = "openended"
     Options: ClassVar[type[ScorerSettings]] = OpenEndedOptions
     prompt_option = "template"
+
+    def image_files(self) -> list[tuple[str, Path]]:
+        items, _, root = read_open_items(self.bench.data)
+        return referenced_files((item.image for item in items), root)
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
