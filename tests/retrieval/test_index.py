@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,34 @@ def test_interrupted_build_resumes_from_finished_chunks(
         build_index(changed, model=session_model, progress=False, overwrite=True).resumed_chunks
         == 0
     )
+
+
+def test_a_damaged_chunk_fingerprint_is_rebuilt_with_one_warning(
+    tmp_path, culti_dir, tiny_clip_dir, session_model, monkeypatch, caplog
+) -> None:
+    out = tmp_path / "idx"
+    config = _config(tiny_clip_dir, culti_dir, out, chunk_size=4, batch_size=2)
+    original = session_model.encode_image
+
+    def crashing(pixels, normalize=True):
+        if crashing.calls == 2:  # the first batch of chunk 1
+            raise _Crash("killed")
+        crashing.calls += 1
+        return original(pixels, normalize)
+
+    crashing.calls = 0
+    monkeypatch.setattr(session_model, "encode_image", crashing)
+    with pytest.raises(_Crash):
+        build_index(config, model=session_model, progress=False)
+    monkeypatch.undo()
+    fingerprint = out / "chunks" / "fingerprint.json"
+    fingerprint.write_text(fingerprint.read_text()[:30])  # damaged on disk
+    with caplog.at_level(logging.WARNING, logger="cultureclip.retrieval.index"):
+        summary = build_index(config, model=session_model, progress=False)
+    assert summary.resumed_chunks == 0  # no chunk of unknown making is used
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "rebuilding its chunks" in warnings[0]
+    assert "\n" not in warnings[0]
 
 
 def test_laclip_index_stores_fused_vectors_and_explains_them(

@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from cultureclip.core.device import DeviceSettings
+from cultureclip.core.errors import InputError
 from cultureclip.core.identity import data_identity, module_hash, references_hash
 from cultureclip.core.io import (
     atomic_path,
@@ -220,14 +221,28 @@ def _fingerprint(
     }
 
 
+def _recorded_fingerprint(chunks: Path) -> dict[str, Any] | None:
+    """The fingerprint the chunks on disk were made with; None when there are none, or when
+    it is damaged (the chunks are then removed: nothing tells what they were made from)."""
+    path = chunks / "fingerprint.json"
+    if not path.exists():
+        return None
+    try:
+        recorded = read_json(path)
+    except InputError as exc:
+        logger.warning("%s; rebuilding its chunks", exc)
+        shutil.rmtree(chunks)
+        return None
+    # chunks of a build before ``precision`` existed were encoded in fp32
+    return {"precision": "fp32", **recorded}
+
+
 def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
     """Creates ``chunks/`` for a new run, or checks that the chunks there belong to this run."""
-    path = chunks / "fingerprint.json"
     if overwrite and chunks.exists():
         shutil.rmtree(chunks)
-    if path.exists():
-        # chunks of a build before ``precision`` existed were encoded in fp32
-        stored = {"precision": "fp32", **read_json(path)}
+    stored = _recorded_fingerprint(chunks)
+    if stored is not None:
         changed = changed_fields(stored, fingerprint, shared_only=True)
         if changed:
             raise RetrievalIndexError(
@@ -236,7 +251,7 @@ def _prepare_chunks(chunks: Path, fingerprint: dict[str, Any], overwrite: bool) 
             )
         return
     chunks.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, fingerprint)
+    atomic_write_json(chunks / "fingerprint.json", fingerprint)
 
 
 def build_index(
