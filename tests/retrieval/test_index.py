@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,24 +158,28 @@ def test_interrupted_build_resumes_from_finished_chunks(
     )
 
 
+def _killed_in_chunk_one(config: IndexConfig, model, monkeypatch) -> None:
+    """Builds with chunks of 4 in batches of 2 and dies on chunk 1's first batch."""
+    original, calls = model.encode_image, {"n": 0}
+
+    def crashing(pixels, normalize=True):
+        if calls["n"] == 2:
+            raise _Crash("killed")
+        calls["n"] += 1
+        return original(pixels, normalize)
+
+    monkeypatch.setattr(model, "encode_image", crashing)
+    with pytest.raises(_Crash):
+        build_index(config, model=model, progress=False)
+    monkeypatch.undo()
+
+
 def test_a_damaged_chunk_fingerprint_is_rebuilt_with_one_warning(
     tmp_path, culti_dir, tiny_clip_dir, session_model, monkeypatch, caplog
 ) -> None:
     out = tmp_path / "idx"
     config = _config(tiny_clip_dir, culti_dir, out, chunk_size=4, batch_size=2)
-    original = session_model.encode_image
-
-    def crashing(pixels, normalize=True):
-        if crashing.calls == 2:  # the first batch of chunk 1
-            raise _Crash("killed")
-        crashing.calls += 1
-        return original(pixels, normalize)
-
-    crashing.calls = 0
-    monkeypatch.setattr(session_model, "encode_image", crashing)
-    with pytest.raises(_Crash):
-        build_index(config, model=session_model, progress=False)
-    monkeypatch.undo()
+    _killed_in_chunk_one(config, session_model, monkeypatch)
     fingerprint = out / "chunks" / "fingerprint.json"
     fingerprint.write_text(fingerprint.read_text()[:30])  # damaged on disk
     with caplog.at_level(logging.WARNING, logger="cultureclip.retrieval.index"):
@@ -183,6 +188,17 @@ def test_a_damaged_chunk_fingerprint_is_rebuilt_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "rebuilding its chunks" in warnings[0]
     assert "\n" not in warnings[0]
+
+
+def test_a_copy_of_the_same_weights_elsewhere_resumes_the_build(
+    tmp_path, culti_dir, tiny_clip_dir, session_model, monkeypatch
+) -> None:
+    out = tmp_path / "idx"
+    config = _config(tiny_clip_dir, culti_dir, out, chunk_size=4, batch_size=2)
+    _killed_in_chunk_one(config, session_model, monkeypatch)
+    copy = shutil.copytree(tiny_clip_dir, tmp_path / "copy")  # same bytes, another name
+    moved = config.model_copy(update={"model": f"hf:{copy}"})
+    assert build_index(moved, model=session_model, progress=False).resumed_chunks == 1
 
 
 def test_laclip_index_stores_fused_vectors_and_explains_them(

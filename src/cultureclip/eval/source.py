@@ -4,13 +4,13 @@ local folder in the hub layout, a folder holding one annotation file, or a hub d
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
-import importlib.util
 import io
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +169,36 @@ def load_dataset_rows(
 ) -> list[dict[str, Any]]:
     """Rows of ``datasets.load_dataset(source, split=…)``, images undecoded (``{bytes, path}``);
     with ``label_names``, a ``ClassLabel`` column gives the class name, not its index."""
-    if importlib.util.find_spec("datasets") is None:  # optional extra
-        raise InputError("loading a hub dataset needs `pip install cultureclip[datasets]`")
     wanted = split or "test"
     if local:
         # A local folder is read through a cache of its own, gone after: the shared cache
         # keys a folder by its name, and would serve a folder rewritten in place (or another
         # of the same name) from rows made of other bytes.
-        with tempfile.TemporaryDirectory(prefix="cultureclip-datasets-") as cache_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix="cultureclip-datasets-") as cache_dir,
+            _quiet_datasets(),  # its bars would print on every run; the stage reports its own
+        ):
             return _dataset_rows(source, wanted, config, label_names, local, cache_dir)
     # A hub dataset's cache is keyed by the commit it resolved to.
     return _dataset_rows(source, wanted, config, label_names, local, None)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """``datasets``' own progress bars off while a local folder is read, then as they were."""
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def _dataset_rows(

@@ -201,8 +201,7 @@ def _fingerprint(
 ) -> dict[str, Any]:
     """What must match for chunks on disk to be reused by a rerun (``config.model`` resolved):
     the loaded model's tensors and the data's bytes, whatever their names."""
-    return {
-        "model": config.model,
+    return {  # not the model's name: a copy of the same weights elsewhere is the same model
         "model_fingerprint": model_fingerprint(config.model),
         "model_weights": module_hash(model),
         "data": _data_identity(config, collection),
