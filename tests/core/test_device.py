@@ -12,7 +12,6 @@ from cultureclip.core.device import (
     DeviceSettings,
     autocast,
     resolve_device,
-    resolve_dtype,
     resolve_precision,
 )
 from cultureclip.core.errors import InputError
@@ -47,27 +46,6 @@ def test_naming_cuda_without_it_is_a_user_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="CUDA is not available"):
         resolve_device("cuda:1")
-
-
-@pytest.mark.parametrize(
-    ("dtype", "device", "on_cuda", "expected"),
-    [
-        ("auto", "cpu", "bfloat16", torch.float32),
-        ("auto", "cuda:1", "bfloat16", torch.bfloat16),
-        ("auto", "cuda", "float16", torch.float16),
-        ("float16", "cpu", "bfloat16", torch.float16),
-    ],
-)
-def test_dtype_auto_is_half_precision_only_on_a_gpu(
-    dtype: str, device: str, on_cuda: str, expected: torch.dtype
-) -> None:
-    assert resolve_dtype(dtype, device, on_cuda=on_cuda) is expected
-
-
-@pytest.mark.parametrize("name", ["Tensor", "fp8", "manual_seed"])
-def test_a_name_that_is_no_dtype_is_a_user_error(name: str) -> None:
-    with pytest.raises(InputError, match="unknown dtype"):
-        resolve_dtype(name, "cpu")
 
 
 # ---- precision: the one type every stage takes --------------------------------------------
@@ -113,3 +91,18 @@ def test_autocast_is_entered_in_the_asked_dtype(precision: str) -> None:
         product = torch.ones(2, 2) @ torch.ones(2, 2)
     assert product.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     assert not torch.is_autocast_enabled("cpu")
+
+
+def test_identities_spell_a_precision_as_the_former_dtype_setting_did() -> None:
+    from cultureclip.core.device import former_dtype_name
+    from cultureclip.core.llm import LLMSettings
+
+    assert [former_dtype_name(p) for p in ("auto", "fp32", "bf16", "fp16")] == [
+        "auto",
+        "float32",
+        "bfloat16",
+        "float16",
+    ]
+    # a served model's stored answers (no weights to hash) keep the key they had
+    served = LLMSettings(backend="openai", model="m", precision="bf16").identity()
+    assert served["dtype"] == "bfloat16" and "precision" not in served

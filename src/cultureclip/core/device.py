@@ -114,17 +114,10 @@ def torch_dtype(precision: str) -> Any:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def resolve_dtype(dtype: str, device: str, *, on_cuda: str = "bfloat16") -> Any:
-    """The dtype weights are loaded in: ``auto`` → ``on_cuda`` on a GPU and float32
-    elsewhere (half precision is slow on a CPU); a precision (``bf16``) or torch dtype
-    name (``bfloat16``) → that dtype."""
-    import torch
-
-    name = (on_cuda if device.startswith("cuda") else "float32") if dtype == AUTO else dtype
-    value = getattr(torch, {v: k for k, v in _TORCH_NAMES.items()}.get(name, name), None)
-    if not isinstance(value, torch.dtype):
-        raise InputError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
-    return value
+def former_dtype_name(precision: str) -> str:
+    """A precision as the former ``dtype`` setting spelled it (``bf16`` → ``bfloat16``,
+    ``auto`` as it is): identities stored under that name keep matching."""
+    return {short: name for name, short in _TORCH_NAMES.items()}.get(precision, precision)
 
 
 @contextlib.contextmanager

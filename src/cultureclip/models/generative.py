@@ -23,7 +23,12 @@ import torch
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
-from cultureclip.core.device import resolve_device, resolve_precision, torch_dtype
+from cultureclip.core.device import (
+    former_dtype_name,
+    resolve_device,
+    resolve_precision,
+    torch_dtype,
+)
 from cultureclip.core.errors import InputError
 from cultureclip.core.identity import weights_identity
 from cultureclip.core.io import stable_hash
@@ -319,13 +324,12 @@ class HFVisionChatModel(GenerativeModel):
         self._weights = weights_identity(argument)  # a folder retrained in place is new
 
     def identity(self) -> dict[str, Any]:
-        # ``dtype``, as the precision setting was named before it was one shared type
-        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
         return {
             "spec": self.spec,
             "scoring": self.scoring,
             "max_new_tokens": self.max_new_tokens,
-            "dtype": dtype.get(self._precision, self._precision),
+            # as the precision setting was named before it was one shared type
+            "dtype": former_dtype_name(self._precision),
             **self._weights,
         }
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
-from cultureclip.core.device import DeviceSettings
+from cultureclip.core.device import DeviceSettings, former_dtype_name
 from cultureclip.core.identity import weights_identity
 
 #: where ``<model>`` with no ``@<base_url>`` is sent when ``$OPENAI_BASE_URL`` is unset
@@ -15,9 +15,6 @@ DEFAULT_API_URL = "https://api.openai.com/v1"
 
 #: the settings that change an answer (the rest decide how hard and how fast to ask)
 ANSWER_FIELDS = ("backend", "model", "json_mode", "temperature", "max_tokens", "precision")
-
-
-_TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class LLMSettings(DeviceSettings):
@@ -61,7 +58,7 @@ class LLMSettings(DeviceSettings):
         model's weights by content or hub commit, so a model retrained in place is new)."""
         identity = self.model_dump(include=set(ANSWER_FIELDS))
         # ``precision`` under the name and spelling it had before it was one shared type
-        identity["dtype"] = _TORCH_DTYPE_NAMES.get(identity.pop("precision"), "auto")
+        identity["dtype"] = former_dtype_name(identity.pop("precision"))
         return {**identity, **self.weights()}
 
     def weights(self) -> dict[str, Any]:
