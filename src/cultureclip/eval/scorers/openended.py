@@ -132,15 +132,22 @@ class OpenEndedScorer(Scorer):
     Options: ClassVar[type[ScorerSettings]] = OpenEndedOptions
     prompt_option = "template"
 
+    def open_items(self) -> tuple[list[OpenItem], list[BadItem], Path]:
+        """:func:`read_open_items` of the data, read once and kept."""
+        cached = getattr(self, "_open_items", None)
+        if cached is None:
+            cached = self._open_items = read_open_items(self.bench.data)
+        return cached
+
     def image_files(self) -> list[tuple[str, Path]]:
-        items, _, root = read_open_items(self.bench.data)
+        items, _, root = self.open_items()
         return referenced_files((item.image for item in items), root)
 
     def run(
         self, model: Any, *, work_dir: Path | None = None, progress: bool = True
     ) -> BenchmarkOutput:
         options: OpenEndedOptions = self.options  # type: ignore[assignment]
-        items, errors, root = read_open_items(self.bench.data)
+        items, errors, root = self.open_items()
         if not items:
             raise InputError(f"no valid open-ended items in {self.bench.data}")
         if not isinstance(model, VisionLanguageModel | GenerativeModel):
