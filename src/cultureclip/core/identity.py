@@ -75,16 +75,17 @@ def file_hash(path: str | os.PathLike[str]) -> str:
         if signature in _memo:
             return _memo[signature]
     # Small files (images, annotations) rehash faster than a memo file reads back.
-    on_disk = settled and stat.st_size >= _DISK_MEMO_BYTES
-    memo_file = cache_root() / "file-hashes" / f"{stable_hash(*signature, length=32)}.txt"
-    digest = _read_memo(memo_file) if on_disk else None
+    memo_file = None
+    if settled and stat.st_size >= _DISK_MEMO_BYTES:
+        memo_file = cache_root() / "file-hashes" / f"{stable_hash(*signature, length=32)}.txt"
+    digest = _read_memo(memo_file) if memo_file is not None else None
     if digest is None:
         hasher = hashlib.sha256()
         with open(resolved, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 hasher.update(chunk)
         digest = hasher.hexdigest()
-        if on_disk:
+        if memo_file is not None:
             with contextlib.suppress(OSError, DiskFullError):  # a read-only cache: rehash later
                 atomic_write_text(memo_file, digest)
     if settled:
